@@ -1,0 +1,82 @@
+/*
+ * outbox.h: the durable SQLite outbox.
+ *
+ * struct outbox is the one writer connection, owned by the main (ingress)
+ * thread: group-commit inserts and range deletes of confirmed rows.  struct
+ * outbox_reader is a read-only connection owned by the publisher thread; WAL
+ * lets it read ahead by id beside the writer.
+ */
+#ifndef PUBRELAY_OUTBOX_H
+#define PUBRELAY_OUTBOX_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#define OUTBOX_SCHEMA_VERSION	1
+#define OUTBOX_APPLICATION_ID	0x50524c59	/* "PRLY": marks our files */
+#define OUTBOX_INSTANCE_LEN	16		/* hex digits */
+
+/* Results of outbox writes. */
+#define OUTBOX_OK	0
+#define OUTBOX_EFULL	-1	/* disk or database full: retryable */
+#define OUTBOX_EIO	-2	/* any other failure */
+
+struct outbox;
+struct outbox_reader;
+
+/*
+ * Open (creating when the file does not exist or is empty) the outbox at path.
+ * An existing file that is not a pubrelay outbox, is corrupt, unreadable, or
+ * has a newer schema is an error, never silently recreated.  0 on success;
+ * -1 with a message in err.
+ */
+int	 outbox_open(struct outbox **obp, const char *path, int sync_full,
+	    char *err, size_t errlen);
+void	 outbox_close(struct outbox *ob);
+
+/* Random id of this outbox, used to generate stable message-ids. */
+const char *outbox_instance(const struct outbox *ob);
+
+/* Group commit: begin, insert..., commit (or rollback). */
+int	 outbox_begin(struct outbox *ob);
+int	 outbox_insert(struct outbox *ob, const char *props, size_t plen,
+	    const void *body, size_t blen, int64_t created_ms, int64_t *idp);
+int	 outbox_commit(struct outbox *ob);
+void	 outbox_rollback(struct outbox *ob);
+
+/* Delete every row with id <= upto, in its own transaction. */
+int	 outbox_delete_upto(struct outbox *ob, int64_t upto);
+
+/* Running totals, kept in the database and updated in each transaction. */
+uint64_t outbox_rows(const struct outbox *ob);
+uint64_t outbox_bytes(const struct outbox *ob);
+/* Size a row is accounted at. */
+uint64_t outbox_row_size(size_t plen, size_t blen);
+/* Creation time (ms) of the oldest row; -1 when empty or on error. */
+int64_t	 outbox_oldest_ms(struct outbox *ob);
+/* Last SQLite error text. */
+const char *outbox_errmsg(const struct outbox *ob);
+
+/* One row as the reader hands it out; pointers valid during the callback. */
+struct outbox_row {
+	int64_t		 id;
+	int64_t		 created_ms;
+	const char	*props;
+	size_t		 plen;
+	const void	*body;
+	size_t		 blen;
+};
+typedef int (*outbox_row_fn)(void *arg, const struct outbox_row *row);
+
+int	 outbox_reader_open(struct outbox_reader **rp, const char *path,
+	    char *err, size_t errlen);
+void	 outbox_reader_close(struct outbox_reader *r);
+/*
+ * Call fn for up to max rows with id > after, in id order; fn returning
+ * non-zero stops early.  Returns the number of rows handed out, or -1.
+ */
+int	 outbox_reader_fetch(struct outbox_reader *r, int64_t after, int max,
+	    outbox_row_fn fn, void *arg);
+const char *outbox_reader_errmsg(const struct outbox_reader *r);
+
+#endif
