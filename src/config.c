@@ -1,0 +1,857 @@
+/*
+ * config.c: load pubrelay.ini through inih.
+ *
+ * inih splits the file into sections and key = value pairs, but it is loose
+ * (it takes "key: value", silently skips lines it cannot read and gives the
+ * handler no line number in Debian's build), so our reader callback sits in
+ * front of it: it counts lines, checks the syntax of each one and hands a bad
+ * line to inih as an empty one.  Every error is reported and counted, and
+ * parsing goes on; the caller rejects the file when the count is not zero.
+ *
+ * A key given twice keeps its last value, except uri, which adds one more
+ * broker to the failover list.
+ */
+#include <sys/socket.h>
+#include <sys/un.h>
+
+#include <ctype.h>
+#include <errno.h>
+#include <stdarg.h>
+#include <stdbool.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+#include <syslog.h>
+
+#include <amqp.h>
+#include <ini.h>
+
+#include "config.h"
+#include "log.h"
+#include "util.h"
+
+#ifndef PUBRELAY_SOCKET_PATH
+#define PUBRELAY_SOCKET_PATH	"/run/pubrelay/pubrelay.sock"
+#endif
+#ifndef PUBRELAY_OUTBOX_PATH
+#define PUBRELAY_OUTBOX_PATH	"/var/lib/pubrelay/outbox.db"
+#endif
+
+/* inih's line buffer; a line may hold CONFIG_LINE_MAX - 1 bytes. */
+#define CONFIG_LINE_MAX			4096
+#define CONFIG_SECTION_MAX		32
+
+/* Limits on values; the defaults live in config.h. */
+#define CONFIG_HEARTBEAT_MAX_MS		(3600ULL * 1000)
+#define CONFIG_CONNECT_TIMEOUT_MIN_MS	100ULL
+#define CONFIG_CONNECT_TIMEOUT_MAX_MS	(300ULL * 1000)
+#define CONFIG_RECONNECT_MIN_MS		10ULL
+#define CONFIG_RECONNECT_MAX_MS		(3600ULL * 1000)
+#define CONFIG_MAX_CLIENTS_MAX		100000
+#define CONFIG_MAX_MESSAGE_MAX		(128ULL * 1024 * 1024)
+#define CONFIG_WINDOW_MAX		65535
+
+struct config_parse {
+	struct config	*cf;
+	const char	*path;
+	FILE		*fp;
+	FILE		*errf;
+	int		 nerrors;
+	int		 lineno;	/* of the line inih is working on */
+	int		 read_errno;	/* getc() failed: the file is unreadable */
+	int		 in_section;	/* a [section] line was seen */
+	int		 section_ok;	/* and it names a section we know */
+	char		 section[CONFIG_SECTION_MAX + 1];
+	const char	*key;		/* the key being set, for config_keyerr() */
+	/* Lines of keys checked only once the whole file is read. */
+	int		 password_line;
+	int		 reconnect_min_line;
+	int		 reconnect_max_line;
+};
+
+struct config_key {
+	const char	*section;
+	const char	*name;
+	void		(*set)(struct config_parse *, const char *);
+};
+
+static const char *const config_sections[] = {
+	"broker", "socket", "outbox", "publish", "log",
+};
+
+static void	config_verr(struct config_parse *, int, const char *,
+		    const char *, const char *, va_list)
+		    __attribute__((format(printf, 5, 0)));
+static void	config_err(struct config_parse *, int, const char *,
+		    const char *, const char *, ...)
+		    __attribute__((format(printf, 5, 6)));
+static void	config_keyerr(struct config_parse *, const char *, ...)
+		    __attribute__((format(printf, 2, 3)));
+static void	config_syntax(struct config_parse *, const char *, ...)
+		    __attribute__((format(printf, 2, 3)));
+
+/*
+ * One error line: "FILE:LINE: [section] key: message".  Without a section,
+ * key alone is the prefix ("syntax error"); lineno 0 leaves out the line.
+ */
+static void
+config_verr(struct config_parse *p, int lineno, const char *section,
+    const char *key, const char *fmt, va_list ap)
+{
+	p->nerrors++;
+	if (p->errf == NULL)
+		return;
+	flockfile(p->errf);
+	if (lineno > 0)
+		fprintf(p->errf, "%s:%d: ", p->path, lineno);
+	else
+		fprintf(p->errf, "%s: ", p->path);
+	if (section != NULL && key != NULL)
+		fprintf(p->errf, "[%s] %s: ", section, key);
+	else if (key != NULL)
+		fprintf(p->errf, "%s: ", key);
+	vfprintf(p->errf, fmt, ap);
+	fputc('\n', p->errf);
+	funlockfile(p->errf);
+}
+
+static void
+config_err(struct config_parse *p, int lineno, const char *section,
+    const char *key, const char *fmt, ...)
+{
+	va_list	ap;
+
+	va_start(ap, fmt);
+	config_verr(p, lineno, section, key, fmt, ap);
+	va_end(ap);
+}
+
+/* An error in the value of the key being set. */
+static void
+config_keyerr(struct config_parse *p, const char *fmt, ...)
+{
+	va_list	ap;
+
+	va_start(ap, fmt);
+	config_verr(p, p->lineno, p->section, p->key, fmt, ap);
+	va_end(ap);
+}
+
+static void
+config_syntax(struct config_parse *p, const char *fmt, ...)
+{
+	va_list	ap;
+
+	va_start(ap, fmt);
+	config_verr(p, p->lineno, NULL, "syntax error", fmt, ap);
+	va_end(ap);
+}
+
+/* Durations in messages read as they would be written in the file. */
+static const char *
+config_fmt_ms(uint64_t ms, char *out, size_t len)
+{
+	if (ms != 0 && ms % (3600 * 1000) == 0)
+		snprintf(out, len, "%lluh", (unsigned long long)(ms / 3600000));
+	else if (ms != 0 && ms % (60 * 1000) == 0)
+		snprintf(out, len, "%llum", (unsigned long long)(ms / 60000));
+	else if (ms % 1000 == 0)
+		snprintf(out, len, "%llus", (unsigned long long)(ms / 1000));
+	else
+		snprintf(out, len, "%llums", (unsigned long long)ms);
+	return out;
+}
+
+static const char *
+config_fmt_size(uint64_t n, char *out, size_t len)
+{
+	if (n != 0 && n % (1ULL << 30) == 0)
+		snprintf(out, len, "%lluG", (unsigned long long)(n >> 30));
+	else if (n != 0 && n % (1ULL << 20) == 0)
+		snprintf(out, len, "%lluM", (unsigned long long)(n >> 20));
+	else if (n != 0 && n % (1ULL << 10) == 0)
+		snprintf(out, len, "%lluK", (unsigned long long)(n >> 10));
+	else
+		snprintf(out, len, "%llu", (unsigned long long)n);
+	return out;
+}
+
+static int
+config_number(struct config_parse *p, const char *v, uint64_t min,
+    uint64_t max, uint64_t *out)
+{
+	uint64_t	n;
+
+	if (util_parse_u64(v, 0, UINT64_MAX, &n) == -1) {
+		config_keyerr(p, "invalid number '%s' (expected %llu to %llu)",
+		    v, (unsigned long long)min, (unsigned long long)max);
+		return -1;
+	}
+	if (n < min || n > max) {
+		config_keyerr(p, "%s is out of range (expected %llu to %llu)",
+		    v, (unsigned long long)min, (unsigned long long)max);
+		return -1;
+	}
+	*out = n;
+	return 0;
+}
+
+static int
+config_size(struct config_parse *p, const char *v, uint64_t min,
+    uint64_t max, uint64_t *out)
+{
+	char		a[32], b[32];
+	uint64_t	n;
+
+	if (util_parse_size(v, &n) == -1) {
+		config_keyerr(p, "invalid size '%s' (expected bytes, or a whole "
+		    "number with unit K, M, G or T)", v);
+		return -1;
+	}
+	if (n < min || n > max) {
+		config_keyerr(p, "%s is out of range (expected %s to %s)", v,
+		    config_fmt_size(min, a, sizeof(a)),
+		    config_fmt_size(max, b, sizeof(b)));
+		return -1;
+	}
+	*out = n;
+	return 0;
+}
+
+static int
+config_duration(struct config_parse *p, const char *v, uint64_t min,
+    uint64_t max, uint64_t *out)
+{
+	char		a[32], b[32];
+	uint64_t	ms;
+
+	if (util_parse_duration_ms(v, &ms) == -1) {
+		config_keyerr(p, "invalid duration '%s' (expected a whole number "
+		    "with unit ms, s, m or h; no unit means seconds)", v);
+		return -1;
+	}
+	if (ms < min || ms > max) {
+		config_keyerr(p, "%s is out of range (expected %s to %s)", v,
+		    config_fmt_ms(min, a, sizeof(a)),
+		    config_fmt_ms(max, b, sizeof(b)));
+		return -1;
+	}
+	*out = ms;
+	return 0;
+}
+
+static int
+config_bool(struct config_parse *p, const char *v, int *out)
+{
+	if (util_parse_bool(v, out) == -1) {
+		config_keyerr(p, "invalid boolean '%s' (expected yes or no)", v);
+		return -1;
+	}
+	return 0;
+}
+
+static void
+config_set_str(char **dst, const char *v)
+{
+	free(*dst);
+	*dst = xstrdup(v);
+}
+
+static void
+config_set_uri(struct config_parse *p, const char *v)
+{
+	struct amqp_connection_info	 ci;
+	char				 masked[256], *copy;
+	int				 rc;
+
+	/* Error lines end up in logs: never print a password. */
+	util_mask_uri(v, masked, sizeof(masked));
+	if (p->cf->nuris >= CONFIG_MAX_URIS) {
+		config_keyerr(p, "too many uri keys: '%s' is past the limit of %d",
+		    masked, CONFIG_MAX_URIS);
+		return;
+	}
+	copy = xstrdup(v);		/* amqp_parse_url() cuts its input up */
+	amqp_default_connection_info(&ci);
+	rc = amqp_parse_url(copy, &ci);
+	if (rc != AMQP_STATUS_OK)
+		config_keyerr(p, "invalid AMQP URI '%s' (expected "
+		    "amqp://user:password@host:port/vhost or amqps://...)",
+		    masked);
+	/*
+	 * rabbitmq-c reads "amqp://host/" as the vhost "", which no broker
+	 * has: the login would fail much later, far from the typo.
+	 */
+	else if (ci.vhost[0] == '\0')
+		config_keyerr(p, "empty vhost in '%s' (write %%2f for the vhost "
+		    "'/', or leave out the trailing '/')", masked);
+	else
+		p->cf->uris[p->cf->nuris++] = xstrdup(v);
+	free(copy);
+}
+
+static void
+config_set_password_file(struct config_parse *p, const char *v)
+{
+	if (*v == '\0') {
+		config_keyerr(p, "empty path");
+		return;
+	}
+	/* Read once the file is parsed, so only the last one counts. */
+	config_set_str(&p->cf->password_file, v);
+	p->password_line = p->lineno;
+}
+
+static void
+config_set_heartbeat(struct config_parse *p, const char *v)
+{
+	uint64_t	ms;
+
+	if (config_duration(p, v, 0, CONFIG_HEARTBEAT_MAX_MS, &ms) == -1)
+		return;
+	/* AMQP negotiates the heartbeat in whole seconds. */
+	if (ms % 1000 != 0) {
+		config_keyerr(p, "%s is not a whole number of seconds", v);
+		return;
+	}
+	p->cf->heartbeat = (unsigned)(ms / 1000);
+}
+
+static void
+config_set_connect_timeout(struct config_parse *p, const char *v)
+{
+	config_duration(p, v, CONFIG_CONNECT_TIMEOUT_MIN_MS,
+	    CONFIG_CONNECT_TIMEOUT_MAX_MS, &p->cf->connect_timeout_ms);
+}
+
+static void
+config_set_reconnect_min(struct config_parse *p, const char *v)
+{
+	if (config_duration(p, v, CONFIG_RECONNECT_MIN_MS,
+	    CONFIG_RECONNECT_MAX_MS, &p->cf->reconnect_min_ms) == 0)
+		p->reconnect_min_line = p->lineno;
+}
+
+static void
+config_set_reconnect_max(struct config_parse *p, const char *v)
+{
+	if (config_duration(p, v, CONFIG_RECONNECT_MIN_MS,
+	    CONFIG_RECONNECT_MAX_MS, &p->cf->reconnect_max_ms) == 0)
+		p->reconnect_max_line = p->lineno;
+}
+
+static void
+config_set_socket_path(struct config_parse *p, const char *v)
+{
+	struct sockaddr_un	sun;
+	size_t			len = strlen(v);
+
+	if (*v != '/') {
+		config_keyerr(p, "'%s' is not an absolute path", v);
+		return;
+	}
+	if (len >= sizeof(sun.sun_path)) {
+		config_keyerr(p, "path is too long for a Unix socket (%zu bytes, "
+		    "at most %zu)", len, sizeof(sun.sun_path) - 1);
+		return;
+	}
+	config_set_str(&p->cf->socket_path, v);
+}
+
+static void
+config_set_socket_mode(struct config_parse *p, const char *v)
+{
+	if (util_parse_mode(v, &p->cf->socket_mode) == -1)
+		config_keyerr(p, "invalid file mode '%s' (expected octal such as "
+		    "0660)", v);
+}
+
+static void
+config_set_max_clients(struct config_parse *p, const char *v)
+{
+	uint64_t	n;
+
+	if (config_number(p, v, 1, CONFIG_MAX_CLIENTS_MAX, &n) == 0)
+		p->cf->max_clients = (unsigned)n;
+}
+
+static void
+config_set_max_message_size(struct config_parse *p, const char *v)
+{
+	config_size(p, v, 1, CONFIG_MAX_MESSAGE_MAX,
+	    &p->cf->max_message_size);
+}
+
+static void
+config_set_outbox_path(struct config_parse *p, const char *v)
+{
+	if (*v == '\0') {
+		config_keyerr(p, "empty path");
+		return;
+	}
+	config_set_str(&p->cf->outbox_path, v);
+}
+
+static void
+config_set_max_bytes(struct config_parse *p, const char *v)
+{
+	config_size(p, v, 0, UINT64_MAX, &p->cf->max_bytes);
+}
+
+static void
+config_set_sync(struct config_parse *p, const char *v)
+{
+	if (strcasecmp(v, "full") == 0)
+		p->cf->sync_full = 1;
+	else if (strcasecmp(v, "normal") == 0)
+		p->cf->sync_full = 0;
+	else
+		config_keyerr(p, "invalid value '%s' (expected full or normal)",
+		    v);
+}
+
+static void
+config_set_window(struct config_parse *p, const char *v)
+{
+	uint64_t	n;
+
+	if (config_number(p, v, 1, CONFIG_WINDOW_MAX, &n) == 0)
+		p->cf->window = (unsigned)n;
+}
+
+static void
+config_set_persistent(struct config_parse *p, const char *v)
+{
+	config_bool(p, v, &p->cf->persistent);
+}
+
+static void
+config_set_mandatory(struct config_parse *p, const char *v)
+{
+	config_bool(p, v, &p->cf->mandatory);
+}
+
+static void
+config_set_log_level(struct config_parse *p, const char *v)
+{
+	if (log_level_parse(v, &p->cf->log_level) == -1)
+		config_keyerr(p, "invalid log level '%s' (expected error, "
+		    "warning, notice, info or debug)", v);
+}
+
+static const struct config_key config_keys[] = {
+	{ "broker",	"uri",			config_set_uri },
+	{ "broker",	"password_file",	config_set_password_file },
+	{ "broker",	"heartbeat",		config_set_heartbeat },
+	{ "broker",	"connect_timeout",	config_set_connect_timeout },
+	{ "broker",	"reconnect_min",	config_set_reconnect_min },
+	{ "broker",	"reconnect_max",	config_set_reconnect_max },
+	{ "socket",	"path",			config_set_socket_path },
+	{ "socket",	"mode",			config_set_socket_mode },
+	{ "socket",	"max_clients",		config_set_max_clients },
+	{ "socket",	"max_message_size",	config_set_max_message_size },
+	{ "outbox",	"path",			config_set_outbox_path },
+	{ "outbox",	"max_bytes",		config_set_max_bytes },
+	{ "outbox",	"sync",			config_set_sync },
+	{ "publish",	"window",		config_set_window },
+	{ "publish",	"persistent",		config_set_persistent },
+	{ "publish",	"mandatory",		config_set_mandatory },
+	{ "log",	"level",		config_set_log_level },
+};
+
+static const struct config_key *
+config_find_key(const char *section, const char *name)
+{
+	size_t	i;
+
+	for (i = 0; i < sizeof(config_keys) / sizeof(config_keys[0]); i++) {
+		if (strcmp(config_keys[i].section, section) == 0 &&
+		    strcmp(config_keys[i].name, name) == 0)
+			return &config_keys[i];
+	}
+	return NULL;
+}
+
+static int
+config_known_section(const char *name, size_t len)
+{
+	size_t	i;
+
+	for (i = 0; i < sizeof(config_sections) / sizeof(config_sections[0]);
+	    i++) {
+		if (strlen(config_sections[i]) == len &&
+		    strncmp(config_sections[i], name, len) == 0)
+			return 1;
+	}
+	return 0;
+}
+
+static const char *
+config_skip_space(const char *s)
+{
+	while (isspace((unsigned char)*s))
+		s++;
+	return s;
+}
+
+/* Section and key names: letters, digits, '_', '-' and '.'. */
+static int
+config_valid_name(const char *s, size_t len)
+{
+	size_t	i;
+
+	for (i = 0; i < len; i++) {
+		if (!isalnum((unsigned char)s[i]) && s[i] != '_' &&
+		    s[i] != '-' && s[i] != '.')
+			return 0;
+	}
+	return len > 0;
+}
+
+/*
+ * Where inih will split a key line: at the first '=' or ':', or at an inline
+ * comment (';' after a blank), which inih takes for a line with no '='.
+ */
+static const char *
+config_find_separator(const char *s)
+{
+	int	blank = 0;
+
+	for (; *s != '\0'; s++) {
+		if (*s == '=' || *s == ':' || (blank && *s == ';'))
+			break;
+		blank = isspace((unsigned char)*s);
+	}
+	return s;
+}
+
+/* A bad header still opens a section: its keys are skipped, not misfiled. */
+static int
+config_check_section(struct config_parse *p, const char *s)
+{
+	const char	*name = s + 1, *end, *rest;
+	size_t		 len;
+
+	p->in_section = 1;
+	p->section_ok = 0;
+	if ((end = strchr(name, ']')) == NULL) {
+		config_syntax(p, "missing ']' in section header");
+		return -1;
+	}
+	len = (size_t)(end - name);
+	if (len == 0) {
+		config_syntax(p, "empty section name");
+		return -1;
+	}
+	if (!config_valid_name(name, len)) {
+		config_syntax(p, "invalid section name '%.*s'", (int)len, name);
+		return -1;
+	}
+	rest = config_skip_space(end + 1);
+	if (*rest != '\0' && *rest != '#' && *rest != ';') {
+		config_syntax(p, "unexpected text after ']'");
+		return -1;
+	}
+	if (!config_known_section(name, len)) {
+		/* Its keys go unreported: one line names the mistake. */
+		config_err(p, p->lineno, NULL, NULL, "[%.*s]: unknown section "
+		    "(expected broker, socket, outbox, publish or log)",
+		    (int)len, name);
+		return 0;
+	}
+	memcpy(p->section, name, len);
+	p->section[len] = '\0';
+	p->section_ok = 1;
+	return 0;
+}
+
+static int
+config_check_key(struct config_parse *p, const char *s)
+{
+	const char	*sep, *end;
+	size_t		 len;
+
+	sep = config_find_separator(s);
+	if (*sep == ':') {
+		config_syntax(p, "expected 'key = value', not 'key: value'");
+		return -1;
+	}
+	if (*sep != '=') {
+		config_syntax(p, "expected 'key = value', a [section], or a "
+		    "comment starting with # or ;");
+		return -1;
+	}
+	for (end = sep; end > s && isspace((unsigned char)end[-1]); end--)
+		;
+	len = (size_t)(end - s);
+	if (len == 0) {
+		config_syntax(p, "missing key name before '='");
+		return -1;
+	}
+	if (!config_valid_name(s, len)) {
+		config_syntax(p, "invalid key name '%.*s'", (int)len, s);
+		return -1;
+	}
+	if (!p->in_section) {
+		config_syntax(p, "key '%.*s' outside any [section]", (int)len, s);
+		return -1;
+	}
+	return 0;
+}
+
+/* 0 when inih may have the line; -1 when it was bad (and reported). */
+static int
+config_check_line(struct config_parse *p, const char *line)
+{
+	const char	*s = config_skip_space(line);
+
+	if (*s == '\0' || *s == '#' || *s == ';')
+		return 0;
+	if (*s == '[')
+		return config_check_section(p, s);
+	return config_check_key(p, s);
+}
+
+/*
+ * inih's reader: one line per call.  getc() rather than fgets() tells an
+ * over-long line from one with a NUL byte in it; either is reported, and
+ * every bad line reaches inih as an empty one, so inih neither stops at it nor
+ * reads it in its own looser way.
+ */
+static char *
+config_read_cb(char *line, int size, void *arg)
+{
+	struct config_parse	*p = arg;
+	size_t			 n = 0, max = (size_t)size - 1;
+	int			 c, nul = 0;
+
+	while ((c = getc(p->fp)) != EOF && c != '\n') {
+		if (c == '\0')
+			nul = 1;
+		if (n < max)
+			line[n] = (char)c;
+		n++;
+	}
+	if (c == EOF) {
+		if (ferror(p->fp)) {
+			p->read_errno = errno != 0 ? errno : EIO;
+			return NULL;
+		}
+		if (n == 0)
+			return NULL;
+	}
+	p->lineno++;
+	line[n < max ? n : max] = '\0';
+	if (n > max) {
+		config_syntax(p, "line longer than %zu bytes", max);
+		line[0] = '\0';
+	} else if (nul) {
+		config_syntax(p, "NUL byte in line");
+		line[0] = '\0';
+	} else {
+		if (p->lineno == 1 && strncmp(line, "\xef\xbb\xbf", 3) == 0)
+			memmove(line, line + 3, n - 2);
+		if (config_check_line(p, line) == -1)
+			line[0] = '\0';
+	}
+	return line;
+}
+
+static int
+config_handler_cb(void *arg, const char *section, const char *name,
+    const char *value)
+{
+	struct config_parse	*p = arg;
+	const struct config_key	*k;
+
+	/* inih truncates long section names; the reader kept the real one. */
+	(void)section;
+	if (!p->section_ok)
+		return 1;
+	if ((k = config_find_key(p->section, name)) == NULL) {
+		config_err(p, p->lineno, p->section, name, "unknown key");
+		return 1;
+	}
+	p->key = k->name;
+	k->set(p, value);
+	p->key = NULL;
+	/* Errors are counted here; a 0 would only make inih note the line. */
+	return 1;
+}
+
+/* The first line of password_file, without its line ending. */
+static void
+config_read_password(struct config_parse *p)
+{
+	struct config	*cf = p->cf;
+	FILE		*fp;
+	char		*line = NULL;
+	size_t		 cap = 0;
+	ssize_t		 n;
+
+	if ((fp = fopen(cf->password_file, "re")) == NULL) {
+		config_err(p, p->password_line, "broker", "password_file",
+		    "cannot open '%s': %s", cf->password_file, strerror(errno));
+		return;
+	}
+	/* No stdio buffer: no copy of the secret left in freed memory. */
+	setvbuf(fp, NULL, _IONBF, 0);
+	errno = 0;
+	n = getline(&line, &cap, fp);
+	if (n == -1 && ferror(fp)) {
+		config_err(p, p->password_line, "broker", "password_file",
+		    "cannot read '%s': %s", cf->password_file,
+		    strerror(errno != 0 ? errno : EIO));
+		goto out;
+	}
+	if (n > 0 && line[n - 1] == '\n')
+		line[--n] = '\0';
+	if (n > 0 && line[n - 1] == '\r')
+		line[--n] = '\0';
+	if (n <= 0) {
+		config_err(p, p->password_line, "broker", "password_file",
+		    "'%s' is empty: the password must be on its first line",
+		    cf->password_file);
+		goto out;
+	}
+	if (cf->password != NULL) {
+		explicit_bzero(cf->password, strlen(cf->password));
+		free(cf->password);
+	}
+	cf->password = line;
+	line = NULL;
+ out:
+	if (line != NULL) {
+		explicit_bzero(line, cap);
+		free(line);
+	}
+	fclose(fp);
+}
+
+static void
+config_check_reconnect(struct config_parse *p)
+{
+	struct config	*cf = p->cf;
+	char		 a[32], b[32];
+	int		 line;
+	const char	*key;
+
+	if (cf->reconnect_min_ms <= cf->reconnect_max_ms)
+		return;
+	/* Blame the later of the two lines: it made them disagree. */
+	if (p->reconnect_min_line > p->reconnect_max_line) {
+		line = p->reconnect_min_line;
+		key = "reconnect_min";
+	} else {
+		line = p->reconnect_max_line;
+		key = "reconnect_max";
+	}
+	config_err(p, line, "broker", key, "reconnect_min (%s) is greater than "
+	    "reconnect_max (%s)", config_fmt_ms(cf->reconnect_min_ms, a,
+	    sizeof(a)), config_fmt_ms(cf->reconnect_max_ms, b, sizeof(b)));
+}
+
+/*
+ * inih's knobs are process globals in Debian's build: set them on every load
+ * (config_load runs in the main thread only).
+ */
+static void
+config_setup_inih(void)
+{
+	static char	start_comments[] = ";#";
+	static char	inline_comments[] = ";";
+
+	ini_use_stack = false;
+	ini_max_line = CONFIG_LINE_MAX;
+	/* On the heap, inih reads into ini_initial_alloc bytes, not max_line. */
+	ini_initial_alloc = CONFIG_LINE_MAX;
+	ini_allow_realloc = false;
+	ini_allow_multiline = false;
+	ini_allow_bom = false;		/* the reader strips it */
+	ini_allow_no_value = false;
+	ini_allow_inline_comments = true;
+	ini_start_comment_prefixes = start_comments;
+	ini_inline_comment_prefixes = inline_comments;
+	ini_stop_on_first_error = false;
+}
+
+void
+config_defaults(struct config *cf)
+{
+	memset(cf, 0, sizeof(*cf));
+	cf->heartbeat = CONFIG_DEFAULT_HEARTBEAT;
+	cf->connect_timeout_ms = CONFIG_DEFAULT_CONNECT_TIMEOUT;
+	cf->reconnect_min_ms = CONFIG_DEFAULT_RECONNECT_MIN;
+	cf->reconnect_max_ms = CONFIG_DEFAULT_RECONNECT_MAX;
+	cf->socket_path = xstrdup(PUBRELAY_SOCKET_PATH);
+	cf->socket_mode = CONFIG_DEFAULT_SOCKET_MODE;
+	cf->max_clients = CONFIG_DEFAULT_MAX_CLIENTS;
+	cf->max_message_size = CONFIG_DEFAULT_MAX_MESSAGE;
+	cf->outbox_path = xstrdup(PUBRELAY_OUTBOX_PATH);
+	cf->max_bytes = CONFIG_DEFAULT_MAX_BYTES;
+	cf->sync_full = 1;
+	cf->window = CONFIG_DEFAULT_WINDOW;
+	cf->persistent = 1;
+	cf->mandatory = 0;
+	cf->log_level = LOG_INFO;
+}
+
+int
+config_load(struct config *cf, const char *path, FILE *errf)
+{
+	struct config_parse	p;
+	int			rc;
+
+	memset(&p, 0, sizeof(p));
+	p.cf = cf;
+	p.path = path;
+	p.errf = errf;
+	if ((p.fp = fopen(path, "re")) == NULL) {
+		if (errf != NULL)
+			fprintf(errf, "%s: cannot open: %s\n", path,
+			    strerror(errno));
+		return -1;
+	}
+
+	config_setup_inih();
+	rc = ini_parse_stream(config_read_cb, &p, config_handler_cb, &p);
+	fclose(p.fp);
+	if (p.read_errno != 0) {
+		if (errf != NULL)
+			fprintf(errf, "%s: cannot read: %s\n", path,
+			    strerror(p.read_errno));
+		return -1;
+	}
+	if (rc == -2)
+		config_err(&p, 0, NULL, NULL, "out of memory");
+	else if (rc > 0) {
+		/* The reader let through a line inih refused: still an error. */
+		config_err(&p, rc, NULL, "syntax error", "line not understood");
+	}
+
+	if (cf->password_file != NULL && p.password_line > 0)
+		config_read_password(&p);
+	config_check_reconnect(&p);
+	if (cf->nuris == 0)
+		cf->uris[cf->nuris++] = xstrdup(CONFIG_DEFAULT_URI);
+	return p.nerrors;
+}
+
+void
+config_free(struct config *cf)
+{
+	int	i;
+
+	for (i = 0; i < cf->nuris; i++)
+		free(cf->uris[i]);
+	free(cf->password_file);
+	if (cf->password != NULL) {
+		explicit_bzero(cf->password, strlen(cf->password));
+		free(cf->password);
+	}
+	free(cf->socket_path);
+	free(cf->outbox_path);
+	memset(cf, 0, sizeof(*cf));
+}

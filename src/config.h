@@ -1,0 +1,64 @@
+/*
+ * config.h: the pubrelay.ini configuration (inih).  config_load() reports every
+ * error as "FILE:LINE: [section] key: message" and keeps going; the caller
+ * rejects the file when any error was counted.
+ */
+#ifndef PUBRELAY_CONFIG_H
+#define PUBRELAY_CONFIG_H
+
+#include <stdint.h>
+#include <stdio.h>
+
+#define CONFIG_MAX_URIS		16
+
+/* Defaults: every limit is named once, here. */
+#define CONFIG_DEFAULT_URI		"amqp://guest:guest@localhost:5672"
+#define CONFIG_DEFAULT_HEARTBEAT	30		/* s */
+#define CONFIG_DEFAULT_CONNECT_TIMEOUT	5000		/* ms */
+#define CONFIG_DEFAULT_RECONNECT_MIN	100		/* ms */
+#define CONFIG_DEFAULT_RECONNECT_MAX	30000		/* ms */
+#define CONFIG_DEFAULT_SOCKET_MODE	0660
+#define CONFIG_DEFAULT_MAX_CLIENTS	1024
+#define CONFIG_DEFAULT_MAX_MESSAGE	(1024 * 1024)	/* bytes */
+#define CONFIG_DEFAULT_MAX_BYTES	(1024ULL * 1024 * 1024)	/* bytes */
+#define CONFIG_DEFAULT_WINDOW		256
+
+struct config {
+	/* [broker] */
+	char		*uris[CONFIG_MAX_URIS];	/* as written, password included */
+	int		 nuris;
+	char		*password_file;
+	char		*password;		/* read from password_file, or NULL */
+	unsigned	 heartbeat;		/* seconds; 0 disables */
+	uint64_t	 connect_timeout_ms;
+	uint64_t	 reconnect_min_ms;
+	uint64_t	 reconnect_max_ms;
+	/* [socket] */
+	char		*socket_path;
+	unsigned	 socket_mode;
+	unsigned	 max_clients;
+	uint64_t	 max_message_size;
+	/* [outbox] */
+	char		*outbox_path;
+	uint64_t	 max_bytes;		/* 0: no limit */
+	int		 sync_full;		/* 1: full (default), 0: normal */
+	/* [publish] */
+	unsigned	 window;
+	int		 persistent;
+	int		 mandatory;
+	/* [log] */
+	int		 log_level;		/* syslog LOG_* */
+};
+
+/* Fill cf with the compiled-in defaults (no URI yet: see config_load). */
+void	config_defaults(struct config *cf);
+/*
+ * Load path over the defaults.  Errors go to errf, one line each.  Returns the
+ * number of errors (0: cf is valid and complete), or -1 when path cannot be
+ * read at all (also reported to errf).  When no uri key is given,
+ * CONFIG_DEFAULT_URI is used.
+ */
+int	config_load(struct config *cf, const char *path, FILE *errf);
+void	config_free(struct config *cf);
+
+#endif

@@ -1,0 +1,975 @@
+/*
+ * test_config.c: config_defaults() and config_load(): every key, every error
+ * message with its FILE:LINE: [section] key prefix, syntax errors, the uri
+ * list, password_file, and the shipped etc/pubrelay.ini.
+ */
+#include <sys/stat.h>
+
+#include <errno.h>
+#include <stdarg.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <syslog.h>
+#include <unistd.h>
+
+#include "config.h"
+#include "tap.h"
+
+#ifndef PUBRELAY_SOCKET_PATH
+#define PUBRELAY_SOCKET_PATH	"/run/pubrelay/pubrelay.sock"
+#endif
+#ifndef PUBRELAY_OUTBOX_PATH
+#define PUBRELAY_OUTBOX_PATH	"/var/lib/pubrelay/outbox.db"
+#endif
+
+/* One config_load() of a temporary file, with what it printed. */
+struct result {
+	char		*path;
+	char		*errs;
+	size_t		 errlen;
+	int		 rc;
+	struct config	 cf;
+};
+
+static char	tmpdir[4096];
+
+/* A formatted, allocated string (asprintf is not in POSIX). */
+static char *
+strfmt(const char *f, ...) __attribute__((format(printf, 1, 2)));
+
+static char *
+strfmt(const char *f, ...)
+{
+	va_list	 ap;
+	char	*s;
+	int	 n;
+
+	va_start(ap, f);
+	n = vsnprintf(NULL, 0, f, ap);
+	va_end(ap);
+	if (n < 0 || (s = malloc((size_t)n + 1)) == NULL)
+		abort();
+	va_start(ap, f);
+	vsnprintf(s, (size_t)n + 1, f, ap);
+	va_end(ap);
+	return s;
+}
+
+static char *
+tmp_write(const char *data, size_t len)
+{
+	char	*path;
+	int	 fd;
+
+	path = strfmt("%s/test_config.XXXXXX", tmpdir);
+	if ((fd = mkstemp(path)) == -1) {
+		perror("mkstemp");
+		exit(2);
+	}
+	if (write(fd, data, len) != (ssize_t)len) {
+		perror("write");
+		exit(2);
+	}
+	close(fd);
+	return path;
+}
+
+static void
+load_path(struct result *r, const char *path)
+{
+	FILE	*errf;
+
+	r->errs = NULL;
+	r->errlen = 0;
+	if ((errf = open_memstream(&r->errs, &r->errlen)) == NULL)
+		abort();
+	config_defaults(&r->cf);
+	r->rc = config_load(&r->cf, path, errf);
+	fclose(errf);
+}
+
+static void
+load_n(struct result *r, const char *text, size_t len)
+{
+	r->path = tmp_write(text, len);
+	load_path(r, r->path);
+}
+
+static void
+load(struct result *r, const char *text)
+{
+	load_n(r, text, strlen(text));
+}
+
+static void
+result_free(struct result *r)
+{
+	config_free(&r->cf);
+	if (r->path != NULL) {
+		unlink(r->path);
+		free(r->path);
+	}
+	free(r->errs);
+	memset(r, 0, sizeof(*r));
+}
+
+static int
+count_lines(const char *s)
+{
+	int	n = 0;
+
+	for (; *s != '\0'; s++)
+		if (*s == '\n')
+			n++;
+	return n;
+}
+
+/* Is "PATH:LINE: msg" one whole line of the errors? */
+static int
+has_error(const struct result *r, int line, const char *fmt, ...)
+	__attribute__((format(printf, 3, 4)));
+
+static int
+has_error(const struct result *r, int line, const char *fmt, ...)
+{
+	char	 msg[8192], want[8300];
+	const char *s, *nl;
+	va_list	 ap;
+
+	va_start(ap, fmt);
+	vsnprintf(msg, sizeof(msg), fmt, ap);
+	va_end(ap);
+	if (line > 0)
+		snprintf(want, sizeof(want), "%s:%d: %s", r->path, line, msg);
+	else
+		snprintf(want, sizeof(want), "%s: %s", r->path, msg);
+	for (s = r->errs; s != NULL && *s != '\0'; s = nl + 1) {
+		if ((nl = strchr(s, '\n')) == NULL)
+			nl = s + strlen(s);
+		if ((size_t)(nl - s) == strlen(want) &&
+		    strncmp(s, want, (size_t)(nl - s)) == 0)
+			return 1;
+		if (*nl == '\0')
+			break;
+	}
+	printf("# no line '%s' in:\n", want);
+	for (s = r->errs; s != NULL && *s != '\0'; s = nl + 1) {
+		if ((nl = strchr(s, '\n')) == NULL)
+			break;
+		printf("#   %.*s\n", (int)(nl - s), s);
+	}
+	return 0;
+}
+
+static void
+test_defaults(void)
+{
+	struct config	cf;
+
+	config_defaults(&cf);
+	is_int(cf.nuris, 0, "defaults: no uri before config_load");
+	ok(cf.password_file == NULL && cf.password == NULL,
+	    "defaults: no password");
+	is_int(cf.heartbeat, 30, "defaults: heartbeat 30 s");
+	is_int(cf.connect_timeout_ms, 5000, "defaults: connect_timeout 5 s");
+	is_int(cf.reconnect_min_ms, 100, "defaults: reconnect_min 100 ms");
+	is_int(cf.reconnect_max_ms, 30000, "defaults: reconnect_max 30 s");
+	is_str(cf.socket_path, PUBRELAY_SOCKET_PATH, "defaults: socket path");
+	is_int(cf.socket_mode, 0660, "defaults: socket mode 0660");
+	is_int(cf.max_clients, 1024, "defaults: max_clients");
+	is_int(cf.max_message_size, 1024 * 1024, "defaults: max_message_size");
+	is_str(cf.outbox_path, PUBRELAY_OUTBOX_PATH, "defaults: outbox path");
+	ok(cf.max_bytes == 1024ULL * 1024 * 1024, "defaults: max_bytes 1G");
+	is_int(cf.sync_full, 1, "defaults: sync full");
+	is_int(cf.window, 256, "defaults: window");
+	is_int(cf.persistent, 1, "defaults: persistent");
+	is_int(cf.mandatory, 0, "defaults: not mandatory");
+	is_int(cf.log_level, LOG_INFO, "defaults: log level info");
+	config_free(&cf);
+	ok(cf.socket_path == NULL && cf.outbox_path == NULL && cf.nuris == 0,
+	    "config_free on defaults clears the struct");
+	/* A second free finds nothing left to free. */
+	config_free(&cf);
+	ok(cf.socket_path == NULL, "config_free twice is harmless");
+}
+
+static void
+test_empty(void)
+{
+	struct result	r;
+
+	load(&r, "");
+	is_int(r.rc, 0, "empty file: no errors");
+	is_int(r.errlen, 0, "empty file: nothing printed");
+	is_int(r.cf.nuris, 1, "empty file: one uri");
+	is_str(r.cf.uris[0], CONFIG_DEFAULT_URI, "empty file: default uri");
+	is_int(r.cf.window, CONFIG_DEFAULT_WINDOW, "empty file: defaults kept");
+	result_free(&r);
+
+	/*
+	 * The compiled-in uri must pass the rules a written one does: the
+	 * publisher logs in to whatever vhost it names.
+	 */
+	load(&r, "[broker]\nuri = " CONFIG_DEFAULT_URI "\n");
+	is_int(r.rc, 0, "CONFIG_DEFAULT_URI is valid when written in the file");
+	if (r.rc != 0)
+		diag("%s", r.errs);
+	result_free(&r);
+
+	load(&r, "# only a comment\n\n; another\n   \n");
+	is_int(r.rc, 0, "comments only: no errors");
+	is_int(r.errlen, 0, "comments only: nothing printed");
+	result_free(&r);
+}
+
+static void
+test_every_key(void)
+{
+	struct result	r;
+
+	/* A BOM, CRLF endings, indentation and comments of every kind. */
+	load(&r,
+	    "\xef\xbb\xbf# pubrelay test\n"
+	    "[broker]\r\n"
+	    "uri = amqp://u1:p1@first:5672/%2f\n"
+	    "  uri=amqps://u2:p2@second/vh ; inline comment\n"
+	    "uri = amqp://third\n"
+	    "heartbeat = 10\n"
+	    "connect_timeout = 750ms\r\n"
+	    "reconnect_min = 250ms\n"
+	    "reconnect_max = 2m\n"
+	    "\n"
+	    "; semicolon comment\n"
+	    "[socket]  # trailing comment\n"
+	    "path = /tmp/x/relay.sock\n"
+	    "mode = 0600\n"
+	    "max_clients = 17\n"
+	    "max_message_size = 64K\n"
+	    "[outbox]\n"
+	    "path = relative/outbox.db\n"
+	    "max_bytes = 0\n"
+	    "sync = normal\n"
+	    "[publish]\n"
+	    "window = 1\n"
+	    "persistent = no\n"
+	    "mandatory = YES\n"
+	    "[log]\n"
+	    "level = debug\n");
+	is_int(r.rc, 0, "every key: no errors");
+	is_int(r.errlen, 0, "every key: nothing printed");
+	is_int(r.cf.nuris, 3, "every key: three uris");
+	is_str(r.cf.uris[0], "amqp://u1:p1@first:5672/%2f", "uri 1 in order");
+	is_str(r.cf.uris[1], "amqps://u2:p2@second/vh",
+	    "uri 2 in order, inline comment stripped");
+	is_str(r.cf.uris[2], "amqp://third", "uri 3 in order");
+	is_int(r.cf.heartbeat, 10, "heartbeat: bare number is seconds");
+	is_int(r.cf.connect_timeout_ms, 750, "connect_timeout 750ms");
+	is_int(r.cf.reconnect_min_ms, 250, "reconnect_min 250ms");
+	is_int(r.cf.reconnect_max_ms, 120000, "reconnect_max 2m");
+	is_str(r.cf.socket_path, "/tmp/x/relay.sock", "socket path");
+	is_int(r.cf.socket_mode, 0600, "socket mode 0600");
+	is_int(r.cf.max_clients, 17, "max_clients");
+	is_int(r.cf.max_message_size, 65536, "max_message_size 64K");
+	is_str(r.cf.outbox_path, "relative/outbox.db", "outbox path");
+	is_int(r.cf.max_bytes, 0, "max_bytes 0: unlimited");
+	is_int(r.cf.sync_full, 0, "sync normal");
+	is_int(r.cf.window, 1, "window 1");
+	is_int(r.cf.persistent, 0, "persistent no");
+	is_int(r.cf.mandatory, 1, "mandatory YES");
+	is_int(r.cf.log_level, LOG_DEBUG, "log level debug");
+	ok(r.cf.password == NULL, "no password_file, no password");
+	result_free(&r);
+}
+
+static void
+test_limits_accepted(void)
+{
+	struct result	r;
+	char		text[1024], path[200];
+
+	/* The longest socket path that fits sun_path (108 bytes on Linux). */
+	memset(path, 'a', 107);
+	path[0] = '/';
+	path[107] = '\0';
+	snprintf(text, sizeof(text),
+	    "[broker]\n"
+	    "heartbeat = 0\n"
+	    "connect_timeout = 300s\n"
+	    "reconnect_min = 10ms\n"
+	    "reconnect_max = 10ms\n"
+	    "[socket]\n"
+	    "path = %s\n"
+	    "max_clients = 100000\n"
+	    "max_message_size = 128MiB\n"
+	    "mode = 07777\n"
+	    "[outbox]\n"
+	    "max_bytes = 16T\n"
+	    "sync = FULL\n"
+	    "[publish]\n"
+	    "window = 65535\n"
+	    "persistent = on\n"
+	    "mandatory = false\n"
+	    "[log]\n"
+	    "level = error\n", path);
+	load(&r, text);
+	is_int(r.rc, 0, "limits: no errors");
+	is_int(r.errlen, 0, "limits: nothing printed");
+	is_int(r.cf.heartbeat, 0, "heartbeat 0 disables");
+	is_int(r.cf.connect_timeout_ms, 300000, "connect_timeout 300s");
+	ok(r.cf.reconnect_min_ms == 10 && r.cf.reconnect_max_ms == 10,
+	    "reconnect_min == reconnect_max is fine");
+	is_str(r.cf.socket_path, path, "socket path of 107 bytes");
+	is_int(r.cf.max_clients, 100000, "max_clients 100000");
+	is_int(r.cf.max_message_size, 128 * 1024 * 1024, "max_message_size 128M");
+	is_int(r.cf.socket_mode, 07777, "mode 07777");
+	ok(r.cf.max_bytes == 16ULL << 40, "max_bytes 16T");
+	is_int(r.cf.sync_full, 1, "sync FULL");
+	is_int(r.cf.window, 65535, "window 65535");
+	is_int(r.cf.persistent, 1, "persistent on");
+	is_int(r.cf.mandatory, 0, "mandatory false");
+	is_int(r.cf.log_level, LOG_ERR, "level error");
+	result_free(&r);
+
+	load(&r, "[broker]\nheartbeat = 1h\nconnect_timeout = 100ms\n"
+	    "reconnect_max = 1h\n");
+	is_int(r.rc, 0, "heartbeat 1h, connect_timeout 100ms: no errors");
+	is_int(r.cf.heartbeat, 3600, "heartbeat 1h is 3600 s");
+	is_int(r.cf.connect_timeout_ms, 100, "connect_timeout 100ms");
+	is_int(r.cf.reconnect_max_ms, 3600000, "reconnect_max 1h");
+	result_free(&r);
+}
+
+static void
+test_bad_values(void)
+{
+	struct result	r;
+	char		text[4096], longpath[200];
+	struct config	d;
+	int		n = 0;
+
+	memset(longpath, 'b', 108);
+	longpath[0] = '/';
+	longpath[108] = '\0';
+	snprintf(text, sizeof(text),
+	    "[broker]\n"				/* 1 */
+	    "uri = http://x\n"				/* 2 */
+	    "uri = amqp://u:hunter2@h/\n"		/* 3 */
+	    "password_file =\n"				/* 4 */
+	    "heartbeat = 1500ms\n"			/* 5 */
+	    "heartbeat = 2h\n"				/* 6 */
+	    "heartbeat = soon\n"			/* 7 */
+	    "connect_timeout = 50ms\n"			/* 8 */
+	    "connect_timeout = 301s\n"			/* 9 */
+	    "reconnect_min = 5ms\n"			/* 10 */
+	    "reconnect_max = -1\n"			/* 11 */
+	    "[socket]\n"				/* 12 */
+	    "path = relative.sock\n"			/* 13 */
+	    "path = %s\n"				/* 14 */
+	    "mode = abc\n"				/* 15 */
+	    "mode = 0999\n"				/* 16 */
+	    "max_clients = 0\n"				/* 17 */
+	    "max_clients = 100001\n"			/* 18 */
+	    "max_clients = many\n"			/* 19 */
+	    "max_message_size = 0\n"			/* 20 */
+	    "max_message_size = 129M\n"			/* 21 */
+	    "max_message_size = 1X\n"			/* 22 */
+	    "[outbox]\n"				/* 23 */
+	    "path =\n"					/* 24 */
+	    "max_bytes = lots\n"			/* 25 */
+	    "sync = off\n"				/* 26 */
+	    "[publish]\n"				/* 27 */
+	    "window = 0\n"				/* 28 */
+	    "window = 65536\n"				/* 29 */
+	    "persistent = maybe\n"			/* 30 */
+	    "mandatory = 2\n"				/* 31 */
+	    "[log]\n"					/* 32 */
+	    "level = verbose\n"				/* 33 */
+	    "level =\n",				/* 34 */
+	    longpath);
+	load(&r, text);
+
+#define BAD(line, ...) do {						\
+	n++;								\
+	ok(has_error(&r, line, __VA_ARGS__), "error at line %d", line); \
+} while (0)
+	BAD(2, "[broker] uri: invalid AMQP URI 'http://x' (expected "
+	    "amqp://user:password@host:port/vhost or amqps://...)");
+	BAD(3, "[broker] uri: empty vhost in 'amqp://u:***@h/' (write %%2f "
+	    "for the vhost '/', or leave out the trailing '/')");
+	BAD(4, "[broker] password_file: empty path");
+	BAD(5, "[broker] heartbeat: 1500ms is not a whole number of seconds");
+	BAD(6, "[broker] heartbeat: 2h is out of range (expected 0s to 1h)");
+	BAD(7, "[broker] heartbeat: invalid duration 'soon' (expected a whole "
+	    "number with unit ms, s, m or h; no unit means seconds)");
+	BAD(8, "[broker] connect_timeout: 50ms is out of range (expected "
+	    "100ms to 5m)");
+	BAD(9, "[broker] connect_timeout: 301s is out of range (expected "
+	    "100ms to 5m)");
+	BAD(10, "[broker] reconnect_min: 5ms is out of range (expected 10ms "
+	    "to 1h)");
+	BAD(11, "[broker] reconnect_max: invalid duration '-1' (expected a "
+	    "whole number with unit ms, s, m or h; no unit means seconds)");
+	BAD(13, "[socket] path: 'relative.sock' is not an absolute path");
+	BAD(14, "[socket] path: path is too long for a Unix socket (108 bytes, "
+	    "at most 107)");
+	BAD(15, "[socket] mode: invalid file mode 'abc' (expected octal such "
+	    "as 0660)");
+	BAD(16, "[socket] mode: invalid file mode '0999' (expected octal such "
+	    "as 0660)");
+	BAD(17, "[socket] max_clients: 0 is out of range (expected 1 to "
+	    "100000)");
+	BAD(18, "[socket] max_clients: 100001 is out of range (expected 1 to "
+	    "100000)");
+	BAD(19, "[socket] max_clients: invalid number 'many' (expected 1 to "
+	    "100000)");
+	BAD(20, "[socket] max_message_size: 0 is out of range (expected 1 to "
+	    "128M)");
+	BAD(21, "[socket] max_message_size: 129M is out of range (expected 1 "
+	    "to 128M)");
+	BAD(22, "[socket] max_message_size: invalid size '1X' (expected bytes, "
+	    "or a whole number with unit K, M, G or T)");
+	BAD(24, "[outbox] path: empty path");
+	BAD(25, "[outbox] max_bytes: invalid size 'lots' (expected bytes, or a "
+	    "whole number with unit K, M, G or T)");
+	BAD(26, "[outbox] sync: invalid value 'off' (expected full or normal)");
+	BAD(28, "[publish] window: 0 is out of range (expected 1 to 65535)");
+	BAD(29, "[publish] window: 65536 is out of range (expected 1 to "
+	    "65535)");
+	BAD(30, "[publish] persistent: invalid boolean 'maybe' (expected yes "
+	    "or no)");
+	BAD(31, "[publish] mandatory: invalid boolean '2' (expected yes or no)");
+	BAD(33, "[log] level: invalid log level 'verbose' (expected error, "
+	    "warning, notice, info or debug)");
+	BAD(34, "[log] level: invalid log level '' (expected error, warning, "
+	    "notice, info or debug)");
+#undef BAD
+	is_int(r.rc, n, "bad values: every error counted (%d)", n);
+	is_int(count_lines(r.errs), n, "bad values: one line per error");
+	ok(strstr(r.errs, "hunter2") == NULL, "uri password never printed");
+
+	/* A refused value leaves the default in place. */
+	config_defaults(&d);
+	is_int(r.cf.nuris, 1, "bad uris not kept (default added)");
+	is_str(r.cf.uris[0], CONFIG_DEFAULT_URI, "bad uris: default uri");
+	ok(r.cf.password_file == NULL, "empty password_file not kept");
+	is_int(r.cf.heartbeat, d.heartbeat, "bad heartbeat not applied");
+	ok(r.cf.connect_timeout_ms == d.connect_timeout_ms &&
+	    r.cf.reconnect_min_ms == d.reconnect_min_ms &&
+	    r.cf.reconnect_max_ms == d.reconnect_max_ms,
+	    "bad durations not applied");
+	is_str(r.cf.socket_path, d.socket_path, "bad socket path not applied");
+	ok(r.cf.socket_mode == d.socket_mode &&
+	    r.cf.max_clients == d.max_clients &&
+	    r.cf.max_message_size == d.max_message_size,
+	    "bad socket values not applied");
+	is_str(r.cf.outbox_path, d.outbox_path, "empty outbox path not applied");
+	ok(r.cf.max_bytes == d.max_bytes && r.cf.sync_full == d.sync_full,
+	    "bad outbox values not applied");
+	ok(r.cf.window == d.window && r.cf.persistent == d.persistent &&
+	    r.cf.mandatory == d.mandatory, "bad publish values not applied");
+	is_int(r.cf.log_level, d.log_level, "bad level not applied");
+	config_free(&d);
+	result_free(&r);
+}
+
+static void
+test_unknown(void)
+{
+	struct result	r;
+
+	load(&r,
+	    "[broker]\n"			/* 1 */
+	    "colour = blue\n"			/* 2 */
+	    "[brokr]\n"				/* 3 */
+	    "uri = amqp://skipped/%2f\n"		/* 4 */
+	    "anything = at all\n"		/* 5 */
+	    "[log]\n"				/* 6 */
+	    "level = notice\n"			/* 7 */
+	    "path = /x\n");			/* 8 */
+	ok(has_error(&r, 2, "[broker] colour: unknown key"), "unknown key");
+	ok(has_error(&r, 3, "[brokr]: unknown section (expected broker, "
+	    "socket, outbox, publish or log)"), "unknown section");
+	ok(has_error(&r, 8, "[log] path: unknown key"),
+	    "a key of another section is unknown here");
+	is_int(r.rc, 3, "unknown: three errors, keys of [brokr] not repeated");
+	is_int(count_lines(r.errs), 3, "unknown: three lines");
+	is_int(r.cf.nuris, 1, "uri under an unknown section is ignored");
+	is_str(r.cf.uris[0], CONFIG_DEFAULT_URI, "so the default uri is used");
+	is_int(r.cf.log_level, LOG_NOTICE, "keys after it still apply");
+	result_free(&r);
+}
+
+static void
+test_syntax(void)
+{
+	struct result	r;
+	struct {
+		char	*p;
+		size_t	 len;
+	}		b;
+	FILE		*f;
+	int		 i;
+
+	if ((f = open_memstream(&b.p, &b.len)) == NULL)
+		abort();
+	fputs("window = 3\n", f);				/* 1 */
+	fputs("[broker\n", f);					/* 2 */
+	fputs("uri = amqp://under-broken-header/%2f\n", f);	/* 3 */
+	fputs("[socket] junk\n", f);				/* 4 */
+	fputs("[]\n", f);					/* 5 */
+	fputs("[so cket]\n", f);				/* 6 */
+	fputs("[publish]\n", f);				/* 7 */
+	fputs("window: 5\n", f);				/* 8 */
+	fputs("just some words\n", f);				/* 9 */
+	fputs("= 5\n", f);					/* 10 */
+	fputs("bad key = 5\n", f);				/* 11 */
+	fputs("  window = 7 ; seven\n", f);			/* 12 */
+	for (i = 0; i < 5000; i++)				/* 13 */
+		fputc(i == 0 ? '#' : 'x', f);
+	fputc('\n', f);
+	fputs("mandatory = yes\n", f);				/* 14 */
+	fputs("persistent = n", f);				/* 15 */
+	fputc('\0', f);
+	fputs("o\n", f);
+	fputs("persistent = no\n", f);				/* 16 */
+	fputs("window ; 9\n", f);				/* 17 */
+	fputs("[log]\r\n", f);					/* 18 */
+	fputs("level = warning", f);				/* 19, no EOL */
+	fclose(f);
+
+	load_n(&r, b.p, b.len);
+	free(b.p);
+	ok(has_error(&r, 1, "syntax error: key 'window' outside any "
+	    "[section]"), "key before any section");
+	ok(has_error(&r, 2, "syntax error: missing ']' in section header"),
+	    "missing ]");
+	ok(has_error(&r, 4, "syntax error: unexpected text after ']'"),
+	    "text after ]");
+	ok(has_error(&r, 5, "syntax error: empty section name"),
+	    "empty section name");
+	ok(has_error(&r, 6, "syntax error: invalid section name 'so cket'"),
+	    "invalid section name");
+	ok(has_error(&r, 8, "syntax error: expected 'key = value', not "
+	    "'key: value'"), "key: value refused");
+	ok(has_error(&r, 9, "syntax error: expected 'key = value', a "
+	    "[section], or a comment starting with # or ;"), "bare words");
+	ok(has_error(&r, 10, "syntax error: missing key name before '='"),
+	    "missing key name");
+	ok(has_error(&r, 11, "syntax error: invalid key name 'bad key'"),
+	    "invalid key name");
+	ok(has_error(&r, 13, "syntax error: line longer than 4095 bytes"),
+	    "over-long line");
+	ok(has_error(&r, 15, "syntax error: NUL byte in line"), "NUL byte");
+	ok(has_error(&r, 17, "syntax error: expected 'key = value', a "
+	    "[section], or a comment starting with # or ;"),
+	    "key followed by an inline comment");
+	is_int(r.rc, 12, "syntax: twelve errors");
+	is_int(count_lines(r.errs), 12, "syntax: twelve lines");
+	is_int(r.cf.nuris, 1, "a key under a broken header is skipped");
+	is_str(r.cf.uris[0], CONFIG_DEFAULT_URI, "so the default uri is used");
+	is_int(r.cf.window, 7, "valid lines around errors apply");
+	is_int(r.cf.mandatory, 1, "line counting goes on after a long line");
+	is_int(r.cf.persistent, 0, "and after a NUL byte");
+	is_int(r.cf.log_level, LOG_WARNING, "last line without newline read");
+	result_free(&r);
+
+	/* A line of exactly 4095 bytes is the longest accepted. */
+	{
+		char	text[5000];
+		size_t	len;
+
+		strcpy(text, "[log]\nlevel = info\n#");
+		len = strlen(text);
+		memset(text + len, 'y', 4094);
+		len += 4094;
+		strcpy(text + len, "\n[publish]\nwindow = 4\n");
+		load(&r, text);
+		is_int(r.rc, 0, "4095-byte line accepted");
+		is_int(r.cf.window, 4, "line after it read");
+		result_free(&r);
+	}
+}
+
+static void
+test_repeat(void)
+{
+	struct result	r;
+
+	load(&r,
+	    "[publish]\nwindow = 5\nwindow = 6\n"
+	    "[socket]\npath = /one.sock\n[socket]\npath = /two.sock\n"
+	    "[outbox]\npath = /a.db\npath = /b.db\n");
+	is_int(r.rc, 0, "repeat: no errors");
+	is_int(r.cf.window, 6, "repeated key: the last one wins");
+	is_str(r.cf.socket_path, "/two.sock",
+	    "repeated section and key: the last one wins");
+	is_str(r.cf.outbox_path, "/b.db", "repeated string key replaced");
+	result_free(&r);
+}
+
+static void
+test_uris(void)
+{
+	struct result	r;
+	FILE		*f;
+	char		*text;
+	size_t		 len;
+	int		 i;
+
+	if ((f = open_memstream(&text, &len)) == NULL)
+		abort();
+	fputs("[broker]\n", f);
+	for (i = 1; i <= CONFIG_MAX_URIS + 2; i++)
+		fprintf(f, "uri = amqp://user:pw%d@host%d:%d/%%2f\n", i, i,
+		    5600 + i);
+	fclose(f);
+	load(&r, text);
+	free(text);
+	is_int(r.cf.nuris, CONFIG_MAX_URIS, "uris: at most CONFIG_MAX_URIS");
+	for (i = 0; i < CONFIG_MAX_URIS; i++) {
+		char	want[100];
+
+		snprintf(want, sizeof(want), "amqp://user:pw%d@host%d:%d/%%2f",
+		    i + 1, i + 1, 5601 + i);
+		is_str(r.cf.uris[i], want, "uri %d kept in file order", i + 1);
+	}
+	ok(has_error(&r, CONFIG_MAX_URIS + 2, "[broker] uri: too many uri "
+	    "keys: 'amqp://user:***@host17:5617/%%2f' is past the limit of "
+	    "%d", CONFIG_MAX_URIS), "uri 17 refused");
+	ok(has_error(&r, CONFIG_MAX_URIS + 3, "[broker] uri: too many uri "
+	    "keys: 'amqp://user:***@host18:5618/%%2f' is past the limit of "
+	    "%d", CONFIG_MAX_URIS), "uri 18 refused");
+	is_int(r.rc, 2, "too many uris: one error each");
+	result_free(&r);
+
+	load(&r, "[broker]\nuri = amqp://host\nuri = amqps://[::1]:5671/v\n");
+	is_int(r.rc, 0, "uri without path and IPv6 amqps uri accepted");
+	is_int(r.cf.nuris, 2, "two uris");
+	ok(r.cf.nuris == 2 && strcmp(r.cf.uris[1], "amqps://[::1]:5671/v") == 0,
+	    "amqps uri kept as written");
+	result_free(&r);
+
+	load(&r, "[broker]\nuri = amqp://h:99999/%2f\nuri = amqp://u:p@@h\n");
+	ok(has_error(&r, 2, "[broker] uri: invalid AMQP URI "
+	    "'amqp://h:99999/%%2f' (expected amqp://user:password@host:port/"
+	    "vhost or amqps://...)"), "bad port refused");
+	ok(has_error(&r, 3, "[broker] uri: invalid AMQP URI 'amqp://u:***@h' "
+	    "(expected amqp://user:password@host:port/vhost or amqps://...)"),
+	    "bad authority refused, password masked");
+	is_int(r.rc, 2, "two bad uris, two errors");
+	result_free(&r);
+}
+
+static void
+test_password_file(void)
+{
+	struct result	r;
+	char		*pw, *text, dir[4200];
+
+	pw = tmp_write("s3cret\nsecond line\n", 19);
+	text = strfmt("[broker]\npassword_file = %s\n", pw);
+	load(&r, text);
+	is_int(r.rc, 0, "password_file: no errors");
+	is_str(r.cf.password_file, pw, "password_file kept");
+	is_str(r.cf.password, "s3cret", "password: first line, no newline");
+	result_free(&r);
+	free(text);
+	unlink(pw);
+	free(pw);
+
+	pw = tmp_write("crlf\r\n", 6);
+	text = strfmt("[broker]\npassword_file = %s\n", pw);
+	load(&r, text);
+	is_str(r.cf.password, "crlf", "password: CRLF stripped");
+	result_free(&r);
+	free(text);
+	unlink(pw);
+	free(pw);
+
+	pw = tmp_write("noeol", 5);
+	text = strfmt("[broker]\npassword_file = %s\n", pw);
+	load(&r, text);
+	is_str(r.cf.password, "noeol", "password: no final newline");
+	result_free(&r);
+	free(text);
+
+	/* The last password_file wins: the missing first one is not read. */
+	text = strfmt("[broker]\npassword_file = /nonexistent/pw\n"
+	    "password_file = %s\n", pw);
+	load(&r, text);
+	is_int(r.rc, 0, "password_file twice: only the last is read");
+	is_str(r.cf.password, "noeol", "password from the last file");
+	result_free(&r);
+	free(text);
+	unlink(pw);
+	free(pw);
+
+	load(&r, "[broker]\n\npassword_file = /nonexistent/pw\n");
+	ok(has_error(&r, 3, "[broker] password_file: cannot open "
+	    "'/nonexistent/pw': No such file or directory"),
+	    "missing password_file");
+	is_int(r.rc, 1, "missing password_file: one error");
+	ok(r.cf.password == NULL, "missing password_file: no password");
+	result_free(&r);
+
+	pw = tmp_write("", 0);
+	text = strfmt("[broker]\npassword_file = %s\n", pw);
+	load(&r, text);
+	ok(has_error(&r, 2, "[broker] password_file: '%s' is empty: the "
+	    "password must be on its first line", pw), "empty password_file");
+	is_int(r.rc, 1, "empty password_file: one error");
+	result_free(&r);
+	free(text);
+	unlink(pw);
+	free(pw);
+
+	pw = tmp_write("\nsecond\n", 8);
+	text = strfmt("[broker]\npassword_file = %s\n", pw);
+	load(&r, text);
+	ok(has_error(&r, 2, "[broker] password_file: '%s' is empty: the "
+	    "password must be on its first line", pw),
+	    "empty first line is an empty password");
+	result_free(&r);
+	free(text);
+	unlink(pw);
+	free(pw);
+
+	snprintf(dir, sizeof(dir), "%s", tmpdir);
+	text = strfmt("[broker]\npassword_file = %s\n", dir);
+	load(&r, text);
+	ok(has_error(&r, 2, "[broker] password_file: cannot read '%s': Is a "
+	    "directory", dir), "password_file is a directory");
+	result_free(&r);
+	free(text);
+}
+
+static void
+test_reconnect(void)
+{
+	struct result	r;
+
+	load(&r, "[broker]\nreconnect_min = 10s\nreconnect_max = 5s\n");
+	ok(has_error(&r, 3, "[broker] reconnect_max: reconnect_min (10s) is "
+	    "greater than reconnect_max (5s)"), "min > max: later line blamed");
+	is_int(r.rc, 1, "min > max: one error");
+	result_free(&r);
+
+	load(&r, "[broker]\nreconnect_max = 5s\n\nreconnect_min = 1500ms\n");
+	ok(r.rc == 0 && r.errlen == 0,
+	    "min < max written in any order: no error");
+	ok(r.cf.reconnect_min_ms == 1500 && r.cf.reconnect_max_ms == 5000,
+	    "both applied");
+	result_free(&r);
+
+	/* Only one of them set: the default of the other one counts. */
+	load(&r, "[broker]\nreconnect_min = 1m\n");
+	ok(has_error(&r, 2, "[broker] reconnect_min: reconnect_min (1m) is "
+	    "greater than reconnect_max (30s)"),
+	    "min over the default max is an error");
+	is_int(r.rc, 1, "one error");
+	result_free(&r);
+
+	load(&r, "[broker]\nreconnect_max = 50ms\n");
+	ok(has_error(&r, 2, "[broker] reconnect_max: reconnect_min (100ms) is "
+	    "greater than reconnect_max (50ms)"),
+	    "max under the default min is an error");
+	result_free(&r);
+}
+
+static void
+test_missing_file(void)
+{
+	struct result	r;
+	struct config	cf;
+
+	memset(&r, 0, sizeof(r));
+	r.path = strfmt("%s/no-such-dir/pubrelay.ini", tmpdir);
+	load_path(&r, r.path);
+	is_int(r.rc, -1, "missing file: -1");
+	ok(has_error(&r, 0, "cannot open: No such file or directory"),
+	    "missing file reported as FILE: cannot open: strerror");
+	is_int(count_lines(r.errs), 1, "missing file: one line");
+	config_free(&r.cf);
+	free(r.path);
+	free(r.errs);
+
+	/* No error stream at all: still counted. */
+	config_defaults(&cf);
+	is_int(config_load(&cf, "/nonexistent/pubrelay.ini", NULL), -1,
+	    "missing file, NULL errf: -1");
+	config_free(&cf);
+	{
+		struct result	r2;
+		char		*path = tmp_write("[log]\nlevel = x\n", 16);
+
+		config_defaults(&r2.cf);
+		is_int(config_load(&r2.cf, path, NULL), 1,
+		    "NULL errf: errors still counted");
+		config_free(&r2.cf);
+		unlink(path);
+		free(path);
+	}
+}
+
+/*
+ * The shipped example: it loads as is; and with every "#key = value" line
+ * uncommented it still loads, names every key in its own section, and its
+ * values are the compiled-in defaults.
+ */
+static void
+test_example(void)
+{
+	static const char *const keys[] = {
+		"broker/uri", "broker/password_file", "broker/heartbeat",
+		"broker/connect_timeout", "broker/reconnect_min",
+		"broker/reconnect_max", "socket/path", "socket/mode",
+		"socket/max_clients", "socket/max_message_size", "outbox/path",
+		"outbox/max_bytes", "outbox/sync", "publish/window",
+		"publish/persistent", "publish/mandatory", "log/level",
+	};
+	struct result	 r;
+	struct config	 d;
+	const char	*srcdir;
+	char		*example, *line = NULL, *text, section[64] = "";
+	char		 seen[sizeof(keys) / sizeof(keys[0])];
+	size_t		 cap = 0, len, j;
+	FILE		*in, *out;
+	int		 password_line = 0;
+
+	if ((srcdir = getenv("PUBRELAY_SRCDIR")) != NULL) {
+		example = strfmt("%s/etc/pubrelay.ini", srcdir);
+	} else {
+		/* Run by hand: __FILE__ is the path make gave the compiler. */
+		const char *f = __FILE__, *t = strstr(f, "tests/test_config.c");
+
+		example = strfmt("%.*setc/pubrelay.ini",
+		    t != NULL ? (int)(t - f) : 0, f);
+	}
+	diag("example: %s", example);
+
+	/* r.path names the shipped file here: never result_free() it. */
+	memset(&r, 0, sizeof(r));
+	r.path = example;
+	load_path(&r, example);
+	is_int(r.rc, 0, "etc/pubrelay.ini loads without errors");
+	is_int(r.errlen, 0, "etc/pubrelay.ini: nothing printed");
+	if (r.rc != 0)
+		diag("%s", r.errs);
+	config_free(&r.cf);
+	free(r.errs);
+	memset(&r, 0, sizeof(r));
+
+	in = fopen(example, "r");
+	if (in == NULL) {
+		ok(0, "open %s: %s", example, strerror(errno));
+		free(example);
+		return;
+	}
+	free(example);
+	memset(seen, 0, sizeof(seen));
+	if ((out = open_memstream(&text, &len)) == NULL)
+		abort();
+	while (getline(&line, &cap, in) != -1) {
+		char	key[64];
+
+		if (sscanf(line, "[%63[^]]]", section) == 1) {
+			fputs(line, out);
+			continue;
+		}
+		/* "#key = value": a setting; "# text": prose. */
+		if (line[0] == '#' && sscanf(line + 1, "%63[a-z_] =", key) == 1 &&
+		    strchr(line, '=') != NULL) {
+			char	full[140];
+
+			snprintf(full, sizeof(full), "%s/%s", section, key);
+			for (j = 0; j < sizeof(keys) / sizeof(keys[0]); j++)
+				if (strcmp(keys[j], full) == 0)
+					seen[j]++;
+			/* The password file does not exist here. */
+			if (strcmp(full, "broker/password_file") == 0) {
+				password_line = 1;
+				fputs("\n", out);
+				continue;
+			}
+			fputs(line + 1, out);
+			continue;
+		}
+		fputs(line, out);
+	}
+	free(line);
+	fclose(in);
+	fclose(out);
+	for (j = 0; j < sizeof(keys) / sizeof(keys[0]); j++)
+		is_int(seen[j], 1, "example has '#%s = ...' once", keys[j]);
+	ok(password_line, "example shows password_file");
+
+	load(&r, text);
+	free(text);
+	is_int(r.rc, 0, "example with every setting uncommented loads");
+	if (r.rc != 0)
+		diag("%s", r.errs);
+
+	config_defaults(&d);
+	is_int(r.cf.nuris, 1, "example: one uri");
+	ok(r.cf.nuris == 1 && strcmp(r.cf.uris[0], CONFIG_DEFAULT_URI) == 0,
+	    "example: uri default");
+	is_int(r.cf.heartbeat, d.heartbeat, "example: heartbeat default");
+	is_int(r.cf.connect_timeout_ms, d.connect_timeout_ms,
+	    "example: connect_timeout default");
+	is_int(r.cf.reconnect_min_ms, d.reconnect_min_ms,
+	    "example: reconnect_min default");
+	is_int(r.cf.reconnect_max_ms, d.reconnect_max_ms,
+	    "example: reconnect_max default");
+	/* Paths follow the build's prefix; the example shows the packaged ones. */
+	is_str(r.cf.socket_path, "/run/pubrelay/pubrelay.sock",
+	    "example: socket path as packaged");
+	is_int(r.cf.socket_mode, d.socket_mode, "example: mode default");
+	is_int(r.cf.max_clients, d.max_clients, "example: max_clients default");
+	is_int(r.cf.max_message_size, d.max_message_size,
+	    "example: max_message_size default");
+	is_str(r.cf.outbox_path, "/var/lib/pubrelay/outbox.db",
+	    "example: outbox path as packaged");
+	ok(r.cf.max_bytes == d.max_bytes, "example: max_bytes default");
+	is_int(r.cf.sync_full, d.sync_full, "example: sync default");
+	is_int(r.cf.window, d.window, "example: window default");
+	is_int(r.cf.persistent, d.persistent, "example: persistent default");
+	is_int(r.cf.mandatory, d.mandatory, "example: mandatory default");
+	is_int(r.cf.log_level, d.log_level, "example: level default");
+	config_free(&d);
+	result_free(&r);
+}
+
+int
+main(void)
+{
+	const char	*t = getenv("TMPDIR");
+	char		 tmpl[4096];
+
+	snprintf(tmpl, sizeof(tmpl), "%s/test_config.d.XXXXXX",
+	    t != NULL && *t != '\0' ? t : "/tmp");
+	if (mkdtemp(tmpl) == NULL) {
+		perror("mkdtemp");
+		return 2;
+	}
+	snprintf(tmpdir, sizeof(tmpdir), "%s", tmpl);
+
+	test_defaults();
+	test_empty();
+	test_every_key();
+	test_limits_accepted();
+	test_bad_values();
+	test_unknown();
+	test_syntax();
+	test_repeat();
+	test_uris();
+	test_password_file();
+	test_reconnect();
+	test_missing_file();
+	test_example();
+
+	if (rmdir(tmpdir) == -1)
+		ok(0, "temp dir left empty: %s", strerror(errno));
+	return done_testing();
+}
