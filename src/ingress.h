@@ -1,0 +1,51 @@
+/*
+ * ingress.h: group commit into the outbox.  Every PUB parsed in one loop turn
+ * is inserted into one open transaction; a commit event queued behind the
+ * turn's read callbacks commits it, and only then are the OKs released to the
+ * sessions.  Also deletes the rows the publisher reports confirmed (the main
+ * thread holds the one writer connection) and formats STATS.  Knows no AMQP.
+ */
+#ifndef PUBRELAY_INGRESS_H
+#define PUBRELAY_INGRESS_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+struct config;
+struct evbuffer;
+struct event_base;
+struct outbox;
+struct proto_pub;
+struct publisher;
+struct relay_stats;
+struct session;
+struct ingress;
+
+struct ingress *ingress_new(struct event_base *base, struct outbox *ob,
+	    const struct config *cf, struct relay_stats *st);
+struct event_base *ingress_base(struct ingress *ing);
+void	ingress_set_publisher(struct ingress *ing, struct publisher *pub);
+void	ingress_free(struct ingress *ing);
+
+/*
+ * Insert pub into the open transaction (opening one if needed) and append its
+ * "OK <message-id>" reply to held, to be released on commit.  0 on success;
+ * -1 with *code (PROTO_E_*) and err set when it is refused (outbox full, write
+ * failed).  The caller then registers itself with ingress_wait().
+ */
+int	ingress_insert(struct ingress *ing, const struct proto_pub *pub,
+	    struct evbuffer *held, const char **code, char *err, size_t errlen);
+/* s has replies held on the open transaction. */
+void	ingress_wait(struct ingress *ing, struct session *s);
+/* s is going away: it is told nothing more. */
+void	ingress_forget(struct ingress *ing, struct session *s);
+/* Commit the open transaction now (shutdown). */
+void	ingress_flush(struct ingress *ing);
+/* Rows up to upto are confirmed: delete them soon, in batches. */
+void	ingress_confirmed(struct ingress *ing, int64_t upto);
+/* Delete confirmed rows now (shutdown). */
+void	ingress_delete_now(struct ingress *ing, int64_t upto);
+/* The STATS reply body: "name value\n" lines. */
+void	ingress_stats(struct ingress *ing, struct evbuffer *out);
+
+#endif

@@ -1,0 +1,201 @@
+/*
+ * listener.c: the Unix stream socket clients connect to.
+ */
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/un.h>
+
+#include <errno.h>
+#include <fcntl.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include <event2/event.h>
+
+#include "config.h"
+#include "listener.h"
+#include "log.h"
+#include "protocol.h"
+#include "session.h"
+#include "util.h"
+
+#define LISTENER_BACKLOG	512
+#define LISTENER_PAUSE_MS	1000	/* out of descriptors: wait this long */
+
+struct listener {
+	struct event_base	*base;
+	const struct config	*cf;
+	struct ingress		*ing;
+	int			 fd;
+	char			*path;
+	struct event		*ev_accept;
+	struct event		*ev_resume;
+	int			 limit_logged;
+};
+
+/* A live daemon answers on the socket; a stale file refuses. */
+static int
+listener_in_use(const char *path)
+{
+	struct sockaddr_un	sun;
+	int			fd, rc;
+
+	fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+	if (fd == -1)
+		return 0;
+	memset(&sun, 0, sizeof(sun));
+	sun.sun_family = AF_UNIX;
+	snprintf(sun.sun_path, sizeof(sun.sun_path), "%s", path);
+	rc = connect(fd, (struct sockaddr *)&sun, sizeof(sun));
+	close(fd);
+	return rc == 0;
+}
+
+static void
+listener_refuse(int fd, unsigned max)
+{
+	char	msg[128];
+	int	n;
+
+	/* Best effort: the socket is fresh, the line fits its buffer. */
+	n = snprintf(msg, sizeof(msg), "ERR %s too many clients (max_clients "
+	    "%u); retry later\n", PROTO_E_LIMIT, max);
+	if (write(fd, msg, (size_t)n) == -1)
+		(void)0;
+	close(fd);
+}
+
+static void
+listener_accept_cb(evutil_socket_t lfd, short what, void *arg)
+{
+	struct listener	*l = arg;
+	struct timeval	 tv = { LISTENER_PAUSE_MS / 1000,
+			    (LISTENER_PAUSE_MS % 1000) * 1000 };
+	int		 fd;
+
+	(void)what;
+	for (;;) {
+		fd = accept4(lfd, NULL, NULL, SOCK_NONBLOCK | SOCK_CLOEXEC);
+		if (fd == -1) {
+			if (errno == EAGAIN || errno == EWOULDBLOCK ||
+			    errno == EINTR || errno == ECONNABORTED)
+				return;
+			if (errno == EMFILE || errno == ENFILE ||
+			    errno == ENOBUFS || errno == ENOMEM) {
+				/* Pause instead of spinning on a full table. */
+				log_warn("accept: pausing for %d ms",
+				    LISTENER_PAUSE_MS);
+				event_del(l->ev_accept);
+				evtimer_add(l->ev_resume, &tv);
+				return;
+			}
+			log_warn("accept");
+			return;
+		}
+		if (session_count() >= l->cf->max_clients) {
+			if (!l->limit_logged)
+				log_warnx("max_clients (%u) reached: refusing "
+				    "new clients", l->cf->max_clients);
+			l->limit_logged = 1;
+			listener_refuse(fd, l->cf->max_clients);
+			continue;
+		}
+		l->limit_logged = 0;
+		session_new(l->ing, fd, l->cf->max_message_size);
+	}
+}
+
+static void
+listener_resume_cb(evutil_socket_t fd, short what, void *arg)
+{
+	struct listener	*l = arg;
+
+	(void)fd;
+	(void)what;
+	event_add(l->ev_accept, NULL);
+}
+
+struct listener *
+listener_open(struct event_base *base, const struct config *cf,
+    struct ingress *ing, char *err, size_t errlen)
+{
+	struct listener		*l;
+	struct sockaddr_un	 sun;
+	struct stat		 sb;
+	mode_t			 old;
+
+	memset(&sun, 0, sizeof(sun));
+	sun.sun_family = AF_UNIX;
+	if (strlen(cf->socket_path) >= sizeof(sun.sun_path)) {
+		snprintf(err, errlen, "%s: socket path too long",
+		    cf->socket_path);
+		return NULL;
+	}
+	memcpy(sun.sun_path, cf->socket_path, strlen(cf->socket_path) + 1);
+
+	if (lstat(cf->socket_path, &sb) == 0) {
+		if (!S_ISSOCK(sb.st_mode)) {
+			snprintf(err, errlen, "%s: exists and is not a socket",
+			    cf->socket_path);
+			return NULL;
+		}
+		if (listener_in_use(cf->socket_path)) {
+			snprintf(err, errlen, "%s: another daemon is "
+			    "listening there", cf->socket_path);
+			return NULL;
+		}
+		unlink(cf->socket_path);	/* stale, from a crash */
+	}
+
+	l = xcalloc(1, sizeof(*l));
+	l->base = base;
+	l->cf = cf;
+	l->ing = ing;
+	l->fd = socket(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+	if (l->fd == -1) {
+		snprintf(err, errlen, "socket: %s", strerror(errno));
+		free(l);
+		return NULL;
+	}
+	/* No window in which the socket has looser permissions than asked. */
+	old = umask(0777 & ~cf->socket_mode);
+	if (bind(l->fd, (struct sockaddr *)&sun, sizeof(sun)) == -1) {
+		umask(old);
+		snprintf(err, errlen, "%s: bind: %s", cf->socket_path,
+		    strerror(errno));
+		close(l->fd);
+		free(l);
+		return NULL;
+	}
+	umask(old);
+	if (chmod(cf->socket_path, cf->socket_mode) == -1 ||
+	    listen(l->fd, LISTENER_BACKLOG) == -1) {
+		snprintf(err, errlen, "%s: %s", cf->socket_path,
+		    strerror(errno));
+		unlink(cf->socket_path);
+		close(l->fd);
+		free(l);
+		return NULL;
+	}
+	l->path = xstrdup(cf->socket_path);
+	l->ev_accept = event_new(base, l->fd, EV_READ | EV_PERSIST,
+	    listener_accept_cb, l);
+	l->ev_resume = evtimer_new(base, listener_resume_cb, l);
+	event_add(l->ev_accept, NULL);
+	return l;
+}
+
+void
+listener_close(struct listener *l)
+{
+	if (l == NULL)
+		return;
+	event_free(l->ev_accept);
+	event_free(l->ev_resume);
+	close(l->fd);
+	unlink(l->path);
+	free(l->path);
+	free(l);
+}

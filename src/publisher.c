@@ -1,0 +1,1027 @@
+/*
+ * publisher.c: the AMQP side of the relay, in its own thread.
+ *
+ * rabbitmq-c 0.11 blocks in login, RPCs and (under backpressure) publish, so
+ * the connection lives here, away from the ingress loop: a hung broker delays
+ * nothing but this thread.  States (enum link_state) change only through
+ * pub_enter_state(), which logs each transition once.
+ *
+ * Window bookkeeping: delivery tags are consecutive from 1 on the channel, so
+ * the unconfirmed messages are tags [first_tag, next_tag) and slot tag % cap of
+ * a ring holds each one's outbox id.  Confirms may name single tags out of
+ * order; the confirmed prefix advances only over acked slots, so "confirmed up
+ * to id X" is always a prefix of the outbox.
+ */
+#include <sys/socket.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+
+#include <errno.h>
+#include <inttypes.h>
+#include <pthread.h>
+#include <stdarg.h>
+#include <stdatomic.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+
+#include <amqp.h>
+#include <amqp_tcp_socket.h>
+#include <event2/event.h>
+
+#include "backoff.h"
+#include "config.h"
+#include "log.h"
+#include "outbox.h"
+#include "protocol.h"
+#include "publisher.h"
+#include "stats.h"
+#include "util.h"
+
+#define PUB_CHANNEL		1
+#define PUB_FRAME_MAX		131072
+#define PUB_FETCH_MAX		256		/* rows per outbox read */
+#define PUB_MAX_INFLIGHT_BYTES	(4 * 1024 * 1024) /* well below SO_SNDBUF */
+#define PUB_STOP_GRACE_MS	1000		/* wait for confirms at stop */
+#define PUB_HEALTHY_MS		5000		/* link up this long: reset backoff */
+
+struct pub_slot {
+	int64_t		id;
+	uint32_t	size;
+	uint8_t		acked;
+};
+
+enum ret_state {
+	RET_NONE,		/* not inside a basic.return */
+	RET_HEADER,		/* method seen, content header next */
+	RET_BODY,		/* body frames until ret_left is 0 */
+};
+
+struct publisher {
+	/* Set before the thread starts, then read-only. */
+	const struct config	*cf;
+	char			 instance[OUTBOX_INSTANCE_LEN + 1];
+	struct relay_stats	*st;
+	publisher_confirmed_fn	 confirmed_cb;
+	void			*cb_arg;
+	pthread_t		 thread;
+	struct event_base	*base;
+	struct event		*ev_wake;
+	struct event		*ev_confirmed;	/* on the main base */
+
+	/* Shared with the main thread. */
+	atomic_int		 stopping;
+	atomic_int		 sockfd;	/* to shutdown() a stuck call */
+	atomic_int_fast64_t	 confirmed_shared;
+
+	/* Publisher thread only. */
+	struct event		*ev_read;
+	struct event		*ev_tick;
+	struct event		*ev_retry;
+	struct event		*ev_grace;
+	enum link_state		 state;
+	struct outbox_reader	*reader;
+	amqp_connection_state_t	 conn;
+	int			 uri_idx;
+	struct backoff		 backoff;
+	struct pub_slot		*ring;
+	unsigned		 cap;
+	uint64_t		 next_tag;
+	uint64_t		 first_tag;
+	uint64_t		 inflight_bytes;
+	int64_t			 confirmed_id;
+	int64_t			 sent_id;
+	struct timespec		 connected_at;
+	int			 healthy;
+	unsigned		 failures;	/* attempts since last success */
+	char			 last_logged[256];
+	enum ret_state		 ret_state;
+	uint64_t		 ret_left;
+	uint16_t		 ret_code;
+	char			 ret_text[128];
+	char			 ret_exchange[PROTO_SHORTSTR_MAX + 1];
+	char			 ret_rkey[PROTO_SHORTSTR_MAX + 1];
+	amqp_table_entry_t	 hdrs[PROTO_MAX_HEADERS];
+	int			 ever_connected;
+};
+
+static const char *
+pub_state_name(enum link_state s)
+{
+	switch (s) {
+	case LINK_DISCONNECTED:	return "disconnected";
+	case LINK_CONNECTING:	return "connecting";
+	case LINK_CONNECTED:	return "connected";
+	case LINK_BLOCKED:	return "blocked";
+	case LINK_STOPPED:	return "stopped";
+	}
+	return "unknown";
+}
+
+static struct timeval
+pub_tv(uint64_t ms)
+{
+	struct timeval	tv;
+
+	tv.tv_sec = (time_t)(ms / 1000);
+	tv.tv_usec = (suseconds_t)(ms % 1000) * 1000;
+	return tv;
+}
+
+static void
+pub_set_shared_string(struct publisher *p, char *dst, size_t n, const char *s)
+{
+	pthread_mutex_lock(&p->st->lock);
+	snprintf(dst, n, "%s", s);
+	pthread_mutex_unlock(&p->st->lock);
+}
+
+/* The one way to change state; logs a transition once. */
+static void
+pub_enter_state(struct publisher *p, enum link_state s, const char *why)
+{
+	if (p->state == s)
+		return;
+	/*
+	 * disconnected <-> connecting cycles of a retry storm are logged at
+	 * debug; failures are logged by pub_fail() when their text changes.
+	 */
+	if (s == LINK_CONNECTING || (s == LINK_DISCONNECTED &&
+	    p->state == LINK_CONNECTING))
+		log_debug("broker link: %s -> %s%s%s", pub_state_name(p->state),
+		    pub_state_name(s), why ? ": " : "", why ? why : "");
+	else
+		log_notice("broker link: %s -> %s%s%s", pub_state_name(p->state),
+		    pub_state_name(s), why ? ": " : "", why ? why : "");
+	p->state = s;
+	atomic_store(&p->st->link_state, s);
+}
+
+static void
+pub_masked_uri(struct publisher *p, char *out, size_t n)
+{
+	util_mask_uri(p->cf->uris[p->uri_idx], out, n);
+}
+
+static const char *
+pub_reply_text(amqp_rpc_reply_t r, char *buf, size_t n)
+{
+	switch (r.reply_type) {
+	case AMQP_RESPONSE_NORMAL:
+		snprintf(buf, n, "ok");
+		break;
+	case AMQP_RESPONSE_NONE:
+		snprintf(buf, n, "missing RPC reply");
+		break;
+	case AMQP_RESPONSE_LIBRARY_EXCEPTION:
+		snprintf(buf, n, "%s", amqp_error_string2(r.library_error));
+		break;
+	case AMQP_RESPONSE_SERVER_EXCEPTION:
+		if (r.reply.id == AMQP_CONNECTION_CLOSE_METHOD) {
+			amqp_connection_close_t *m = r.reply.decoded;
+
+			snprintf(buf, n, "connection closed by broker: %u %.*s",
+			    m->reply_code, (int)m->reply_text.len,
+			    (const char *)m->reply_text.bytes);
+		} else if (r.reply.id == AMQP_CHANNEL_CLOSE_METHOD) {
+			amqp_channel_close_t *m = r.reply.decoded;
+
+			snprintf(buf, n, "channel closed by broker: %u %.*s",
+			    m->reply_code, (int)m->reply_text.len,
+			    (const char *)m->reply_text.bytes);
+		} else
+			snprintf(buf, n, "unexpected server method 0x%08x",
+			    r.reply.id);
+		break;
+	}
+	return buf;
+}
+
+static void
+pub_teardown(struct publisher *p)
+{
+	if (p->ev_read != NULL) {
+		event_free(p->ev_read);
+		p->ev_read = NULL;
+	}
+	if (p->conn != NULL) {
+		atomic_store(&p->sockfd, -1);
+		amqp_destroy_connection(p->conn);
+		p->conn = NULL;
+	}
+	p->next_tag = p->first_tag = 1;
+	p->inflight_bytes = 0;
+	p->sent_id = p->confirmed_id;	/* resume from the oldest unconfirmed */
+	p->ret_state = RET_NONE;
+	atomic_store(&p->st->in_flight, 0);
+}
+
+/*
+ * The link failed: drop it and schedule a reconnect.  The error is logged
+ * once per distinct text, so a broker that stays down logs one line, not one
+ * per retry.
+ */
+static void
+pub_fail(struct publisher *p, const char *fmt, ...)
+	__attribute__((format(printf, 2, 3)));
+
+static void
+pub_fail(struct publisher *p, const char *fmt, ...)
+{
+	char		 why[256], uri[256];
+	struct timeval	 tv;
+	uint64_t	 delay;
+	va_list		 ap;
+	int		 was_up = p->state == LINK_CONNECTED ||
+			    p->state == LINK_BLOCKED;
+
+	va_start(ap, fmt);
+	vsnprintf(why, sizeof(why), fmt, ap);
+	va_end(ap);
+
+	pub_masked_uri(p, uri, sizeof(uri));
+	if (strcmp(why, p->last_logged) != 0) {
+		log_warnx("broker %s: %s", uri, why);
+		snprintf(p->last_logged, sizeof(p->last_logged), "%s", why);
+	} else
+		log_debug("broker %s: %s (again)", uri, why);
+	pub_set_shared_string(p, p->st->last_error, sizeof(p->st->last_error),
+	    why);
+
+	pub_teardown(p);
+	pub_enter_state(p, LINK_DISCONNECTED, was_up ? why : NULL);
+	if (atomic_load(&p->stopping)) {
+		event_base_loopbreak(p->base);
+		return;
+	}
+
+	/* After losing a working link start again at the first URI. */
+	if (was_up)
+		p->uri_idx = 0;
+	else
+		p->uri_idx = (p->uri_idx + 1) % p->cf->nuris;
+	if (!p->healthy)
+		p->failures++;
+	else
+		backoff_reset(&p->backoff);
+	p->healthy = 0;
+	delay = backoff_next(&p->backoff);
+	tv = pub_tv(delay);
+	evtimer_add(p->ev_retry, &tv);
+}
+
+static void
+pub_tune_socket(int fd, const struct config *cf)
+{
+	int		 on = 1, idle, intvl = 5, cnt = 3;
+	unsigned int	 uto;
+
+	/*
+	 * A dead peer must not hold amqp_basic_publish() forever (0.11 waits
+	 * for the send buffer without a deadline): bound unacknowledged data.
+	 */
+	uto = cf->heartbeat ? cf->heartbeat * 2000 : 60000;
+	idle = cf->heartbeat ? (int)cf->heartbeat : 30;
+	setsockopt(fd, IPPROTO_TCP, TCP_USER_TIMEOUT, &uto, sizeof(uto));
+	setsockopt(fd, SOL_SOCKET, SO_KEEPALIVE, &on, sizeof(on));
+	setsockopt(fd, IPPROTO_TCP, TCP_KEEPIDLE, &idle, sizeof(idle));
+	setsockopt(fd, IPPROTO_TCP, TCP_KEEPINTVL, &intvl, sizeof(intvl));
+	setsockopt(fd, IPPROTO_TCP, TCP_KEEPCNT, &cnt, sizeof(cnt));
+}
+
+static void pub_read_cb(evutil_socket_t, short, void *);
+static void pub_fill(struct publisher *p);
+
+static void
+pub_connect(struct publisher *p)
+{
+	struct amqp_connection_info	 ci;
+	amqp_socket_t			*sock;
+	amqp_rpc_reply_t		 r;
+	amqp_table_entry_t		 caps[3], props[3];
+	amqp_table_t			 client_props;
+	struct timeval			 tv;
+	char				*url, uri[256], why[256];
+	const char			*password;
+	int				 rc, fd;
+
+	pub_enter_state(p, LINK_CONNECTING, NULL);
+	pub_masked_uri(p, uri, sizeof(uri));
+	pub_set_shared_string(p, p->st->broker, sizeof(p->st->broker), uri);
+
+	url = xstrdup(p->cf->uris[p->uri_idx]);
+	amqp_default_connection_info(&ci);
+	if (amqp_parse_url(url, &ci) != AMQP_STATUS_OK) {
+		free(url);
+		pub_fail(p, "cannot parse the URI");
+		return;
+	}
+	if (ci.ssl) {
+		free(url);
+		pub_fail(p, "amqps:// is not supported by this build yet");
+		return;
+	}
+	password = p->cf->password != NULL ? p->cf->password : ci.password;
+
+	p->conn = amqp_new_connection();
+	if (p->conn == NULL || (sock = amqp_tcp_socket_new(p->conn)) == NULL) {
+		free(url);
+		pub_fail(p, "out of memory creating the connection");
+		return;
+	}
+	tv = pub_tv(p->cf->connect_timeout_ms);
+	errno = 0;
+	rc = amqp_socket_open_noblock(sock, ci.host, ci.port, &tv);
+	if (rc != AMQP_STATUS_OK) {
+		int saved = errno;
+
+		free(url);
+		if (rc == AMQP_STATUS_SOCKET_ERROR && saved != 0)
+			pub_fail(p, "connect: %s", strerror(saved));
+		else
+			pub_fail(p, "connect: %s", amqp_error_string2(rc));
+		return;
+	}
+	fd = amqp_get_sockfd(p->conn);
+	atomic_store(&p->sockfd, fd);
+	pub_tune_socket(fd, p->cf);
+	amqp_set_handshake_timeout(p->conn, &tv);
+	amqp_set_rpc_timeout(p->conn, &tv);
+
+	/* Advertise connection.blocked so resource alarms are reported. */
+	caps[0].key = amqp_cstring_bytes("connection.blocked");
+	caps[0].value.kind = AMQP_FIELD_KIND_BOOLEAN;
+	caps[0].value.value.boolean = 1;
+	caps[1].key = amqp_cstring_bytes("publisher_confirms");
+	caps[1].value.kind = AMQP_FIELD_KIND_BOOLEAN;
+	caps[1].value.value.boolean = 1;
+	caps[2].key = amqp_cstring_bytes("basic.nack");
+	caps[2].value.kind = AMQP_FIELD_KIND_BOOLEAN;
+	caps[2].value.value.boolean = 1;
+	props[0].key = amqp_cstring_bytes("product");
+	props[0].value.kind = AMQP_FIELD_KIND_UTF8;
+	props[0].value.value.bytes = amqp_cstring_bytes("pubrelay");
+	props[1].key = amqp_cstring_bytes("version");
+	props[1].value.kind = AMQP_FIELD_KIND_UTF8;
+	props[1].value.value.bytes = amqp_cstring_bytes(PACKAGE_VERSION);
+	props[2].key = amqp_cstring_bytes("capabilities");
+	props[2].value.kind = AMQP_FIELD_KIND_TABLE;
+	props[2].value.value.table.num_entries = 3;
+	props[2].value.value.table.entries = caps;
+	client_props.num_entries = 3;
+	client_props.entries = props;
+
+	r = amqp_login_with_properties(p->conn, ci.vhost, 0, PUB_FRAME_MAX,
+	    (int)p->cf->heartbeat, &client_props, AMQP_SASL_METHOD_PLAIN,
+	    ci.user, password);
+	free(url);
+	if (r.reply_type != AMQP_RESPONSE_NORMAL) {
+		pub_fail(p, "login: %s", pub_reply_text(r, why, sizeof(why)));
+		return;
+	}
+	amqp_channel_open(p->conn, PUB_CHANNEL);
+	r = amqp_get_rpc_reply(p->conn);
+	if (r.reply_type != AMQP_RESPONSE_NORMAL) {
+		pub_fail(p, "channel.open: %s",
+		    pub_reply_text(r, why, sizeof(why)));
+		return;
+	}
+	amqp_confirm_select(p->conn, PUB_CHANNEL);
+	r = amqp_get_rpc_reply(p->conn);
+	if (r.reply_type != AMQP_RESPONSE_NORMAL) {
+		pub_fail(p, "confirm.select: %s",
+		    pub_reply_text(r, why, sizeof(why)));
+		return;
+	}
+	amqp_maybe_release_buffers(p->conn);
+
+	p->ev_read = event_new(p->base, fd, EV_READ | EV_PERSIST, pub_read_cb, p);
+	event_add(p->ev_read, NULL);
+	p->next_tag = p->first_tag = 1;
+	p->sent_id = p->confirmed_id;
+	clock_gettime(CLOCK_MONOTONIC, &p->connected_at);
+	if (p->failures > 0)
+		log_notice("connected to broker %s after %u failed attempt%s",
+		    uri, p->failures, p->failures == 1 ? "" : "s");
+	else
+		log_notice("connected to broker %s", uri);
+	p->failures = 0;
+	p->last_logged[0] = '\0';
+	if (p->ever_connected)
+		atomic_fetch_add(&p->st->reconnects, 1);
+	p->ever_connected = 1;
+	pub_enter_state(p, LINK_CONNECTED, NULL);
+	pub_fill(p);
+}
+
+static void
+pub_publish_confirmed(struct publisher *p)
+{
+	atomic_store(&p->confirmed_shared, p->confirmed_id);
+	event_active(p->ev_confirmed, EV_READ, 0);
+}
+
+static void
+pub_mark_healthy(struct publisher *p)
+{
+	if (!p->healthy) {
+		p->healthy = 1;
+		backoff_reset(&p->backoff);
+	}
+}
+
+/* basic.ack: tag, or every tag up to it with multiple. */
+static int
+pub_ack(struct publisher *p, uint64_t tag, int multiple)
+{
+	uint64_t	t, n = 0;
+	int64_t		before = p->confirmed_id;
+
+	if (multiple && tag == 0)
+		tag = p->next_tag - 1;		/* everything outstanding */
+	if (tag >= p->next_tag || (tag == 0 && !multiple)) {
+		pub_fail(p, "broker confirmed unknown delivery tag %" PRIu64,
+		    tag);
+		return -1;
+	}
+	if (multiple) {
+		for (t = p->first_tag; t <= tag; t++)
+			p->ring[t % p->cap].acked = 1;
+	} else if (tag >= p->first_tag)
+		p->ring[tag % p->cap].acked = 1;
+
+	while (p->first_tag < p->next_tag &&
+	    p->ring[p->first_tag % p->cap].acked) {
+		struct pub_slot *s = &p->ring[p->first_tag % p->cap];
+
+		p->confirmed_id = s->id;
+		p->inflight_bytes -= s->size;
+		s->acked = 0;
+		p->first_tag++;
+		n++;
+	}
+	if (n > 0) {
+		atomic_fetch_add(&p->st->confirmed, n);
+		atomic_store(&p->st->in_flight, p->next_tag - p->first_tag);
+		pub_mark_healthy(p);
+	}
+	if (p->confirmed_id != before)
+		pub_publish_confirmed(p);
+	return 0;
+}
+
+static void
+pub_copy_bytes(char *dst, size_t n, amqp_bytes_t b)
+{
+	size_t	len = b.len < n - 1 ? b.len : n - 1;
+
+	memcpy(dst, b.bytes, len);
+	dst[len] = '\0';
+}
+
+static int
+pub_method(struct publisher *p, amqp_method_t *m)
+{
+	switch (m->id) {
+	case AMQP_BASIC_ACK_METHOD: {
+		amqp_basic_ack_t *a = m->decoded;
+
+		return pub_ack(p, a->delivery_tag, a->multiple);
+	}
+	case AMQP_BASIC_NACK_METHOD: {
+		amqp_basic_nack_t *n = m->decoded;
+
+		/*
+		 * The broker took no responsibility: go back to the nacked
+		 * message.  Reconnecting republishes the unconfirmed suffix in
+		 * order after a backoff.
+		 */
+		atomic_fetch_add(&p->st->nacked, 1);
+		pub_fail(p, "broker nacked delivery tag %" PRIu64 "%s",
+		    n->delivery_tag, n->multiple ? " (multiple)" : "");
+		return -1;
+	}
+	case AMQP_BASIC_RETURN_METHOD: {
+		amqp_basic_return_t *r = m->decoded;
+
+		p->ret_state = RET_HEADER;
+		p->ret_code = r->reply_code;
+		pub_copy_bytes(p->ret_text, sizeof(p->ret_text), r->reply_text);
+		pub_copy_bytes(p->ret_exchange, sizeof(p->ret_exchange),
+		    r->exchange);
+		pub_copy_bytes(p->ret_rkey, sizeof(p->ret_rkey), r->routing_key);
+		return 0;
+	}
+	case AMQP_CONNECTION_BLOCKED_METHOD: {
+		amqp_connection_blocked_t *b = m->decoded;
+		char why[160];
+
+		snprintf(why, sizeof(why), "%.*s", (int)b->reason.len,
+		    (const char *)b->reason.bytes);
+		pub_set_shared_string(p, p->st->last_error,
+		    sizeof(p->st->last_error), why);
+		pub_enter_state(p, LINK_BLOCKED, why);
+		return 0;
+	}
+	case AMQP_CONNECTION_UNBLOCKED_METHOD:
+		if (p->state == LINK_BLOCKED)
+			pub_enter_state(p, LINK_CONNECTED, "unblocked");
+		return 0;
+	case AMQP_CHANNEL_CLOSE_METHOD: {
+		amqp_channel_close_t *c = m->decoded;
+
+		pub_fail(p, "channel closed by broker: %u %.*s", c->reply_code,
+		    (int)c->reply_text.len, (const char *)c->reply_text.bytes);
+		return -1;
+	}
+	case AMQP_CONNECTION_CLOSE_METHOD: {
+		amqp_connection_close_t *c = m->decoded;
+		amqp_connection_close_ok_t ok = { 0 };
+		char why[256];
+
+		snprintf(why, sizeof(why), "connection closed by broker: %u %.*s",
+		    c->reply_code, (int)c->reply_text.len,
+		    (const char *)c->reply_text.bytes);
+		amqp_send_method(p->conn, 0, AMQP_CONNECTION_CLOSE_OK_METHOD, &ok);
+		pub_fail(p, "%s", why);
+		return -1;
+	}
+	default:
+		pub_fail(p, "unexpected method 0x%08x from broker", m->id);
+		return -1;
+	}
+}
+
+static void
+pub_returned(struct publisher *p, amqp_basic_properties_t *bp)
+{
+	char	mid[PROTO_SHORTSTR_MAX + 1] = "?";
+
+	if (bp != NULL && (bp->_flags & AMQP_BASIC_MESSAGE_ID_FLAG))
+		pub_copy_bytes(mid, sizeof(mid), bp->message_id);
+	atomic_fetch_add(&p->st->returned, 1);
+	log_warnx("message %s returned by the broker: %u %s (exchange '%s', "
+	    "routing key '%s')", mid, p->ret_code, p->ret_text,
+	    p->ret_exchange, p->ret_rkey);
+}
+
+static int
+pub_frame(struct publisher *p, amqp_frame_t *f)
+{
+	switch (f->frame_type) {
+	case AMQP_FRAME_METHOD:
+		if (p->ret_state != RET_NONE) {
+			pub_fail(p, "protocol error: method inside a returned "
+			    "message");
+			return -1;
+		}
+		return pub_method(p, &f->payload.method);
+	case AMQP_FRAME_HEADER:
+		if (p->ret_state != RET_HEADER) {
+			pub_fail(p, "protocol error: unexpected content header");
+			return -1;
+		}
+		pub_returned(p, f->payload.properties.decoded);
+		p->ret_left = f->payload.properties.body_size;
+		p->ret_state = p->ret_left > 0 ? RET_BODY : RET_NONE;
+		return 0;
+	case AMQP_FRAME_BODY:
+		if (p->ret_state != RET_BODY ||
+		    f->payload.body_fragment.len > p->ret_left) {
+			pub_fail(p, "protocol error: unexpected content body");
+			return -1;
+		}
+		p->ret_left -= f->payload.body_fragment.len;
+		if (p->ret_left == 0)
+			p->ret_state = RET_NONE;
+		return 0;
+	default:
+		return 0;	/* heartbeats are handled by the library */
+	}
+}
+
+/*
+ * Read every frame that is ready.  Frames may already sit inside the library
+ * while the fd shows nothing, so this runs after every library call.
+ */
+static int
+pub_drain(struct publisher *p)
+{
+	struct timeval	 zero = { 0, 0 };
+	amqp_frame_t	 f;
+	int		 rc;
+
+	while (p->conn != NULL) {
+		rc = amqp_simple_wait_frame_noblock(p->conn, &f, &zero);
+		if (rc == AMQP_STATUS_TIMEOUT)
+			break;
+		if (rc != AMQP_STATUS_OK) {
+			pub_fail(p, "%s", amqp_error_string2(rc));
+			return -1;
+		}
+		if (f.channel != 0 && f.channel != PUB_CHANNEL) {
+			pub_fail(p, "frame on unknown channel %u", f.channel);
+			return -1;
+		}
+		if (pub_frame(p, &f) == -1)
+			return -1;
+	}
+	if (p->conn != NULL)
+		amqp_maybe_release_buffers(p->conn);
+	return p->conn != NULL ? 0 : -1;
+}
+
+static amqp_bytes_t
+pub_bytes(struct proto_str s)
+{
+	amqp_bytes_t	b;
+
+	b.len = s.len;
+	b.bytes = (void *)(uintptr_t)s.p;
+	return b;
+}
+
+/* Publish one outbox row; 1 stops the fetch (window full or link lost). */
+static int
+pub_row_cb(void *arg, const struct outbox_row *row)
+{
+	struct publisher	*p = arg;
+	struct proto_pub	 m;
+	amqp_basic_properties_t	 bp;
+	amqp_bytes_t		 body;
+	char			 err[256], mid[OUTBOX_INSTANCE_LEN + 24];
+	unsigned		 i;
+	int			 rc, mandatory;
+	struct pub_slot		*s;
+
+	if (proto_parse_props(row->props, row->plen, &m, err, sizeof(err))) {
+		/* Validated at ingress; only a damaged row gets here. */
+		log_errx("outbox row %" PRId64 " has bad properties (%s); "
+		    "publishing its body without them", row->id, err);
+		proto_pub_init(&m);
+	}
+
+	memset(&bp, 0, sizeof(bp));
+	bp._flags = AMQP_BASIC_DELIVERY_MODE_FLAG | AMQP_BASIC_MESSAGE_ID_FLAG;
+	bp.delivery_mode = m.delivery_mode ? (uint8_t)m.delivery_mode :
+	    (p->cf->persistent ? 2 : 1);
+	if (m.message_id.p != NULL)
+		bp.message_id = pub_bytes(m.message_id);
+	else {
+		snprintf(mid, sizeof(mid), "%s-%" PRId64, p->instance, row->id);
+		bp.message_id = amqp_cstring_bytes(mid);
+	}
+#define PUB_PROP(field, flag)						\
+	if (m.field.p != NULL) {					\
+		bp._flags |= flag;					\
+		bp.field = pub_bytes(m.field);				\
+	}
+	PUB_PROP(content_type, AMQP_BASIC_CONTENT_TYPE_FLAG);
+	PUB_PROP(content_encoding, AMQP_BASIC_CONTENT_ENCODING_FLAG);
+	PUB_PROP(correlation_id, AMQP_BASIC_CORRELATION_ID_FLAG);
+	PUB_PROP(reply_to, AMQP_BASIC_REPLY_TO_FLAG);
+	PUB_PROP(expiration, AMQP_BASIC_EXPIRATION_FLAG);
+	PUB_PROP(type, AMQP_BASIC_TYPE_FLAG);
+	PUB_PROP(app_id, AMQP_BASIC_APP_ID_FLAG);
+#undef PUB_PROP
+	if (m.priority >= 0) {
+		bp._flags |= AMQP_BASIC_PRIORITY_FLAG;
+		bp.priority = (uint8_t)m.priority;
+	}
+	if (m.has_timestamp) {
+		bp._flags |= AMQP_BASIC_TIMESTAMP_FLAG;
+		bp.timestamp = m.timestamp;
+	}
+	if (m.nheaders > 0) {
+		for (i = 0; i < m.nheaders; i++) {
+			p->hdrs[i].key = pub_bytes(m.headers[i].name);
+			p->hdrs[i].value.kind = AMQP_FIELD_KIND_UTF8;
+			p->hdrs[i].value.value.bytes =
+			    pub_bytes(m.headers[i].value);
+		}
+		bp._flags |= AMQP_BASIC_HEADERS_FLAG;
+		bp.headers.num_entries = (int)m.nheaders;
+		bp.headers.entries = p->hdrs;
+	}
+	mandatory = m.mandatory >= 0 ? m.mandatory : p->cf->mandatory;
+	body.len = row->blen;
+	body.bytes = (void *)(uintptr_t)row->body;
+
+	rc = amqp_basic_publish(p->conn, PUB_CHANNEL, pub_bytes(m.exchange),
+	    pub_bytes(m.routing_key), mandatory, 0, &bp, body);
+	if (rc != AMQP_STATUS_OK) {
+		pub_fail(p, "publish: %s", amqp_error_string2(rc));
+		return 1;
+	}
+	s = &p->ring[p->next_tag % p->cap];
+	s->id = row->id;
+	s->size = (uint32_t)(row->plen + row->blen);
+	s->acked = 0;
+	p->next_tag++;
+	p->sent_id = row->id;
+	p->inflight_bytes += s->size;
+	atomic_fetch_add(&p->st->published, 1);
+	atomic_store(&p->st->in_flight, p->next_tag - p->first_tag);
+
+	return p->next_tag - p->first_tag >= p->cap ||
+	    p->inflight_bytes >= PUB_MAX_INFLIGHT_BYTES;
+}
+
+/* Publish from the outbox while the window has room. */
+static void
+pub_fill(struct publisher *p)
+{
+	int	want, n;
+
+	while (p->state == LINK_CONNECTED && !atomic_load(&p->stopping)) {
+		uint64_t inflight = p->next_tag - p->first_tag;
+
+		if (inflight >= p->cap ||
+		    p->inflight_bytes >= PUB_MAX_INFLIGHT_BYTES)
+			break;
+		want = (int)(p->cap - inflight);
+		if (want > PUB_FETCH_MAX)
+			want = PUB_FETCH_MAX;
+		n = outbox_reader_fetch(p->reader, p->sent_id, want, pub_row_cb,
+		    p);
+		if (n < 0) {
+			log_warnx("cannot read the outbox: %s",
+			    outbox_reader_errmsg(p->reader));
+			break;
+		}
+		if (p->conn == NULL)
+			return;		/* failed while publishing */
+		if (pub_drain(p) == -1)
+			return;
+		if (n < want && p->next_tag - p->first_tag < p->cap &&
+		    p->inflight_bytes < PUB_MAX_INFLIGHT_BYTES)
+			break;		/* caught up with the outbox */
+	}
+}
+
+static void
+pub_check_healthy(struct publisher *p)
+{
+	struct timespec	now;
+	int64_t		up;
+
+	if (p->healthy || p->state != LINK_CONNECTED)
+		return;
+	clock_gettime(CLOCK_MONOTONIC, &now);
+	up = (int64_t)(now.tv_sec - p->connected_at.tv_sec) * 1000 +
+	    (now.tv_nsec - p->connected_at.tv_nsec) / 1000000;
+	if (up >= PUB_HEALTHY_MS)
+		pub_mark_healthy(p);
+}
+
+static void
+pub_stop_if_done(struct publisher *p)
+{
+	if (atomic_load(&p->stopping) &&
+	    (p->conn == NULL || p->next_tag == p->first_tag))
+		event_base_loopbreak(p->base);
+}
+
+static void
+pub_read_cb(evutil_socket_t fd, short what, void *arg)
+{
+	struct publisher	*p = arg;
+
+	(void)fd;
+	(void)what;
+	if (pub_drain(p) == 0)
+		pub_fill(p);
+	pub_stop_if_done(p);
+}
+
+static void
+pub_tick_cb(evutil_socket_t fd, short what, void *arg)
+{
+	struct publisher	*p = arg;
+
+	(void)fd;
+	(void)what;
+	/* Heartbeats are sent and checked only inside library calls. */
+	if (p->conn != NULL && pub_drain(p) == 0) {
+		pub_check_healthy(p);
+		pub_fill(p);
+	}
+	pub_stop_if_done(p);
+}
+
+static void
+pub_retry_cb(evutil_socket_t fd, short what, void *arg)
+{
+	struct publisher	*p = arg;
+
+	(void)fd;
+	(void)what;
+	if (!atomic_load(&p->stopping))
+		pub_connect(p);
+}
+
+static void
+pub_grace_cb(evutil_socket_t fd, short what, void *arg)
+{
+	struct publisher	*p = arg;
+
+	(void)fd;
+	(void)what;
+	event_base_loopbreak(p->base);
+}
+
+static void
+pub_wake_cb(evutil_socket_t fd, short what, void *arg)
+{
+	struct publisher	*p = arg;
+	struct timeval		 tv;
+
+	(void)fd;
+	(void)what;
+	if (atomic_load(&p->stopping)) {
+		if (p->conn == NULL || p->next_tag == p->first_tag) {
+			event_base_loopbreak(p->base);
+			return;
+		}
+		tv = pub_tv(PUB_STOP_GRACE_MS);
+		evtimer_add(p->ev_grace, &tv);
+		return;
+	}
+	if (p->state == LINK_CONNECTED)
+		pub_fill(p);
+}
+
+/* Main thread: hand the confirmed prefix to the owner, which deletes. */
+static void
+pub_confirmed_cb(evutil_socket_t fd, short what, void *arg)
+{
+	struct publisher	*p = arg;
+
+	(void)fd;
+	(void)what;
+	p->confirmed_cb(atomic_load(&p->confirmed_shared), p->cb_arg);
+}
+
+static void *
+pub_thread(void *arg)
+{
+	struct publisher	*p = arg;
+	struct timeval		 tick, zero;
+	uint64_t		 tick_ms;
+
+	tick_ms = p->cf->heartbeat ? p->cf->heartbeat * 1000 / 4 : 1000;
+	if (tick_ms > 1000)
+		tick_ms = 1000;
+	if (tick_ms < 100)
+		tick_ms = 100;
+	tick = pub_tv(tick_ms);
+	event_add(p->ev_tick, &tick);
+
+	/*
+	 * Connect from inside the loop: a loopbreak issued before
+	 * event_base_dispatch() starts would be forgotten.
+	 */
+	zero = pub_tv(0);
+	evtimer_add(p->ev_retry, &zero);
+	if (!atomic_load(&p->stopping))
+		event_base_dispatch(p->base);
+
+	/* Be polite to a live broker; never wait long on a dead one. */
+	if (p->conn != NULL && p->state != LINK_DISCONNECTED) {
+		struct timeval	tv = pub_tv(1000);
+
+		amqp_set_rpc_timeout(p->conn, &tv);
+		amqp_connection_close(p->conn, AMQP_REPLY_SUCCESS);
+	}
+	pub_teardown(p);
+	pub_enter_state(p, LINK_STOPPED, NULL);
+	return NULL;
+}
+
+struct publisher *
+publisher_start(const struct publisher_params *pp, char *err, size_t errlen)
+{
+	struct publisher	*p;
+	struct timespec		 ts;
+	int			 rc;
+
+	p = xcalloc(1, sizeof(*p));
+	p->cf = pp->cf;
+	snprintf(p->instance, sizeof(p->instance), "%s", pp->instance);
+	p->st = pp->stats;
+	p->confirmed_cb = pp->confirmed_cb;
+	p->cb_arg = pp->cb_arg;
+	p->cap = p->cf->window;
+	p->ring = xcalloc(p->cap, sizeof(*p->ring));
+	p->next_tag = p->first_tag = 1;
+	p->state = LINK_DISCONNECTED;
+	atomic_store(&p->sockfd, -1);
+	clock_gettime(CLOCK_REALTIME, &ts);
+	backoff_init(&p->backoff, p->cf->reconnect_min_ms,
+	    p->cf->reconnect_max_ms,
+	    (uint64_t)ts.tv_nsec ^ ((uint64_t)getpid() << 32));
+
+	if (outbox_reader_open(&p->reader, p->cf->outbox_path, err,
+	    errlen) == -1)
+		goto fail;
+	if ((p->base = event_base_new()) == NULL) {
+		snprintf(err, errlen, "cannot create the publisher event base");
+		goto fail;
+	}
+	p->ev_wake = event_new(p->base, -1, 0, pub_wake_cb, p);
+	p->ev_tick = event_new(p->base, -1, EV_PERSIST, pub_tick_cb, p);
+	p->ev_retry = evtimer_new(p->base, pub_retry_cb, p);
+	p->ev_grace = evtimer_new(p->base, pub_grace_cb, p);
+	p->ev_confirmed = event_new(pp->main_base, -1, 0, pub_confirmed_cb, p);
+	if (!p->ev_wake || !p->ev_tick || !p->ev_retry || !p->ev_grace ||
+	    !p->ev_confirmed) {
+		snprintf(err, errlen, "cannot create publisher events");
+		goto fail;
+	}
+	rc = pthread_create(&p->thread, NULL, pub_thread, p);
+	if (rc != 0) {
+		snprintf(err, errlen, "pthread_create: %s", strerror(rc));
+		goto fail;
+	}
+	return p;
+
+ fail:
+	if (p->ev_confirmed)
+		event_free(p->ev_confirmed);
+	if (p->ev_wake)
+		event_free(p->ev_wake);
+	if (p->ev_tick)
+		event_free(p->ev_tick);
+	if (p->ev_retry)
+		event_free(p->ev_retry);
+	if (p->ev_grace)
+		event_free(p->ev_grace);
+	if (p->base)
+		event_base_free(p->base);
+	outbox_reader_close(p->reader);
+	free(p->ring);
+	free(p);
+	return NULL;
+}
+
+void
+publisher_wake(struct publisher *p)
+{
+	event_active(p->ev_wake, EV_READ, 0);
+}
+
+int64_t
+publisher_confirmed(struct publisher *p)
+{
+	return atomic_load(&p->confirmed_shared);
+}
+
+static int
+pub_join(struct publisher *p, unsigned ms)
+{
+	struct timespec	ts;
+
+	clock_gettime(CLOCK_REALTIME, &ts);
+	ts.tv_sec += ms / 1000;
+	ts.tv_nsec += (long)(ms % 1000) * 1000000;
+	if (ts.tv_nsec >= 1000000000) {
+		ts.tv_sec++;
+		ts.tv_nsec -= 1000000000;
+	}
+	return pthread_timedjoin_np(p->thread, NULL, &ts);
+}
+
+int
+publisher_stop(struct publisher *p, unsigned timeout_ms, int64_t *confirmed)
+{
+	int	fd;
+
+	atomic_store(&p->stopping, 1);
+	publisher_wake(p);
+	if (pub_join(p, timeout_ms) != 0) {
+		/* Stuck in a blocking library call: make its socket fail. */
+		fd = atomic_load(&p->sockfd);
+		if (fd != -1)
+			shutdown(fd, SHUT_RDWR);
+		if (pub_join(p, 1000) != 0) {
+			log_warnx("publisher thread did not stop; exiting "
+			    "without it (unconfirmed messages stay in the "
+			    "outbox)");
+			*confirmed = atomic_load(&p->confirmed_shared);
+			return -1;
+		}
+	}
+	*confirmed = atomic_load(&p->confirmed_shared);
+	event_free(p->ev_confirmed);
+	event_free(p->ev_wake);
+	event_free(p->ev_tick);
+	event_free(p->ev_retry);
+	event_free(p->ev_grace);
+	event_base_free(p->base);
+	outbox_reader_close(p->reader);
+	free(p->ring);
+	free(p);
+	return 0;
+}

@@ -1,0 +1,360 @@
+/*
+ * session.c: one client connection.
+ *
+ * Replies leave in request order.  OKs are held in s->held until the
+ * transaction holding their messages commits; a request whose reply does not
+ * depend on that commit (PING, STATS, an error) is not parsed while OKs are
+ * held: the session stalls and is resumed by session_committed().
+ *
+ * After a refused PUB every later PUB is refused with SKIPPED until RESET, so
+ * the messages a connection got OK for are always a prefix of what it sent.
+ */
+#include <sys/queue.h>
+#include <sys/socket.h>
+
+#include <errno.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include <event2/buffer.h>
+#include <event2/bufferevent.h>
+#include <event2/event.h>
+
+#include "ingress.h"
+#include "log.h"
+#include "protocol.h"
+#include "session.h"
+#include "util.h"
+
+#define SESSION_READ_MAX	65536	/* bytes per read callback */
+#define SESSION_SKIPPED_TEXT \
+	"an earlier message on this connection was refused; send RESET to go on"
+
+struct session {
+	TAILQ_ENTRY(session)	 entry;
+	struct ingress		*ing;
+	struct bufferevent	*bev;
+	struct evbuffer		*held;		/* OKs waiting on a commit */
+	struct proto_limits	 lim;
+	uint64_t		 id;
+	size_t			 need;		/* bytes the parser waits for */
+	size_t			 skip;		/* bytes of a refused body to drop */
+	unsigned		 pending;	/* PUBs in the open transaction */
+	int			 stalled;
+	int			 refused;	/* latch, see above */
+	int			 closing;	/* close once output is flushed */
+	int			 eof;		/* client closed its side */
+	struct proto_req	 req;
+};
+
+static TAILQ_HEAD(, session) sessions = TAILQ_HEAD_INITIALIZER(sessions);
+static unsigned	 nsessions;
+static uint64_t	 session_ids;
+
+static void session_read_cb(struct bufferevent *, void *);
+static void session_write_cb(struct bufferevent *, void *);
+static void session_event_cb(struct bufferevent *, short, void *);
+static void session_process(struct session *);
+
+unsigned
+session_count(void)
+{
+	return nsessions;
+}
+
+struct session *
+session_new(struct ingress *ing, int fd, uint64_t max_body)
+{
+	struct session		*s;
+
+	s = xcalloc(1, sizeof(*s));
+	s->ing = ing;
+	s->id = ++session_ids;
+	s->lim.max_body = (size_t)max_body;
+	s->held = evbuffer_new();
+	s->bev = bufferevent_socket_new(ingress_base(ing), fd,
+	    BEV_OPT_CLOSE_ON_FREE);
+	if (s->held == NULL || s->bev == NULL) {
+		log_warnx("cannot allocate a client session");
+		if (s->held)
+			evbuffer_free(s->held);
+		if (s->bev)
+			bufferevent_free(s->bev);
+		else
+			close(fd);
+		free(s);
+		return NULL;
+	}
+	bufferevent_set_max_single_read(s->bev, SESSION_READ_MAX);
+	bufferevent_setcb(s->bev, session_read_cb, NULL, session_event_cb, s);
+	bufferevent_enable(s->bev, EV_READ | EV_WRITE);
+	TAILQ_INSERT_TAIL(&sessions, s, entry);
+	nsessions++;
+	log_debug("client %llu: connected", (unsigned long long)s->id);
+	return s;
+}
+
+/* The one free path. */
+static void
+session_free(struct session *s, const char *why)
+{
+	log_debug("client %llu: closed (%s)", (unsigned long long)s->id, why);
+	ingress_forget(s->ing, s);
+	TAILQ_REMOVE(&sessions, s, entry);
+	nsessions--;
+	bufferevent_free(s->bev);
+	evbuffer_free(s->held);
+	free(s);
+}
+
+static void
+session_reply(struct session *s, const char *fmt, ...)
+	__attribute__((format(printf, 2, 3)));
+
+static void
+session_reply(struct session *s, const char *fmt, ...)
+{
+	va_list	ap;
+
+	va_start(ap, fmt);
+	evbuffer_add_vprintf(bufferevent_get_output(s->bev), fmt, ap);
+	va_end(ap);
+}
+
+static void
+session_error(struct session *s, const char *code, const char *text)
+{
+	session_reply(s, "ERR %s %s\n", code, text);
+}
+
+/* Close once what was answered has been written. */
+static void
+session_close_after_flush(struct session *s)
+{
+	s->closing = 1;
+	bufferevent_disable(s->bev, EV_READ);
+	bufferevent_setcb(s->bev, NULL, session_write_cb, session_event_cb, s);
+	if (evbuffer_get_length(bufferevent_get_output(s->bev)) == 0)
+		session_free(s, "closed by daemon");
+}
+
+/* A reply that must wait until held OKs are released. */
+static int
+session_must_wait(struct session *s)
+{
+	if (s->pending == 0)
+		return 0;
+	s->stalled = 1;
+	return 1;
+}
+
+/* A PUB reply: behind held OKs when there are any, so order is kept. */
+static void
+session_pub_error(struct session *s, const char *code, const char *text)
+{
+	if (s->pending > 0)
+		evbuffer_add_printf(s->held, "ERR %s %s\n", code, text);
+	else
+		session_error(s, code, text);
+}
+
+static void
+session_pub(struct session *s, const struct proto_pub *pub)
+{
+	const char	*code;
+	char		 err[256];
+
+	if (s->refused) {
+		session_pub_error(s, PROTO_E_SKIPPED, SESSION_SKIPPED_TEXT);
+		return;
+	}
+	if (ingress_insert(s->ing, pub, s->held, &code, err,
+	    sizeof(err)) == -1) {
+		s->refused = 1;
+		session_pub_error(s, code, err);
+		return;
+	}
+	if (s->pending++ == 0)
+		ingress_wait(s->ing, s);
+}
+
+/* After the client's EOF: close once every request has been answered. */
+static void
+session_maybe_done(struct session *s)
+{
+	if (s->eof && !s->closing && s->pending == 0 && !s->stalled)
+		session_close_after_flush(s);
+}
+
+static void
+session_process(struct session *s)
+{
+	struct evbuffer	*in = bufferevent_get_input(s->bev);
+	struct evbuffer	*out;
+	const char	*buf;
+	size_t		 len, consumed, n;
+	int		 rc;
+
+	while (!s->closing && !s->stalled) {
+		len = evbuffer_get_length(in);
+		if (s->skip > 0) {
+			n = len < s->skip ? len : s->skip;
+			evbuffer_drain(in, n);
+			s->skip -= n;
+			if (s->skip > 0)
+				return;
+			continue;
+		}
+		if (len == 0 || (s->need > 0 && len < s->need)) {
+			session_maybe_done(s);
+			return;
+		}
+		buf = (const char *)evbuffer_pullup(in, -1);
+		rc = proto_parse(buf, len, &s->lim, &s->req, &consumed);
+		switch (rc) {
+		case PROTO_INCOMPLETE:
+			s->need = s->req.need;
+			session_maybe_done(s);
+			return;
+		case PROTO_DONE:
+			s->need = 0;
+			if (s->req.verb == PROTO_PUB) {
+				session_pub(s, &s->req.pub);
+				evbuffer_drain(in, consumed);
+				break;
+			}
+			if (session_must_wait(s))
+				return;
+			switch (s->req.verb) {
+			case PROTO_PING:
+				session_reply(s, "PONG\n");
+				break;
+			case PROTO_STATS:
+				out = evbuffer_new();
+				ingress_stats(s->ing, out);
+				session_reply(s, "STATS %zu\n",
+				    evbuffer_get_length(out));
+				bufferevent_write_buffer(s->bev, out);
+				evbuffer_free(out);
+				break;
+			case PROTO_RESET:
+				s->refused = 0;
+				session_reply(s, "OK\n");
+				break;
+			default:
+				break;
+			}
+			evbuffer_drain(in, consumed);
+			break;
+		case PROTO_BAD:
+			s->need = 0;
+			if (session_must_wait(s))
+				return;
+			session_error(s, s->req.err_code, s->req.err);
+			if (strcmp(s->req.err_code, PROTO_E_UNKNOWN) != 0)
+				s->refused = 1;
+			n = consumed < len ? consumed : len;
+			evbuffer_drain(in, n);
+			s->skip = consumed - n;
+			break;
+		case PROTO_FATAL:
+		default:
+			if (session_must_wait(s))
+				return;
+			log_info("client %llu: %s; closing the connection",
+			    (unsigned long long)s->id, s->req.err);
+			session_error(s, s->req.err_code ? s->req.err_code :
+			    PROTO_E_PROTO, s->req.err);
+			session_close_after_flush(s);
+			return;
+		}
+	}
+}
+
+/*
+ * Release the held replies.  When the transaction failed, every held OK
+ * becomes an error (the first names the cause, the rest are SKIPPED); held
+ * refusals stay as they are.
+ */
+void
+session_committed(struct session *s, int ok, const char *code,
+    const char *err)
+{
+	struct evbuffer	*out = bufferevent_get_output(s->bev);
+	char		*line;
+	size_t		 n;
+	int		 first = 1;
+
+	if (ok)
+		evbuffer_add_buffer(out, s->held);
+	else {
+		while ((line = evbuffer_readln(s->held, &n,
+		    EVBUFFER_EOL_LF)) != NULL) {
+			if (strncmp(line, "OK", 2) == 0) {
+				evbuffer_add_printf(out, "ERR %s %s\n",
+				    first ? code : PROTO_E_SKIPPED,
+				    first ? err : SESSION_SKIPPED_TEXT);
+				first = 0;
+			} else
+				evbuffer_add_printf(out, "%s\n", line);
+			free(line);
+		}
+		s->refused = 1;
+	}
+	s->pending = 0;
+	if (s->stalled) {
+		s->stalled = 0;
+		session_process(s);
+	} else
+		session_maybe_done(s);
+}
+
+static void
+session_read_cb(struct bufferevent *bev, void *arg)
+{
+	struct session	*s = arg;
+
+	(void)bev;
+	session_process(s);
+}
+
+static void
+session_write_cb(struct bufferevent *bev, void *arg)
+{
+	struct session	*s = arg;
+
+	if (s->closing && evbuffer_get_length(bufferevent_get_output(bev)) == 0)
+		session_free(s, "closed by daemon");
+}
+
+static void
+session_event_cb(struct bufferevent *bev, short what, void *arg)
+{
+	struct session	*s = arg;
+
+	(void)bev;
+	if ((what & BEV_EVENT_EOF) && !s->closing) {
+		/* A half-close still gets every reply (e.g. socat, shell pipes). */
+		s->eof = 1;
+		bufferevent_disable(s->bev, EV_READ);
+		session_process(s);
+	} else if (what & BEV_EVENT_EOF)
+		session_free(s, "end of input");
+	else if (what & BEV_EVENT_ERROR)
+		session_free(s, strerror(EVUTIL_SOCKET_ERROR()));
+}
+
+void
+session_close_all(void)
+{
+	struct session	*s, *next;
+
+	for (s = TAILQ_FIRST(&sessions); s != NULL; s = next) {
+		next = TAILQ_NEXT(s, entry);
+		if (!s->closing)
+			session_close_after_flush(s);
+	}
+}

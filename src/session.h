@@ -1,0 +1,23 @@
+/*
+ * session.h: one client connection: framing, parsing with protocol.c, replies
+ * in request order.  Knows no AMQP; hands PUBs to ingress.c.
+ */
+#ifndef PUBRELAY_SESSION_H
+#define PUBRELAY_SESSION_H
+
+#include <stdint.h>
+
+struct ingress;
+struct session;
+
+/* Take ownership of the connected socket fd. */
+struct session *session_new(struct ingress *ing, int fd, uint64_t max_body);
+/* The transaction holding s's messages committed (ok) or was rolled back. */
+void	session_committed(struct session *s, int ok, const char *code,
+	    const char *err);
+/* Number of open sessions. */
+unsigned session_count(void);
+/* Shutdown: stop reading, answer what was committed, close when flushed. */
+void	session_close_all(void);
+
+#endif

@@ -1,0 +1,37 @@
+/*
+ * stats.h: counters and link state shared by the ingress and publisher
+ * threads.  Counters are atomics written by one side and read by the other;
+ * the strings are under the mutex.
+ */
+#ifndef PUBRELAY_STATS_H
+#define PUBRELAY_STATS_H
+
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdint.h>
+
+enum link_state {
+	LINK_DISCONNECTED = 0,	/* waiting to (re)connect */
+	LINK_CONNECTING,	/* connect, login, channel, confirm.select */
+	LINK_CONNECTED,		/* publishing */
+	LINK_BLOCKED,		/* connection.blocked: resource alarm */
+	LINK_STOPPED,		/* shut down */
+};
+
+struct relay_stats {
+	/* ingress side */
+	atomic_uint_fast64_t	accepted;
+	/* publisher side */
+	atomic_uint_fast64_t	published;
+	atomic_uint_fast64_t	confirmed;
+	atomic_uint_fast64_t	nacked;
+	atomic_uint_fast64_t	returned;
+	atomic_uint_fast64_t	reconnects;
+	atomic_uint_fast64_t	in_flight;
+	atomic_int		link_state;
+	pthread_mutex_t		lock;
+	char			broker[256];	/* masked URI of the link */
+	char			last_error[256];
+};
+
+#endif
