@@ -332,16 +332,12 @@ pub_connect(struct publisher *p)
 		return;
 	}
 	tv = pub_tv(p->cf->connect_timeout_ms);
-	errno = 0;
 	rc = amqp_socket_open_noblock(sock, ci.host, ci.port, &tv);
 	if (rc != AMQP_STATUS_OK) {
-		int saved = errno;
-
+		/* 0.11 keeps no errno: refused and unreachable look alike. */
+		pub_fail(p, "connect to %s:%d: %s", ci.host, ci.port,
+		    amqp_error_string2(rc));
 		free(url);
-		if (rc == AMQP_STATUS_SOCKET_ERROR && saved != 0)
-			pub_fail(p, "connect: %s", strerror(saved));
-		else
-			pub_fail(p, "connect: %s", amqp_error_string2(rc));
 		return;
 	}
 	fd = amqp_get_sockfd(p->conn);

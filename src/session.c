@@ -204,8 +204,11 @@ session_process(struct session *s)
 			n = len < s->skip ? len : s->skip;
 			evbuffer_drain(in, n);
 			s->skip -= n;
-			if (s->skip > 0)
+			if (s->skip > 0) {
+				if (s->eof)	/* the body will never come */
+					session_close_after_flush(s);
 				return;
+			}
 			continue;
 		}
 		if (len == 0 || (s->need > 0 && len < s->need)) {
