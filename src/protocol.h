@@ -1,0 +1,144 @@
+/*
+ * protocol.h: the pubrelay socket protocol.  Pure parser and encoder: no I/O,
+ * no allocation in the parser, so unit tests and fuzzers reach it directly and
+ * the client shares the encoder with the daemon.
+ *
+ * Wire format (text-framed, length-prefixed bodies; lines end in "\n", a "\r"
+ * before it is ignored; verbs and property names are case-insensitive; empty
+ * lines between requests are ignored):
+ *
+ *   PUB <body-length>\n
+ *   <name>: <value>\n          zero or more property lines
+ *   \n                         end of the property block
+ *   <body-length bytes>\n      the body (binary-safe), then "\n" or "\r\n"
+ *
+ *   PING\n     -> PONG\n
+ *   STATS\n    -> STATS <n>\n then n bytes of "name value\n" lines
+ *   RESET\n    -> OK\n  (clears the refusal latch, see SKIPPED)
+ *
+ * Property names: exchange, routing-key, mandatory (yes/no, true/false, 1/0),
+ * content-type, content-encoding, header ("NAME=VALUE", may repeat), delivery-mode
+ * (1 or 2), priority (0-255), correlation-id, reply-to, expiration (decimal
+ * milliseconds), message-id, timestamp (decimal Unix seconds), type, app-id.
+ * The value is the rest of the line after ':' and any spaces or tabs.
+ * Exchange and routing key default to "" (the default exchange).  Short
+ * strings (everything but header values) are at most 255 bytes.  A property
+ * other than header may appear once.
+ *
+ * Replies, one per request, in request order:
+ *   OK <message-id>\n           PUB was committed to the outbox (durable)
+ *   ERR <CODE> <text>\n         with CODE one of PROTO_E_* below
+ */
+#ifndef PUBRELAY_PROTOCOL_H
+#define PUBRELAY_PROTOCOL_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "util.h"
+
+/* Error codes sent as "ERR <CODE> <text>". */
+#define PROTO_E_BADREQ	 "BADREQ"	/* malformed request; connection kept */
+#define PROTO_E_TOOBIG	 "TOOBIG"	/* body over max_message_size; kept */
+#define PROTO_E_UNKNOWN	 "UNKNOWN"	/* unknown verb; connection kept */
+#define PROTO_E_PROTO	 "PROTO"	/* cannot resynchronise; closed */
+#define PROTO_E_FULL	 "FULL"		/* outbox full: retry later */
+#define PROTO_E_STORE	 "STORE"	/* outbox write failed: retry later */
+#define PROTO_E_SKIPPED	 "SKIPPED"	/* an earlier PUB here was refused */
+#define PROTO_E_SHUTDOWN "SHUTDOWN"	/* daemon stopping: retry later */
+#define PROTO_E_LIMIT	 "LIMIT"	/* too many clients; closed */
+
+#define PROTO_SHORTSTR_MAX	255	/* AMQP shortstr */
+#define PROTO_MAX_HEADERS	128	/* "header:" lines in one request */
+#define PROTO_MAX_LINE		8192	/* one request or property line, with EOL */
+#define PROTO_MAX_BLOCK		65536	/* the whole property block */
+
+struct proto_str {
+	const char	*p;		/* borrowed; NULL when absent */
+	size_t		 len;
+};
+
+struct proto_header {
+	struct proto_str name;
+	struct proto_str value;
+};
+
+/* A PUB request.  Every pointer borrows from the parsed buffer. */
+struct proto_pub {
+	struct proto_str exchange;
+	struct proto_str routing_key;
+	struct proto_str content_type;
+	struct proto_str content_encoding;
+	struct proto_str correlation_id;
+	struct proto_str reply_to;
+	struct proto_str expiration;
+	struct proto_str message_id;
+	struct proto_str type;
+	struct proto_str app_id;
+	int		 mandatory;	/* -1 unset, 0, 1 */
+	int		 delivery_mode;	/* 0 unset, 1, 2 */
+	int		 priority;	/* -1 unset, 0..255 */
+	int		 has_timestamp;
+	uint64_t	 timestamp;
+	unsigned	 nheaders;
+	struct proto_header headers[PROTO_MAX_HEADERS];
+	struct proto_str props;		/* the raw property block (stored as is) */
+	struct proto_str body;
+};
+
+enum proto_verb {
+	PROTO_PUB = 1,
+	PROTO_PING,
+	PROTO_STATS,
+	PROTO_RESET,
+};
+
+enum proto_status {
+	PROTO_INCOMPLETE = 0,	/* need more bytes; see req->need */
+	PROTO_DONE = 1,		/* one request parsed; *consumed bytes */
+	PROTO_BAD = -1,		/* refused, framing kept; discard *consumed */
+	PROTO_FATAL = -2,	/* cannot resynchronise: reply and close */
+};
+
+struct proto_limits {
+	size_t	max_body;	/* bodies longer get TOOBIG */
+};
+
+struct proto_req {
+	enum proto_verb	 verb;
+	struct proto_pub pub;		/* valid when verb == PROTO_PUB */
+	size_t		 need;		/* INCOMPLETE: total bytes needed, 0 if unknown */
+	const char	*err_code;	/* BAD/FATAL: one of PROTO_E_* */
+	char		 err[256];	/* BAD/FATAL: human-readable reason */
+};
+
+/*
+ * Parse one request from the start of buf[0..len).
+ * DONE: req filled, *consumed = its length (leading empty lines included).
+ * INCOMPLETE: *consumed = 0; req->need > len when the total length is known.
+ * BAD: req->err_code/err set; *consumed = bytes to discard, which may exceed len
+ *      (an oversized body is skipped as it arrives without being buffered).
+ * FATAL: req->err_code/err set; the caller replies and closes.
+ */
+int	proto_parse(const char *buf, size_t len, const struct proto_limits *lim,
+	    struct proto_req *req, size_t *consumed);
+
+/*
+ * Parse a stored property block (as in pub->props) into pub; the other fields of
+ * pub are reset first.  0 on success, -1 with err filled otherwise.
+ */
+int	proto_parse_props(const char *block, size_t len, struct proto_pub *pub,
+	    char *err, size_t errlen);
+
+/* Start pub with every property unset. */
+void	proto_pub_init(struct proto_pub *pub);
+
+/*
+ * Append a complete PUB request for pub (its props field is ignored; the block
+ * is built from the fields) to out.  0 on success, -1 with err filled when a
+ * field cannot be encoded (a newline in a value, a short string too long...).
+ */
+int	proto_encode_pub(struct buf *out, const struct proto_pub *pub,
+	    char *err, size_t errlen);
+
+#endif

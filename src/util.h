@@ -1,0 +1,48 @@
+/*
+ * util.h: checked parsing of numbers, sizes, durations and booleans, a growable
+ * byte buffer, and URI password masking.  Pure code: no I/O, no logging, so the
+ * unit tests and the client reach it directly.
+ */
+#ifndef PUBRELAY_UTIL_H
+#define PUBRELAY_UTIL_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+/* Whole-string decimal in [min, max]; 0 on success, -1 otherwise. */
+int util_parse_u64(const char *s, uint64_t min, uint64_t max, uint64_t *out);
+/* Decimal with an optional binary unit: K, M, G, T (also KiB, MiB...). */
+int util_parse_size(const char *s, uint64_t *out);
+/* Whole number with an optional unit ms, s, m, h; a bare number is seconds. */
+int util_parse_duration_ms(const char *s, uint64_t *out);
+/* yes/no, true/false, on/off, 1/0 (case-insensitive). */
+int util_parse_bool(const char *s, int *out);
+/* Octal file mode such as 0660 (at most 07777). */
+int util_parse_mode(const char *s, unsigned *out);
+
+/* Copy uri into out with any password replaced by "***" (always NUL-terminated). */
+void util_mask_uri(const char *uri, char *out, size_t outlen);
+
+/* A growable byte buffer; the owner frees it with buf_free(). */
+struct buf {
+	char	*data;
+	size_t	 len;
+	size_t	 cap;
+};
+void	buf_init(struct buf *b);
+void	buf_free(struct buf *b);
+void	buf_reset(struct buf *b);
+/* These abort on out-of-memory, like xmalloc. */
+void	buf_reserve(struct buf *b, size_t extra);
+void	buf_append(struct buf *b, const void *p, size_t n);
+void	buf_appends(struct buf *b, const char *s);
+void	buf_printf(struct buf *b, const char *fmt, ...)
+	    __attribute__((format(printf, 2, 3)));
+
+void	*xmalloc(size_t n);
+void	*xcalloc(size_t n, size_t sz);
+void	*xrealloc(void *p, size_t n);
+char	*xstrdup(const char *s);
+char	*xstrndup(const char *s, size_t n);
+
+#endif
