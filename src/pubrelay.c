@@ -1,0 +1,1214 @@
+/*
+ * pubrelay.c: the command-line client.  It speaks only the socket protocol of
+ * protocol.h and builds every PUB with the daemon's own encoder, so what the
+ * client sends is by construction what the daemon parses.
+ */
+#ifdef HAVE_CONFIG_H
+/* autoconf's, from the build directory: "config.h" would find src/config.h. */
+#include <config.h>
+#endif
+
+#include <sys/socket.h>
+#include <sys/un.h>
+
+#include <errno.h>
+#include <getopt.h>
+#include <limits.h>
+#include <poll.h>
+#include <stdarg.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+#include <sysexits.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "protocol.h"
+#include "util.h"
+
+#ifndef PUBRELAY_SOCKET_PATH
+#define PUBRELAY_SOCKET_PATH	"/run/pubrelay/pubrelay.sock"
+#endif
+
+#define CLIENT_DEFAULT_TIMEOUT	"30"		/* -t, seconds */
+#define CLIENT_MAX_OUTSTANDING	4096		/* PUBs not yet answered */
+#define CLIENT_OUT_HIGH		(256 * 1024)	/* encoded, not yet sent */
+#define CLIENT_CHUNK		65536		/* one read() or recv() */
+#define CLIENT_MAX_REPLY	PROTO_MAX_LINE	/* one reply line */
+#define CLIENT_MAX_STATS	(16 * 1024 * 1024)
+
+static const char	*client_socket;
+static uint64_t		 client_timeout_ms;	/* 0: wait for ever */
+
+struct pub_opts {
+	struct proto_pub pub;		/* the properties; body per message */
+	char		 expiration[24];
+	int		 lines;
+	int		 print_id;
+};
+
+/* One publish: stdin lines (or one body) in, requests out, replies in. */
+struct pub_run {
+	int		 fd;
+	struct proto_pub *pub;
+	int		 lines;
+	int		 print_id;
+
+	struct buf	 lin;		/* stdin bytes not yet cut */
+	size_t		 lstart;	/* first byte of the next line */
+	size_t		 lscan;		/* lin[lstart..lscan) has no '\n' */
+	int		 in_eof;	/* read() returned 0 */
+	int		 in_done;	/* every message was encoded */
+	int		 need_input;
+
+	struct buf	 out;		/* encoded requests */
+	size_t		 woff;		/* out[woff..len) not yet sent */
+	int		 wdead;
+	int		 werrno;
+
+	struct buf	 rin;		/* reply bytes not yet parsed */
+	int		 rdead;
+	int		 rerrno;
+
+	uint64_t	 nread;		/* messages taken from the input */
+	uint64_t	 nsent;		/* requests encoded into out */
+	uint64_t	 nreplied;
+	uint64_t	 nok;
+
+	int		 stopped;	/* encode nothing more */
+	int		 status;	/* exit status of the first failure */
+	char		 why[1024];
+	int64_t		 progress;	/* ms: last byte moved on the socket */
+};
+
+static void	usage(FILE *, int) __attribute__((noreturn));
+static void	client_warnx(const char *, ...)
+		    __attribute__((format(printf, 1, 2)));
+static void	pub_fail(struct pub_run *, int, const char *, ...)
+		    __attribute__((format(printf, 3, 4)));
+
+static void
+client_warnx(const char *fmt, ...)
+{
+	va_list	ap;
+
+	fprintf(stderr, "pubrelay: ");
+	va_start(ap, fmt);
+	vfprintf(stderr, fmt, ap);
+	va_end(ap);
+	fprintf(stderr, "\n");
+}
+
+static int64_t
+client_now(void)
+{
+	struct timespec	ts;
+
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+/*
+ * Milliseconds poll() may still wait when the last progress was at since, -1
+ * for ever, 0 when the time is up (the caller tells that apart with
+ * client_expired()).
+ */
+static int
+client_wait_ms(int64_t since)
+{
+	int64_t	left;
+
+	if (client_timeout_ms == 0)
+		return -1;
+	left = since + (int64_t)client_timeout_ms - client_now();
+	if (left <= 0)
+		return 0;
+	return left > INT_MAX ? INT_MAX : (int)left;
+}
+
+static int
+client_expired(int64_t since)
+{
+	return client_timeout_ms != 0 &&
+	    client_now() - since >= (int64_t)client_timeout_ms;
+}
+
+static void
+client_timeout_str(char *out, size_t outlen)
+{
+	if (client_timeout_ms % 1000 == 0)
+		snprintf(out, outlen, "%llu s",
+		    (unsigned long long)(client_timeout_ms / 1000));
+	else
+		snprintf(out, outlen, "%llu ms",
+		    (unsigned long long)client_timeout_ms);
+}
+
+/* Reply text comes from another process: keep control bytes off the tty. */
+static void
+client_clean(char *dst, size_t dstlen, const char *src, size_t len)
+{
+	size_t	i, n = 0;
+
+	for (i = 0; i < len && n + 1 < dstlen; i++) {
+		unsigned char c = (unsigned char)src[i];
+
+		dst[n++] = (c >= 0x20 && c < 0x7f) ? (char)c : '?';
+	}
+	dst[n] = '\0';
+}
+
+/* Exit status for "ERR <code>": retryable or not is the caller's question. */
+static int
+client_err_status(const char *code, size_t len)
+{
+	static const char *tempfail[] = {
+		PROTO_E_FULL, PROTO_E_STORE, PROTO_E_SHUTDOWN, PROTO_E_LIMIT,
+		PROTO_E_SKIPPED,
+	};
+	static const char *dataerr[] = {
+		PROTO_E_BADREQ, PROTO_E_TOOBIG, PROTO_E_PROTO, PROTO_E_UNKNOWN,
+	};
+	size_t	i;
+
+	for (i = 0; i < sizeof(tempfail) / sizeof(tempfail[0]); i++)
+		if (strlen(tempfail[i]) == len &&
+		    strncmp(code, tempfail[i], len) == 0)
+			return EX_TEMPFAIL;
+	for (i = 0; i < sizeof(dataerr) / sizeof(dataerr[0]); i++)
+		if (strlen(dataerr[i]) == len &&
+		    strncmp(code, dataerr[i], len) == 0)
+			return EX_DATAERR;
+	/* A code this client does not know: a newer daemon, or not a daemon. */
+	return EX_PROTOCOL;
+}
+
+/* Split "ERR <code> <text>" (without "ERR "); 0 when it is one. */
+static int
+client_err_split(const char *line, size_t len, size_t *codelen)
+{
+	size_t	n;
+
+	if (len < 4 || strncmp(line, "ERR ", 4) != 0)
+		return -1;
+	for (n = 4; n < len && line[n] != ' '; n++)
+		;
+	if (n == 4)
+		return -1;
+	*codelen = n - 4;
+	return 0;
+}
+
+/*
+ * A non-blocking connection to the daemon, or an exit status.  The socket is
+ * non-blocking from the start so that a full listen backlog is EAGAIN (busy,
+ * retry later) rather than a wait without a deadline.
+ */
+static int
+client_connect(int *fdp)
+{
+	struct sockaddr_un	 sun;
+	struct pollfd		 pfd;
+	socklen_t		 sl;
+	int			 fd, error, rc;
+	int64_t			 start;
+
+	memset(&sun, 0, sizeof(sun));
+	sun.sun_family = AF_UNIX;
+	if (strlen(client_socket) >= sizeof(sun.sun_path)) {
+		client_warnx("%s: socket path too long", client_socket);
+		return EX_USAGE;
+	}
+	strcpy(sun.sun_path, client_socket);
+
+	fd = socket(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+	if (fd == -1) {
+		client_warnx("socket: %s", strerror(errno));
+		return EX_OSERR;
+	}
+	if (connect(fd, (struct sockaddr *)&sun, sizeof(sun)) == 0) {
+		*fdp = fd;
+		return EX_OK;
+	}
+	error = errno;
+	if (error == EINPROGRESS) {
+		start = client_now();
+		pfd.fd = fd;
+		pfd.events = POLLOUT;
+		do {
+			rc = poll(&pfd, 1, client_wait_ms(start));
+		} while (rc == -1 && errno == EINTR);
+		sl = sizeof(error);
+		if (rc == 1 && getsockopt(fd, SOL_SOCKET, SO_ERROR, &error,
+		    &sl) == 0 && error == 0) {
+			*fdp = fd;
+			return EX_OK;
+		}
+		if (rc == 0)
+			error = ETIMEDOUT;
+		else if (rc == -1)
+			error = errno;
+	}
+	close(fd);
+	client_warnx("cannot connect to %s: %s%s", client_socket,
+	    strerror(error), error == EAGAIN ? " (daemon busy)" : "");
+	/* Retrying will not fix permissions; everything else may pass. */
+	if (error == EACCES || error == EPERM)
+		return EX_NOPERM;
+	return EX_TEMPFAIL;
+}
+
+/*
+ * A failure: the first one decides the exit status and the message, and any
+ * failure stops encoding new requests.
+ */
+static void
+pub_fail(struct pub_run *r, int status, const char *fmt, ...)
+{
+	va_list	ap;
+
+	r->stopped = 1;
+	if (r->status != EX_OK)
+		return;
+	r->status = status;
+	va_start(ap, fmt);
+	vsnprintf(r->why, sizeof(r->why), fmt, ap);
+	va_end(ap);
+}
+
+/* "message 12" with --lines, where numbers help; "message" for a single one. */
+static void
+pub_label(const struct pub_run *r, uint64_t n, char *out, size_t outlen)
+{
+	if (r->lines)
+		snprintf(out, outlen, "message %llu", (unsigned long long)n);
+	else
+		snprintf(out, outlen, "message");
+}
+
+static void
+pub_encode(struct pub_run *r, const char *body, size_t len)
+{
+	char	err[256], label[64];
+	size_t	mark = r->out.len;
+
+	r->nread++;
+	r->pub->body.p = body;
+	r->pub->body.len = len;
+	if (proto_encode_pub(&r->out, r->pub, err, sizeof(err)) == -1) {
+		r->out.len = mark;
+		pub_label(r, r->nread, label, sizeof(label));
+		pub_fail(r, EX_DATAERR, "%s cannot be sent: %s", label, err);
+		return;
+	}
+	r->nsent++;
+}
+
+/*
+ * The next complete line of input: 1 with it, 0 when more input is needed,
+ * -1 at the end.
+ */
+static int
+pub_next_line(struct pub_run *r, const char **line, size_t *len)
+{
+	char	*nl = NULL;
+
+	if (r->lscan < r->lin.len)
+		nl = memchr(r->lin.data + r->lscan, '\n',
+		    r->lin.len - r->lscan);
+	if (nl != NULL) {
+		*line = r->lin.data + r->lstart;
+		*len = (size_t)(nl - *line);
+		r->lstart = r->lscan = (size_t)(nl - r->lin.data) + 1;
+		return 1;
+	}
+	r->lscan = r->lin.len;
+	if (!r->in_eof)
+		return 0;
+	if (r->lstart < r->lin.len) {
+		/* A last line without its newline is a message too. */
+		*line = r->lin.data + r->lstart;
+		*len = r->lin.len - r->lstart;
+		r->lstart = r->lscan = r->lin.len;
+		return 1;
+	}
+	return -1;
+}
+
+/*
+ * Encode while both the number of unanswered requests and the bytes waiting
+ * for the socket stay bounded; stdin is read only as far as that allows.
+ */
+static void
+pub_fill(struct pub_run *r)
+{
+	const char	*line;
+	size_t		 len;
+	int		 rc;
+
+	r->need_input = 0;
+	while (!r->stopped && !r->in_done &&
+	    r->nsent - r->nreplied < CLIENT_MAX_OUTSTANDING &&
+	    r->out.len - r->woff < CLIENT_OUT_HIGH) {
+		if ((rc = pub_next_line(r, &line, &len)) == 0) {
+			r->need_input = 1;
+			break;
+		}
+		if (rc == -1) {
+			r->in_done = 1;
+			break;
+		}
+		pub_encode(r, line, len);
+	}
+}
+
+static void
+pub_read_input(struct pub_run *r)
+{
+	ssize_t	n;
+
+	if (r->lstart > 0) {
+		memmove(r->lin.data, r->lin.data + r->lstart,
+		    r->lin.len - r->lstart);
+		r->lin.len -= r->lstart;
+		r->lscan -= r->lstart;
+		r->lstart = 0;
+	}
+	buf_reserve(&r->lin, CLIENT_CHUNK);
+	n = read(STDIN_FILENO, r->lin.data + r->lin.len, CLIENT_CHUNK);
+	if (n > 0)
+		r->lin.len += (size_t)n;
+	else if (n == 0)
+		r->in_eof = 1;
+	else if (errno != EINTR && errno != EAGAIN)
+		pub_fail(r, EX_IOERR, "standard input: %s", strerror(errno));
+}
+
+static void
+pub_write(struct pub_run *r)
+{
+	ssize_t	n;
+
+	n = send(r->fd, r->out.data + r->woff, r->out.len - r->woff,
+	    MSG_NOSIGNAL);
+	if (n == -1) {
+		if (errno == EINTR || errno == EAGAIN || errno == EWOULDBLOCK)
+			return;
+		/* Replies already sent to us may still wait to be read. */
+		r->wdead = 1;
+		r->werrno = errno;
+		r->stopped = 1;
+		return;
+	}
+	r->progress = client_now();
+	r->woff += (size_t)n;
+	if (r->woff == r->out.len)
+		r->out.len = r->woff = 0;
+	else if (r->woff >= CLIENT_OUT_HIGH / 2 &&
+	    r->woff >= r->out.len - r->woff) {
+		/* Only once half is sent, so moving costs less than sending. */
+		memmove(r->out.data, r->out.data + r->woff,
+		    r->out.len - r->woff);
+		r->out.len -= r->woff;
+		r->woff = 0;
+	}
+}
+
+static void
+pub_reply(struct pub_run *r, const char *line, size_t len)
+{
+	char	 text[512], label[64];
+	size_t	 codelen;
+
+	if (len > 0 && line[len - 1] == '\r')
+		len--;
+	if (r->nreplied >= r->nsent) {
+		client_clean(text, sizeof(text), line, len);
+		pub_fail(r, EX_PROTOCOL, "reply without a request: \"%s\"",
+		    text);
+		r->rdead = 1;
+		return;
+	}
+	r->nreplied++;
+	if (len >= 2 && strncmp(line, "OK", 2) == 0 &&
+	    (len == 2 || line[2] == ' ')) {
+		r->nok++;
+		if (r->print_id) {
+			if (len > 3)
+				fwrite(line + 3, 1, len - 3, stdout);
+			putchar('\n');
+		}
+		return;
+	}
+	if (client_err_split(line, len, &codelen) == 0) {
+		client_clean(text, sizeof(text), line + 4, len - 4);
+		pub_label(r, r->nreplied, label, sizeof(label));
+		pub_fail(r, client_err_status(line + 4, codelen),
+		    "%s refused: %s", label, text);
+		return;
+	}
+	client_clean(text, sizeof(text), line, len);
+	pub_fail(r, EX_PROTOCOL, "unexpected reply: \"%s\"", text);
+	r->rdead = 1;
+}
+
+static void
+pub_read(struct pub_run *r)
+{
+	ssize_t	 n;
+	size_t	 start = 0;
+	char	*nl;
+
+	buf_reserve(&r->rin, CLIENT_CHUNK);
+	n = recv(r->fd, r->rin.data + r->rin.len, CLIENT_CHUNK, 0);
+	if (n == -1) {
+		if (errno == EINTR || errno == EAGAIN || errno == EWOULDBLOCK)
+			return;
+		r->rdead = 1;
+		r->rerrno = errno;
+		return;
+	}
+	if (n == 0) {
+		r->rdead = 1;
+		return;
+	}
+	r->progress = client_now();
+	r->rin.len += (size_t)n;
+	while (!r->rdead && (nl = memchr(r->rin.data + start, '\n',
+	    r->rin.len - start)) != NULL) {
+		pub_reply(r, r->rin.data + start,
+		    (size_t)(nl - (r->rin.data + start)));
+		start = (size_t)(nl - r->rin.data) + 1;
+	}
+	memmove(r->rin.data, r->rin.data + start, r->rin.len - start);
+	r->rin.len -= start;
+	if (!r->rdead && r->rin.len > CLIENT_MAX_REPLY) {
+		pub_fail(r, EX_PROTOCOL, "reply line longer than %d bytes",
+		    CLIENT_MAX_REPLY);
+		r->rdead = 1;
+	}
+}
+
+/* Done when every request sent is answered and nothing more will be sent. */
+static int
+pub_finished(const struct pub_run *r)
+{
+	if (r->rdead)
+		return 1;
+	if (r->nreplied < r->nsent)
+		return 0;
+	/*
+	 * After a refusal, unsent bytes can only be the rest of a body
+	 * already answered (TOOBIG comes before the body ends).
+	 */
+	if (r->stopped)
+		return 1;
+	return r->in_done && r->woff == r->out.len;
+}
+
+static void
+pub_loop(struct pub_run *r)
+{
+	struct pollfd	pfd[2];
+	nfds_t		nfds;
+	int		rc, waiting, wait_ms;
+	char		tstr[32];
+
+	r->progress = client_now();
+	for (;;) {
+		pub_fill(r);
+		if (pub_finished(r))
+			break;
+
+		/* The clock runs only while the daemon owes us something. */
+		waiting = r->nreplied < r->nsent ||
+		    (!r->wdead && r->woff < r->out.len);
+		if (waiting && client_expired(r->progress)) {
+			client_timeout_str(tstr, sizeof(tstr));
+			pub_fail(r, EX_TEMPFAIL, "no progress from %s in %s",
+			    client_socket, tstr);
+			break;
+		}
+		wait_ms = waiting ? client_wait_ms(r->progress) : -1;
+
+		pfd[0].fd = r->fd;
+		pfd[0].events = POLLIN;
+		if (!r->wdead && r->woff < r->out.len)
+			pfd[0].events |= POLLOUT;
+		pfd[0].revents = 0;
+		nfds = 1;
+		if (r->need_input) {
+			pfd[1].fd = STDIN_FILENO;
+			pfd[1].events = POLLIN;
+			pfd[1].revents = 0;
+			nfds = 2;
+		}
+		rc = poll(pfd, nfds, wait_ms);
+		if (rc == -1) {
+			if (errno == EINTR)
+				continue;
+			pub_fail(r, EX_OSERR, "poll: %s", strerror(errno));
+			break;
+		}
+		/* Waiting for stdin is no part of the daemon's time. */
+		if (!waiting)
+			r->progress = client_now();
+		if (rc == 0)
+			continue;	/* the expiry check above decides */
+		if ((pfd[0].revents & (POLLOUT | POLLERR | POLLHUP)) &&
+		    !r->wdead && r->woff < r->out.len)
+			pub_write(r);
+		if (pfd[0].revents & (POLLIN | POLLERR | POLLHUP))
+			pub_read(r);
+		if (nfds == 2 && (pfd[1].revents & (POLLIN | POLLERR |
+		    POLLHUP | POLLNVAL)))
+			pub_read_input(r);
+	}
+}
+
+static int
+pub_report(struct pub_run *r)
+{
+	char	label[64];
+	int	error;
+
+	if (r->status == EX_OK && (r->nreplied < r->nsent || !r->in_done)) {
+		error = r->rerrno != 0 ? r->rerrno : r->werrno;
+		if (r->nreplied < r->nsent)
+			pub_label(r, r->nreplied + 1, label, sizeof(label));
+		pub_fail(r, EX_TEMPFAIL, "connection to %s lost%s%s%s%s",
+		    client_socket,
+		    r->nreplied < r->nsent ? " before the reply to " : "",
+		    r->nreplied < r->nsent ? label : "",
+		    error != 0 ? ": " : "", error != 0 ? strerror(error) : "");
+	}
+	if (fflush(stdout) == EOF || ferror(stdout))
+		pub_fail(r, EX_IOERR, "standard output: %s", strerror(errno));
+	if (r->status == EX_OK)
+		return EX_OK;
+
+	if (!r->lines)
+		client_warnx("%s", r->why);
+	else if (r->in_done || (r->in_eof && r->lstart == r->lin.len))
+		client_warnx("%s; %llu of %llu messages accepted", r->why,
+		    (unsigned long long)r->nok, (unsigned long long)r->nread);
+	else
+		client_warnx("%s; %llu accepted of the %llu messages read "
+		    "(input not read to the end)", r->why,
+		    (unsigned long long)r->nok, (unsigned long long)r->nread);
+	return r->status;
+}
+
+/* Read all of stdin: a body is binary, so no stdio line handling. */
+static int
+pub_slurp(struct buf *b)
+{
+	ssize_t	n;
+
+	for (;;) {
+		buf_reserve(b, CLIENT_CHUNK);
+		n = read(STDIN_FILENO, b->data + b->len, CLIENT_CHUNK);
+		if (n == 0)
+			return EX_OK;
+		if (n == -1) {
+			if (errno == EINTR)
+				continue;
+			client_warnx("standard input: %s", strerror(errno));
+			return EX_IOERR;
+		}
+		b->len += (size_t)n;
+	}
+}
+
+static int
+pub_run(struct pub_opts *o, const char *body)
+{
+	struct pub_run	 r;
+	struct buf	 in, probe;
+	char		 err[256];
+	int		 status;
+
+	memset(&r, 0, sizeof(r));
+	r.fd = -1;
+	r.pub = &o->pub;
+	r.lines = o->lines;
+	r.print_id = o->print_id;
+	buf_init(&r.lin);
+	buf_init(&r.out);
+	buf_init(&r.rin);
+
+	/*
+	 * A property that cannot be encoded fails the same for every
+	 * message: say so before connecting or reading anything.
+	 */
+	buf_init(&probe);
+	o->pub.body.p = "";
+	o->pub.body.len = 0;
+	if (proto_encode_pub(&probe, &o->pub, err, sizeof(err)) == -1) {
+		buf_free(&probe);
+		client_warnx("cannot send: %s", err);
+		return EX_DATAERR;
+	}
+	buf_free(&probe);
+
+	if (!o->lines) {
+		/*
+		 * The whole body comes first: a daemon should not wait on
+		 * our stdin with a connection open.
+		 */
+		buf_init(&in);
+		if (body == NULL && (status = pub_slurp(&in)) != EX_OK) {
+			buf_free(&in);
+			return status;
+		}
+		if (body != NULL)
+			pub_encode(&r, body, strlen(body));
+		else
+			pub_encode(&r, in.data != NULL ? in.data : "", in.len);
+		buf_free(&in);
+		r.in_done = 1;
+		if (r.status != EX_OK) {
+			client_warnx("%s", r.why);
+			buf_free(&r.out);
+			return r.status;
+		}
+	}
+
+	if ((status = client_connect(&r.fd)) != EX_OK) {
+		buf_free(&r.out);
+		return status;
+	}
+	pub_loop(&r);
+	status = pub_report(&r);
+	close(r.fd);
+	buf_free(&r.lin);
+	buf_free(&r.out);
+	buf_free(&r.rin);
+	return status;
+}
+
+static void
+usage(FILE *fp, int status)
+{
+	fprintf(fp,
+"usage: pubrelay [-hV] [-s socket] [-t timeout] command [argument ...]\n"
+"\n"
+"  pubrelay publish [-e exchange] -k routing-key [--header name=value] ...\n"
+"      [--content-type type] [--content-encoding encoding]\n"
+"      [--message-id id] [--correlation-id id] [--reply-to queue]\n"
+"      [--expiration ms] [--priority 0-255] [--type type] [--app-id id]\n"
+"      [--transient] [--mandatory] [--lines] [--print-id] [body]\n"
+"  pubrelay ping\n"
+"  pubrelay stats [--raw]\n"
+"\n"
+"  -s socket   daemon socket (default $PUBRELAY_SOCKET, else %s)\n"
+"  -t timeout  give up after this long without progress (default %s s,\n"
+"              0 waits for ever; units ms, s, m, h)\n"
+"\n"
+"publish sends body, or all of standard input; with --lines every line of\n"
+"standard input is a message.  See pubrelay(1).\n",
+	    PUBRELAY_SOCKET_PATH, CLIENT_DEFAULT_TIMEOUT);
+	exit(status);
+}
+
+enum {
+	OPT_HEADER = 256,
+	OPT_CTYPE,
+	OPT_CENC,
+	OPT_MESSAGE_ID,
+	OPT_CORR_ID,
+	OPT_REPLY_TO,
+	OPT_EXPIRATION,
+	OPT_PRIORITY,
+	OPT_TYPE,
+	OPT_APP_ID,
+	OPT_TRANSIENT,
+	OPT_MANDATORY,
+	OPT_LINES,
+	OPT_PRINT_ID,
+	OPT_RAW,
+};
+
+/* getopt's own messages would name argv[0], which is the command's name. */
+static void
+opt_error(int ch, char **argv)
+{
+	const char	*arg = argv[optind - 1];
+	int		 len;
+
+	/* A long option is named by its argv word, a short one by optopt. */
+	if (strncmp(arg, "--", 2) == 0) {
+		len = (int)strcspn(arg, "=");
+		if (ch == ':')
+			client_warnx("option %.*s requires an argument", len,
+			    arg);
+		else
+			client_warnx("bad option %s", arg);
+	} else if (ch == ':')
+		client_warnx("option -%c requires an argument", optopt);
+	else
+		client_warnx("unknown option -%c", optopt);
+	usage(stderr, EX_USAGE);
+}
+
+static void
+opt_str(struct proto_str *s, const char *arg)
+{
+	s->p = arg;
+	s->len = strlen(arg);
+}
+
+static int
+cmd_publish(int argc, char **argv)
+{
+	static const struct option longopts[] = {
+		{ "exchange",	      required_argument, NULL, 'e' },
+		{ "routing-key",      required_argument, NULL, 'k' },
+		{ "help",	      no_argument,	 NULL, 'h' },
+		{ "header",	      required_argument, NULL, OPT_HEADER },
+		{ "content-type",     required_argument, NULL, OPT_CTYPE },
+		{ "content-encoding", required_argument, NULL, OPT_CENC },
+		{ "message-id",	      required_argument, NULL, OPT_MESSAGE_ID },
+		{ "correlation-id",   required_argument, NULL, OPT_CORR_ID },
+		{ "reply-to",	      required_argument, NULL, OPT_REPLY_TO },
+		{ "expiration",	      required_argument, NULL, OPT_EXPIRATION },
+		{ "priority",	      required_argument, NULL, OPT_PRIORITY },
+		{ "type",	      required_argument, NULL, OPT_TYPE },
+		{ "app-id",	      required_argument, NULL, OPT_APP_ID },
+		{ "transient",	      no_argument,	 NULL, OPT_TRANSIENT },
+		{ "mandatory",	      no_argument,	 NULL, OPT_MANDATORY },
+		{ "lines",	      no_argument,	 NULL, OPT_LINES },
+		{ "print-id",	      no_argument,	 NULL, OPT_PRINT_ID },
+		{ NULL,		      0,		 NULL, 0 }
+	};
+	static struct pub_opts	 o;	/* big: the header array */
+	struct proto_header	*h;
+	const char		*eq;
+	uint64_t		 v;
+	int			 ch, have_key = 0;
+
+	memset(&o, 0, sizeof(o));
+	proto_pub_init(&o.pub);
+	optind = 1;
+	opterr = 0;
+	while ((ch = getopt_long(argc, argv, "+:e:hk:", longopts,
+	    NULL)) != -1) {
+		switch (ch) {
+		case 'e':
+			opt_str(&o.pub.exchange, optarg);
+			break;
+		case 'k':
+			opt_str(&o.pub.routing_key, optarg);
+			have_key = 1;
+			break;
+		case 'h':
+			usage(stdout, EX_OK);
+		case OPT_HEADER:
+			if ((eq = strchr(optarg, '=')) == NULL ||
+			    eq == optarg) {
+				client_warnx("--header %s: want NAME=VALUE",
+				    optarg);
+				usage(stderr, EX_USAGE);
+			}
+			if (o.pub.nheaders == PROTO_MAX_HEADERS) {
+				client_warnx("more than %d --header options",
+				    PROTO_MAX_HEADERS);
+				usage(stderr, EX_USAGE);
+			}
+			h = &o.pub.headers[o.pub.nheaders++];
+			h->name.p = optarg;
+			h->name.len = (size_t)(eq - optarg);
+			opt_str(&h->value, eq + 1);
+			break;
+		case OPT_CTYPE:
+			opt_str(&o.pub.content_type, optarg);
+			break;
+		case OPT_CENC:
+			opt_str(&o.pub.content_encoding, optarg);
+			break;
+		case OPT_MESSAGE_ID:
+			opt_str(&o.pub.message_id, optarg);
+			break;
+		case OPT_CORR_ID:
+			opt_str(&o.pub.correlation_id, optarg);
+			break;
+		case OPT_REPLY_TO:
+			opt_str(&o.pub.reply_to, optarg);
+			break;
+		case OPT_EXPIRATION:
+			if (util_parse_u64(optarg, 0, UINT64_MAX, &v) == -1) {
+				client_warnx("--expiration %s: want "
+				    "milliseconds", optarg);
+				usage(stderr, EX_USAGE);
+			}
+			snprintf(o.expiration, sizeof(o.expiration), "%llu",
+			    (unsigned long long)v);
+			opt_str(&o.pub.expiration, o.expiration);
+			break;
+		case OPT_PRIORITY:
+			if (util_parse_u64(optarg, 0, 255, &v) == -1) {
+				client_warnx("--priority %s: want 0 to 255",
+				    optarg);
+				usage(stderr, EX_USAGE);
+			}
+			o.pub.priority = (int)v;
+			break;
+		case OPT_TYPE:
+			opt_str(&o.pub.type, optarg);
+			break;
+		case OPT_APP_ID:
+			opt_str(&o.pub.app_id, optarg);
+			break;
+		case OPT_TRANSIENT:
+			o.pub.delivery_mode = 1;
+			break;
+		case OPT_MANDATORY:
+			o.pub.mandatory = 1;
+			break;
+		case OPT_LINES:
+			o.lines = 1;
+			break;
+		case OPT_PRINT_ID:
+			o.print_id = 1;
+			break;
+		default:
+			opt_error(ch, argv);
+		}
+	}
+	argc -= optind;
+	argv += optind;
+
+	if (!have_key) {
+		client_warnx("publish: -k routing-key is required");
+		usage(stderr, EX_USAGE);
+	}
+	if (argc > 1 || (argc == 1 && o.lines)) {
+		client_warnx("publish: %s", o.lines ?
+		    "--lines takes no body argument" : "too many arguments");
+		usage(stderr, EX_USAGE);
+	}
+	/* One id for many messages would make consumers drop all but one. */
+	if (o.lines && o.pub.message_id.p != NULL) {
+		client_warnx("publish: --message-id cannot be used with "
+		    "--lines");
+		usage(stderr, EX_USAGE);
+	}
+	return pub_run(&o, argc == 1 ? argv[0] : NULL);
+}
+
+/* Send all of req, waiting at most the timeout between bytes. */
+static int
+client_send(int fd, const char *req, size_t len)
+{
+	struct pollfd	pfd;
+	ssize_t		n;
+	int64_t		since = client_now();
+	char		tstr[32];
+
+	while (len > 0) {
+		n = send(fd, req, len, MSG_NOSIGNAL);
+		if (n > 0) {
+			req += n;
+			len -= (size_t)n;
+			since = client_now();
+			continue;
+		}
+		if (n == -1 && errno != EINTR && errno != EAGAIN &&
+		    errno != EWOULDBLOCK) {
+			client_warnx("%s: %s", client_socket, strerror(errno));
+			return EX_TEMPFAIL;
+		}
+		if (client_expired(since)) {
+			client_timeout_str(tstr, sizeof(tstr));
+			client_warnx("no progress from %s in %s",
+			    client_socket, tstr);
+			return EX_TEMPFAIL;
+		}
+		pfd.fd = fd;
+		pfd.events = POLLOUT;
+		if (poll(&pfd, 1, client_wait_ms(since)) == -1 &&
+		    errno != EINTR) {
+			client_warnx("poll: %s", strerror(errno));
+			return EX_OSERR;
+		}
+	}
+	return EX_OK;
+}
+
+/* Read until in holds at least want bytes (or, want == 0, a whole line). */
+static int
+client_recv(int fd, struct buf *in, size_t want)
+{
+	struct pollfd	pfd;
+	ssize_t		n;
+	int64_t		since = client_now();
+	char		tstr[32];
+
+	for (;;) {
+		if (want == 0 ? in->len > 0 &&
+		    memchr(in->data, '\n', in->len) != NULL : in->len >= want)
+			return EX_OK;
+		if (want == 0 && in->len > CLIENT_MAX_REPLY) {
+			client_warnx("reply line longer than %d bytes",
+			    CLIENT_MAX_REPLY);
+			return EX_PROTOCOL;
+		}
+		buf_reserve(in, CLIENT_CHUNK);
+		n = recv(fd, in->data + in->len, CLIENT_CHUNK, 0);
+		if (n > 0) {
+			in->len += (size_t)n;
+			since = client_now();
+			continue;
+		}
+		if (n == 0) {
+			client_warnx("connection to %s lost", client_socket);
+			return EX_TEMPFAIL;
+		}
+		if (errno != EINTR && errno != EAGAIN && errno != EWOULDBLOCK) {
+			client_warnx("connection to %s lost: %s",
+			    client_socket, strerror(errno));
+			return EX_TEMPFAIL;
+		}
+		if (client_expired(since)) {
+			client_timeout_str(tstr, sizeof(tstr));
+			client_warnx("no reply from %s in %s", client_socket,
+			    tstr);
+			return EX_TEMPFAIL;
+		}
+		pfd.fd = fd;
+		pfd.events = POLLIN;
+		if (poll(&pfd, 1, client_wait_ms(since)) == -1 &&
+		    errno != EINTR) {
+			client_warnx("poll: %s", strerror(errno));
+			return EX_OSERR;
+		}
+	}
+}
+
+/*
+ * Send one request and read the first line of its reply.  On success *line
+ * points into in, NUL-terminated, "\r\n" stripped, and *used is the bytes it
+ * took.  An "ERR" reply is reported here.
+ */
+static int
+client_request(const char *cmd, const char *req, struct buf *in, int *fdp,
+    char **line, size_t *used)
+{
+	char	*nl, text[512];
+	size_t	 len, codelen;
+	int	 status;
+
+	if ((status = client_connect(fdp)) != EX_OK)
+		return status;
+	if ((status = client_send(*fdp, req, strlen(req))) != EX_OK ||
+	    (status = client_recv(*fdp, in, 0)) != EX_OK)
+		return status;
+	nl = memchr(in->data, '\n', in->len);
+	*used = (size_t)(nl - in->data) + 1;
+	len = (size_t)(nl - in->data);
+	if (len > 0 && in->data[len - 1] == '\r')
+		len--;
+	in->data[len] = '\0';
+	*line = in->data;
+	if (client_err_split(in->data, len, &codelen) == 0) {
+		client_clean(text, sizeof(text), in->data + 4, len - 4);
+		client_warnx("%s refused: %s", cmd, text);
+		/* Nothing in a ping or stats to fix: retry or give up. */
+		status = client_err_status(in->data + 4, codelen);
+		return status == EX_PROTOCOL ? EX_PROTOCOL : EX_TEMPFAIL;
+	}
+	return EX_OK;
+}
+
+static void
+cmd_opts(const char *cmd, int argc, char **argv, const char *opts,
+    const struct option *longopts, int *raw)
+{
+	int	ch;
+
+	optind = 1;
+	opterr = 0;
+	while ((ch = getopt_long(argc, argv, opts, longopts, NULL)) != -1) {
+		switch (ch) {
+		case 'h':
+			usage(stdout, EX_OK);
+		case OPT_RAW:
+			*raw = 1;
+			break;
+		default:
+			opt_error(ch, argv);
+		}
+	}
+	if (optind != argc) {
+		client_warnx("%s: too many arguments", cmd);
+		usage(stderr, EX_USAGE);
+	}
+}
+
+static int
+cmd_ping(int argc, char **argv)
+{
+	static const struct option longopts[] = {
+		{ "help",	no_argument,	NULL, 'h' },
+		{ NULL,		0,		NULL, 0 }
+	};
+	struct buf	 in;
+	char		*line, text[512];
+	size_t		 used;
+	int		 fd = -1, status, unused = 0;
+
+	cmd_opts("ping", argc, argv, "+:h", longopts, &unused);
+	buf_init(&in);
+	status = client_request("ping", "PING\n", &in, &fd, &line, &used);
+	if (status == EX_OK) {
+		if (strcasecmp(line, "PONG") == 0)
+			puts("PONG");
+		else {
+			client_clean(text, sizeof(text), line, strlen(line));
+			client_warnx("unexpected reply to ping: \"%s\"", text);
+			status = EX_PROTOCOL;
+		}
+	}
+	if (fd != -1)
+		close(fd);
+	buf_free(&in);
+	if (status == EX_OK && (fflush(stdout) == EOF || ferror(stdout))) {
+		client_warnx("standard output: %s", strerror(errno));
+		status = EX_IOERR;
+	}
+	return status;
+}
+
+/*
+ * "name value" lines as two aligned columns; a line without a value keeps
+ * its name.
+ */
+static void
+stats_table(const char *p, size_t len)
+{
+	const char	*end = p + len, *eol, *sp, *q;
+	int		 width = 0;
+
+	for (q = p; q < end; q = eol + 1) {
+		if ((eol = memchr(q, '\n', (size_t)(end - q))) == NULL)
+			eol = end;
+		if ((sp = memchr(q, ' ', (size_t)(eol - q))) == NULL)
+			sp = eol;
+		if (sp - q > width)
+			width = (int)(sp - q);
+	}
+	for (q = p; q < end; q = eol + 1) {
+		if ((eol = memchr(q, '\n', (size_t)(end - q))) == NULL)
+			eol = end;
+		if ((sp = memchr(q, ' ', (size_t)(eol - q))) == NULL)
+			sp = eol;
+		if (sp == eol)
+			printf("%.*s\n", (int)(sp - q), q);
+		else
+			printf("%-*.*s  %.*s\n", width, (int)(sp - q), q,
+			    (int)(eol - sp - 1), sp + 1);
+	}
+}
+
+static int
+cmd_stats(int argc, char **argv)
+{
+	static const struct option longopts[] = {
+		{ "help",	no_argument,	NULL, 'h' },
+		{ "raw",	no_argument,	NULL, OPT_RAW },
+		{ NULL,		0,		NULL, 0 }
+	};
+	struct buf	 in;
+	char		*line, text[512];
+	size_t		 used;
+	uint64_t	 n = 0;
+	int		 fd = -1, status, raw = 0;
+
+	cmd_opts("stats", argc, argv, "+:h", longopts, &raw);
+	buf_init(&in);
+	status = client_request("stats", "STATS\n", &in, &fd, &line,
+	    &used);
+	if (status == EX_OK && (strncasecmp(line, "STATS ", 6) != 0 ||
+	    util_parse_u64(line + 6, 0, CLIENT_MAX_STATS, &n) == -1)) {
+		client_clean(text, sizeof(text), line, strlen(line));
+		client_warnx("unexpected reply to stats: \"%s\"", text);
+		status = EX_PROTOCOL;
+	}
+	if (status == EX_OK)
+		status = client_recv(fd, &in, used + (size_t)n);
+	if (status == EX_OK) {
+		if (raw)
+			fwrite(in.data + used, 1, (size_t)n, stdout);
+		else
+			stats_table(in.data + used, (size_t)n);
+		if (fflush(stdout) == EOF || ferror(stdout)) {
+			client_warnx("standard output: %s", strerror(errno));
+			status = EX_IOERR;
+		}
+	}
+	if (fd != -1)
+		close(fd);
+	buf_free(&in);
+	return status;
+}
+
+int
+main(int argc, char **argv)
+{
+	static const struct option longopts[] = {
+		{ "help",	no_argument,	   NULL, 'h' },
+		{ "socket",	required_argument, NULL, 's' },
+		{ "timeout",	required_argument, NULL, 't' },
+		{ "version",	no_argument,	   NULL, 'V' },
+		{ NULL,		0,		   NULL, 0 }
+	};
+	const char	*timeout = CLIENT_DEFAULT_TIMEOUT;
+	int		 ch;
+
+	if ((client_socket = getenv("PUBRELAY_SOCKET")) == NULL ||
+	    *client_socket == '\0')
+		client_socket = PUBRELAY_SOCKET_PATH;
+
+	/* "+": stop at the command; its options are its own. */
+	opterr = 0;
+	while ((ch = getopt_long(argc, argv, "+:hs:t:V", longopts,
+	    NULL)) != -1) {
+		switch (ch) {
+		case 'h':
+			usage(stdout, EX_OK);
+		case 's':
+			client_socket = optarg;
+			break;
+		case 't':
+			timeout = optarg;
+			break;
+		case 'V':
+			printf("pubrelay %s\n", PACKAGE_VERSION);
+			return EX_OK;
+		default:
+			opt_error(ch, argv);
+		}
+	}
+	argc -= optind;
+	argv += optind;
+
+	if (util_parse_duration_ms(timeout, &client_timeout_ms) == -1) {
+		client_warnx("-t %s: want a duration such as 30, 500ms or 2m",
+		    timeout);
+		usage(stderr, EX_USAGE);
+	}
+	if (argc == 0) {
+		client_warnx("no command");
+		usage(stderr, EX_USAGE);
+	}
+	if (strcmp(argv[0], "publish") == 0)
+		return cmd_publish(argc, argv);
+	if (strcmp(argv[0], "ping") == 0)
+		return cmd_ping(argc, argv);
+	if (strcmp(argv[0], "stats") == 0)
+		return cmd_stats(argc, argv);
+	client_warnx("%s: unknown command", argv[0]);
+	usage(stderr, EX_USAGE);
+}
