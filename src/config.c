@@ -278,12 +278,15 @@ config_set_uri(struct config_parse *p, const char *v)
 	rc = amqp_parse_url(copy, &ci);
 	if (rc != AMQP_STATUS_OK)
 		config_keyerr(p, "invalid AMQP URI '%s' (expected "
-		    "amqp://user:password@host:port/vhost or amqps://...)",
+		    "amqp://user:password@host:port/vhost)",
 		    masked);
 	/*
 	 * rabbitmq-c reads "amqp://host/" as the vhost "", which no broker
 	 * has: the login would fail much later, far from the typo.
 	 */
+	else if (ci.ssl)
+		config_keyerr(p, "'%s': amqps:// (TLS) is not supported by "
+		    "this build yet; use amqp://", masked);
 	else if (ci.vhost[0] == '\0')
 		config_keyerr(p, "empty vhost in '%s' (write %%2f for the vhost "
 		    "'/', or leave out the trailing '/')", masked);

@@ -256,6 +256,12 @@ proto_prop_line(struct proto_pub *pub, const char *p, size_t n,
 			    d->name, PROTO_SHORTSTR_MAX);
 			return -1;
 		}
+		/* It is what consumers de-duplicate on: empty would collide. */
+		if (vlen == 0 &&
+		    d->off == offsetof(struct proto_pub, message_id)) {
+			proto_errf(err, errlen, "%s: empty", d->name);
+			return -1;
+		}
 		proto_prop_str(pub, d)->p = v;
 		proto_prop_str(pub, d)->len = vlen;
 		break;
@@ -741,6 +747,10 @@ proto_encode_pub(struct buf *out, const struct proto_pub *pub, char *err,
 	}
 	if (pub->body.len > SIZE_MAX / 2) {
 		proto_errf(err, errlen, "body: too long");
+		return -1;
+	}
+	if (pub->message_id.p != NULL && pub->message_id.len == 0) {
+		proto_errf(err, errlen, "message-id: empty");
 		return -1;
 	}
 	buf_printf(out, "PUB %zu\n", pub->body.len);

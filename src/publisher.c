@@ -236,6 +236,7 @@ pub_fail(struct publisher *p, const char *fmt, ...)
 	va_list		 ap;
 	int		 was_up = p->state == LINK_CONNECTED ||
 			    p->state == LINK_BLOCKED;
+	int		 was_connecting = p->state == LINK_CONNECTING;
 
 	va_start(ap, fmt);
 	vsnprintf(why, sizeof(why), fmt, ap);
@@ -262,9 +263,9 @@ pub_fail(struct publisher *p, const char *fmt, ...)
 		p->uri_idx = 0;
 	else
 		p->uri_idx = (p->uri_idx + 1) % p->cf->nuris;
-	if (!p->healthy)
+	if (was_connecting)
 		p->failures++;
-	else
+	if (p->healthy)
 		backoff_reset(&p->backoff);
 	p->healthy = 0;
 	delay = backoff_next(&p->backoff);

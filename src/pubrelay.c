@@ -560,8 +560,12 @@ pub_loop(struct pub_run *r)
 		if ((pfd[0].revents & (POLLOUT | POLLERR | POLLHUP)) &&
 		    !r->wdead && r->woff < r->out.len)
 			pub_write(r);
-		if (pfd[0].revents & (POLLIN | POLLERR | POLLHUP))
+		if (pfd[0].revents & (POLLIN | POLLERR | POLLHUP)) {
 			pub_read(r);
+			/* Ids reach a pipeline as they come, not at exit. */
+			if (r->print_id)
+				fflush(stdout);
+		}
 		if (nfds == 2 && (pfd[1].revents & (POLLIN | POLLERR |
 		    POLLHUP | POLLNVAL)))
 			pub_read_input(r);

@@ -48,8 +48,9 @@ struct daemon {
 static void
 usage(FILE *f)
 {
-	fprintf(f, "usage: pubrelayd [-tvV] [-c file]\n"
+	fprintf(f, "usage: pubrelayd [-htvV] [-c file]\n"
 	    "  -c file  configuration file (default %s)\n"
+	    "  -h       print this help and exit\n"
 	    "  -t       check the configuration and exit\n"
 	    "  -v       log at debug level (overrides [log] level)\n"
 	    "  -V       print the version and exit\n", PUBRELAY_CONFIG_PATH);
@@ -92,6 +93,7 @@ daemon_shutdown(struct daemon *d, const char *sig)
 	log_notice("%s: shutting down", sig);
 	listener_close(d->lst);
 	d->lst = NULL;
+	session_drain_all();		/* parse nothing more */
 	ingress_flush(d->ing);		/* the turn in progress commits */
 	session_close_all();		/* answers go out, then close */
 	evtimer_add(d->ev_done, &tv);

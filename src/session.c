@@ -47,6 +47,7 @@ struct session {
 	int			 refused;	/* latch, see above */
 	int			 closing;	/* close once output is flushed */
 	int			 eof;		/* client closed its side */
+	int			 draining;	/* shutdown: parse nothing more */
 	struct proto_req	 req;
 };
 
@@ -185,7 +186,16 @@ session_pub(struct session *s, const struct proto_pub *pub)
 static void
 session_maybe_done(struct session *s)
 {
-	if (s->eof && !s->closing && s->pending == 0 && !s->stalled)
+	if (s->closing || s->pending > 0)
+		return;
+	if (s->draining) {
+		/* Say why the next request, if any, went unanswered. */
+		if (evbuffer_get_length(bufferevent_get_input(s->bev)) > 0 &&
+		    s->skip == 0)
+			session_error(s, PROTO_E_SHUTDOWN, "pubrelayd is "
+			    "stopping; retry later");
+		session_close_after_flush(s);
+	} else if (s->eof && !s->stalled)
 		session_close_after_flush(s);
 }
 
@@ -198,6 +208,10 @@ session_process(struct session *s)
 	size_t		 len, consumed, n;
 	int		 rc;
 
+	if (s->draining) {
+		session_maybe_done(s);
+		return;
+	}
 	while (!s->closing && !s->stalled) {
 		len = evbuffer_get_length(in);
 		if (s->skip > 0) {
@@ -257,8 +271,8 @@ session_process(struct session *s)
 			if (session_must_wait(s))
 				return;
 			session_error(s, s->req.err_code, s->req.err);
-			if (strcmp(s->req.err_code, PROTO_E_UNKNOWN) != 0)
-				s->refused = 1;
+			if (s->req.verb == PROTO_PUB)
+				s->refused = 1;	/* a refused PUB */
 			n = consumed < len ? consumed : len;
 			evbuffer_drain(in, n);
 			s->skip = consumed - n;
@@ -351,13 +365,24 @@ session_event_cb(struct bufferevent *bev, short what, void *arg)
 }
 
 void
+session_drain_all(void)
+{
+	struct session	*s;
+
+	TAILQ_FOREACH(s, &sessions, entry) {
+		s->draining = 1;
+		bufferevent_disable(s->bev, EV_READ);
+	}
+}
+
+void
 session_close_all(void)
 {
 	struct session	*s, *next;
 
 	for (s = TAILQ_FIRST(&sessions); s != NULL; s = next) {
 		next = TAILQ_NEXT(s, entry);
-		if (!s->closing)
-			session_close_after_flush(s);
+		s->draining = 1;
+		session_maybe_done(s);
 	}
 }

@@ -17,7 +17,12 @@ void	session_committed(struct session *s, int ok, const char *code,
 	    const char *err);
 /* Number of open sessions. */
 unsigned session_count(void);
-/* Shutdown: stop reading, answer what was committed, close when flushed. */
+/*
+ * Shutdown, in two steps around the last commit: stop reading and parsing;
+ * then answer what was committed (ERR SHUTDOWN for the first request left
+ * unread) and close each session once its replies are written.
+ */
+void	session_drain_all(void);
 void	session_close_all(void);
 
 #endif

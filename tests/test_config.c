@@ -234,7 +234,7 @@ test_every_key(void)
 	    "\xef\xbb\xbf# pubrelay test\n"
 	    "[broker]\r\n"
 	    "uri = amqp://u1:p1@first:5672/%2f\n"
-	    "  uri=amqps://u2:p2@second/vh ; inline comment\n"
+	    "  uri=amqp://u2:p2@second/vh ; inline comment\n"
 	    "uri = amqp://third\n"
 	    "heartbeat = 10\n"
 	    "connect_timeout = 750ms\r\n"
@@ -261,7 +261,7 @@ test_every_key(void)
 	is_int(r.errlen, 0, "every key: nothing printed");
 	is_int(r.cf.nuris, 3, "every key: three uris");
 	is_str(r.cf.uris[0], "amqp://u1:p1@first:5672/%2f", "uri 1 in order");
-	is_str(r.cf.uris[1], "amqps://u2:p2@second/vh",
+	is_str(r.cf.uris[1], "amqp://u2:p2@second/vh",
 	    "uri 2 in order, inline comment stripped");
 	is_str(r.cf.uris[2], "amqp://third", "uri 3 in order");
 	is_int(r.cf.heartbeat, 10, "heartbeat: bare number is seconds");
@@ -395,7 +395,7 @@ test_bad_values(void)
 	ok(has_error(&r, line, __VA_ARGS__), "error at line %d", line); \
 } while (0)
 	BAD(2, "[broker] uri: invalid AMQP URI 'http://x' (expected "
-	    "amqp://user:password@host:port/vhost or amqps://...)");
+	    "amqp://user:password@host:port/vhost)");
 	BAD(3, "[broker] uri: empty vhost in 'amqp://u:***@h/' (write %%2f "
 	    "for the vhost '/', or leave out the trailing '/')");
 	BAD(4, "[broker] password_file: empty path");
@@ -644,19 +644,25 @@ test_uris(void)
 	is_int(r.rc, 2, "too many uris: one error each");
 	result_free(&r);
 
-	load(&r, "[broker]\nuri = amqp://host\nuri = amqps://[::1]:5671/v\n");
-	is_int(r.rc, 0, "uri without path and IPv6 amqps uri accepted");
+	load(&r, "[broker]\nuri = amqp://host\nuri = amqp://[::1]:5671/v\n");
+	is_int(r.rc, 0, "uri without path and IPv6 uri accepted");
 	is_int(r.cf.nuris, 2, "two uris");
-	ok(r.cf.nuris == 2 && strcmp(r.cf.uris[1], "amqps://[::1]:5671/v") == 0,
-	    "amqps uri kept as written");
+	ok(r.cf.nuris == 2 && strcmp(r.cf.uris[1], "amqp://[::1]:5671/v") == 0,
+	    "IPv6 uri kept as written");
+	result_free(&r);
+	load(&r, "[broker]\nuri = amqps://u:secret@host:5671/v\n");
+	is_int(r.rc, 1, "amqps uri refused until TLS is supported");
+	ok(strstr(r.errs, "amqps:// (TLS) is not supported by this build yet") &&
+	    strstr(r.errs, "secret") == NULL,
+	    "the error says why and masks the password");
 	result_free(&r);
 
 	load(&r, "[broker]\nuri = amqp://h:99999/%2f\nuri = amqp://u:p@@h\n");
 	ok(has_error(&r, 2, "[broker] uri: invalid AMQP URI "
 	    "'amqp://h:99999/%%2f' (expected amqp://user:password@host:port/"
-	    "vhost or amqps://...)"), "bad port refused");
+	    "vhost)"), "bad port refused");
 	ok(has_error(&r, 3, "[broker] uri: invalid AMQP URI 'amqp://u:***@h' "
-	    "(expected amqp://user:password@host:port/vhost or amqps://...)"),
+	    "(expected amqp://user:password@host:port/vhost)"),
 	    "bad authority refused, password masked");
 	is_int(r.rc, 2, "two bad uris, two errors");
 	result_free(&r);

@@ -413,6 +413,8 @@ test_bad_properties(void)
 	struct buf b;
 
 	bad_prop("colour: red\n", "unknown property \"colour\"");
+	bad_prop("message-id:\n", "message-id: empty");
+	bad_prop("message-id: \n", "message-id: empty");
 	bad_prop("exchange : x\n", "unknown property \"exchange \"");
 	bad_prop("exchange\n", "without ':'");
 	bad_prop("exchange x\n", "without ':'");
@@ -973,6 +975,8 @@ rnd_pub(struct msgstore *ms, struct proto_pub *pub)
 	rnd_str(ms, &pub->correlation_id, 255);
 	rnd_str(ms, &pub->reply_to, 255);
 	rnd_str(ms, &pub->message_id, 255);
+	if (pub->message_id.p != NULL && pub->message_id.len == 0)
+		pub->message_id.p = NULL;	/* an empty id is refused */
 	rnd_str(ms, &pub->type, 255);
 	rnd_str(ms, &pub->app_id, 255);
 	if (rnd() % 2) {
@@ -1175,6 +1179,9 @@ test_encode_refusals(void)
 	pub.app_id.p = "a\0b";
 	pub.app_id.len = 3;
 	refuse(&pub, "app-id: contains a NUL byte");
+	proto_pub_init(&pub);
+	STR(message_id, "");
+	refuse(&pub, "message-id: empty");
 	proto_pub_init(&pub);
 	STR(message_id, " m");
 	refuse(&pub, "message-id: starts with a space or tab");
