@@ -1,0 +1,1083 @@
+"""harness.py: the test harness behind tests/integration.py.
+
+A private RabbitMQ node (Broker, started once per run), the daemon under test
+(Relay, one per scenario, each in its own temp dir), a raw protocol client
+(RawClient), pika consumer helpers, `pubrelay publish --lines` producers and
+the ordering checker.  Standard library plus pika only; run by /usr/bin/python3.
+
+Everything listens on 127.0.0.1 on free ports picked at run time; nothing here
+uses the default RabbitMQ ports or the packaged node.  Every wait polls with a
+timeout and fails with a message naming what it waited for.
+"""
+
+import atexit
+import os
+import random
+import re
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+
+RMQ_BIN = "/usr/lib/rabbitmq/bin"
+KEEP_TMP = os.environ.get("PUBRELAY_KEEP_TMP", "") not in ("", "0")
+
+
+class HarnessError(Exception):
+    """A setup step or a wait of the harness failed (not the product)."""
+
+
+def log(msg):
+    """A TAP diagnostic line (stdout, so the TAP driver keeps it in the log)."""
+    for line in str(msg).splitlines() or [""]:
+        sys.stdout.write("# " + line + "\n")
+    sys.stdout.flush()
+
+
+# ---------------------------------------------------------------------------
+# Temp dirs, cleanup, children
+
+
+_tmpdirs = []
+_cleanups = []          # callables run at exit, last registered first
+_cleanup_lock = threading.Lock()
+
+
+def mkdtemp(prefix):
+    d = tempfile.mkdtemp(prefix=prefix)
+    _tmpdirs.append(d)
+    return d
+
+
+def on_exit(fn):
+    with _cleanup_lock:
+        _cleanups.append(fn)
+
+
+def _run_cleanups():
+    while True:
+        with _cleanup_lock:
+            if not _cleanups:
+                break
+            fn = _cleanups.pop()
+        try:
+            fn()
+        except Exception as e:  # cleanup must go on
+            sys.stderr.write("harness: cleanup failed: %r\n" % (e,))
+    guardian.close()
+    if KEEP_TMP:
+        for d in _tmpdirs:
+            sys.stderr.write("harness: kept %s\n" % d)
+    else:
+        for d in _tmpdirs:
+            shutil.rmtree(d, ignore_errors=True)
+    del _tmpdirs[:]
+
+
+atexit.register(_run_cleanups)
+
+
+def _signal_exit(signum, frame):
+    _run_cleanups()
+    os._exit(128 + signum)
+
+
+for _sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
+    signal.signal(_sig, _signal_exit)
+
+
+class _Guardian:
+    """A tiny watchdog process that SIGKILLs our children's process groups when
+    this process dies without running its cleanups (SIGKILL, crash): it reads
+    process-group ids from a pipe and acts on EOF."""
+
+    CODE = r"""
+import os, signal, sys
+groups = set()
+for line in sys.stdin:
+    w = line.split()
+    if len(w) == 2 and w[0] == "+":
+        groups.add(int(w[1]))
+    elif len(w) == 2 and w[0] == "-":
+        groups.discard(int(w[1]))
+for g in groups:
+    try:
+        os.killpg(g, signal.SIGKILL)
+    except OSError:
+        pass
+"""
+
+    def __init__(self):
+        self.proc = None
+        self.lock = threading.Lock()
+
+    def _send(self, line):
+        with self.lock:
+            if self.proc is None:
+                self.proc = subprocess.Popen(
+                    [sys.executable, "-c", self.CODE], stdin=subprocess.PIPE,
+                    stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                    start_new_session=True, close_fds=True)
+            try:
+                self.proc.stdin.write((line + "\n").encode())
+                self.proc.stdin.flush()
+            except OSError:
+                pass
+
+    def close(self):
+        with self.lock:
+            if self.proc is not None:
+                try:
+                    self.proc.stdin.close()
+                except OSError:
+                    pass
+                try:
+                    self.proc.wait(timeout=10)
+                except subprocess.TimeoutExpired:
+                    pass
+                self.proc = None
+
+    def watch(self, pgid):
+        self._send("+ %d" % pgid)
+
+    def unwatch(self, pgid):
+        self._send("- %d" % pgid)
+
+
+guardian = _Guardian()
+
+
+def spawn(argv, **kw):
+    """Popen in a new session (own process group) watched by the guardian."""
+    kw.setdefault("start_new_session", True)
+    kw.setdefault("close_fds", True)
+    p = subprocess.Popen(argv, **kw)
+    guardian.watch(p.pid)
+    return p
+
+
+def killpg(p, sig=signal.SIGKILL):
+    try:
+        os.killpg(p.pid, sig)
+    except OSError:
+        pass
+
+
+def reap(p, timeout=10):
+    """Wait for p; SIGKILL its process group if it lingers.  Returns the code."""
+    try:
+        rc = p.wait(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        killpg(p, signal.SIGKILL)
+        rc = p.wait(timeout=10)
+    guardian.unwatch(p.pid)
+    return rc
+
+
+# ---------------------------------------------------------------------------
+# Small utilities
+
+
+def free_port():
+    s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    try:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+    finally:
+        s.close()
+
+
+def port_free(port):
+    s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    try:
+        s.bind(("127.0.0.1", port))
+        return True
+    except OSError:
+        return False
+    finally:
+        s.close()
+
+
+def free_port_range(n):
+    """A run of n consecutive free ports outside the ephemeral range."""
+    for _ in range(200):
+        base = random.randrange(20000, 32000 - n)
+        if all(port_free(base + i) for i in range(n)):
+            return base
+    raise HarnessError("no run of %d free ports found" % n)
+
+
+def wait_until(pred, timeout, what, interval=0.05):
+    """Poll pred() until it returns a true value; HarnessError on timeout."""
+    deadline = time.monotonic() + timeout
+    last_exc = None
+    while True:
+        try:
+            v = pred()
+            if v:
+                return v
+            last_exc = None
+        except HarnessError:    # the predicate knows it is hopeless
+            raise
+        except Exception as e:  # the predicate may fail while not ready
+            last_exc = e
+        if time.monotonic() >= deadline:
+            msg = "timed out after %.1fs waiting for %s" % (timeout, what)
+            if last_exc is not None:
+                msg += " (last error: %s)" % (last_exc,)
+            raise HarnessError(msg)
+        time.sleep(interval)
+
+
+def tail(path, lines=40):
+    try:
+        with open(path, "rb") as f:
+            data = f.read()
+    except OSError as e:
+        return "(cannot read %s: %s)" % (path, e)
+    text = data.decode("utf-8", "replace").splitlines()
+    return "\n".join(text[-lines:])
+
+
+def tcp_connectable(port, host="127.0.0.1"):
+    try:
+        socket.create_connection((host, port), timeout=1).close()
+        return True
+    except OSError:
+        return False
+
+
+# ---------------------------------------------------------------------------
+# Broker: a private RabbitMQ node
+
+
+class Broker:
+    """A private RabbitMQ node for one test run, all of it under one temp dir.
+
+    start() boots it; stop_app()/start_app() stop and start the rabbit app in a
+    running node (connections refused meanwhile); kill() SIGKILLs the node's
+    Erlang VM and restart() boots a fresh VM on the same data dir and ports.
+    """
+
+    BOOT_TIMEOUT = 90
+
+    def __init__(self):
+        self.dir = None
+        self.proc = None
+        self.port = None
+        self.dist_port = None
+        self.node = None
+        self.env = None
+        self.boot_seconds = None
+        self._outlog = None
+        self._generation = 0
+
+    # -- setup --------------------------------------------------------------
+
+    def start(self):
+        self.dir = mkdtemp("pubrelay-rmq-")
+        self.port = free_port()
+        while True:
+            self.dist_port = free_port()
+            if self.dist_port != self.port:
+                break
+        ctl_base = free_port_range(11)
+        self.node = "pubrelaytest-%d@localhost" % os.getpid()
+        d = self.dir
+        os.makedirs(os.path.join(d, "mnesia"))
+        os.makedirs(os.path.join(d, "log"))
+        with open(os.path.join(d, "enabled_plugins"), "w") as f:
+            f.write("[].\n")
+        with open(os.path.join(d, "rabbitmq-env.conf"), "w") as f:
+            f.write("# private test node: nothing from /etc/rabbitmq\n")
+        with open(os.path.join(d, "rabbitmq.conf"), "w") as f:
+            f.write("listeners.tcp.1 = 127.0.0.1:%d\n" % self.port)
+            f.write("log.console = false\n")
+            f.write("log.file.level = info\n")
+            # A test machine may have little free disk: no disk alarm here.
+            f.write("disk_free_limit.absolute = 1MB\n")
+        env = {k: v for k, v in os.environ.items()
+               if not k.startswith(("RABBITMQ_", "ERL_"))}
+        env.update({
+            "HOME": d,
+            "RABBITMQ_NODENAME": self.node,
+            "RABBITMQ_NODE_IP_ADDRESS": "127.0.0.1",
+            "RABBITMQ_NODE_PORT": str(self.port),
+            "RABBITMQ_DIST_PORT": str(self.dist_port),
+            "RABBITMQ_MNESIA_BASE": os.path.join(d, "mnesia"),
+            "RABBITMQ_LOG_BASE": os.path.join(d, "log"),
+            "RABBITMQ_PID_FILE": os.path.join(d, "rabbitmq.pid"),
+            "RABBITMQ_ENABLED_PLUGINS_FILE": os.path.join(d, "enabled_plugins"),
+            "RABBITMQ_CONFIG_FILE": os.path.join(d, "rabbitmq.conf"),
+            "RABBITMQ_ADVANCED_CONFIG_FILE": os.path.join(d, "advanced.config"),
+            "RABBITMQ_CONF_ENV_FILE": os.path.join(d, "rabbitmq-env.conf"),
+            "RABBITMQ_SERVER_ADDITIONAL_ERL_ARGS":
+                "-kernel inet_dist_use_interface {127,0,0,1}",
+            "RABBITMQ_CTL_ERL_ARGS":
+                "-kernel inet_dist_use_interface {127,0,0,1}",
+            "RABBITMQ_CTL_DIST_PORT_MIN": str(ctl_base),
+            "RABBITMQ_CTL_DIST_PORT_MAX": str(ctl_base + 10),
+            "ERL_EPMD_ADDRESS": "127.0.0.1",
+            "ERL_CRASH_DUMP": os.path.join(d, "erl_crash.dump"),
+            "LANG": "C.UTF-8",
+            "LC_ALL": "C.UTF-8",
+        })
+        self.env = env
+        on_exit(self.stop)
+        t0 = time.monotonic()
+        self._spawn()
+        self._wait_ready(self.BOOT_TIMEOUT)
+        self.boot_seconds = time.monotonic() - t0
+        return self
+
+    def _spawn(self):
+        self._generation += 1
+        try:
+            os.unlink(self.env["RABBITMQ_PID_FILE"])
+        except OSError:
+            pass
+        outpath = os.path.join(self.dir, "server.out")
+        self._outlog = open(outpath, "ab")
+        self._outlog.write(b"==== harness: start #%d at %s\n"
+                           % (self._generation, time.ctime().encode()))
+        self._outlog.flush()
+        self.proc = spawn([os.path.join(RMQ_BIN, "rabbitmq-server")],
+                          env=self.env, cwd=self.dir, stdin=subprocess.DEVNULL,
+                          stdout=self._outlog, stderr=subprocess.STDOUT)
+
+    def ctl(self, *args, timeout=60, check=True):
+        """Run rabbitmqctl against our node; returns CompletedProcess."""
+        argv = [os.path.join(RMQ_BIN, "rabbitmqctl"), "-n", self.node] + list(args)
+        try:
+            r = subprocess.run(argv, env=self.env, cwd=self.dir,
+                               stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+                               stderr=subprocess.STDOUT, timeout=timeout)
+        except subprocess.TimeoutExpired:
+            raise HarnessError("rabbitmqctl %s: no answer in %ds"
+                               % (" ".join(args), timeout))
+        if check and r.returncode != 0:
+            raise HarnessError("rabbitmqctl %s failed (%d): %s"
+                               % (" ".join(args), r.returncode,
+                                  r.stdout.decode("utf-8", "replace").strip()))
+        return r
+
+    def _wait_ready(self, timeout):
+        deadline = time.monotonic() + timeout
+
+        def ready():
+            if self.proc.poll() is not None:
+                raise HarnessError("rabbitmq-server exited with %s during boot"
+                                   % self.proc.returncode)
+            left = max(1, int(deadline - time.monotonic()))
+            r = self.ctl("await_startup", "--timeout", str(left),
+                         timeout=left + 10, check=False)
+            return r.returncode == 0
+
+        try:
+            wait_until(ready, timeout, "broker node %s to boot" % self.node,
+                       interval=0.2)
+            wait_until(lambda: tcp_connectable(self.port),
+                       max(1, deadline - time.monotonic()),
+                       "AMQP port %d to accept connections" % self.port)
+        except HarnessError:
+            self.dump_log()
+            raise
+
+    def wait_port_closed(self, timeout=30):
+        wait_until(lambda: not tcp_connectable(self.port), timeout,
+                   "AMQP port %d to close" % self.port)
+
+    # -- faults ---------------------------------------------------------------
+
+    def stop_app(self):
+        self.ctl("stop_app")
+
+    def start_app(self):
+        self.ctl("start_app")
+        wait_until(lambda: tcp_connectable(self.port), 60,
+                   "AMQP port %d to accept connections after start_app"
+                   % self.port)
+
+    def os_pid(self):
+        with open(self.env["RABBITMQ_PID_FILE"]) as f:
+            return int(f.read().split()[0])
+
+    def kill(self):
+        """SIGKILL the node's Erlang VM (no clean shutdown, no fsync)."""
+        pid = self.os_pid()
+        os.kill(pid, signal.SIGKILL)
+        # The wrapper shell exits once the VM is gone.
+        reap(self.proc, timeout=30)
+        self._outlog.close()
+
+    def restart(self):
+        """A fresh node on the same data dir and ports; waits until ready."""
+        if self.proc is not None and self.proc.poll() is None:
+            raise HarnessError("restart() while the broker is running")
+        t0 = time.monotonic()
+        self._spawn()
+        self._wait_ready(self.BOOT_TIMEOUT)
+        return time.monotonic() - t0
+
+    def close_all_connections(self, reason="test"):
+        self.ctl("close_all_connections", reason)
+
+    def stop(self):
+        if self.proc is None:
+            return
+        if self.proc.poll() is None:
+            try:
+                self.ctl("stop", timeout=60, check=False)
+            except HarnessError:
+                pass
+            reap(self.proc, timeout=30)
+        else:
+            reap(self.proc, timeout=1)
+        # The VM may outlive the wrapper in odd cases: kill what is left.
+        try:
+            os.kill(self.os_pid(), signal.SIGKILL)
+        except (OSError, ValueError):
+            pass
+        killpg(self.proc)
+        if self._outlog:
+            self._outlog.close()
+        self.proc = None
+
+    def dump_log(self, lines=40):
+        log("---- broker output (%s/server.out), last %d lines:"
+            % (self.dir, lines))
+        log(tail(os.path.join(self.dir, "server.out"), lines))
+        logfile = os.path.join(self.dir, "log", self.node + ".log")
+        log("---- broker log (%s), last %d lines:" % (logfile, lines))
+        log(tail(logfile, lines))
+
+    # -- AMQP helpers -----------------------------------------------------------
+
+    def connect(self):
+        import pika
+        params = pika.ConnectionParameters(
+            host="127.0.0.1", port=self.port,
+            credentials=pika.PlainCredentials("guest", "guest"),
+            heartbeat=0, connection_attempts=3, retry_delay=0.5,
+            socket_timeout=10, blocked_connection_timeout=60)
+        return pika.BlockingConnection(params)
+
+    def uri(self, port=None):
+        # No trailing "/": pubrelayd reads it as the empty vhost.
+        return "amqp://guest:guest@127.0.0.1:%d" % (port or self.port)
+
+
+# ---------------------------------------------------------------------------
+# The raw protocol client
+
+
+def encode_pub(body, props=()):
+    """One PUB request.  props: (name, value) pairs, in order (may repeat)."""
+    if isinstance(body, str):
+        body = body.encode()
+    head = ["PUB %d\n" % len(body)]
+    for name, value in props:
+        head.append("%s: %s\n" % (name, value))
+    head.append("\n")
+    return "".join(head).encode() + body + b"\n"
+
+
+class ProtocolError(Exception):
+    pass
+
+
+class RawClient:
+    """A blocking client for the pubrelay socket protocol (stdlib only)."""
+
+    def __init__(self, path, timeout=10):
+        self.path = path
+        self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        self.sock.settimeout(timeout)
+        self.sock.connect(path)
+        self.buf = b""
+        self.eof = False
+
+    def close(self):
+        try:
+            self.sock.close()
+        except OSError:
+            pass
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *a):
+        self.close()
+
+    def send(self, data):
+        if isinstance(data, str):
+            data = data.encode()
+        self.sock.sendall(data)
+
+    def _fill(self):
+        chunk = self.sock.recv(65536)
+        if not chunk:
+            self.eof = True
+            return False
+        self.buf += chunk
+        return True
+
+    def read_line(self):
+        """One reply line without its newline; None at EOF."""
+        while True:
+            i = self.buf.find(b"\n")
+            if i >= 0:
+                line, self.buf = self.buf[:i], self.buf[i + 1:]
+                return line.rstrip(b"\r").decode("utf-8", "replace")
+            if self.eof or not self._fill():
+                return None
+
+    def read_exact(self, n):
+        while len(self.buf) < n:
+            if self.eof or not self._fill():
+                raise ProtocolError("EOF after %d of %d bytes"
+                                    % (len(self.buf), n))
+        data, self.buf = self.buf[:n], self.buf[n:]
+        return data
+
+    def request(self, data):
+        self.send(data)
+        line = self.read_line()
+        if line is None:
+            raise ProtocolError("connection closed without a reply to %r"
+                                % (data[:60],))
+        return line
+
+    def pub(self, body, props=()):
+        return self.request(encode_pub(body, props))
+
+    def ping(self):
+        return self.request("PING\n")
+
+    def closed_by_peer(self, timeout=5):
+        """True when the daemon closes the connection (EOF or reset)."""
+        self.sock.settimeout(timeout)
+        try:
+            while not self.eof:
+                if not self._fill():
+                    return True
+            return True
+        except (ConnectionResetError, BrokenPipeError):
+            return True
+        except socket.timeout:
+            return False
+
+    def stats(self):
+        self.send("STATS\n")
+        line = self.read_line()
+        if line is None:
+            raise ProtocolError("connection closed without a STATS reply")
+        m = re.match(r"^STATS (\d+)$", line)
+        if not m:
+            raise ProtocolError("bad STATS reply %r" % line)
+        payload = self.read_exact(int(m.group(1))).decode("utf-8", "replace")
+        out = {}
+        for ln in payload.splitlines():
+            if not ln.strip():
+                continue
+            name, _, value = ln.partition(" ")
+            value = value.strip()
+            try:
+                out[name] = int(value)
+            except ValueError:
+                out[name] = value
+        return out
+
+
+class PipelinedStream:
+    """Send many PUBs on one connection as fast as the socket takes them
+    while a reader thread records, in order, which ones got "OK <id>".
+
+    Survives the daemon dying mid-stream: ok_count() then tells how many of
+    the requests (a prefix, replies being in request order) were accepted.
+    """
+
+    def __init__(self, path, requests, chunk=64, pause=0):
+        self.client = RawClient(path, timeout=30)
+        self.requests = requests        # list of encoded PUB requests
+        self.chunk = chunk              # requests per send()
+        self.pause = pause              # seconds to sleep after each send()
+        self.replies = []               # reply lines, in request order
+        self.ids = []                   # message-ids of the OK replies
+        self.send_error = None
+        self.read_error = None
+        self.lock = threading.Lock()
+        self._w = threading.Thread(target=self._writer, daemon=True)
+        self._r = threading.Thread(target=self._reader, daemon=True)
+
+    def start(self):
+        self._r.start()
+        self._w.start()
+        return self
+
+    def _writer(self):
+        try:
+            for i in range(0, len(self.requests), self.chunk):
+                self.client.send(b"".join(self.requests[i:i + self.chunk]))
+                if self.pause:
+                    time.sleep(self.pause)
+        except OSError as e:
+            self.send_error = e
+
+    def _reader(self):
+        try:
+            for _ in range(len(self.requests)):
+                line = self.client.read_line()
+                if line is None:
+                    break
+                with self.lock:
+                    self.replies.append(line)
+                    if line.startswith("OK"):
+                        self.ids.append(line[3:].strip())
+        except OSError as e:
+            self.read_error = e
+
+    def ok_count(self):
+        """Length of the prefix of requests answered OK."""
+        with self.lock:
+            n = 0
+            for line in self.replies:
+                if not line.startswith("OK"):
+                    break
+                n += 1
+            return n
+
+    def reply_count(self):
+        with self.lock:
+            return len(self.replies)
+
+    def join(self, timeout):
+        deadline = time.monotonic() + timeout
+        self._w.join(max(0, deadline - time.monotonic()))
+        self._r.join(max(0, deadline - time.monotonic()))
+        done = not self._r.is_alive()
+        self.client.close()
+        return done
+
+
+# ---------------------------------------------------------------------------
+# The daemon under test
+
+
+def binary(envname):
+    path = os.environ.get(envname)
+    if not path:
+        raise HarnessError("%s is not set (path to the binary under test)"
+                           % envname)
+    if not (os.path.isfile(path) and os.access(path, os.X_OK)):
+        raise HarnessError("%s=%s is not an executable file" % (envname, path))
+    return path
+
+
+def write_ini(path, sections):
+    """sections: {section: {key: value}}; a list value repeats the key and
+    None drops it."""
+    with open(path, "w") as f:
+        for sect, keys in sections.items():
+            f.write("[%s]\n" % sect)
+            for k, v in keys.items():
+                if v is None:
+                    continue
+                for one in (v if isinstance(v, list) else [v]):
+                    f.write("%s = %s\n" % (k, one))
+            f.write("\n")
+
+
+class Relay:
+    """pubrelayd in its own temp dir with its own ini, socket and outbox."""
+
+    READY_TIMEOUT = 10
+
+    def __init__(self, broker, name, overrides=None, uri=None):
+        self.broker = broker
+        self.name = name
+        self.bin = binary("PUBRELAYD")
+        self.dir = mkdtemp("pubrelay-%s-" % name)
+        self.sock = os.path.join(self.dir, "pubrelay.sock")
+        self.outbox = os.path.join(self.dir, "outbox.db")
+        self.ini = os.path.join(self.dir, "pubrelay.ini")
+        self.logpath = os.path.join(self.dir, "pubrelayd.log")
+        self.proc = None
+        self.starts = 0
+        sections = {
+            "broker": {
+                "uri": uri if uri is not None else broker.uri(),
+                "reconnect_min": "100ms",
+                "reconnect_max": "1s",
+                "heartbeat": "5",
+            },
+            "socket": {"path": self.sock},
+            "outbox": {"path": self.outbox},
+        }
+        for sect, keys in (overrides or {}).items():
+            sections.setdefault(sect, {}).update(keys)
+        self.sections = sections
+        write_ini(self.ini, sections)
+        on_exit(self._cleanup)
+
+    def start(self, wait=True):
+        self.starts += 1
+        logf = open(self.logpath, "ab")
+        logf.write(b"==== harness: start #%d at %s\n"
+                   % (self.starts, time.ctime().encode()))
+        logf.flush()
+        self.proc = spawn([self.bin, "-c", self.ini], cwd=self.dir,
+                          stdin=subprocess.DEVNULL, stdout=logf,
+                          stderr=subprocess.STDOUT)
+        logf.close()
+        with open(self.logpath, "ab") as logf:
+            logf.write(b"==== harness: pid %d\n" % self.proc.pid)
+        if wait:
+            self.wait_ready()
+        return self
+
+    def alive(self):
+        return self.proc is not None and self.proc.poll() is None
+
+    def _ping(self):
+        if not self.alive():
+            raise HarnessError("pubrelayd exited with %s before it was ready"
+                               % (self.proc.returncode,))
+        try:
+            with RawClient(self.sock, timeout=2) as c:
+                return c.ping() == "PONG"
+        except (OSError, ProtocolError):
+            return False
+
+    def wait_ready(self, timeout=None):
+        wait_until(self._ping, timeout or self.READY_TIMEOUT,
+                   "pubrelayd to answer PING on %s" % self.sock)
+
+    def client(self, timeout=10):
+        return RawClient(self.sock, timeout=timeout)
+
+    def stats(self):
+        with RawClient(self.sock, timeout=10) as c:
+            return c.stats()
+
+    def wait_stats(self, pred, timeout, what):
+        """Poll STATS until pred(stats) holds; returns those stats."""
+        last = {}
+
+        def check():
+            if not self.alive():
+                raise HarnessError("pubrelayd exited with %s"
+                                   % (self.proc.returncode,))
+            last.clear()
+            last.update(self.stats())
+            return pred(last)
+        try:
+            wait_until(check, timeout, what, interval=0.1)
+        except HarnessError as e:
+            raise HarnessError("%s; last STATS: %s" % (e, fmt_stats(last)))
+        return dict(last)
+
+    def wait_drained(self, timeout=60):
+        return self.wait_stats(
+            lambda s: s.get("outbox_messages") == 0 and s.get("in_flight") == 0,
+            timeout, "pubrelayd outbox to drain (outbox_messages == 0 and "
+            "in_flight == 0)")
+
+    def term(self, timeout=15):
+        """SIGTERM; waits for the exit and returns the exit code."""
+        if self.proc is None:
+            return None
+        try:
+            os.kill(self.proc.pid, signal.SIGTERM)
+        except OSError:
+            pass
+        try:
+            rc = self.proc.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            killpg(self.proc)
+            self.proc.wait(timeout=10)
+            guardian.unwatch(self.proc.pid)
+            raise HarnessError("pubrelayd did not exit within %ds of SIGTERM"
+                               % timeout)
+        killpg(self.proc)
+        guardian.unwatch(self.proc.pid)
+        return rc
+
+    def kill(self):
+        if self.proc is None:
+            return None
+        killpg(self.proc, signal.SIGKILL)
+        return reap(self.proc, timeout=10)
+
+    def restart(self, wait=True):
+        if self.alive():
+            raise HarnessError("restart() while pubrelayd is running")
+        return self.start(wait=wait)
+
+    def log_text(self):
+        try:
+            with open(self.logpath, "rb") as f:
+                return f.read().decode("utf-8", "replace")
+        except OSError:
+            return ""
+
+    def dump_log(self, lines=40):
+        log("---- pubrelayd log (%s), last %d lines:" % (self.logpath, lines))
+        log(tail(self.logpath, lines))
+
+    def _cleanup(self):
+        if self.alive():
+            self.kill()
+
+
+def fmt_stats(s):
+    return " ".join("%s=%s" % (k, s[k]) for k in sorted(s)) or "(none)"
+
+
+# ---------------------------------------------------------------------------
+# Consumers (pika)
+
+
+def _quiet_pika():
+    import logging
+    logging.getLogger("pika").setLevel(logging.CRITICAL)
+
+
+class Consumer:
+    """A pika connection to the private broker for declaring and draining."""
+
+    def __init__(self, broker):
+        _quiet_pika()
+        self.broker = broker
+        self.conn = broker.connect()
+        self.ch = self.conn.channel()
+
+    def close(self):
+        try:
+            if self.conn.is_open:
+                self.conn.close()
+        except Exception:
+            pass
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *a):
+        self.close()
+
+    def declare(self, queue):
+        """A durable queue, empty."""
+        self.ch.queue_declare(queue=queue, durable=True)
+        self.ch.queue_purge(queue=queue)
+        return queue
+
+    def count(self, queue):
+        return self.ch.queue_declare(queue=queue, durable=True,
+                                     passive=True).method.message_count
+
+    def drain(self, queue, timeout=120):
+        """Consume (auto-ack) everything the queue holds now and return
+        [(body, properties)] in delivery order.  Call it once the relay is
+        drained: every message it will ever publish is then in the queue."""
+        n = self.count(queue)
+        out = []
+        if n == 0:
+            return out
+        deadline = time.monotonic() + timeout
+        gen = self.ch.consume(queue, auto_ack=True, inactivity_timeout=1.0)
+        try:
+            for method, props, body in gen:
+                if method is not None:
+                    out.append((body, props))
+                    if len(out) >= n:
+                        break
+                if time.monotonic() >= deadline:
+                    raise HarnessError("drain %s: got %d of %d messages in %ds"
+                                       % (queue, len(out), n, timeout))
+        finally:
+            self.ch.cancel()
+        left = self.count(queue)
+        if left:
+            raise HarnessError("drain %s: %d messages still queued after "
+                               "consuming %d" % (queue, left, n))
+        return out
+
+
+def unique_queue(name):
+    return "pubrelay-test-%s-%d-%04x" % (name, os.getpid(),
+                                           random.randrange(0x10000))
+
+
+# ---------------------------------------------------------------------------
+# `pubrelay publish --lines` producers
+
+
+def seq_line(producer, seq, width=6):
+    return "p%d-%0*d" % (producer, width, seq)
+
+
+_SEQ_RE = re.compile(rb"^p(\d+)-(\d+)$")
+
+
+def parse_seq(body):
+    """(producer, seq) from a body made by seq_line(), or None."""
+    m = _SEQ_RE.match(body)
+    if not m:
+        return None
+    return int(m.group(1)), int(m.group(2))
+
+
+class LinesProducer:
+    """`$PUBRELAY -s SOCK publish -k QUEUE --lines` fed lines from a thread.
+
+    pace=(n, seconds) writes n lines then sleeps, to keep a stream running
+    for a while instead of handing everything over at once."""
+
+    def __init__(self, relay, queue, lines, extra_args=(), pace=None):
+        self.argv = [binary("PUBRELAY"), "-s", relay.sock, "publish",
+                     "-k", queue, "--lines"] + list(extra_args)
+        self.lines = lines
+        self.pace = pace
+        self.proc = None
+        self.stdout = b""
+        self.stderr = b""
+        self.rc = None
+        self.error = None
+        self._t = None
+
+    def start(self):
+        self.proc = spawn(self.argv, stdin=subprocess.PIPE,
+                          stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+        self._t = threading.Thread(target=self._run, daemon=True)
+        self._t.start()
+        return self
+
+    def _run(self):
+        out, err = [], []
+        readers = [
+            threading.Thread(target=lambda: out.append(self.proc.stdout.read()),
+                             daemon=True),
+            threading.Thread(target=lambda: err.append(self.proc.stderr.read()),
+                             daemon=True),
+        ]
+        for t in readers:
+            t.start()
+        try:
+            if self.pace:
+                n, pause = self.pace
+                for i in range(0, len(self.lines), n):
+                    self.proc.stdin.write(
+                        ("\n".join(self.lines[i:i + n]) + "\n").encode())
+                    self.proc.stdin.flush()
+                    time.sleep(pause)
+            else:
+                self.proc.stdin.write(("\n".join(self.lines) + "\n").encode())
+            self.proc.stdin.close()
+        except OSError as e:
+            self.error = e
+        for t in readers:
+            t.join()
+        self.rc = self.proc.wait()
+        guardian.unwatch(self.proc.pid)
+        self.stdout = b"".join(out)
+        self.stderr = b"".join(err)
+
+    def join(self, timeout):
+        self._t.join(timeout)
+        if self._t.is_alive():
+            killpg(self.proc)
+            self._t.join(10)
+            raise HarnessError("%s did not finish within %ds"
+                               % (" ".join(self.argv[3:]), timeout))
+        return self.rc
+
+    _ACCEPTED_RE = re.compile(rb"(\d+) (?:of|accepted of the) (\d+) messages")
+
+    def accepted(self):
+        """How many lines got OK: all on success, else what the client's
+        final error line says ("...; N of M messages accepted")."""
+        if self.rc == 0:
+            return len(self.lines)
+        m = self._ACCEPTED_RE.search(self.stderr)
+        return int(m.group(1)) if m else None
+
+    def describe(self):
+        return ("rc=%s stderr=%r" % (self.rc,
+                                     self.stderr.decode("utf-8", "replace")[-500:]))
+
+
+# ---------------------------------------------------------------------------
+# Ordering checker
+
+
+class OrderReport:
+    def __init__(self):
+        self.problems = []
+        self.duplicates = 0
+        self.runs = 0
+        self.delivered = 0
+        self.distinct = 0
+
+    @property
+    def ok(self):
+        return not self.problems
+
+    def __str__(self):
+        s = ("%d delivered, %d distinct, %d duplicates, %d runs"
+             % (self.delivered, self.distinct, self.duplicates, self.runs))
+        if self.problems:
+            s += "; PROBLEMS: " + "; ".join(self.problems[:10])
+            if len(self.problems) > 10:
+                s += "; ... (%d more)" % (len(self.problems) - 10)
+        return s
+
+
+def check_order(delivered, accepted, first=0, last=None):
+    """Check one producer's delivery sequence.
+
+    delivered: sequence numbers in delivery order.  accepted: the numbers the
+    producer got OK for (each must arrive).  first..last: the numbers that
+    were ever sent (last None: unbounded).
+
+    Rules: (a) every accepted number arrived; (b) first deliveries are in
+    increasing order with no gap; (c) duplicates are only a republished
+    suffix: the sequence splits into contiguous ascending runs and each run
+    after the first starts at or before (highest seen so far + 1).
+    """
+    r = OrderReport()
+    r.delivered = len(delivered)
+    seen = set()
+    hi = None           # highest number delivered so far
+    prev = None
+    for i, s in enumerate(delivered):
+        if s < first or (last is not None and s > last):
+            r.problems.append("#%d: %d was never sent" % (i, s))
+        if s in seen:
+            r.duplicates += 1
+        if prev is None:
+            r.runs = 1
+            if s != first:
+                r.problems.append("#%d: first delivery is %d, expected %d"
+                                  % (i, s, first))
+        elif s != prev + 1:
+            r.runs += 1
+            if s > hi + 1:
+                r.problems.append(
+                    "#%d: run starts at %d after %d, beyond highest+1 = %d "
+                    "(gap or reordering)" % (i, s, prev, hi + 1))
+        if s not in seen and hi is not None and s < hi:
+            r.problems.append("#%d: first delivery of %d after %d "
+                              "(reordered)" % (i, s, hi))
+        seen.add(s)
+        hi = s if hi is None else max(hi, s)
+        prev = s
+    r.distinct = len(seen)
+    missing = sorted(set(accepted) - seen)
+    if missing:
+        r.problems.append("%d accepted messages never arrived (first: %s)"
+                          % (len(missing), missing[:10]))
+    return r

@@ -1,0 +1,801 @@
+#!/usr/bin/python3
+"""integration.py: end-to-end tests of pubrelayd against a private RabbitMQ.
+
+Prints TAP.  Run by `make check` (automake's TAP driver) or by hand:
+
+    PUBRELAYD=./pubrelayd PUBRELAY=./pubrelay /usr/bin/python3 \
+        tests/integration.py [SCENARIO ...]
+
+See tests/README.md for the scenarios and the environment variables.
+"""
+
+import os
+import signal
+import sys
+import time
+import traceback
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+
+import harness as H  # noqa: E402
+from harness import log  # noqa: E402
+
+
+SCENARIO_TIMEOUT = 300     # seconds; a scenario taking longer fails
+
+
+class Failure(Exception):
+    """An assertion about the product failed."""
+
+
+class ScenarioTimeout(Exception):
+    pass
+
+
+def _alarm(signum, frame):
+    raise ScenarioTimeout("scenario still running after %ds: aborted"
+                          % SCENARIO_TIMEOUT)
+
+
+def check(cond, msg):
+    if not cond:
+        raise Failure(msg)
+
+
+def check_eq(got, want, what):
+    if got != want:
+        raise Failure("%s: got %r, want %r" % (what, got, want))
+
+
+class Ctx:
+    """What a scenario gets: the shared broker and a registry of the relays
+    it started (their logs are shown when it fails)."""
+
+    def __init__(self, broker, name):
+        self.broker = broker
+        self.name = name
+        self.relays = []
+        self.notes = []
+
+    def relay(self, name=None, overrides=None, uri=None, start=True):
+        r = H.Relay(self.broker, name or self.name, overrides=overrides,
+                    uri=uri)
+        self.relays.append(r)
+        if start:
+            r.start()
+        return r
+
+    def consumer(self):
+        return H.Consumer(self.broker)
+
+    def note(self, msg):
+        self.notes.append(msg)
+        log("%s: %s" % (self.name, msg))
+
+
+SCENARIOS = []
+
+
+def scenario(fn):
+    SCENARIOS.append((fn.__name__, fn))
+    return fn
+
+
+# ---------------------------------------------------------------------------
+# Shared checks
+
+
+def split_by_producer(msgs):
+    """{producer: [(seq, message_id, props)]} in delivery order, and the
+    messages whose body is not a producer line."""
+    per, other = {}, []
+    for body, props in msgs:
+        ps = H.parse_seq(body)
+        if ps is None:
+            other.append((body, props))
+        else:
+            per.setdefault(ps[0], []).append((ps[1], props.message_id, props))
+    return per, other
+
+
+def check_producer(ctx, producer, deliveries, accepted, first, last,
+                   allow_dups=True):
+    seqs = [d[0] for d in deliveries]
+    rep = H.check_order(seqs, accepted, first=first, last=last)
+    ctx.note("producer %d: %s" % (producer, rep))
+    check(rep.ok, "producer %d: %s" % (producer, rep))
+    if not allow_dups:
+        check(rep.duplicates == 0,
+              "producer %d: %d duplicates in a run without faults"
+              % (producer, rep.duplicates))
+    return rep
+
+
+def check_ids_stable(producer, deliveries, ids_by_seq):
+    """Every delivery of seq s carries the message-id the client got in
+    "OK <id>" for s (republished copies included)."""
+    bad = []
+    for seq, mid, _ in deliveries:
+        want = ids_by_seq.get(seq)
+        if want is not None and mid != want:
+            bad.append("seq %d: message-id %r, OK said %r" % (seq, mid, want))
+    check(not bad, "producer %d: %d deliveries with a message-id other than "
+          "the OK reply's: %s" % (producer, len(bad), "; ".join(bad[:5])))
+
+
+def lines_for(producer, n, start=0):
+    return [H.seq_line(producer, i) for i in range(start, n)]
+
+
+# ---------------------------------------------------------------------------
+# 1. stream_100k
+
+
+def props_messages(queue):
+    """(body, request properties, expected AMQP properties) triples."""
+    binary = bytes(range(256)) + b"\n\nPUB 3\n\nabc\n\x00\r\n\x00end"
+    full = [
+        ("routing-key", queue),
+        ("content-type", "application/x-test; charset=binary"),
+        ("content-encoding", "identity"),
+        ("header", "h1=v1"),
+        ("header", "h2=value with spaces"),
+        ("header", "h3=a=b"),
+        ("delivery-mode", "2"),
+        ("priority", "7"),
+        ("correlation-id", "corr-0001"),
+        ("reply-to", "reply.queue"),
+        ("expiration", "86400000"),
+        ("message-id", "mid-full-1"),
+        ("timestamp", "1700000000"),
+        ("type", "test.full"),
+        ("app-id", "pubrelay-tests"),
+        ("mandatory", "yes"),
+    ]
+    want_full = {
+        "content_type": "application/x-test; charset=binary",
+        "content_encoding": "identity",
+        "headers": {"h1": "v1", "h2": "value with spaces", "h3": "a=b"},
+        "delivery_mode": 2,
+        "priority": 7,
+        "correlation_id": "corr-0001",
+        "reply_to": "reply.queue",
+        "expiration": "86400000",
+        "message_id": "mid-full-1",
+        "timestamp": 1700000000,
+        "type": "test.full",
+        "app_id": "pubrelay-tests",
+    }
+    out = [(binary, full, want_full)]
+    # The same with transient delivery, other values, names in capitals.
+    second = [
+        ("Routing-Key", queue),
+        ("CONTENT-TYPE", "text/plain"),
+        ("Content-Encoding", "gzip"),
+        ("Header", "x-a=1"),
+        ("header", "x-b="),
+        ("header", "x-c=\u00e9t\u00e9"),
+        ("Delivery-Mode", "1"),
+        ("priority", "0"),
+        ("correlation-id", "c" * 255),
+        ("reply-to", "reply.queue.2"),
+        ("expiration", "3600000"),
+        ("message-id", "mid-full-2"),
+        ("timestamp", "0"),
+        ("type", "t"),
+        ("app-id", "a"),
+    ]
+    want_second = {
+        "content_type": "text/plain",
+        "content_encoding": "gzip",
+        "headers": {"x-a": "1", "x-b": "", "x-c": "\u00e9t\u00e9"},
+        "delivery_mode": 1,
+        "priority": 0,
+        "correlation_id": "c" * 255,
+        "reply_to": "reply.queue.2",
+        "expiration": "3600000",
+        "message_id": "mid-full-2",
+        "timestamp": 0,
+        "type": "t",
+        "app_id": "a",
+    }
+    out.append((b"\r\n" * 100 + b"\x00" * 100, second, want_second))
+    # An empty body, and a body through a named exchange.
+    out.append((b"", [("routing-key", queue), ("message-id", "mid-empty")],
+                {"message_id": "mid-empty", "delivery_mode": 2}))
+    out.append((b"via amq.direct",
+                [("exchange", "amq.direct"), ("routing-key", queue),
+                 ("message-id", "mid-direct")],
+                {"message_id": "mid-direct", "delivery_mode": 2}))
+    # A body of exactly one newline, and one with a trailing "\r".
+    out.append((b"\n", [("routing-key", queue), ("message-id", "mid-nl")],
+                {"message_id": "mid-nl"}))
+    out.append((b"cr\r", [("routing-key", queue), ("message-id", "mid-cr")],
+                {"message_id": "mid-cr"}))
+    return out
+
+
+def norm_headers(h):
+    if h is None:
+        return None
+    return {k: (v.decode("utf-8", "replace") if isinstance(v, bytes) else v)
+            for k, v in h.items()}
+
+
+def compare_props(props, want):
+    diffs = []
+    for field, value in want.items():
+        got = getattr(props, field)
+        if field == "headers":
+            got = norm_headers(got)
+        if got != value:
+            diffs.append("%s: got %r, want %r" % (field, got, value))
+    return diffs
+
+
+STATS_KEYS = ("state", "outbox_messages", "outbox_bytes", "in_flight",
+              "accepted", "published", "confirmed", "nacked", "returned",
+              "reconnects", "last_error")
+
+
+@scenario
+def stream_100k(ctx):
+    P, N = 4, 25000
+    relay = ctx.relay()
+    with ctx.consumer() as c:
+        q = c.declare(H.unique_queue("stream"))
+        c.ch.queue_bind(queue=q, exchange="amq.direct", routing_key=q)
+
+    t0 = time.monotonic()
+    prods = [H.LinesProducer(relay, q, lines_for(p, N),
+                             extra_args=["--print-id"]).start()
+             for p in range(P)]
+    # Meanwhile, the messages with every property, over a raw connection.
+    specials = props_messages(q)
+    special_ids = []
+    with relay.client() as cl:
+        for body, req, _ in specials:
+            reply = cl.pub(body, req)
+            check(reply.startswith("OK "), "PUB with properties %r: %r"
+                  % ([k for k, _ in req], reply))
+            special_ids.append(reply[3:])
+    for p, pr in enumerate(prods):
+        pr.join(180)
+        check_eq(pr.rc, 0, "producer %d exit code (%s)" % (p, pr.describe()))
+    t_accept = time.monotonic() - t0
+    ids = {}
+    for p, pr in enumerate(prods):
+        out = pr.stdout.decode().splitlines()
+        check_eq(len(out), N, "producer %d: message-ids printed by --print-id"
+                 % p)
+        ids[p] = dict(enumerate(out))
+    for want, (_, req, _) in zip(special_ids, specials):
+        mid = dict((k.lower(), v) for k, v in req).get("message-id")
+        check_eq(want, mid, "OK reply to a PUB with a message-id")
+
+    st = relay.wait_drained(180)
+    t_drain = time.monotonic() - t0
+    ctx.note("%d messages accepted in %.1fs, all confirmed after %.1fs "
+             "(%.0f msg/s)" % (P * N + len(specials), t_accept, t_drain,
+                               (P * N + len(specials)) / t_drain))
+    ctx.note("stats: %s" % H.fmt_stats(st))
+
+    with ctx.consumer() as c:
+        msgs = c.drain(q)
+    per, other = split_by_producer(msgs)
+    check_eq(len(msgs), P * N + len(specials), "messages in the queue")
+    check_eq(sorted(per), list(range(P)), "producers seen in the queue")
+    all_ids = []
+    for p in range(P):
+        check_producer(ctx, p, per[p], range(N), 0, N - 1, allow_dups=False)
+        check_ids_stable(p, per[p], ids[p])
+        no_dm = [s for s, _, pr in per[p] if pr.delivery_mode != 2]
+        check(not no_dm, "producer %d: %d messages not persistent "
+              "(delivery_mode != 2), e.g. seq %s"
+              % (p, len(no_dm), no_dm[:5]))
+        all_ids.extend(mid for _, mid, _ in per[p])
+    missing_id = sum(1 for m in all_ids if not m)
+    check(missing_id == 0, "%d messages without a message-id" % missing_id)
+    check_eq(len(set(all_ids)), len(all_ids),
+             "distinct generated message-ids")
+
+    by_body = {}
+    for body, props in other:
+        by_body.setdefault(body, []).append(props)
+    for body, req, want in specials:
+        got = by_body.get(body, [])
+        check_eq(len(got), 1, "deliveries of the %d-byte body sent with "
+                 "message-id %s" % (len(body), want.get("message_id")))
+        diffs = compare_props(got[0], want)
+        check(not diffs, "message %s: properties differ: %s"
+              % (want.get("message_id"), "; ".join(diffs)))
+    missing = [k for k in STATS_KEYS if k not in st]
+    check(not missing, "STATS lacks %s" % ", ".join(missing))
+    check_eq(st.get("nacked"), 0, "stats nacked")
+    check_eq(st.get("returned"), 0, "stats returned")
+    check(st.get("confirmed", 0) >= P * N + len(specials),
+          "stats confirmed %s < %d" % (st.get("confirmed"),
+                                       P * N + len(specials)))
+    rc = relay.term()
+    check_eq(rc, 0, "pubrelayd exit code after SIGTERM")
+
+
+# ---------------------------------------------------------------------------
+# 2. broker_restart / broker_kill
+
+
+def broker_fault(ctx, fault):
+    P, N = 2, 20000
+    relay = ctx.relay()
+    with ctx.consumer() as c:
+        q = c.declare(H.unique_queue(ctx.name))
+    prods = [H.LinesProducer(relay, q, lines_for(p, N),
+                             pace=(500, 0.05)).start() for p in range(P)]
+    relay.wait_stats(lambda s: s.get("confirmed", 0) >= 5000, 60,
+                     "5000 messages confirmed before the fault")
+    st0 = relay.stats()
+    ctx.note("fault at: %s" % H.fmt_stats(st0))
+    fault(relay)
+    for p, pr in enumerate(prods):
+        pr.join(120)
+        check_eq(pr.rc, 0, "producer %d exit code while the broker was "
+                 "down (%s)" % (p, pr.describe()))
+    st = relay.wait_stats(lambda s: s.get("reconnects", 0) >= 1, 60,
+                          "stats reconnects >= 1")
+    st = relay.wait_drained(120)
+    ctx.note("after: %s" % H.fmt_stats(st))
+    check(st.get("reconnects", 0) >= 1, "reconnects = %s"
+          % st.get("reconnects"))
+    with ctx.consumer() as c:
+        msgs = c.drain(q)
+    per, other = split_by_producer(msgs)
+    check_eq(len(other), 0, "foreign messages in the queue")
+    for p in range(P):
+        check(p in per, "no message of producer %d arrived" % p)
+        check_producer(ctx, p, per[p], range(N), 0, N - 1)
+        dm = [s for s, _, pr in per[p] if pr.delivery_mode != 2]
+        check(not dm, "producer %d: non-persistent messages %s" % (p, dm[:5]))
+        ids = {}
+        for seq, mid, _ in per[p]:
+            if ids.setdefault(seq, mid) != mid:
+                raise Failure("producer %d seq %d: republished with another "
+                              "message-id (%r, then %r)"
+                              % (p, seq, ids[seq], mid))
+    check_eq(relay.term(), 0, "pubrelayd exit code after SIGTERM")
+
+
+def wait_link_down(ctx, relay):
+    st = relay.wait_stats(lambda s: s.get("state") != "connected", 30,
+                          "pubrelayd to notice the broker is gone "
+                          "(state != connected)")
+    ctx.note("relay noticed: state=%s last_error=%s"
+             % (st.get("state"), st.get("last_error")))
+
+
+@scenario
+def broker_restart(ctx):
+    """stop_app, then start_app, in the middle of a stream."""
+    def fault(relay):
+        ctx.broker.stop_app()
+        wait_link_down(ctx, relay)
+        ctx.broker.start_app()
+    broker_fault(ctx, fault)
+
+
+@scenario
+def broker_kill(ctx):
+    """SIGKILL of the broker's Erlang VM, then a fresh node on the same data,
+    in the middle of a stream."""
+    def fault(relay):
+        ctx.broker.kill()
+        wait_link_down(ctx, relay)
+        ctx.note("broker back after %.1fs" % ctx.broker.restart())
+    broker_fault(ctx, fault)
+
+
+@scenario
+def broker_close_connections(ctx):
+    """rabbitmqctl close_all_connections in the middle of a stream: the
+    broker keeps what it received, so the republished suffix shows up as
+    duplicates."""
+    def fault(relay):
+        ctx.broker.close_all_connections()
+        # The relay reconnects at once: look for that, not for the gap.
+        relay.wait_stats(lambda s: s.get("reconnects", 0) >= 1, 30,
+                         "pubrelayd to reconnect (reconnects >= 1)")
+    broker_fault(ctx, fault)
+
+
+# ---------------------------------------------------------------------------
+# 3. relay_kill
+
+
+@scenario
+def relay_kill(ctx):
+    relay_kill_run(ctx, ctx.relay())
+
+
+@scenario
+def relay_kill_sync_normal(ctx):
+    """The same with [outbox] sync = normal (survives a process crash)."""
+    relay_kill_run(ctx, ctx.relay(overrides={"outbox": {"sync": "normal"}}))
+
+
+def relay_kill_run(ctx, relay):
+    N = 60000
+    with ctx.consumer() as c:
+        q = c.declare(H.unique_queue("relaykill"))
+    reqs = [H.encode_pub(H.seq_line(1, i), [("routing-key", q)])
+            for i in range(N)]
+    stream = H.PipelinedStream(relay.sock, reqs, chunk=100,
+                               pause=0.005).start()
+    H.wait_until(lambda: stream.ok_count() >= 10000, 60,
+                 "10000 OK replies before the kill", interval=0.005)
+    st = relay.stats()
+    relay.kill()
+    stream.join(30)
+    k = stream.ok_count()
+    ctx.note("SIGKILL after %d OK replies (%d replies in all); stats just "
+             "before: %s" % (k, stream.reply_count(), H.fmt_stats(st)))
+    check(k < N, "the stream ended before the kill: the test proves nothing")
+    bad = [r for r in stream.replies if not r.startswith("OK ")]
+    check(not bad, "replies other than OK before the kill: %r" % bad[:3])
+    ok_ids = dict(enumerate(stream.ids[:k]))
+
+    relay.restart()
+    ctx.note("after restart: %s" % H.fmt_stats(relay.stats()))
+    # A well-behaved client resends what it has no OK for.
+    stream2 = H.PipelinedStream(relay.sock, reqs[k:]).start()
+    check(stream2.join(120), "the resend of %d messages did not finish"
+          % (N - k))
+    check_eq(stream2.ok_count(), N - k, "OK replies to the resend")
+    st = relay.wait_drained(120)
+    ctx.note("drained: %s" % H.fmt_stats(st))
+    with ctx.consumer() as c:
+        msgs = c.drain(q)
+    per, other = split_by_producer(msgs)
+    check_eq(len(other), 0, "foreign messages in the queue")
+    check(1 in per, "nothing arrived")
+    check_producer(ctx, 1, per[1], range(N), 0, N - 1)
+    check_ids_stable(1, per[1], ok_ids)
+    check_eq(relay.term(), 0, "pubrelayd exit code after SIGTERM")
+
+
+# ---------------------------------------------------------------------------
+# 4. broker_down_from_start
+
+
+@scenario
+def broker_down_from_start(ctx):
+    N = 5000
+    b = ctx.broker
+    with ctx.consumer() as c:
+        q = c.declare(H.unique_queue("down"))
+    b.stop_app()
+    try:
+        relay = ctx.relay()
+        t0 = time.monotonic()
+        pr = H.LinesProducer(relay, q, lines_for(1, N)).start()
+        pr.join(60)
+        took = time.monotonic() - t0
+        check_eq(pr.rc, 0, "producer exit code with the broker down (%s)"
+                 % pr.describe())
+        ctx.note("%d messages accepted in %.2fs with the broker down"
+                 % (N, took))
+        check(took < 15, "accepting %d messages took %.1fs with the broker "
+              "down" % (N, took))
+        st = relay.stats()
+        ctx.note("stats while down: %s" % H.fmt_stats(st))
+        check_eq(st.get("outbox_messages"), N, "stats outbox_messages")
+        check(st.get("state") != "connected",
+              "stats state is %r with the broker down" % st.get("state"))
+        check_eq(st.get("confirmed", 0), 0, "stats confirmed")
+    finally:
+        b.start_app()
+    st = relay.wait_drained(60)
+    ctx.note("drained: %s" % H.fmt_stats(st))
+    with ctx.consumer() as c:
+        msgs = c.drain(q)
+    per, other = split_by_producer(msgs)
+    check_eq(len(other), 0, "foreign messages in the queue")
+    check(1 in per, "nothing arrived")
+    check_producer(ctx, 1, per[1], range(N), 0, N - 1, allow_dups=False)
+    check_eq(len(msgs), N, "messages in the queue")
+    check_eq(relay.term(), 0, "pubrelayd exit code after SIGTERM")
+
+
+# ---------------------------------------------------------------------------
+# 5. bad_input
+
+
+def run_daemon(args, timeout=15):
+    import subprocess
+    p = H.spawn([H.binary("PUBRELAYD")] + args, stdin=subprocess.DEVNULL,
+                stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    try:
+        out, err = p.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        H.killpg(p)
+        p.communicate()
+        raise Failure("pubrelayd %s did not exit within %ds"
+                      % (" ".join(args), timeout))
+    finally:
+        H.guardian.unwatch(p.pid)
+    return p.returncode, out.decode("utf-8", "replace"), \
+        err.decode("utf-8", "replace")
+
+
+def bad_configs(ctx):
+    d = H.mkdtemp("pubrelay-badconf-")
+    bad = os.path.join(d, "bad.ini")
+    with open(bad, "w") as f:
+        f.write("[broker]\n"                                    # 1
+                "uri = %s\n" % ctx.broker.uri() +               # 2
+                "bogus_key = 1\n"                               # 3
+                "heartbeat = abc\n"                             # 4
+                "[outbox]\n"                                    # 5
+                "path = %s\n" % os.path.join(d, "o.db") +       # 6
+                "sync = sometimes\n"                            # 7
+                "[nosuch]\n"                                    # 8
+                "foo = bar\n"                                   # 9
+                "[socket]\n"                                    # 10
+                "path = %s\n" % os.path.join(d, "s.sock"))      # 11
+    rc, out, err = run_daemon(["-t", "-c", bad])
+    ctx.note("-t bad.ini: exit %d, stderr:\n%s" % (rc, err.rstrip()))
+    check_eq(rc, 78, "exit code of -t on a bad config")
+    want = [
+        (3, "[broker] bogus_key"),
+        (4, "[broker] heartbeat"),
+        (7, "[outbox] sync"),
+        (8, "[nosuch]"),
+    ]
+    lines = err.splitlines()
+    for lineno, what in want:
+        prefix = "%s:%d:" % (bad, lineno)
+        hit = [ln for ln in lines if ln.find(prefix) >= 0 and what in ln]
+        check(hit, "no error line naming %s and %s in stderr" % (prefix, what))
+    check(not os.path.exists(os.path.join(d, "o.db")),
+          "-t on a bad config created the outbox")
+
+    good = os.path.join(d, "good.ini")
+    H.write_ini(good, {
+        "broker": {"uri": ctx.broker.uri(), "heartbeat": "5",
+                   "reconnect_min": "100ms", "reconnect_max": "1s"},
+        "socket": {"path": os.path.join(d, "g.sock"),
+                   "max_message_size": "1K"},
+        "outbox": {"path": os.path.join(d, "g.db"), "sync": "normal"},
+        "publish": {"window": "16", "persistent": "yes"},
+    })
+    rc, out, err = run_daemon(["-t", "-c", good])
+    check_eq(rc, 0, "exit code of -t on a good config (stderr: %r)"
+             % err.strip())
+    check("configuration OK" in out + err,
+          "-t on a good config did not say \"configuration OK\": %r"
+          % (out + err))
+    check(not os.path.exists(os.path.join(d, "g.sock")),
+          "-t created the socket")
+
+    missing = os.path.join(d, "no-such.ini")
+    rc, out, err = run_daemon(["-t", "-c", missing])
+    ctx.note("-t missing.ini: exit %d, stderr: %s" % (rc, err.strip()))
+    check(rc != 0, "-t on a missing config exited 0")
+    check(missing in err, "the error for a missing config does not name %s: "
+          "%r" % (missing, err))
+    rc, out, err = run_daemon(["-c", missing])
+    check(rc != 0, "pubrelayd on a missing config exited 0")
+    check(missing in err, "the error for a missing config does not name %s: "
+          "%r" % (missing, err))
+
+
+def bad_protocol(ctx):
+    relay = ctx.relay(overrides={"socket": {"max_message_size": "1K"}})
+    with ctx.consumer() as c:
+        q = c.declare(H.unique_queue("badinput"))
+    rk = [("routing-key", q)]
+    a = relay.client()
+    b = relay.client()
+    try:
+        r = a.pub("a-1", rk)
+        check(r.startswith("OK "), "PUB on connection A: %r" % r)
+
+        r = b.request("FROB x y\n")
+        check(r.startswith("ERR UNKNOWN"), "unknown verb: %r" % r)
+        check_eq(b.ping(), "PONG", "PING after an unknown verb")
+        check_eq(b.request("ping\n"), "PONG", "lower-case ping")
+        r = b.pub("b-ok-1", rk)
+        check(r.startswith("OK "), "PUB after an unknown verb: %r" % r)
+
+        r = b.pub("refused-badprop", rk + [("x-bogus", "1")])
+        check(r.startswith("ERR BADREQ"), "PUB with an unknown property: %r"
+              % r)
+        check("x-bogus" in r, "the BADREQ reply does not name the property: "
+              "%r" % r)
+        r = b.pub("refused-skipped", rk)
+        check(r.startswith("ERR SKIPPED"), "PUB after a refused PUB: %r" % r)
+        check_eq(b.ping(), "PONG", "PING while PUBs are skipped")
+        r = b.pub("refused-skipped-2", rk)
+        check(r.startswith("ERR SKIPPED"), "second PUB after a refused PUB: "
+              "%r" % r)
+        check_eq(b.request("RESET\n"), "OK", "RESET")
+        r = b.pub("b-ok-2", rk)
+        check(r.startswith("OK "), "PUB after RESET: %r" % r)
+
+        # An oversized body, pipelined with what follows it: the daemon must
+        # skip exactly the body and answer the rest in order.
+        b.send(H.encode_pub(b"refused-toobig-" + b"x" * 2000, rk) +
+               H.encode_pub("refused-after-toobig", rk) +
+               b"PING\nRESET\n" +
+               H.encode_pub(b"b-ok-3-" + b"y" * 1000, rk) +
+               b"FROB\n" +
+               H.encode_pub("b-ok-4", rk) +
+               b"PING\n")
+        replies = [b.read_line() for _ in range(8)]
+        ctx.note("pipelined replies: %r" % [(r or "")[:40] for r in replies])
+        want = ["ERR TOOBIG", "ERR SKIPPED", "PONG", "OK", "OK ",
+                "ERR UNKNOWN", "OK ", "PONG"]
+        for i, (got, w) in enumerate(zip(replies, want)):
+            check(got is not None and (got == w if w in ("PONG", "OK")
+                                       else got.startswith(w)),
+                  "pipelined reply %d: %r, want %r (max_message_size = 1K; "
+                  "all replies: %r)" % (i + 1, got, w, replies))
+
+        r = b.request("PUB abc\n")
+        check(r.startswith("ERR PROTO"), "PUB abc: %r" % r)
+        check(b.closed_by_peer(5), "the connection stays open after "
+              "ERR PROTO")
+
+        check_eq(a.ping(), "PONG", "connection A after B's errors")
+        r = a.pub("a-2", rk)
+        check(r.startswith("OK "), "second PUB on connection A: %r" % r)
+    finally:
+        a.close()
+        b.close()
+    relay.wait_drained(60)
+    with ctx.consumer() as c:
+        msgs = c.drain(q)
+    bodies = [m[0] for m in msgs]
+    want = [b"a-1", b"b-ok-1", b"b-ok-2", b"b-ok-3-" + b"y" * 1000,
+            b"b-ok-4", b"a-2"]
+    check_eq(sorted(bodies), sorted(want), "bodies in the queue")
+    # Per connection, in order.
+    check_eq([x for x in bodies if x.startswith(b"a-")], [b"a-1", b"a-2"],
+             "connection A's messages in order")
+    check_eq([x[:6] for x in bodies if x.startswith(b"b-")],
+             [b"b-ok-1", b"b-ok-2", b"b-ok-3", b"b-ok-4"],
+             "connection B's messages in order")
+    check(relay.alive(), "pubrelayd died")
+    check_eq(relay.term(), 0, "pubrelayd exit code after SIGTERM")
+
+
+@scenario
+def bad_input(ctx):
+    bad_configs(ctx)
+    bad_protocol(ctx)
+
+
+# ---------------------------------------------------------------------------
+# Driver
+
+
+SANITIZER_MARKS = ("ERROR: AddressSanitizer", "ERROR: LeakSanitizer",
+                   "runtime error:", "WARNING: ThreadSanitizer")
+
+
+def sanitizer_reports(text):
+    """The lines of a relay log from the first sanitizer report on."""
+    lines = text.splitlines()
+    for i, ln in enumerate(lines):
+        if any(m in ln for m in SANITIZER_MARKS):
+            return lines[i:]
+    return []
+
+
+def ensure_broker(broker):
+    """Put the shared broker back in service after a scenario that faulted
+    it (and failed half-way)."""
+    if broker.proc is None or broker.proc.poll() is not None:
+        log("broker: not running after the scenario; restarting it")
+        broker.restart()
+    elif not H.tcp_connectable(broker.port):
+        log("broker: app stopped after the scenario; starting it")
+        broker.start_app()
+
+
+def main(argv):
+    names = [n for n, _ in SCENARIOS]
+    wanted = argv[1:]
+    if any(w in ("-h", "--help") for w in wanted):
+        print("usage: integration.py [SCENARIO ...]\nscenarios: %s"
+              % " ".join(names))
+        return 0
+    unknown = [w for w in wanted if w not in names]
+    if unknown:
+        print("Bail out! unknown scenario(s): %s (known: %s)"
+              % (" ".join(unknown), " ".join(names)))
+        return 2
+    selected = [(n, f) for n, f in SCENARIOS if not wanted or n in wanted]
+    print("1..%d" % len(selected))
+    sys.stdout.flush()
+    t_start = time.monotonic()
+
+    setup_error = None
+    broker = None
+    try:
+        H.binary("PUBRELAYD")
+        H.binary("PUBRELAY")
+    except H.HarnessError as e:
+        setup_error = str(e)
+    if setup_error is None:
+        try:
+            broker = H.Broker().start()
+            log("broker %s on 127.0.0.1:%d booted in %.1fs (dir %s)"
+                % (broker.node, broker.port, broker.boot_seconds, broker.dir))
+        except Exception as e:
+            setup_error = "cannot start the RabbitMQ broker: %s" % (e,)
+
+    failed = 0
+    for i, (name, fn) in enumerate(selected, 1):
+        if setup_error is not None:
+            log("%s: %s" % (name, setup_error))
+            print("not ok %d - %s" % (i, name))
+            sys.stdout.flush()
+            failed += 1
+            continue
+        ctx = Ctx(broker, name)
+        t0 = time.monotonic()
+        ok = True
+        try:
+            signal.signal(signal.SIGALRM, _alarm)
+            signal.alarm(SCENARIO_TIMEOUT)
+            try:
+                fn(ctx)
+            finally:
+                signal.alarm(0)
+        except Exception as e:
+            ok = False
+            if isinstance(e, (Failure, H.HarnessError, ScenarioTimeout)):
+                log("%s: FAILED: %s" % (name, e))
+            else:
+                log("%s: ERROR: %s" % (name, e))
+                log(traceback.format_exc())
+            for r in ctx.relays:
+                if r.alive():
+                    try:
+                        log("%s: relay stats: %s"
+                            % (name, H.fmt_stats(r.stats())))
+                    except Exception:
+                        pass
+                r.dump_log(40)
+            if "broker" in name:
+                broker.dump_log(15)
+        finally:
+            for r in ctx.relays:
+                if r.alive():
+                    r.kill()
+            try:
+                ensure_broker(broker)
+            except Exception as e:
+                log("broker: cannot put it back in service: %s" % e)
+                setup_error = "the broker is broken after %s: %s" % (name, e)
+        for r in ctx.relays:
+            bad = sanitizer_reports(r.log_text())
+            if bad:
+                ok = False
+                log("%s: sanitizer report in %s:" % (name, r.logpath))
+                log("\n".join(bad[:40]))
+        log("%s: %.1fs" % (name, time.monotonic() - t0))
+        if not ok:
+            failed += 1
+        print("%s %d - %s" % ("ok" if ok else "not ok", i, name))
+        sys.stdout.flush()
+
+    t = time.monotonic()
+    if broker is not None:
+        broker.stop()
+    log("total %.1fs (broker stop %.1fs)" % (time.monotonic() - t_start,
+                                               time.monotonic() - t))
+    return 1 if failed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv))
