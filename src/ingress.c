@@ -49,6 +49,7 @@ struct ingress {
 	int			 delete_due;
 	int			 full_logged;
 	time_t			 started;
+	uint64_t		 rows_at_start;
 };
 
 static void ingress_commit_cb(evutil_socket_t, short, void *);
@@ -66,6 +67,7 @@ ingress_new(struct event_base *base, struct outbox *ob, const struct config *cf,
 	ing->cf = cf;
 	ing->st = st;
 	ing->started = time(NULL);
+	ing->rows_at_start = outbox_rows(ob);
 	ing->ev_commit = event_new(base, -1, 0, ingress_commit_cb, ing);
 	ing->ev_delete = evtimer_new(base, ingress_delete_cb, ing);
 	if (ing->ev_commit == NULL || ing->ev_delete == NULL)
@@ -330,6 +332,7 @@ ingress_stats(struct ingress *ing, struct evbuffer *out)
 	struct relay_stats	*st = ing->st;
 	char			 broker[256], last_error[256];
 	int64_t			 oldest, age = 0;
+	uint64_t		 accepted, confirmed, backlog;
 	int			 state;
 
 	pthread_mutex_lock(&st->lock);
@@ -353,6 +356,12 @@ ingress_stats(struct ingress *ing, struct evbuffer *out)
 	evbuffer_add_printf(out, "last_error %s\n", last_error);
 	evbuffer_add_printf(out, "outbox_messages %" PRIu64 "\n",
 	    outbox_rows(ing->ob));
+	/* Each row is confirmed once: what the broker has yet to confirm. */
+	accepted = atomic_load(&st->accepted);
+	confirmed = atomic_load(&st->confirmed);
+	backlog = ing->rows_at_start + accepted;
+	backlog = backlog > confirmed ? backlog - confirmed : 0;
+	evbuffer_add_printf(out, "backlog %" PRIu64 "\n", backlog);
 	evbuffer_add_printf(out, "outbox_bytes %" PRIu64 "\n",
 	    outbox_bytes(ing->ob));
 	evbuffer_add_printf(out, "outbox_max_bytes %" PRIu64 "\n",

@@ -783,7 +783,8 @@ class Relay:
 
     def wait_drained(self, timeout=60):
         return self.wait_stats(
-            lambda s: s.get("outbox_messages") == 0 and s.get("in_flight") == 0,
+            lambda s: s.get("outbox_messages") == 0 and s.get("in_flight") == 0
+            and s.get("backlog") == 0,
             timeout, "pubrelayd outbox to drain (outbox_messages == 0 and "
             "in_flight == 0)")
 

@@ -233,7 +233,7 @@ def compare_props(props, want):
     return diffs
 
 
-STATS_KEYS = ("state", "outbox_messages", "outbox_bytes", "in_flight",
+STATS_KEYS = ("state", "outbox_messages", "backlog", "outbox_bytes", "in_flight",
               "accepted", "published", "confirmed", "nacked", "returned",
               "reconnects", "last_error")
 
@@ -487,6 +487,7 @@ def broker_down_from_start(ctx):
         st = relay.stats()
         ctx.note("stats while down: %s" % H.fmt_stats(st))
         check_eq(st.get("outbox_messages"), N, "stats outbox_messages")
+        check_eq(st.get("backlog"), N, "stats backlog")
         check(st.get("state") != "connected",
               "stats state is %r with the broker down" % st.get("state"))
         check_eq(st.get("confirmed", 0), 0, "stats confirmed")
