@@ -506,6 +506,185 @@ def broker_down_from_start(ctx):
 
 
 # ---------------------------------------------------------------------------
+# 4b. outbox_full: max_bytes reached gives a retryable error, never a drop
+
+
+@scenario
+def outbox_full(ctx):
+    import re
+    b = ctx.broker
+    with ctx.consumer() as c:
+        q = c.declare(H.unique_queue("full"))
+    b.stop_app()
+    try:
+        # Each line is "pNNN-SSSSSSSS" (13 bytes) plus its property block.
+        relay = ctx.relay(overrides={"outbox": {"max_bytes": "20K"}})
+        lines = lines_for(1, 5000)
+        pr = H.LinesProducer(relay, q, lines).start()
+        pr.join(60)
+        err = pr.stderr.decode(errors="replace")
+        ctx.note("producer: rc=%s stderr=%r" % (pr.rc, err.strip()))
+        check_eq(pr.rc, 75, "client exit code when the outbox is full")
+        m = re.search(r"message (\d+) refused: FULL .*; (\d+) (of 5000 "
+                      r"messages )?accepted", err)
+        check(m is not None, "client names FULL and the accepted count: %r"
+              % err)
+        accepted = int(m.group(2))
+        check_eq(int(m.group(1)), accepted + 1, "the refused message follows "
+                 "the accepted prefix")
+        check(0 < accepted < 5000, "some but not all accepted (%d)" % accepted)
+        st = relay.stats()
+        check_eq(st.get("backlog"), accepted, "stats backlog = accepted")
+        check(st.get("outbox_bytes") <= 20 * 1024, "outbox_bytes %s over "
+              "max_bytes" % st.get("outbox_bytes"))
+        # Still full: the next message is refused too, the connection kept.
+        with H.RawClient(relay.sock) as rc:
+            rep = rc.pub(b"p001-99999999", [("routing-key", q)])
+            check(rep.startswith("ERR FULL "), "PUB while full: %r" % rep)
+            check_eq(rc.ping(), "PONG", "connection kept after FULL")
+    finally:
+        b.start_app()
+    # Room again as the broker drains it: the relay recovers by itself, and
+    # a client that resends from the first refused message (exit 75) gets
+    # everything in, in order.
+    done, attempts = accepted, 1
+    deadline = time.monotonic() + 120
+    while done < len(lines):
+        check(time.monotonic() < deadline, "resending took over 120s "
+              "(%d of %d in)" % (done, len(lines)))
+        relay.wait_stats(lambda st: st.get("backlog", 1) < 100, 60,
+                         "the outbox to drain")
+        pr = H.LinesProducer(relay, q, lines[done:]).start()
+        pr.join(60)
+        attempts += 1
+        if pr.rc == 0:
+            done = len(lines)
+            break
+        err = pr.stderr.decode(errors="replace")
+        check_eq(pr.rc, 75, "resumed producer: only FULL is expected (%s)"
+                 % err.strip())
+        m = re.search(r"; (\d+) (of \d+ messages )?accepted", err)
+        check(m is not None, "accepted count in %r" % err)
+        done += int(m.group(1))
+    ctx.note("all %d in after %d attempts" % (len(lines), attempts))
+    relay.wait_drained(60)
+    with ctx.consumer() as c:
+        msgs = c.drain(q)
+    per, other = split_by_producer(msgs)
+    check_eq(len(other), 0, "foreign messages in the queue")
+    check_producer(ctx, 1, per.get(1, []), range(5000), 0, 4999,
+                   allow_dups=False)
+    check_eq(relay.term(), 0, "pubrelayd exit code after SIGTERM")
+
+
+# ---------------------------------------------------------------------------
+# 4c. broker_hung: a broker that accepts TCP and never speaks AMQP
+
+
+@scenario
+def broker_hung(ctx):
+    import socket
+    import threading
+    hung = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    hung.bind(("127.0.0.1", 0))
+    hung.listen(64)
+    port = hung.getsockname()[1]
+    held, stop = [], threading.Event()
+
+    def accept_and_hold():
+        hung.settimeout(0.2)
+        while not stop.is_set():
+            try:
+                conn, _ = hung.accept()
+                held.append(conn)   # read nothing, answer nothing
+            except OSError:
+                pass
+    t = threading.Thread(target=accept_and_hold, daemon=True)
+    t.start()
+    try:
+        # Login waits for the connect_timeout (here 30 s): longer than the
+        # whole scenario, so anything ingress did in its shadow would show.
+        relay = ctx.relay(uri="amqp://guest:guest@127.0.0.1:%d" % port,
+                          overrides={"broker": {"connect_timeout": "30s"}})
+        H.wait_until(lambda: len(held) > 0, 10, "pubrelayd to connect to "
+                     "the hung broker")
+        N = 2000
+        t0 = time.monotonic()
+        pr = H.LinesProducer(relay, "hung", lines_for(1, N)).start()
+        pr.join(30)
+        took = time.monotonic() - t0
+        check_eq(pr.rc, 0, "producer exit code while the broker hangs (%s)"
+                 % pr.describe())
+        ctx.note("%d OKs in %.2fs while the broker hangs in login" % (N, took))
+        st = relay.stats()
+        check_eq(st.get("state"), "connecting", "link state during the hang")
+        check_eq(st.get("backlog"), N, "stats backlog")
+        t0 = time.monotonic()
+        rc = relay.term(timeout=20)
+        took = time.monotonic() - t0
+        ctx.note("SIGTERM during the hung login: exit %s after %.1fs"
+                 % (rc, took))
+        check_eq(rc, 0, "exit code after SIGTERM during a hung login")
+        check(took < 10, "SIGTERM took %.1fs with a hung broker" % took)
+        # The backlog is still there for the next start.
+        relay.start()
+        check_eq(relay.stats().get("backlog"), N, "backlog after restart")
+        relay.kill()
+    finally:
+        stop.set()
+        t.join(2)
+        for c in held:
+            c.close()
+        hung.close()
+
+
+# ---------------------------------------------------------------------------
+# 4d. client_exit_codes: the pubrelay contract against the real daemon
+
+
+@scenario
+def client_exit_codes(ctx):
+    import subprocess
+    relay = ctx.relay(overrides={"socket": {"max_message_size": "1K"}})
+    cl = H.binary("PUBRELAY")
+
+    def run(args, data=None, env=None):
+        e = dict(os.environ)
+        e.pop("PUBRELAY_SOCKET", None)
+        e.update(env or {})
+        p = subprocess.run([cl] + args, input=data, capture_output=True,
+                           timeout=30, env=e)
+        return p.returncode, p.stdout.decode(errors="replace"), \
+            p.stderr.decode(errors="replace")
+
+    s = ["-s", relay.sock]
+    rc, out, _ = run(s + ["ping"])
+    check_eq((rc, out.strip()), (0, "PONG"), "ping")
+    rc, out, err = run(["ping"], env={"PUBRELAY_SOCKET": relay.sock})
+    check_eq(rc, 0, "ping through $PUBRELAY_SOCKET (%s)" % err.strip())
+    rc, out, err = run(s + ["publish", "-k", "x", "--print-id", "body"])
+    check_eq(rc, 0, "publish one (%s)" % err.strip())
+    check(len(out.strip()) > 0, "--print-id prints the message-id")
+    rc, out, err = run(s + ["publish", "-k", "x", "--message-id", "m-1",
+                            "--print-id"], data=b"from stdin")
+    check_eq((rc, out.strip()), (0, "m-1"), "stdin body with own id")
+    rc, _, err = run(s + ["publish", "-k", "x"], data=b"y" * 2048)
+    check_eq(rc, 65, "body over max_message_size (%s)" % err.strip())
+    check("TOOBIG" in err, "TOOBIG named: %r" % err)
+    rc, _, err = run(s + ["publish", "-k", "x", "--header", "novalue", "b"])
+    check_eq(rc, 64, "bad --header usage (%s)" % err.strip())
+    rc, _, err = run(s + ["publish", "b"])
+    check_eq(rc, 64, "missing -k (%s)" % err.strip())
+    rc, _, err = run(["-s", relay.sock + ".nope", "publish", "-k", "x", "b"])
+    check_eq(rc, 75, "daemon unreachable is retryable (%s)" % err.strip())
+    rc, out, err = run(s + ["stats"])
+    check_eq(rc, 0, "stats (%s)" % err.strip())
+    check("accepted" in out and "backlog" in out and "state" in out,
+          "stats table: %r" % out)
+    check_eq(relay.term(), 0, "pubrelayd exit code after SIGTERM")
+
+
+# ---------------------------------------------------------------------------
 # 5. bad_input
 
 
