@@ -16,6 +16,7 @@
 #include <sqlite3.h>
 
 #include "outbox.h"
+#include "protocol.h"
 #include "util.h"
 
 struct outbox {
@@ -24,9 +25,13 @@ struct outbox {
 	char		 instance[OUTBOX_INSTANCE_LEN + 1];
 	uint64_t	 rows, bytes;		/* committed totals */
 	int64_t		 drows, dbytes;		/* deltas of the open transaction */
+	uint64_t	 dead_rows, dead_bytes;	/* the dead-letter table's */
+	int64_t		 ddead_rows, ddead_bytes;
 	int		 in_tx;
+	int		 migrated_from;		/* schema version, 0: none */
 	sqlite3_stmt	*st_begin, *st_commit, *st_rollback, *st_insert;
 	sqlite3_stmt	*st_counters, *st_range, *st_delete, *st_oldest;
+	sqlite3_stmt	*st_dead_counters;
 };
 
 struct outbox_reader {
@@ -41,6 +46,21 @@ static const char *outbox_schema =
 	"CREATE TABLE outbox ("
 	"  id INTEGER PRIMARY KEY AUTOINCREMENT,"	/* ids never reused */
 	"  created INTEGER NOT NULL,"
+	"  size INTEGER NOT NULL,"
+	"  props BLOB NOT NULL,"
+	"  body BLOB NOT NULL);";
+
+/*
+ * Version 2.  A dead letter keeps the outbox id it had (for the operator and
+ * its message-id); a replay gives it a new one at the tail.
+ */
+static const char *outbox_schema_dead =
+	"CREATE TABLE dead ("
+	"  id INTEGER PRIMARY KEY,"
+	"  created INTEGER NOT NULL,"
+	"  parked INTEGER NOT NULL,"
+	"  attempts INTEGER NOT NULL,"
+	"  reason TEXT NOT NULL,"
 	"  size INTEGER NOT NULL,"
 	"  props BLOB NOT NULL,"
 	"  body BLOB NOT NULL);";
@@ -95,16 +115,17 @@ outbox_random_hex(char *out, size_t n)
 static int
 outbox_create_schema(struct outbox *ob, char *err, size_t errlen)
 {
-	char	 sql[512];
+	char	 sql[1024];
 	int	 rc;
 
 	outbox_random_hex(ob->instance, sizeof(ob->instance));
 	snprintf(sql, sizeof(sql),
-	    "BEGIN;%s"
-	    "INSERT INTO meta VALUES ('instance', '%s'), ('rows', 0), ('bytes', 0);"
+	    "BEGIN;%s%s"
+	    "INSERT INTO meta VALUES ('instance', '%s'), ('rows', 0), "
+	    "('bytes', 0), ('dead_rows', 0), ('dead_bytes', 0);"
 	    "PRAGMA application_id = %d; PRAGMA user_version = %d; COMMIT;",
-	    outbox_schema, ob->instance, OUTBOX_APPLICATION_ID,
-	    OUTBOX_SCHEMA_VERSION);
+	    outbox_schema, outbox_schema_dead, ob->instance,
+	    OUTBOX_APPLICATION_ID, OUTBOX_SCHEMA_VERSION);
 	if (strlen(sql) + 1 >= sizeof(sql))
 		abort();
 	rc = outbox_exec(ob->db, sql);
@@ -117,6 +138,39 @@ outbox_create_schema(struct outbox *ob, char *err, size_t errlen)
 	return 0;
 }
 
+/*
+ * Bring a version-1 outbox to version 2 in one transaction: a crash leaves
+ * it either untouched or migrated.  The caller logs it (outbox_migrated_from).
+ */
+static int
+outbox_migrate(struct outbox *ob, const char *path, int64_t from, char *err,
+    size_t errlen)
+{
+	char	 sql[1024];
+	int	 rc;
+
+	if (from != 1)
+		abort();	/* the only older version there is */
+	snprintf(sql, sizeof(sql),
+	    "BEGIN IMMEDIATE;%s"
+	    "INSERT INTO meta VALUES ('dead_rows', 0), ('dead_bytes', 0);"
+	    "PRAGMA user_version = %d; COMMIT;",
+	    outbox_schema_dead, OUTBOX_SCHEMA_VERSION);
+	if (strlen(sql) + 1 >= sizeof(sql))
+		abort();
+	rc = outbox_exec(ob->db, sql);
+	if (rc != SQLITE_OK) {
+		snprintf(err, errlen, "%s: cannot migrate the outbox from "
+		    "schema version %" PRId64 " to %d: %s", path, from,
+		    OUTBOX_SCHEMA_VERSION, sqlite3_errmsg(ob->db));
+		if (!sqlite3_get_autocommit(ob->db))
+			outbox_exec(ob->db, "ROLLBACK");
+		return -1;
+	}
+	ob->migrated_from = (int)from;
+	return 0;
+}
+
 static int
 outbox_load_meta(struct outbox *ob, const char *path, char *err, size_t errlen)
 {
@@ -124,8 +178,8 @@ outbox_load_meta(struct outbox *ob, const char *path, char *err, size_t errlen)
 	int		 rc, seen = 0;
 
 	rc = sqlite3_prepare_v2(ob->db,
-	    "SELECT key, value FROM meta WHERE key IN ('instance','rows','bytes')",
-	    -1, &st, NULL);
+	    "SELECT key, value FROM meta WHERE key IN ('instance', 'rows', "
+	    "'bytes', 'dead_rows', 'dead_bytes')", -1, &st, NULL);
 	if (rc != SQLITE_OK)
 		goto bad;
 	while ((rc = sqlite3_step(st)) == SQLITE_ROW) {
@@ -139,12 +193,16 @@ outbox_load_meta(struct outbox *ob, const char *path, char *err, size_t errlen)
 			memcpy(ob->instance, v, OUTBOX_INSTANCE_LEN + 1);
 		} else if (strcmp(k, "rows") == 0)
 			ob->rows = (uint64_t)sqlite3_column_int64(st, 1);
-		else
+		else if (strcmp(k, "bytes") == 0)
 			ob->bytes = (uint64_t)sqlite3_column_int64(st, 1);
+		else if (strcmp(k, "dead_rows") == 0)
+			ob->dead_rows = (uint64_t)sqlite3_column_int64(st, 1);
+		else
+			ob->dead_bytes = (uint64_t)sqlite3_column_int64(st, 1);
 		seen++;
 	}
 	sqlite3_finalize(st);
-	if (rc == SQLITE_DONE && seen == 3)
+	if (rc == SQLITE_DONE && seen == 5)
 		return 0;
  bad:
 	snprintf(err, errlen, "%s: outbox metadata missing or unreadable: %s",
@@ -160,7 +218,7 @@ outbox_open(struct outbox **obp, const char *path, int sync_full, char *err,
 	struct stat	 sb;
 	char		*lockpath;
 	int		 rc, fresh, flags;
-	int64_t		 v;
+	int64_t		 v = OUTBOX_SCHEMA_VERSION;
 
 	*obp = NULL;
 	if (stat(path, &sb) == 0) {
@@ -237,7 +295,7 @@ outbox_open(struct outbox **obp, const char *path, int sync_full, char *err,
 			    "refusing to touch it", path, v, OUTBOX_SCHEMA_VERSION);
 			goto fail;
 		}
-		/* Older schemas would be migrated here; version 1 is the first. */
+		/* Older schemas are migrated below, once the journal is set. */
 	}
 
 	if (outbox_exec(ob->db, "PRAGMA journal_mode = WAL") != SQLITE_OK ||
@@ -251,6 +309,9 @@ outbox_open(struct outbox **obp, const char *path, int sync_full, char *err,
 	}
 	if (fresh && outbox_create_schema(ob, err, errlen) == -1)
 		goto fail;
+	if (!fresh && v < OUTBOX_SCHEMA_VERSION &&
+	    outbox_migrate(ob, path, v, err, errlen) == -1)
+		goto fail;
 	if (outbox_load_meta(ob, path, err, errlen) == -1)
 		goto fail;
 
@@ -262,6 +323,9 @@ outbox_open(struct outbox **obp, const char *path, int sync_full, char *err,
 	    outbox_prepare(ob->db, "UPDATE meta SET value = CASE key "
 	    "WHEN 'rows' THEN ?1 ELSE ?2 END WHERE key IN ('rows', 'bytes')",
 	    &ob->st_counters) ||
+	    outbox_prepare(ob->db, "UPDATE meta SET value = CASE key "
+	    "WHEN 'dead_rows' THEN ?1 ELSE ?2 END "
+	    "WHERE key IN ('dead_rows', 'dead_bytes')", &ob->st_dead_counters) ||
 	    outbox_prepare(ob->db, "SELECT count(*), coalesce(sum(size), 0) "
 	    "FROM outbox WHERE id <= ?1", &ob->st_range) ||
 	    outbox_prepare(ob->db, "DELETE FROM outbox WHERE id <= ?1",
@@ -293,6 +357,7 @@ outbox_close(struct outbox *ob)
 	sqlite3_finalize(ob->st_range);
 	sqlite3_finalize(ob->st_delete);
 	sqlite3_finalize(ob->st_oldest);
+	sqlite3_finalize(ob->st_dead_counters);
 	if (ob->db != NULL)
 		sqlite3_close(ob->db);
 	if (ob->lockfd != -1)
@@ -304,6 +369,12 @@ const char *
 outbox_instance(const struct outbox *ob)
 {
 	return ob->instance;
+}
+
+int
+outbox_migrated_from(const struct outbox *ob)
+{
+	return ob->migrated_from;
 }
 
 static int
@@ -343,6 +414,7 @@ outbox_begin(struct outbox *ob)
 		return outbox_status(rc);
 	ob->in_tx = 1;
 	ob->drows = ob->dbytes = 0;
+	ob->ddead_rows = ob->ddead_bytes = 0;
 	return OUTBOX_OK;
 }
 
@@ -396,6 +468,17 @@ outbox_commit(struct outbox *ob)
 			return outbox_status(rc);
 		}
 	}
+	if (ob->ddead_rows != 0 || ob->ddead_bytes != 0) {
+		sqlite3_bind_int64(ob->st_dead_counters, 1,
+		    (sqlite3_int64)(ob->dead_rows + ob->ddead_rows));
+		sqlite3_bind_int64(ob->st_dead_counters, 2,
+		    (sqlite3_int64)(ob->dead_bytes + ob->ddead_bytes));
+		rc = outbox_step(ob->st_dead_counters);
+		if (rc != SQLITE_DONE) {
+			outbox_rollback(ob);
+			return outbox_status(rc);
+		}
+	}
 	rc = outbox_step(ob->st_commit);
 	if (rc != SQLITE_DONE) {
 		outbox_rollback(ob);
@@ -404,7 +487,10 @@ outbox_commit(struct outbox *ob)
 	ob->in_tx = 0;
 	ob->rows += ob->drows;
 	ob->bytes += ob->dbytes;
+	ob->dead_rows += ob->ddead_rows;
+	ob->dead_bytes += ob->ddead_bytes;
 	ob->drows = ob->dbytes = 0;
+	ob->ddead_rows = ob->ddead_bytes = 0;
 	return OUTBOX_OK;
 }
 
@@ -415,6 +501,7 @@ outbox_rollback(struct outbox *ob)
 		outbox_step(ob->st_rollback);
 	ob->in_tx = 0;
 	ob->drows = ob->dbytes = 0;
+	ob->ddead_rows = ob->ddead_bytes = 0;
 }
 
 int
@@ -475,6 +562,282 @@ const char *
 outbox_errmsg(const struct outbox *ob)
 {
 	return sqlite3_errmsg(ob->db);
+}
+
+/*
+ * Dead letters.  These are rare, so their statements are prepared per call;
+ * each runs in a transaction of its own, and a group commit must not be
+ * open (its rows would be committed or rolled back with ours).
+ */
+
+/* Fail the open transaction with rc; st (may be NULL) is finalized. */
+static int
+outbox_dead_fail(struct outbox *ob, sqlite3_stmt *st, int rc)
+{
+	int	status = outbox_status(rc);
+
+	sqlite3_finalize(st);
+	outbox_rollback(ob);
+	/* An error without a step (prepare) must not read as success. */
+	return status == OUTBOX_OK ? OUTBOX_EIO : status;
+}
+
+/*
+ * The props a parked row keeps: its own, plus the message-id the publisher
+ * generated for it when it had none, so a replay (a new row id) publishes
+ * the same id.  A block that does not parse (a damaged row) or would grow
+ * past what the parser takes back is kept as it is.
+ */
+static void
+outbox_park_props(struct outbox *ob, int64_t id, const char *props,
+    size_t plen, struct buf *out)
+{
+	static struct proto_pub	pub;	/* big: the header array */
+	char			err[256];
+
+	buf_reset(out);
+	if (plen > 0)
+		buf_append(out, props, plen);
+	if (proto_parse_props(props, plen, &pub, err, sizeof(err)) == -1 ||
+	    pub.message_id.p != NULL)
+		return;
+	if (plen > 0 && props[plen - 1] != '\n')
+		buf_append(out, "\n", 1);
+	buf_printf(out, "message-id: %s-%" PRId64 "\n", ob->instance, id);
+	if (out->len > PROTO_MAX_BLOCK) {
+		buf_reset(out);
+		if (plen > 0)
+			buf_append(out, props, plen);
+	}
+}
+
+int
+outbox_park(struct outbox *ob, int64_t id, unsigned attempts,
+    const char *reason, int64_t now_ms)
+{
+	sqlite3_stmt	*st = NULL;
+	struct buf	 props;
+	int64_t		 oldsize, blen;
+	uint64_t	 newsize;
+	int		 rc, status;
+
+	if (ob->in_tx)
+		abort();
+	if ((status = outbox_begin(ob)) != OUTBOX_OK)
+		return status;
+	if ((rc = sqlite3_prepare_v2(ob->db, "SELECT size, props, "
+	    "length(body) FROM outbox WHERE id = ?1", -1, &st, NULL)) !=
+	    SQLITE_OK)
+		return outbox_dead_fail(ob, st, rc);
+	sqlite3_bind_int64(st, 1, id);
+	if ((rc = sqlite3_step(st)) == SQLITE_DONE) {
+		/* Already parked, or gone: parking again changes nothing. */
+		sqlite3_finalize(st);
+		outbox_rollback(ob);
+		return OUTBOX_OK;
+	}
+	if (rc != SQLITE_ROW)
+		return outbox_dead_fail(ob, st, rc);
+	oldsize = sqlite3_column_int64(st, 0);
+	buf_init(&props);
+	outbox_park_props(ob, id, sqlite3_column_blob(st, 1),
+	    (size_t)sqlite3_column_bytes(st, 1), &props);
+	blen = sqlite3_column_int64(st, 2);
+	sqlite3_finalize(st);
+	st = NULL;
+	newsize = outbox_row_size(props.len, (size_t)blen);
+
+	/* The body goes from table to table without a copy in memory. */
+	rc = sqlite3_prepare_v2(ob->db, "INSERT INTO dead (id, created, parked, "
+	    "attempts, reason, size, props, body) SELECT id, created, ?2, ?3, "
+	    "?4, ?5, ?6, body FROM outbox WHERE id = ?1", -1, &st, NULL);
+	if (rc == SQLITE_OK) {
+		sqlite3_bind_int64(st, 1, id);
+		sqlite3_bind_int64(st, 2, now_ms);
+		sqlite3_bind_int64(st, 3, attempts);
+		sqlite3_bind_text(st, 4, reason != NULL ? reason : "", -1,
+		    SQLITE_STATIC);
+		sqlite3_bind_int64(st, 5, (sqlite3_int64)newsize);
+		sqlite3_bind_blob64(st, 6, props.len ? props.data : "",
+		    props.len, SQLITE_STATIC);
+		rc = sqlite3_step(st);
+	}
+	buf_free(&props);
+	if (rc != SQLITE_DONE)
+		return outbox_dead_fail(ob, st, rc);
+	sqlite3_finalize(st);
+	st = NULL;
+
+	rc = sqlite3_prepare_v2(ob->db, "DELETE FROM outbox WHERE id = ?1", -1,
+	    &st, NULL);
+	if (rc == SQLITE_OK) {
+		sqlite3_bind_int64(st, 1, id);
+		rc = sqlite3_step(st);
+	}
+	if (rc != SQLITE_DONE)
+		return outbox_dead_fail(ob, st, rc);
+	sqlite3_finalize(st);
+
+	ob->drows = -1;
+	ob->dbytes = -oldsize;
+	ob->ddead_rows = 1;
+	ob->ddead_bytes = (int64_t)newsize;
+	return outbox_commit(ob);
+}
+
+int
+outbox_dead_foreach(struct outbox *ob, int64_t after, int max,
+    outbox_dead_fn fn, void *arg)
+{
+	sqlite3_stmt		*st;
+	struct outbox_dead	 d;
+	int			 rc, n = 0;
+
+	/* A read: allowed inside a group commit, which never touches dead. */
+	rc = sqlite3_prepare_v2(ob->db, "SELECT id, created, parked, attempts, "
+	    "reason, props, body FROM dead WHERE id > ?1 ORDER BY id LIMIT ?2",
+	    -1, &st, NULL);
+	if (rc != SQLITE_OK)
+		return -1;
+	sqlite3_bind_int64(st, 1, after);
+	sqlite3_bind_int(st, 2, max);
+	while ((rc = sqlite3_step(st)) == SQLITE_ROW) {
+		d.id = sqlite3_column_int64(st, 0);
+		d.created_ms = sqlite3_column_int64(st, 1);
+		d.parked_ms = sqlite3_column_int64(st, 2);
+		d.attempts = (unsigned)sqlite3_column_int64(st, 3);
+		d.reason = (const char *)sqlite3_column_text(st, 4);
+		d.props = sqlite3_column_blob(st, 5);
+		d.plen = (size_t)sqlite3_column_bytes(st, 5);
+		d.body = sqlite3_column_blob(st, 6);
+		d.blen = (size_t)sqlite3_column_bytes(st, 6);
+		if (d.reason == NULL)
+			d.reason = "";
+		if (d.props == NULL)
+			d.props = "";
+		if (d.body == NULL)
+			d.body = "";
+		n++;
+		if (fn(arg, &d) != 0) {
+			rc = SQLITE_DONE;
+			break;
+		}
+	}
+	sqlite3_finalize(st);
+	return rc == SQLITE_DONE ? n : -1;
+}
+
+/*
+ * Count and size of dead letter id (0: all) into the open transaction's
+ * deltas, negated: the rows are about to leave the dead table.
+ */
+static int
+outbox_dead_measure(struct outbox *ob, int64_t id)
+{
+	sqlite3_stmt	*st;
+	int		 rc;
+
+	rc = sqlite3_prepare_v2(ob->db, id != 0 ?
+	    "SELECT count(*), coalesce(sum(size), 0) FROM dead WHERE id = ?1" :
+	    "SELECT count(*), coalesce(sum(size), 0) FROM dead", -1, &st, NULL);
+	if (rc != SQLITE_OK)
+		return rc;
+	if (id != 0)
+		sqlite3_bind_int64(st, 1, id);
+	if ((rc = sqlite3_step(st)) == SQLITE_ROW) {
+		ob->ddead_rows = -sqlite3_column_int64(st, 0);
+		ob->ddead_bytes = -sqlite3_column_int64(st, 1);
+		rc = SQLITE_OK;
+	}
+	sqlite3_finalize(st);
+	return rc;
+}
+
+/* Run sql, binding :id and :now where it has them; SQLITE_DONE or rc. */
+static int
+outbox_dead_run(struct outbox *ob, const char *sql, int64_t id, int64_t now)
+{
+	sqlite3_stmt	*st;
+	int		 rc, i;
+
+	if ((rc = sqlite3_prepare_v2(ob->db, sql, -1, &st, NULL)) != SQLITE_OK)
+		return rc;
+	if ((i = sqlite3_bind_parameter_index(st, ":id")) > 0)
+		sqlite3_bind_int64(st, i, id);
+	if ((i = sqlite3_bind_parameter_index(st, ":now")) > 0)
+		sqlite3_bind_int64(st, i, now);
+	rc = sqlite3_step(st);
+	sqlite3_finalize(st);
+	return rc;
+}
+
+/* Move (retry) or drop (purge) dead letter id, 0 for all of them. */
+static int
+outbox_dead_take(struct outbox *ob, int64_t id, int retry, int64_t now_ms,
+    uint64_t *n)
+{
+	int	rc, status;
+
+	*n = 0;
+	if (ob->in_tx)
+		abort();
+	if ((status = outbox_begin(ob)) != OUTBOX_OK)
+		return status;
+	if ((rc = outbox_dead_measure(ob, id)) != SQLITE_OK)
+		return outbox_dead_fail(ob, NULL, rc);
+	if (ob->ddead_rows == 0) {
+		outbox_rollback(ob);
+		return OUTBOX_OK;
+	}
+	if (retry) {
+		/*
+		 * New rows at the tail, in dead id order (SQLite inserts
+		 * the SELECT's rows as they come).  The props already carry
+		 * the message-id, so the new id changes nothing downstream.
+		 */
+		rc = outbox_dead_run(ob, id != 0 ?
+		    "INSERT INTO outbox (created, size, props, body) "
+		    "SELECT :now, size, props, body FROM dead WHERE id = :id" :
+		    "INSERT INTO outbox (created, size, props, body) "
+		    "SELECT :now, size, props, body FROM dead ORDER BY id",
+		    id, now_ms);
+		if (rc != SQLITE_DONE)
+			return outbox_dead_fail(ob, NULL, rc);
+		ob->drows = -ob->ddead_rows;
+		ob->dbytes = -ob->ddead_bytes;
+	}
+	rc = outbox_dead_run(ob, id != 0 ? "DELETE FROM dead WHERE id = :id" :
+	    "DELETE FROM dead", id, 0);
+	if (rc != SQLITE_DONE)
+		return outbox_dead_fail(ob, NULL, rc);
+	*n = (uint64_t)-ob->ddead_rows;
+	if ((status = outbox_commit(ob)) != OUTBOX_OK)
+		*n = 0;
+	return status;
+}
+
+int
+outbox_dead_retry(struct outbox *ob, int64_t id, int64_t now_ms, uint64_t *n)
+{
+	return outbox_dead_take(ob, id, 1, now_ms, n);
+}
+
+int
+outbox_dead_purge(struct outbox *ob, int64_t id, uint64_t *n)
+{
+	return outbox_dead_take(ob, id, 0, 0, n);
+}
+
+uint64_t
+outbox_dead_rows(const struct outbox *ob)
+{
+	return ob->dead_rows;
+}
+
+uint64_t
+outbox_dead_bytes(const struct outbox *ob)
+{
+	return ob->dead_bytes;
 }
 
 int

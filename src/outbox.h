@@ -12,7 +12,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
-#define OUTBOX_SCHEMA_VERSION	1
+#define OUTBOX_SCHEMA_VERSION	2	/* 2: dead-letter table */
 #define OUTBOX_APPLICATION_ID	0x50524c59	/* "PRLY": marks our files */
 #define OUTBOX_INSTANCE_LEN	16		/* hex digits */
 
@@ -27,8 +27,8 @@ struct outbox_reader;
 /*
  * Open (creating when the file does not exist or is empty) the outbox at path.
  * An existing file that is not a pubrelay outbox, is corrupt, unreadable, or
- * has a newer schema is an error, never silently recreated.  0 on success;
- * -1 with a message in err.
+ * has a newer schema is an error, never silently recreated; an older schema
+ * is migrated in one transaction.  0 on success; -1 with a message in err.
  */
 int	 outbox_open(struct outbox **obp, const char *path, int sync_full,
 	    char *err, size_t errlen);
@@ -36,6 +36,8 @@ void	 outbox_close(struct outbox *ob);
 
 /* Random id of this outbox, used to generate stable message-ids. */
 const char *outbox_instance(const struct outbox *ob);
+/* The schema version outbox_open() migrated from (for the log), 0: none. */
+int	 outbox_migrated_from(const struct outbox *ob);
 
 /* Group commit: begin, insert..., commit (or rollback). */
 int	 outbox_begin(struct outbox *ob);
@@ -56,6 +58,49 @@ uint64_t outbox_row_size(size_t plen, size_t blen);
 int64_t	 outbox_oldest_ms(struct outbox *ob);
 /* Last SQLite error text. */
 const char *outbox_errmsg(const struct outbox *ob);
+
+/*
+ * Dead letters: messages the broker refused for good, parked with the reason.
+ * Each of these runs in its own transaction: never call them while a group
+ * commit is open (ingress.c queues them until it is not).
+ */
+
+/*
+ * Move outbox row id into the dead-letter table with reason and attempts.
+ * The row keeps its message-id: when the props have none, the generated
+ * "<instance>-<id>" is written into the parked props, so a replay publishes
+ * the same id.  A row that is already gone is not an error (OUTBOX_OK).
+ */
+int	 outbox_park(struct outbox *ob, int64_t id, unsigned attempts,
+	    const char *reason, int64_t now_ms);
+
+struct outbox_dead {
+	int64_t		 id;		/* its outbox id when it was parked */
+	int64_t		 created_ms;
+	int64_t		 parked_ms;
+	unsigned	 attempts;
+	const char	*reason;
+	const char	*props;
+	size_t		 plen;
+	const void	*body;
+	size_t		 blen;
+};
+typedef int (*outbox_dead_fn)(void *arg, const struct outbox_dead *d);
+
+/* Dead letters with id > after, in id order, at most max; count or -1. */
+int	 outbox_dead_foreach(struct outbox *ob, int64_t after, int max,
+	    outbox_dead_fn fn, void *arg);
+/*
+ * Replay: move dead letter id (0: all, in id order) back to the tail of the
+ * outbox, as new rows.  *n gets how many moved (0: no such dead letter).
+ */
+int	 outbox_dead_retry(struct outbox *ob, int64_t id, int64_t now_ms,
+	    uint64_t *n);
+/* Delete dead letter id (0: all); *n gets how many were deleted. */
+int	 outbox_dead_purge(struct outbox *ob, int64_t id, uint64_t *n);
+/* Running totals of the dead-letter table. */
+uint64_t outbox_dead_rows(const struct outbox *ob);
+uint64_t outbox_dead_bytes(const struct outbox *ob);
 
 /* One row as the reader hands it out; pointers valid during the callback. */
 struct outbox_row {

@@ -11,6 +11,7 @@
 #include <sqlite3.h>
 
 #include "outbox.h"
+#include "protocol.h"
 #include "tap.h"
 
 static char	dir[256];
@@ -57,6 +58,450 @@ insert_n(struct outbox *ob, int n, const char *tag, int64_t *last)
 			return -1;
 	}
 	return outbox_commit(ob);
+}
+
+struct dead_collect {
+	int		n;
+	int		stop_after;	/* 0: never stop early */
+	int64_t		ids[16];
+	int64_t		created[16];
+	int64_t		parked[16];
+	unsigned	attempts[16];
+	char		reasons[16][64];
+	char		props[16][128];
+	char		bodies[16][32];
+};
+
+static int
+dead_cb(void *arg, const struct outbox_dead *d)
+{
+	struct dead_collect	*c = arg;
+
+	c->ids[c->n] = d->id;
+	c->created[c->n] = d->created_ms;
+	c->parked[c->n] = d->parked_ms;
+	c->attempts[c->n] = d->attempts;
+	snprintf(c->reasons[c->n], sizeof(c->reasons[0]), "%s", d->reason);
+	snprintf(c->props[c->n], sizeof(c->props[0]), "%.*s", (int)d->plen,
+	    d->props);
+	snprintf(c->bodies[c->n], sizeof(c->bodies[0]), "%.*s", (int)d->blen,
+	    (const char *)d->body);
+	c->n++;
+	return c->stop_after != 0 && c->n >= c->stop_after;
+}
+
+struct row_collect {
+	int		n;
+	int64_t		ids[16];
+	int64_t		created[16];
+	char		props[16][128];
+	char		bodies[16][32];
+};
+
+static int
+row_cb(void *arg, const struct outbox_row *row)
+{
+	struct row_collect	*c = arg;
+
+	c->ids[c->n] = row->id;
+	c->created[c->n] = row->created_ms;
+	snprintf(c->props[c->n], sizeof(c->props[0]), "%.*s", (int)row->plen,
+	    row->props);
+	snprintf(c->bodies[c->n], sizeof(c->bodies[0]), "%.*s",
+	    (int)row->blen, (const char *)row->body);
+	c->n++;
+	return 0;
+}
+
+static int64_t
+insert_one(struct outbox *ob, const char *props, const char *body,
+    int64_t created)
+{
+	int64_t	id = -1;
+
+	if (outbox_begin(ob) != OUTBOX_OK)
+		return -1;
+	if (outbox_insert(ob, props, strlen(props), body, strlen(body), created,
+	    &id) != OUTBOX_OK) {
+		outbox_rollback(ob);
+		return -1;
+	}
+	return outbox_commit(ob) == OUTBOX_OK ? id : -1;
+}
+
+/* One integer from the file, through a connection of its own. */
+static int64_t
+sql_int(const char *file, const char *sql)
+{
+	sqlite3		*db;
+	sqlite3_stmt	*st;
+	int64_t		 v = -1;
+
+	if (sqlite3_open_v2(file, &db, SQLITE_OPEN_READONLY, NULL) !=
+	    SQLITE_OK) {
+		sqlite3_close(db);
+		return -1;
+	}
+	if (sqlite3_prepare_v2(db, sql, -1, &st, NULL) == SQLITE_OK) {
+		if (sqlite3_step(st) == SQLITE_ROW)
+			v = sqlite3_column_int64(st, 0);
+		sqlite3_finalize(st);
+	}
+	sqlite3_close(db);
+	return v;
+}
+
+/* The message-id a stored property block carries, or "" (for is_str). */
+static const char *
+props_message_id(const char *props)
+{
+	static struct proto_pub	pub;
+	static char		id[300];
+	char			err[256];
+
+	id[0] = '\0';
+	if (proto_parse_props(props, strlen(props), &pub, err,
+	    sizeof(err)) == 0 && pub.message_id.p != NULL)
+		snprintf(id, sizeof(id), "%.*s", (int)pub.message_id.len,
+		    pub.message_id.p);
+	else if (pub.message_id.p == NULL)
+		snprintf(id, sizeof(id), "(none%s%s)", err[0] ? ": " : "", err);
+	return id;
+}
+
+/*
+ * Parking, listing, replaying and purging dead letters, with the running
+ * totals checked against the tables after every step.
+ */
+static void
+test_dead(void)
+{
+	struct outbox		*ob;
+	struct outbox_reader	*r;
+	struct dead_collect	 dc;
+	struct row_collect	 rc;
+	char			 err[512], want[128], p[512];
+	const char		*pa = "routing-key: q\n";
+	const char		*pb = "routing-key: q\nmessage-id: client-7\n";
+	const char		*pc = "exchange: x\nrouting-key: q";
+	int64_t			 a, b, c, d, tail;
+	uint64_t		 n, bytes, dbytes, sa, sb, sc;
+
+	snprintf(p, sizeof(p), "%s", path_in("dead.db"));
+	if (outbox_open(&ob, p, 1, err, sizeof(err)) != 0) {
+		ok(0, "open %s: %s", p, err);
+		return;
+	}
+	is_int(outbox_migrated_from(ob), 0, "a new outbox was not migrated");
+	is_int(sql_int(p, "PRAGMA user_version"), OUTBOX_SCHEMA_VERSION,
+	    "a new outbox is created at schema version %d",
+	    OUTBOX_SCHEMA_VERSION);
+	is_int(outbox_dead_rows(ob), 0, "no dead letters at first");
+	is_int(outbox_dead_bytes(ob), 0, "no dead-letter bytes at first");
+
+	a = insert_one(ob, pa, "alpha", 100);
+	b = insert_one(ob, pb, "bravo", 200);
+	c = insert_one(ob, pc, "charlie", 300);
+	d = insert_one(ob, pa, "delta", 400);
+	ok(a > 0 && b > a && c > b && d > c, "four rows inserted");
+	bytes = outbox_bytes(ob);
+	is_int(bytes, strlen(pa) * 2 + strlen(pb) + strlen(pc) + 5 + 5 + 7 + 5,
+	    "outbox bytes before parking");
+
+	/* A row without a message-id gets the generated one written in. */
+	is_int(outbox_park(ob, a, 3, "NO_ROUTE: unroutable (312)", 5000),
+	    OUTBOX_OK, "park a row without a message-id");
+	snprintf(want, sizeof(want), "%s-%lld", outbox_instance(ob),
+	    (long long)a);
+	sa = strlen(pa) + strlen("message-id: \n") + strlen(want) + 5;
+	is_int(outbox_rows(ob), 3, "parking takes the row out of the outbox");
+	is_int(outbox_bytes(ob), bytes - strlen(pa) - 5,
+	    "outbox bytes drop by the row's size");
+	is_int(outbox_dead_rows(ob), 1, "one dead letter");
+	is_int(outbox_dead_bytes(ob), sa,
+	    "dead bytes count the rewritten props");
+
+	/* A client-given message-id is kept as it is. */
+	is_int(outbox_park(ob, b, 1, "NOT_FOUND: no exchange 'x' (404)", 6000),
+	    OUTBOX_OK, "park a row with a client message-id");
+	sb = strlen(pb) + 5;
+	/* A block without its last newline still gets a well-formed line. */
+	is_int(outbox_park(ob, c, 2, "ACCESS_REFUSED\tdenied (403)", 7000),
+	    OUTBOX_OK, "park a row whose props lack the last newline");
+	/* pc, its newline, "message-id: <instance>-<c>\n", "charlie" */
+	sc = strlen(pc) + 1 + strlen("message-id: -\n") +
+	    strlen(outbox_instance(ob)) +
+	    (size_t)snprintf(NULL, 0, "%lld", (long long)c) + 7;
+	is_int(outbox_rows(ob), 1, "one row left in the outbox");
+	is_int(outbox_bytes(ob), strlen(pa) + 5, "only its bytes are counted");
+	is_int(outbox_dead_rows(ob), 3, "three dead letters");
+	dbytes = sa + sb + sc;
+	is_int(outbox_dead_bytes(ob), dbytes, "dead bytes add up");
+
+	/* Idempotent: the row is gone from the outbox. */
+	is_int(outbox_park(ob, a, 9, "again", 9000), OUTBOX_OK,
+	    "parking a parked row again is not an error");
+	is_int(outbox_park(ob, 999999, 1, "never was", 9000), OUTBOX_OK,
+	    "parking a row that never existed is not an error");
+	is_int(outbox_dead_rows(ob), 3, "still three dead letters");
+	is_int(outbox_dead_bytes(ob), dbytes, "dead bytes unchanged");
+	is_int(outbox_rows(ob), 1, "outbox rows unchanged");
+
+	memset(&dc, 0, sizeof(dc));
+	is_int(outbox_dead_foreach(ob, 0, 100, dead_cb, &dc), 3,
+	    "foreach lists every dead letter");
+	ok(dc.ids[0] == a && dc.ids[1] == b && dc.ids[2] == c,
+	    "in id order, with the ids they had in the outbox");
+	is_int(dc.created[0], 100, "creation time kept");
+	is_int(dc.parked[0], 5000, "parking time stored");
+	is_int(dc.attempts[0], 3, "attempts stored");
+	is_str(dc.reasons[1], "NOT_FOUND: no exchange 'x' (404)",
+	    "reason stored");
+	is_str(dc.reasons[2], "ACCESS_REFUSED\tdenied (403)",
+	    "reason stored as given (the list line cleans it)");
+	is_str(props_message_id(dc.props[0]), want,
+	    "the generated message-id is written into the parked props");
+	ok(strncmp(dc.props[0], pa, strlen(pa)) == 0,
+	    "the original props come first");
+	is_str(dc.props[1], pb, "props with a message-id are unchanged");
+	is_str(props_message_id(dc.props[1]), "client-7",
+	    "the client's message-id is kept");
+	snprintf(want, sizeof(want), "%s\nmessage-id: %s-%lld\n", pc,
+	    outbox_instance(ob), (long long)c);
+	is_str(dc.props[2], want, "a missing last newline is added first");
+	is_str(dc.bodies[2], "charlie", "body kept");
+
+	memset(&dc, 0, sizeof(dc));
+	is_int(outbox_dead_foreach(ob, a, 100, dead_cb, &dc), 2,
+	    "foreach after an id lists only later ones");
+	is_int(dc.ids[0], b, "starting after it");
+	memset(&dc, 0, sizeof(dc));
+	is_int(outbox_dead_foreach(ob, 0, 2, dead_cb, &dc), 2,
+	    "foreach honours the limit");
+	ok(dc.ids[0] == a && dc.ids[1] == b, "the first two");
+	memset(&dc, 0, sizeof(dc));
+	dc.stop_after = 1;
+	is_int(outbox_dead_foreach(ob, 0, 100, dead_cb, &dc), 1,
+	    "a callback returning non-zero stops the listing");
+	memset(&dc, 0, sizeof(dc));
+	is_int(outbox_dead_foreach(ob, c, 100, dead_cb, &dc), 0,
+	    "nothing after the last one");
+
+	/* The publisher never sees parked rows. */
+	ok(outbox_reader_open(&r, p, err, sizeof(err)) == 0, "reader opens");
+	memset(&rc, 0, sizeof(rc));
+	is_int(outbox_reader_fetch(r, 0, 100, row_cb, &rc), 1,
+	    "the reader sees only the row left in the outbox");
+	is_int(rc.ids[0], d, "which is the last one");
+
+	/* Totals survive a restart and agree with the tables. */
+	outbox_reader_close(r);
+	outbox_close(ob);
+	if (outbox_open(&ob, p, 1, err, sizeof(err)) != 0) {
+		ok(0, "reopen %s: %s", p, err);
+		return;
+	}
+	is_int(outbox_dead_rows(ob), 3, "dead rows survive a restart");
+	is_int(outbox_dead_bytes(ob), dbytes, "dead bytes survive a restart");
+	is_int(outbox_rows(ob), 1, "outbox rows survive a restart");
+	is_int(sql_int(p, "SELECT sum(size) FROM dead"), dbytes,
+	    "dead bytes match the table");
+	is_int(sql_int(p, "SELECT value FROM meta WHERE key = 'dead_rows'"), 3,
+	    "dead_rows is stored in meta");
+
+	/* Replay one: a new row at the tail, message-id unchanged. */
+	is_int(outbox_dead_retry(ob, 999999, 10000, &n), OUTBOX_OK,
+	    "replaying an unknown id is not an error");
+	is_int(n, 0, "but moves nothing");
+	is_int(outbox_dead_retry(ob, a, 10000, &n), OUTBOX_OK,
+	    "replay one dead letter");
+	is_int(n, 1, "one moved");
+	is_int(outbox_rows(ob), 2, "back in the outbox");
+	is_int(outbox_bytes(ob), strlen(pa) + 5 + sa,
+	    "outbox bytes include the replayed row");
+	is_int(outbox_dead_rows(ob), 2, "two dead letters left");
+	is_int(outbox_dead_bytes(ob), sb + sc, "dead bytes drop");
+	ok(outbox_reader_open(&r, p, err, sizeof(err)) == 0, "reader opens");
+	memset(&rc, 0, sizeof(rc));
+	is_int(outbox_reader_fetch(r, 0, 100, row_cb, &rc), 2,
+	    "the reader sees the replayed row");
+	is_int(rc.ids[0], d, "after the row that was already there");
+	ok(rc.ids[1] > d, "with a new id at the tail (%lld > %lld)",
+	    (long long)rc.ids[1], (long long)d);
+	tail = rc.ids[1];
+	is_int(rc.created[1], 10000, "created at the time of the replay");
+	is_str(rc.bodies[1], "alpha", "its body");
+	snprintf(want, sizeof(want), "%s-%lld", outbox_instance(ob),
+	    (long long)a);
+	is_str(props_message_id(rc.props[1]), want,
+	    "its message-id is the one it was first published with");
+	is_int(outbox_dead_retry(ob, a, 10000, &n), OUTBOX_OK,
+	    "replaying it again is not an error");
+	is_int(n, 0, "and moves nothing");
+
+	/* Replay all: in dead id order, each at the tail. */
+	is_int(outbox_dead_retry(ob, 0, 11000, &n), OUTBOX_OK, "replay all");
+	is_int(n, 2, "both moved");
+	is_int(outbox_dead_rows(ob), 0, "no dead letters left");
+	is_int(outbox_dead_bytes(ob), 0, "no dead bytes left");
+	is_int(outbox_rows(ob), 4, "four rows in the outbox");
+	is_int(outbox_bytes(ob), strlen(pa) + 5 + sa + sb + sc,
+	    "outbox bytes add up");
+	is_int(sql_int(p, "SELECT count(*) FROM dead"), 0, "dead table empty");
+	memset(&rc, 0, sizeof(rc));
+	is_int(outbox_reader_fetch(r, tail, 100, row_cb, &rc), 2,
+	    "two new rows after the first replay");
+	ok(rc.ids[0] > tail && rc.ids[1] > rc.ids[0], "at the tail, in order");
+	is_str(rc.bodies[0], "bravo", "the lower dead id first");
+	is_str(rc.bodies[1], "charlie", "then the next");
+	is_str(props_message_id(rc.props[0]), "client-7",
+	    "the client's message-id survives the round trip");
+	snprintf(want, sizeof(want), "%s-%lld", outbox_instance(ob),
+	    (long long)c);
+	is_str(props_message_id(rc.props[1]), want,
+	    "the generated one too");
+	is_int(outbox_dead_retry(ob, 0, 12000, &n), OUTBOX_OK,
+	    "replay all with nothing parked");
+	is_int(n, 0, "moves nothing");
+
+	/* A replayed row parked again keeps its first message-id. */
+	is_int(outbox_park(ob, rc.ids[1], 3, "again", 13000), OUTBOX_OK,
+	    "park a replayed row again");
+	memset(&dc, 0, sizeof(dc));
+	outbox_dead_foreach(ob, 0, 100, dead_cb, &dc);
+	is_str(props_message_id(dc.props[0]), want,
+	    "no second message-id is added");
+
+	/* Purge one, then all. */
+	is_int(outbox_park(ob, d, 3, "x", 13000), OUTBOX_OK, "park another");
+	is_int(outbox_park(ob, tail, 3, "x", 13000), OUTBOX_OK, "and another");
+	is_int(outbox_dead_rows(ob), 3, "three dead letters");
+	is_int(outbox_dead_purge(ob, 999999, &n), OUTBOX_OK,
+	    "purging an unknown id is not an error");
+	is_int(n, 0, "but deletes nothing");
+	is_int(outbox_dead_purge(ob, d, &n), OUTBOX_OK, "purge one");
+	is_int(n, 1, "one deleted");
+	is_int(outbox_dead_rows(ob), 2, "two left");
+	memset(&dc, 0, sizeof(dc));
+	is_int(outbox_dead_foreach(ob, 0, 100, dead_cb, &dc), 2,
+	    "two listed");
+	ok(dc.ids[0] == tail && dc.ids[1] == rc.ids[1], "the other two");
+	is_int(outbox_dead_bytes(ob),
+	    sql_int(p, "SELECT sum(size) FROM dead"), "dead bytes match");
+	is_int(outbox_dead_purge(ob, 0, &n), OUTBOX_OK, "purge all");
+	is_int(n, 2, "two deleted");
+	is_int(outbox_dead_rows(ob), 0, "none left");
+	is_int(outbox_dead_bytes(ob), 0, "no dead bytes");
+	is_int(outbox_dead_purge(ob, 0, &n), OUTBOX_OK,
+	    "purge all with nothing parked");
+	is_int(n, 0, "deletes nothing");
+	is_int(outbox_rows(ob), 1, "the outbox keeps its last row");
+	is_int(outbox_bytes(ob), sql_int(p, "SELECT sum(size) FROM outbox"),
+	    "outbox bytes match the table");
+	outbox_reader_close(r);
+	outbox_close(ob);
+}
+
+/* A version-1 outbox as pubrelay 0.1 wrote it. */
+static void
+make_v1(const char *file, const char *instance)
+{
+	sqlite3	*db;
+	char	 sql[2048];
+
+	snprintf(sql, sizeof(sql),
+	    "PRAGMA journal_mode = WAL;"
+	    "BEGIN;"
+	    "CREATE TABLE meta (key TEXT PRIMARY KEY NOT NULL, value NOT NULL);"
+	    "CREATE TABLE outbox (id INTEGER PRIMARY KEY AUTOINCREMENT,"
+	    "  created INTEGER NOT NULL, size INTEGER NOT NULL,"
+	    "  props BLOB NOT NULL, body BLOB NOT NULL);"
+	    "INSERT INTO meta VALUES ('instance', '%s'), ('rows', 2),"
+	    "  ('bytes', 37);"
+	    "INSERT INTO outbox (created, size, props, body) VALUES"
+	    "  (111, 18, CAST('routing-key: q\n' AS BLOB), CAST('one' AS BLOB)),"
+	    "  (222, 19, CAST('routing-key: q\n' AS BLOB), CAST('four' AS BLOB));"
+	    "PRAGMA application_id = %d; PRAGMA user_version = 1; COMMIT;",
+	    instance, OUTBOX_APPLICATION_ID);
+	sqlite3_open(file, &db);
+	if (sqlite3_exec(db, sql, NULL, NULL, NULL) != SQLITE_OK)
+		diag("make_v1: %s", sqlite3_errmsg(db));
+	sqlite3_close(db);
+}
+
+static void
+test_migration(void)
+{
+	struct outbox		*ob;
+	struct outbox_reader	*r;
+	struct row_collect	 rc;
+	struct dead_collect	 dc;
+	char			 err[512];
+	char			 p[512], p3[512];
+	sqlite3			*db;
+	uint64_t		 n;
+
+	/* path_in() has one buffer. */
+	snprintf(p, sizeof(p), "%s", path_in("v1.db"));
+	snprintf(p3, sizeof(p3), "%s", path_in("v3.db"));
+
+	make_v1(p, "0123456789abcdef");
+	is_int(sql_int(p, "PRAGMA user_version"), 1, "a version-1 file");
+	ok(outbox_open(&ob, p, 1, err, sizeof(err)) == 0,
+	    "a version-1 outbox opens: %s", ob ? "" : err);
+	if (ob == NULL)
+		return;
+	is_int(outbox_migrated_from(ob), 1, "and says it was migrated from 1");
+	is_int(sql_int(p, "PRAGMA user_version"), OUTBOX_SCHEMA_VERSION,
+	    "it is now at version %d", OUTBOX_SCHEMA_VERSION);
+	is_int(sql_int(p, "SELECT count(*) FROM dead"), 0,
+	    "with an empty dead-letter table");
+	is_int(sql_int(p, "SELECT count(*) FROM meta WHERE key IN "
+	    "('dead_rows', 'dead_bytes') AND value = 0"), 2,
+	    "and dead-letter totals at 0");
+	is_str(outbox_instance(ob), "0123456789abcdef", "instance kept");
+	is_int(outbox_rows(ob), 2, "row count kept");
+	is_int(outbox_bytes(ob), 37, "byte count kept");
+	is_int(outbox_dead_rows(ob), 0, "no dead letters");
+	ok(outbox_reader_open(&r, p, err, sizeof(err)) == 0, "reader opens");
+	memset(&rc, 0, sizeof(rc));
+	is_int(outbox_reader_fetch(r, 0, 100, row_cb, &rc), 2, "rows kept");
+	is_str(rc.bodies[0], "one", "first body");
+	is_str(rc.bodies[1], "four", "second body");
+	outbox_reader_close(r);
+
+	is_int(outbox_park(ob, rc.ids[0], 1, "NO_ROUTE", 500), OUTBOX_OK,
+	    "park in a migrated outbox");
+	memset(&dc, 0, sizeof(dc));
+	is_int(outbox_dead_foreach(ob, 0, 10, dead_cb, &dc), 1, "listed");
+	is_str(props_message_id(dc.props[0]), "0123456789abcdef-1",
+	    "with the message-id the old instance generated");
+	is_int(outbox_dead_retry(ob, 0, 600, &n), OUTBOX_OK, "and replayed");
+	is_int(n, 1, "one moved");
+	outbox_close(ob);
+
+	ok(outbox_open(&ob, p, 1, err, sizeof(err)) == 0, "reopen: %s",
+	    ob ? "" : err);
+	if (ob == NULL)
+		return;
+	is_int(outbox_migrated_from(ob), 0, "no second migration");
+	is_int(outbox_rows(ob), 2, "both rows there");
+	outbox_close(ob);
+
+	/* The next version is refused, and left alone. */
+	ok(outbox_open(&ob, p3, 1, err, sizeof(err)) == 0,
+	    "create an outbox to age");
+	if (ob != NULL)
+		outbox_close(ob);
+	sqlite3_open(p3, &db);
+	sqlite3_exec(db, "PRAGMA user_version = 3", NULL, NULL, NULL);
+	sqlite3_close(db);
+	ok(outbox_open(&ob, p3, 1, err, sizeof(err)) == -1 &&
+	    strstr(err, "schema version 3 is newer") != NULL,
+	    "a version-3 outbox is refused: %s", err);
+	is_int(sql_int(p3, "PRAGMA user_version"), 3, "and left at version 3");
+	is_int(sql_int(p3, "SELECT count(*) FROM dead"), 0,
+	    "with its tables intact");
 }
 
 static void
@@ -189,6 +634,9 @@ main(void)
 	ok(outbox_open(&ob, path_in("adir"), 1, err, sizeof(err)) == -1 &&
 	    strstr(err, "not a regular file") != NULL,
 	    "a directory is refused: %s", err);
+
+	test_dead();
+	test_migration();
 
 	if (getenv("PUBRELAY_KEEP_TMP") == NULL) {
 		char	cmd[600];
