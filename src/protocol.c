@@ -73,6 +73,16 @@ static const struct {
 	{ "PING",  PROTO_PING },
 	{ "STATS", PROTO_STATS },
 	{ "RESET", PROTO_RESET },
+	{ "DEAD",  PROTO_DEAD },
+};
+
+static const struct {
+	const char		*name;
+	enum proto_dead_op	 op;
+} proto_dead_ops[] = {
+	{ "LIST",  PROTO_DEAD_LIST },
+	{ "RETRY", PROTO_DEAD_RETRY },
+	{ "PURGE", PROTO_DEAD_PURGE },
 };
 
 static void	proto_errf(char *, size_t, const char *, ...)
@@ -399,6 +409,85 @@ proto_parse_props(const char *block, size_t len, struct proto_pub *pub,
 	return 0;
 }
 
+/* The next blank-separated word of p[0..n): its length; *rest after it. */
+static size_t
+proto_word(const char *p, size_t n, const char **rest, size_t *restlen)
+{
+	size_t	w, r;
+
+	for (w = 0; w < n && p[w] != ' ' && p[w] != '\t'; w++)
+		;
+	for (r = w; r < n && (p[r] == ' ' || p[r] == '\t'); r++)
+		;
+	*rest = p + r;
+	*restlen = n - r;
+	return w;
+}
+
+/*
+ * "DEAD LIST [max]", "DEAD RETRY id|ALL", "DEAD PURGE id|ALL": arg is what
+ * follows the verb, trimmed.  The line is complete, so every mistake is BAD.
+ */
+static int
+proto_parse_dead(const char *arg, size_t alen, struct proto_req *req)
+{
+	const char	*rest, *name;
+	size_t		 wlen, rlen, i;
+	uint64_t	 num;
+	char		 q[64];
+
+	if (alen == 0)
+		return proto_fail(req, PROTO_BAD, PROTO_E_BADREQ,
+		    "DEAD needs a subcommand: LIST, RETRY or PURGE");
+	wlen = proto_word(arg, alen, &rest, &rlen);
+	for (i = 0; i < sizeof(proto_dead_ops) / sizeof(proto_dead_ops[0]);
+	    i++) {
+		if (strlen(proto_dead_ops[i].name) == wlen &&
+		    strncasecmp(proto_dead_ops[i].name, arg, wlen) == 0)
+			break;
+	}
+	if (i == sizeof(proto_dead_ops) / sizeof(proto_dead_ops[0]))
+		return proto_fail(req, PROTO_BAD, PROTO_E_BADREQ,
+		    "DEAD: unknown subcommand \"%s\" (expected LIST, RETRY "
+		    "or PURGE)", proto_quote(q, sizeof(q), arg, wlen));
+	name = proto_dead_ops[i].name;
+	req->dead_op = proto_dead_ops[i].op;
+
+	arg = rest;
+	alen = rlen;
+	wlen = proto_word(arg, alen, &rest, &rlen);
+	if (rlen != 0)
+		return proto_fail(req, PROTO_BAD, PROTO_E_BADREQ,
+		    "DEAD %s takes %s", name, req->dead_op == PROTO_DEAD_LIST ?
+		    "at most one argument (a count)" :
+		    "one argument (an id or ALL)");
+	if (req->dead_op == PROTO_DEAD_LIST) {
+		if (wlen == 0)
+			return PROTO_DONE;
+		if (proto_number(arg, wlen, 1, PROTO_DEAD_LIST_MAX,
+		    &num) == -1)
+			return proto_fail(req, PROTO_BAD, PROTO_E_BADREQ,
+			    "DEAD LIST: invalid count \"%s\" (expected 1 to "
+			    "%d)", proto_quote(q, sizeof(q), arg, wlen),
+			    PROTO_DEAD_LIST_MAX);
+		req->dead_max = (unsigned)num;
+		return PROTO_DONE;
+	}
+	if (wlen == 0)
+		return proto_fail(req, PROTO_BAD, PROTO_E_BADREQ,
+		    "DEAD %s needs a message id or ALL", name);
+	if (wlen == 3 && strncasecmp(arg, "ALL", 3) == 0) {
+		req->dead_id = 0;
+		return PROTO_DONE;
+	}
+	if (proto_number(arg, wlen, 1, INT64_MAX, &num) == -1)
+		return proto_fail(req, PROTO_BAD, PROTO_E_BADREQ,
+		    "DEAD %s: invalid id \"%s\" (expected a number above 0, "
+		    "or ALL)", name, proto_quote(q, sizeof(q), arg, wlen));
+	req->dead_id = (int64_t)num;
+	return PROTO_DONE;
+}
+
 int
 proto_parse(const char *buf, size_t len, const struct proto_limits *lim,
     struct proto_req *req, size_t *consumed)
@@ -412,6 +501,9 @@ proto_parse(const char *buf, size_t len, const struct proto_limits *lim,
 
 	*consumed = 0;
 	req->verb = 0;
+	req->dead_op = 0;
+	req->dead_id = 0;
+	req->dead_max = 0;
 	req->need = 0;
 	req->err_code = NULL;
 	req->err[0] = '\0';
@@ -470,6 +562,10 @@ proto_parse(const char *buf, size_t len, const struct proto_limits *lim,
 	}
 	req->verb = proto_verbs[i].verb;
 
+	if (req->verb == PROTO_DEAD) {
+		*consumed = off + next;
+		return proto_parse_dead(arg, alen, req);
+	}
 	if (req->verb != PROTO_PUB) {
 		if (alen != 0) {
 			*consumed = off + next;
@@ -776,4 +872,45 @@ fail:
 	if (out->data != NULL)
 		out->data[start] = '\0';
 	return -1;
+}
+
+/* One field of a DEAD LIST line: "-" when empty, blanks for tabs and EOLs. */
+static void
+proto_dead_field(struct buf *out, const char *p, size_t n)
+{
+	size_t	i, start;
+
+	if (p == NULL || n == 0) {
+		buf_append(out, "-", 1);
+		return;
+	}
+	start = out->len;
+	buf_append(out, p, n);
+	for (i = start; i < out->len; i++) {
+		if (out->data[i] == '\t' || out->data[i] == '\r' ||
+		    out->data[i] == '\n')
+			out->data[i] = ' ';
+	}
+}
+
+void
+proto_dead_line(struct buf *out, int64_t id, int64_t parked_ms,
+    unsigned attempts, uint64_t bytes, const struct proto_pub *props,
+    const char *reason)
+{
+	buf_printf(out, "%lld\t%lld\t%u\t%llu\t", (long long)id,
+	    (long long)parked_ms, attempts, (unsigned long long)bytes);
+	if (props != NULL) {
+		proto_dead_field(out, props->exchange.p, props->exchange.len);
+		buf_append(out, "\t", 1);
+		proto_dead_field(out, props->routing_key.p,
+		    props->routing_key.len);
+		buf_append(out, "\t", 1);
+		proto_dead_field(out, props->message_id.p,
+		    props->message_id.len);
+	} else
+		buf_appends(out, "-\t-\t-");
+	buf_append(out, "\t", 1);
+	proto_dead_field(out, reason, reason != NULL ? strlen(reason) : 0);
+	buf_append(out, "\n", 1);
 }

@@ -15,6 +15,14 @@
  *   PING\n     -> PONG\n
  *   STATS\n    -> STATS <n>\n then n bytes of "name value\n" lines
  *   RESET\n    -> OK\n  (clears the refusal latch, see SKIPPED)
+ *   DEAD LIST [<max>]\n     -> DEAD <n>\n then n bytes, one line per dead
+ *                            letter, TAB-separated: id, parked (Unix ms),
+ *                            attempts, bytes, exchange, routing key,
+ *                            message-id, reason (tabs/newlines in a field
+ *                            become spaces; an empty field is "-")
+ *   DEAD RETRY <id>|ALL\n   -> OK <count>\n  (back to the outbox tail)
+ *   DEAD PURGE <id>|ALL\n   -> OK <count>\n
+ *   (an id that is not parked: ERR NOTFOUND)
  *
  * Property names: exchange, routing-key, mandatory (yes/no, true/false, 1/0),
  * content-type, content-encoding, header ("NAME=VALUE", may repeat), delivery-mode
@@ -47,11 +55,14 @@
 #define PROTO_E_SKIPPED	 "SKIPPED"	/* an earlier PUB here was refused */
 #define PROTO_E_SHUTDOWN "SHUTDOWN"	/* daemon stopping: retry later */
 #define PROTO_E_LIMIT	 "LIMIT"	/* too many clients; closed */
+#define PROTO_E_NOTFOUND "NOTFOUND"	/* DEAD RETRY/PURGE: no such id */
 
 #define PROTO_SHORTSTR_MAX	255	/* AMQP shortstr */
 #define PROTO_MAX_HEADERS	128	/* "header:" lines in one request */
 #define PROTO_MAX_LINE		8192	/* one request or property line, with EOL */
 #define PROTO_MAX_BLOCK		65536	/* the whole property block */
+#define PROTO_DEAD_LIST_MAX	100000	/* DEAD LIST <max> */
+#define PROTO_DEAD_LIST_DEFAULT	1000	/* DEAD LIST without a max */
 
 struct proto_str {
 	const char	*p;		/* borrowed; NULL when absent */
@@ -91,6 +102,13 @@ enum proto_verb {
 	PROTO_PING,
 	PROTO_STATS,
 	PROTO_RESET,
+	PROTO_DEAD,
+};
+
+enum proto_dead_op {
+	PROTO_DEAD_LIST = 1,
+	PROTO_DEAD_RETRY,
+	PROTO_DEAD_PURGE,
 };
 
 enum proto_status {
@@ -107,6 +125,9 @@ struct proto_limits {
 struct proto_req {
 	enum proto_verb	 verb;
 	struct proto_pub pub;		/* valid when verb == PROTO_PUB */
+	enum proto_dead_op dead_op;	/* verb == PROTO_DEAD */
+	int64_t		 dead_id;	/* RETRY/PURGE: id, 0 for ALL */
+	unsigned	 dead_max;	/* LIST: at most this many, 0: default */
 	size_t		 need;		/* INCOMPLETE: total bytes needed, 0 if unknown */
 	const char	*err_code;	/* BAD/FATAL: one of PROTO_E_* */
 	char		 err[256];	/* BAD/FATAL: human-readable reason */
@@ -140,5 +161,14 @@ void	proto_pub_init(struct proto_pub *pub);
  */
 int	proto_encode_pub(struct buf *out, const struct proto_pub *pub,
 	    char *err, size_t errlen);
+
+/*
+ * Append one DEAD LIST line (with its "\n") for a dead letter to out:
+ * exchange, routing key and message-id come from props (parsed from the
+ * stored block; NULL: none), reason may be NULL.
+ */
+void	proto_dead_line(struct buf *out, int64_t id, int64_t parked_ms,
+	    unsigned attempts, uint64_t bytes, const struct proto_pub *props,
+	    const char *reason);
 
 #endif

@@ -101,6 +101,15 @@ fuzz_check_done(const struct proto_req *req, const char *buf, size_t len,
 	char			err[256];
 
 	CHECK(c > 0 && c <= len);
+	if (req->verb == PROTO_DEAD) {
+		CHECK(req->dead_op == PROTO_DEAD_LIST ||
+		    req->dead_op == PROTO_DEAD_RETRY ||
+		    req->dead_op == PROTO_DEAD_PURGE);
+		CHECK(req->dead_max <= PROTO_DEAD_LIST_MAX);
+		CHECK(req->dead_id >= 0);
+		CHECK(req->dead_op == PROTO_DEAD_LIST || req->dead_max == 0);
+		return;
+	}
 	if (req->verb != PROTO_PUB) {
 		CHECK(req->verb == PROTO_PING || req->verb == PROTO_STATS ||
 		    req->verb == PROTO_RESET);

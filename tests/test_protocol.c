@@ -854,6 +854,8 @@ test_pipeline(void)
 	    "PUB 1\npriority: x\n\nq\n"			/* BADREQ */
 	    "stats\n"
 	    "PUB 0\n\n\n"
+	    "DEAD LIST 5\n"
+	    "DEAD RETRY none\n"					/* BADREQ */
 	    "RESET\n";
 	static const struct {
 		int		 st;
@@ -869,6 +871,8 @@ test_pipeline(void)
 		{ PROTO_BAD, PROTO_PUB, PROTO_E_BADREQ, NULL },
 		{ PROTO_DONE, PROTO_STATS, NULL, NULL },
 		{ PROTO_DONE, PROTO_PUB, NULL, "" },
+		{ PROTO_DONE, PROTO_DEAD, NULL, NULL },
+		{ PROTO_BAD, PROTO_DEAD, PROTO_E_BADREQ, NULL },
 		{ PROTO_DONE, PROTO_RESET, NULL, NULL },
 	};
 	struct proto_limits	 lim = { 20 };
@@ -1361,6 +1365,159 @@ test_parse_props(void)
 	}
 }
 
+static void
+test_dead(void)
+{
+	static const struct {
+		const char		*in;
+		enum proto_dead_op	 op;
+		int64_t			 id;
+		unsigned		 max;
+	} good[] = {
+		{ "DEAD LIST\n", PROTO_DEAD_LIST, 0, 0 },
+		{ "dead list\r\n", PROTO_DEAD_LIST, 0, 0 },
+		{ "Dead List 1\n", PROTO_DEAD_LIST, 0, 1 },
+		{ "DEAD LIST 100000\n", PROTO_DEAD_LIST, 0, 100000 },
+		{ "DEAD\tLIST\t 25 \t\n", PROTO_DEAD_LIST, 0, 25 },
+		{ "DEAD RETRY 1\n", PROTO_DEAD_RETRY, 1, 0 },
+		{ "dead retry 9223372036854775807\n", PROTO_DEAD_RETRY,
+		    INT64_MAX, 0 },
+		{ "DEAD RETRY ALL\n", PROTO_DEAD_RETRY, 0, 0 },
+		{ "DEAD retry all\n", PROTO_DEAD_RETRY, 0, 0 },
+		{ "DEAD PURGE 42\n", PROTO_DEAD_PURGE, 42, 0 },
+		{ "DEAD PURGE All\r\n", PROTO_DEAD_PURGE, 0, 0 },
+		{ "\nDEAD  purge  7  \n", PROTO_DEAD_PURGE, 7, 0 },
+	};
+	static const struct {
+		const char	*in;
+		const char	*errpart;
+	} bad[] = {
+		{ "DEAD\n", "DEAD needs a subcommand: LIST, RETRY or PURGE" },
+		{ "DEAD  \t\n", "needs a subcommand" },
+		{ "DEAD FOO\n", "unknown subcommand \"FOO\" (expected LIST, "
+		    "RETRY or PURGE)" },
+		{ "DEAD LISTS\n", "unknown subcommand \"LISTS\"" },
+		{ "DEAD 5\n", "unknown subcommand \"5\"" },
+		{ "DEAD LIST 0\n", "DEAD LIST: invalid count \"0\" (expected "
+		    "1 to 100000)" },
+		{ "DEAD LIST 100001\n", "invalid count \"100001\"" },
+		{ "DEAD LIST -1\n", "invalid count \"-1\"" },
+		{ "DEAD LIST ten\n", "invalid count \"ten\"" },
+		{ "DEAD LIST 1 2\n", "DEAD LIST takes at most one argument" },
+		{ "DEAD RETRY\n", "DEAD RETRY needs a message id or ALL" },
+		{ "DEAD PURGE\n", "DEAD PURGE needs a message id or ALL" },
+		{ "DEAD RETRY 0\n", "DEAD RETRY: invalid id \"0\" (expected a "
+		    "number above 0, or ALL)" },
+		{ "DEAD PURGE -3\n", "DEAD PURGE: invalid id \"-3\"" },
+		{ "DEAD PURGE 12x\n", "invalid id \"12x\"" },
+		{ "DEAD RETRY 9223372036854775808\n", "invalid id" },
+		{ "DEAD RETRY ALLE\n", "invalid id \"ALLE\"" },
+		{ "DEAD RETRY 1 2\n", "DEAD RETRY takes one argument (an id or "
+		    "ALL)" },
+		{ "DEAD PURGE ALL now\n", "DEAD PURGE takes one argument" },
+	};
+	struct proto_req	req;
+	size_t			i, c;
+
+	for (i = 0; i < sizeof(good) / sizeof(good[0]); i++) {
+		c = 0;
+		req.dead_id = req.dead_max = 77;
+		is_int(parse_s(good[i].in, &req, &c), PROTO_DONE,
+		    "dead %zu: done", i);
+		is_int(req.verb, PROTO_DEAD, "dead %zu: verb", i);
+		is_int(req.dead_op, good[i].op, "dead %zu: subcommand", i);
+		is_int(req.dead_id, good[i].id, "dead %zu: id", i);
+		is_int(req.dead_max, good[i].max, "dead %zu: max", i);
+		is_int(c, strlen(good[i].in), "dead %zu: consumed", i);
+	}
+	for (i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
+		c = 0;
+		is_int(parse_s(bad[i].in, &req, &c), PROTO_BAD,
+		    "bad dead %zu: BAD, not FATAL", i);
+		is_str(req.err_code, PROTO_E_BADREQ, "bad dead %zu: BADREQ", i);
+		is_int(c, strlen(bad[i].in), "bad dead %zu: the line consumed",
+		    i);
+		ok(strstr(req.err, bad[i].errpart) != NULL,
+		    "bad dead %zu: message '%s'", i, req.err);
+	}
+
+	/* Split anywhere, a DEAD line waits for its newline. */
+	for (i = 0; i < strlen("DEAD RETRY 12\n"); i++) {
+		c = 9;
+		if (parse_n("DEAD RETRY 12\n", i, NOLIMIT, &req, &c) !=
+		    PROTO_INCOMPLETE || c != 0)
+			break;
+	}
+	is_int(i, strlen("DEAD RETRY 12\n"), "dead: every prefix is "
+	    "incomplete");
+
+	/* Fields from an earlier request never leak into the next one. */
+	parse_s("DEAD PURGE 5\n", &req, &c);
+	is_int(parse_s("DEAD LIST\n", &req, &c), PROTO_DONE, "list after purge");
+	ok(req.dead_id == 0 && req.dead_max == 0, "dead fields are reset");
+	parse_s("DEAD LIST 9\n", &req, &c);
+	is_int(parse_s("PING\n", &req, &c), PROTO_DONE, "ping after list");
+	ok(req.dead_op == 0 && req.dead_max == 0, "dead fields are reset "
+	    "for other verbs");
+}
+
+static void
+test_dead_line(void)
+{
+	static struct proto_pub	pub;
+	struct buf		out;
+	char			err[256];
+	const char		*props = "exchange: orders\nrouting-key: "
+				    "order.created\nmessage-id: abc-1\n";
+
+	buf_init(&out);
+	ok(proto_parse_props(props, strlen(props), &pub, err,
+	    sizeof(err)) == 0, "props parse");
+	proto_dead_line(&out, 17, 1700000000123LL, 3, 1234, &pub,
+	    "NO_ROUTE: unroutable (312)");
+	is_str(out.data, "17\t1700000000123\t3\t1234\torders\t"
+	    "order.created\tabc-1\tNO_ROUTE: unroutable (312)\n",
+	    "a full line");
+
+	/* Lines accumulate: the daemon builds the whole body in one buffer. */
+	proto_pub_init(&pub);
+	proto_dead_line(&out, 18, 5, 0, 0, &pub, "");
+	is_str(out.data, "17\t1700000000123\t3\t1234\torders\t"
+	    "order.created\tabc-1\tNO_ROUTE: unroutable (312)\n"
+	    "18\t5\t0\t0\t-\t-\t-\t-\n",
+	    "empty fields are \"-\", and lines append");
+
+	buf_reset(&out);
+	proto_dead_line(&out, 19, 6, 1, 7, NULL, NULL);
+	is_str(out.data, "19\t6\t1\t7\t-\t-\t-\t-\n",
+	    "no props and no reason");
+
+	/* Header values may hold tabs; a reason may hold anything. */
+	props = "exchange:\nrouting-key: a\tb\nmessage-id: m\tn\n";
+	ok(proto_parse_props(props, strlen(props), &pub, err,
+	    sizeof(err)) == 0, "props with tabs parse");
+	buf_reset(&out);
+	proto_dead_line(&out, 20, 7, 1000, UINT64_MAX, &pub,
+	    "line one\r\nline\ttwo\n");
+	is_str(out.data, "20\t7\t1000\t18446744073709551615\t-\ta b\t"
+	    "m n\tline one  line two \n",
+	    "tabs, CR and LF become spaces; an empty exchange is \"-\"");
+	{
+		size_t	i, tabs = 0, nls = 0;
+
+		for (i = 0; i < out.len; i++) {
+			tabs += out.data[i] == '\t';
+			nls += out.data[i] == '\n';
+		}
+		ok(tabs == 7 && nls == 1, "always 8 fields on one line");
+	}
+	buf_reset(&out);
+	proto_dead_line(&out, INT64_MAX, -1, 0, 0, NULL, "r");
+	is_str(out.data, "9223372036854775807\t-1\t0\t0\t-\t-\t-\tr\n",
+	    "extreme numbers");
+	buf_free(&out);
+}
+
 int
 main(void)
 {
@@ -1380,6 +1537,8 @@ main(void)
 	test_round_trip();
 	test_encode_refusals();
 	test_parse_props();
+	test_dead();
+	test_dead_line();
 	free(cur);
 	return done_testing();
 }
