@@ -52,6 +52,9 @@
 #define CONFIG_MAX_CLIENTS_MAX		100000
 #define CONFIG_MAX_MESSAGE_MAX		(128ULL * 1024 * 1024)
 #define CONFIG_WINDOW_MAX		65535
+#define CONFIG_CONFIRM_TIMEOUT_MIN_MS	1000ULL
+#define CONFIG_CONFIRM_TIMEOUT_MAX_MS	(3600ULL * 1000)
+#define CONFIG_MAX_ATTEMPTS_MAX		1000
 
 struct config_parse {
 	struct config	*cf;
@@ -437,6 +440,46 @@ config_set_mandatory(struct config_parse *p, const char *v)
 }
 
 static void
+config_set_confirm_timeout(struct config_parse *p, const char *v)
+{
+	config_duration(p, v, CONFIG_CONFIRM_TIMEOUT_MIN_MS,
+	    CONFIG_CONFIRM_TIMEOUT_MAX_MS, &p->cf->confirm_timeout_ms);
+}
+
+static void
+config_policy(struct config_parse *p, const char *v, int *out)
+{
+	if (strcasecmp(v, "park") == 0)
+		*out = POLICY_PARK;
+	else if (strcasecmp(v, "retry") == 0)
+		*out = POLICY_RETRY;
+	else
+		config_keyerr(p, "invalid value '%s' (expected park or retry)",
+		    v);
+}
+
+static void
+config_set_on_unroutable(struct config_parse *p, const char *v)
+{
+	config_policy(p, v, &p->cf->on_unroutable);
+}
+
+static void
+config_set_on_rejected(struct config_parse *p, const char *v)
+{
+	config_policy(p, v, &p->cf->on_rejected);
+}
+
+static void
+config_set_max_attempts(struct config_parse *p, const char *v)
+{
+	uint64_t	n;
+
+	if (config_number(p, v, 1, CONFIG_MAX_ATTEMPTS_MAX, &n) == 0)
+		p->cf->max_attempts = (unsigned)n;
+}
+
+static void
 config_set_log_level(struct config_parse *p, const char *v)
 {
 	if (log_level_parse(v, &p->cf->log_level) == -1)
@@ -461,6 +504,10 @@ static const struct config_key config_keys[] = {
 	{ "publish",	"window",		config_set_window },
 	{ "publish",	"persistent",		config_set_persistent },
 	{ "publish",	"mandatory",		config_set_mandatory },
+	{ "publish",	"confirm_timeout",	config_set_confirm_timeout },
+	{ "publish",	"on_unroutable",	config_set_on_unroutable },
+	{ "publish",	"on_rejected",		config_set_on_rejected },
+	{ "publish",	"max_attempts",		config_set_max_attempts },
 	{ "log",	"level",		config_set_log_level },
 };
 
@@ -798,6 +845,10 @@ config_defaults(struct config *cf)
 	cf->window = CONFIG_DEFAULT_WINDOW;
 	cf->persistent = 1;
 	cf->mandatory = 0;
+	cf->confirm_timeout_ms = CONFIG_DEFAULT_CONFIRM_TIMEOUT;
+	cf->on_unroutable = POLICY_PARK;
+	cf->on_rejected = POLICY_PARK;
+	cf->max_attempts = CONFIG_DEFAULT_MAX_ATTEMPTS;
 	cf->log_level = LOG_INFO;
 }
 

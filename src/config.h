@@ -22,6 +22,14 @@
 #define CONFIG_DEFAULT_MAX_MESSAGE	(1024 * 1024)	/* bytes */
 #define CONFIG_DEFAULT_MAX_BYTES	(1024ULL * 1024 * 1024)	/* bytes */
 #define CONFIG_DEFAULT_WINDOW		256
+#define CONFIG_DEFAULT_CONFIRM_TIMEOUT	30000		/* ms */
+#define CONFIG_DEFAULT_MAX_ATTEMPTS	3
+
+/* What to do with a message the broker refuses for good. */
+enum config_policy {
+	POLICY_PARK = 0,	/* after max_attempts, into the dead-letter table */
+	POLICY_RETRY,		/* retry with backoff for ever, holding the queue */
+};
 
 struct config {
 	/* [broker] */
@@ -46,6 +54,10 @@ struct config {
 	unsigned	 window;
 	int		 persistent;
 	int		 mandatory;
+	uint64_t	 confirm_timeout_ms;	/* oldest unconfirmed may wait */
+	int		 on_unroutable;		/* enum config_policy: returns */
+	int		 on_rejected;		/* channel closed: 403, 404, 406 */
+	unsigned	 max_attempts;		/* attempts before parking */
 	/* [log] */
 	int		 log_level;		/* syslog LOG_* */
 };

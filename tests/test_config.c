@@ -186,6 +186,10 @@ test_defaults(void)
 	is_int(cf.window, 256, "defaults: window");
 	is_int(cf.persistent, 1, "defaults: persistent");
 	is_int(cf.mandatory, 0, "defaults: not mandatory");
+	is_int(cf.confirm_timeout_ms, 30000, "defaults: confirm_timeout 30 s");
+	is_int(cf.on_unroutable, POLICY_PARK, "defaults: on_unroutable park");
+	is_int(cf.on_rejected, POLICY_PARK, "defaults: on_rejected park");
+	is_int(cf.max_attempts, 3, "defaults: max_attempts 3");
 	is_int(cf.log_level, LOG_INFO, "defaults: log level info");
 	config_free(&cf);
 	ok(cf.socket_path == NULL && cf.outbox_path == NULL && cf.nuris == 0,
@@ -255,6 +259,10 @@ test_every_key(void)
 	    "window = 1\n"
 	    "persistent = no\n"
 	    "mandatory = YES\n"
+	    "confirm_timeout = 90\n"
+	    "on_unroutable = retry\n"
+	    "on_rejected = Retry\n"
+	    "max_attempts = 7\n"
 	    "[log]\n"
 	    "level = debug\n");
 	is_int(r.rc, 0, "every key: no errors");
@@ -278,6 +286,11 @@ test_every_key(void)
 	is_int(r.cf.window, 1, "window 1");
 	is_int(r.cf.persistent, 0, "persistent no");
 	is_int(r.cf.mandatory, 1, "mandatory YES");
+	is_int(r.cf.confirm_timeout_ms, 90000,
+	    "confirm_timeout: bare number is seconds");
+	is_int(r.cf.on_unroutable, POLICY_RETRY, "on_unroutable retry");
+	is_int(r.cf.on_rejected, POLICY_RETRY, "on_rejected Retry");
+	is_int(r.cf.max_attempts, 7, "max_attempts 7");
 	is_int(r.cf.log_level, LOG_DEBUG, "log level debug");
 	ok(r.cf.password == NULL, "no password_file, no password");
 	result_free(&r);
@@ -311,6 +324,10 @@ test_limits_accepted(void)
 	    "window = 65535\n"
 	    "persistent = on\n"
 	    "mandatory = false\n"
+	    "confirm_timeout = 1s\n"
+	    "on_unroutable = PARK\n"
+	    "on_rejected = park\n"
+	    "max_attempts = 1000\n"
 	    "[log]\n"
 	    "level = error\n", path);
 	load(&r, text);
@@ -329,7 +346,17 @@ test_limits_accepted(void)
 	is_int(r.cf.window, 65535, "window 65535");
 	is_int(r.cf.persistent, 1, "persistent on");
 	is_int(r.cf.mandatory, 0, "mandatory false");
+	is_int(r.cf.confirm_timeout_ms, 1000, "confirm_timeout 1s");
+	is_int(r.cf.on_unroutable, POLICY_PARK, "on_unroutable PARK");
+	is_int(r.cf.on_rejected, POLICY_PARK, "on_rejected park");
+	is_int(r.cf.max_attempts, 1000, "max_attempts 1000");
 	is_int(r.cf.log_level, LOG_ERR, "level error");
+	result_free(&r);
+
+	load(&r, "[publish]\nconfirm_timeout = 1h\nmax_attempts = 1\n");
+	is_int(r.rc, 0, "confirm_timeout 1h, max_attempts 1: no errors");
+	is_int(r.cf.confirm_timeout_ms, 3600000, "confirm_timeout 1h");
+	is_int(r.cf.max_attempts, 1, "max_attempts 1");
 	result_free(&r);
 
 	load(&r, "[broker]\nheartbeat = 1h\nconnect_timeout = 100ms\n"
@@ -386,7 +413,17 @@ test_bad_values(void)
 	    "mandatory = 2\n"				/* 31 */
 	    "[log]\n"					/* 32 */
 	    "level = verbose\n"				/* 33 */
-	    "level =\n",				/* 34 */
+	    "level =\n"					/* 34 */
+	    "[publish]\n"				/* 35 */
+	    "confirm_timeout = 0\n"			/* 36 */
+	    "confirm_timeout = 999ms\n"			/* 37 */
+	    "confirm_timeout = 61m\n"			/* 38 */
+	    "confirm_timeout = never\n"			/* 39 */
+	    "on_unroutable = drop\n"			/* 40 */
+	    "on_rejected =\n"				/* 41 */
+	    "max_attempts = 0\n"			/* 42 */
+	    "max_attempts = 1001\n"			/* 43 */
+	    "max_attempts = few\n",			/* 44 */
 	    longpath);
 	load(&r, text);
 
@@ -444,6 +481,24 @@ test_bad_values(void)
 	    "warning, notice, info or debug)");
 	BAD(34, "[log] level: invalid log level '' (expected error, warning, "
 	    "notice, info or debug)");
+	BAD(36, "[publish] confirm_timeout: 0 is out of range (expected 1s to "
+	    "1h)");
+	BAD(37, "[publish] confirm_timeout: 999ms is out of range (expected 1s "
+	    "to 1h)");
+	BAD(38, "[publish] confirm_timeout: 61m is out of range (expected 1s "
+	    "to 1h)");
+	BAD(39, "[publish] confirm_timeout: invalid duration 'never' (expected "
+	    "a whole number with unit ms, s, m or h; no unit means seconds)");
+	BAD(40, "[publish] on_unroutable: invalid value 'drop' (expected park "
+	    "or retry)");
+	BAD(41, "[publish] on_rejected: invalid value '' (expected park or "
+	    "retry)");
+	BAD(42, "[publish] max_attempts: 0 is out of range (expected 1 to "
+	    "1000)");
+	BAD(43, "[publish] max_attempts: 1001 is out of range (expected 1 to "
+	    "1000)");
+	BAD(44, "[publish] max_attempts: invalid number 'few' (expected 1 to "
+	    "1000)");
 #undef BAD
 	is_int(r.rc, n, "bad values: every error counted (%d)", n);
 	is_int(count_lines(r.errs), n, "bad values: one line per error");
@@ -468,7 +523,12 @@ test_bad_values(void)
 	ok(r.cf.max_bytes == d.max_bytes && r.cf.sync_full == d.sync_full,
 	    "bad outbox values not applied");
 	ok(r.cf.window == d.window && r.cf.persistent == d.persistent &&
-	    r.cf.mandatory == d.mandatory, "bad publish values not applied");
+	    r.cf.mandatory == d.mandatory &&
+	    r.cf.confirm_timeout_ms == d.confirm_timeout_ms &&
+	    r.cf.on_unroutable == d.on_unroutable &&
+	    r.cf.on_rejected == d.on_rejected &&
+	    r.cf.max_attempts == d.max_attempts,
+	    "bad publish values not applied");
 	is_int(r.cf.log_level, d.log_level, "bad level not applied");
 	config_free(&d);
 	result_free(&r);
@@ -833,7 +893,9 @@ test_example(void)
 		"broker/reconnect_max", "socket/path", "socket/mode",
 		"socket/max_clients", "socket/max_message_size", "outbox/path",
 		"outbox/max_bytes", "outbox/sync", "publish/window",
-		"publish/persistent", "publish/mandatory", "log/level",
+		"publish/persistent", "publish/mandatory",
+		"publish/confirm_timeout", "publish/on_unroutable",
+		"publish/on_rejected", "publish/max_attempts", "log/level",
 	};
 	struct result	 r;
 	struct config	 d;
@@ -942,6 +1004,13 @@ test_example(void)
 	is_int(r.cf.window, d.window, "example: window default");
 	is_int(r.cf.persistent, d.persistent, "example: persistent default");
 	is_int(r.cf.mandatory, d.mandatory, "example: mandatory default");
+	is_int(r.cf.confirm_timeout_ms, d.confirm_timeout_ms,
+	    "example: confirm_timeout default");
+	is_int(r.cf.on_unroutable, d.on_unroutable,
+	    "example: on_unroutable default");
+	is_int(r.cf.on_rejected, d.on_rejected, "example: on_rejected default");
+	is_int(r.cf.max_attempts, d.max_attempts,
+	    "example: max_attempts default");
 	is_int(r.cf.log_level, d.log_level, "example: level default");
 	config_free(&d);
 	result_free(&r);
