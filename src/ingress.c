@@ -26,6 +26,12 @@
 
 #define INGRESS_DELETE_DELAY_MS	100	/* batch deletes of confirmed rows */
 
+struct ingress_park {
+	int64_t		 id;
+	unsigned	 attempts;
+	char		*reason;
+};
+
 static const char *ingress_state_names[] = {
 	"disconnected", "connecting", "connected", "blocked", "stopped",
 };
@@ -48,8 +54,10 @@ struct ingress {
 	int64_t			 deleted_upto;
 	int			 delete_due;
 	int			 full_logged;
+	struct ingress_park	*parks;		/* waiting for no open commit */
+	size_t			 nparks, capparks;
 	time_t			 started;
-	uint64_t		 rows_at_start;
+	uint64_t		 deleted;	/* rows deleted as confirmed */
 };
 
 static void ingress_commit_cb(evutil_socket_t, short, void *);
@@ -67,7 +75,7 @@ ingress_new(struct event_base *base, struct outbox *ob, const struct config *cf,
 	ing->cf = cf;
 	ing->st = st;
 	ing->started = time(NULL);
-	ing->rows_at_start = outbox_rows(ob);
+
 	ing->ev_commit = event_new(base, -1, 0, ingress_commit_cb, ing);
 	ing->ev_delete = evtimer_new(base, ingress_delete_cb, ing);
 	if (ing->ev_commit == NULL || ing->ev_delete == NULL)
@@ -95,6 +103,9 @@ ingress_free(struct ingress *ing)
 	event_free(ing->ev_commit);
 	event_free(ing->ev_delete);
 	free(ing->waiting);
+	while (ing->nparks > 0)
+		free(ing->parks[--ing->nparks].reason);
+	free(ing->parks);
 	free(ing);
 }
 
@@ -200,6 +211,57 @@ ingress_wait(struct ingress *ing, struct session *s)
 }
 
 void
+ingress_wait_first(struct ingress *ing, struct session *s)
+{
+	ingress_wait(ing, s);
+	memmove(ing->waiting + 1, ing->waiting,
+	    (ing->nwaiting - 1) * sizeof(*ing->waiting));
+	ing->waiting[0] = s;
+}
+
+/* Park what the publisher gave up on; a failure keeps it queued. */
+static void
+ingress_run_parks(struct ingress *ing)
+{
+	size_t	i, done = 0;
+
+	for (i = 0; i < ing->nparks; i++) {
+		struct ingress_park *pk = &ing->parks[i];
+
+		if (outbox_park(ing->ob, pk->id, pk->attempts, pk->reason,
+		    ingress_now_ms()) != OUTBOX_OK) {
+			log_warnx("outbox: cannot park id %" PRId64 " (%s); "
+			    "will try again", pk->id, outbox_errmsg(ing->ob));
+			break;
+		}
+		free(pk->reason);
+		done++;
+	}
+	memmove(ing->parks, ing->parks + done,
+	    (ing->nparks - done) * sizeof(*ing->parks));
+	ing->nparks -= done;
+}
+
+void
+ingress_park(struct ingress *ing, int64_t id, unsigned attempts,
+    const char *reason)
+{
+	struct ingress_park	*pk;
+
+	if (ing->nparks == ing->capparks) {
+		ing->capparks = ing->capparks ? ing->capparks * 2 : 8;
+		ing->parks = xrealloc(ing->parks,
+		    ing->capparks * sizeof(*ing->parks));
+	}
+	pk = &ing->parks[ing->nparks++];
+	pk->id = id;
+	pk->attempts = attempts;
+	pk->reason = xstrdup(reason);
+	if (!ing->in_tx)
+		ingress_run_parks(ing);
+}
+
+void
 ingress_forget(struct ingress *ing, struct session *s)
 {
 	size_t	i;
@@ -212,19 +274,33 @@ ingress_forget(struct ingress *ing, struct session *s)
 static void
 ingress_delete(struct ingress *ing)
 {
+	uint64_t before;
+	int64_t	upto;
 	int	status;
 
 	ing->delete_due = 0;
-	if (ing->delete_upto <= ing->deleted_upto)
+	if (ing->nparks > 0)
+		ingress_run_parks(ing);
+	upto = ing->delete_upto;
+	/* A row waiting to be parked must not be deleted as confirmed. */
+	if (ing->nparks > 0 && ing->parks[0].id <= upto) {
+		struct timeval tv = { 0, INGRESS_DELETE_DELAY_MS * 1000 };
+
+		upto = ing->parks[0].id - 1;
+		evtimer_add(ing->ev_delete, &tv);	/* try again */
+	}
+	if (upto <= ing->deleted_upto)
 		return;
-	status = outbox_delete_upto(ing->ob, ing->delete_upto);
+	before = outbox_rows(ing->ob);
+	status = outbox_delete_upto(ing->ob, upto);
 	if (status != OUTBOX_OK) {
 		/* Harmless: the rows are deleted with the next batch. */
 		log_warnx("outbox: cannot delete confirmed rows: %s",
 		    outbox_errmsg(ing->ob));
 		return;
 	}
-	ing->deleted_upto = ing->delete_upto;
+	ing->deleted_upto = upto;
+	ing->deleted += before - outbox_rows(ing->ob);
 	if (ing->full_logged && (ing->cf->max_bytes == 0 ||
 	    outbox_bytes(ing->ob) < ing->cf->max_bytes)) {
 		log_notice("outbox has room again");
@@ -255,6 +331,9 @@ ingress_commit(struct ingress *ing)
 		ingress_store_error(ing, status, &code, err, sizeof(err));
 	}
 
+	if (ing->nparks > 0)
+		ingress_run_parks(ing);
+
 	/* Sessions resumed below may open the next transaction. */
 	list = ing->waiting;
 	n = ing->nwaiting;
@@ -274,6 +353,8 @@ ingress_commit(struct ingress *ing)
 
 	if (ok && ing->pub != NULL)
 		publisher_wake(ing->pub);
+	if (ing->nparks > 0 && !ing->in_tx)
+		ingress_run_parks(ing);
 	if (ing->delete_due && !ing->in_tx)
 		ingress_delete(ing);
 }
@@ -332,7 +413,7 @@ ingress_stats(struct ingress *ing, struct evbuffer *out)
 	struct relay_stats	*st = ing->st;
 	char			 broker[256], last_error[256];
 	int64_t			 oldest, age = 0;
-	uint64_t		 accepted, confirmed, backlog;
+	uint64_t		 confirmed, pending, backlog;
 	int			 state;
 
 	pthread_mutex_lock(&st->lock);
@@ -356,11 +437,14 @@ ingress_stats(struct ingress *ing, struct evbuffer *out)
 	evbuffer_add_printf(out, "last_error %s\n", last_error);
 	evbuffer_add_printf(out, "outbox_messages %" PRIu64 "\n",
 	    outbox_rows(ing->ob));
-	/* Each row is confirmed once: what the broker has yet to confirm. */
-	accepted = atomic_load(&st->accepted);
+	/*
+	 * Rows still stored, less those confirmed and waiting for their
+	 * batched delete (every row deleted was confirmed in this run).
+	 */
 	confirmed = atomic_load(&st->confirmed);
-	backlog = ing->rows_at_start + accepted;
-	backlog = backlog > confirmed ? backlog - confirmed : 0;
+	pending = confirmed > ing->deleted ? confirmed - ing->deleted : 0;
+	backlog = outbox_rows(ing->ob);
+	backlog = backlog > pending ? backlog - pending : 0;
 	evbuffer_add_printf(out, "backlog %" PRIu64 "\n", backlog);
 	evbuffer_add_printf(out, "outbox_bytes %" PRIu64 "\n",
 	    outbox_bytes(ing->ob));
@@ -379,9 +463,98 @@ ingress_stats(struct ingress *ing, struct evbuffer *out)
 	    (uint64_t)atomic_load(&st->nacked));
 	evbuffer_add_printf(out, "returned %" PRIu64 "\n",
 	    (uint64_t)atomic_load(&st->returned));
+	evbuffer_add_printf(out, "parked %" PRIu64 "\n",
+	    (uint64_t)atomic_load(&st->parked));
+	evbuffer_add_printf(out, "dead_messages %" PRIu64 "\n",
+	    outbox_dead_rows(ing->ob));
+	evbuffer_add_printf(out, "dead_bytes %" PRIu64 "\n",
+	    outbox_dead_bytes(ing->ob));
 	evbuffer_add_printf(out, "reconnects %" PRIu64 "\n",
 	    (uint64_t)atomic_load(&st->reconnects));
 	evbuffer_add_printf(out, "clients %u\n", session_count());
 	evbuffer_add_printf(out, "uptime_s %lld\n",
 	    (long long)(time(NULL) - ing->started));
+}
+
+struct ingress_list {
+	struct buf	 b;
+	unsigned	 n;
+};
+
+static int
+ingress_dead_line_cb(void *arg, const struct outbox_dead *d)
+{
+	struct ingress_list	*l = arg;
+	struct proto_pub	 m;
+	char			 err[128];
+
+	if (proto_parse_props(d->props, d->plen, &m, err, sizeof(err)) == -1)
+		proto_pub_init(&m);
+	proto_dead_line(&l->b, d->id, d->parked_ms, d->attempts,
+	    outbox_row_size(d->plen, d->blen), &m, d->reason);
+	l->n++;
+	return 0;
+}
+
+int
+ingress_dead(struct ingress *ing, const struct proto_req *req,
+    struct evbuffer *out)
+{
+	struct ingress_list	 l;
+	uint64_t		 n = 0;
+	int			 status, max;
+	const char		*what;
+
+	if (ing->in_tx)
+		return 1;
+	switch (req->dead_op) {
+	case PROTO_DEAD_LIST:
+		buf_init(&l.b);
+		l.n = 0;
+		max = req->dead_max ? (int)req->dead_max :
+		    PROTO_DEAD_LIST_DEFAULT;
+		if (outbox_dead_foreach(ing->ob, 0, max, ingress_dead_line_cb,
+		    &l) == -1) {
+			evbuffer_add_printf(out, "ERR %s cannot read the "
+			    "dead letters: %s\n", PROTO_E_STORE,
+			    outbox_errmsg(ing->ob));
+			buf_free(&l.b);
+			return 0;
+		}
+		evbuffer_add_printf(out, "DEAD %zu\n", l.b.len);
+		evbuffer_add(out, l.b.data ? l.b.data : "", l.b.len);
+		buf_free(&l.b);
+		return 0;
+	case PROTO_DEAD_RETRY:
+		status = outbox_dead_retry(ing->ob, req->dead_id,
+		    ingress_now_ms(), &n);
+		what = "replayed";
+		break;
+	case PROTO_DEAD_PURGE:
+	default:
+		status = outbox_dead_purge(ing->ob, req->dead_id, &n);
+		what = "purged";
+		break;
+	}
+	if (status != OUTBOX_OK) {
+		const char	*code;
+		char		 err[256];
+
+		ingress_store_error(ing, status, &code, err, sizeof(err));
+		evbuffer_add_printf(out, "ERR %s %s\n", code, err);
+		return 0;
+	}
+	if (req->dead_id != 0 && n == 0) {
+		evbuffer_add_printf(out, "ERR %s no dead letter with id %" PRId64
+		    "\n", PROTO_E_NOTFOUND, req->dead_id);
+		return 0;
+	}
+	if (n > 0) {
+		log_notice("%" PRIu64 " dead letter%s %s%s", n,
+		    n == 1 ? "" : "s", what, req->dead_id ? "" : " (all)");
+		if (req->dead_op == PROTO_DEAD_RETRY && ing->pub != NULL)
+			publisher_wake(ing->pub);
+	}
+	evbuffer_add_printf(out, "OK %" PRIu64 "\n", n);
+	return 0;
 }

@@ -16,6 +16,7 @@ struct evbuffer;
 struct event_base;
 struct outbox;
 struct proto_pub;
+struct proto_req;
 struct publisher;
 struct relay_stats;
 struct session;
@@ -41,6 +42,21 @@ void	ingress_wait(struct ingress *ing, struct session *s);
 void	ingress_forget(struct ingress *ing, struct session *s);
 /* Commit the open transaction now (shutdown). */
 void	ingress_flush(struct ingress *ing);
+/*
+ * The publisher gave up on id: park it in the dead-letter table, before any
+ * delete passes it (queued while a group commit is open).
+ */
+void	ingress_park(struct ingress *ing, int64_t id, unsigned attempts,
+	    const char *reason);
+/*
+ * DEAD LIST/RETRY/PURGE.  Appends the whole reply to out and returns 0, or
+ * returns 1 without doing anything while a group commit is open: the caller
+ * waits for it with ingress_wait_first() and asks again.
+ */
+int	ingress_dead(struct ingress *ing, const struct proto_req *req,
+	    struct evbuffer *out);
+/* Like ingress_wait(), ahead of the sessions already waiting. */
+void	ingress_wait_first(struct ingress *ing, struct session *s);
 /* Rows up to upto are confirmed: delete them soon, in batches. */
 void	ingress_confirmed(struct ingress *ing, int64_t upto);
 /* Delete confirmed rows now (shutdown). */

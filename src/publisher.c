@@ -10,7 +10,20 @@
  * the unconfirmed messages are tags [first_tag, next_tag) and slot tag % cap of
  * a ring holds each one's outbox id.  Confirms may name single tags out of
  * order; the confirmed prefix advances only over acked slots, so "confirmed up
- * to id X" is always a prefix of the outbox.
+ * to id X" is always a prefix of the outbox (parked dead letters aside).
+ *
+ * Failures of one message, without losing the link:
+ * - nack: the window "breaks" at the nacked slot.  Nothing more is published;
+ *   once every outstanding tag is resolved, publishing goes back to the
+ *   nacked message after a backoff (go-back-N, tags go on increasing).
+ * - basic.return (unroutable): the slot is marked; when the prefix reaches it
+ *   the message is parked (policy park, after max_attempts) or the window
+ *   breaks there as for a nack (policy retry).
+ * - channel.close (404, 403, 406): which message caused it is unknown with
+ *   a window, so the channel is reopened and the unconfirmed messages are
+ *   republished one at a time ("probe", window 1) up to the last one sent;
+ *   a message that closes the channel in probe mode is the culprit and is
+ *   parked or retried by policy.
  */
 #include <sys/socket.h>
 #include <netinet/in.h>
@@ -46,11 +59,28 @@
 #define PUB_MAX_INFLIGHT_BYTES	(4 * 1024 * 1024) /* well below SO_SNDBUF */
 #define PUB_STOP_GRACE_MS	1000		/* wait for confirms at stop */
 #define PUB_HEALTHY_MS		5000		/* link up this long: reset backoff */
+#define PUB_REASON_MAX		256
+
+enum slot_state {
+	SLOT_PENDING = 0,
+	SLOT_ACKED,
+	SLOT_NACKED,
+};
 
 struct pub_slot {
-	int64_t		id;
-	uint32_t	size;
-	uint8_t		acked;
+	int64_t		 id;
+	int64_t		 sent_ms;	/* for the confirm timeout */
+	uint64_t	 midhash;	/* message-id, to match basic.return */
+	char		*reason;	/* set when returned */
+	uint32_t	 size;
+	uint8_t		 state;
+	uint8_t		 returned;
+};
+
+struct pub_park {
+	int64_t		 id;
+	unsigned	 attempts;
+	char		 reason[256];
 };
 
 enum ret_state {
@@ -65,6 +95,7 @@ struct publisher {
 	char			 instance[OUTBOX_INSTANCE_LEN + 1];
 	struct relay_stats	*st;
 	publisher_confirmed_fn	 confirmed_cb;
+	publisher_park_fn	 park_cb;
 	void			*cb_arg;
 	pthread_t		 thread;
 	struct event_base	*base;
@@ -75,12 +106,16 @@ struct publisher {
 	atomic_int		 stopping;
 	atomic_int		 sockfd;	/* to shutdown() a stuck call */
 	atomic_int_fast64_t	 confirmed_shared;
+	pthread_mutex_t		 park_lock;	/* parks, for the main thread */
+	struct pub_park		*parks;
+	size_t			 nparks, capparks;
 
 	/* Publisher thread only. */
 	struct event		*ev_read;
 	struct event		*ev_tick;
 	struct event		*ev_retry;
 	struct event		*ev_grace;
+	struct event		*ev_resume;	/* end of a go-back pause */
 	enum link_state		 state;
 	struct outbox_reader	*reader;
 	amqp_connection_state_t	 conn;
@@ -91,8 +126,17 @@ struct publisher {
 	uint64_t		 next_tag;
 	uint64_t		 first_tag;
 	uint64_t		 inflight_bytes;
+	uint64_t		 unresolved;	/* tags neither acked nor nacked */
 	int64_t			 confirmed_id;
 	int64_t			 sent_id;
+	int			 broken;	/* go back once all are resolved */
+	int			 paused;	/* waiting for ev_resume */
+	int64_t			 probe_until;	/* window 1 up to this id */
+	int64_t			 fail_id;	/* attempts of the failing id */
+	unsigned		 fail_attempts;
+	struct backoff		 retry_backoff;
+	int			 chan_closed;	/* channel.close seen */
+	char			 chan_reason[PUB_REASON_MAX];
 	struct timespec		 connected_at;
 	int			 healthy;
 	unsigned		 failures;	/* attempts since last success */
@@ -128,6 +172,27 @@ pub_tv(uint64_t ms)
 	tv.tv_sec = (time_t)(ms / 1000);
 	tv.tv_usec = (suseconds_t)(ms % 1000) * 1000;
 	return tv;
+}
+
+static int64_t
+pub_now_ms(void)
+{
+	struct timespec	ts;
+
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+/* FNV-1a: enough to tell the in-flight message-ids apart. */
+static uint64_t
+pub_hash(const void *p, size_t n)
+{
+	const unsigned char	*c = p;
+	uint64_t		 h = 0xcbf29ce484222325ULL;
+
+	while (n-- > 0)
+		h = (h ^ *c++) * 0x100000001b3ULL;
+	return h;
 }
 
 static void
@@ -199,6 +264,31 @@ pub_reply_text(amqp_rpc_reply_t r, char *buf, size_t n)
 	return buf;
 }
 
+/*
+ * Forget every outstanding tag and resume from the oldest unconfirmed row.
+ * A new channel numbers tags from 1 again; on the same channel they go on.
+ */
+static void
+pub_window_reset(struct publisher *p, int new_channel)
+{
+	uint64_t	t;
+
+	for (t = p->first_tag; t < p->next_tag; t++) {
+		struct pub_slot *sl = &p->ring[t % p->cap];
+
+		free(sl->reason);
+		sl->reason = NULL;
+	}
+	if (new_channel)
+		p->next_tag = 1;
+	p->first_tag = p->next_tag;
+	p->unresolved = 0;
+	p->inflight_bytes = 0;
+	p->broken = 0;
+	p->sent_id = p->confirmed_id;
+	atomic_store(&p->st->in_flight, 0);
+}
+
 static void
 pub_teardown(struct publisher *p)
 {
@@ -211,11 +301,11 @@ pub_teardown(struct publisher *p)
 		amqp_destroy_connection(p->conn);
 		p->conn = NULL;
 	}
-	p->next_tag = p->first_tag = 1;
-	p->inflight_bytes = 0;
-	p->sent_id = p->confirmed_id;	/* resume from the oldest unconfirmed */
+	pub_window_reset(p, 1);
 	p->ret_state = RET_NONE;
-	atomic_store(&p->st->in_flight, 0);
+	p->chan_closed = 0;
+	p->paused = 0;
+	evtimer_del(p->ev_resume);
 }
 
 /*
@@ -429,12 +519,127 @@ pub_mark_healthy(struct publisher *p)
 	}
 }
 
-/* basic.ack: tag, or every tag up to it with multiple. */
-static int
-pub_ack(struct publisher *p, uint64_t tag, int multiple)
+/* Count an attempt of id; a new failing id starts again from 1. */
+static unsigned
+pub_attempt(struct publisher *p, int64_t id)
 {
-	uint64_t	t, n = 0;
-	int64_t		before = p->confirmed_id;
+	if (p->fail_id != id) {
+		p->fail_id = id;
+		p->fail_attempts = 0;
+	}
+	return ++p->fail_attempts;
+}
+
+/*
+ * Give up on id for good: the main thread moves it to the dead-letter table
+ * before it deletes anything past it (parks are handed over first).
+ */
+static void
+pub_park(struct publisher *p, int64_t id, unsigned attempts,
+    const char *reason)
+{
+	struct pub_park	*pk;
+
+	log_warnx("outbox id %" PRId64 " parked as a dead letter after %u "
+	    "attempt%s: %s", id, attempts, attempts == 1 ? "" : "s", reason);
+	pthread_mutex_lock(&p->park_lock);
+	if (p->nparks == p->capparks) {
+		p->capparks = p->capparks ? p->capparks * 2 : 8;
+		p->parks = xrealloc(p->parks, p->capparks * sizeof(*p->parks));
+	}
+	pk = &p->parks[p->nparks++];
+	pk->id = id;
+	pk->attempts = attempts;
+	snprintf(pk->reason, sizeof(pk->reason), "%s", reason);
+	pthread_mutex_unlock(&p->park_lock);
+	atomic_fetch_add(&p->st->parked, 1);
+}
+
+static void
+pub_resume_cb(evutil_socket_t fd, short what, void *arg)
+{
+	struct publisher	*p = arg;
+
+	(void)fd;
+	(void)what;
+	p->paused = 0;
+	pub_fill(p);
+}
+
+/* Publish nothing for a backoff delay, then go on from sent_id. */
+static void
+pub_pause(struct publisher *p)
+{
+	struct timeval	tv = pub_tv(backoff_next(&p->retry_backoff));
+
+	p->paused = 1;
+	evtimer_add(p->ev_resume, &tv);
+}
+
+/*
+ * Advance the confirmed prefix over resolved slots.  A nacked slot, or a
+ * returned one that is to be retried, breaks the window there; once every
+ * tag is resolved, publishing goes back to it after a backoff.
+ */
+static void
+pub_advance(struct publisher *p)
+{
+	int64_t		 before = p->confirmed_id;
+	uint64_t	 n = 0;		/* wraps back at a park */
+	unsigned	 attempts;
+
+	while (!p->broken && p->first_tag < p->next_tag) {
+		struct pub_slot *sl = &p->ring[p->first_tag % p->cap];
+
+		if (sl->state == SLOT_PENDING)
+			break;
+		if (sl->state == SLOT_NACKED) {
+			p->broken = 1;
+			break;
+		}
+		if (sl->returned) {
+			attempts = pub_attempt(p, sl->id);
+			if (p->cf->on_unroutable == POLICY_PARK &&
+			    attempts >= p->cf->max_attempts) {
+				pub_park(p, sl->id, attempts, sl->reason ?
+				    sl->reason : "returned by the broker");
+				n--;	/* parked, not confirmed */
+			} else {
+				log_info("outbox id %" PRId64 " returned "
+				    "(attempt %u): %s; retrying", sl->id,
+				    attempts, sl->reason ? sl->reason : "");
+				p->broken = 1;
+				break;
+			}
+		}
+		p->confirmed_id = sl->id;
+		p->inflight_bytes -= sl->size;
+		free(sl->reason);
+		sl->reason = NULL;
+		p->first_tag++;
+		n++;
+	}
+	if (p->confirmed_id != before) {
+		atomic_fetch_add(&p->st->confirmed, n);
+		atomic_store(&p->st->in_flight, p->next_tag - p->first_tag);
+		pub_mark_healthy(p);
+		if (!p->broken)
+			backoff_reset(&p->retry_backoff);
+	}
+	if (p->confirmed_id != before)
+		pub_publish_confirmed(p);
+	if (p->broken && p->unresolved == 0 && p->conn != NULL) {
+		/* Go back: republish from the oldest unconfirmed message. */
+		pub_window_reset(p, 0);
+		pub_pause(p);
+	}
+}
+
+/* basic.ack or basic.nack: tag, or every tag up to it with multiple. */
+static int
+pub_resolve(struct publisher *p, uint64_t tag, int multiple, int nack)
+{
+	uint64_t	t, from, n = 0;
 
 	if (multiple && tag == 0)
 		tag = p->next_tag - 1;		/* everything outstanding */
@@ -443,30 +648,105 @@ pub_ack(struct publisher *p, uint64_t tag, int multiple)
 		    tag);
 		return -1;
 	}
-	if (multiple) {
-		for (t = p->first_tag; t <= tag; t++)
-			p->ring[t % p->cap].acked = 1;
-	} else if (tag >= p->first_tag)
-		p->ring[tag % p->cap].acked = 1;
+	from = multiple ? p->first_tag : tag;
+	for (t = from; t <= tag; t++) {
+		struct pub_slot *sl;
 
-	while (p->first_tag < p->next_tag &&
-	    p->ring[p->first_tag % p->cap].acked) {
-		struct pub_slot *s = &p->ring[p->first_tag % p->cap];
-
-		p->confirmed_id = s->id;
-		p->inflight_bytes -= s->size;
-		s->acked = 0;
-		p->first_tag++;
+		if (t < p->first_tag)
+			continue;
+		sl = &p->ring[t % p->cap];
+		if (sl->state != SLOT_PENDING)
+			continue;
+		sl->state = nack ? SLOT_NACKED : SLOT_ACKED;
+		p->unresolved--;
 		n++;
 	}
-	if (n > 0) {
-		atomic_fetch_add(&p->st->confirmed, n);
-		atomic_store(&p->st->in_flight, p->next_tag - p->first_tag);
-		pub_mark_healthy(p);
+	if (nack && n > 0) {
+		atomic_fetch_add(&p->st->nacked, n);
+		log_info("broker nacked %" PRIu64 " message%s (delivery tag %"
+		    PRIu64 "%s); republishing from the first", n,
+		    n == 1 ? "" : "s", tag, multiple ? ", multiple" : "");
 	}
-	if (p->confirmed_id != before)
-		pub_publish_confirmed(p);
+	pub_advance(p);
 	return 0;
+}
+
+/* Match a basic.return to the first in-flight message with its id. */
+static void
+pub_match_return(struct publisher *p, const char *mid, size_t midlen,
+    const char *reason)
+{
+	uint64_t	t, h = pub_hash(mid, midlen);
+
+	for (t = p->first_tag; t < p->next_tag; t++) {
+		struct pub_slot *sl = &p->ring[t % p->cap];
+
+		if (sl->state == SLOT_PENDING && !sl->returned &&
+		    sl->midhash == h) {
+			sl->returned = 1;
+			free(sl->reason);
+			sl->reason = xstrdup(reason);
+			return;
+		}
+	}
+	log_warnx("basic.return for message %.*s, which is not in flight",
+	    (int)midlen, mid);
+}
+
+/*
+ * After channel.close: open the channel again.  The first time, republish
+ * the unconfirmed messages one by one to find the culprit; in probe mode
+ * the one message in flight is the culprit.
+ */
+static void
+pub_channel_recover(struct publisher *p)
+{
+	amqp_rpc_reply_t	 r;
+	char			 why[256];
+	unsigned		 attempts;
+	int			 culprit = 0;
+
+	p->chan_closed = 0;
+	if (p->confirmed_id < p->probe_until && p->unresolved == 1 &&
+	    p->next_tag - p->first_tag == 1) {
+		struct pub_slot *sl = &p->ring[p->first_tag % p->cap];
+
+		culprit = 1;
+		attempts = pub_attempt(p, sl->id);
+		if (p->cf->on_rejected == POLICY_PARK &&
+		    attempts >= p->cf->max_attempts) {
+			pub_park(p, sl->id, attempts, p->chan_reason);
+			p->confirmed_id = sl->id;
+			pub_publish_confirmed(p);
+			culprit = 0;	/* parked: go on at once */
+		} else
+			log_info("outbox id %" PRId64 " refused (attempt %u): "
+			    "%s; retrying", sl->id, attempts, p->chan_reason);
+	} else if (p->sent_id > p->confirmed_id) {
+		if (p->sent_id > p->probe_until)
+			p->probe_until = p->sent_id;
+		log_info("%s; republishing outbox ids %" PRId64 "..%" PRId64
+		    " one at a time to find the message", p->chan_reason,
+		    p->confirmed_id + 1, p->probe_until);
+	}
+	pub_window_reset(p, 1);
+
+	amqp_channel_open(p->conn, PUB_CHANNEL);
+	r = amqp_get_rpc_reply(p->conn);
+	if (r.reply_type != AMQP_RESPONSE_NORMAL) {
+		pub_fail(p, "channel.open: %s", pub_reply_text(r, why,
+		    sizeof(why)));
+		return;
+	}
+	amqp_confirm_select(p->conn, PUB_CHANNEL);
+	r = amqp_get_rpc_reply(p->conn);
+	if (r.reply_type != AMQP_RESPONSE_NORMAL) {
+		pub_fail(p, "confirm.select: %s", pub_reply_text(r, why,
+		    sizeof(why)));
+		return;
+	}
+	if (culprit)
+		pub_pause(p);
 }
 
 static void
@@ -485,20 +765,13 @@ pub_method(struct publisher *p, amqp_method_t *m)
 	case AMQP_BASIC_ACK_METHOD: {
 		amqp_basic_ack_t *a = m->decoded;
 
-		return pub_ack(p, a->delivery_tag, a->multiple);
+		return pub_resolve(p, a->delivery_tag, a->multiple, 0);
 	}
 	case AMQP_BASIC_NACK_METHOD: {
 		amqp_basic_nack_t *n = m->decoded;
 
-		/*
-		 * The broker took no responsibility: go back to the nacked
-		 * message.  Reconnecting republishes the unconfirmed suffix in
-		 * order after a backoff.
-		 */
-		atomic_fetch_add(&p->st->nacked, 1);
-		pub_fail(p, "broker nacked delivery tag %" PRIu64 "%s",
-		    n->delivery_tag, n->multiple ? " (multiple)" : "");
-		return -1;
+		/* The broker took no responsibility: go back to it. */
+		return pub_resolve(p, n->delivery_tag, n->multiple, 1);
 	}
 	case AMQP_BASIC_RETURN_METHOD: {
 		amqp_basic_return_t *r = m->decoded;
@@ -523,15 +796,33 @@ pub_method(struct publisher *p, amqp_method_t *m)
 		return 0;
 	}
 	case AMQP_CONNECTION_UNBLOCKED_METHOD:
-		if (p->state == LINK_BLOCKED)
+		if (p->state == LINK_BLOCKED) {
+			uint64_t t;
+			int64_t now = pub_now_ms();
+
+			/* Time blocked does not count against confirms. */
+			for (t = p->first_tag; t < p->next_tag; t++)
+				p->ring[t % p->cap].sent_ms = now;
 			pub_enter_state(p, LINK_CONNECTED, "unblocked");
+		}
 		return 0;
 	case AMQP_CHANNEL_CLOSE_METHOD: {
 		amqp_channel_close_t *c = m->decoded;
+		amqp_channel_close_ok_t ok = { 0 };
 
-		pub_fail(p, "channel closed by broker: %u %.*s", c->reply_code,
+		/* A message was refused; the connection itself is fine. */
+		snprintf(p->chan_reason, sizeof(p->chan_reason),
+		    "channel closed by broker: %u %.*s", c->reply_code,
 		    (int)c->reply_text.len, (const char *)c->reply_text.bytes);
-		return -1;
+		pub_set_shared_string(p, p->st->last_error,
+		    sizeof(p->st->last_error), p->chan_reason);
+		if (amqp_send_method(p->conn, PUB_CHANNEL,
+		    AMQP_CHANNEL_CLOSE_OK_METHOD, &ok) != AMQP_STATUS_OK) {
+			pub_fail(p, "%s; channel.close-ok failed", p->chan_reason);
+			return -1;
+		}
+		p->chan_closed = 1;
+		return 0;
 	}
 	case AMQP_CONNECTION_CLOSE_METHOD: {
 		amqp_connection_close_t *c = m->decoded;
@@ -555,13 +846,16 @@ static void
 pub_returned(struct publisher *p, amqp_basic_properties_t *bp)
 {
 	char	mid[PROTO_SHORTSTR_MAX + 1] = "?";
+	char	reason[PUB_REASON_MAX + 2 * PROTO_SHORTSTR_MAX];
 
 	if (bp != NULL && (bp->_flags & AMQP_BASIC_MESSAGE_ID_FLAG))
 		pub_copy_bytes(mid, sizeof(mid), bp->message_id);
 	atomic_fetch_add(&p->st->returned, 1);
-	log_warnx("message %s returned by the broker: %u %s (exchange '%s', "
-	    "routing key '%s')", mid, p->ret_code, p->ret_text,
+	snprintf(reason, sizeof(reason), "returned by the broker: %u %s "
+	    "(exchange '%s', routing key '%s')", p->ret_code, p->ret_text,
 	    p->ret_exchange, p->ret_rkey);
+	log_info("message %s %s", mid, reason);
+	pub_match_return(p, mid, strlen(mid), reason);
 }
 
 static int
@@ -624,9 +918,13 @@ pub_drain(struct publisher *p)
 		}
 		if (pub_frame(p, &f) == -1)
 			return -1;
+		if (p->chan_closed)
+			break;
 	}
 	if (p->conn != NULL)
 		amqp_maybe_release_buffers(p->conn);
+	if (p->conn != NULL && p->chan_closed)
+		pub_channel_recover(p);
 	return p->conn != NULL ? 0 : -1;
 }
 
@@ -638,6 +936,13 @@ pub_bytes(struct proto_str s)
 	b.len = s.len;
 	b.bytes = (void *)(uintptr_t)s.p;
 	return b;
+}
+
+/* The window: 1 while probing for a message that closes the channel. */
+static uint64_t
+pub_window(const struct publisher *p)
+{
+	return p->confirmed_id < p->probe_until ? 1 : p->cap;
 }
 
 /* Publish one outbox row; 1 stops the fetch (window full or link lost). */
@@ -715,14 +1020,20 @@ pub_row_cb(void *arg, const struct outbox_row *row)
 	s = &p->ring[p->next_tag % p->cap];
 	s->id = row->id;
 	s->size = (uint32_t)(row->plen + row->blen);
-	s->acked = 0;
+	s->state = SLOT_PENDING;
+	s->returned = 0;
+	free(s->reason);
+	s->reason = NULL;
+	s->sent_ms = pub_now_ms();
+	s->midhash = pub_hash(bp.message_id.bytes, bp.message_id.len);
 	p->next_tag++;
+	p->unresolved++;
 	p->sent_id = row->id;
 	p->inflight_bytes += s->size;
 	atomic_fetch_add(&p->st->published, 1);
 	atomic_store(&p->st->in_flight, p->next_tag - p->first_tag);
 
-	return p->next_tag - p->first_tag >= p->cap ||
+	return p->next_tag - p->first_tag >= pub_window(p) ||
 	    p->inflight_bytes >= PUB_MAX_INFLIGHT_BYTES;
 }
 
@@ -730,15 +1041,18 @@ pub_row_cb(void *arg, const struct outbox_row *row)
 static void
 pub_fill(struct publisher *p)
 {
-	int	want, n;
+	uint64_t	win;
+	int		want, n;
 
-	while (p->state == LINK_CONNECTED && !atomic_load(&p->stopping)) {
+	while (p->state == LINK_CONNECTED && !atomic_load(&p->stopping) &&
+	    !p->paused && !p->broken) {
 		uint64_t inflight = p->next_tag - p->first_tag;
 
-		if (inflight >= p->cap ||
+		win = pub_window(p);
+		if (inflight >= win ||
 		    p->inflight_bytes >= PUB_MAX_INFLIGHT_BYTES)
 			break;
-		want = (int)(p->cap - inflight);
+		want = (int)(win - inflight);
 		if (want > PUB_FETCH_MAX)
 			want = PUB_FETCH_MAX;
 		n = outbox_reader_fetch(p->reader, p->sent_id, want, pub_row_cb,
@@ -752,7 +1066,7 @@ pub_fill(struct publisher *p)
 			return;		/* failed while publishing */
 		if (pub_drain(p) == -1)
 			return;
-		if (n < want && p->next_tag - p->first_tag < p->cap &&
+		if (n < want && p->next_tag - p->first_tag < win &&
 		    p->inflight_bytes < PUB_MAX_INFLIGHT_BYTES)
 			break;		/* caught up with the outbox */
 	}
@@ -773,11 +1087,36 @@ pub_check_healthy(struct publisher *p)
 		pub_mark_healthy(p);
 }
 
+/*
+ * A link that takes no bytes and sends no heartbeat is caught by rabbitmq-c;
+ * one that keeps heartbeating but confirms nothing is caught here.
+ */
+static void
+pub_check_confirms(struct publisher *p)
+{
+	uint64_t	t;
+	int64_t		waited;
+
+	if (p->state != LINK_CONNECTED || p->unresolved == 0)
+		return;
+	for (t = p->first_tag; t < p->next_tag; t++) {
+		struct pub_slot *sl = &p->ring[t % p->cap];
+
+		if (sl->state != SLOT_PENDING)
+			continue;
+		waited = pub_now_ms() - sl->sent_ms;
+		if (waited > (int64_t)p->cf->confirm_timeout_ms)
+			pub_fail(p, "no confirm for outbox id %" PRId64 " in "
+			    "%" PRId64 " ms (confirm_timeout)", sl->id, waited);
+		return;		/* the oldest pending one decides */
+	}
+}
+
 static void
 pub_stop_if_done(struct publisher *p)
 {
 	if (atomic_load(&p->stopping) &&
-	    (p->conn == NULL || p->next_tag == p->first_tag))
+	    (p->conn == NULL || p->unresolved == 0))
 		event_base_loopbreak(p->base);
 }
 
@@ -803,7 +1142,9 @@ pub_tick_cb(evutil_socket_t fd, short what, void *arg)
 	/* Heartbeats are sent and checked only inside library calls. */
 	if (p->conn != NULL && pub_drain(p) == 0) {
 		pub_check_healthy(p);
-		pub_fill(p);
+		pub_check_confirms(p);
+		if (p->conn != NULL)
+			pub_fill(p);
 	}
 	pub_stop_if_done(p);
 }
@@ -838,7 +1179,7 @@ pub_wake_cb(evutil_socket_t fd, short what, void *arg)
 	(void)fd;
 	(void)what;
 	if (atomic_load(&p->stopping)) {
-		if (p->conn == NULL || p->next_tag == p->first_tag) {
+		if (p->conn == NULL || p->unresolved == 0) {
 			event_base_loopbreak(p->base);
 			return;
 		}
@@ -850,6 +1191,33 @@ pub_wake_cb(evutil_socket_t fd, short what, void *arg)
 		pub_fill(p);
 }
 
+/*
+ * Main thread: hand parks, then the confirmed prefix, to the owner.  Every
+ * park of an id up to the confirmed value read here was queued before that
+ * value was stored, so it is parked before anything past it is deleted.
+ */
+static void
+pub_deliver(struct publisher *p)
+{
+	struct pub_park	*parks;
+	size_t		 i, n;
+	int64_t		 upto;
+
+	upto = atomic_load(&p->confirmed_shared);
+	pthread_mutex_lock(&p->park_lock);
+	parks = p->parks;
+	n = p->nparks;
+	p->parks = NULL;
+	p->nparks = p->capparks = 0;
+	pthread_mutex_unlock(&p->park_lock);
+	for (i = 0; i < n; i++)
+		if (p->park_cb != NULL)
+			p->park_cb(parks[i].id, parks[i].attempts,
+			    parks[i].reason, p->cb_arg);
+	free(parks);
+	p->confirmed_cb(upto, p->cb_arg);
+}
+
 /* Main thread: hand the confirmed prefix to the owner, which deletes. */
 static void
 pub_confirmed_cb(evutil_socket_t fd, short what, void *arg)
@@ -858,7 +1226,7 @@ pub_confirmed_cb(evutil_socket_t fd, short what, void *arg)
 
 	(void)fd;
 	(void)what;
-	p->confirmed_cb(atomic_load(&p->confirmed_shared), p->cb_arg);
+	pub_deliver(p);
 }
 
 static void *
@@ -916,6 +1284,10 @@ publisher_start(const struct publisher_params *pp, char *err, size_t errlen)
 	p->state = LINK_DISCONNECTED;
 	atomic_store(&p->sockfd, -1);
 	clock_gettime(CLOCK_REALTIME, &ts);
+	backoff_init(&p->retry_backoff, p->cf->reconnect_min_ms,
+	    p->cf->reconnect_max_ms, (uint64_t)ts.tv_nsec * 7919 + 1);
+	pthread_mutex_init(&p->park_lock, NULL);
+	p->park_cb = pp->park_cb;
 	backoff_init(&p->backoff, p->cf->reconnect_min_ms,
 	    p->cf->reconnect_max_ms,
 	    (uint64_t)ts.tv_nsec ^ ((uint64_t)getpid() << 32));
@@ -931,9 +1303,10 @@ publisher_start(const struct publisher_params *pp, char *err, size_t errlen)
 	p->ev_tick = event_new(p->base, -1, EV_PERSIST, pub_tick_cb, p);
 	p->ev_retry = evtimer_new(p->base, pub_retry_cb, p);
 	p->ev_grace = evtimer_new(p->base, pub_grace_cb, p);
+	p->ev_resume = evtimer_new(p->base, pub_resume_cb, p);
 	p->ev_confirmed = event_new(pp->main_base, -1, 0, pub_confirmed_cb, p);
 	if (!p->ev_wake || !p->ev_tick || !p->ev_retry || !p->ev_grace ||
-	    !p->ev_confirmed) {
+	    !p->ev_resume || !p->ev_confirmed) {
 		snprintf(err, errlen, "cannot create publisher events");
 		goto fail;
 	}
@@ -955,6 +1328,8 @@ publisher_start(const struct publisher_params *pp, char *err, size_t errlen)
 		event_free(p->ev_retry);
 	if (p->ev_grace)
 		event_free(p->ev_grace);
+	if (p->ev_resume)
+		event_free(p->ev_resume);
 	if (p->base)
 		event_base_free(p->base);
 	outbox_reader_close(p->reader);
@@ -1010,15 +1385,20 @@ publisher_stop(struct publisher *p, unsigned timeout_ms, int64_t *confirmed)
 			return -1;
 		}
 	}
+	pub_deliver(p);
 	*confirmed = atomic_load(&p->confirmed_shared);
 	event_free(p->ev_confirmed);
 	event_free(p->ev_wake);
 	event_free(p->ev_tick);
 	event_free(p->ev_retry);
 	event_free(p->ev_grace);
+	event_free(p->ev_resume);
 	event_base_free(p->base);
 	outbox_reader_close(p->reader);
+	pub_window_reset(p, 1);		/* frees slot reasons */
 	free(p->ring);
+	free(p->parks);
+	pthread_mutex_destroy(&p->park_lock);
 	free(p);
 	return 0;
 }

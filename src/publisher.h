@@ -19,6 +19,13 @@ struct publisher;
 
 /* Called in the main thread (on main_base) when the confirmed prefix grew. */
 typedef void (*publisher_confirmed_fn)(int64_t upto, void *arg);
+/*
+ * Called in the main thread for a message given up on (policy park): move
+ * it to the dead-letter table.  Always called before the confirmed callback
+ * that passes its id.
+ */
+typedef void (*publisher_park_fn)(int64_t id, unsigned attempts,
+	    const char *reason, void *arg);
 
 struct publisher_params {
 	const struct config	*cf;		/* borrowed for the lifetime */
@@ -26,6 +33,7 @@ struct publisher_params {
 	struct relay_stats	*stats;
 	struct event_base	*main_base;
 	publisher_confirmed_fn	 confirmed_cb;
+	publisher_park_fn	 park_cb;
 	void			*cb_arg;
 };
 

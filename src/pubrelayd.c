@@ -57,6 +57,14 @@ usage(FILE *f)
 }
 
 static void
+daemon_park_cb(int64_t id, unsigned attempts, const char *reason, void *arg)
+{
+	struct daemon	*d = arg;
+
+	ingress_park(d->ing, id, attempts, reason);
+}
+
+static void
 daemon_confirmed_cb(int64_t upto, void *arg)
 {
 	struct daemon	*d = arg;
@@ -213,6 +221,10 @@ main(int argc, char *argv[])
 		log_errx("%s", err);
 		return EX_CANTCREAT;
 	}
+	if (outbox_migrated_from(d.ob) != 0)
+		log_notice("outbox %s: migrated from schema version %d to %d",
+		    d.cf.outbox_path, outbox_migrated_from(d.ob),
+		    OUTBOX_SCHEMA_VERSION);
 	if (outbox_rows(d.ob) > 0)
 		log_notice("outbox %s: %llu messages (%llu bytes) waiting",
 		    d.cf.outbox_path, (unsigned long long)outbox_rows(d.ob),
@@ -231,6 +243,7 @@ main(int argc, char *argv[])
 	pp.stats = &d.stats;
 	pp.main_base = d.base;
 	pp.confirmed_cb = daemon_confirmed_cb;
+	pp.park_cb = daemon_park_cb;
 	pp.cb_arg = &d;
 	if ((d.pub = publisher_start(&pp, err, sizeof(err))) == NULL) {
 		log_errx("%s", err);

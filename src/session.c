@@ -261,6 +261,15 @@ session_process(struct session *s)
 				s->refused = 0;
 				session_reply(s, "OK\n");
 				break;
+			case PROTO_DEAD:
+				/* Runs between group commits, never inside. */
+				if (ingress_dead(s->ing, &s->req,
+				    bufferevent_get_output(s->bev)) != 0) {
+					s->stalled = 1;
+					ingress_wait_first(s->ing, s);
+					return;
+				}
+				break;
 			default:
 				break;
 			}
@@ -315,11 +324,11 @@ session_committed(struct session *s, int ok, const char *code,
 				    first ? code : PROTO_E_SKIPPED,
 				    first ? err : SESSION_SKIPPED_TEXT);
 				first = 0;
+				s->refused = 1;
 			} else
 				evbuffer_add_printf(out, "%s\n", line);
 			free(line);
 		}
-		s->refused = 1;
 	}
 	s->pending = 0;
 	if (s->stalled) {

@@ -26,6 +26,7 @@ struct relay_stats {
 	atomic_uint_fast64_t	confirmed;
 	atomic_uint_fast64_t	nacked;
 	atomic_uint_fast64_t	returned;
+	atomic_uint_fast64_t	parked;
 	atomic_uint_fast64_t	reconnects;
 	atomic_uint_fast64_t	in_flight;
 	atomic_int		link_state;
