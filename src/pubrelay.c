@@ -38,6 +38,9 @@
 #define CLIENT_CHUNK		65536		/* one read() or recv() */
 #define CLIENT_MAX_REPLY	PROTO_MAX_LINE	/* one reply line */
 #define CLIENT_MAX_STATS	(16 * 1024 * 1024)
+/* PROTO_DEAD_LIST_MAX lines of a few short strings and a reason each. */
+#define CLIENT_MAX_DEAD		(256 * 1024 * 1024)
+#define DEAD_FIELDS		8	/* TAB-separated, see protocol.h */
 
 static const char	*client_socket;
 static uint64_t		 client_timeout_ms;	/* 0: wait for ever */
@@ -170,6 +173,7 @@ client_err_status(const char *code, size_t len)
 	};
 	static const char *dataerr[] = {
 		PROTO_E_BADREQ, PROTO_E_TOOBIG, PROTO_E_PROTO, PROTO_E_UNKNOWN,
+		PROTO_E_NOTFOUND,
 	};
 	size_t	i;
 
@@ -706,13 +710,17 @@ usage(FILE *fp, int status)
 "      [--transient] [--mandatory] [--lines] [--print-id] [body]\n"
 "  pubrelay ping\n"
 "  pubrelay stats [--raw]\n"
+"  pubrelay dead list [--max n] [--raw]\n"
+"  pubrelay dead retry id | --all\n"
+"  pubrelay dead purge id | --all\n"
 "\n"
 "  -s socket   daemon socket (default $PUBRELAY_SOCKET, else %s)\n"
 "  -t timeout  give up after this long without progress (default %s s,\n"
 "              0 waits for ever; units ms, s, m, h)\n"
 "\n"
 "publish sends body, or all of standard input; with --lines every line of\n"
-"standard input is a message.  See pubrelay(1).\n",
+"standard input is a message.  dead lists the messages the broker refused\n"
+"for good, replays them (retry) or deletes them (purge).  See pubrelay(1).\n",
 	    PUBRELAY_SOCKET_PATH, CLIENT_DEFAULT_TIMEOUT);
 	exit(status);
 }
@@ -733,6 +741,8 @@ enum {
 	OPT_LINES,
 	OPT_PRINT_ID,
 	OPT_RAW,
+	OPT_MAX,
+	OPT_ALL,
 };
 
 /* getopt's own messages would name argv[0], which is the command's name. */
@@ -994,11 +1004,13 @@ client_recv(int fd, struct buf *in, size_t want)
 /*
  * Send one request and read the first line of its reply.  On success *line
  * points into in, NUL-terminated, "\r\n" stripped, and *used is the bytes it
- * took.  An "ERR" reply is reported here.
+ * took.  An "ERR" reply is reported here: with notfound set (the DEAD
+ * commands), NOTFOUND prints that instead of the daemon's text and every
+ * code keeps its own exit status.
  */
 static int
 client_request(const char *cmd, const char *req, struct buf *in, int *fdp,
-    char **line, size_t *used)
+    char **line, size_t *used, const char *notfound)
 {
 	char	*nl, text[512];
 	size_t	 len, codelen;
@@ -1017,10 +1029,17 @@ client_request(const char *cmd, const char *req, struct buf *in, int *fdp,
 	in->data[len] = '\0';
 	*line = in->data;
 	if (client_err_split(in->data, len, &codelen) == 0) {
+		status = client_err_status(in->data + 4, codelen);
+		if (notfound != NULL && codelen == strlen(PROTO_E_NOTFOUND) &&
+		    strncmp(in->data + 4, PROTO_E_NOTFOUND, codelen) == 0) {
+			client_warnx("%s: %s", cmd, notfound);
+			return status;
+		}
 		client_clean(text, sizeof(text), in->data + 4, len - 4);
 		client_warnx("%s refused: %s", cmd, text);
+		if (notfound != NULL)
+			return status;
 		/* Nothing in a ping or stats to fix: retry or give up. */
-		status = client_err_status(in->data + 4, codelen);
 		return status == EX_PROTOCOL ? EX_PROTOCOL : EX_TEMPFAIL;
 	}
 	return EX_OK;
@@ -1065,7 +1084,8 @@ cmd_ping(int argc, char **argv)
 
 	cmd_opts("ping", argc, argv, "+:h", longopts, &unused);
 	buf_init(&in);
-	status = client_request("ping", "PING\n", &in, &fd, &line, &used);
+	status = client_request("ping", "PING\n", &in, &fd, &line, &used,
+	    NULL);
 	if (status == EX_OK) {
 		if (strcasecmp(line, "PONG") == 0)
 			puts("PONG");
@@ -1133,7 +1153,7 @@ cmd_stats(int argc, char **argv)
 	cmd_opts("stats", argc, argv, "+:h", longopts, &raw);
 	buf_init(&in);
 	status = client_request("stats", "STATS\n", &in, &fd, &line,
-	    &used);
+	    &used, NULL);
 	if (status == EX_OK && (strncasecmp(line, "STATS ", 6) != 0 ||
 	    util_parse_u64(line + 6, 0, CLIENT_MAX_STATS, &n) == -1)) {
 		client_clean(text, sizeof(text), line, strlen(line));
@@ -1156,6 +1176,324 @@ cmd_stats(int argc, char **argv)
 		close(fd);
 	buf_free(&in);
 	return status;
+}
+
+/*
+ * A DEAD LIST field for the terminal: control bytes become '?', the rest
+ * (UTF-8 included) is kept.  The width is in characters, not bytes.
+ */
+static int
+dead_clean(char *dst, size_t dstlen, const char *src, size_t len)
+{
+	size_t	i, n = 0;
+	int	width = 0;
+
+	for (i = 0; i < len && n + 1 < dstlen; i++) {
+		unsigned char c = (unsigned char)src[i];
+
+		dst[n++] = (c < 0x20 || c == 0x7f) ? '?' : (char)c;
+		if ((c & 0xc0) != 0x80)
+			width++;
+	}
+	dst[n] = '\0';
+	return width;
+}
+
+/* Unix milliseconds as local time, ISO 8601: 2024-05-01T12:34:56+02:00. */
+static void
+dead_time(const char *ms, char *out, size_t outlen)
+{
+	struct tm	tm;
+	uint64_t	v;
+	time_t		t;
+	size_t		n;
+
+	if (util_parse_u64(ms, 0, (uint64_t)INT64_MAX, &v) == -1)
+		goto raw;
+	t = (time_t)(v / 1000);
+	if (localtime_r(&t, &tm) == NULL ||
+	    (n = strftime(out, outlen, "%Y-%m-%dT%H:%M:%S%z", &tm)) == 0)
+		goto raw;
+	/* strftime's %z is +0200; the extended format wants +02:00. */
+	if (n >= 5 && n + 2 <= outlen && (out[n - 5] == '+' ||
+	    out[n - 5] == '-')) {
+		memmove(out + n - 1, out + n - 2, 3);
+		out[n - 2] = ':';
+	}
+	return;
+ raw:
+	snprintf(out, outlen, "%s", ms);
+}
+
+struct dead_row {
+	char	*field[DEAD_FIELDS];
+	int	 width[DEAD_FIELDS];
+};
+
+static const char *const dead_titles[DEAD_FIELDS] = {
+	"ID", "PARKED", "ATTEMPTS", "BYTES", "EXCHANGE", "ROUTING KEY",
+	"MESSAGE ID", "REASON",
+};
+
+/* The DEAD LIST body as a table; -1 when a line is not 8 fields. */
+static int
+dead_table(const char *p, size_t len)
+{
+	struct dead_row	*rows = NULL;
+	const char	*end = p + len, *eol, *q, *tab;
+	char		 tmp[1024];
+	size_t		 nrows = 0, i;
+	int		 width[DEAD_FIELDS], j, rc = 0;
+
+	for (j = 0; j < DEAD_FIELDS; j++)
+		width[j] = (int)strlen(dead_titles[j]);
+	for (q = p; q < end && rc == 0; q = eol + 1) {
+		if ((eol = memchr(q, '\n', (size_t)(end - q))) == NULL)
+			eol = end;
+		rows = xrealloc(rows, (nrows + 1) * sizeof(*rows));
+		for (j = 0; j < DEAD_FIELDS; j++) {
+			tab = memchr(q, '\t', (size_t)(eol - q));
+			if ((tab == NULL) != (j == DEAD_FIELDS - 1)) {
+				rc = -1;
+				break;
+			}
+			if (tab == NULL)
+				tab = eol;
+			if (j == 1) {
+				char	ms[32];
+
+				snprintf(ms, sizeof(ms), "%.*s",
+				    (int)(tab - q), q);
+				dead_time(ms, tmp, sizeof(tmp));
+				rows[nrows].width[j] = dead_clean(tmp,
+				    sizeof(tmp), tmp, strlen(tmp));
+			} else
+				rows[nrows].width[j] = dead_clean(tmp,
+				    sizeof(tmp), q, (size_t)(tab - q));
+			rows[nrows].field[j] = xstrdup(tmp);
+			if (rows[nrows].width[j] > width[j])
+				width[j] = rows[nrows].width[j];
+			q = tab + 1;
+		}
+		if (rc == 0)
+			nrows++;
+		else
+			while (--j >= 0)
+				free(rows[nrows].field[j]);
+	}
+	if (rc == 0) {
+		/* Numbers right-aligned; the reason, last, is not padded. */
+		for (j = 0; j < DEAD_FIELDS - 1; j++)
+			printf(j == 0 || j == 2 || j == 3 ? "%*s  " : "%-*s  ",
+			    width[j], dead_titles[j]);
+		printf("%s\n", dead_titles[DEAD_FIELDS - 1]);
+		for (i = 0; i < nrows; i++) {
+			for (j = 0; j < DEAD_FIELDS - 1; j++) {
+				if (j == 0 || j == 2 || j == 3)
+					printf("%*s", width[j] -
+					    rows[i].width[j], "");
+				fputs(rows[i].field[j], stdout);
+				if (j != 0 && j != 2 && j != 3)
+					printf("%*s", width[j] -
+					    rows[i].width[j], "");
+				fputs("  ", stdout);
+			}
+			printf("%s\n", rows[i].field[DEAD_FIELDS - 1]);
+		}
+	}
+	for (i = 0; i < nrows; i++)
+		for (j = 0; j < DEAD_FIELDS; j++)
+			free(rows[i].field[j]);
+	free(rows);
+	return rc;
+}
+
+static int
+client_flush(void)
+{
+	if (fflush(stdout) == EOF || ferror(stdout)) {
+		client_warnx("standard output: %s", strerror(errno));
+		return EX_IOERR;
+	}
+	return EX_OK;
+}
+
+static int
+cmd_dead_list(int argc, char **argv)
+{
+	static const struct option longopts[] = {
+		{ "help",	no_argument,	   NULL, 'h' },
+		{ "max",	required_argument, NULL, OPT_MAX },
+		{ "raw",	no_argument,	   NULL, OPT_RAW },
+		{ NULL,		0,		   NULL, 0 }
+	};
+	struct buf	 in;
+	char		*line, text[512], req[64];
+	size_t		 used, i, nlines = 0;
+	uint64_t	 n = 0, max = 0;
+	int		 ch, fd = -1, status, raw = 0;
+
+	optind = 1;
+	opterr = 0;
+	while ((ch = getopt_long(argc, argv, "+:h", longopts, NULL)) != -1) {
+		switch (ch) {
+		case 'h':
+			usage(stdout, EX_OK);
+		case OPT_MAX:
+			if (util_parse_u64(optarg, 1, PROTO_DEAD_LIST_MAX,
+			    &max) == -1) {
+				client_warnx("--max %s: want 1 to %d", optarg,
+				    PROTO_DEAD_LIST_MAX);
+				usage(stderr, EX_USAGE);
+			}
+			break;
+		case OPT_RAW:
+			raw = 1;
+			break;
+		default:
+			opt_error(ch, argv);
+		}
+	}
+	if (optind != argc) {
+		client_warnx("dead list: too many arguments");
+		usage(stderr, EX_USAGE);
+	}
+
+	if (max != 0)
+		snprintf(req, sizeof(req), "DEAD LIST %llu\n",
+		    (unsigned long long)max);
+	else
+		snprintf(req, sizeof(req), "DEAD LIST\n");
+	buf_init(&in);
+	status = client_request("dead list", req, &in, &fd, &line, &used,
+	    "no such dead letter");
+	if (status == EX_OK && (strncasecmp(line, "DEAD ", 5) != 0 ||
+	    util_parse_u64(line + 5, 0, CLIENT_MAX_DEAD, &n) == -1)) {
+		client_clean(text, sizeof(text), line, strlen(line));
+		client_warnx("unexpected reply to dead list: \"%s\"", text);
+		status = EX_PROTOCOL;
+	}
+	if (status == EX_OK)
+		status = client_recv(fd, &in, used + (size_t)n);
+	if (status == EX_OK && n > 0 && in.data[used + n - 1] != '\n') {
+		client_warnx("dead list: reply does not end in a newline");
+		status = EX_PROTOCOL;
+	}
+	if (status == EX_OK) {
+		for (i = 0; i < n; i++)
+			nlines += in.data[used + i] == '\n';
+		if (raw)
+			fwrite(in.data + used, 1, (size_t)n, stdout);
+		else if (n == 0)
+			printf("no dead letters\n");
+		else if (dead_table(in.data + used, (size_t)n) == -1) {
+			client_warnx("dead list: a line of the reply is not "
+			    "%d tab-separated fields", DEAD_FIELDS);
+			status = EX_PROTOCOL;
+		}
+	}
+	if (status == EX_OK)
+		status = client_flush();
+	if (status == EX_OK && nlines == (max != 0 ? max :
+	    PROTO_DEAD_LIST_DEFAULT))
+		client_warnx("dead list: showing the first %zu; there may be "
+		    "more (--max)", nlines);
+	if (fd != -1)
+		close(fd);
+	buf_free(&in);
+	return status;
+}
+
+/* dead retry / dead purge: one id or --all, then "OK <count>". */
+static int
+cmd_dead_move(int argc, char **argv, const char *verb, const char *done)
+{
+	static const struct option longopts[] = {
+		{ "all",	no_argument,	NULL, OPT_ALL },
+		{ "help",	no_argument,	NULL, 'h' },
+		{ NULL,		0,		NULL, 0 }
+	};
+	struct buf	 in;
+	char		*line, text[512], req[64], cmd[32], nf[96];
+	size_t		 used;
+	uint64_t	 id = 0, n;
+	int		 ch, fd = -1, status, all = 0;
+
+	snprintf(cmd, sizeof(cmd), "dead %s", argv[0]);
+	optind = 1;
+	opterr = 0;
+	while ((ch = getopt_long(argc, argv, "+:h", longopts, NULL)) != -1) {
+		switch (ch) {
+		case 'h':
+			usage(stdout, EX_OK);
+		case OPT_ALL:
+			all = 1;
+			break;
+		default:
+			opt_error(ch, argv);
+		}
+	}
+	argc -= optind;
+	argv += optind;
+	if (argc > 1) {
+		client_warnx("%s: too many arguments", cmd);
+		usage(stderr, EX_USAGE);
+	}
+	if ((argc == 1) == all) {
+		client_warnx("%s: give one dead letter id, or --all", cmd);
+		usage(stderr, EX_USAGE);
+	}
+	if (argc == 1 &&
+	    util_parse_u64(argv[0], 1, (uint64_t)INT64_MAX, &id) == -1) {
+		client_warnx("%s: '%s' is not a dead letter id (a number "
+		    "above 0; see dead list)", cmd, argv[0]);
+		usage(stderr, EX_USAGE);
+	}
+
+	if (all)
+		snprintf(req, sizeof(req), "DEAD %s ALL\n", verb);
+	else
+		snprintf(req, sizeof(req), "DEAD %s %llu\n", verb,
+		    (unsigned long long)id);
+	snprintf(nf, sizeof(nf), "no dead letter with id %llu",
+	    (unsigned long long)id);
+	buf_init(&in);
+	status = client_request(cmd, req, &in, &fd, &line, &used, nf);
+	if (status == EX_OK && (strncasecmp(line, "OK ", 3) != 0 ||
+	    util_parse_u64(line + 3, 0, UINT64_MAX, &n) == -1)) {
+		client_clean(text, sizeof(text), line, strlen(line));
+		client_warnx("unexpected reply to %s: \"%s\"", cmd, text);
+		status = EX_PROTOCOL;
+	}
+	if (status == EX_OK) {
+		printf("%llu messages %s\n", (unsigned long long)n, done);
+		status = client_flush();
+	}
+	if (fd != -1)
+		close(fd);
+	buf_free(&in);
+	return status;
+}
+
+static int
+cmd_dead(int argc, char **argv)
+{
+	if (argc < 2 || strcmp(argv[1], "-h") == 0 ||
+	    strcmp(argv[1], "--help") == 0) {
+		if (argc >= 2)
+			usage(stdout, EX_OK);
+		client_warnx("dead: want list, retry or purge");
+		usage(stderr, EX_USAGE);
+	}
+	if (strcmp(argv[1], "list") == 0)
+		return cmd_dead_list(argc - 1, argv + 1);
+	if (strcmp(argv[1], "retry") == 0)
+		return cmd_dead_move(argc - 1, argv + 1, "RETRY", "replayed");
+	if (strcmp(argv[1], "purge") == 0)
+		return cmd_dead_move(argc - 1, argv + 1, "PURGE", "purged");
+	client_warnx("dead %s: unknown subcommand (want list, retry or purge)",
+	    argv[1]);
+	usage(stderr, EX_USAGE);
 }
 
 int
@@ -1213,6 +1551,8 @@ main(int argc, char **argv)
 		return cmd_ping(argc, argv);
 	if (strcmp(argv[0], "stats") == 0)
 		return cmd_stats(argc, argv);
+	if (strcmp(argv[0], "dead") == 0)
+		return cmd_dead(argc, argv);
 	client_warnx("%s: unknown command", argv[0]);
 	usage(stderr, EX_USAGE);
 }
