@@ -136,6 +136,7 @@ struct publisher {
 	unsigned		 fail_attempts;
 	struct backoff		 retry_backoff;
 	int			 chan_closed;	/* channel.close seen */
+	int			 episode;	/* failures logged since progress */
 	char			 chan_reason[PUB_REASON_MAX];
 	struct timespec		 connected_at;
 	int			 healthy;
@@ -519,6 +520,18 @@ pub_mark_healthy(struct publisher *p)
 	}
 }
 
+/*
+ * Republish what is in flight one message at a time: after a failure it
+ * finds the culprit without a storm of duplicates behind it, and an
+ * overloaded broker (nacks) gets a gentler stream.
+ */
+static void
+pub_probe(struct publisher *p)
+{
+	if (p->sent_id > p->probe_until)
+		p->probe_until = p->sent_id;
+}
+
 /* Count an attempt of id; a new failing id starts again from 1. */
 static unsigned
 pub_attempt(struct publisher *p, int64_t id)
@@ -605,9 +618,11 @@ pub_advance(struct publisher *p)
 				    sl->reason : "returned by the broker");
 				n--;	/* parked, not confirmed */
 			} else {
-				log_info("outbox id %" PRId64 " returned "
-				    "(attempt %u): %s; retrying", sl->id,
-				    attempts, sl->reason ? sl->reason : "");
+				log_msg(p->episode++ ? LOG_DEBUG : LOG_NOTICE,
+				    "outbox id %" PRId64 " returned (attempt "
+				    "%u): %s; retrying", sl->id, attempts,
+				    sl->reason ? sl->reason : "");
+				pub_probe(p);
 				p->broken = 1;
 				break;
 			}
@@ -623,8 +638,10 @@ pub_advance(struct publisher *p)
 		atomic_fetch_add(&p->st->confirmed, n);
 		atomic_store(&p->st->in_flight, p->next_tag - p->first_tag);
 		pub_mark_healthy(p);
-		if (!p->broken)
+		if (!p->broken) {
 			backoff_reset(&p->retry_backoff);
+			p->episode = 0;
+		}
 	}
 	if (p->confirmed_id != before)
 		pub_publish_confirmed(p);
@@ -663,9 +680,12 @@ pub_resolve(struct publisher *p, uint64_t tag, int multiple, int nack)
 	}
 	if (nack && n > 0) {
 		atomic_fetch_add(&p->st->nacked, n);
-		log_info("broker nacked %" PRIu64 " message%s (delivery tag %"
-		    PRIu64 "%s); republishing from the first", n,
+		/* One line per episode, not one per nack of a storm. */
+		log_msg(p->episode++ ? LOG_DEBUG : LOG_NOTICE, "broker nacked "
+		    "%" PRIu64 " message%s (delivery tag %" PRIu64 "%s); "
+		    "republishing from the first, one at a time", n,
 		    n == 1 ? "" : "s", tag, multiple ? ", multiple" : "");
+		pub_probe(p);
 	}
 	pub_advance(p);
 	return 0;
@@ -720,13 +740,14 @@ pub_channel_recover(struct publisher *p)
 			pub_publish_confirmed(p);
 			culprit = 0;	/* parked: go on at once */
 		} else
-			log_info("outbox id %" PRId64 " refused (attempt %u): "
-			    "%s; retrying", sl->id, attempts, p->chan_reason);
+			log_msg(p->episode++ ? LOG_DEBUG : LOG_NOTICE,
+			    "outbox id %" PRId64 " refused (attempt %u): %s; "
+			    "retrying", sl->id, attempts, p->chan_reason);
 	} else if (p->sent_id > p->confirmed_id) {
-		if (p->sent_id > p->probe_until)
-			p->probe_until = p->sent_id;
-		log_info("%s; republishing outbox ids %" PRId64 "..%" PRId64
-		    " one at a time to find the message", p->chan_reason,
+		pub_probe(p);
+		log_msg(p->episode++ ? LOG_DEBUG : LOG_NOTICE, "%s; "
+		    "republishing outbox ids %" PRId64 "..%" PRId64 " one at a "
+		    "time to find the message", p->chan_reason,
 		    p->confirmed_id + 1, p->probe_until);
 	}
 	pub_window_reset(p, 1);
@@ -854,7 +875,7 @@ pub_returned(struct publisher *p, amqp_basic_properties_t *bp)
 	snprintf(reason, sizeof(reason), "returned by the broker: %u %s "
 	    "(exchange '%s', routing key '%s')", p->ret_code, p->ret_text,
 	    p->ret_exchange, p->ret_rkey);
-	log_info("message %s %s", mid, reason);
+	log_debug("message %s %s", mid, reason);
 	pub_match_return(p, mid, strlen(mid), reason);
 }
 

@@ -182,13 +182,25 @@ def reap(p, timeout=10):
 # Small utilities
 
 
+_handed_out = set()      # ports free_port() gave out in this run
+_ports_lock = threading.Lock()
+
+
 def free_port():
-    s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-    try:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-    finally:
-        s.close()
+    """A free port, never the same one twice in a run (several brokers and
+    proxies pick their ports before they bind them)."""
+    for _ in range(100):
+        s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        try:
+            s.bind(("127.0.0.1", 0))
+            port = s.getsockname()[1]
+        finally:
+            s.close()
+        with _ports_lock:
+            if port not in _handed_out:
+                _handed_out.add(port)
+                return port
+    raise HarnessError("no free port found")
 
 
 def port_free(port):
@@ -251,6 +263,62 @@ def tcp_connectable(port, host="127.0.0.1"):
         return False
 
 
+class Tmpfs:
+    """A small tmpfs mounted on a fresh temp dir (needs root): a disk that
+    fills up, or that can be remounted read-only.  Unmounted by umount() or
+    at exit.  Its content is gone after the umount, PUBRELAY_KEEP_TMP or
+    not."""
+
+    def __init__(self, size="2m"):
+        self.dir = mkdtemp("pubrelay-tmpfs-")
+        self.mounted = False
+        r = subprocess.run(["mount", "-t", "tmpfs", "-o",
+                            "size=%s,mode=0755" % size, "tmpfs", self.dir],
+                           stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+                           stderr=subprocess.STDOUT)
+        if r.returncode != 0:
+            raise HarnessError(
+                "cannot mount a %s tmpfs on %s (this test needs root with "
+                "CAP_SYS_ADMIN): mount exited %d: %s"
+                % (size, self.dir, r.returncode,
+                   r.stdout.decode("utf-8", "replace").strip()))
+        self.mounted = True
+        on_exit(self.umount)
+
+    def remount(self, opts):
+        r = subprocess.run(["mount", "-o", "remount," + opts, self.dir],
+                           stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+                           stderr=subprocess.STDOUT)
+        if r.returncode != 0:
+            raise HarnessError("mount -o remount,%s %s failed: %s"
+                               % (opts, self.dir,
+                                  r.stdout.decode("utf-8", "replace").strip()))
+
+    def free_bytes(self):
+        st = os.statvfs(self.dir)
+        return st.f_bavail * st.f_frsize
+
+    def umount(self):
+        if not self.mounted:
+            return
+        r = subprocess.run(["umount", self.dir], stdin=subprocess.DEVNULL,
+                           stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+        if r.returncode != 0:     # still busy: detach it anyway
+            subprocess.run(["umount", "-l", self.dir],
+                           stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                           stderr=subprocess.DEVNULL)
+        self.mounted = False
+
+
+def file_bytes(path):
+    """The content of path, or None when it does not exist."""
+    try:
+        with open(path, "rb") as f:
+            return f.read()
+    except FileNotFoundError:
+        return None
+
+
 # ---------------------------------------------------------------------------
 # Broker: a private RabbitMQ node
 
@@ -264,6 +332,7 @@ class Broker:
     """
 
     BOOT_TIMEOUT = 90
+    _instances = 0      # several nodes in one run get distinct names
 
     def __init__(self):
         self.dir = None
@@ -286,7 +355,13 @@ class Broker:
             if self.dist_port != self.port:
                 break
         ctl_base = free_port_range(11)
-        self.node = "pubrelaytest-%d@localhost" % os.getpid()
+        Broker._instances += 1
+        self.instance = Broker._instances
+        if self.instance == 1:
+            self.node = "pubrelaytest-%d@localhost" % os.getpid()
+        else:
+            self.node = "pubrelaytest-%d-%d@localhost" % (os.getpid(),
+                                                         self.instance)
         d = self.dir
         os.makedirs(os.path.join(d, "mnesia"))
         os.makedirs(os.path.join(d, "log"))
@@ -426,6 +501,44 @@ class Broker:
     def close_all_connections(self, reason="test"):
         self.ctl("close_all_connections", reason)
 
+    def running(self):
+        """The node's VM is up and its AMQP port accepts connections."""
+        return (self.proc is not None and self.proc.poll() is None
+                and tcp_connectable(self.port))
+
+    # A resource alarm: a memory high watermark of 1 byte trips the memory
+    # alarm at once (the broker blocks publishing connections); the default
+    # relative watermark 0.4 clears it.
+    ALARM_WATERMARK = ("absolute", "1")
+    NORMAL_WATERMARK = ("0.4",)
+
+    def memory_alarm(self, on=True):
+        self.ctl("set_vm_memory_high_watermark",
+                 *(self.ALARM_WATERMARK if on else self.NORMAL_WATERMARK))
+
+    def alarms(self):
+        """The node's active resource alarms, as rabbitmq-diagnostics
+        prints them (empty when none)."""
+        r = subprocess.run(
+            [os.path.join(RMQ_BIN, "rabbitmq-diagnostics"), "-n", self.node,
+             "-q", "alarms"], env=self.env, cwd=self.dir,
+            stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT, timeout=60)
+        text = r.stdout.decode("utf-8", "replace").strip()
+        if r.returncode != 0:
+            raise HarnessError("rabbitmq-diagnostics alarms failed (%d): %s"
+                               % (r.returncode, text))
+        return "" if "no alarms" in text.lower() else text
+
+    def add_user(self, user, password, write=".*", configure=".*",
+                 read=".*", vhost="/"):
+        """A user with the given permission regexes on vhost; deleted at
+        exit (users live in the node's data, which outlives a scenario)."""
+        self.ctl("add_user", user, password)
+        self.ctl("set_permissions", "-p", vhost, user, configure, write, read)
+        on_exit(lambda: self.proc is not None and self.proc.poll() is None
+                and self.ctl("delete_user", user, check=False))
+
     def stop(self):
         if self.proc is None:
             return
@@ -466,9 +579,10 @@ class Broker:
             socket_timeout=10, blocked_connection_timeout=60)
         return pika.BlockingConnection(params)
 
-    def uri(self, port=None):
+    def uri(self, port=None, user="guest", password="guest"):
         # No trailing "/": pubrelayd reads it as the empty vhost.
-        return "amqp://guest:guest@127.0.0.1:%d" % (port or self.port)
+        return "amqp://%s:%s@127.0.0.1:%d" % (user, password,
+                                              port or self.port)
 
 
 # ---------------------------------------------------------------------------
@@ -591,6 +705,39 @@ class RawClient:
             except ValueError:
                 out[name] = value
         return out
+
+
+    DEAD_FIELDS = ("id", "parked_ms", "attempts", "bytes", "exchange",
+                   "routing_key", "message_id", "reason")
+
+    def dead_list(self, max_rows=None):
+        """DEAD LIST: the parked messages as dicts (DEAD_FIELDS; numbers as
+        int, "-" as "")."""
+        self.send("DEAD LIST\n" if max_rows is None
+                  else "DEAD LIST %d\n" % max_rows)
+        line = self.read_line()
+        if line is None:
+            raise ProtocolError("connection closed without a DEAD reply")
+        m = re.match(r"^DEAD (\d+)$", line)
+        if not m:
+            raise ProtocolError("bad DEAD LIST reply %r" % line)
+        payload = self.read_exact(int(m.group(1))).decode("utf-8", "replace")
+        rows = []
+        for ln in payload.splitlines():
+            if not ln.strip():
+                continue
+            f = ln.split("\t")
+            if len(f) < len(self.DEAD_FIELDS):
+                raise ProtocolError("DEAD LIST line with %d fields: %r"
+                                    % (len(f), ln))
+            row = dict(zip(self.DEAD_FIELDS, f))
+            for k in ("id", "parked_ms", "attempts", "bytes"):
+                row[k] = int(row[k])
+            for k in ("exchange", "routing_key", "message_id", "reason"):
+                if row[k] == "-":
+                    row[k] = ""
+            rows.append(row)
+        return rows
 
 
 class PipelinedStream:
@@ -720,6 +867,9 @@ class Relay:
         }
         for sect, keys in (overrides or {}).items():
             sections.setdefault(sect, {}).update(keys)
+        # Overrides may move the socket or the outbox (e.g. onto a tmpfs).
+        self.sock = sections["socket"]["path"]
+        self.outbox = sections["outbox"]["path"]
         self.sections = sections
         write_ini(self.ini, sections)
         on_exit(self._cleanup)
@@ -819,6 +969,16 @@ class Relay:
             raise HarnessError("restart() while pubrelayd is running")
         return self.start(wait=wait)
 
+    def cmd(self, *args, data=None, timeout=60):
+        """Run `$PUBRELAY -s SOCK args...`; returns (rc, stdout, stderr) as
+        text."""
+        p = subprocess.run([binary("PUBRELAY"), "-s", self.sock]
+                           + [str(a) for a in args],
+                           input=data, stdout=subprocess.PIPE,
+                           stderr=subprocess.PIPE, timeout=timeout)
+        return (p.returncode, p.stdout.decode("utf-8", "replace"),
+                p.stderr.decode("utf-8", "replace"))
+
     def log_text(self):
         try:
             with open(self.logpath, "rb") as f:
@@ -917,11 +1077,16 @@ def unique_queue(name):
 # `pubrelay publish --lines` producers
 
 
-def seq_line(producer, seq, width=6):
-    return "p%d-%0*d" % (producer, width, seq)
+def seq_line(producer, seq, width=6, pad=0):
+    """"p<producer>-<seq>", and with pad > 0 a "-xxx..." tail of pad bytes
+    (bigger messages; parse_seq() ignores the tail)."""
+    line = "p%d-%0*d" % (producer, width, seq)
+    if pad > 0:
+        line += "-" + "x" * (pad - 1)
+    return line
 
 
-_SEQ_RE = re.compile(rb"^p(\d+)-(\d+)$")
+_SEQ_RE = re.compile(rb"^p(\d+)-(\d+)(?:-x*)?$")
 
 
 def parse_seq(body):
