@@ -413,7 +413,9 @@ ingress_stats(struct ingress *ing, struct evbuffer *out)
 	struct relay_stats	*st = ing->st;
 	char			 broker[256], last_error[256];
 	int64_t			 oldest, age = 0;
-	uint64_t		 confirmed, pending, backlog;
+	uint64_t		 confirmed, pending, backlog, blocked;
+	int64_t			 since, now_mono;
+	struct timespec		 mono;
 	int			 state;
 
 	pthread_mutex_lock(&st->lock);
@@ -471,6 +473,19 @@ ingress_stats(struct ingress *ing, struct evbuffer *out)
 	    outbox_dead_bytes(ing->ob));
 	evbuffer_add_printf(out, "reconnects %" PRIu64 "\n",
 	    (uint64_t)atomic_load(&st->reconnects));
+	blocked = atomic_load(&st->blocked_ms);
+	since = atomic_load(&st->blocked_since);
+	if (since > 0) {
+		clock_gettime(CLOCK_MONOTONIC, &mono);
+		now_mono = (int64_t)mono.tv_sec * 1000 + mono.tv_nsec / 1000000;
+		if (now_mono > since)
+			blocked += (uint64_t)(now_mono - since);
+	}
+	evbuffer_add_printf(out, "blocked_ms %" PRIu64 "\n", blocked);
+	evbuffer_add_printf(out, "confirm_latency_ms_sum %" PRIu64 "\n",
+	    (uint64_t)atomic_load(&st->confirm_ms_sum));
+	evbuffer_add_printf(out, "confirm_latency_count %" PRIu64 "\n",
+	    (uint64_t)atomic_load(&st->confirm_count));
 	evbuffer_add_printf(out, "clients %u\n", session_count());
 	evbuffer_add_printf(out, "uptime_s %lld\n",
 	    (long long)(time(NULL) - ing->started));

@@ -210,6 +210,13 @@ pub_enter_state(struct publisher *p, enum link_state s, const char *why)
 {
 	if (p->state == s)
 		return;
+	if (s == LINK_BLOCKED)
+		atomic_store(&p->st->blocked_since, pub_now_ms());
+	else if (p->state == LINK_BLOCKED) {
+		atomic_fetch_add(&p->st->blocked_ms, (uint64_t)(pub_now_ms() -
+		    atomic_load(&p->st->blocked_since)));
+		atomic_store(&p->st->blocked_since, 0);
+	}
 	/*
 	 * disconnected <-> connecting cycles of a retry storm are logged at
 	 * debug; failures are logged by pub_fail() when their text changes.
@@ -599,6 +606,7 @@ pub_advance(struct publisher *p)
 {
 	int64_t		 before = p->confirmed_id;
 	uint64_t	 n = 0;		/* wraps back at a park */
+	int64_t		 now = pub_now_ms();
 	unsigned	 attempts;
 
 	while (!p->broken && p->first_tag < p->next_tag) {
@@ -626,6 +634,11 @@ pub_advance(struct publisher *p)
 				p->broken = 1;
 				break;
 			}
+		}
+		if (!sl->returned) {
+			atomic_fetch_add(&p->st->confirm_ms_sum,
+			    (uint64_t)(now - sl->sent_ms));
+			atomic_fetch_add(&p->st->confirm_count, 1);
 		}
 		p->confirmed_id = sl->id;
 		p->inflight_bytes -= sl->size;

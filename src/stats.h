@@ -29,6 +29,10 @@ struct relay_stats {
 	atomic_uint_fast64_t	parked;
 	atomic_uint_fast64_t	reconnects;
 	atomic_uint_fast64_t	in_flight;
+	atomic_uint_fast64_t	confirm_ms_sum;	/* publish -> confirm, summed */
+	atomic_uint_fast64_t	confirm_count;
+	atomic_uint_fast64_t	blocked_ms;	/* finished blocked periods */
+	atomic_int_fast64_t	blocked_since;	/* CLOCK_MONOTONIC ms, 0: not */
 	atomic_int		link_state;
 	pthread_mutex_t		lock;
 	char			broker[256];	/* masked URI of the link */
