@@ -709,7 +709,7 @@ usage(FILE *fp, int status)
 "      [--expiration ms] [--priority 0-255] [--type type] [--app-id id]\n"
 "      [--transient] [--mandatory] [--lines] [--print-id] [body]\n"
 "  pubrelay ping\n"
-"  pubrelay stats [--raw]\n"
+"  pubrelay stats [--json | --prometheus | --raw]\n"
 "  pubrelay dead list [--max n] [--raw]\n"
 "  pubrelay dead retry id | --all\n"
 "  pubrelay dead purge id | --all\n"
@@ -741,6 +741,8 @@ enum {
 	OPT_LINES,
 	OPT_PRINT_ID,
 	OPT_RAW,
+	OPT_JSON,
+	OPT_PROMETHEUS,
 	OPT_MAX,
 	OPT_ALL,
 };
@@ -1106,34 +1108,613 @@ cmd_ping(int argc, char **argv)
 }
 
 /*
- * "name value" lines as two aligned columns; a line without a value keeps
- * its name.
+ * pubrelay stats.  The daemon sends "name value\n" lines (ingress_stats() in
+ * ingress.c); the client shows them as a table, as JSON or in the Prometheus
+ * text format.  A key the client does not know is shown in the table, passed
+ * through in JSON and left out of the Prometheus output, so a newer daemon's
+ * keys do no harm.
+ */
+enum stats_format {
+	STATS_TABLE = 0,
+	STATS_RAW,
+	STATS_JSON,
+	STATS_PROMETHEUS,
+};
+
+/* One line of the body; val is NULL for a line without a space. */
+struct stats_kv {
+	const char	*name;
+	size_t		 nlen;
+	const char	*val;
+	size_t		 vlen;
+	int		 dup;		/* an earlier line has the same name */
+};
+
+struct stats_body {
+	struct stats_kv	*kv;
+	size_t		 n;
+};
+
+/* How the table shows a value. */
+enum stats_unit {
+	UNIT_NONE = 0,		/* as sent */
+	UNIT_BYTES,
+	UNIT_LIMIT,		/* bytes, 0 meaning no limit */
+	UNIT_MS,
+	UNIT_SECONDS,
+	UNIT_MEAN,		/* confirm_latency_count: and the mean */
+};
+
+/* The keys that are strings, and those the table shows with a unit. */
+static const struct stats_key {
+	const char	*name;
+	int		 string;	/* never a JSON number */
+	enum stats_unit	 unit;
+} stats_keys[] = {
+	{ "state",			1, UNIT_NONE },
+	{ "broker",			1, UNIT_NONE },
+	{ "last_error",			1, UNIT_NONE },
+	{ "outbox_bytes",		0, UNIT_BYTES },
+	{ "outbox_max_bytes",		0, UNIT_LIMIT },
+	{ "oldest_age_ms",		0, UNIT_MS },
+	{ "dead_bytes",			0, UNIT_BYTES },
+	{ "blocked_ms",			0, UNIT_MS },
+	{ "confirm_latency_ms_sum",	0, UNIT_MS },
+	{ "confirm_latency_count",	0, UNIT_MEAN },
+	{ "uptime_s",			0, UNIT_SECONDS },
+};
+
+/* The values of "state", in the order of enum link_state (stats.h). */
+static const char *const stats_states[] = {
+	"disconnected", "connecting", "connected", "blocked", "stopped",
+};
+
+/*
+ * The Prometheus metrics, in output order: base units (ms become seconds),
+ * counters end in _total.  The two confirm latency keys are the _sum and
+ * _count of one summary (without quantiles), so they share a name.
+ */
+static const struct prom_metric {
+	const char	*key;		/* the STATS key */
+	const char	*name;		/* the metric family */
+	const char	*suffix;	/* sample name = name + suffix */
+	const char	*type;
+	int		 ms;		/* key in ms, metric in seconds */
+	const char	*help;
+} prom_metrics[] = {
+	{ "outbox_messages", "pubrelay_outbox_messages", "", "gauge", 0,
+	  "Messages in the outbox: not yet confirmed, or confirmed and not "
+	  "yet deleted." },
+	{ "backlog", "pubrelay_backlog_messages", "", "gauge", 0,
+	  "Messages in the outbox the broker has not confirmed yet." },
+	{ "outbox_bytes", "pubrelay_outbox_bytes", "", "gauge", 0,
+	  "Size of the outbox messages (property block and body), the figure "
+	  "max_bytes limits." },
+	{ "outbox_max_bytes", "pubrelay_outbox_max_bytes", "", "gauge", 0,
+	  "The [outbox] max_bytes limit; 0 means no limit." },
+	{ "oldest_age_ms", "pubrelay_oldest_message_age_seconds", "", "gauge",
+	  1, "Age of the oldest message in the outbox; 0 when it is empty." },
+	{ "in_flight", "pubrelay_in_flight_messages", "", "gauge", 0,
+	  "Messages published and not yet confirmed on the current broker "
+	  "connection." },
+	{ "accepted", "pubrelay_accepted_total", "", "counter", 0,
+	  "Messages committed to the outbox and acknowledged to clients." },
+	{ "published", "pubrelay_published_total", "", "counter", 0,
+	  "basic.publish calls, republishes included." },
+	{ "confirmed", "pubrelay_confirmed_total", "", "counter", 0,
+	  "Messages confirmed by the broker." },
+	{ "nacked", "pubrelay_nacked_total", "", "counter", 0,
+	  "Messages nacked by the broker (each is retried)." },
+	{ "returned", "pubrelay_returned_total", "", "counter", 0,
+	  "Messages returned by the broker (basic.return), every attempt "
+	  "counted." },
+	{ "parked", "pubrelay_parked_total", "", "counter", 0,
+	  "Messages parked as dead letters." },
+	{ "dead_messages", "pubrelay_dead_messages", "", "gauge", 0,
+	  "Dead letters in the outbox file." },
+	{ "dead_bytes", "pubrelay_dead_bytes", "", "gauge", 0,
+	  "Size of the dead letters (property block and body)." },
+	{ "reconnects", "pubrelay_reconnects_total", "", "counter", 0,
+	  "Successful broker connections after the first." },
+	{ "blocked_ms", "pubrelay_blocked_seconds_total", "", "counter", 1,
+	  "Time the broker has blocked publishing (connection.blocked), the "
+	  "current block included." },
+	{ "confirm_latency_ms_sum", "pubrelay_confirm_latency_seconds", "_sum",
+	  "summary", 1, "Time from publish to confirm of the confirmed "
+	  "messages, time blocked excluded." },
+	{ "confirm_latency_count", "pubrelay_confirm_latency_seconds",
+	  "_count", "summary", 0, "Time from publish to confirm of the "
+	  "confirmed messages, time blocked excluded." },
+	{ "clients", "pubrelay_clients", "", "gauge", 0,
+	  "Open client connections, the one asking included." },
+	{ "uptime_s", "pubrelay_uptime_seconds", "", "gauge", 0,
+	  "Seconds since pubrelayd started." },
+};
+
+static int
+stats_kv_cmp(const void *a, const void *b)
+{
+	const struct stats_kv	*x = *(const struct stats_kv *const *)a;
+	const struct stats_kv	*y = *(const struct stats_kv *const *)b;
+	size_t			 n = x->nlen < y->nlen ? x->nlen : y->nlen;
+	int			 c;
+
+	if ((c = memcmp(x->name, y->name, n)) != 0)
+		return c;
+	if (x->nlen != y->nlen)
+		return x->nlen < y->nlen ? -1 : 1;
+	return x < y ? -1 : x > y;	/* the earlier line first */
+}
+
+/*
+ * Cut the body into lines (a "\r" before the "\n" dropped, empty lines
+ * skipped) and mark the repeated names: JSON and Prometheus take the first.
  */
 static void
-stats_table(const char *p, size_t len)
+stats_split(const char *p, size_t len, struct stats_body *b)
 {
-	const char	*end = p + len, *eol, *sp, *q;
-	int		 width = 0;
+	const char	*end = p + len, *eol, *stop, *sp, *q;
+	struct stats_kv	*kv, **order;
+	size_t		 cap = 0, i;
 
+	b->kv = NULL;
+	b->n = 0;
 	for (q = p; q < end; q = eol + 1) {
 		if ((eol = memchr(q, '\n', (size_t)(end - q))) == NULL)
 			eol = end;
-		if ((sp = memchr(q, ' ', (size_t)(eol - q))) == NULL)
-			sp = eol;
-		if (sp - q > width)
-			width = (int)(sp - q);
+		stop = eol > q && eol[-1] == '\r' ? eol - 1 : eol;
+		if (stop == q)
+			continue;
+		if (b->n == cap) {
+			cap = cap ? cap * 2 : 32;
+			b->kv = xrealloc(b->kv, cap * sizeof(*b->kv));
+		}
+		kv = &b->kv[b->n++];
+		kv->name = q;
+		kv->dup = 0;
+		if ((sp = memchr(q, ' ', (size_t)(stop - q))) == NULL) {
+			kv->nlen = (size_t)(stop - q);
+			kv->val = NULL;
+			kv->vlen = 0;
+		} else {
+			kv->nlen = (size_t)(sp - q);
+			kv->val = sp + 1;
+			kv->vlen = (size_t)(stop - sp - 1);
+		}
 	}
-	for (q = p; q < end; q = eol + 1) {
-		if ((eol = memchr(q, '\n', (size_t)(end - q))) == NULL)
-			eol = end;
-		if ((sp = memchr(q, ' ', (size_t)(eol - q))) == NULL)
-			sp = eol;
-		if (sp == eol)
-			printf("%.*s\n", (int)(sp - q), q);
+	if (b->n < 2)
+		return;
+	order = xcalloc(b->n, sizeof(*order));
+	for (i = 0; i < b->n; i++)
+		order[i] = &b->kv[i];
+	qsort(order, b->n, sizeof(*order), stats_kv_cmp);
+	for (i = 1; i < b->n; i++)
+		if (order[i]->nlen == order[i - 1]->nlen &&
+		    memcmp(order[i]->name, order[i - 1]->name,
+		    order[i]->nlen) == 0)
+			order[i]->dup = 1;
+	free(order);
+}
+
+static int
+stats_name_is(const struct stats_kv *kv, const char *name)
+{
+	return kv->nlen == strlen(name) && memcmp(kv->name, name, kv->nlen) == 0;
+}
+
+/* The first line named name, or NULL. */
+static const struct stats_kv *
+stats_find(const struct stats_body *b, const char *name)
+{
+	size_t	i;
+
+	for (i = 0; i < b->n; i++)
+		if (!b->kv[i].dup && stats_name_is(&b->kv[i], name))
+			return &b->kv[i];
+	return NULL;
+}
+
+static const struct stats_key *
+stats_key_of(const struct stats_kv *kv)
+{
+	size_t	i;
+
+	for (i = 0; i < sizeof(stats_keys) / sizeof(stats_keys[0]); i++)
+		if (stats_name_is(kv, stats_keys[i].name))
+			return &stats_keys[i];
+	return NULL;
+}
+
+/*
+ * Decimal digits as JSON writes an integer: no sign, no leading zero, at
+ * most max.  0 when p[0..len) is one, with its value in *out.
+ */
+static int
+stats_digits(const char *p, size_t len, uint64_t max, uint64_t *out)
+{
+	char	tmp[24];
+	size_t	i;
+
+	if (len == 0 || len >= sizeof(tmp) || (len > 1 && p[0] == '0'))
+		return -1;
+	for (i = 0; i < len; i++)
+		if (p[i] < '0' || p[i] > '9')
+			return -1;
+	memcpy(tmp, p, len);
+	tmp[len] = '\0';
+	return util_parse_u64(tmp, 0, max, out);
+}
+
+/* An unsigned value (what every numeric key has); 0 when it is one. */
+static int
+stats_u64(const struct stats_kv *kv, uint64_t *out)
+{
+	if (kv == NULL || kv->val == NULL)
+		return -1;
+	return stats_digits(kv->val, kv->vlen, UINT64_MAX, out);
+}
+
+/* A JSON integer in the range of int64 or uint64, written as sent. */
+static int
+stats_json_int(const char *p, size_t len)
+{
+	uint64_t	v;
+
+	if (len > 0 && p[0] == '-')
+		return stats_digits(p + 1, len - 1, (uint64_t)INT64_MAX + 1,
+		    &v) == 0;
+	return stats_digits(p, len, UINT64_MAX, &v) == 0;
+}
+
+/*
+ * Length of the valid UTF-8 sequence of two to four bytes at p (no overlong
+ * form, no surrogate, at most U+10FFFF), or 0.
+ */
+static size_t
+utf8_seq(const unsigned char *p, size_t left)
+{
+	unsigned char	lo = 0x80, hi = 0xbf;
+	size_t		n, i;
+
+	if (p[0] >= 0xc2 && p[0] <= 0xdf)
+		n = 2;
+	else if (p[0] >= 0xe0 && p[0] <= 0xef) {
+		n = 3;
+		if (p[0] == 0xe0)
+			lo = 0xa0;
+		else if (p[0] == 0xed)
+			hi = 0x9f;
+	} else if (p[0] >= 0xf0 && p[0] <= 0xf4) {
+		n = 4;
+		if (p[0] == 0xf0)
+			lo = 0x90;
+		else if (p[0] == 0xf4)
+			hi = 0x8f;
+	} else
+		return 0;
+	if (left < n || p[1] < lo || p[1] > hi)
+		return 0;
+	for (i = 2; i < n; i++)
+		if (p[i] < 0x80 || p[i] > 0xbf)
+			return 0;
+	return n;
+}
+
+/*
+ * A JSON string of any bytes: quotes, backslashes, control characters and
+ * DEL escaped, valid UTF-8 kept, and every byte that is not part of valid
+ * UTF-8 written as \u00XX (that byte as a code point), so the output is
+ * always valid JSON.
+ */
+static void
+json_string(const char *s, size_t len)
+{
+	const unsigned char	*p = (const unsigned char *)s;
+	size_t			 i, n;
+
+	putchar('"');
+	for (i = 0; i < len; i++) {
+		switch (p[i]) {
+		case '"':
+			fputs("\\\"", stdout);
+			continue;
+		case '\\':
+			fputs("\\\\", stdout);
+			continue;
+		case '\b':
+			fputs("\\b", stdout);
+			continue;
+		case '\f':
+			fputs("\\f", stdout);
+			continue;
+		case '\n':
+			fputs("\\n", stdout);
+			continue;
+		case '\r':
+			fputs("\\r", stdout);
+			continue;
+		case '\t':
+			fputs("\\t", stdout);
+			continue;
+		}
+		if (p[i] < 0x20 || p[i] == 0x7f)
+			printf("\\u%04x", p[i]);
+		else if (p[i] < 0x80)
+			putchar(p[i]);
+		else if ((n = utf8_seq(p + i, len - i)) != 0) {
+			fwrite(p + i, 1, n, stdout);
+			i += n - 1;
+		} else
+			printf("\\u%04x", p[i]);
+	}
+	putchar('"');
+}
+
+/*
+ * One object, a member per key in the daemon's order (the first of
+ * repeated names): integers as numbers, "-" (and a line without a value)
+ * as null, everything else as a string.
+ */
+static void
+stats_json(const struct stats_body *b)
+{
+	const struct stats_kv	*kv;
+	const struct stats_key	*k;
+	size_t			 i;
+	int			 first = 1;
+
+	putchar('{');
+	for (i = 0; i < b->n; i++) {
+		kv = &b->kv[i];
+		if (kv->dup || kv->nlen == 0)
+			continue;
+		fputs(first ? "\n  " : ",\n  ", stdout);
+		first = 0;
+		json_string(kv->name, kv->nlen);
+		fputs(": ", stdout);
+		k = stats_key_of(kv);
+		if (kv->val == NULL || (kv->vlen == 1 && kv->val[0] == '-'))
+			fputs("null", stdout);
+		else if ((k == NULL || !k->string) &&
+		    stats_json_int(kv->val, kv->vlen))
+			fwrite(kv->val, 1, kv->vlen, stdout);
 		else
-			printf("%-*.*s  %.*s\n", width, (int)(sp - q), q,
-			    (int)(eol - sp - 1), sp + 1);
+			json_string(kv->val, kv->vlen);
 	}
+	fputs(first ? "}\n" : "\n}\n", stdout);
+}
+
+static void
+prom_family(const char *name, const char *type, const char *help)
+{
+	printf("# HELP %s %s\n# TYPE %s %s\n", name, help, name, type);
+}
+
+static void
+prom_up(int up)
+{
+	prom_family("pubrelay_up", "gauge",
+	    "1 when pubrelayd answered the stats request, 0 when not.");
+	printf("pubrelay_up %d\n", up);
+}
+
+/*
+ * The text exposition format 0.0.4.  Values are printed exactly: ms / 1000
+ * as a decimal fraction, not through a double.  A key that is missing or
+ * not an unsigned number, or a state this client does not know, leaves its
+ * metric out.
+ */
+static void
+stats_prometheus(const struct stats_body *b)
+{
+	const struct stats_kv		*kv;
+	const struct prom_metric	*m;
+	const char			*last = NULL;
+	char				 num[32];
+	uint64_t			 v;
+	size_t				 i, nstates, cur;
+
+	prom_up(1);
+	nstates = sizeof(stats_states) / sizeof(stats_states[0]);
+	cur = nstates;
+	if ((kv = stats_find(b, "state")) != NULL && kv->val != NULL)
+		for (cur = 0; cur < nstates; cur++)
+			if (kv->vlen == strlen(stats_states[cur]) &&
+			    memcmp(kv->val, stats_states[cur], kv->vlen) == 0)
+				break;
+	if (cur < nstates) {
+		prom_family("pubrelay_link_state", "gauge",
+		    "Broker link state: 1 for the current one, 0 for the "
+		    "others.");
+		for (i = 0; i < nstates; i++)
+			printf("pubrelay_link_state{state=\"%s\"} %d\n",
+			    stats_states[i], i == cur);
+	}
+	for (i = 0; i < sizeof(prom_metrics) / sizeof(prom_metrics[0]); i++) {
+		m = &prom_metrics[i];
+		if (stats_u64(stats_find(b, m->key), &v) == -1)
+			continue;
+		if (last == NULL || strcmp(last, m->name) != 0)
+			prom_family(m->name, m->type, m->help);
+		last = m->name;
+		if (!m->ms || v % 1000 == 0)
+			snprintf(num, sizeof(num), "%llu",
+			    (unsigned long long)(m->ms ? v / 1000 : v));
+		else {
+			size_t	n;
+
+			n = (size_t)snprintf(num, sizeof(num), "%llu.%03llu",
+			    (unsigned long long)(v / 1000),
+			    (unsigned long long)(v % 1000));
+			while (num[n - 1] == '0')
+				num[--n] = '\0';
+		}
+		printf("%s%s %s\n", m->name, m->suffix, num);
+	}
+}
+
+/*
+ * Text for the terminal: valid UTF-8 is kept, control bytes, DEL and bytes
+ * that are not valid UTF-8 become '?'.  *width is in characters.
+ */
+static char *
+stats_clean(const char *src, size_t len, int *width)
+{
+	const unsigned char	*p = (const unsigned char *)src;
+	char			*dst = xmalloc(len + 1);
+	size_t			 i, n;
+	int			 w = 0;
+
+	for (i = 0; i < len; i += n, w++) {
+		n = p[i] >= 0x80 ? utf8_seq(p + i, len - i) : 1;
+		if (n > 1)
+			memcpy(dst + i, p + i, n);
+		else {
+			n = 1;
+			dst[i] = (p[i] < 0x20 || p[i] >= 0x7f) ? '?' :
+			    (char)p[i];
+		}
+	}
+	dst[len] = '\0';
+	if (width != NULL)
+		*width = w;
+	return dst;
+}
+
+/* A duration for people: 12.3 s, 4m 5s, 1h 2m 3s, 2d 3h 4m. */
+static void
+stats_duration(uint64_t ms, char *out, size_t outlen)
+{
+	unsigned long long	s = ms / 1000;
+
+	if (s < 60)
+		snprintf(out, outlen, "%llu.%llu s", s,
+		    (unsigned long long)(ms % 1000 / 100));
+	else if (s < 3600)
+		snprintf(out, outlen, "%llum %llus", s / 60, s % 60);
+	else if (s < 86400)
+		snprintf(out, outlen, "%lluh %llum %llus", s / 3600,
+		    s / 60 % 60, s % 60);
+	else
+		snprintf(out, outlen, "%llud %lluh %llum", s / 86400,
+		    s / 3600 % 24, s / 60 % 60);
+}
+
+/* A known key's value with its unit; 0 when it was one, -1 to show raw. */
+static int
+stats_human(const struct stats_body *b, const struct stats_kv *kv,
+    char *out, size_t outlen)
+{
+	static const char *const units[] = {
+		"KiB", "MiB", "GiB", "TiB", "PiB", "EiB",
+	};
+	const struct stats_key	*k = stats_key_of(kv);
+	char			 d[64];
+	uint64_t		 v, sum;
+	double			 x;
+	size_t			 u;
+
+	if (k == NULL || k->unit == UNIT_NONE || stats_u64(kv, &v) == -1)
+		return -1;
+	switch (k->unit) {
+	case UNIT_LIMIT:
+		if (v == 0) {
+			snprintf(out, outlen, "0 (no limit)");
+			break;
+		}
+		/* FALLTHROUGH */
+	case UNIT_BYTES:
+		if (v < 1024) {
+			snprintf(out, outlen, "%llu B", (unsigned long long)v);
+			break;
+		}
+		x = (double)v / 1024;
+		for (u = 0; x >= 1024 && u + 1 < sizeof(units) /
+		    sizeof(units[0]); u++)
+			x /= 1024;
+		snprintf(out, outlen, "%llu B (%.1f %s)",
+		    (unsigned long long)v, x, units[u]);
+		break;
+	case UNIT_MS:
+		if (v < 1000) {
+			snprintf(out, outlen, "%llu ms", (unsigned long long)v);
+			break;
+		}
+		stats_duration(v, d, sizeof(d));
+		snprintf(out, outlen, "%llu ms (%s)", (unsigned long long)v,
+		    d);
+		break;
+	case UNIT_SECONDS:
+		if (v < 60 || v > UINT64_MAX / 1000) {
+			snprintf(out, outlen, "%llu s", (unsigned long long)v);
+			break;
+		}
+		stats_duration(v * 1000, d, sizeof(d));
+		snprintf(out, outlen, "%llu s (%s)", (unsigned long long)v, d);
+		break;
+	case UNIT_MEAN:
+		if (v == 0 || stats_u64(stats_find(b,
+		    "confirm_latency_ms_sum"), &sum) == -1) {
+			snprintf(out, outlen, "%llu", (unsigned long long)v);
+			break;
+		}
+		snprintf(out, outlen, "%llu (mean %.1f ms)",
+		    (unsigned long long)v, (double)sum / (double)v);
+		break;
+	case UNIT_NONE:
+		return -1;
+	}
+	return 0;
+}
+
+/*
+ * Two aligned columns, one line per line of the body, in its order: sizes
+ * and times with their units; a line without a value keeps its name.
+ */
+static void
+stats_table(const struct stats_body *b)
+{
+	const struct stats_kv	*kv;
+	char			*name, *val, human[128];
+	size_t			 i;
+	int			 width = 0, w;
+
+	for (i = 0; i < b->n; i++) {
+		name = stats_clean(b->kv[i].name, b->kv[i].nlen, &w);
+		free(name);
+		if (w > width)
+			width = w;
+	}
+	for (i = 0; i < b->n; i++) {
+		kv = &b->kv[i];
+		name = stats_clean(kv->name, kv->nlen, &w);
+		if (kv->val == NULL) {
+			printf("%s\n", name);
+			free(name);
+			continue;
+		}
+		if (stats_human(b, kv, human, sizeof(human)) == 0)
+			val = xstrdup(human);
+		else
+			val = stats_clean(kv->val, kv->vlen, NULL);
+		printf("%s%*s  %s\n", name, width - w, "", val);
+		free(name);
+		free(val);
+	}
+}
+
+static const char *
+stats_format_opt(int fmt)
+{
+	switch (fmt) {
+	case STATS_RAW:
+		return "--raw";
+	case STATS_JSON:
+		return "--json";
+	case STATS_PROMETHEUS:
+		return "--prometheus";
+	}
+	return "";
 }
 
 static int
@@ -1141,16 +1722,46 @@ cmd_stats(int argc, char **argv)
 {
 	static const struct option longopts[] = {
 		{ "help",	no_argument,	NULL, 'h' },
+		{ "json",	no_argument,	NULL, OPT_JSON },
+		{ "prometheus",	no_argument,	NULL, OPT_PROMETHEUS },
 		{ "raw",	no_argument,	NULL, OPT_RAW },
 		{ NULL,		0,		NULL, 0 }
 	};
-	struct buf	 in;
-	char		*line, text[512];
-	size_t		 used;
-	uint64_t	 n = 0;
-	int		 fd = -1, status, raw = 0;
+	struct stats_body	 body;
+	struct buf		 in;
+	char			*line, text[512];
+	size_t			 used;
+	uint64_t		 n = 0;
+	int			 fd = -1, status, ch, fmt = STATS_TABLE, f;
 
-	cmd_opts("stats", argc, argv, "+:h", longopts, &raw);
+	optind = 1;
+	opterr = 0;
+	while ((ch = getopt_long(argc, argv, "+:h", longopts, NULL)) != -1) {
+		switch (ch) {
+		case 'h':
+			usage(stdout, EX_OK);
+		case OPT_RAW:
+		case OPT_JSON:
+		case OPT_PROMETHEUS:
+			f = ch == OPT_RAW ? STATS_RAW : ch == OPT_JSON ?
+			    STATS_JSON : STATS_PROMETHEUS;
+			if (fmt != STATS_TABLE && fmt != f) {
+				client_warnx("stats: %s and %s exclude each "
+				    "other", stats_format_opt(fmt),
+				    stats_format_opt(f));
+				usage(stderr, EX_USAGE);
+			}
+			fmt = f;
+			break;
+		default:
+			opt_error(ch, argv);
+		}
+	}
+	if (optind != argc) {
+		client_warnx("stats: too many arguments");
+		usage(stderr, EX_USAGE);
+	}
+
 	buf_init(&in);
 	status = client_request("stats", "STATS\n", &in, &fd, &line,
 	    &used, NULL);
@@ -1162,19 +1773,34 @@ cmd_stats(int argc, char **argv)
 	}
 	if (status == EX_OK)
 		status = client_recv(fd, &in, used + (size_t)n);
-	if (status == EX_OK) {
-		if (raw)
-			fwrite(in.data + used, 1, (size_t)n, stdout);
-		else
-			stats_table(in.data + used, (size_t)n);
-		if (fflush(stdout) == EOF || ferror(stdout)) {
-			client_warnx("standard output: %s", strerror(errno));
-			status = EX_IOERR;
-		}
-	}
 	if (fd != -1)
 		close(fd);
+	if (status == EX_OK) {
+		stats_split(in.data + used, (size_t)n, &body);
+		switch (fmt) {
+		case STATS_RAW:
+			fwrite(in.data + used, 1, (size_t)n, stdout);
+			break;
+		case STATS_JSON:
+			stats_json(&body);
+			break;
+		case STATS_PROMETHEUS:
+			stats_prometheus(&body);
+			break;
+		default:
+			stats_table(&body);
+			break;
+		}
+		free(body.kv);
+	} else if (fmt == STATS_PROMETHEUS && status != EX_USAGE)
+		/* The scrape still says the daemon is down; the status too. */
+		prom_up(0);
 	buf_free(&in);
+	if (fflush(stdout) == EOF || ferror(stdout)) {
+		client_warnx("standard output: %s", strerror(errno));
+		if (status == EX_OK)
+			status = EX_IOERR;
+	}
 	return status;
 }
 

@@ -854,6 +854,424 @@ def bad_input(ctx):
 
 
 # ---------------------------------------------------------------------------
+# 6. stats_formats: pubrelay stats as a table, --json, --prometheus, --raw
+
+import re  # noqa: E402
+
+
+PROM_NAME = r"[a-zA-Z_:][a-zA-Z0-9_:]*"
+PROM_LABEL = r'[a-zA-Z_][a-zA-Z0-9_]*="(?:[^"\\\n]|\\[\\"n])*"'
+PROM_FLOAT = r"[+-]?(?:(?:[0-9]+(?:\.[0-9]*)?|\.[0-9]+)(?:[eE][+-]?[0-9]+)?|Inf|NaN)"
+PROM_HELP_RE = re.compile(r"^# HELP (%s) ((?:[^\\\n]|\\[\\n])*)$" % PROM_NAME)
+PROM_TYPE_RE = re.compile(r"^# TYPE (%s) (counter|gauge|summary|histogram|"
+                          r"untyped)$" % PROM_NAME)
+PROM_SAMPLE_RE = re.compile(r"^(%s)(\{(?:%s(?:,%s)*,?)?\})? (%s)(?: -?[0-9]+)?$"
+                            % (PROM_NAME, PROM_LABEL, PROM_LABEL, PROM_FLOAT))
+PROM_LABEL_RE = re.compile(r'([a-zA-Z_][a-zA-Z0-9_]*)="((?:[^"\\\n]|\\[\\"n])*)"')
+
+
+def prom_family_of(sample, types):
+    """The metric family a sample name belongs to, given the TYPEs so far."""
+    if sample in types:
+        return sample
+    for suffix, kinds in (("_sum", ("summary", "histogram")),
+                          ("_count", ("summary", "histogram")),
+                          ("_bucket", ("histogram",))):
+        if sample.endswith(suffix):
+            base = sample[:-len(suffix)]
+            if types.get(base) in kinds:
+                return base
+    return None
+
+
+def check_exposition(text):
+    """A strict check of the Prometheus text format 0.0.4: only HELP, TYPE
+    and sample lines, each family's HELP and TYPE once and before its
+    samples, its samples in one group, counters named *_total, no duplicate
+    series.  Returns ({(sample name, ((label, value), ...)): value string},
+    {family: type})."""
+    check(text.endswith("\n"), "exposition does not end in a newline: %r"
+          % text[-40:])
+    helps, types, series = {}, {}, {}
+    done = set()            # families whose sample group has ended
+    current = None          # the family of the previous line
+    for n, ln in enumerate(text[:-1].split("\n"), 1):
+        where = "exposition line %d %r" % (n, ln)
+        if ln.startswith("#"):
+            m = PROM_HELP_RE.match(ln) or PROM_TYPE_RE.match(ln)
+            check(m, "%s: a comment that is neither # HELP nor # TYPE"
+                  % where)
+            name = m.group(1)
+            which = helps if ln.startswith("# HELP") else types
+            check(name not in which, "%s: second %s for %s"
+                  % (where, ln[2:6], name))
+            check(name not in done and not any(
+                prom_family_of(s, types) == name for s, _ in series),
+                "%s: after samples of %s" % (where, name))
+            which[name] = m.group(2)
+            if current is not None and current != name:
+                done.add(current)
+            current = name
+            continue
+        m = PROM_SAMPLE_RE.match(ln)
+        check(m, "%s: not a valid sample line" % where)
+        sample, labels, value = m.group(1), m.group(2) or "", m.group(3)
+        fam = prom_family_of(sample, types)
+        check(fam is not None, "%s: no # TYPE before it" % where)
+        check(fam in helps, "%s: no # HELP before it" % where)
+        check(fam not in done, "%s: samples of %s not in one group"
+              % (where, fam))
+        if current is not None and current != fam:
+            done.add(current)
+        current = fam
+        if types[fam] == "counter":
+            check(sample.endswith("_total"), "%s: counter %s does not end "
+                  "in _total" % (where, sample))
+        pairs = tuple(sorted(PROM_LABEL_RE.findall(labels)))
+        names = [k for k, _ in pairs]
+        check(len(set(names)) == len(names), "%s: repeated label" % where)
+        check(not any(k.startswith("__") for k in names),
+              "%s: reserved label name" % where)
+        key = (sample, pairs)
+        check(key not in series, "%s: duplicate series" % where)
+        series[key] = value
+    for fam in helps:
+        check(fam in types, "# HELP %s without # TYPE" % fam)
+    return series, types
+
+
+STATS_STRINGS = ("state", "broker", "last_error")
+LINK_STATES = ("disconnected", "connecting", "connected", "blocked",
+               "stopped")
+# STATS key -> (sample, type, scale): the documented metric names.
+PROM_MAP = {
+    "outbox_messages": ("pubrelay_outbox_messages", "gauge", 1),
+    "backlog": ("pubrelay_backlog_messages", "gauge", 1),
+    "outbox_bytes": ("pubrelay_outbox_bytes", "gauge", 1),
+    "outbox_max_bytes": ("pubrelay_outbox_max_bytes", "gauge", 1),
+    "oldest_age_ms": ("pubrelay_oldest_message_age_seconds", "gauge", 1000),
+    "in_flight": ("pubrelay_in_flight_messages", "gauge", 1),
+    "accepted": ("pubrelay_accepted_total", "counter", 1),
+    "published": ("pubrelay_published_total", "counter", 1),
+    "confirmed": ("pubrelay_confirmed_total", "counter", 1),
+    "nacked": ("pubrelay_nacked_total", "counter", 1),
+    "returned": ("pubrelay_returned_total", "counter", 1),
+    "parked": ("pubrelay_parked_total", "counter", 1),
+    "dead_messages": ("pubrelay_dead_messages", "gauge", 1),
+    "dead_bytes": ("pubrelay_dead_bytes", "gauge", 1),
+    "reconnects": ("pubrelay_reconnects_total", "counter", 1),
+    "blocked_ms": ("pubrelay_blocked_seconds_total", "counter", 1000),
+    "confirm_latency_ms_sum": ("pubrelay_confirm_latency_seconds_sum",
+                               "summary", 1000),
+    "confirm_latency_count": ("pubrelay_confirm_latency_seconds_count",
+                              "summary", 1),
+    "clients": ("pubrelay_clients", "gauge", 1),
+    "uptime_s": ("pubrelay_uptime_seconds", "gauge", 1),
+}
+
+
+def stats_pairs(body):
+    """The STATS body as [(name, value)] text pairs, in order."""
+    out = []
+    for ln in body.decode("utf-8", "surrogateescape").split("\n"):
+        if ln:
+            name, _, value = ln.partition(" ")
+            out.append((name, value))
+    return out
+
+
+def expected_series(pairs):
+    """{(sample, labels): Fraction} that --prometheus must print for a STATS
+    body from the real daemon (every key known)."""
+    from fractions import Fraction
+    st = dict(pairs)
+    want = {("pubrelay_up", ()): Fraction(1)}
+    for s in LINK_STATES:
+        want[("pubrelay_link_state", (("state", s),))] = \
+            Fraction(int(st["state"] == s))
+    for key, (sample, _, scale) in PROM_MAP.items():
+        want[(sample, ())] = Fraction(int(st[key]), scale)
+    return want
+
+
+def json_expected(raw):
+    """How --json must show the bytes raw: valid UTF-8 as it is, any other
+    byte as the code point of that byte (\\u00XX)."""
+    s = raw.decode("utf-8", "surrogateescape")
+    return "".join(chr(ord(c) - 0xdc00) if 0xdc80 <= ord(c) <= 0xdcff else c
+                   for c in s)
+
+
+class FakeStatsDaemon:
+    """Answers every connection's first line with one canned STATS reply."""
+
+    def __init__(self, body):
+        import socket
+        import threading
+        self.body = body
+        self.path = os.path.join(H.mkdtemp("pubrelay-fakestats-"), "s.sock")
+        self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        self.sock.bind(self.path)
+        self.sock.listen(8)
+        self.sock.settimeout(0.2)
+        self.stop = False
+        self.thread = threading.Thread(target=self._serve, daemon=True)
+        self.thread.start()
+
+    def _serve(self):
+        import socket
+        while not self.stop:
+            try:
+                c, _ = self.sock.accept()
+            except socket.timeout:
+                continue
+            except OSError:
+                return
+            with c:
+                c.settimeout(5)
+                got = b""
+                try:
+                    while b"\n" not in got:
+                        chunk = c.recv(256)
+                        if not chunk:
+                            break
+                        got += chunk
+                    if got == b"STATS\n":
+                        c.sendall(b"STATS %d\n" % len(self.body) + self.body)
+                    else:
+                        c.sendall(b"ERR UNKNOWN not STATS\n")
+                except OSError:
+                    pass
+
+    def close(self):
+        self.stop = True
+        self.thread.join(5)
+        self.sock.close()
+
+
+@scenario
+def stats_formats(ctx):
+    import json
+    import subprocess
+    from fractions import Fraction
+
+    cl = H.binary("PUBRELAY")
+
+    def run(sock, *args):
+        e = dict(os.environ)
+        e.pop("PUBRELAY_SOCKET", None)
+        p = subprocess.run([cl, "-s", sock, "stats"] + list(args),
+                           capture_output=True, timeout=30, env=e)
+        return p.returncode, p.stdout, p.stderr.decode(errors="replace")
+
+    def raw_body(relay):
+        with relay.client() as c:
+            line = c.request("STATS\n")
+            check(line.startswith("STATS "), "STATS reply: %r" % line)
+            return c.read_exact(int(line[6:]))
+
+    def against_daemon(relay, args, compare, what):
+        """Run the client and compare its output with a STATS body read
+        just before or just after it (uptime_s and clients may move in
+        between: try again a few times)."""
+        last = None
+        for _ in range(10):
+            before = raw_body(relay)
+            rc, out, err = run(relay.sock, *args)
+            after = raw_body(relay)
+            check_eq(rc, 0, "%s: exit status (stderr %r)" % (what, err))
+            check(err == "", "%s: stderr %r" % (what, err))
+            for body in (before, after):
+                try:
+                    compare(out, body)
+                    return out
+                except Failure as e:
+                    last = e
+            time.sleep(0.3)
+        raise Failure("%s: output does not match STATS: %s" % (what, last))
+
+    relay = ctx.relay()
+    with ctx.consumer() as c:
+        q = c.declare(H.unique_queue("stats"))
+    rc, _, err = relay.cmd("publish", "-k", q, "--lines",
+                           data=b"".join(b"stats-%d\n" % i for i in range(5)))
+    check_eq(rc, 0, "publish 5 lines (%s)" % err.strip())
+    st = relay.wait_drained(60)
+    check(st["accepted"] >= 5 and st["confirmed"] >= 5,
+          "accepted/confirmed after 5 messages: %s" % H.fmt_stats(st))
+
+    # The table: one line per key, in the daemon's order, names first.
+    def cmp_table(out, body):
+        lines = out.decode("utf-8").splitlines()
+        names = [n for n, _ in stats_pairs(body)]
+        check_eq([ln.split(" ", 1)[0] for ln in lines], names,
+                 "table: the names of its lines")
+        for ln, (n, v) in zip(lines, stats_pairs(body)):
+            shown = ln[len(n):].strip()
+            check(shown.split(" ")[0] == v.split(" ")[0],
+                  "table: %s shows %r for %r" % (n, shown, v))
+    table = against_daemon(relay, [], cmp_table, "stats (table)")
+    ctx.note("table:\n%s" % table.decode().rstrip())
+
+    # --raw: the body as the daemon sent it.
+    def cmp_raw(out, body):
+        check_eq(out, body, "--raw output")
+    against_daemon(relay, ["--raw"], cmp_raw, "stats --raw")
+
+    # --json: one object, every STATS key with its value, integers as
+    # numbers, "-" as null, the string keys as strings.
+    def cmp_json(out, body):
+        obj = json.loads(out.decode("utf-8"))
+        check(isinstance(obj, dict), "--json: not an object: %r" % obj)
+        pairs = stats_pairs(body)
+        check_eq(sorted(obj), sorted(n for n, _ in pairs), "--json keys")
+        for n, v in pairs:
+            got = obj[n]
+            if v == "-":
+                check(got is None, "--json %s: %r for \"-\"" % (n, got))
+            elif n in STATS_STRINGS:
+                check_eq(got, v, "--json %s" % n)
+            else:
+                check(type(got) is int, "--json %s: %r is not an integer"
+                      % (n, got))
+                check_eq(got, int(v), "--json %s" % n)
+    out = against_daemon(relay, ["--json"], cmp_json, "stats --json")
+    check_eq(json.loads(out)["state"], "connected", "--json state")
+
+    # --prometheus: a valid exposition, the documented names and types, the
+    # values of STATS in base units.
+    def cmp_prom(out, body):
+        series, types = check_exposition(out.decode("utf-8"))
+        want = expected_series(stats_pairs(body))
+        check_eq(sorted(series), sorted(want), "--prometheus series")
+        for key, value in series.items():
+            check(Fraction(value) == want[key], "--prometheus %s%s: %s, "
+                  "want %s" % (key[0], dict(key[1]) or "", value,
+                               want[key]))
+        for key, (sample, typ, _) in PROM_MAP.items():
+            fam = prom_family_of(sample, types)
+            check_eq(types.get(fam), typ, "--prometheus type of %s" % sample)
+        check_eq(types.get("pubrelay_up"), "gauge", "type of pubrelay_up")
+        check_eq(types.get("pubrelay_link_state"), "gauge",
+                 "type of pubrelay_link_state")
+    out = against_daemon(relay, ["--prometheus"], cmp_prom,
+                         "stats --prometheus")
+    ctx.note("prometheus: %d lines" % len(out.splitlines()))
+
+    # Two formats at once: a usage error, nothing on stdout.
+    for args in (["--json", "--prometheus"], ["--raw", "--json"],
+                 ["--prometheus", "--raw"], ["--json", "--raw", "--json"]):
+        rc, out, err = run(relay.sock, *args)
+        check_eq((rc, out), (64, b""), "stats %s" % " ".join(args))
+        check("exclude" in err, "stats %s: stderr %r" % (" ".join(args), err))
+    rc, out, _ = run(relay.sock, "--json", "--json")
+    check_eq(rc, 0, "stats --json --json")
+
+    # Daemon not reachable: exit 75; --prometheus still says pubrelay_up 0.
+    rc, out, _ = run(relay.sock + ".nope", "--prometheus")
+    check_eq(rc, 75, "stats --prometheus without a daemon")
+    series, _ = check_exposition(out.decode("utf-8"))
+    check_eq(series, {("pubrelay_up", ()): "0"},
+             "stats --prometheus without a daemon")
+    for args in ([], ["--json"], ["--raw"]):
+        rc, out, _ = run(relay.sock + ".nope", *args)
+        check_eq((rc, out), (75, b""), "stats %s without a daemon"
+                 % " ".join(args))
+
+    with ctx.consumer() as c:
+        got = sorted(m[0] for m in c.drain(q))
+    check_eq(got, sorted(b"stats-%d" % i for i in range(5)),
+             "the 5 messages in the queue")
+    check_eq(relay.term(), 0, "pubrelayd exit code after SIGTERM")
+
+    # A daemon that sends odd things: JSON must stay valid and exact for any
+    # bytes, keys the client does not know pass through in JSON and are left
+    # out of Prometheus, values that do not parse are strings / left out.
+    odd = (b"state sleeping\n"
+           b"broker q\"uo\\te \x00\x01\x1f\x7f tab\there "
+           b"\xc3\xa9\xe2\x82\xac\xf0\x9f\x98\x80 "
+           b"bad \xff \xc3( \xed\xa0\x80 \xc0\xaf \xf4\x90\x80\x80 \xe2\x82\n"
+           b"last_error -\n"
+           b"outbox_messages 007\n"
+           b"backlog 12abc\n"
+           b"outbox_bytes 4096\n"
+           b"oldest_age_ms 1500\n"
+           b"accepted 18446744073709551615\n"
+           b"published 18446744073709551616\n"
+           b"confirmed 3\n"
+           b"confirmed 4\n"
+           b"frobnications 42\n"
+           b"new_string some text\n"
+           b"\xff\xfekey -\n"
+           b"blocked_ms 1\n"
+           b"confirm_latency_count 2\n")
+    fake = FakeStatsDaemon(odd)
+    try:
+        rc, out, err = run(fake.path, "--json")
+        check_eq(rc, 0, "--json from the odd daemon (%s)" % err)
+        text = out.decode("utf-8")          # strict: valid UTF-8
+        obj = json.loads(text)
+        raw_broker = odd.split(b"\n")[1][len(b"broker "):]
+        want = {
+            "state": "sleeping",
+            "broker": json_expected(raw_broker),
+            "last_error": None,
+            "outbox_messages": "007",
+            "backlog": "12abc",
+            "outbox_bytes": 4096,
+            "oldest_age_ms": 1500,
+            "accepted": 18446744073709551615,
+            "published": "18446744073709551616",
+            "confirmed": 3,
+            "frobnications": 42,
+            "new_string": "some text",
+            "\u00ff\u00fekey": None,
+            "blocked_ms": 1,
+            "confirm_latency_count": 2,
+        }
+        check_eq(obj, want, "--json from the odd daemon")
+        check(all(0x20 <= ord(ch) for ch in text.replace("\n", "")),
+              "--json prints raw control characters: %r" % text)
+        check_eq(list(obj), list(want), "--json keeps the daemon's order")
+
+        rc, out, err = run(fake.path, "--prometheus")
+        check_eq(rc, 0, "--prometheus from the odd daemon (%s)" % err)
+        series, types = check_exposition(out.decode("utf-8"))
+        check_eq(series, {
+            ("pubrelay_up", ()): "1",
+            ("pubrelay_outbox_bytes", ()): "4096",
+            ("pubrelay_oldest_message_age_seconds", ()): "1.5",
+            ("pubrelay_accepted_total", ()): "18446744073709551615",
+            ("pubrelay_confirmed_total", ()): "3",
+            ("pubrelay_blocked_seconds_total", ()): "0.001",
+            ("pubrelay_confirm_latency_seconds_count", ()): "2",
+        }, "--prometheus from the odd daemon")
+        check_eq(types.get("pubrelay_confirm_latency_seconds"), "summary",
+                 "summary with only _count")
+
+        rc, out, err = run(fake.path)
+        check_eq(rc, 0, "table from the odd daemon (%s)" % err)
+        text = out.decode("utf-8")
+        check(all(0x20 <= ord(ch) < 0x7f or ord(ch) >= 0xa0
+                  for ch in text.replace("\n", "")),
+              "the table prints control characters: %r" % text)
+        check_eq(len(text.splitlines()), len(odd.splitlines()),
+                 "table: one line per line of the body")
+        rc, out, err = run(fake.path, "--raw")
+        check_eq((rc, out), (0, odd), "--raw from the odd daemon")
+
+        fake.body = b""
+        rc, out, err = run(fake.path, "--json")
+        check_eq((rc, json.loads(out)), (0, {}), "--json of an empty body")
+        rc, out, err = run(fake.path, "--prometheus")
+        check_eq(rc, 0, "--prometheus of an empty body")
+        check_eq(check_exposition(out.decode())[0], {("pubrelay_up", ()): "1"},
+                 "--prometheus of an empty body")
+    finally:
+        fake.close()
+
+
+# ---------------------------------------------------------------------------
 # Driver
 
 
