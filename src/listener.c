@@ -1,5 +1,6 @@
 /*
- * listener.c: the Unix stream socket clients connect to.
+ * listener.c: the Unix stream socket clients connect to: bound here, or
+ * inherited from the service manager (socket activation).
  */
 #include <sys/socket.h>
 #include <sys/stat.h>
@@ -29,7 +30,8 @@ struct listener {
 	const struct config	*cf;
 	struct ingress		*ing;
 	int			 fd;
-	char			*path;
+	char			*path;		/* where clients connect */
+	int			 owned;		/* we bound it: unlink at close */
 	struct event		*ev_accept;
 	struct event		*ev_resume;
 	int			 limit_logged;
@@ -117,6 +119,15 @@ listener_resume_cb(evutil_socket_t fd, short what, void *arg)
 	event_add(l->ev_accept, NULL);
 }
 
+static void
+listener_start(struct listener *l)
+{
+	l->ev_accept = event_new(l->base, l->fd, EV_READ | EV_PERSIST,
+	    listener_accept_cb, l);
+	l->ev_resume = evtimer_new(l->base, listener_resume_cb, l);
+	event_add(l->ev_accept, NULL);
+}
+
 struct listener *
 listener_open(struct event_base *base, const struct config *cf,
     struct ingress *ing, char *err, size_t errlen)
@@ -180,11 +191,39 @@ listener_open(struct event_base *base, const struct config *cf,
 		return NULL;
 	}
 	l->path = xstrdup(cf->socket_path);
-	l->ev_accept = event_new(base, l->fd, EV_READ | EV_PERSIST,
-	    listener_accept_cb, l);
-	l->ev_resume = evtimer_new(base, listener_resume_cb, l);
-	event_add(l->ev_accept, NULL);
+	l->owned = 1;
+	listener_start(l);
 	return l;
+}
+
+struct listener *
+listener_inherit(struct event_base *base, const struct config *cf,
+    struct ingress *ing, int fd, const char *path, char *err, size_t errlen)
+{
+	struct listener	*l;
+	int		 flags;
+
+	/* The service manager hands the socket over in blocking mode. */
+	if ((flags = fcntl(fd, F_GETFL)) == -1 ||
+	    fcntl(fd, F_SETFL, flags | O_NONBLOCK) == -1) {
+		snprintf(err, errlen, "%s: %s", path, strerror(errno));
+		return NULL;
+	}
+	l = xcalloc(1, sizeof(*l));
+	l->base = base;
+	l->cf = cf;
+	l->ing = ing;
+	l->fd = fd;
+	l->path = xstrdup(path);
+	l->owned = 0;
+	listener_start(l);
+	return l;
+}
+
+const char *
+listener_path(const struct listener *l)
+{
+	return l->path;
 }
 
 void
@@ -195,7 +234,9 @@ listener_close(struct listener *l)
 	event_free(l->ev_accept);
 	event_free(l->ev_resume);
 	close(l->fd);
-	unlink(l->path);
+	/* An inherited socket belongs to the socket unit: it stays. */
+	if (l->owned)
+		unlink(l->path);
 	free(l->path);
 	free(l);
 }

@@ -9,8 +9,10 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sysexits.h>
+#include <time.h>
 #include <unistd.h>
 
+#include <event2/buffer.h>
 #include <event2/event.h>
 #include <event2/thread.h>
 
@@ -20,8 +22,10 @@
 #include "log.h"
 #include "outbox.h"
 #include "publisher.h"
+#include "sdnotify.h"
 #include "session.h"
 #include "stats.h"
+#include "status.h"
 #include "util.h"
 
 #ifndef PUBRELAY_CONFIG_PATH
@@ -30,6 +34,7 @@
 
 #define SHUTDOWN_FLUSH_MS	1000	/* time to write the last replies */
 #define SHUTDOWN_PUBLISHER_MS	2000	/* time for the broker side to stop */
+#define STATUS_INTERVAL_MS	2000	/* how often STATUS= may change */
 
 struct daemon {
 	struct event_base	*base;
@@ -43,6 +48,11 @@ struct daemon {
 	struct relay_stats	 stats;
 	struct event		*ev_term, *ev_int, *ev_hup, *ev_done;
 	int			 stopping;
+	/* systemd: notifications, only when NOTIFY_SOCKET was set */
+	int			 notify;
+	struct event		*ev_status, *ev_watchdog;
+	char			 status[1024];	/* the last STATUS= sent */
+	int			 notify_failed;	/* logged once */
 };
 
 static void
@@ -72,6 +82,69 @@ daemon_confirmed_cb(int64_t upto, void *arg)
 	ingress_confirmed(d->ing, upto);
 }
 
+/* A notification to systemd; a failure is logged once, not per ping. */
+static void
+daemon_notify(struct daemon *d, const char *what)
+{
+	if (!d->notify)
+		return;
+	if (sdnotify_send("%s", what) == -1 && !d->notify_failed) {
+		log_warn("cannot notify systemd (%s)", what);
+		d->notify_failed = 1;
+	}
+}
+
+/* The status line from the STATS lines; 1 when it changed. */
+static int
+daemon_status_update(struct daemon *d)
+{
+	struct evbuffer	*b = evbuffer_new();
+	char		 line[sizeof(d->status)];
+
+	if (b == NULL)
+		return 0;
+	ingress_stats(d->ing, b);
+	evbuffer_add(b, "", 1);
+	status_line((const char *)evbuffer_pullup(b, -1), line, sizeof(line));
+	evbuffer_free(b);
+	if (strcmp(line, d->status) == 0)
+		return 0;
+	memcpy(d->status, line, sizeof(d->status));
+	return 1;
+}
+
+static void
+daemon_status_cb(evutil_socket_t fd, short what, void *arg)
+{
+	struct daemon	*d = arg;
+	char		 msg[sizeof(d->status) + 16];
+
+	(void)fd;
+	(void)what;
+	if (d->stopping || !daemon_status_update(d))
+		return;
+	snprintf(msg, sizeof(msg), "STATUS=%s", d->status);
+	daemon_notify(d, msg);
+}
+
+/* From the main loop: a loop that is stuck stops the pings. */
+static void
+daemon_watchdog_cb(evutil_socket_t fd, short what, void *arg)
+{
+	(void)fd;
+	(void)what;
+	daemon_notify(arg, "WATCHDOG=1");
+}
+
+static uint64_t
+daemon_monotonic_usec(void)
+{
+	struct timespec	ts;
+
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (uint64_t)ts.tv_sec * 1000000 + (uint64_t)ts.tv_nsec / 1000;
+}
+
 /* Stop when the last client has been answered, or after a deadline. */
 static void
 daemon_done_cb(evutil_socket_t fd, short what, void *arg)
@@ -99,6 +172,7 @@ daemon_shutdown(struct daemon *d, const char *sig)
 		return;
 	d->stopping = 1;
 	log_notice("%s: shutting down", sig);
+	daemon_notify(d, "STOPPING=1\nSTATUS=stopping");
 	listener_close(d->lst);
 	d->lst = NULL;
 	session_drain_all();		/* parse nothing more */
@@ -130,6 +204,27 @@ daemon_reload(struct daemon *d)
 	config_free(&cf);
 }
 
+/* Reload, telling systemd (RELOADING=1, then READY=1) when it listens. */
+static void
+daemon_sighup(struct daemon *d)
+{
+	char	msg[sizeof(d->status) + 32];
+	int	tell = d->notify && !d->stopping;
+
+	if (tell) {
+		/* MONOTONIC_USEC: systemd 253 and later want it with this. */
+		snprintf(msg, sizeof(msg), "RELOADING=1\nMONOTONIC_USEC=%llu",
+		    (unsigned long long)daemon_monotonic_usec());
+		daemon_notify(d, msg);
+	}
+	daemon_reload(d);
+	if (tell) {
+		daemon_status_update(d);
+		snprintf(msg, sizeof(msg), "READY=1\nSTATUS=%s", d->status);
+		daemon_notify(d, msg);
+	}
+}
+
 static void
 daemon_signal_cb(evutil_socket_t sig, short what, void *arg)
 {
@@ -138,7 +233,7 @@ daemon_signal_cb(evutil_socket_t sig, short what, void *arg)
 	(void)what;
 	switch (sig) {
 	case SIGHUP:
-		daemon_reload(d);
+		daemon_sighup(d);
 		break;
 	case SIGINT:
 		daemon_shutdown(d, "SIGINT");
@@ -154,9 +249,10 @@ main(int argc, char *argv[])
 {
 	struct daemon			 d;
 	struct publisher_params		 pp;
-	char				 err[512];
+	char				 err[512], path[256];
+	char				 msg[sizeof(d.status) + 32];
 	int64_t				 confirmed = 0;
-	int				 ch, check = 0, n;
+	int				 ch, check = 0, n, lfd;
 
 	memset(&d, 0, sizeof(d));
 	d.config_path = PUBRELAY_CONFIG_PATH;
@@ -205,6 +301,16 @@ main(int argc, char *argv[])
 	}
 	log_set_level(d.verbose ? LOG_DEBUG : d.cf.log_level);
 
+	/* Before any thread: both read and unset environment variables. */
+	d.notify = sdnotify_init(err, sizeof(err));
+	if (err[0] != '\0')
+		log_warnx("systemd: %s", err);
+	lfd = sdnotify_listen_fds(path, sizeof(path), err, sizeof(err));
+	if (lfd == -2) {
+		log_errx("socket activation: %s", err);
+		return EX_OSERR;
+	}
+
 	signal(SIGPIPE, SIG_IGN);
 	pthread_mutex_init(&d.stats.lock, NULL);
 	if (evthread_use_pthreads() == -1) {
@@ -230,7 +336,14 @@ main(int argc, char *argv[])
 		    d.cf.outbox_path, (unsigned long long)outbox_rows(d.ob),
 		    (unsigned long long)outbox_bytes(d.ob));
 	d.ing = ingress_new(d.base, d.ob, &d.cf, &d.stats);
-	d.lst = listener_open(d.base, &d.cf, d.ing, err, sizeof(err));
+	if (lfd >= 0) {
+		log_info("socket activation: using the socket %s passed by the "
+		    "service manager; [socket] path and mode are the socket "
+		    "unit's business", path);
+		d.lst = listener_inherit(d.base, &d.cf, d.ing, lfd, path, err,
+		    sizeof(err));
+	} else
+		d.lst = listener_open(d.base, &d.cf, d.ing, err, sizeof(err));
 	if (d.lst == NULL) {
 		log_errx("%s", err);
 		outbox_close(d.ob);
@@ -262,8 +375,33 @@ main(int argc, char *argv[])
 	event_add(d.ev_hup, NULL);
 
 	log_notice("pubrelayd %s listening on %s; outbox %s (sync %s)",
-	    PACKAGE_VERSION, d.cf.socket_path, d.cf.outbox_path,
+	    PACKAGE_VERSION, listener_path(d.lst), d.cf.outbox_path,
 	    d.cf.sync_full ? "full" : "normal");
+	if (d.notify) {
+		struct timeval	tv = { STATUS_INTERVAL_MS / 1000,
+				    (STATUS_INTERVAL_MS % 1000) * 1000 };
+		uint64_t	wd = sdnotify_watchdog_usec() / 2;
+
+		/* The outbox is open and the socket listens. */
+		daemon_status_update(&d);
+		snprintf(msg, sizeof(msg), "READY=1\nSTATUS=%s", d.status);
+		daemon_notify(&d, msg);
+		d.ev_status = event_new(d.base, -1, EV_PERSIST,
+		    daemon_status_cb, &d);
+		event_add(d.ev_status, &tv);
+		if (wd > 0) {
+			/* Half the interval, as sd_watchdog_enabled(3) advises. */
+			if (wd < 1000)
+				wd = 1000;
+			tv.tv_sec = (time_t)(wd / 1000000);
+			tv.tv_usec = (suseconds_t)(wd % 1000000);
+			d.ev_watchdog = event_new(d.base, -1, EV_PERSIST,
+			    daemon_watchdog_cb, &d);
+			event_add(d.ev_watchdog, &tv);
+			log_info("systemd watchdog: a ping every %llu ms",
+			    (unsigned long long)(wd / 1000));
+		}
+	}
 	event_base_dispatch(d.base);
 
 	/* Everything accepted is committed; now stop the broker side. */
@@ -276,6 +414,10 @@ main(int argc, char *argv[])
 	event_free(d.ev_int);
 	event_free(d.ev_hup);
 	event_free(d.ev_done);
+	if (d.ev_status != NULL)
+		event_free(d.ev_status);
+	if (d.ev_watchdog != NULL)
+		event_free(d.ev_watchdog);
 	if (d.pub == NULL) {
 		ingress_free(d.ing);
 		outbox_close(d.ob);
