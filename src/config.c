@@ -407,6 +407,12 @@ config_set_max_bytes(struct config_parse *p, const char *v)
 }
 
 static void
+config_set_min_free(struct config_parse *p, const char *v)
+{
+	config_size(p, v, 0, UINT64_MAX, &p->cf->min_free);
+}
+
+static void
 config_set_sync(struct config_parse *p, const char *v)
 {
 	if (strcasecmp(v, "full") == 0)
@@ -500,6 +506,7 @@ static const struct config_key config_keys[] = {
 	{ "socket",	"max_message_size",	config_set_max_message_size },
 	{ "outbox",	"path",			config_set_outbox_path },
 	{ "outbox",	"max_bytes",		config_set_max_bytes },
+	{ "outbox",	"min_free",		config_set_min_free },
 	{ "outbox",	"sync",			config_set_sync },
 	{ "publish",	"window",		config_set_window },
 	{ "publish",	"persistent",		config_set_persistent },
@@ -841,6 +848,7 @@ config_defaults(struct config *cf)
 	cf->max_message_size = CONFIG_DEFAULT_MAX_MESSAGE;
 	cf->outbox_path = xstrdup(PUBRELAY_OUTBOX_PATH);
 	cf->max_bytes = CONFIG_DEFAULT_MAX_BYTES;
+	cf->min_free = CONFIG_DEFAULT_MIN_FREE;
 	cf->sync_full = 1;
 	cf->window = CONFIG_DEFAULT_WINDOW;
 	cf->persistent = 1;

@@ -21,6 +21,7 @@
 #define CONFIG_DEFAULT_MAX_CLIENTS	1024
 #define CONFIG_DEFAULT_MAX_MESSAGE	(1024 * 1024)	/* bytes */
 #define CONFIG_DEFAULT_MAX_BYTES	(1024ULL * 1024 * 1024)	/* bytes */
+#define CONFIG_DEFAULT_MIN_FREE		(64ULL * 1024 * 1024)	/* bytes */
 #define CONFIG_DEFAULT_WINDOW		256
 #define CONFIG_DEFAULT_CONFIRM_TIMEOUT	30000		/* ms */
 #define CONFIG_DEFAULT_MAX_ATTEMPTS	3
@@ -49,6 +50,7 @@ struct config {
 	/* [outbox] */
 	char		*outbox_path;
 	uint64_t	 max_bytes;		/* 0: no limit */
+	uint64_t	 min_free;		/* refuse below this much disk */
 	int		 sync_full;		/* 1: full (default), 0: normal */
 	/* [publish] */
 	unsigned	 window;

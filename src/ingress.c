@@ -25,6 +25,7 @@
 #include "util.h"
 
 #define INGRESS_DELETE_DELAY_MS	100	/* batch deletes of confirmed rows */
+#define INGRESS_DELETE_RETRY_MS	1000	/* after a failed delete */
 
 struct ingress_park {
 	int64_t		 id;
@@ -54,6 +55,9 @@ struct ingress {
 	int64_t			 deleted_upto;
 	int			 delete_due;
 	int			 full_logged;
+	int			 disk_logged;	/* below min_free */
+	int			 delete_logged;
+	int			 fail_logged;	/* a failing write, logged */
 	struct ingress_park	*parks;		/* waiting for no open commit */
 	size_t			 nparks, capparks;
 	time_t			 started;
@@ -138,7 +142,7 @@ int
 ingress_insert(struct ingress *ing, const struct proto_pub *pub,
     struct evbuffer *held, const char **code, char *err, size_t errlen)
 {
-	uint64_t	size;
+	uint64_t	size, avail;
 	int64_t		id;
 	int		status;
 
@@ -160,6 +164,20 @@ ingress_insert(struct ingress *ing, const struct proto_pub *pub,
 		ingress_store_error(ing, ing->tx_failed, code, err, errlen);
 		return -1;
 	}
+	if (!ing->in_tx && ing->cf->min_free > 0 &&
+	    (avail = outbox_free_space(ing->ob)) < ing->cf->min_free) {
+		*code = PROTO_E_FULL;
+		snprintf(err, errlen, "outbox full: %" PRIu64 " bytes free on "
+		    "its disk, below min_free %" PRIu64 "; retry later", avail,
+		    ing->cf->min_free);
+		if (!ing->disk_logged) {
+			log_warnx("outbox disk: %" PRIu64 " bytes free, below "
+			    "min_free (%" PRIu64 "): refusing messages",
+			    avail, ing->cf->min_free);
+			ing->disk_logged = 1;
+		}
+		return -1;
+	}
 	if (!ing->in_tx) {
 		status = outbox_begin(ing->ob);
 		if (status != OUTBOX_OK) {
@@ -167,6 +185,10 @@ ingress_insert(struct ingress *ing, const struct proto_pub *pub,
 			    outbox_errmsg(ing->ob));
 			ingress_store_error(ing, status, code, err, errlen);
 			return -1;
+		}
+		if (ing->disk_logged) {
+			log_notice("outbox disk has room again");
+			ing->disk_logged = 0;
 		}
 		ing->in_tx = 1;
 		ing->tx_failed = 0;
@@ -182,7 +204,8 @@ ingress_insert(struct ingress *ing, const struct proto_pub *pub,
 		 * full): roll back the whole turn so that no later insert
 		 * runs outside it and every message of the turn is refused.
 		 */
-		log_warnx("outbox: insert failed: %s", outbox_errmsg(ing->ob));
+		log_msg(ing->fail_logged++ ? LOG_DEBUG : LOG_WARNING,
+		    "outbox: insert failed: %s", outbox_errmsg(ing->ob));
 		ingress_store_error(ing, status, code, err, errlen);
 		outbox_rollback(ing->ob);
 		ing->tx_failed = status;
@@ -294,11 +317,28 @@ ingress_delete(struct ingress *ing)
 	before = outbox_rows(ing->ob);
 	status = outbox_delete_upto(ing->ob, upto);
 	if (status != OUTBOX_OK) {
-		/* Harmless: the rows are deleted with the next batch. */
-		log_warnx("outbox: cannot delete confirmed rows: %s",
+		struct timeval tv = { INGRESS_DELETE_RETRY_MS / 1000,
+		    (INGRESS_DELETE_RETRY_MS % 1000) * 1000 };
+
+		/*
+		 * Harmless for the messages (they are confirmed), but a full
+		 * disk stays full until they go: move the write-ahead log into
+		 * the database and try again soon, not only at the next confirm.
+		 */
+		log_msg(ing->delete_logged++ ? LOG_DEBUG : LOG_WARNING,
+		    "outbox: cannot delete confirmed rows: %s; retrying",
 		    outbox_errmsg(ing->ob));
+		outbox_checkpoint(ing->ob);
+		evtimer_add(ing->ev_delete, &tv);
 		return;
 	}
+	if (ing->delete_logged) {
+		log_notice("outbox: confirmed rows deleted again");
+		ing->delete_logged = 0;
+	}
+	/* Short of disk: give the write-ahead log's space back too. */
+	if (ing->disk_logged)
+		outbox_checkpoint(ing->ob);
 	ing->deleted_upto = upto;
 	ing->deleted += before - outbox_rows(ing->ob);
 	if (ing->full_logged && (ing->cf->max_bytes == 0 ||
@@ -323,10 +363,16 @@ ingress_commit(struct ingress *ing)
 	ing->in_tx = 0;
 	ing->tx_failed = 0;
 	ok = status == OUTBOX_OK;
-	if (ok)
+	if (ok) {
 		atomic_fetch_add(&ing->st->accepted, ing->tx_count);
-	else {
-		log_warnx("outbox: transaction of %u messages failed: %s",
+		if (ing->fail_logged) {
+			log_notice("outbox writes succeed again");
+			ing->fail_logged = 0;
+		}
+	} else {
+		/* Once per episode: a full disk fails every turn. */
+		log_msg(ing->fail_logged++ ? LOG_DEBUG : LOG_WARNING,
+		    "outbox: transaction of %u messages failed: %s",
 		    ing->tx_count, outbox_errmsg(ing->ob));
 		ingress_store_error(ing, status, &code, err, sizeof(err));
 	}

@@ -4,6 +4,7 @@
  */
 #include <sys/file.h>
 #include <sys/stat.h>
+#include <sys/statvfs.h>
 
 #include <errno.h>
 #include <fcntl.h>
@@ -909,4 +910,30 @@ const char *
 outbox_reader_errmsg(const struct outbox_reader *r)
 {
 	return sqlite3_errmsg(r->db);
+}
+
+uint64_t
+outbox_free_space(struct outbox *ob)
+{
+	struct statvfs	sv;
+	int64_t		pages, size;
+	int		rc;
+
+	if (ob->lockfd == -1 || fstatvfs(ob->lockfd, &sv) == -1)
+		return UINT64_MAX;
+	pages = outbox_query_int(ob->db, "PRAGMA freelist_count", &rc);
+	size = outbox_query_int(ob->db, "PRAGMA page_size", &rc);
+	if (pages < 0 || size < 0)
+		pages = size = 0;
+	return (uint64_t)sv.f_bavail * sv.f_frsize + (uint64_t)(pages * size);
+}
+
+int
+outbox_checkpoint(struct outbox *ob)
+{
+	int	rc;
+
+	rc = sqlite3_wal_checkpoint_v2(ob->db, NULL, SQLITE_CHECKPOINT_TRUNCATE,
+	    NULL, NULL);
+	return outbox_status(rc);
 }

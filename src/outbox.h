@@ -49,6 +49,15 @@ void	 outbox_rollback(struct outbox *ob);
 /* Delete every row with id <= upto, in its own transaction. */
 int	 outbox_delete_upto(struct outbox *ob, int64_t upto);
 
+/*
+ * Room for new rows: free bytes on the outbox's file system plus the free
+ * pages inside the database file, which new rows reuse.  UINT64_MAX when
+ * unknown.
+ */
+uint64_t outbox_free_space(struct outbox *ob);
+/* Move the write-ahead log into the database and truncate it. */
+int	 outbox_checkpoint(struct outbox *ob);
+
 /* Running totals, kept in the database and updated in each transaction. */
 uint64_t outbox_rows(const struct outbox *ob);
 uint64_t outbox_bytes(const struct outbox *ob);

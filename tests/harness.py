@@ -532,12 +532,11 @@ class Broker:
 
     def add_user(self, user, password, write=".*", configure=".*",
                  read=".*", vhost="/"):
-        """A user with the given permission regexes on vhost; deleted at
-        exit (users live in the node's data, which outlives a scenario)."""
+        """A user with the given permission regexes on vhost.  Users live
+        in the node's data: delete it (ctl("delete_user", user)) when the
+        scenario ends."""
         self.ctl("add_user", user, password)
         self.ctl("set_permissions", "-p", vhost, user, configure, write, read)
-        on_exit(lambda: self.proc is not None and self.proc.poll() is None
-                and self.ctl("delete_user", user, check=False))
 
     def stop(self):
         if self.proc is None:

@@ -182,6 +182,7 @@ test_defaults(void)
 	is_int(cf.max_message_size, 1024 * 1024, "defaults: max_message_size");
 	is_str(cf.outbox_path, PUBRELAY_OUTBOX_PATH, "defaults: outbox path");
 	ok(cf.max_bytes == 1024ULL * 1024 * 1024, "defaults: max_bytes 1G");
+	ok(cf.min_free == 64ULL * 1024 * 1024, "defaults: min_free 64M");
 	is_int(cf.sync_full, 1, "defaults: sync full");
 	is_int(cf.window, 256, "defaults: window");
 	is_int(cf.persistent, 1, "defaults: persistent");
@@ -254,6 +255,7 @@ test_every_key(void)
 	    "[outbox]\n"
 	    "path = relative/outbox.db\n"
 	    "max_bytes = 0\n"
+	    "min_free = 512K\n"
 	    "sync = normal\n"
 	    "[publish]\n"
 	    "window = 1\n"
@@ -282,6 +284,7 @@ test_every_key(void)
 	is_int(r.cf.max_message_size, 65536, "max_message_size 64K");
 	is_str(r.cf.outbox_path, "relative/outbox.db", "outbox path");
 	is_int(r.cf.max_bytes, 0, "max_bytes 0: unlimited");
+	is_int(r.cf.min_free, 512 * 1024, "min_free 512K");
 	is_int(r.cf.sync_full, 0, "sync normal");
 	is_int(r.cf.window, 1, "window 1");
 	is_int(r.cf.persistent, 0, "persistent no");
