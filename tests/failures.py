@@ -1210,8 +1210,9 @@ def make_outbox(ctx, d, name, messages=5):
     uri is dead), then a clean stop."""
     outbox = os.path.join(d, name)
     ini = startup_ini(d, outbox)
+    # A small tmpfs is below the default min_free reserve: no reserve here.
     r = H.Relay(ctx.broker, ctx.name + "-mk", uri=DEAD_URI,
-                overrides={"outbox": {"path": outbox}})
+                overrides={"outbox": {"path": outbox, "min_free": "0"}})
     ctx.relays.append(r)
     r.start()
     pub_pipelined(r, [H.encode_pub(H.seq_line(1, i), [("routing-key", "x")])
@@ -1287,7 +1288,7 @@ def startup_errors(ctx):
     finally:
         fs.remount("rw")
     r = H.Relay(ctx.broker, ctx.name + "-rw", uri=DEAD_URI,
-                overrides={"outbox": {"path": ro}})
+                overrides={"outbox": {"path": ro, "min_free": "0"}})
     ctx.relays.append(r)
     r.start()
     check_eq(r.stats().get("backlog"), 7, "backlog once the file system is "
