@@ -8,6 +8,8 @@
 
 #include <errno.h>
 #include <fcntl.h>
+#include <grp.h>
+#include <pwd.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -24,6 +26,8 @@
 
 #define LISTENER_BACKLOG	512
 #define LISTENER_PAUSE_MS	1000	/* out of descriptors: wait this long */
+#define LISTENER_DENIED_LOG	256	/* uids whose refusal was logged */
+#define LISTENER_GROUPS_MAX	1024	/* groups of a peer we look at */
 
 struct listener {
 	struct event_base	*base;
@@ -35,6 +39,8 @@ struct listener {
 	struct event		*ev_accept;
 	struct event		*ev_resume;
 	int			 limit_logged;
+	uid_t			 denied[LISTENER_DENIED_LOG];
+	size_t			 ndenied;
 };
 
 /* A live daemon answers on the socket; a stale file refuses. */
@@ -69,6 +75,90 @@ listener_refuse(int fd, unsigned max)
 	close(fd);
 }
 
+static int
+listener_gid_allowed(const struct config *cf, gid_t gid)
+{
+	size_t	i;
+
+	for (i = 0; i < cf->nallow_gids; i++)
+		if (cf->allow_gids[i] == gid)
+			return 1;
+	return 0;
+}
+
+/*
+ * May this peer publish?  Its uid is in allow_users, or its primary group
+ * (as it connected) or a group of its uid in the group database is in
+ * allow_groups.  The lookup may block on a remote user database (NSS): only
+ * when allow_groups is set and the cheap checks failed.
+ */
+static int
+listener_peer_allowed(const struct config *cf, const struct ucred *uc)
+{
+	struct passwd	*pw;
+	gid_t		 groups[LISTENER_GROUPS_MAX];
+	int		 i, n = LISTENER_GROUPS_MAX;
+	size_t		 j;
+
+	if (cf->nallow_uids == 0 && cf->nallow_gids == 0)
+		return 1;
+	for (j = 0; j < cf->nallow_uids; j++)
+		if (cf->allow_uids[j] == uc->uid)
+			return 1;
+	if (cf->nallow_gids == 0)
+		return 0;
+	if (listener_gid_allowed(cf, uc->gid))
+		return 1;
+	if ((pw = getpwuid(uc->uid)) == NULL)
+		return 0;
+	/* On overflow n is the count needed; the first LISTENER_GROUPS_MAX do. */
+	if (getgrouplist(pw->pw_name, pw->pw_gid, groups, &n) == -1)
+		n = LISTENER_GROUPS_MAX;
+	for (i = 0; i < n && i < LISTENER_GROUPS_MAX; i++)
+		if (listener_gid_allowed(cf, groups[i]))
+			return 1;
+	return 0;
+}
+
+/* Refuse a peer outside the allow-lists; logged once per uid. */
+static int
+listener_check_peer(struct listener *l, int fd)
+{
+	struct ucred	uc;
+	socklen_t	len = sizeof(uc);
+	char		msg[160];
+	size_t		i;
+	int		n;
+
+	if (l->cf->nallow_uids == 0 && l->cf->nallow_gids == 0)
+		return 0;
+	if (getsockopt(fd, SOL_SOCKET, SO_PEERCRED, &uc, &len) == -1) {
+		log_warn("SO_PEERCRED: refusing the client");
+		close(fd);
+		return -1;
+	}
+	if (listener_peer_allowed(l->cf, &uc))
+		return 0;
+	for (i = 0; i < l->ndenied && l->denied[i] != uc.uid; i++)
+		;
+	if (i == l->ndenied) {
+		log_warnx("client uid %ld (pid %ld) is not in [socket] "
+		    "allow_users or allow_groups: refused%s", (long)uc.uid,
+		    (long)uc.pid, l->ndenied + 1 == LISTENER_DENIED_LOG ?
+		    " (further refused uids are not logged)" : "");
+		if (l->ndenied < LISTENER_DENIED_LOG)
+			l->denied[l->ndenied++] = uc.uid;
+	}
+	/* Best effort, as in listener_refuse(). */
+	n = snprintf(msg, sizeof(msg), "ERR %s uid %ld may not publish here "
+	    "(not in allow_users or allow_groups)\n", PROTO_E_DENIED,
+	    (long)uc.uid);
+	if (write(fd, msg, (size_t)n) == -1)
+		(void)0;
+	close(fd);
+	return -1;
+}
+
 static void
 listener_accept_cb(evutil_socket_t lfd, short what, void *arg)
 {
@@ -96,6 +186,8 @@ listener_accept_cb(evutil_socket_t lfd, short what, void *arg)
 			log_warn("accept");
 			return;
 		}
+		if (listener_check_peer(l, fd) == -1)
+			continue;
 		if (session_count() >= l->cf->max_clients) {
 			if (!l->limit_logged)
 				log_warnx("max_clients (%u) reached: refusing "
@@ -105,7 +197,7 @@ listener_accept_cb(evutil_socket_t lfd, short what, void *arg)
 			continue;
 		}
 		l->limit_logged = 0;
-		session_new(l->ing, fd, l->cf->max_message_size);
+		session_new(l->ing, fd, l->cf);
 	}
 }
 
@@ -181,7 +273,9 @@ listener_open(struct event_base *base, const struct config *cf,
 		return NULL;
 	}
 	umask(old);
-	if (chmod(cf->socket_path, cf->socket_mode) == -1 ||
+	if ((cf->socket_has_group &&
+	    chown(cf->socket_path, (uid_t)-1, cf->socket_gid) == -1) ||
+	    chmod(cf->socket_path, cf->socket_mode) == -1 ||
 	    listen(l->fd, LISTENER_BACKLOG) == -1) {
 		snprintf(err, errlen, "%s: %s", cf->socket_path,
 		    strerror(errno));

@@ -13,7 +13,10 @@ struct event_base;
 struct ingress;
 struct listener;
 
-/* Bind [socket] path with [socket] mode and listen. */
+/*
+ * Bind [socket] path with [socket] mode (and group) and listen.  Every
+ * accepted peer is checked against allow_users/allow_groups (SO_PEERCRED).
+ */
 struct listener *listener_open(struct event_base *base, const struct config *cf,
 	    struct ingress *ing, char *err, size_t errlen);
 /*

@@ -140,17 +140,16 @@ proto_quote(char *dst, size_t dstlen, const char *p, size_t n)
 /*
  * Find the end of the line at p[0..avail).  1: *n is its length without the
  * EOL ("\n" or "\r\n"), *next the offset after the "\n".  0: no "\n" yet.
- * -1: no "\n" within PROTO_MAX_LINE bytes, so the line is too long whatever
- * follows.
+ * -1: no "\n" within max bytes, so the line is too long whatever follows.
  */
 static int
-proto_line(const char *p, size_t avail, size_t *n, size_t *next)
+proto_line(const char *p, size_t avail, size_t max, size_t *n, size_t *next)
 {
 	const char	*nl;
-	size_t		 scan = avail < PROTO_MAX_LINE ? avail : PROTO_MAX_LINE;
+	size_t		 scan = avail < max ? avail : max;
 
 	if ((nl = memchr(p, '\n', scan)) == NULL)
-		return avail >= PROTO_MAX_LINE ? -1 : 0;
+		return avail >= max ? -1 : 0;
 	*next = (size_t)(nl - p) + 1;
 	*n = (size_t)(nl - p);
 	if (*n > 0 && p[*n - 1] == '\r')
@@ -498,6 +497,9 @@ proto_parse(const char *buf, size_t len, const struct proto_limits *lim,
 	uint64_t	 blen;
 	char		 q[64];
 	int		 r;
+	size_t		 maxline = lim != NULL && lim->max_line > 0 &&
+			    lim->max_line < PROTO_MAX_LINE ? lim->max_line :
+			    PROTO_MAX_LINE;
 
 	*consumed = 0;
 	req->verb = 0;
@@ -530,11 +532,11 @@ proto_parse(const char *buf, size_t len, const struct proto_limits *lim,
 		break;
 	}
 
-	if ((r = proto_line(buf + off, len - off, &n, &next)) == 0)
+	if ((r = proto_line(buf + off, len - off, maxline, &n, &next)) == 0)
 		return PROTO_INCOMPLETE;
 	if (r == -1)
 		return proto_fail(req, PROTO_FATAL, PROTO_E_PROTO,
-		    "line too long (over %d bytes)", PROTO_MAX_LINE);
+		    "line too long (over %zu bytes)", maxline);
 	line = buf + off;
 
 	for (vlen = 0; vlen < n && line[vlen] != ' ' && line[vlen] != '\t';
@@ -592,11 +594,11 @@ proto_parse(const char *buf, size_t len, const struct proto_limits *lim,
 	/* The property block: lines up to an empty one. */
 	bs = pos = off + next;
 	for (;;) {
-		r = proto_line(buf + pos, len - pos, &n, &next);
+		r = proto_line(buf + pos, len - pos, maxline, &n, &next);
 		if (r == -1)
 			return proto_fail(req, PROTO_FATAL, PROTO_E_PROTO,
-			    "property line too long (over %d bytes)",
-			    PROTO_MAX_LINE);
+			    "property line too long (over %zu bytes)",
+			    maxline);
 		if (r == 0) {
 			/*
 			 * Fail as soon as the block cannot fit whatever comes
@@ -655,6 +657,12 @@ proto_parse(const char *buf, size_t len, const struct proto_limits *lim,
 		*consumed = total;
 		req->err_code = PROTO_E_BADREQ;
 		return PROTO_BAD;
+	}
+	if (lim != NULL && lim->max_headers > 0 &&
+	    req->pub.nheaders > lim->max_headers) {
+		*consumed = total;
+		return proto_fail(req, PROTO_BAD, PROTO_E_BADREQ,
+		    "more than %u headers (max_headers)", lim->max_headers);
 	}
 	req->pub.body.p = buf + hdr;
 	req->pub.body.len = (size_t)blen;

@@ -56,6 +56,7 @@
 #define PROTO_E_SHUTDOWN "SHUTDOWN"	/* daemon stopping: retry later */
 #define PROTO_E_LIMIT	 "LIMIT"	/* too many clients; closed */
 #define PROTO_E_NOTFOUND "NOTFOUND"	/* DEAD RETRY/PURGE: no such id */
+#define PROTO_E_DENIED	 "DENIED"	/* peer not in allow_users/groups; closed */
 
 #define PROTO_SHORTSTR_MAX	255	/* AMQP shortstr */
 #define PROTO_MAX_HEADERS	128	/* "header:" lines in one request */
@@ -119,7 +120,9 @@ enum proto_status {
 };
 
 struct proto_limits {
-	size_t	max_body;	/* bodies longer get TOOBIG */
+	size_t	 max_body;	/* bodies longer get TOOBIG */
+	size_t	 max_line;	/* 0 or up to PROTO_MAX_LINE; longer: PROTO */
+	unsigned max_headers;	/* 0 or up to PROTO_MAX_HEADERS; more: BADREQ */
 };
 
 struct proto_req {

@@ -177,6 +177,9 @@ client_err_status(const char *code, size_t len)
 	};
 	size_t	i;
 
+	if (strlen(PROTO_E_DENIED) == len &&
+	    strncmp(code, PROTO_E_DENIED, len) == 0)
+		return EX_NOPERM;
 	for (i = 0; i < sizeof(tempfail) / sizeof(tempfail[0]); i++)
 		if (strlen(tempfail[i]) == len &&
 		    strncmp(code, tempfail[i], len) == 0)

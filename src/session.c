@@ -8,6 +8,13 @@
  *
  * After a refused PUB every later PUB is refused with SKIPPED until RESET, so
  * the messages a connection got OK for are always a prefix of what it sent.
+ *
+ * Resources a client can hold are bounded by [socket] limits: input is read
+ * only up to max_buffer (or one largest request, if that is more), parsing
+ * stops while more than max_buffer of replies wait to be written (the
+ * client does not read them), and a request left half-sent for
+ * idle_timeout is answered ERR PROTO and the connection closed.  A client
+ * idle between requests is kept: applications hold connections open.
  */
 #include <sys/queue.h>
 #include <sys/socket.h>
@@ -23,6 +30,7 @@
 #include <event2/bufferevent.h>
 #include <event2/event.h>
 
+#include "config.h"
 #include "ingress.h"
 #include "log.h"
 #include "protocol.h"
@@ -48,6 +56,9 @@ struct session {
 	int			 closing;	/* close once output is flushed */
 	int			 eof;		/* client closed its side */
 	int			 draining;	/* shutdown: parse nothing more */
+	int			 backlogged;	/* output over max_buffer */
+	size_t			 max_buffer;
+	uint64_t		 idle_ms;
 	struct proto_req	 req;
 };
 
@@ -67,14 +78,20 @@ session_count(void)
 }
 
 struct session *
-session_new(struct ingress *ing, int fd, uint64_t max_body)
+session_new(struct ingress *ing, int fd, const struct config *cf)
 {
 	struct session		*s;
+	struct timeval		 tv;
+	size_t			 in_max;
 
 	s = xcalloc(1, sizeof(*s));
 	s->ing = ing;
 	s->id = ++session_ids;
-	s->lim.max_body = (size_t)max_body;
+	s->lim.max_body = (size_t)cf->max_message_size;
+	s->lim.max_line = cf->max_line;
+	s->lim.max_headers = cf->max_headers;
+	s->max_buffer = (size_t)cf->max_buffer;
+	s->idle_ms = cf->idle_timeout_ms;
 	s->held = evbuffer_new();
 	s->bev = bufferevent_socket_new(ingress_base(ing), fd,
 	    BEV_OPT_CLOSE_ON_FREE);
@@ -90,7 +107,19 @@ session_new(struct ingress *ing, int fd, uint64_t max_body)
 		return NULL;
 	}
 	bufferevent_set_max_single_read(s->bev, SESSION_READ_MAX);
-	bufferevent_setcb(s->bev, session_read_cb, NULL, session_event_cb, s);
+	/* The largest request must fit, whatever max_buffer says. */
+	in_max = (size_t)cf->max_message_size + PROTO_MAX_BLOCK +
+	    2 * PROTO_MAX_LINE;
+	if (in_max < s->max_buffer)
+		in_max = s->max_buffer;
+	bufferevent_setwatermark(s->bev, EV_READ, 0, in_max);
+	if (s->idle_ms > 0) {
+		tv.tv_sec = (time_t)(s->idle_ms / 1000);
+		tv.tv_usec = (suseconds_t)(s->idle_ms % 1000) * 1000;
+		bufferevent_set_timeouts(s->bev, &tv, NULL);
+	}
+	bufferevent_setcb(s->bev, session_read_cb, session_write_cb,
+	    session_event_cb, s);
 	bufferevent_enable(s->bev, EV_READ | EV_WRITE);
 	TAILQ_INSERT_TAIL(&sessions, s, entry);
 	nsessions++;
@@ -199,6 +228,22 @@ session_maybe_done(struct session *s)
 		session_close_after_flush(s);
 }
 
+/*
+ * The client does not read its replies: stop reading its requests until
+ * the output drains to half of max_buffer (session_write_cb).
+ */
+static void
+session_backlog(struct session *s)
+{
+	if (s->backlogged)
+		return;
+	s->backlogged = 1;
+	log_debug("client %llu: over max_buffer of unread replies; not "
+	    "reading until it catches up", (unsigned long long)s->id);
+	bufferevent_disable(s->bev, EV_READ);
+	bufferevent_setwatermark(s->bev, EV_WRITE, s->max_buffer / 2, 0);
+}
+
 static void
 session_process(struct session *s)
 {
@@ -213,6 +258,11 @@ session_process(struct session *s)
 		return;
 	}
 	while (!s->closing && !s->stalled) {
+		if (evbuffer_get_length(bufferevent_get_output(s->bev)) >
+		    s->max_buffer) {
+			session_backlog(s);
+			return;
+		}
 		len = evbuffer_get_length(in);
 		if (s->skip > 0) {
 			n = len < s->skip ? len : s->skip;
@@ -352,8 +402,45 @@ session_write_cb(struct bufferevent *bev, void *arg)
 {
 	struct session	*s = arg;
 
-	if (s->closing && evbuffer_get_length(bufferevent_get_output(bev)) == 0)
-		session_free(s, "closed by daemon");
+	if (s->closing) {
+		if (evbuffer_get_length(bufferevent_get_output(bev)) == 0)
+			session_free(s, "closed by daemon");
+		return;
+	}
+	if (s->backlogged && evbuffer_get_length(bufferevent_get_output(bev))
+	    <= s->max_buffer / 2) {
+		s->backlogged = 0;
+		bufferevent_setwatermark(bev, EV_WRITE, 0, 0);
+		if (!s->eof && !s->draining)
+			bufferevent_enable(bev, EV_READ);
+		session_process(s);
+	}
+}
+
+/*
+ * The read timeout ran out.  Only a request left half-sent is the client's
+ * fault; between requests, or while we hold the session (commit pending,
+ * replies unread), the timer just starts again.
+ */
+static void
+session_timeout(struct session *s)
+{
+	char	msg[128];
+
+	if (s->closing || s->draining || s->eof)
+		return;
+	if (s->stalled || s->backlogged || (s->skip == 0 &&
+	    evbuffer_get_length(bufferevent_get_input(s->bev)) == 0)) {
+		bufferevent_enable(s->bev, EV_READ);
+		return;
+	}
+	log_info("client %llu: partial request idle for %llu ms; closing the "
+	    "connection", (unsigned long long)s->id,
+	    (unsigned long long)s->idle_ms);
+	snprintf(msg, sizeof(msg), "idle for %llu ms in the middle of a "
+	    "request (idle_timeout); closing", (unsigned long long)s->idle_ms);
+	session_error(s, PROTO_E_PROTO, msg);
+	session_close_after_flush(s);
 }
 
 static void
@@ -362,6 +449,10 @@ session_event_cb(struct bufferevent *bev, short what, void *arg)
 	struct session	*s = arg;
 
 	(void)bev;
+	if (what & BEV_EVENT_TIMEOUT) {
+		session_timeout(s);
+		return;
+	}
 	if ((what & BEV_EVENT_EOF) && !s->closing) {
 		/* A half-close still gets every reply (e.g. socat, shell pipes). */
 		s->eof = 1;

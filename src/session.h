@@ -7,11 +7,13 @@
 
 #include <stdint.h>
 
+struct config;
 struct ingress;
 struct session;
 
-/* Take ownership of the connected socket fd. */
-struct session *session_new(struct ingress *ing, int fd, uint64_t max_body);
+/* Take ownership of the connected socket fd; limits from cf's [socket]. */
+struct session *session_new(struct ingress *ing, int fd,
+	    const struct config *cf);
 /* The transaction holding s's messages committed (ok) or was rolled back. */
 void	session_committed(struct session *s, int ok, const char *code,
 	    const char *err);

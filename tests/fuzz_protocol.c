@@ -72,7 +72,7 @@ static void
 fuzz_reencode(const struct proto_pub *pub)
 {
 	static struct proto_req	 req;
-	struct proto_limits	 lim = { SIZE_MAX };
+	struct proto_limits	 lim = { .max_body = SIZE_MAX };
 	struct buf		 out;
 	char			 err[256];
 	size_t			 c;
@@ -134,7 +134,7 @@ fuzz_check_splits(const char *buf, size_t len, int st, size_t consumed,
     const char *code)
 {
 	static struct proto_req	req;
-	struct proto_limits	lim = { FUZZ_MAX_BODY };
+	struct proto_limits	lim = { .max_body = FUZZ_MAX_BODY };
 	size_t			k, c, end;
 	int			r, fatal = 0;
 
@@ -165,7 +165,7 @@ LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
 	static struct proto_req	 req;
 	static struct proto_pub	 pub;
-	struct proto_limits	 lim = { FUZZ_MAX_BODY };
+	struct proto_limits	 lim = { .max_body = FUZZ_MAX_BODY };
 	const char		*buf = (const char *)data;
 	char			 err[256];
 	size_t			 off = 0, c;

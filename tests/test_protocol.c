@@ -26,6 +26,7 @@ parse_n(const char *s, size_t len, size_t max_body, struct proto_req *req,
 	cur = xmalloc(len);
 	if (len > 0)
 		memcpy(cur, s, len);
+	memset(&lim, 0, sizeof(lim));
 	lim.max_body = max_body;
 	return proto_parse(cur, len, &lim, req, consumed);
 }
@@ -875,7 +876,7 @@ test_pipeline(void)
 		{ PROTO_BAD, PROTO_DEAD, PROTO_E_BADREQ, NULL },
 		{ PROTO_DONE, PROTO_RESET, NULL, NULL },
 	};
-	struct proto_limits	 lim = { 20 };
+	struct proto_limits	 lim = { .max_body = 20 };
 	struct proto_req	 req;
 	const char		*p = in;
 	size_t			 left = sizeof(in) - 1, c, i, bad = 0;
