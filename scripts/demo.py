@@ -54,7 +54,10 @@ def main():
     work = tempfile.mkdtemp(prefix="pubrelay-demo-")
     sock = os.path.join(work, "pubrelay.sock")
     ini = os.path.join(work, "pubrelay.ini")
-    with open(ini, "w") as f:
+    # 0600: the URI holds a password, and pubrelayd refuses a config that
+    # others can read in that case.
+    with os.fdopen(os.open(ini, os.O_WRONLY | os.O_CREAT | os.O_TRUNC,
+                           0o600), "w") as f:
         f.write("[broker]\nuri = amqp://guest:guest@127.0.0.1:%d\n"
                 "[socket]\npath = %s\n[outbox]\npath = %s/outbox.db\n"
                 % (port, sock, work))

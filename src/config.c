@@ -12,10 +12,14 @@
  * broker to the failover list.
  */
 #include <sys/socket.h>
+#include <sys/stat.h>
 #include <sys/un.h>
 
 #include <ctype.h>
 #include <errno.h>
+#include <fcntl.h>
+#include <grp.h>
+#include <pwd.h>
 #include <stdarg.h>
 #include <stdbool.h>
 #include <stdint.h>
@@ -24,12 +28,14 @@
 #include <string.h>
 #include <strings.h>
 #include <syslog.h>
+#include <unistd.h>
 
 #include <amqp.h>
 #include <ini.h>
 
 #include "config.h"
 #include "log.h"
+#include "protocol.h"
 #include "util.h"
 
 #ifndef PUBRELAY_SOCKET_PATH
@@ -51,10 +57,16 @@
 #define CONFIG_RECONNECT_MAX_MS		(3600ULL * 1000)
 #define CONFIG_MAX_CLIENTS_MAX		100000
 #define CONFIG_MAX_MESSAGE_MAX		(128ULL * 1024 * 1024)
+#define CONFIG_MAX_LINE_MIN		256
+#define CONFIG_MAX_BUFFER_MIN		(64ULL * 1024)
+#define CONFIG_MAX_BUFFER_MAX		(1024ULL * 1024 * 1024)
+#define CONFIG_IDLE_TIMEOUT_MAX_MS	(24ULL * 3600 * 1000)
+#define CONFIG_MAX_IDS			1024	/* allow_users, allow_groups */
 #define CONFIG_WINDOW_MAX		65535
 #define CONFIG_CONFIRM_TIMEOUT_MIN_MS	1000ULL
 #define CONFIG_CONFIRM_TIMEOUT_MAX_MS	(3600ULL * 1000)
 #define CONFIG_MAX_ATTEMPTS_MAX		1000
+#define CONFIG_PEM_MAX			(16 * 1024 * 1024)	/* ca_file and the like */
 
 struct config_parse {
 	struct config	*cf;
@@ -70,6 +82,11 @@ struct config_parse {
 	const char	*key;		/* the key being set, for config_keyerr() */
 	/* Lines of keys checked only once the whole file is read. */
 	int		 password_line;
+	int		 uri_password_line;	/* first uri holding a password */
+	int		 tls_line;		/* first amqps:// uri */
+	int		 cert_line;
+	int		 key_line;
+	mode_t		 file_mode;		/* of the config file itself */
 	int		 reconnect_min_line;
 	int		 reconnect_max_line;
 };
@@ -262,6 +279,20 @@ config_set_str(char **dst, const char *v)
 	*dst = xstrdup(v);
 }
 
+/* Does the URI carry a password ("user:password@")?  As util_mask_uri sees it. */
+static int
+config_uri_has_password(const char *v)
+{
+	const char	*auth, *end, *at = NULL, *s;
+
+	auth = (s = strstr(v, "://")) != NULL ? s + 3 : v;
+	end = auth + strcspn(auth, "/?#");
+	for (s = auth; s < end; s++)
+		if (*s == '@')
+			at = s;
+	return at != NULL && memchr(auth, ':', (size_t)(at - auth)) != NULL;
+}
+
 static void
 config_set_uri(struct config_parse *p, const char *v)
 {
@@ -271,6 +302,8 @@ config_set_uri(struct config_parse *p, const char *v)
 
 	/* Error lines end up in logs: never print a password. */
 	util_mask_uri(v, masked, sizeof(masked));
+	if (p->uri_password_line == 0 && config_uri_has_password(v))
+		p->uri_password_line = p->lineno;
 	if (p->cf->nuris >= CONFIG_MAX_URIS) {
 		config_keyerr(p, "too many uri keys: '%s' is past the limit of %d",
 		    masked, CONFIG_MAX_URIS);
@@ -287,14 +320,14 @@ config_set_uri(struct config_parse *p, const char *v)
 	 * rabbitmq-c reads "amqp://host/" as the vhost "", which no broker
 	 * has: the login would fail much later, far from the typo.
 	 */
-	else if (ci.ssl)
-		config_keyerr(p, "'%s': amqps:// (TLS) is not supported by "
-		    "this build yet; use amqp://", masked);
 	else if (ci.vhost[0] == '\0')
 		config_keyerr(p, "empty vhost in '%s' (write %%2f for the vhost "
 		    "'/', or leave out the trailing '/')", masked);
-	else
+	else {
+		if (ci.ssl && p->tls_line == 0)
+			p->tls_line = p->lineno;
 		p->cf->uris[p->cf->nuris++] = xstrdup(v);
+	}
 	free(copy);
 }
 
@@ -348,6 +381,139 @@ config_set_reconnect_max(struct config_parse *p, const char *v)
 		p->reconnect_max_line = p->lineno;
 }
 
+/*
+ * A PEM file the publisher reads at each connect: read it now, so a typo or a
+ * missing permission fails "pubrelayd -t" instead of every connection.
+ * Returns the contents (NUL-terminated) or NULL (reported).
+ */
+static char *
+config_read_pem(struct config_parse *p, const char *v, struct stat *st)
+{
+	char	*buf = NULL;
+	size_t	 len = 0;
+	ssize_t	 n;
+	int	 fd;
+
+	if (*v == '\0') {
+		config_keyerr(p, "empty path");
+		return NULL;
+	}
+	/* O_NONBLOCK: a FIFO must not hang the loader; files ignore it. */
+	if ((fd = open(v, O_RDONLY | O_CLOEXEC | O_NOCTTY | O_NONBLOCK)) ==
+	    -1) {
+		config_keyerr(p, "cannot open '%s': %s", v, strerror(errno));
+		return NULL;
+	}
+	if (fstat(fd, st) == -1) {
+		config_keyerr(p, "cannot read '%s': %s", v, strerror(errno));
+		goto fail;
+	}
+	if (S_ISDIR(st->st_mode)) {
+		config_keyerr(p, "cannot read '%s': %s", v, strerror(EISDIR));
+		goto fail;
+	}
+	if (!S_ISREG(st->st_mode) || st->st_size > CONFIG_PEM_MAX) {
+		config_keyerr(p, "'%s' is not a regular file of at most %d bytes",
+		    v, CONFIG_PEM_MAX);
+		goto fail;
+	}
+	buf = xmalloc((size_t)st->st_size + 1);
+	while (len < (size_t)st->st_size) {
+		n = read(fd, buf + len, (size_t)st->st_size - len);
+		if (n == -1 && errno == EINTR)
+			continue;
+		if (n == -1) {
+			config_keyerr(p, "cannot read '%s': %s", v,
+			    strerror(errno));
+			goto fail;
+		}
+		if (n == 0)
+			break;
+		len += (size_t)n;
+	}
+	buf[len] = '\0';
+	close(fd);
+	return buf;
+ fail:
+	if (buf != NULL) {
+		explicit_bzero(buf, (size_t)st->st_size);
+		free(buf);
+	}
+	close(fd);
+	return NULL;
+}
+
+static void
+config_set_cert(struct config_parse *p, const char *v, char **dst)
+{
+	struct stat	 st;
+	char		*pem;
+
+	if ((pem = config_read_pem(p, v, &st)) == NULL)
+		return;
+	if (strstr(pem, "-----BEGIN CERTIFICATE-----") == NULL &&
+	    strstr(pem, "-----BEGIN TRUSTED CERTIFICATE-----") == NULL)
+		config_keyerr(p, "'%s' holds no PEM certificate (no "
+		    "-----BEGIN CERTIFICATE----- line)", v);
+	else
+		config_set_str(dst, v);
+	free(pem);
+}
+
+static void
+config_set_ca_file(struct config_parse *p, const char *v)
+{
+	config_set_cert(p, v, &p->cf->ca_file);
+}
+
+static void
+config_set_cert_file(struct config_parse *p, const char *v)
+{
+	p->cert_line = p->lineno;
+	config_set_cert(p, v, &p->cf->cert_file);
+}
+
+static void
+config_set_key_file(struct config_parse *p, const char *v)
+{
+	struct stat	 st;
+	char		*pem;
+
+	p->key_line = p->lineno;
+	if ((pem = config_read_pem(p, v, &st)) == NULL)
+		return;
+	/* A secret like password_file: the same rule (see pubrelay.ini(5)). */
+	if (st.st_mode & S_IROTH)
+		config_keyerr(p, "'%s' is readable by others (mode %04o): a "
+		    "private key must not be; chmod o-r '%s'", v,
+		    (unsigned)(st.st_mode & 07777), v);
+	else if (strstr(pem, "PRIVATE KEY-----") == NULL)
+		config_keyerr(p, "'%s' holds no PEM private key (no "
+		    "-----BEGIN ... PRIVATE KEY----- line)", v);
+	/* rabbitmq-c would ask for the passphrase on a terminal. */
+	else if (strstr(pem, "-----BEGIN ENCRYPTED PRIVATE KEY-----") != NULL ||
+	    strstr(pem, "Proc-Type: 4,ENCRYPTED") != NULL)
+		config_keyerr(p, "'%s' is an encrypted private key, which "
+		    "pubrelayd cannot unlock; store it unencrypted (openssl pkey "
+		    "-in KEY -out NEWKEY), readable by pubrelayd alone", v);
+	else
+		config_set_str(&p->cf->key_file, v);
+	explicit_bzero(pem, strlen(pem));
+	free(pem);
+}
+
+static void
+config_set_verify_peer(struct config_parse *p, const char *v)
+{
+	config_bool(p, v, &p->cf->verify_peer);
+}
+
+static void
+config_set_verify_hostname(struct config_parse *p, const char *v)
+{
+	config_bool(p, v, &p->cf->verify_hostname);
+}
+
 static void
 config_set_socket_path(struct config_parse *p, const char *v)
 {
@@ -388,6 +554,121 @@ config_set_max_message_size(struct config_parse *p, const char *v)
 {
 	config_size(p, v, 1, CONFIG_MAX_MESSAGE_MAX,
 	    &p->cf->max_message_size);
+}
+
+/*
+ * A list of user or group names or numeric ids, split on commas and blanks,
+ * resolved now: an unknown name is an error, not a silent never-match.
+ */
+static void
+config_set_ids(struct config_parse *p, const char *v, int groups)
+{
+	struct config	*cf = p->cf;
+	char		*copy, *tok, *save;
+	unsigned	*ids;
+	size_t		 i, n = 0;
+	uint64_t	 id;
+	struct passwd	*pw;
+	struct group	*gr;
+
+	copy = xstrdup(v);
+	ids = xcalloc(CONFIG_MAX_IDS, sizeof(*ids));
+	for (tok = strtok_r(copy, ", \t", &save); tok != NULL;
+	    tok = strtok_r(NULL, ", \t", &save)) {
+		if (n == CONFIG_MAX_IDS) {
+			config_keyerr(p, "more than %d entries", CONFIG_MAX_IDS);
+			break;
+		}
+		if (util_parse_u64(tok, 0, UINT32_MAX - 1, &id) == 0)
+			ids[n++] = (unsigned)id;
+		else if (groups && (gr = getgrnam(tok)) != NULL)
+			ids[n++] = (unsigned)gr->gr_gid;
+		else if (!groups && (pw = getpwnam(tok)) != NULL)
+			ids[n++] = (unsigned)pw->pw_uid;
+		else
+			config_keyerr(p, "unknown %s '%s'", groups ? "group" :
+			    "user", tok);
+	}
+	free(copy);
+	if (groups) {
+		free(cf->allow_gids);
+		cf->allow_gids = xcalloc(n + 1, sizeof(gid_t));
+		for (i = 0; i < n; i++)
+			cf->allow_gids[i] = (gid_t)ids[i];
+		cf->nallow_gids = n;
+	} else {
+		free(cf->allow_uids);
+		cf->allow_uids = xcalloc(n + 1, sizeof(uid_t));
+		for (i = 0; i < n; i++)
+			cf->allow_uids[i] = (uid_t)ids[i];
+		cf->nallow_uids = n;
+	}
+	free(ids);
+}
+
+static void
+config_set_allow_users(struct config_parse *p, const char *v)
+{
+	config_set_ids(p, v, 0);
+}
+
+static void
+config_set_allow_groups(struct config_parse *p, const char *v)
+{
+	config_set_ids(p, v, 1);
+}
+
+static void
+config_set_socket_group(struct config_parse *p, const char *v)
+{
+	struct group	*gr;
+	uint64_t	 id;
+
+	if (*v == '\0') {		/* the daemon's group */
+		p->cf->socket_has_group = 0;
+		return;
+	}
+	if (util_parse_u64(v, 0, UINT32_MAX - 1, &id) == 0)
+		p->cf->socket_gid = (gid_t)id;
+	else if ((gr = getgrnam(v)) != NULL)
+		p->cf->socket_gid = gr->gr_gid;
+	else {
+		config_keyerr(p, "unknown group '%s'", v);
+		return;
+	}
+	p->cf->socket_has_group = 1;
+}
+
+static void
+config_set_max_headers(struct config_parse *p, const char *v)
+{
+	uint64_t	n;
+
+	if (config_number(p, v, 1, PROTO_MAX_HEADERS, &n) == 0)
+		p->cf->max_headers = (unsigned)n;
+}
+
+static void
+config_set_max_line(struct config_parse *p, const char *v)
+{
+	uint64_t	n;
+
+	if (config_size(p, v, CONFIG_MAX_LINE_MIN, PROTO_MAX_LINE, &n) == 0)
+		p->cf->max_line = (unsigned)n;
+}
+
+static void
+config_set_max_buffer(struct config_parse *p, const char *v)
+{
+	config_size(p, v, CONFIG_MAX_BUFFER_MIN, CONFIG_MAX_BUFFER_MAX,
+	    &p->cf->max_buffer);
+}
+
+static void
+config_set_idle_timeout(struct config_parse *p, const char *v)
+{
+	config_duration(p, v, 0, CONFIG_IDLE_TIMEOUT_MAX_MS,
+	    &p->cf->idle_timeout_ms);
 }
 
 static void
@@ -500,10 +781,22 @@ static const struct config_key config_keys[] = {
 	{ "broker",	"connect_timeout",	config_set_connect_timeout },
 	{ "broker",	"reconnect_min",	config_set_reconnect_min },
 	{ "broker",	"reconnect_max",	config_set_reconnect_max },
+	{ "broker",	"ca_file",		config_set_ca_file },
+	{ "broker",	"cert_file",		config_set_cert_file },
+	{ "broker",	"key_file",		config_set_key_file },
+	{ "broker",	"verify_peer",		config_set_verify_peer },
+	{ "broker",	"verify_hostname",	config_set_verify_hostname },
 	{ "socket",	"path",			config_set_socket_path },
 	{ "socket",	"mode",			config_set_socket_mode },
 	{ "socket",	"max_clients",		config_set_max_clients },
 	{ "socket",	"max_message_size",	config_set_max_message_size },
+	{ "socket",	"group",		config_set_socket_group },
+	{ "socket",	"allow_users",		config_set_allow_users },
+	{ "socket",	"allow_groups",		config_set_allow_groups },
+	{ "socket",	"max_headers",		config_set_max_headers },
+	{ "socket",	"max_line",		config_set_max_line },
+	{ "socket",	"max_buffer",		config_set_max_buffer },
+	{ "socket",	"idle_timeout",		config_set_idle_timeout },
 	{ "outbox",	"path",			config_set_outbox_path },
 	{ "outbox",	"max_bytes",		config_set_max_bytes },
 	{ "outbox",	"min_free",		config_set_min_free },
@@ -743,6 +1036,7 @@ static void
 config_read_password(struct config_parse *p)
 {
 	struct config	*cf = p->cf;
+	struct stat	 st;
 	FILE		*fp;
 	char		*line = NULL;
 	size_t		 cap = 0;
@@ -751,6 +1045,19 @@ config_read_password(struct config_parse *p)
 	if ((fp = fopen(cf->password_file, "re")) == NULL) {
 		config_err(p, p->password_line, "broker", "password_file",
 		    "cannot open '%s': %s", cf->password_file, strerror(errno));
+		return;
+	}
+	/*
+	 * Refused, not warned about: a daemon's warning scrolls by unread
+	 * while the secret stays exposed (see pubrelay.ini(5), SECRETS).
+	 */
+	if (fstat(fileno(fp), &st) == 0 && S_ISREG(st.st_mode) &&
+	    (st.st_mode & S_IROTH)) {
+		config_err(p, p->password_line, "broker", "password_file",
+		    "'%s' is readable by others (mode %04o): chmod o-r '%s'",
+		    cf->password_file, (unsigned)(st.st_mode & 07777),
+		    cf->password_file);
+		fclose(fp);
 		return;
 	}
 	/* No stdio buffer: no copy of the secret left in freed memory. */
@@ -785,6 +1092,37 @@ config_read_password(struct config_parse *p)
 		free(line);
 	}
 	fclose(fp);
+}
+
+/* A password written in a uri is as exposed as the config file itself. */
+static void
+config_check_uri_secret(struct config_parse *p)
+{
+	if (p->uri_password_line == 0 || !(p->file_mode & S_IROTH))
+		return;
+	config_err(p, p->uri_password_line, "broker", "uri", "this uri holds "
+	    "a password and '%s' is readable by others (mode %04o): chmod o-r "
+	    "it, or move the password to password_file", p->path,
+	    (unsigned)(p->file_mode & 07777));
+}
+
+static void
+config_check_tls(struct config_parse *p)
+{
+	struct config	*cf = p->cf;
+
+	if (p->cert_line > 0 && p->key_line == 0)
+		config_err(p, p->cert_line, "broker", "cert_file", "a client "
+		    "certificate needs its key: key_file is missing");
+	else if (p->key_line > 0 && p->cert_line == 0)
+		config_err(p, p->key_line, "broker", "key_file", "a client "
+		    "key needs its certificate: cert_file is missing");
+	if (p->tls_line > 0 && cf->verify_peer && cf->ca_file == NULL &&
+	    access(CONFIG_DEFAULT_CA_FILE, R_OK) == -1)
+		config_err(p, p->tls_line, "broker", "uri", "amqps:// needs CA "
+		    "certificates to verify the broker: set ca_file (the "
+		    "system bundle %s cannot be read: %s)",
+		    CONFIG_DEFAULT_CA_FILE, strerror(errno));
 }
 
 static void
@@ -842,10 +1180,16 @@ config_defaults(struct config *cf)
 	cf->connect_timeout_ms = CONFIG_DEFAULT_CONNECT_TIMEOUT;
 	cf->reconnect_min_ms = CONFIG_DEFAULT_RECONNECT_MIN;
 	cf->reconnect_max_ms = CONFIG_DEFAULT_RECONNECT_MAX;
+	cf->verify_peer = 1;
+	cf->verify_hostname = 1;
 	cf->socket_path = xstrdup(PUBRELAY_SOCKET_PATH);
 	cf->socket_mode = CONFIG_DEFAULT_SOCKET_MODE;
 	cf->max_clients = CONFIG_DEFAULT_MAX_CLIENTS;
 	cf->max_message_size = CONFIG_DEFAULT_MAX_MESSAGE;
+	cf->max_headers = PROTO_MAX_HEADERS;
+	cf->max_line = PROTO_MAX_LINE;
+	cf->max_buffer = CONFIG_DEFAULT_MAX_BUFFER;
+	cf->idle_timeout_ms = CONFIG_DEFAULT_IDLE_TIMEOUT;
 	cf->outbox_path = xstrdup(PUBRELAY_OUTBOX_PATH);
 	cf->max_bytes = CONFIG_DEFAULT_MAX_BYTES;
 	cf->min_free = CONFIG_DEFAULT_MIN_FREE;
@@ -877,6 +1221,12 @@ config_load(struct config *cf, const char *path, FILE *errf)
 		return -1;
 	}
 
+	{
+		struct stat	st;
+
+		if (fstat(fileno(p.fp), &st) == 0)
+			p.file_mode = st.st_mode;
+	}
 	config_setup_inih();
 	rc = ini_parse_stream(config_read_cb, &p, config_handler_cb, &p);
 	fclose(p.fp);
@@ -896,6 +1246,8 @@ config_load(struct config *cf, const char *path, FILE *errf)
 	if (cf->password_file != NULL && p.password_line > 0)
 		config_read_password(&p);
 	config_check_reconnect(&p);
+	config_check_uri_secret(&p);
+	config_check_tls(&p);
 	if (cf->nuris == 0)
 		cf->uris[cf->nuris++] = xstrdup(CONFIG_DEFAULT_URI);
 	return p.nerrors;
@@ -909,11 +1261,16 @@ config_free(struct config *cf)
 	for (i = 0; i < cf->nuris; i++)
 		free(cf->uris[i]);
 	free(cf->password_file);
+	free(cf->ca_file);
+	free(cf->cert_file);
+	free(cf->key_file);
 	if (cf->password != NULL) {
 		explicit_bzero(cf->password, strlen(cf->password));
 		free(cf->password);
 	}
 	free(cf->socket_path);
+	free(cf->allow_uids);
+	free(cf->allow_gids);
 	free(cf->outbox_path);
 	memset(cf, 0, sizeof(*cf));
 }

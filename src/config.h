@@ -6,6 +6,8 @@
 #ifndef PUBRELAY_CONFIG_H
 #define PUBRELAY_CONFIG_H
 
+#include <sys/types.h>
+
 #include <stdint.h>
 #include <stdio.h>
 
@@ -17,9 +19,13 @@
 #define CONFIG_DEFAULT_CONNECT_TIMEOUT	5000		/* ms */
 #define CONFIG_DEFAULT_RECONNECT_MIN	100		/* ms */
 #define CONFIG_DEFAULT_RECONNECT_MAX	30000		/* ms */
+/* TLS without ca_file: the system bundle (Debian's ca-certificates). */
+#define CONFIG_DEFAULT_CA_FILE		"/etc/ssl/certs/ca-certificates.crt"
 #define CONFIG_DEFAULT_SOCKET_MODE	0660
 #define CONFIG_DEFAULT_MAX_CLIENTS	1024
 #define CONFIG_DEFAULT_MAX_MESSAGE	(1024 * 1024)	/* bytes */
+#define CONFIG_DEFAULT_MAX_BUFFER	(4ULL * 1024 * 1024)	/* bytes */
+#define CONFIG_DEFAULT_IDLE_TIMEOUT	60000		/* ms */
 #define CONFIG_DEFAULT_MAX_BYTES	(1024ULL * 1024 * 1024)	/* bytes */
 #define CONFIG_DEFAULT_MIN_FREE		(64ULL * 1024 * 1024)	/* bytes */
 #define CONFIG_DEFAULT_WINDOW		256
@@ -42,11 +48,27 @@ struct config {
 	uint64_t	 connect_timeout_ms;
 	uint64_t	 reconnect_min_ms;
 	uint64_t	 reconnect_max_ms;
+	/* TLS (amqps:// URIs); paths checked readable at load time */
+	char		*ca_file;		/* NULL: CONFIG_DEFAULT_CA_FILE */
+	char		*cert_file;		/* client certificate, with key_file */
+	char		*key_file;
+	int		 verify_peer;		/* default 1 */
+	int		 verify_hostname;	/* default 1 */
 	/* [socket] */
 	char		*socket_path;
 	unsigned	 socket_mode;
 	unsigned	 max_clients;
 	uint64_t	 max_message_size;
+	int		 socket_has_group;	/* group set: chgrp the socket */
+	gid_t		 socket_gid;
+	uid_t		*allow_uids;		/* both empty: anyone may publish */
+	size_t		 nallow_uids;
+	gid_t		*allow_gids;
+	size_t		 nallow_gids;
+	unsigned	 max_headers;		/* per request, <= PROTO_MAX_HEADERS */
+	unsigned	 max_line;		/* request/property line, <= PROTO_MAX_LINE */
+	uint64_t	 max_buffer;		/* bytes buffered per client */
+	uint64_t	 idle_timeout_ms;	/* partial request stalled; 0: never */
 	/* [outbox] */
 	char		*outbox_path;
 	uint64_t	 max_bytes;		/* 0: no limit */

@@ -41,6 +41,7 @@
 #include <unistd.h>
 
 #include <amqp.h>
+#include <amqp_ssl_socket.h>
 #include <amqp_tcp_socket.h>
 #include <event2/event.h>
 
@@ -393,6 +394,77 @@ pub_tune_socket(int fd, const struct config *cf)
 static void pub_read_cb(evutil_socket_t, short, void *);
 static void pub_fill(struct publisher *p);
 
+/*
+ * An amqps:// socket: CA, client certificate, verification, TLS 1.2 or
+ * later.  The files were checked at config load; they are read again here,
+ * at each connect, so renewed certificates are picked up.  NULL on failure,
+ * with why set.
+ */
+static amqp_socket_t *
+pub_tls_socket(struct publisher *p, char *why, size_t n)
+{
+	const struct config	*cf = p->cf;
+	const char		*ca;
+	amqp_socket_t		*sock;
+	int			 rc;
+
+	if ((sock = amqp_ssl_socket_new(p->conn)) == NULL) {
+		snprintf(why, n, "TLS: cannot create the TLS socket");
+		return NULL;
+	}
+	rc = amqp_ssl_socket_set_ssl_versions(sock, AMQP_TLSv1_2,
+	    AMQP_TLSvLATEST);
+	if (rc != AMQP_STATUS_OK) {
+		snprintf(why, n, "TLS: cannot require TLS 1.2 or later: %s",
+		    amqp_error_string2(rc));
+		return NULL;
+	}
+	amqp_ssl_socket_set_verify_peer(sock, cf->verify_peer != 0);
+	amqp_ssl_socket_set_verify_hostname(sock, cf->verify_hostname != 0);
+	ca = cf->ca_file != NULL ? cf->ca_file : CONFIG_DEFAULT_CA_FILE;
+	if (cf->verify_peer || cf->ca_file != NULL) {
+		rc = amqp_ssl_socket_set_cacert(sock, ca);
+		if (rc != AMQP_STATUS_OK) {
+			snprintf(why, n, "TLS: cannot load the CA certificates "
+			    "in %s (ca_file): %s", ca, amqp_error_string2(rc));
+			return NULL;
+		}
+	}
+	if (cf->cert_file != NULL && cf->key_file != NULL) {
+		rc = amqp_ssl_socket_set_key(sock, cf->cert_file,
+		    cf->key_file);
+		if (rc != AMQP_STATUS_OK) {
+			snprintf(why, n, "TLS: cannot load the client "
+			    "certificate %s (cert_file) with the key %s "
+			    "(key_file; do they match?): %s", cf->cert_file,
+			    cf->key_file, amqp_error_string2(rc));
+			return NULL;
+		}
+	}
+	return sock;
+}
+
+/* rabbitmq-c's text for a failed open, and what it means under TLS. */
+static const char *
+pub_open_error(int rc, int tls)
+{
+	if (!tls)
+		return amqp_error_string2(rc);
+	switch (rc) {
+	case AMQP_STATUS_SSL_PEER_VERIFY_FAILED:
+		return "TLS: certificate verify failed: the broker's "
+		    "certificate is not signed by a CA in ca_file, or expired";
+	case AMQP_STATUS_SSL_HOSTNAME_VERIFY_FAILED:
+		return "TLS: hostname verification failed: the broker's "
+		    "certificate is not for the host in the uri";
+	case AMQP_STATUS_SSL_CONNECTION_FAILED:
+		return "TLS: handshake failed: no common TLS version (1.2 "
+		    "or later), or the client certificate was refused or missing";
+	default:
+		return amqp_error_string2(rc);
+	}
+}
+
 static void
 pub_connect(struct publisher *p)
 {
@@ -417,17 +489,21 @@ pub_connect(struct publisher *p)
 		pub_fail(p, "cannot parse the URI");
 		return;
 	}
-	if (ci.ssl) {
-		free(url);
-		pub_fail(p, "amqps:// is not supported by this build yet");
-		return;
-	}
 	password = p->cf->password != NULL ? p->cf->password : ci.password;
 
 	p->conn = amqp_new_connection();
-	if (p->conn == NULL || (sock = amqp_tcp_socket_new(p->conn)) == NULL) {
+	if (p->conn == NULL) {
 		free(url);
 		pub_fail(p, "out of memory creating the connection");
+		return;
+	}
+	if (ci.ssl)
+		sock = pub_tls_socket(p, why, sizeof(why));
+	else if ((sock = amqp_tcp_socket_new(p->conn)) == NULL)
+		snprintf(why, sizeof(why), "out of memory creating the socket");
+	if (sock == NULL) {
+		free(url);
+		pub_fail(p, "%s", why);
 		return;
 	}
 	tv = pub_tv(p->cf->connect_timeout_ms);
@@ -435,7 +511,7 @@ pub_connect(struct publisher *p)
 	if (rc != AMQP_STATUS_OK) {
 		/* 0.11 keeps no errno: refused and unreachable look alike. */
 		pub_fail(p, "connect to %s:%d: %s", ci.host, ci.port,
-		    amqp_error_string2(rc));
+		    pub_open_error(rc, ci.ssl));
 		free(url);
 		return;
 	}
@@ -473,7 +549,15 @@ pub_connect(struct publisher *p)
 	    ci.user, password);
 	free(url);
 	if (r.reply_type != AMQP_RESPONSE_NORMAL) {
-		pub_fail(p, "login: %s", pub_reply_text(r, why, sizeof(why)));
+		/* TLS 1.3: a refused client certificate shows up here. */
+		if (ci.ssl && r.reply_type == AMQP_RESPONSE_LIBRARY_EXCEPTION &&
+		    r.library_error == AMQP_STATUS_SSL_ERROR)
+			pub_fail(p, "login: TLS: %s (did the broker refuse or "
+			    "miss the client certificate, cert_file?)",
+			    amqp_error_string2(r.library_error));
+		else
+			pub_fail(p, "login: %s",
+			    pub_reply_text(r, why, sizeof(why)));
 		return;
 	}
 	amqp_channel_open(p->conn, PUB_CHANNEL);

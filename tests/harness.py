@@ -334,10 +334,12 @@ class Broker:
     BOOT_TIMEOUT = 90
     _instances = 0      # several nodes in one run get distinct names
 
-    def __init__(self):
+    def __init__(self, extra_conf=None):
         self.dir = None
         self.proc = None
         self.port = None
+        # Lines appended to rabbitmq.conf (e.g. a TLS listener).
+        self.extra_conf = list(extra_conf or [])
         self.dist_port = None
         self.node = None
         self.env = None
@@ -375,6 +377,8 @@ class Broker:
             f.write("log.file.level = info\n")
             # A test machine may have little free disk: no disk alarm here.
             f.write("disk_free_limit.absolute = 1MB\n")
+            for line in self.extra_conf:
+                f.write(line + "\n")
         env = {k: v for k, v in os.environ.items()
                if not k.startswith(("RABBITMQ_", "ERL_"))}
         env.update({
@@ -826,8 +830,11 @@ def binary(envname):
 
 def write_ini(path, sections):
     """sections: {section: {key: value}}; a list value repeats the key and
-    None drops it."""
-    with open(path, "w") as f:
+    None drops it.  Mode 0600: pubrelayd refuses a config that holds a
+    password (our uris do) and is readable by others."""
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    os.fchmod(fd, 0o600)
+    with os.fdopen(fd, "w") as f:
         for sect, keys in sections.items():
             f.write("[%s]\n" % sect)
             for k, v in keys.items():

@@ -176,6 +176,10 @@ test_defaults(void)
 	is_int(cf.connect_timeout_ms, 5000, "defaults: connect_timeout 5 s");
 	is_int(cf.reconnect_min_ms, 100, "defaults: reconnect_min 100 ms");
 	is_int(cf.reconnect_max_ms, 30000, "defaults: reconnect_max 30 s");
+	ok(cf.ca_file == NULL && cf.cert_file == NULL && cf.key_file == NULL,
+	    "defaults: no ca_file, cert_file, key_file");
+	is_int(cf.verify_peer, 1, "defaults: verify_peer yes");
+	is_int(cf.verify_hostname, 1, "defaults: verify_hostname yes");
 	is_str(cf.socket_path, PUBRELAY_SOCKET_PATH, "defaults: socket path");
 	is_int(cf.socket_mode, 0660, "defaults: socket mode 0660");
 	is_int(cf.max_clients, 1024, "defaults: max_clients");
@@ -713,11 +717,12 @@ test_uris(void)
 	ok(r.cf.nuris == 2 && strcmp(r.cf.uris[1], "amqp://[::1]:5671/v") == 0,
 	    "IPv6 uri kept as written");
 	result_free(&r);
-	load(&r, "[broker]\nuri = amqps://u:secret@host:5671/v\n");
-	is_int(r.rc, 1, "amqps uri refused until TLS is supported");
-	ok(strstr(r.errs, "amqps:// (TLS) is not supported by this build yet") &&
-	    strstr(r.errs, "secret") == NULL,
-	    "the error says why and masks the password");
+	load(&r, "[broker]\nuri = amqps://u:secret@host:5671/v\n"
+	    "verify_peer = no\n");
+	is_int(r.rc, 0, "amqps uri accepted");
+	ok(r.cf.nuris == 1 &&
+	    strcmp(r.cf.uris[0], "amqps://u:secret@host:5671/v") == 0,
+	    "amqps uri kept as written");
 	result_free(&r);
 
 	load(&r, "[broker]\nuri = amqp://h:99999/%2f\nuri = amqp://u:p@@h\n");
@@ -814,6 +819,203 @@ test_password_file(void)
 	free(text);
 }
 
+#define PEM_CERT "-----BEGIN CERTIFICATE-----\nMIIB\n-----END CERTIFICATE-----\n"
+#define PEM_KEY	"-----BEGIN PRIVATE KEY-----\nMIIE\n-----END PRIVATE KEY-----\n"
+#define PEM_ENC	"-----BEGIN ENCRYPTED PRIVATE KEY-----\nMIIF\n" \
+		"-----END ENCRYPTED PRIVATE KEY-----\n"
+
+static void
+test_tls(void)
+{
+	struct result	 r;
+	char		*ca, *cert, *key, *enc, *junk, *text;
+
+	ca = tmp_write(PEM_CERT PEM_CERT, strlen(PEM_CERT PEM_CERT));
+	cert = tmp_write(PEM_CERT, strlen(PEM_CERT));
+	key = tmp_write(PEM_KEY, strlen(PEM_KEY));
+	enc = tmp_write(PEM_ENC, strlen(PEM_ENC));
+	junk = tmp_write("not a pem file\n", 15);
+
+	text = strfmt("[broker]\nuri = amqps://u@mq.example.com/%%2f\n"
+	    "ca_file = %s\ncert_file = %s\nkey_file = %s\n"
+	    "verify_peer = no\nverify_hostname = off\n", ca, cert, key);
+	load(&r, text);
+	is_int(r.rc, 0, "tls: every key accepted");
+	is_str(r.cf.ca_file, ca, "tls: ca_file kept");
+	is_str(r.cf.cert_file, cert, "tls: cert_file kept");
+	is_str(r.cf.key_file, key, "tls: key_file kept");
+	ok(r.cf.verify_peer == 0 && r.cf.verify_hostname == 0,
+	    "tls: verify_peer and verify_hostname off");
+	result_free(&r);
+	free(text);
+
+	/* Files are read at load time; each error names key and file. */
+	load(&r, "[broker]\nca_file = /nonexistent/ca.pem\n"
+	    "cert_file = /nonexistent/c.pem\nkey_file = /nonexistent/k.pem\n"
+	    "verify_peer = maybe\nverify_hostname =\n");
+	ok(has_error(&r, 2, "[broker] ca_file: cannot open "
+	    "'/nonexistent/ca.pem': No such file or directory"),
+	    "missing ca_file");
+	ok(has_error(&r, 3, "[broker] cert_file: cannot open "
+	    "'/nonexistent/c.pem': No such file or directory"),
+	    "missing cert_file");
+	ok(has_error(&r, 4, "[broker] key_file: cannot open "
+	    "'/nonexistent/k.pem': No such file or directory"),
+	    "missing key_file");
+	ok(has_error(&r, 5, "[broker] verify_peer: invalid boolean 'maybe' "
+	    "(expected yes or no)"), "bad verify_peer");
+	ok(has_error(&r, 6, "[broker] verify_hostname: invalid boolean '' "
+	    "(expected yes or no)"), "empty verify_hostname");
+	is_int(r.rc, 5, "five errors, no both-or-neither error on top");
+	ok(r.cf.ca_file == NULL && r.cf.cert_file == NULL &&
+	    r.cf.key_file == NULL, "bad files not kept");
+	result_free(&r);
+
+	text = strfmt("[broker]\nca_file = %s\ncert_file = %s\n"
+	    "key_file = %s\nca_file =\n", tmpdir, junk, enc);
+	load(&r, text);
+	ok(has_error(&r, 2, "[broker] ca_file: cannot read '%s': Is a "
+	    "directory", tmpdir), "ca_file is a directory");
+	ok(has_error(&r, 3, "[broker] cert_file: '%s' holds no PEM "
+	    "certificate (no -----BEGIN CERTIFICATE----- line)", junk),
+	    "cert_file that is no certificate");
+	ok(has_error(&r, 4, "[broker] key_file: '%s' is an encrypted private "
+	    "key, which pubrelayd cannot unlock; store it unencrypted (openssl "
+	    "pkey -in KEY -out NEWKEY), readable by pubrelayd alone", enc),
+	    "encrypted key_file");
+	ok(has_error(&r, 5, "[broker] ca_file: empty path"), "empty ca_file");
+	is_int(r.rc, 4, "four errors");
+	result_free(&r);
+	free(text);
+
+	text = strfmt("[broker]\nkey_file = %s\n", cert);
+	load(&r, text);
+	ok(has_error(&r, 2, "[broker] key_file: '%s' holds no PEM private key "
+	    "(no -----BEGIN ... PRIVATE KEY----- line)", cert),
+	    "key_file that is no key");
+	result_free(&r);
+	free(text);
+
+	/* The client key is a secret: not readable by others. */
+	chmod(key, 0644);
+	text = strfmt("[broker]\ncert_file = %s\nkey_file = %s\n", cert, key);
+	load(&r, text);
+	ok(has_error(&r, 3, "[broker] key_file: '%s' is readable by others "
+	    "(mode 0644): a private key must not be; chmod o-r '%s'", key, key),
+	    "key_file readable by others refused");
+	is_int(r.rc, 1, "key_file 0644: one error");
+	result_free(&r);
+	chmod(key, 0640);
+	load(&r, text);
+	is_int(r.rc, 0, "key_file 0640 accepted");
+	result_free(&r);
+	free(text);
+
+	/* Both or neither. */
+	text = strfmt("[broker]\n\ncert_file = %s\n", cert);
+	load(&r, text);
+	ok(has_error(&r, 3, "[broker] cert_file: a client certificate needs "
+	    "its key: key_file is missing"), "cert_file without key_file");
+	is_int(r.rc, 1, "cert_file alone: one error");
+	result_free(&r);
+	free(text);
+	text = strfmt("[broker]\nkey_file = %s\n", key);
+	load(&r, text);
+	ok(has_error(&r, 2, "[broker] key_file: a client key needs its "
+	    "certificate: cert_file is missing"), "key_file without cert_file");
+	result_free(&r);
+	free(text);
+
+	/* amqps without ca_file verifies against the system bundle. */
+	load(&r, "[broker]\nuri = amqp://plain\nuri = amqps://h/%2f\n");
+	if (access(CONFIG_DEFAULT_CA_FILE, R_OK) == 0) {
+		is_int(r.rc, 0, "amqps without ca_file: system bundle used");
+		ok(r.cf.ca_file == NULL, "ca_file stays unset");
+	} else {
+		ok(has_error(&r, 3, "[broker] uri: amqps:// needs CA "
+		    "certificates to verify the broker: set ca_file (the system "
+		    "bundle %s cannot be read: %s)", CONFIG_DEFAULT_CA_FILE,
+		    strerror(errno)), "amqps without any CA refused");
+		is_int(r.rc, 1, "no CA: one error");
+	}
+	result_free(&r);
+	load(&r, "[broker]\nuri = amqps://h/%2f\nverify_peer = no\n");
+	is_int(r.rc, 0, "amqps, verify_peer = no: no CA needed");
+	result_free(&r);
+
+	unlink(ca);
+	unlink(cert);
+	unlink(key);
+	unlink(enc);
+	unlink(junk);
+	free(ca);
+	free(cert);
+	free(key);
+	free(enc);
+	free(junk);
+}
+
+/* A password in a uri or password_file must not be readable by others. */
+static void
+test_secrets(void)
+{
+	struct result	 r;
+	const char	*text;
+	char		*pw, *ptext;
+
+	text = "[broker]\nuri = amqp://nopw@h/%2f\n"
+	    "uri = amqp://u:hunter2@h/%2f\nuri = amqp://v:pw@h/%2f\n";
+	r.path = tmp_write(text, strlen(text));
+	chmod(r.path, 0644);
+	load_path(&r, r.path);
+	ok(has_error(&r, 3, "[broker] uri: this uri holds a password and "
+	    "'%s' is readable by others (mode 0644): chmod o-r it, or move the "
+	    "password to password_file", r.path),
+	    "uri password in a file readable by others: first such line");
+	is_int(r.rc, 1, "one error for the file");
+	ok(strstr(r.errs, "hunter2") == NULL, "the password is not printed");
+	config_free(&r.cf);
+	free(r.errs);
+	chmod(r.path, 0640);
+	load_path(&r, r.path);
+	is_int(r.rc, 0, "mode 0640 accepted");
+	config_free(&r.cf);
+	free(r.errs);
+	chmod(r.path, 0604);
+	load_path(&r, r.path);
+	ok(has_error(&r, 3, "[broker] uri: this uri holds a password and "
+	    "'%s' is readable by others (mode 0604): chmod o-r it, or move the "
+	    "password to password_file", r.path), "mode 0604 refused");
+	result_free(&r);
+
+	text = "[broker]\nuri = amqp://u@h/%2f\n";
+	r.path = tmp_write(text, strlen(text));
+	chmod(r.path, 0644);
+	load_path(&r, r.path);
+	is_int(r.rc, 0, "no password in the file: any mode");
+	result_free(&r);
+
+	pw = tmp_write("s3cret\n", 7);
+	chmod(pw, 0644);
+	ptext = strfmt("[broker]\npassword_file = %s\n", pw);
+	load(&r, ptext);
+	ok(has_error(&r, 2, "[broker] password_file: '%s' is readable by "
+	    "others (mode 0644): chmod o-r '%s'", pw, pw),
+	    "password_file readable by others refused");
+	is_int(r.rc, 1, "password_file 0644: one error");
+	ok(r.cf.password == NULL, "and not read");
+	ok(strstr(r.errs, "s3cret") == NULL, "the password is not printed");
+	result_free(&r);
+	chmod(pw, 0640);
+	load(&r, ptext);
+	is_int(r.rc, 0, "password_file 0640 accepted");
+	is_str(r.cf.password, "s3cret", "password read");
+	result_free(&r);
+	free(ptext);
+	unlink(pw);
+	free(pw);
+}
+
 static void
 test_reconnect(void)
 {
@@ -893,7 +1095,9 @@ test_example(void)
 	static const char *const keys[] = {
 		"broker/uri", "broker/password_file", "broker/heartbeat",
 		"broker/connect_timeout", "broker/reconnect_min",
-		"broker/reconnect_max", "socket/path", "socket/mode",
+		"broker/reconnect_max", "broker/ca_file", "broker/cert_file",
+		"broker/key_file", "broker/verify_peer",
+		"broker/verify_hostname", "socket/path", "socket/mode",
 		"socket/max_clients", "socket/max_message_size", "outbox/path",
 		"outbox/max_bytes", "outbox/sync", "publish/window",
 		"publish/persistent", "publish/mandatory",
@@ -964,6 +1168,13 @@ test_example(void)
 				fputs("\n", out);
 				continue;
 			}
+			/* Nor need the certificates. */
+			if (strcmp(full, "broker/ca_file") == 0 ||
+			    strcmp(full, "broker/cert_file") == 0 ||
+			    strcmp(full, "broker/key_file") == 0) {
+				fputs("\n", out);
+				continue;
+			}
 			fputs(line + 1, out);
 			continue;
 		}
@@ -993,6 +1204,9 @@ test_example(void)
 	    "example: reconnect_min default");
 	is_int(r.cf.reconnect_max_ms, d.reconnect_max_ms,
 	    "example: reconnect_max default");
+	is_int(r.cf.verify_peer, d.verify_peer, "example: verify_peer default");
+	is_int(r.cf.verify_hostname, d.verify_hostname,
+	    "example: verify_hostname default");
 	/* Paths follow the build's prefix; the example shows the packaged ones. */
 	is_str(r.cf.socket_path, "/run/pubrelay/pubrelay.sock",
 	    "example: socket path as packaged");
@@ -1016,6 +1230,99 @@ test_example(void)
 	    "example: max_attempts default");
 	is_int(r.cf.log_level, d.log_level, "example: level default");
 	config_free(&d);
+	result_free(&r);
+}
+
+/* [socket] group, allow_users, allow_groups: names and ids, resolved. */
+static void
+test_socket_access(void)
+{
+	struct result	r;
+
+	load(&r, "[socket]\n"
+	    "group = root\n"
+	    "allow_users = root, 65534 nobody\n"
+	    "allow_groups = 0,nogroup\n");
+	is_int(r.rc, 0, "access keys: no error (%s)", r.errs ? r.errs : "");
+	is_int(r.cf.socket_has_group, 1, "group set");
+	is_int(r.cf.socket_gid, 0, "group root is gid 0");
+	is_int(r.cf.nallow_uids, 3, "allow_users: 3 entries");
+	if (r.cf.nallow_uids == 3) {
+		is_int(r.cf.allow_uids[0], 0, "allow_users: root is 0");
+		is_int(r.cf.allow_uids[1], 65534, "allow_users: numeric id");
+		is_int(r.cf.allow_uids[2], 65534, "allow_users: nobody");
+	}
+	is_int(r.cf.nallow_gids, 2, "allow_groups: 2 entries");
+	result_free(&r);
+
+	load(&r, "[socket]\n"
+	    "allow_users = root no-such-user-xyz\n"	/* 2 */
+	    "allow_groups = no-such-group-xyz\n"		/* 3 */
+	    "group = no-such-group-xyz\n");		/* 4 */
+	is_int(r.rc, 3, "unknown names: 3 errors");
+	ok(has_error(&r, 2, "[socket] allow_users: unknown user "
+	    "'no-such-user-xyz'"), "unknown user named");
+	ok(has_error(&r, 3, "[socket] allow_groups: unknown group "
+	    "'no-such-group-xyz'"), "unknown group named");
+	ok(has_error(&r, 4, "[socket] group: unknown group "
+	    "'no-such-group-xyz'"), "unknown socket group named");
+	result_free(&r);
+
+	load(&r, "[socket]\nallow_users = root\nallow_users =\n");
+	is_int(r.rc, 0, "empty allow_users: no error");
+	is_int(r.cf.nallow_uids, 0, "empty allow_users: anyone");
+	result_free(&r);
+}
+
+static void
+test_socket_limits(void)
+{
+	struct result	r;
+	struct config	d;
+
+	config_defaults(&d);
+	is_int(d.max_headers, 128, "defaults: max_headers 128");
+	is_int(d.max_line, 8192, "defaults: max_line 8192");
+	ok(d.max_buffer == 4ULL * 1024 * 1024, "defaults: max_buffer 4M");
+	ok(d.idle_timeout_ms == 60000, "defaults: idle_timeout 60s");
+	config_free(&d);
+
+	load(&r, "[socket]\nmax_headers = 1\nmax_line = 1K\n"
+	    "max_buffer = 64K\nidle_timeout = 0\n");
+	is_int(r.rc, 0, "small limits: no error (%s)", r.errs ? r.errs : "");
+	is_int(r.cf.max_headers, 1, "max_headers 1");
+	is_int(r.cf.max_line, 1024, "max_line 1K");
+	ok(r.cf.max_buffer == 64 * 1024, "max_buffer 64K");
+	ok(r.cf.idle_timeout_ms == 0, "idle_timeout 0: never");
+	result_free(&r);
+
+	load(&r, "[socket]\n"
+	    "max_headers = 129\n"		/* 2 */
+	    "max_headers = 0\n"			/* 3 */
+	    "max_line = 8193\n"			/* 4 */
+	    "max_line = 100\n"			/* 5 */
+	    "max_buffer = 1K\n"			/* 6 */
+	    "idle_timeout = 2d\n"		/* 7 */
+	    "idle_timeout = 25h\n");		/* 8 */
+	is_int(r.rc, 7, "bad limits: 7 errors");
+	ok(has_error(&r, 2, "[socket] max_headers: 129 is out of range "
+	    "(expected 1 to 128)"), "max_headers over 128");
+	ok(has_error(&r, 3, "[socket] max_headers: 0 is out of range "
+	    "(expected 1 to 128)"),
+	    "max_headers 0");
+	ok(has_error(&r, 4, "[socket] max_line: 8193 is out of range "
+	    "(expected 256 to 8K)"), "max_line over 8K");
+	ok(has_error(&r, 5, "[socket] max_line: 100 is out of range "
+	    "(expected 256 to 8K)"),
+	    "max_line under 256");
+	ok(has_error(&r, 6, "[socket] max_buffer: 1K is out of range "
+	    "(expected 64K to 1G)"), "max_buffer under 64K");
+	ok(has_error(&r, 7, "[socket] idle_timeout: invalid duration '2d' "
+	    "(expected a whole number with unit ms, s, m or h; no unit means "
+	    "seconds)"),
+	    "idle_timeout bad unit");
+	ok(has_error(&r, 8, "[socket] idle_timeout: 25h is out of range "
+	    "(expected 0s to 24h)"), "idle_timeout over 24h");
 	result_free(&r);
 }
 
@@ -1043,9 +1350,13 @@ main(void)
 	test_repeat();
 	test_uris();
 	test_password_file();
+	test_tls();
+	test_secrets();
 	test_reconnect();
 	test_missing_file();
 	test_example();
+	test_socket_access();
+	test_socket_limits();
 
 	if (rmdir(tmpdir) == -1)
 		ok(0, "temp dir left empty: %s", strerror(errno));

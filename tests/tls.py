@@ -1,0 +1,455 @@
+#!/usr/bin/python3
+"""tls.py: pubrelayd to a broker over TLS (amqps://), and the secrets rules.
+
+Prints TAP.  Run by `make check`, or by hand after `make`:
+
+    PUBRELAYD=$PWD/pubrelayd PUBRELAY=$PWD/pubrelay \\
+        /usr/bin/python3 tests/tls.py [CHECK ...]
+
+With `openssl` (Debian package openssl) the test makes, in a temp dir, a CA,
+a second CA that signed nothing the broker shows, a server certificate for
+"localhost" and a client certificate.  One private RabbitMQ node gets a TLS
+listener on 127.0.0.1 (ssl_options.verify = verify_peer,
+fail_if_no_peer_cert = true: the broker wants the client certificate) beside
+its plain one, which the test uses to declare and read the queue (pika).
+
+- verified: amqps://localhost with ca_file, cert_file and key_file (and the
+  password from a 0600 password_file) publishes, the messages arrive in
+  order, and the password is in neither the log nor STATS;
+- wrong_ca: ca_file is the other CA: no connection; last_error and the log
+  say the certificate verification failed; accepted messages stay queued;
+- hostname: amqps://127.0.0.1 with the "localhost" certificate: no
+  connection; last_error names the hostname verification;
+- no_verify_hostname: the same with verify_hostname = no connects and
+  publishes;
+- no_client_cert: without cert_file/key_file the broker refuses the link;
+- secrets: `pubrelayd -t` refuses a config readable by others holding a
+  password in a uri, a password_file readable by others, a key_file
+  readable by others, cert_file without key_file, an unreadable ca_file
+  (each error naming FILE:LINE, the key and the file, never the password),
+  and accepts the same files once they are 0600.
+"""
+
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+import traceback
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+
+import harness as H  # noqa: E402
+from harness import log  # noqa: E402
+
+CHECK_TIMEOUT = 180         # seconds; a check taking longer fails
+USER = "tlsuser"
+PASSWORD = "tls-Secret-4711"   # must never show up in a log or STATS
+
+
+class Failure(Exception):
+    pass
+
+
+class CheckTimeout(Exception):
+    pass
+
+
+def _alarm(signum, frame):
+    raise CheckTimeout("check still running after %ds" % CHECK_TIMEOUT)
+
+
+def check(cond, msg):
+    if not cond:
+        raise Failure(msg)
+
+
+def write_private(path, text, mode=0o600):
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, mode)
+    os.fchmod(fd, mode)
+    with os.fdopen(fd, "w") as f:
+        f.write(text)
+
+
+# ---------------------------------------------------------------------------
+# Certificates
+
+
+def openssl(*args, cwd):
+    p = subprocess.run(["openssl"] + list(args), cwd=cwd,
+                       stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+                       stderr=subprocess.STDOUT, timeout=120)
+    if p.returncode != 0:
+        raise H.HarnessError("openssl %s failed: %s"
+                             % (" ".join(args),
+                                p.stdout.decode("utf-8", "replace")))
+
+
+class Certs:
+    """CA, other CA, server (localhost) and client certificates."""
+
+    def __init__(self):
+        if shutil.which("openssl") is None:
+            raise H.HarnessError("openssl not found (Debian package openssl)")
+        self.dir = d = H.mkdtemp("pubrelay-tls-")
+        for ca in ("ca", "other-ca"):
+            openssl("req", "-x509", "-new", "-newkey", "rsa:2048", "-nodes",
+                    "-keyout", ca + ".key", "-out", ca + ".pem", "-days", "2",
+                    "-subj", "/CN=pubrelay test %s" % ca,
+                    "-addext", "basicConstraints=critical,CA:TRUE",
+                    "-addext", "keyUsage=critical,keyCertSign,cRLSign",
+                    cwd=d)
+        self.leaf("server", "localhost", "serverAuth",
+                  "subjectAltName = DNS:localhost\n")
+        self.leaf("client", "pubrelay-client", "clientAuth", "")
+        for name in os.listdir(d):
+            if name.endswith(".key"):
+                os.chmod(os.path.join(d, name), 0o600)
+
+    def leaf(self, name, cn, usage, extra):
+        d = self.dir
+        with open(os.path.join(d, name + ".ext"), "w") as f:
+            f.write("basicConstraints = CA:FALSE\n"
+                    "keyUsage = critical,digitalSignature,keyEncipherment\n"
+                    "extendedKeyUsage = %s\n%s" % (usage, extra))
+        openssl("req", "-new", "-newkey", "rsa:2048", "-nodes",
+                "-keyout", name + ".key", "-out", name + ".csr",
+                "-subj", "/CN=" + cn, cwd=d)
+        openssl("x509", "-req", "-in", name + ".csr", "-CA", "ca.pem",
+                "-CAkey", "ca.key", "-CAcreateserial", "-days", "2",
+                "-extfile", name + ".ext", "-out", name + ".pem", cwd=d)
+
+    def path(self, name):
+        return os.path.join(self.dir, name)
+
+
+# ---------------------------------------------------------------------------
+# Shared state: one broker with a TLS listener for the run
+
+
+class World:
+    def __init__(self):
+        self.certs = Certs()
+        self.tls_port = H.free_port()
+        c = self.certs
+        self.broker = H.Broker(extra_conf=[
+            "listeners.ssl.default = 127.0.0.1:%d" % self.tls_port,
+            "ssl_options.cacertfile = %s" % c.path("ca.pem"),
+            "ssl_options.certfile = %s" % c.path("server.pem"),
+            "ssl_options.keyfile = %s" % c.path("server.key"),
+            "ssl_options.verify = verify_peer",
+            "ssl_options.fail_if_no_peer_cert = true",
+        ])
+        self.broker.start()
+        H.wait_until(lambda: H.tcp_connectable(self.tls_port), 60,
+                     "TLS port %d to accept connections" % self.tls_port)
+        self.broker.add_user(USER, PASSWORD)
+        self.relays = []
+
+    def uri(self, host="localhost", password=True):
+        if password:
+            return "amqps://%s:%s@%s:%d" % (USER, PASSWORD, host,
+                                            self.tls_port)
+        return "amqps://%s@%s:%d" % (USER, host, self.tls_port)
+
+    def relay(self, name, broker_keys, uri):
+        keys = {"connect_timeout": "5s"}
+        keys.update(broker_keys)
+        r = H.Relay(self.broker, name, overrides={"broker": keys}, uri=uri)
+        self.relays.append(r)
+        r.start()
+        return r
+
+    def tls_keys(self, ca="ca.pem", client=True):
+        keys = {"ca_file": self.certs.path(ca)}
+        if client:
+            keys["cert_file"] = self.certs.path("client.pem")
+            keys["key_file"] = self.certs.path("client.key")
+        return keys
+
+    def queue(self, name):
+        conn = self.broker.connect()
+        ch = conn.channel()
+        ch.queue_declare(name, durable=True)
+        ch.queue_purge(name)
+        conn.close()
+
+    def read_queue(self, name, n, timeout=30):
+        """The bodies of the first n messages of a queue (waits for them)."""
+        conn = self.broker.connect()
+        ch = conn.channel()
+        got = []
+        deadline = time.monotonic() + timeout
+        while len(got) < n and time.monotonic() < deadline:
+            method, props, body = ch.basic_get(name, auto_ack=True)
+            if method is None:
+                time.sleep(0.1)
+                continue
+            got.append(body.decode())
+        conn.close()
+        return got
+
+
+def publish(relay, queue, bodies):
+    for b in bodies:
+        rc, out, err = relay.cmd("publish", "-k", queue, b)
+        check(rc == 0, "pubrelay publish exited %d: %s" % (rc, err.strip()))
+
+
+def check_no_password(relay):
+    text = relay.log_text()
+    check(PASSWORD not in text, "the password is in the log %s"
+          % relay.logpath)
+    st = relay.stats()
+    check(all(PASSWORD not in str(v) for v in st.values()),
+          "the password is in STATS: %s" % H.fmt_stats(st))
+
+
+def wait_failure(relay, words, what):
+    """The link does not come up, and last_error says why."""
+    st = relay.wait_stats(
+        lambda s: all(w in s.get("last_error", "") for w in words), 30,
+        "last_error to name %s" % what)
+    check(st.get("state") != "connected",
+          "state is connected despite %s" % what)
+    time.sleep(1.5)     # a few reconnect attempts: none may succeed
+    st = relay.stats()
+    check(st.get("state") != "connected" and st.get("reconnects") == 0
+          and st.get("confirmed") == 0,
+          "connected despite %s: %s" % (what, H.fmt_stats(st)))
+    text = relay.log_text()
+    check(all(w in text for w in words),
+          "the log does not say %s (%s)" % (" ".join(words), relay.logpath))
+    return st
+
+
+# ---------------------------------------------------------------------------
+# Checks
+
+
+def verified(w, notes):
+    pwfile = os.path.join(w.certs.dir, "password")
+    write_private(pwfile, PASSWORD + "\n")
+    keys = w.tls_keys()
+    keys["password_file"] = pwfile
+    r = w.relay("tls-ok", keys, w.uri(password=False))
+    q = "tls-verified"
+    w.queue(q)
+    bodies = ["tls message %d" % i for i in range(20)]
+    publish(r, q, bodies)
+    # A stream, so that acks wait in OpenSSL's buffer behind others.
+    more = ["tls line %d" % i for i in range(5000)]
+    rc, out, err = r.cmd("publish", "-k", q, "--lines",
+                         data=("\n".join(more) + "\n").encode())
+    check(rc == 0, "pubrelay publish --lines exited %d: %s"
+          % (rc, err.strip()))
+    bodies += more
+    st = r.wait_drained(30)
+    check(st.get("state") == "connected", "state %r" % st.get("state"))
+    check(st.get("broker", "").startswith("amqps://"),
+          "broker %r" % st.get("broker"))
+    got = w.read_queue(q, len(bodies), timeout=60)
+    check(got == bodies, "read %d of %d messages back, in order: %r"
+          % (len(got), len(bodies), got[:5]))
+    check_no_password(r)
+    # The broker's view: TLS 1.2 or later, our client certificate.
+    out = w.broker.ctl("list_connections", "--no-table-headers", "user",
+                       "ssl", "ssl_protocol", "peer_cert_subject"
+                       ).stdout.decode("utf-8", "replace")
+    mine = [ln.split("\t") for ln in out.splitlines()
+            if ln.startswith(USER + "\t")]
+    check(len(mine) == 1, "list_connections: %r" % out)
+    user, ssl, proto, subject = (mine[0] + ["", "", ""])[:4]
+    check(ssl == "true" and proto in ("tlsv1.2", "tlsv1.3")
+          and "pubrelay-client" in subject,
+          "the broker sees ssl=%s %s peer %s" % (ssl, proto, subject))
+    notes.append("%d messages over %s" % (len(bodies), proto))
+    r.term()
+
+
+def wrong_ca(w, notes):
+    r = w.relay("tls-wrong-ca", w.tls_keys(ca="other-ca.pem"), w.uri())
+    q = "tls-wrong-ca"
+    w.queue(q)
+    publish(r, q, ["held back"])
+    st = wait_failure(r, ["certificate verify failed"], "a wrong CA")
+    check(st.get("backlog") == 1, "backlog %r, want 1" % st.get("backlog"))
+    check_no_password(r)
+    notes.append("last_error: %s" % st.get("last_error"))
+    r.term()
+    check(w.read_queue(q, 1, timeout=1) == [],
+          "a message reached the queue through an unverified link")
+
+
+def hostname(w, notes):
+    r = w.relay("tls-hostname", w.tls_keys(), w.uri(host="127.0.0.1"))
+    st = wait_failure(r, ["hostname verification failed"],
+                      "a certificate for another host name")
+    notes.append("last_error: %s" % st.get("last_error"))
+    r.term()
+
+
+def no_verify_hostname(w, notes):
+    keys = w.tls_keys()
+    keys["verify_hostname"] = "no"
+    r = w.relay("tls-nohost", keys, w.uri(host="127.0.0.1"))
+    q = "tls-no-verify-hostname"
+    w.queue(q)
+    publish(r, q, ["a", "b", "c"])
+    r.wait_drained(30)
+    got = w.read_queue(q, 3)
+    check(got == ["a", "b", "c"], "read back %r" % got)
+    r.term()
+
+
+def no_client_cert(w, notes):
+    r = w.relay("tls-nocert", w.tls_keys(client=False), w.uri())
+    # TLS 1.3 reports the refusal after the client's handshake, on the
+    # first read: rabbitmq-c then names an SSL error or a closed socket.
+    st = r.wait_stats(lambda s: s.get("last_error", "-") != "-", 30,
+                      "a link error without a client certificate")
+    time.sleep(1.5)
+    st = r.stats()
+    check(st.get("state") != "connected" and st.get("confirmed") == 0,
+          "connected without a client certificate: %s" % H.fmt_stats(st))
+    notes.append("last_error: %s" % st.get("last_error"))
+    r.term()
+
+
+def run_check_config(path):
+    p = subprocess.run([H.binary("PUBRELAYD"), "-t", "-c", path],
+                       stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+                       stderr=subprocess.PIPE, timeout=30)
+    return (p.returncode, p.stdout.decode("utf-8", "replace"),
+            p.stderr.decode("utf-8", "replace"))
+
+
+def secrets(w, notes):
+    d = H.mkdtemp("pubrelay-secrets-")
+    c = w.certs
+    ini = os.path.join(d, "pubrelay.ini")
+    base = ("[socket]\npath = %s\n[outbox]\npath = %s\n"
+            % (os.path.join(d, "s.sock"), os.path.join(d, "o.db")))
+
+    def expect(text, mode, want, what):
+        write_private(ini, text, mode)
+        rc, out, err = run_check_config(ini)
+        check(PASSWORD not in out + err, "%s: the password was printed: %r"
+              % (what, err))
+        if want is None:
+            check(rc == 0 and "configuration OK" in out + err,
+                  "%s: -t exited %d: %r" % (what, rc, err.strip()))
+        else:
+            check(rc == 78, "%s: -t exited %d, want 78: %r"
+                  % (what, rc, err.strip()))
+            check(want in err, "%s: no %r in %r" % (what, want, err.strip()))
+
+    # A password in a uri: the file must not be readable by others.
+    text = "[broker]\nuri = %s\n" % w.uri() + base
+    expect(text, 0o644, "%s:2: [broker] uri: this uri holds a password and "
+           "'%s' is readable by others (mode 0644)" % (ini, ini),
+           "uri password, mode 0644")
+    expect(text, 0o640, None, "uri password, mode 0640")
+    # No password in the file: any mode will do.
+    pwfile = os.path.join(d, "password")
+    write_private(pwfile, PASSWORD + "\n", 0o644)
+    text = ("[broker]\nuri = %s\npassword_file = %s\n"
+            % (w.uri(password=False), pwfile) + base)
+    expect(text, 0o644, "%s:3: [broker] password_file: '%s' is readable by "
+           "others (mode 0644)" % (ini, pwfile), "password_file mode 0644")
+    os.chmod(pwfile, 0o600)
+    expect(text, 0o644, None, "password_file 0600, config 0644")
+    # The client key is a secret too.
+    key = os.path.join(d, "client.key")
+    shutil.copy(c.path("client.key"), key)
+    os.chmod(key, 0o644)
+    text = ("[broker]\nuri = %s\nca_file = %s\ncert_file = %s\n"
+            "key_file = %s\n" % (w.uri(password=False), c.path("ca.pem"),
+                                 c.path("client.pem"), key) + base)
+    expect(text, 0o644, "%s:5: [broker] key_file: '%s' is readable by "
+           "others (mode 0644)" % (ini, key), "key_file mode 0644")
+    os.chmod(key, 0o600)
+    expect(text, 0o644, None, "TLS files in order")
+    # Both or neither; files readable at load time.
+    text = ("[broker]\nuri = %s\ncert_file = %s\n"
+            % (w.uri(password=False), c.path("client.pem")) + base)
+    expect(text, 0o644, "%s:3: [broker] cert_file: a client certificate "
+           "needs its key: key_file is missing" % ini, "cert without key")
+    missing = os.path.join(d, "no-such-ca.pem")
+    text = ("[broker]\nuri = %s\nca_file = %s\n"
+            % (w.uri(password=False), missing) + base)
+    expect(text, 0o644, "%s:3: [broker] ca_file: cannot open '%s': No such "
+           "file or directory" % (ini, missing), "missing ca_file")
+    notes.append("7 configs")
+
+
+CHECKS = [
+    ("verified", verified),
+    ("wrong_ca", wrong_ca),
+    ("hostname", hostname),
+    ("no_verify_hostname", no_verify_hostname),
+    ("no_client_cert", no_client_cert),
+    ("secrets", secrets),
+]
+
+
+def main(argv):
+    names = argv[1:]
+    unknown = [a for a in names if a not in dict(CHECKS)]
+    if unknown:
+        sys.stderr.write("unknown check(s): %s; known: %s\n"
+                         % (" ".join(unknown),
+                            " ".join(n for n, _ in CHECKS)))
+        return 2
+    selected = [(n, f) for n, f in CHECKS if not names or n in names]
+    print("1..%d" % len(selected))
+    sys.stdout.flush()
+    world = None
+    try:
+        signal.signal(signal.SIGALRM, _alarm)
+        signal.alarm(CHECK_TIMEOUT)
+        world = World()
+        log("broker %s: AMQP on %d, TLS on %d (%.1f s); certificates in %s"
+            % (world.broker.node, world.broker.port, world.tls_port,
+               world.broker.boot_seconds or 0, world.certs.dir))
+    except Exception as e:
+        log("setup: FAILED: %s" % e)
+        log(traceback.format_exc())
+        if world is not None:
+            world.broker.dump_log()
+    finally:
+        signal.alarm(0)
+    failed = 0
+    for i, (name, fn) in enumerate(selected, 1):
+        notes = []
+        ok = world is not None
+        if ok:
+            nrelays = len(world.relays)
+            signal.alarm(CHECK_TIMEOUT)
+            try:
+                fn(world, notes)
+            except (Failure, H.HarnessError, CheckTimeout) as e:
+                ok = False
+                log("%s: FAILED: %s" % (name, e))
+            except Exception as e:
+                ok = False
+                log("%s: ERROR: %s" % (name, e))
+                log(traceback.format_exc())
+            finally:
+                signal.alarm(0)
+            for r in world.relays[nrelays:]:
+                if not ok:
+                    r.dump_log()
+                if r.alive():
+                    r.kill()
+        if not ok:
+            failed += 1
+        print("%s %d - %s%s" % ("ok" if ok else "not ok", i, name,
+                                ": " + "; ".join(notes) if notes else ""))
+        sys.stdout.flush()
+    return 1 if failed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv))
