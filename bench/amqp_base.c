@@ -1,0 +1,142 @@
+/*
+ * amqp_base.c: bare rabbitmq-c publisher baseline for `make bench`.
+ *
+ * One connection, one channel in confirm mode, persistent messages of
+ * BODY_BYTES bytes (each with a message-id shaped like pubrelayd's) to the
+ * default exchange and a durable QUEUE (declared here), at most WINDOW
+ * unconfirmed at a time: what rabbitmq-c alone gets from this broker.
+ *
+ * usage: amqp_base HOST PORT QUEUE MESSAGES BODY_BYTES WINDOW
+ * prints: msgs=N secs=S rate=R nacked=K
+ */
+#include <inttypes.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include <amqp.h>
+#include <amqp_tcp_socket.h>
+
+static double
+now(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return ts.tv_sec + ts.tv_nsec / 1e9;
+}
+
+static void
+die_rpc(amqp_rpc_reply_t r, const char *what)
+{
+	if (r.reply_type == AMQP_RESPONSE_NORMAL)
+		return;
+	fprintf(stderr, "amqp_base: %s failed (%d)\n", what, r.reply_type);
+	exit(1);
+}
+
+int
+main(int argc, char **argv)
+{
+	amqp_connection_state_t	 conn;
+	amqp_socket_t		*sock;
+	amqp_basic_properties_t	 bp;
+	amqp_bytes_t		 body, queue;
+	amqp_frame_t		 f;
+	char			 mid[64], *buf;
+	uint64_t		 n, sent = 0, acked = 0, nacked = 0, window, size;
+	double			 t0, t1;
+	int			 rc;
+
+	if (argc != 7) {
+		fprintf(stderr, "usage: amqp_base HOST PORT QUEUE MESSAGES "
+		    "BODY_BYTES WINDOW\n");
+		return 2;
+	}
+	n = strtoull(argv[4], NULL, 10);
+	size = strtoull(argv[5], NULL, 10);
+	window = strtoull(argv[6], NULL, 10);
+	conn = amqp_new_connection();
+	sock = amqp_tcp_socket_new(conn);
+	if (amqp_socket_open(sock, argv[1], atoi(argv[2])) != AMQP_STATUS_OK) {
+		fprintf(stderr, "amqp_base: cannot connect\n");
+		return 1;
+	}
+	die_rpc(amqp_login(conn, "/", 0, 131072, 0, AMQP_SASL_METHOD_PLAIN,
+	    "guest", "guest"), "login");
+	amqp_channel_open(conn, 1);
+	die_rpc(amqp_get_rpc_reply(conn), "channel.open");
+	queue = amqp_cstring_bytes(argv[3]);
+	amqp_queue_declare(conn, 1, queue, 0, 1, 0, 0, amqp_empty_table);
+	die_rpc(amqp_get_rpc_reply(conn), "queue.declare");
+	amqp_confirm_select(conn, 1);
+	die_rpc(amqp_get_rpc_reply(conn), "confirm.select");
+
+	buf = malloc(size + 1);
+	memset(buf, 'x', size);
+	body.bytes = buf;
+	body.len = size;
+	memset(&bp, 0, sizeof(bp));
+	bp._flags = AMQP_BASIC_DELIVERY_MODE_FLAG | AMQP_BASIC_MESSAGE_ID_FLAG;
+	bp.delivery_mode = 2;
+
+	t0 = now();
+	while (acked + nacked < n) {
+		while (sent < n && sent - acked - nacked < window) {
+			snprintf(mid, sizeof(mid),
+			    "0123456789abcdef0123456789abcdef-%" PRIu64, sent + 1);
+			bp.message_id = amqp_cstring_bytes(mid);
+			rc = amqp_basic_publish(conn, 1, amqp_empty_bytes, queue,
+			    0, 0, &bp, body);
+			if (rc != AMQP_STATUS_OK) {
+				fprintf(stderr, "amqp_base: publish: %s\n",
+				    amqp_error_string2(rc));
+				return 1;
+			}
+			sent++;
+		}
+		rc = amqp_simple_wait_frame(conn, &f);
+		if (rc != AMQP_STATUS_OK) {
+			fprintf(stderr, "amqp_base: wait: %s\n",
+			    amqp_error_string2(rc));
+			return 1;
+		}
+		if (f.frame_type != AMQP_FRAME_METHOD)
+			continue;
+		if (f.payload.method.id == AMQP_BASIC_ACK_METHOD ||
+		    f.payload.method.id == AMQP_BASIC_NACK_METHOD) {
+			uint64_t tag, done;
+			int multiple, nack;
+
+			nack = f.payload.method.id == AMQP_BASIC_NACK_METHOD;
+			if (nack) {
+				amqp_basic_nack_t *m = f.payload.method.decoded;
+				tag = m->delivery_tag;
+				multiple = m->multiple;
+			} else {
+				amqp_basic_ack_t *m = f.payload.method.decoded;
+				tag = m->delivery_tag;
+				multiple = m->multiple;
+			}
+			done = multiple ? tag - (acked + nacked) : 1;
+			if (nack)
+				nacked += done;
+			else
+				acked += done;
+		} else {
+			fprintf(stderr, "amqp_base: unexpected method 0x%08x\n",
+			    (unsigned)f.payload.method.id);
+			return 1;
+		}
+		amqp_maybe_release_buffers(conn);
+	}
+	t1 = now();
+	printf("msgs=%" PRIu64 " secs=%.4f rate=%.0f nacked=%" PRIu64 "\n", n,
+	    t1 - t0, n / (t1 - t0), nacked);
+	amqp_channel_close(conn, 1, AMQP_REPLY_SUCCESS);
+	amqp_connection_close(conn, AMQP_REPLY_SUCCESS);
+	amqp_destroy_connection(conn);
+	free(buf);
+	return 0;
+}

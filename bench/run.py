@@ -1,0 +1,571 @@
+#!/usr/bin/python3
+"""pubrelay benchmark (`make bench`): every figure beside a baseline measured
+in the same run, on one private RabbitMQ node, printed as one table.
+
+Environment:
+  PUBRELAYD, PUBRELAY   the daemon and the client (make bench sets them)
+  BENCH_BINDIR          where loadgen, sqlite_base, amqp_base, amqp_consume are
+  BENCH_SCALE           multiplies every message count (default 1; 0.1 for a
+                        quick run)
+  BENCH_ONLY            comma-separated sections to run (ingest, drain,
+                        latency, memory, oneshot); default all
+  BENCH_PERF            1: record `perf record -g` of pubrelayd during the
+                        window-256 drain and the 8-client ingest (files kept
+                        in the temp dir, paths printed)
+  PUBRELAY_KEEP_TMP=1   keep the temp dirs (harness)
+
+Method and the figures of a real run: docs/PERFORMANCE.md.
+"""
+
+import os
+import shutil
+import subprocess
+import sys
+import threading
+import time
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+TOP = os.path.dirname(HERE)
+sys.path.insert(0, os.path.join(TOP, "tests"))
+import harness  # noqa: E402
+
+SCALE = float(os.environ.get("BENCH_SCALE", "1"))
+BINDIR = os.environ.get("BENCH_BINDIR", HERE)
+ONLY = set(filter(None, os.environ.get("BENCH_ONLY", "").split(",")))
+PERF = os.environ.get("BENCH_PERF") == "1" and shutil.which("perf")
+TICK = os.sysconf("SC_CLK_TCK")
+T_START = time.monotonic()
+
+
+def scaled(n, minimum=1000):
+    return max(minimum, int(n * SCALE))
+
+
+def tool(name):
+    return os.path.join(BINDIR, name)
+
+
+def say(msg):
+    sys.stderr.write("[%6.1fs] %s\n" % (time.monotonic() - T_START, msg))
+    sys.stderr.flush()
+
+
+def kv(line):
+    out = {}
+    for w in line.split():
+        if "=" in w:
+            k, v = w.split("=", 1)
+            try:
+                out[k] = float(v)
+            except ValueError:
+                out[k] = v
+    return out
+
+
+def run_tool(argv, timeout=1800):
+    """Run one of the C tools; returns (its key=value dict, cpu seconds)."""
+    p = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    deadline = time.monotonic() + timeout
+    while True:
+        pid, status, ru = os.wait4(p.pid, os.WNOHANG)
+        if pid:
+            break
+        if time.monotonic() > deadline:
+            p.kill()
+            raise harness.HarnessError("%s: timed out" % argv[0])
+        time.sleep(0.01)
+    p.returncode = os.waitstatus_to_exitcode(status)
+    out = p.stdout.read().decode()
+    err = p.stderr.read().decode()
+    if p.returncode != 0:
+        raise harness.HarnessError("%s failed (%d): %s %s"
+                                   % (" ".join(argv), p.returncode, out, err))
+    return kv(out.strip().splitlines()[-1]), ru.ru_utime + ru.ru_stime
+
+
+def cpu_s(pid):
+    """utime + stime of a process, in seconds."""
+    with open("/proc/%d/stat" % pid) as f:
+        w = f.read().rsplit(")", 1)[1].split()
+    return (int(w[11]) + int(w[12])) / TICK
+
+
+def status_kb(pid, key):
+    with open("/proc/%d/status" % pid) as f:
+        for line in f:
+            if line.startswith(key + ":"):
+                return int(line.split()[1])
+    return 0
+
+
+def outbox_bytes(relay):
+    total = 0
+    for sfx in ("", "-wal", "-shm"):
+        try:
+            total += os.stat(relay.outbox + sfx).st_size
+        except OSError:
+            pass
+    return total
+
+
+# ---------------------------------------------------------------------------
+# Results
+
+ROWS = []
+
+
+def row(section, what, value, unit, base=None, ratio=None, target="",
+        ok=None):
+    ROWS.append((section, what, value, unit, base, ratio, target, ok))
+    say("  %s: %s %s%s" % (what, fmt(value), unit,
+                           "" if ratio is None else " (ratio %.2f)" % ratio))
+
+
+def fmt(v):
+    if v is None:
+        return "-"
+    if isinstance(v, str):
+        return v
+    if abs(v) >= 100:
+        return "{:,.0f}".format(v)
+    if abs(v) >= 10:
+        return "%.1f" % v
+    return "%.2f" % v
+
+
+def print_table():
+    head = ("#", "measurement", "value", "unit", "baseline", "ratio",
+            "target", "ok")
+    lines = [head]
+    for sec, what, value, unit, base, ratio, target, ok in ROWS:
+        lines.append((sec, what, fmt(value), unit, fmt(base),
+                      "-" if ratio is None else "%.2f" % ratio, target or "-",
+                      {None: "", True: "yes", False: "NO"}[ok]))
+    widths = [max(len(r[i]) for r in lines) for i in range(len(head))]
+    out = []
+    for i, r in enumerate(lines):
+        out.append("| " + " | ".join(c.ljust(widths[j])
+                                     for j, c in enumerate(r)) + " |")
+        if i == 0:
+            out.append("|" + "|".join("-" * (w + 2) for w in widths) + "|")
+    print("\n".join(out))
+    sys.stdout.flush()
+
+
+# ---------------------------------------------------------------------------
+# Relays
+
+class Bench:
+    def __init__(self):
+        self.broker = harness.Broker().start()
+        self.nowhere = "amqp://guest:guest@127.0.0.1:%d" % harness.free_port()
+        self.conn = self.broker.connect()
+        self.ch = self.conn.channel()
+        self.nrelays = 0
+
+    def queue(self, name):
+        self.ch.queue_declare(name, durable=True)
+        self.ch.queue_purge(name)
+        return name
+
+    def drop_queue(self, name):
+        try:
+            self.ch.queue_delete(name)
+        except Exception:
+            self.conn = self.broker.connect()
+            self.ch = self.conn.channel()
+            self.ch.queue_delete(name)
+
+    def relay(self, name, broker_up, sync="full", window=256):
+        self.nrelays += 1
+        ov = {
+            "broker": {"reconnect_min": "100ms", "reconnect_max": "200ms"},
+            "outbox": {"sync": sync, "max_bytes": "0", "min_free": "0"},
+            "publish": {"window": str(window)},
+            "socket": {"max_clients": "1024"},
+        }
+        return harness.Relay(self.broker, "bench-%s" % name, ov,
+                             uri=None if broker_up else self.nowhere)
+
+    def point_at_broker(self, relay, sync=None):
+        relay.sections["broker"]["uri"] = self.broker.uri()
+        if sync:
+            relay.sections["outbox"]["sync"] = sync
+        harness.write_ini(relay.ini, relay.sections)
+
+    def finish(self, relay):
+        relay.term(timeout=30)
+        if not harness.KEEP_TMP:
+            shutil.rmtree(relay.dir, ignore_errors=True)
+
+    def beam(self):
+        return self.broker.os_pid()
+
+    def quiesce(self, limit=0.15, most=30):
+        """Wait until the broker's VM is nearly idle (queue deletes, message
+        store work of the previous step), so that one step does not pay for
+        the last one."""
+        pid, t_end = self.beam(), time.monotonic() + most
+        while time.monotonic() < t_end:
+            c0 = cpu_s(pid)
+            time.sleep(0.5)
+            if (cpu_s(pid) - c0) / 0.5 < limit:
+                return
+
+
+def loadgen(relay, k, n, size, depth=256, rate=0, key="bench", stamp=0):
+    out, _ = run_tool([tool("loadgen"), relay.sock, str(k), str(n),
+                       str(size), str(depth), str(rate), key, str(stamp)])
+    return out
+
+
+def perf_start(pid, name, b):
+    if not PERF:
+        return None
+    path = os.path.join(harness.mkdtemp("pubrelay-perf-"), name + ".data")
+    p = subprocess.Popen(["perf", "record", "-g", "-o", path, "-p",
+                          str(pid)], stdout=subprocess.DEVNULL,
+                         stderr=subprocess.DEVNULL)
+    time.sleep(0.3)
+    return p, path
+
+
+def perf_stop(h):
+    if h is None:
+        return
+    p, path = h
+    p.send_signal(2)
+    p.wait(timeout=60)
+    say("  perf data: %s" % path)
+
+
+# ---------------------------------------------------------------------------
+# 1. Ingest
+
+def sqlite_best(db, sync, total, size, batch, tries=3):
+    """The best of a few runs: the baseline is SQLite's limit, not noise."""
+    best = None
+    for _ in range(tries):
+        out, _ = run_tool([tool("sqlite_base"), db, sync, str(total),
+                           str(size), str(batch)])
+        if best is None or out["rate"] > best["rate"]:
+            best = out
+    return best
+
+
+def bench_ingest(b):
+    say("1. ingest")
+    cases = [(100, scaled(200000, 5000)), (4096, scaled(50000, 2000))]
+    tmp = harness.mkdtemp("pubrelay-sqlite-")
+    for sync in ("full", "normal"):
+        for size, total in cases:
+            db = os.path.join(tmp, "base.db")
+            base = sqlite_best(db, sync, total, size, 100)
+            base1k = sqlite_best(db, sync, total, size, 1000)
+            for sfx in ("", "-wal", "-shm"):
+                if os.path.exists(db + sfx):
+                    os.unlink(db + sfx)
+            label = "%s B, sync=%s" % (size, sync)
+            row("1", "bare SQLite, batches of 100, " + label, base["rate"],
+                "rows/s")
+            row("1", "bare SQLite, batches of 1000, " + label, base1k["rate"],
+                "rows/s")
+            for k in (1, 8, 64):
+                r = b.relay("ingest", False, sync=sync)
+                r.start()
+                h = None
+                if k == 8 and size == 100 and sync == "full":
+                    h = perf_start(r.proc.pid, "ingest-8", b)
+                c0 = cpu_s(r.proc.pid)
+                out = loadgen(r, k, max(1, total // k), size)
+                c1 = cpu_s(r.proc.pid)
+                perf_stop(h)
+                target, ok = "", None
+                ratio = out["rate"] / base["rate"]
+                if k == 8 and size == 100 and sync == "full":
+                    target = ">= 150k/s and >= 0.5 x batch-100"
+                    ok = out["rate"] >= 150000 and ratio >= 0.5
+                row("1", "relay ingest, %d clients, %s (vs batch 100)"
+                    % (k, label), out["rate"], "msg/s", base["rate"], ratio,
+                    target, ok)
+                row("1", "  OK latency p50/p99, %d clients, %s" % (k, label),
+                    "%.1f / %.1f" % (out["p50_us"] / 1000,
+                                     out["p99_us"] / 1000), "ms")
+                row("1", "  relay CPU per message, %d clients, %s"
+                    % (k, label), 1e6 * (c1 - c0) / out["msgs"], "us/msg")
+                b.finish(r)
+
+
+# ---------------------------------------------------------------------------
+# 2. Drain (and CPU per message, relay vs broker)
+
+def fill(b, relay, n):
+    """Fill relay's outbox with n 100-byte messages to queue bench-drain."""
+    loadgen(relay, 8, n // 8, 100, key="bench-drain")
+
+
+def drain(b, relay, n, sample=None, poll=0.05):
+    """Wait until relay has confirmed everything; returns (rate, relay CPU,
+    broker CPU) over the drain.  Rate is measured from the first poll that
+    saw a confirm to the first poll that saw backlog 0."""
+    pid, beam = relay.proc.pid, b.beam()
+    rc0, bc0 = cpu_s(pid), cpu_s(beam)
+    t_first = c_first = None
+    deadline = time.monotonic() + 60 + n / 500
+    while True:
+        s = relay.stats()
+        now = time.monotonic()
+        if sample:
+            sample()
+        if t_first is None and s.get("confirmed", 0) > 0:
+            t_first, c_first = now, s["confirmed"]
+        if s.get("backlog", 1) == 0 and s.get("confirmed", 0) >= n:
+            t_end, c_end = now, s["confirmed"]
+            break
+        if now > deadline:
+            raise harness.HarnessError("drain did not finish: %s"
+                                       % harness.fmt_stats(s))
+        time.sleep(poll)
+    rc1, bc1 = cpu_s(pid), cpu_s(beam)
+    rate = (c_end - c_first) / max(1e-6, t_end - t_first)
+    # Deleting confirmed rows may trail the last confirm a little.
+    relay.wait_drained(timeout=60)
+    return rate, rc1 - rc0, bc1 - bc0
+
+
+def bench_drain(b):
+    say("2. drain")
+    n = scaled(200000, 5000)
+    for w in (16, 256, 1024):
+        # Two runs of each, alternating, best of each: the broker is noisy.
+        bares, relays = [], []
+        for attempt in (1, 2):
+            q = b.queue("bench-bare")
+            b.quiesce()
+            beam = b.beam()
+            bc0 = cpu_s(beam)
+            out, ccpu = run_tool([tool("amqp_base"), "127.0.0.1",
+                                  str(b.broker.port), q, str(n), "100",
+                                  str(w)])
+            bares.append((out["rate"], ccpu, cpu_s(beam) - bc0))
+            b.drop_queue(q)
+
+            q = b.queue("bench-drain")
+            r = b.relay("drain", False, sync="normal", window=w)
+            r.start()
+            fill(b, r, n)
+            r.term()
+            b.point_at_broker(r, sync="full")
+            b.quiesce()
+            r.start()
+            h = None
+            if w == 256 and attempt == 1:
+                h = perf_start(r.proc.pid, "drain-256", b)
+            relays.append(drain(b, r, n))
+            perf_stop(h)
+            b.finish(r)
+            b.drop_queue(q)
+        base = {"rate": max(x[0] for x in bares)}
+        _, base_cpu, bare_bcpu = max(bares)
+        rate, rcpu, bcpu = max(relays)
+        say("  window %d: bare %s, relay %s msg/s" % (
+            w, " ".join(fmt(x[0]) for x in bares),
+            " ".join(fmt(x[0]) for x in relays)))
+
+        ratio = rate / base["rate"]
+        row("2", "bare rabbitmq-c publisher, window %d (best of 2)" % w,
+            base["rate"],
+            "msg/s")
+        row("2", "relay drain, window %d (best of 2, vs bare)" % w, rate,
+            "msg/s",
+            base["rate"], ratio, ">= 0.95 x bare", ratio >= 0.95)
+        cr = rcpu / bcpu if bcpu > 0 else float("inf")
+        row("2", "  CPU per message, relay vs broker, window %d" % w,
+            1e6 * rcpu / n, "us/msg", 1e6 * bcpu / n, cr,
+            "<= 0.10 x broker", cr <= 0.10)
+        row("2", "  CPU per message, bare client / broker (bare run), "
+            "window %d" % w, "%.1f / %.1f" % (1e6 * base_cpu / n,
+                                             1e6 * bare_bcpu / n), "us/msg")
+
+
+# ---------------------------------------------------------------------------
+# 3. Latency at a fixed moderate rate
+
+def bench_latency(b):
+    say("3. latency")
+    rate = 2000
+    n = scaled(40000, 5000)         # 20 s at 2000/s by default
+    q = b.queue("bench-lat")
+    r = b.relay("latency", True, sync="full", window=256)
+    b.quiesce()
+    r.start()
+    r.wait_stats(lambda s: s.get("state") == "connected", 30,
+                 "relay to connect")
+    cons = subprocess.Popen([tool("amqp_consume"), "127.0.0.1",
+                             str(b.broker.port), q, str(n), "10"],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    if cons.stdout.readline().decode().strip() != "ready":
+        raise harness.HarnessError("amqp_consume did not start: %s"
+                                   % cons.stderr.read().decode())
+    out = loadgen(r, 4, n // 4, 100, depth=256, rate=rate, key=q, stamp=1)
+    cout, _ = cons.communicate(timeout=120)
+    e2e = kv(cout.decode().strip().splitlines()[-1])
+    b.finish(r)
+    b.drop_queue(q)
+    label = "%d msg/s, 4 clients, 100 B, sync=full" % rate
+    row("3", "OK latency p50 / p99 / p99.9, " + label,
+        "%.2f / %.2f / %.2f" % (out["p50_us"] / 1000, out["p99_us"] / 1000,
+                                out["p999_us"] / 1000), "ms")
+    row("3", "send -> consumer p50 / p99 / p99.9, " + label,
+        "%.2f / %.2f / %.2f" % (e2e["p50_us"] / 1000, e2e["p99_us"] / 1000,
+                                e2e["p999_us"] / 1000),
+        "ms (%d of %d received)" % (e2e["msgs"], n))
+
+
+# ---------------------------------------------------------------------------
+# 4/5. Memory with a large backlog, start-up time with it
+
+def bench_memory(b):
+    say("4/5. memory and start-up with a large backlog")
+    n = scaled(1000000, 10000)
+    q = b.queue("bench-drain")
+    r = b.relay("memory", False, sync="full", window=256)
+    r.start()
+    peak = {"hwm": 0, "file": 0}
+
+    def sample():
+        if r.alive():
+            try:
+                peak["hwm"] = max(peak["hwm"],
+                                  status_kb(r.proc.pid, "VmHWM"))
+            except OSError:
+                pass
+        peak["file"] = max(peak["file"], outbox_bytes(r))
+
+    stop = threading.Event()
+
+    def sampler():
+        while not stop.is_set():
+            sample()
+            time.sleep(0.1)
+
+    t = threading.Thread(target=sampler, daemon=True)
+    t.start()
+    fill(b, r, n)
+    sample()
+    hwm_fill = peak["hwm"]
+    stop.set()
+    t.join()
+    r.term()
+    file_full = outbox_bytes(r)
+
+    # 5. start-up: exec to the first PONG, with the backlog in the outbox.
+    b.point_at_broker(r)
+    b.quiesce()
+    t0 = time.monotonic()
+    r.start(wait=False)
+    harness.wait_until(r._ping, 60, "pubrelayd to answer PING", 0.002)
+    startup = time.monotonic() - t0
+    rate, rcpu, bcpu = drain(b, r, n, sample=sample, poll=0.1)
+    sample()
+    hwm_drain = status_kb(r.proc.pid, "VmHWM")
+    b.finish(r)
+    b.drop_queue(q)
+    peak_mib = max(hwm_fill, hwm_drain) / 1024
+    row("4", "peak RSS (VmHWM) while %d messages build up" % n,
+        hwm_fill / 1024, "MiB", None, None, "<= 16 MiB", hwm_fill / 1024 <= 16)
+    row("4", "peak RSS (VmHWM) while they drain (window 256)",
+        hwm_drain / 1024, "MiB", None, None, "<= 16 MiB",
+        hwm_drain / 1024 <= 16)
+    row("4", "outbox files with the backlog (db+wal+shm; peak seen)",
+        "%.0f / %.0f" % (file_full / 2**20, peak["file"] / 2**20), "MiB")
+    row("4", "  drain rate of that backlog, window 256", rate, "msg/s")
+    row("5", "start-up to PONG with %d messages in the outbox" % n,
+        startup * 1000, "ms", None, None, "< 1000 ms", startup < 1.0)
+    del peak_mib
+
+
+# ---------------------------------------------------------------------------
+# 6. One message per process
+
+def bench_oneshot(b):
+    say("6. one message per process")
+    loops = max(20, int(200 * min(1, SCALE * 2)))
+    q = b.queue("bench-oneshot")
+    r = b.relay("oneshot", True)
+    b.quiesce()
+    r.start()
+    pubrelay = harness.binary("PUBRELAY")
+    cmd_relay = ('i=0; while [ $i -lt %d ]; do "%s" -s "%s" publish -k %s '
+                 'hello-from-pubrelay >/dev/null || exit 1; i=$((i+1)); done'
+                 % (loops, pubrelay, r.sock, q))
+    cmd_amqp = ('i=0; while [ $i -lt %d ]; do amqp-publish --url=%s -r %s -p '
+                '-b hello-from-amqp-publish || exit 1; i=$((i+1)); done'
+                % (loops, b.broker.uri(), q))
+    runs = {"pubrelay": [], "amqp": []}
+    for name, cmd in (("pubrelay", cmd_relay), ("amqp", cmd_amqp),
+                      ("pubrelay", cmd_relay), ("amqp", cmd_amqp)):
+        t0 = time.monotonic()
+        subprocess.run(["sh", "-c", cmd], check=True)
+        runs[name].append(time.monotonic() - t0)
+    times = {k: min(v) for k, v in runs.items()}
+    r.wait_drained(timeout=60)
+    b.finish(r)
+    b.drop_queue(q)
+    per_relay = 1000 * times["pubrelay"] / loops
+    per_amqp = 1000 * times["amqp"] / loops
+    speed = per_amqp / per_relay
+    row("6", "amqp-publish, one process per message (%d, best of 2)" % loops,
+        per_amqp, "ms/msg")
+    row("6", "pubrelay publish, one process per message (speed-up)",
+        per_relay, "ms/msg", per_amqp, speed, ">= 5 x faster", speed >= 5)
+
+
+def machine():
+    cpu = "?"
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    cpu = line.split(":", 1)[1].strip()
+                    break
+    except OSError:
+        pass
+    return "%d CPUs (%s), %s" % (os.cpu_count(), cpu, os.uname().release)
+
+
+def main():
+    for t in ("loadgen", "sqlite_base", "amqp_base", "amqp_consume"):
+        if not os.access(tool(t), os.X_OK):
+            sys.exit("bench: %s missing (run `make bench`)" % tool(t))
+    harness.binary("PUBRELAYD")
+    harness.binary("PUBRELAY")
+    say("BENCH_SCALE=%g; %s; starting a private broker" % (SCALE, machine()))
+    b = Bench()
+    say("broker up in %.1fs on port %d" % (b.broker.boot_seconds,
+                                           b.broker.port))
+    sections = [("ingest", bench_ingest), ("drain", bench_drain),
+                ("latency", bench_latency), ("memory", bench_memory),
+                ("oneshot", bench_oneshot)]
+    failed = []
+    for name, fn in sections:
+        if ONLY and name not in ONLY:
+            continue
+        try:
+            fn(b)
+        except Exception as e:
+            say("section %s failed: %r" % (name, e))
+            failed.append(name)
+    print("pubrelay benchmark, BENCH_SCALE=%g, %s, %.0f s"
+          % (SCALE, machine(), time.monotonic() - T_START))
+    print_table()
+    held = [r for r in ROWS if r[7] is not None]
+    print("targets: %d of %d hold%s" % (
+        sum(1 for r in held if r[7]), len(held),
+        "; sections failed: " + ", ".join(failed) if failed else ""))
+    b.broker.stop()
+    return 1 if failed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

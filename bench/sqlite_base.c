@@ -1,0 +1,114 @@
+/*
+ * sqlite_base.c: bare SQLite insert baseline for `make bench`.
+ *
+ * The same pragmas as src/outbox.c (WAL, synchronous FULL or NORMAL,
+ * journal_size_limit 64M), the same outbox table, one prepared INSERT
+ * reused, BEGIN IMMEDIATE ... COMMIT around every batch.  No daemon, no
+ * socket, no parsing: what SQLite alone can do on this disk.
+ *
+ * usage: sqlite_base PATH full|normal ROWS BODY_BYTES BATCH
+ * prints: rows=N secs=S rate=R
+ */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+
+#include <sqlite3.h>
+
+static double
+now(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return ts.tv_sec + ts.tv_nsec / 1e9;
+}
+
+static void
+must(sqlite3 *db, int rc, const char *what)
+{
+	if (rc != SQLITE_OK && rc != SQLITE_DONE && rc != SQLITE_ROW) {
+		fprintf(stderr, "sqlite_base: %s: %s\n", what, sqlite3_errmsg(db));
+		exit(1);
+	}
+}
+
+int
+main(int argc, char **argv)
+{
+	sqlite3		*db;
+	sqlite3_stmt	*ins, *begin, *commit;
+	const char	*props = "routing-key: bench\n";
+	char		*body, path_wal[4096];
+	long		 rows, size, batch, i;
+	double		 t0, t1;
+
+	if (argc != 6) {
+		fprintf(stderr, "usage: sqlite_base PATH full|normal ROWS "
+		    "BODY_BYTES BATCH\n");
+		return 2;
+	}
+	rows = atol(argv[3]);
+	size = atol(argv[4]);
+	batch = atol(argv[5]);
+	if (rows <= 0 || size < 0 || batch <= 0)
+		return 2;
+	unlink(argv[1]);
+	snprintf(path_wal, sizeof(path_wal), "%s-wal", argv[1]);
+	unlink(path_wal);
+	snprintf(path_wal, sizeof(path_wal), "%s-shm", argv[1]);
+	unlink(path_wal);
+	body = malloc(size + 1);
+	memset(body, 'x', size);
+
+	must(NULL, sqlite3_open_v2(argv[1], &db, SQLITE_OPEN_READWRITE |
+	    SQLITE_OPEN_CREATE | SQLITE_OPEN_NOMUTEX, NULL), "open");
+	must(db, sqlite3_exec(db, "PRAGMA journal_mode = WAL", 0, 0, 0), "wal");
+	must(db, sqlite3_exec(db, strcmp(argv[2], "full") == 0 ?
+	    "PRAGMA synchronous = FULL" : "PRAGMA synchronous = NORMAL",
+	    0, 0, 0), "sync");
+	must(db, sqlite3_exec(db, "PRAGMA journal_size_limit = 67108864",
+	    0, 0, 0), "limit");
+	must(db, sqlite3_exec(db, "CREATE TABLE outbox ("
+	    "  id INTEGER PRIMARY KEY AUTOINCREMENT,"
+	    "  created INTEGER NOT NULL,"
+	    "  size INTEGER NOT NULL,"
+	    "  props BLOB NOT NULL,"
+	    "  body BLOB NOT NULL)", 0, 0, 0), "create");
+	must(db, sqlite3_prepare_v3(db, "INSERT INTO outbox (created, size, "
+	    "props, body) VALUES (?1, ?2, ?3, ?4)", -1,
+	    SQLITE_PREPARE_PERSISTENT, &ins, NULL), "prepare");
+	must(db, sqlite3_prepare_v3(db, "BEGIN IMMEDIATE", -1,
+	    SQLITE_PREPARE_PERSISTENT, &begin, NULL), "prepare");
+	must(db, sqlite3_prepare_v3(db, "COMMIT", -1,
+	    SQLITE_PREPARE_PERSISTENT, &commit, NULL), "prepare");
+
+	t0 = now();
+	for (i = 0; i < rows; i++) {
+		if (i % batch == 0) {
+			must(db, sqlite3_step(begin), "begin");
+			sqlite3_reset(begin);
+		}
+		sqlite3_bind_int64(ins, 1, (sqlite3_int64)(t0 * 1000));
+		sqlite3_bind_int64(ins, 2, (sqlite3_int64)(strlen(props) + size));
+		sqlite3_bind_blob64(ins, 3, props, strlen(props), SQLITE_STATIC);
+		sqlite3_bind_blob64(ins, 4, body, size, SQLITE_STATIC);
+		must(db, sqlite3_step(ins), "insert");
+		sqlite3_clear_bindings(ins);
+		sqlite3_reset(ins);
+		if (i % batch == batch - 1 || i == rows - 1) {
+			must(db, sqlite3_step(commit), "commit");
+			sqlite3_reset(commit);
+		}
+	}
+	t1 = now();
+	printf("rows=%ld secs=%.4f rate=%.0f\n", rows, t1 - t0, rows / (t1 - t0));
+	sqlite3_finalize(ins);
+	sqlite3_finalize(begin);
+	sqlite3_finalize(commit);
+	sqlite3_close(db);
+	free(body);
+	return 0;
+}
