@@ -37,12 +37,7 @@
 #include "session.h"
 #include "util.h"
 
-/*
- * Bytes per read callback.  Everything parsed in one loop turn shares one
- * commit, so a small read size caps the batch: at 64 KiB a 4 KiB-message
- * client got 16 messages per fsync.
- */
-#define SESSION_READ_MAX	(1024 * 1024)
+#define SESSION_READ_MAX	65536	/* bytes per read callback */
 #define SESSION_SKIPPED_TEXT \
 	"an earlier message on this connection was refused; send RESET to go on"
 
