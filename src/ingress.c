@@ -164,8 +164,13 @@ ingress_insert(struct ingress *ing, const struct proto_pub *pub,
 		ingress_store_error(ing, ing->tx_failed, code, err, errlen);
 		return -1;
 	}
+	/*
+	 * Once per group commit: one fstatvfs(); the queries for free pages
+	 * inside the database run only when the disk itself is short.
+	 */
 	if (!ing->in_tx && ing->cf->min_free > 0 &&
-	    (avail = outbox_free_space(ing->ob)) < ing->cf->min_free) {
+	    (avail = outbox_free_space(ing->ob)) < ing->cf->min_free &&
+	    (avail += outbox_reusable_bytes(ing->ob)) < ing->cf->min_free) {
 		*code = PROTO_E_FULL;
 		snprintf(err, errlen, "outbox full: %" PRIu64 " bytes free on "
 		    "its disk, below min_free %" PRIu64 "; retry later", avail,

@@ -913,19 +913,26 @@ outbox_reader_errmsg(const struct outbox_reader *r)
 }
 
 uint64_t
-outbox_free_space(struct outbox *ob)
+outbox_free_space(const struct outbox *ob)
 {
 	struct statvfs	sv;
-	int64_t		pages, size;
-	int		rc;
 
 	if (ob->lockfd == -1 || fstatvfs(ob->lockfd, &sv) == -1)
 		return UINT64_MAX;
+	return (uint64_t)sv.f_bavail * sv.f_frsize;
+}
+
+uint64_t
+outbox_reusable_bytes(struct outbox *ob)
+{
+	int64_t	pages, size;
+	int	rc;
+
 	pages = outbox_query_int(ob->db, "PRAGMA freelist_count", &rc);
 	size = outbox_query_int(ob->db, "PRAGMA page_size", &rc);
 	if (pages < 0 || size < 0)
-		pages = size = 0;
-	return (uint64_t)sv.f_bavail * sv.f_frsize + (uint64_t)(pages * size);
+		return 0;
+	return (uint64_t)(pages * size);
 }
 
 int

@@ -49,12 +49,10 @@ void	 outbox_rollback(struct outbox *ob);
 /* Delete every row with id <= upto, in its own transaction. */
 int	 outbox_delete_upto(struct outbox *ob, int64_t upto);
 
-/*
- * Room for new rows: free bytes on the outbox's file system plus the free
- * pages inside the database file, which new rows reuse.  UINT64_MAX when
- * unknown.
- */
-uint64_t outbox_free_space(struct outbox *ob);
+/* Free bytes on the outbox's file system; UINT64_MAX when unknown. */
+uint64_t outbox_free_space(const struct outbox *ob);
+/* Bytes of free pages inside the database file, which new rows reuse. */
+uint64_t outbox_reusable_bytes(struct outbox *ob);
 /* Move the write-ahead log into the database and truncate it. */
 int	 outbox_checkpoint(struct outbox *ob);
 
