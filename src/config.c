@@ -332,6 +332,18 @@ config_set_uri(struct config_parse *p, const char *v)
 }
 
 static void
+config_set_uri_order(struct config_parse *p, const char *v)
+{
+	if (strcasecmp(v, "ordered") == 0)
+		p->cf->uri_shuffle = 0;
+	else if (strcasecmp(v, "shuffle") == 0)
+		p->cf->uri_shuffle = 1;
+	else
+		config_keyerr(p, "invalid value '%s' (expected ordered or "
+		    "shuffle)", v);
+}
+
+static void
 config_set_password_file(struct config_parse *p, const char *v)
 {
 	if (*v == '\0') {
@@ -776,6 +788,7 @@ config_set_log_level(struct config_parse *p, const char *v)
 
 static const struct config_key config_keys[] = {
 	{ "broker",	"uri",			config_set_uri },
+	{ "broker",	"uri_order",		config_set_uri_order },
 	{ "broker",	"password_file",	config_set_password_file },
 	{ "broker",	"heartbeat",		config_set_heartbeat },
 	{ "broker",	"connect_timeout",	config_set_connect_timeout },

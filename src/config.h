@@ -42,6 +42,7 @@ struct config {
 	/* [broker] */
 	char		*uris[CONFIG_MAX_URIS];	/* as written, password included */
 	int		 nuris;
+	int		 uri_shuffle;		/* uri_order: 0 ordered, 1 shuffle */
 	char		*password_file;
 	char		*password;		/* read from password_file, or NULL */
 	unsigned	 heartbeat;		/* seconds; 0 disables */

@@ -30,6 +30,7 @@
 #include <netinet/tcp.h>
 
 #include <errno.h>
+#include <fcntl.h>
 #include <inttypes.h>
 #include <pthread.h>
 #include <stdarg.h>
@@ -120,7 +121,8 @@ struct publisher {
 	enum link_state		 state;
 	struct outbox_reader	*reader;
 	amqp_connection_state_t	 conn;
-	int			 uri_idx;
+	int			 uri_idx;	/* into order[] */
+	int			 order[CONFIG_MAX_URIS]; /* uri_order */
 	struct backoff		 backoff;
 	struct pub_slot		*ring;
 	unsigned		 cap;
@@ -233,10 +235,62 @@ pub_enter_state(struct publisher *p, enum link_state s, const char *why)
 	atomic_store(&p->st->link_state, s);
 }
 
+/*
+ * uri_order = shuffle: a seed that differs from host to host but stays the
+ * same across restarts of one host, so each host keeps its preferred node
+ * and a fleet's connections spread over the cluster.  From the host name and
+ * /etc/machine-id (either may be missing or cloned; together they rarely are).
+ */
+static uint64_t
+pub_host_seed(void)
+{
+	char		 buf[256];
+	uint64_t	 h = UTIL_FNV_INIT;
+	ssize_t		 n;
+	int		 fd;
+
+	if (gethostname(buf, sizeof(buf)) == 0) {
+		buf[sizeof(buf) - 1] = '\0';
+		h = util_fnv1a(h, buf, strlen(buf));
+	}
+	if ((fd = open("/etc/machine-id", O_RDONLY | O_CLOEXEC)) != -1) {
+		if ((n = read(fd, buf, sizeof(buf))) > 0)
+			h = util_fnv1a(h, buf, (size_t)n);
+		close(fd);
+	}
+	return h;
+}
+
+/* Fix the order in which the URIs are tried, and say it once. */
+static void
+pub_init_order(struct publisher *p)
+{
+	struct buf	 b;
+	char		 uri[256];
+	int		 i;
+
+	if (p->cf->uri_shuffle)
+		util_shuffle_order(p->order, p->cf->nuris, pub_host_seed());
+	else
+		for (i = 0; i < p->cf->nuris; i++)
+			p->order[i] = i;
+	if (p->cf->nuris < 2)
+		return;
+	buf_init(&b);
+	for (i = 0; i < p->cf->nuris; i++) {
+		util_mask_uri(p->cf->uris[p->order[i]], uri, sizeof(uri));
+		buf_printf(&b, "%s%s", i > 0 ? ", " : "", uri);
+	}
+	log_info("broker uris, in the order tried (%s): %s",
+	    p->cf->uri_shuffle ? "shuffled for this host" : "as written",
+	    b.data);
+	buf_free(&b);
+}
+
 static void
 pub_masked_uri(struct publisher *p, char *out, size_t n)
 {
-	util_mask_uri(p->cf->uris[p->uri_idx], out, n);
+	util_mask_uri(p->cf->uris[p->order[p->uri_idx]], out, n);
 }
 
 static const char *
@@ -482,7 +536,7 @@ pub_connect(struct publisher *p)
 	pub_masked_uri(p, uri, sizeof(uri));
 	pub_set_shared_string(p, p->st->broker, sizeof(p->st->broker), uri);
 
-	url = xstrdup(p->cf->uris[p->uri_idx]);
+	url = xstrdup(p->cf->uris[p->order[p->uri_idx]]);
 	amqp_default_connection_info(&ci);
 	if (amqp_parse_url(url, &ci) != AMQP_STATUS_OK) {
 		free(url);
@@ -1400,6 +1454,7 @@ publisher_start(const struct publisher_params *pp, char *err, size_t errlen)
 	p->ring = xcalloc(p->cap, sizeof(*p->ring));
 	p->next_tag = p->first_tag = 1;
 	p->state = LINK_DISCONNECTED;
+	pub_init_order(p);
 	atomic_store(&p->sockfd, -1);
 	clock_gettime(CLOCK_REALTIME, &ts);
 	backoff_init(&p->retry_backoff, p->cf->reconnect_min_ms,

@@ -353,3 +353,34 @@ xstrndup(const char *s, size_t n)
 	p[len] = '\0';
 	return p;
 }
+
+uint64_t
+util_fnv1a(uint64_t h, const void *p, size_t n)
+{
+	const unsigned char	*c = p;
+
+	while (n-- > 0) {
+		h ^= *c++;
+		h *= 0x100000001b3ULL;
+	}
+	return h;
+}
+
+void
+util_shuffle_order(int *order, int n, uint64_t seed)
+{
+	uint64_t	x = seed != 0 ? seed : 0x9e3779b97f4a7c15ULL;
+	int		i, j, t;
+
+	for (i = 0; i < n; i++)
+		order[i] = i;
+	for (i = n - 1; i > 0; i--) {
+		x ^= x >> 12;
+		x ^= x << 25;
+		x ^= x >> 27;
+		j = (int)((x * 0x2545f4914f6cdd1dULL) % (uint64_t)(i + 1));
+		t = order[i];
+		order[i] = order[j];
+		order[j] = t;
+	}
+}

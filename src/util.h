@@ -23,6 +23,15 @@ int util_parse_mode(const char *s, unsigned *out);
 /* Copy uri into out with any password replaced by "***" (always NUL-terminated). */
 void util_mask_uri(const char *uri, char *out, size_t outlen);
 
+/*
+ * Put a permutation of 0..n-1 into order, fixed by seed (xorshift64* driving
+ * a Fisher-Yates shuffle): the same seed always gives the same order.
+ */
+void util_shuffle_order(int *order, int n, uint64_t seed);
+/* FNV-1a over n bytes, continuing from h (start with UTIL_FNV_INIT). */
+#define UTIL_FNV_INIT	0xcbf29ce484222325ULL
+uint64_t util_fnv1a(uint64_t h, const void *p, size_t n);
+
 /* A growable byte buffer; the owner frees it with buf_free(). */
 struct buf {
 	char	*data;

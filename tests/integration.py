@@ -1450,6 +1450,116 @@ SANITIZER_MARKS = ("ERROR: AddressSanitizer", "ERROR: LeakSanitizer",
                    "runtime error:", "WARNING: ThreadSanitizer")
 
 
+@scenario
+def uri_order(ctx):
+    """[broker] uri_order.  Four uris name the same node as four users, so
+    the user of the relay's connection (rabbitmqctl list_connections, the
+    broker's own view) tells which uri it took.
+    ordered: the relay connects with the first uri, and logs the order as
+    written.  shuffle: under eight host names (each pubrelayd in its own UTS
+    namespace, needs root) the logged order is a permutation of the uris,
+    the same on a restart under the same name, the connection is made with
+    its first uri, a message goes through, and the eight hosts do not all
+    pick the same first node."""
+    import shutil
+    b = ctx.broker
+    users = ["order%d" % i for i in range(4)]
+    for u in users:
+        b.add_user(u, "pw-" + u)
+    uris = [b.uri(user=u, password="pw-" + u) for u in users]
+    order_re = re.compile(r"broker uris, in the order tried \((.*?)\): (.*)")
+    q = H.unique_queue("uri-order")
+    with ctx.consumer() as c:
+        c.declare(q)
+
+    def conn_users():
+        out = b.ctl("list_connections", "user", "--no-table-headers",
+                    "--quiet").stdout.decode()
+        return sorted(ln.strip() for ln in out.splitlines()
+                      if ln.strip().startswith("order"))
+
+    def logged_order(relay):
+        m = None
+        for ln in relay.log_text().splitlines():
+            m = order_re.search(ln) or m
+        check(m is not None, "no 'broker uris, in the order tried' line "
+              "in %s" % relay.logpath)
+        got = [re.search(r"//(order\d)", u).group(1)
+               for u in m.group(2).split(", ")]
+        return m.group(1), got
+
+    def connected(relay):
+        st = relay.wait_stats(lambda s: s.get("state") == "connected", 30,
+                              "the relay connected")
+        wait_until_users = time.monotonic() + 20
+        while conn_users() == [] and time.monotonic() < wait_until_users:
+            time.sleep(0.1)
+        got = conn_users()
+        check_eq(len(got), 1, "connections on the node (%s)" % got)
+        check(got[0] in str(st.get("broker")), "STATS broker %s is not the "
+              "connection's user %s" % (st.get("broker"), got[0]))
+        return got[0]
+
+    try:
+        # ordered (the default): the first uri, order logged as written
+        relay = ctx.relay(name="ordered", uri=uris,
+                          overrides={"log": {"level": "info"}})
+        check_eq(connected(relay), users[0], "ordered: connection user")
+        how, got = logged_order(relay)
+        check_eq((how, got), ("as written", users), "ordered: logged order")
+        relay.term()
+
+        # shuffle: one relay per host name
+        real = H.binary("PUBRELAYD")
+        firsts = {}
+        for i in range(8):
+            host = "relay-host-%d" % i
+            relay = H.Relay(b, "shuffle-%d" % i, uri=uris, overrides={
+                "broker": {"uri_order": "shuffle"},
+                "log": {"level": "info"}})
+            ctx.relays.append(relay)
+            wrapper = os.path.join(relay.dir, "in-uts-ns")
+            with open(wrapper, "w") as f:
+                f.write("#!/bin/sh\nexec unshare --uts /bin/sh -c "
+                        "'hostname \"$0\" && exec \"$@\"' %s %s \"$@\"\n"
+                        % (host, real))
+            os.chmod(wrapper, 0o755)
+            relay.bin = wrapper
+            relay.start()
+            user = connected(relay)
+            how, got = logged_order(relay)
+            check_eq(how, "shuffled for this host", "%s: order kind" % host)
+            check_eq(sorted(got), users, "%s: a permutation" % host)
+            check_eq(user, got[0], "%s: connected with its first uri" % host)
+            with relay.client() as cl:
+                r = cl.pub(host.encode(), [("routing-key", q)])
+                check(r.startswith("OK"), "%s: PUB answered %r" % (host, r))
+            relay.wait_drained(30)
+            if i < 2:
+                relay.term()
+                relay.start()
+                check_eq(connected(relay), user, "%s: first uri after a "
+                         "restart" % host)
+                check_eq(logged_order(relay)[1], got, "%s: order after a "
+                         "restart" % host)
+            relay.term()
+            firsts[host] = user
+            shutil.rmtree(relay.dir, ignore_errors=True)
+        ctx.note("first uri per host: %s" % firsts)
+        check(len(set(firsts.values())) >= 2, "eight hosts all start "
+              "with the same uri: %s" % firsts)
+        with ctx.consumer() as c:
+            bodies = sorted(m[0].decode() for m in c.drain(q))
+            c.ch.queue_delete(queue=q)
+        check_eq(bodies, sorted(firsts), "one message per host arrived")
+    finally:
+        for r in ctx.relays:
+            if r.alive():
+                r.kill()
+        for u in users:
+            b.ctl("delete_user", u, check=False)
+
+
 def sanitizer_reports(text):
     """The lines of a relay log from the first sanitizer report on."""
     lines = text.splitlines()

@@ -245,6 +245,7 @@ test_every_key(void)
 	    "uri = amqp://u1:p1@first:5672/%2f\n"
 	    "  uri=amqp://u2:p2@second/vh ; inline comment\n"
 	    "uri = amqp://third\n"
+	    "uri_order = Shuffle\n"
 	    "heartbeat = 10\n"
 	    "connect_timeout = 750ms\r\n"
 	    "reconnect_min = 250ms\n"
@@ -278,6 +279,7 @@ test_every_key(void)
 	is_str(r.cf.uris[1], "amqp://u2:p2@second/vh",
 	    "uri 2 in order, inline comment stripped");
 	is_str(r.cf.uris[2], "amqp://third", "uri 3 in order");
+	is_int(r.cf.uri_shuffle, 1, "uri_order Shuffle");
 	is_int(r.cf.heartbeat, 10, "heartbeat: bare number is seconds");
 	is_int(r.cf.connect_timeout_ms, 750, "connect_timeout 750ms");
 	is_int(r.cf.reconnect_min_ms, 250, "reconnect_min 250ms");
@@ -430,7 +432,9 @@ test_bad_values(void)
 	    "on_rejected =\n"				/* 41 */
 	    "max_attempts = 0\n"			/* 42 */
 	    "max_attempts = 1001\n"			/* 43 */
-	    "max_attempts = few\n",			/* 44 */
+	    "max_attempts = few\n"			/* 44 */
+	    "[broker]\n"				/* 45 */
+	    "uri_order = random\n",			/* 46 */
 	    longpath);
 	load(&r, text);
 
@@ -506,6 +510,8 @@ test_bad_values(void)
 	    "1000)");
 	BAD(44, "[publish] max_attempts: invalid number 'few' (expected 1 to "
 	    "1000)");
+	BAD(46, "[broker] uri_order: invalid value 'random' (expected "
+	    "ordered or shuffle)");
 #undef BAD
 	is_int(r.rc, n, "bad values: every error counted (%d)", n);
 	is_int(count_lines(r.errs), n, "bad values: one line per error");
@@ -537,6 +543,7 @@ test_bad_values(void)
 	    r.cf.max_attempts == d.max_attempts,
 	    "bad publish values not applied");
 	is_int(r.cf.log_level, d.log_level, "bad level not applied");
+	is_int(r.cf.uri_shuffle, 0, "bad uri_order not applied (ordered)");
 	config_free(&d);
 	result_free(&r);
 }
@@ -1093,7 +1100,7 @@ static void
 test_example(void)
 {
 	static const char *const keys[] = {
-		"broker/uri", "broker/password_file", "broker/heartbeat",
+		"broker/uri", "broker/uri_order", "broker/password_file", "broker/heartbeat",
 		"broker/connect_timeout", "broker/reconnect_min",
 		"broker/reconnect_max", "broker/ca_file", "broker/cert_file",
 		"broker/key_file", "broker/verify_peer",

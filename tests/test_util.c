@@ -444,6 +444,51 @@ test_oom(enum oom_case c, const char *name)
 	    name);
 }
 
+static void
+test_shuffle(void)
+{
+	int		 a[16], b[16], seen[16], first[3] = { 0, 0, 0 };
+	int		 n, i, same, differ = 0;
+	uint64_t	 seed;
+
+	for (n = 1; n <= 16; n++) {
+		util_shuffle_order(a, n, 12345 + (uint64_t)n);
+		memset(seen, 0, sizeof(seen));
+		for (i = 0; i < n; i++)
+			if (a[i] >= 0 && a[i] < n)
+				seen[a[i]]++;
+		for (i = 0; i < n && seen[i] == 1; i++)
+			;
+		ok(i == n, "shuffle of %d: a permutation", n);
+	}
+	util_shuffle_order(a, 16, 42);
+	util_shuffle_order(b, 16, 42);
+	ok(memcmp(a, b, sizeof(a)) == 0, "shuffle: same seed, same order");
+	for (seed = 1; seed <= 20; seed++) {
+		util_shuffle_order(b, 16, seed * 0x9e3779b97f4a7c15ULL);
+		differ += memcmp(a, b, sizeof(a)) != 0;
+	}
+	is_int(differ, 20, "shuffle: other seeds, other orders");
+	util_shuffle_order(a, 16, 0);
+	for (i = 0, same = 0; i < 16; i++)
+		same += a[i] == i;
+	ok(same < 16, "shuffle: seed 0 still shuffles");
+	/* Hosts spread over three nodes: FNV of "host-N" as the seed. */
+	for (i = 0; i < 3000; i++) {
+		char	 host[32];
+
+		snprintf(host, sizeof(host), "host-%d", i);
+		seed = util_fnv1a(UTIL_FNV_INIT, host, strlen(host));
+		util_shuffle_order(a, 3, seed);
+		first[a[0]]++;
+	}
+	ok(first[0] > 850 && first[1] > 850 && first[2] > 850,
+	    "shuffle: 3000 hosts spread over 3 first choices (%d/%d/%d)",
+	    first[0], first[1], first[2]);
+	ok(util_fnv1a(UTIL_FNV_INIT, "a", 1) == 0xaf63dc4c8601ec8cULL,
+	    "fnv1a of \"a\" (the published test vector)");
+}
+
 int
 main(void)
 {
@@ -454,6 +499,7 @@ main(void)
 	test_mode();
 	test_mask();
 	test_buf();
+	test_shuffle();
 	test_x();
 	test_oom(OOM_MALLOC, "xmalloc");
 	test_oom(OOM_CALLOC, "xcalloc");
