@@ -26,6 +26,8 @@
  *   parked or retried by policy.
  */
 #include <sys/socket.h>
+#include <sys/uio.h>
+#include <poll.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
 
@@ -51,6 +53,7 @@
 #include "log.h"
 #include "outbox.h"
 #include "protocol.h"
+#include "amqpframe.h"
 #include "publisher.h"
 #include "stats.h"
 #include "util.h"
@@ -62,6 +65,8 @@
 #define PUB_STOP_GRACE_MS	1000		/* wait for confirms at stop */
 #define PUB_HEALTHY_MS		5000		/* link up this long: reset backoff */
 #define PUB_REASON_MAX		256
+#define PUB_WBUF_FLUSH		(256 * 1024)	/* write the batch at this size */
+#define PUB_COPY_MAX		(16 * 1024)	/* bigger bodies: not copied */
 
 enum slot_state {
 	SLOT_PENDING = 0,
@@ -121,6 +126,9 @@ struct publisher {
 	enum link_state		 state;
 	struct outbox_reader	*reader;
 	amqp_connection_state_t	 conn;
+	int			 direct;	/* plain TCP: batched writes */
+	size_t			 frame_max;	/* negotiated */
+	struct buf		 wbuf;		/* encoded frames not yet sent */
 	int			 uri_idx;	/* into order[] */
 	int			 order[CONFIG_MAX_URIS]; /* uri_order */
 	struct backoff		 backoff;
@@ -364,6 +372,7 @@ pub_teardown(struct publisher *p)
 		amqp_destroy_connection(p->conn);
 		p->conn = NULL;
 	}
+	buf_reset(&p->wbuf);
 	pub_window_reset(p, 1);
 	p->ret_state = RET_NONE;
 	p->chan_closed = 0;
@@ -629,6 +638,10 @@ pub_connect(struct publisher *p)
 		return;
 	}
 	amqp_maybe_release_buffers(p->conn);
+	/* TLS goes through the library; plain TCP is written in batches. */
+	p->direct = !ci.ssl;
+	p->frame_max = (size_t)amqp_get_frame_max(p->conn);
+	buf_reset(&p->wbuf);
 
 	p->ev_read = event_new(p->base, fd, EV_READ | EV_PERSIST, pub_read_cb, p);
 	event_add(p->ev_read, NULL);
@@ -1117,6 +1130,120 @@ pub_window(const struct publisher *p)
 	return p->confirmed_id < p->probe_until ? 1 : p->cap;
 }
 
+/*
+ * Write iov out in full on the AMQP socket.  The socket is rabbitmq-c's, so
+ * this must finish before the library is called again (it would interleave
+ * its own frames); a full send buffer is waited for in poll(), which the
+ * main thread ends at shutdown with shutdown(2) on the fd, and TCP_USER_TIMEOUT
+ * ends for a dead peer.  Returns 0, or -1 after pub_fail().
+ */
+static int
+pub_writev(struct publisher *p, struct iovec *iov, int n)
+{
+	struct msghdr	 mh;
+	struct pollfd	 pfd;
+	ssize_t		 w;
+	int		 fd;
+
+	fd = amqp_get_sockfd(p->conn);
+	while (n > 0) {
+		if (iov->iov_len == 0) {
+			iov++, n--;
+			continue;
+		}
+		memset(&mh, 0, sizeof(mh));
+		mh.msg_iov = iov;
+		mh.msg_iovlen = (size_t)n;
+		w = sendmsg(fd, &mh, MSG_NOSIGNAL);
+		if (w == -1) {
+			if (errno == EINTR)
+				continue;
+			if (errno != EAGAIN && errno != EWOULDBLOCK) {
+				pub_fail(p, "publish: %s", strerror(errno));
+				return -1;
+			}
+			if (atomic_load(&p->stopping)) {
+				pub_fail(p, "publish: stopping with the socket "
+				    "send buffer full");
+				return -1;
+			}
+			pfd.fd = fd;
+			pfd.events = POLLOUT;
+			if (poll(&pfd, 1, 1000) == -1 && errno != EINTR) {
+				pub_fail(p, "publish: poll: %s",
+				    strerror(errno));
+				return -1;
+			}
+			continue;
+		}
+		while (n > 0 && (size_t)w >= iov->iov_len) {
+			w -= (ssize_t)iov->iov_len;
+			iov++, n--;
+		}
+		if (n > 0) {
+			iov->iov_base = (char *)iov->iov_base + w;
+			iov->iov_len -= (size_t)w;
+		}
+	}
+	return 0;
+}
+
+/* Send the frames encoded so far.  Returns 0, or -1 after pub_fail(). */
+static int
+pub_flush(struct publisher *p)
+{
+	struct iovec	iov;
+	int		rc;
+
+	if (p->conn == NULL || p->wbuf.len == 0)
+		return p->conn != NULL ? 0 : -1;
+	iov.iov_base = p->wbuf.data;
+	iov.iov_len = p->wbuf.len;
+	rc = pub_writev(p, &iov, 1);
+	buf_reset(&p->wbuf);
+	return rc;
+}
+
+/*
+ * basic.publish on a plain TCP link: the frames go into wbuf, sent with the
+ * rest of the batch.  A big body is not copied: what is pending goes out
+ * with it, a frame at a time, straight from the row.
+ */
+static int
+pub_direct(struct publisher *p, amqp_bytes_t exchange, amqp_bytes_t rk,
+    int mandatory, amqp_basic_properties_t *bp, amqp_bytes_t body)
+{
+	unsigned char	 hdr[AMQPFRAME_HEADER], end = AMQPFRAME_END;
+	struct iovec	 iov[4];
+	size_t		 chunk, off, n;
+	int		 copy = body.len <= PUB_COPY_MAX;
+
+	if (amqpframe_publish(&p->wbuf, PUB_CHANNEL, p->frame_max, exchange,
+	    rk, mandatory, bp, body, copy) == -1) {
+		pub_fail(p, "publish: cannot encode the message's frames");
+		return -1;
+	}
+	if (copy)
+		return p->wbuf.len >= PUB_WBUF_FLUSH ? pub_flush(p) : 0;
+	chunk = p->frame_max - AMQPFRAME_HEADER - AMQPFRAME_FOOTER;
+	for (off = 0; off < body.len; off += n) {
+		n = body.len - off < chunk ? body.len - off : chunk;
+		amqpframe_body_header(hdr, PUB_CHANNEL, (uint32_t)n);
+		iov[0].iov_base = p->wbuf.data;
+		iov[0].iov_len = p->wbuf.len;
+		iov[1].iov_base = hdr;
+		iov[1].iov_len = sizeof(hdr);
+		iov[2].iov_base = (char *)body.bytes + off;
+		iov[2].iov_len = n;
+		iov[3].iov_base = &end;
+		iov[3].iov_len = 1;
+		if (pub_writev(p, iov, 4) == -1)
+			return -1;
+		buf_reset(&p->wbuf);
+	}
+	return 0;
+}
+
 /* Publish one outbox row; 1 stops the fetch (window full or link lost). */
 static int
 pub_row_cb(void *arg, const struct outbox_row *row)
@@ -1183,9 +1310,13 @@ pub_row_cb(void *arg, const struct outbox_row *row)
 	body.len = row->blen;
 	body.bytes = (void *)(uintptr_t)row->body;
 
-	rc = amqp_basic_publish(p->conn, PUB_CHANNEL, pub_bytes(m.exchange),
-	    pub_bytes(m.routing_key), mandatory, 0, &bp, body);
-	if (rc != AMQP_STATUS_OK) {
+	if (p->direct) {
+		if (pub_direct(p, pub_bytes(m.exchange), pub_bytes(m.routing_key),
+		    mandatory, &bp, body) == -1)
+			return 1;
+	} else if ((rc = amqp_basic_publish(p->conn, PUB_CHANNEL,
+	    pub_bytes(m.exchange), pub_bytes(m.routing_key), mandatory, 0,
+	    &bp, body)) != AMQP_STATUS_OK) {
 		pub_fail(p, "publish: %s", amqp_error_string2(rc));
 		return 1;
 	}
@@ -1236,7 +1367,7 @@ pub_fill(struct publisher *p)
 		}
 		if (p->conn == NULL)
 			return;		/* failed while publishing */
-		if (pub_drain(p) == -1)
+		if (pub_flush(p) == -1 || pub_drain(p) == -1)
 			return;
 		if (n < want && p->next_tag - p->first_tag < win &&
 		    p->inflight_bytes < PUB_MAX_INFLIGHT_BYTES)
@@ -1451,6 +1582,7 @@ publisher_start(const struct publisher_params *pp, char *err, size_t errlen)
 	p->confirmed_cb = pp->confirmed_cb;
 	p->cb_arg = pp->cb_arg;
 	p->cap = p->cf->window;
+	buf_init(&p->wbuf);
 	p->ring = xcalloc(p->cap, sizeof(*p->ring));
 	p->next_tag = p->first_tag = 1;
 	p->state = LINK_DISCONNECTED;
@@ -1506,6 +1638,7 @@ publisher_start(const struct publisher_params *pp, char *err, size_t errlen)
 	if (p->base)
 		event_base_free(p->base);
 	outbox_reader_close(p->reader);
+	buf_free(&p->wbuf);
 	free(p->ring);
 	free(p);
 	return NULL;
@@ -1569,6 +1702,7 @@ publisher_stop(struct publisher *p, unsigned timeout_ms, int64_t *confirmed)
 	event_base_free(p->base);
 	outbox_reader_close(p->reader);
 	pub_window_reset(p, 1);		/* frees slot reasons */
+	buf_free(&p->wbuf);
 	free(p->ring);
 	free(p->parks);
 	pthread_mutex_destroy(&p->park_lock);
