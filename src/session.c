@@ -18,6 +18,7 @@
  */
 #include <sys/queue.h>
 #include <sys/socket.h>
+#include <sys/uio.h>
 
 #include <errno.h>
 #include <stdarg.h>
@@ -37,7 +38,8 @@
 #include "session.h"
 #include "util.h"
 
-#define SESSION_READ_MAX	65536	/* bytes per read callback */
+#define SESSION_READ_MAX	(256 * 1024) /* bytes per read callback */
+#define SESSION_READ_IOV	4
 #define SESSION_SKIPPED_TEXT \
 	"an earlier message on this connection was refused; send RESET to go on"
 
@@ -58,6 +60,7 @@ struct session {
 	int			 draining;	/* shutdown: parse nothing more */
 	int			 backlogged;	/* output over max_buffer */
 	size_t			 max_buffer;
+	size_t			 in_max;	/* input high-water mark */
 	uint64_t		 idle_ms;
 	struct proto_req	 req;
 };
@@ -82,7 +85,7 @@ session_new(struct ingress *ing, int fd, const struct config *cf)
 {
 	struct session		*s;
 	struct timeval		 tv;
-	size_t			 in_max;
+	size_t			 in_max;	/* the read high-water mark */
 
 	s = xcalloc(1, sizeof(*s));
 	s->ing = ing;
@@ -113,6 +116,7 @@ session_new(struct ingress *ing, int fd, const struct config *cf)
 	if (in_max < s->max_buffer)
 		in_max = s->max_buffer;
 	bufferevent_setwatermark(s->bev, EV_READ, 0, in_max);
+	s->in_max = in_max;
 	if (s->idle_ms > 0) {
 		tv.tv_sec = (time_t)(s->idle_ms / 1000);
 		tv.tv_usec = (suseconds_t)(s->idle_ms % 1000) * 1000;
@@ -388,12 +392,66 @@ session_committed(struct session *s, int ok, const char *code,
 		session_maybe_done(s);
 }
 
+/*
+ * libevent 2.1 reads at most 4096 bytes per read callback, whatever
+ * bufferevent_set_max_single_read() says (EVBUFFER_MAX_READ), and a loop
+ * turn runs one read callback per client and then the group commit: a
+ * client sending 4 KiB messages had one message per commit (one fsync
+ * each).  So read what else is waiting, up to SESSION_READ_MAX, here.  EOF
+ * and errors are left to the bufferevent, which sees them on its next read
+ * (the fd stays readable).
+ */
+static void
+session_read_more(struct session *s)
+{
+	struct evbuffer		*in = bufferevent_get_input(s->bev);
+	struct evbuffer_iovec	 vec[SESSION_READ_IOV];
+	struct iovec		 iov[SESSION_READ_IOV];
+	size_t			 have = evbuffer_get_length(in), room, left;
+	ssize_t			 r;
+	int			 n, i;
+
+	room = SESSION_READ_MAX;
+	if (have >= s->in_max)
+		return;
+	if (room > s->in_max - have)
+		room = s->in_max - have;
+	/* The bufferevent keeps the input's end frozen outside its reads. */
+	evbuffer_unfreeze(in, 0);
+	n = evbuffer_reserve_space(in, (ev_ssize_t)room, vec,
+	    SESSION_READ_IOV);
+	if (n <= 0) {
+		evbuffer_freeze(in, 0);
+		return;
+	}
+	for (i = 0; i < n; i++) {
+		iov[i].iov_base = vec[i].iov_base;
+		iov[i].iov_len = vec[i].iov_len;
+	}
+	do
+		r = readv(bufferevent_getfd(s->bev), iov, n);
+	while (r == -1 && errno == EINTR);
+	if (r <= 0)
+		evbuffer_commit_space(in, NULL, 0);
+	else {
+		for (i = 0, left = (size_t)r; i < n && left > 0; i++) {
+			if (vec[i].iov_len > left)
+				vec[i].iov_len = left;
+			left -= vec[i].iov_len;
+		}
+		evbuffer_commit_space(in, vec, i);
+	}
+	evbuffer_freeze(in, 0);
+}
+
 static void
 session_read_cb(struct bufferevent *bev, void *arg)
 {
 	struct session	*s = arg;
 
 	(void)bev;
+	if (!s->closing && !s->draining && !s->eof)
+		session_read_more(s);
 	session_process(s);
 }
 
