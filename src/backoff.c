@@ -1,7 +1,8 @@
 /*
- * backoff.c: exponential backoff with full jitter.  Full jitter spreads a
- * fleet of relays that lost the same broker at the same moment, so they do not
- * reconnect in lock-step.
+ * backoff.c: exponential backoff with jitter.  Each delay is random between
+ * half the minimum and a ceiling that starts at the minimum and doubles, so
+ * even the first retry of a fleet of relays that lost the same broker at the
+ * same moment is spread, and later ones are spread wide.
  */
 #include "backoff.h"
 
@@ -29,10 +30,11 @@ backoff_init(struct backoff *b, uint64_t min_ms, uint64_t max_ms, uint64_t seed)
 uint64_t
 backoff_next(struct backoff *b)
 {
-	uint64_t	span, delay;
+	uint64_t	lo, span, delay;
 
-	span = b->ceil_ms - b->min_ms;
-	delay = b->min_ms + (span == 0 ? 0 : backoff_rand(b) % (span + 1));
+	lo = b->min_ms / 2;
+	span = b->ceil_ms - lo;
+	delay = lo + (span == 0 ? 0 : backoff_rand(b) % (span + 1));
 	if (b->ceil_ms >= b->max_ms / 2)
 		b->ceil_ms = b->max_ms;
 	else

@@ -420,9 +420,13 @@ pub_fail(struct publisher *p, const char *fmt, ...)
 		return;
 	}
 
-	/* After losing a working link start again at the first URI. */
+	/*
+	 * After losing a working link start again at the first URI, unless
+	 * that is the one that just failed (a node that is down, or that takes
+	 * connections but never confirms): then at the second.
+	 */
 	if (was_up)
-		p->uri_idx = 0;
+		p->uri_idx = p->uri_idx == 0 && p->cf->nuris > 1 ? 1 : 0;
 	else
 		p->uri_idx = (p->uri_idx + 1) % p->cf->nuris;
 	if (was_connecting)

@@ -890,7 +890,8 @@ def failover(ctx):
     """Two independent nodes, `uri = first` then `uri = second`.
 
     A: both up, the relay publishes to the first; the first's app stops in
-       the middle of a stream: publishing goes on on the second.
+       the middle of a stream: publishing goes on on the second, which is
+       tried first (the lost node is not retried first).
     B: the first comes back: the relay stays on the second (a working link
        is not given up), everything goes there.
     C: the second's app stops: a lost working link starts again at the
@@ -921,6 +922,10 @@ def failover(ctx):
         b1.stop_app()
         st = relay.wait_stats(on(b2), 30, "the relay on the second node")
         ctx.note("failed over: %s" % H.fmt_stats(st))
+        # The lost first node is not the first one tried again.
+        check("connect to" not in str(st.get("last_error")),
+              "after losing the first node the relay tried it again "
+              "before the second: last_error=%s" % st.get("last_error"))
         pr.join(120)
         check_eq(pr.rc, 0, "producer 1 (%s)" % pr.describe())
         relay.wait_drained(60)
