@@ -381,6 +381,12 @@ ingress_commit(struct ingress *ing)
 		    ing->tx_count, outbox_errmsg(ing->ob));
 		ingress_store_error(ing, status, &code, err, sizeof(err));
 	}
+	/*
+	 * The turn's bytes are in outbox_bytes() now (or gone): the max_bytes
+	 * check between transactions must not count them again.
+	 */
+	ing->tx_count = 0;
+	ing->tx_bytes = 0;
 
 	if (ing->nparks > 0)
 		ingress_run_parks(ing);
