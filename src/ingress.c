@@ -514,6 +514,8 @@ ingress_stats(struct ingress *ing, struct evbuffer *out)
 	    (uint64_t)atomic_load(&st->in_flight));
 	evbuffer_add_printf(out, "accepted %" PRIu64 "\n",
 	    (uint64_t)atomic_load(&st->accepted));
+	evbuffer_add_printf(out, "refused %" PRIu64 "\n",
+	    (uint64_t)atomic_load(&st->refused));
 	evbuffer_add_printf(out, "published %" PRIu64 "\n",
 	    (uint64_t)atomic_load(&st->published));
 	evbuffer_add_printf(out, "confirmed %" PRIu64 "\n",
@@ -546,6 +548,12 @@ ingress_stats(struct ingress *ing, struct evbuffer *out)
 	evbuffer_add_printf(out, "clients %u\n", session_count());
 	evbuffer_add_printf(out, "uptime_s %lld\n",
 	    (long long)(time(NULL) - ing->started));
+}
+
+void
+ingress_count_refused(struct ingress *ing)
+{
+	atomic_fetch_add(&ing->st->refused, 1);
 }
 
 struct ingress_list {

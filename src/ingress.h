@@ -63,5 +63,7 @@ void	ingress_confirmed(struct ingress *ing, int64_t upto);
 void	ingress_delete_now(struct ingress *ing, int64_t upto);
 /* The STATS reply body: "name value\n" lines. */
 void	ingress_stats(struct ingress *ing, struct evbuffer *out);
+/* A PUB was answered with an error other than SKIPPED (STATS refused). */
+void	ingress_count_refused(struct ingress *ing);
 
 #endif

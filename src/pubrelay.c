@@ -1202,6 +1202,9 @@ static const struct prom_metric {
 	  "connection." },
 	{ "accepted", "pubrelay_accepted_total", "", "counter", 0,
 	  "Messages committed to the outbox and acknowledged to clients." },
+	{ "refused", "pubrelay_refused_total", "", "counter", 0,
+	  "Messages refused with an error (FULL, STORE, BAD..., TOOBIG), "
+	  "the SKIPPED ones that follow a refusal not counted." },
 	{ "published", "pubrelay_published_total", "", "counter", 0,
 	  "basic.publish calls, republishes included." },
 	{ "confirmed", "pubrelay_confirmed_total", "", "counter", 0,

@@ -207,6 +207,7 @@ session_pub(struct session *s, const struct proto_pub *pub)
 	}
 	if (ingress_insert(s->ing, pub, s->held, &code, err,
 	    sizeof(err)) == -1) {
+		ingress_count_refused(s->ing);
 		s->refused = 1;
 		session_pub_error(s, code, err);
 		return;
@@ -334,8 +335,10 @@ session_process(struct session *s)
 			if (session_must_wait(s))
 				return;
 			session_error(s, s->req.err_code, s->req.err);
-			if (s->req.verb == PROTO_PUB)
+			if (s->req.verb == PROTO_PUB) {
 				s->refused = 1;	/* a refused PUB */
+				ingress_count_refused(s->ing);
+			}
 			n = consumed < len ? consumed : len;
 			evbuffer_drain(in, n);
 			s->skip = consumed - n;
@@ -377,6 +380,8 @@ session_committed(struct session *s, int ok, const char *code,
 				evbuffer_add_printf(out, "ERR %s %s\n",
 				    first ? code : PROTO_E_SKIPPED,
 				    first ? err : SESSION_SKIPPED_TEXT);
+				if (first)
+					ingress_count_refused(s->ing);
 				first = 0;
 				s->refused = 1;
 			} else

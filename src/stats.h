@@ -21,6 +21,7 @@ enum link_state {
 struct relay_stats {
 	/* ingress side */
 	atomic_uint_fast64_t	accepted;
+	atomic_uint_fast64_t	refused;	/* PUBs refused, SKIPPED not */
 	/* publisher side */
 	atomic_uint_fast64_t	published;
 	atomic_uint_fast64_t	confirmed;

@@ -537,11 +537,17 @@ def outbox_full(ctx):
         check_eq(st.get("backlog"), accepted, "stats backlog = accepted")
         check(st.get("outbox_bytes") <= 20 * 1024, "outbox_bytes %s over "
               "max_bytes" % st.get("outbox_bytes"))
+        # The FULL counted once; the SKIPPED behind it in the pipe not.
+        check_eq(st.get("refused"), 1, "stats refused after one FULL")
         # Still full: the next message is refused too, the connection kept.
         with H.RawClient(relay.sock) as rc:
             rep = rc.pub(b"p001-99999999", [("routing-key", q)])
             check(rep.startswith("ERR FULL "), "PUB while full: %r" % rep)
+            rep = rc.pub(b"p001-99999999", [("routing-key", q)])
+            check(rep.startswith("ERR SKIPPED "), "PUB after FULL: %r" % rep)
             check_eq(rc.ping(), "PONG", "connection kept after FULL")
+        check_eq(relay.stats().get("refused"), 2, "stats refused after a "
+                 "second FULL and a SKIPPED")
     finally:
         b.start_app()
     # Room again as the broker drains it: the relay recovers by itself, and
@@ -827,6 +833,8 @@ def bad_protocol(ctx):
         check_eq(a.ping(), "PONG", "connection A after B's errors")
         r = a.pub("a-2", rk)
         check(r.startswith("OK "), "second PUB on connection A: %r" % r)
+        # BADREQ and TOOBIG; neither the SKIPPED nor the fatal PROTO.
+        check_eq(relay.stats().get("refused"), 2, "stats refused")
     finally:
         a.close()
         b.close()
@@ -952,6 +960,7 @@ PROM_MAP = {
     "oldest_age_ms": ("pubrelay_oldest_message_age_seconds", "gauge", 1000),
     "in_flight": ("pubrelay_in_flight_messages", "gauge", 1),
     "accepted": ("pubrelay_accepted_total", "counter", 1),
+    "refused": ("pubrelay_refused_total", "counter", 1),
     "published": ("pubrelay_published_total", "counter", 1),
     "confirmed": ("pubrelay_confirmed_total", "counter", 1),
     "nacked": ("pubrelay_nacked_total", "counter", 1),
