@@ -19,6 +19,10 @@
  * - basic.return (unroutable): the slot is marked; when the prefix reaches it
  *   the message is parked (policy park, after max_attempts) or the window
  *   breaks there as for a nack (policy retry).
+ *   When nacks come back PUB_NACK_RENEW times with nothing confirmed in
+ *   between, the channel is closed and a new one opened: RabbitMQ 3.10 keeps
+ *   per-channel state that can nack for ever (a quorum queue's leader
+ *   cached on the channel, on a node that died; tests/cluster.py).
  * - channel.close (404, 403, 406): which message caused it is unknown with
  *   a window, so the channel is reopened and the unconfirmed messages are
  *   republished one at a time ("probe", window 1) up to the last one sent;
@@ -67,6 +71,7 @@
 #define PUB_REASON_MAX		256
 #define PUB_WBUF_FLUSH		(256 * 1024)	/* write the batch at this size */
 #define PUB_COPY_MAX		(16 * 1024)	/* bigger bodies: not copied */
+#define PUB_NACK_RENEW		3	/* go-backs on nacks, no progress */
 
 enum slot_state {
 	SLOT_PENDING = 0,
@@ -147,6 +152,9 @@ struct publisher {
 	unsigned		 fail_attempts;
 	struct backoff		 retry_backoff;
 	int			 chan_closed;	/* channel.close seen */
+	int			 nack_break;	/* the window broke on a nack */
+	unsigned		 nack_rounds;	/* such go-backs, no progress */
+	int			 renew;		/* open a new channel */
 	int			 episode;	/* failures logged since progress */
 	char			 chan_reason[PUB_REASON_MAX];
 	struct timespec		 connected_at;
@@ -376,6 +384,9 @@ pub_teardown(struct publisher *p)
 	pub_window_reset(p, 1);
 	p->ret_state = RET_NONE;
 	p->chan_closed = 0;
+	p->renew = 0;
+	p->nack_break = 0;
+	p->nack_rounds = 0;
 	p->paused = 0;
 	evtimer_del(p->ev_resume);
 }
@@ -771,6 +782,7 @@ pub_advance(struct publisher *p)
 			break;
 		if (sl->state == SLOT_NACKED) {
 			p->broken = 1;
+			p->nack_break = 1;
 			break;
 		}
 		if (sl->returned) {
@@ -806,6 +818,7 @@ pub_advance(struct publisher *p)
 		atomic_fetch_add(&p->st->confirmed, n);
 		atomic_store(&p->st->in_flight, p->next_tag - p->first_tag);
 		pub_mark_healthy(p);
+		p->nack_rounds = 0;
 		if (!p->broken) {
 			backoff_reset(&p->retry_backoff);
 			p->episode = 0;
@@ -815,6 +828,11 @@ pub_advance(struct publisher *p)
 		pub_publish_confirmed(p);
 	if (p->broken && p->unresolved == 0 && p->conn != NULL) {
 		/* Go back: republish from the oldest unconfirmed message. */
+		if (p->nack_break && ++p->nack_rounds >= PUB_NACK_RENEW) {
+			p->nack_rounds = 0;
+			p->renew = 1;	/* after the frames at hand */
+		}
+		p->nack_break = 0;
 		pub_window_reset(p, 0);
 		pub_pause(p);
 	}
@@ -881,6 +899,30 @@ pub_match_return(struct publisher *p, const char *mid, size_t midlen,
 	    (int)midlen, mid);
 }
 
+/* Open the channel in confirm mode.  Returns 0, or -1 after pub_fail(). */
+static int
+pub_channel_open(struct publisher *p)
+{
+	amqp_rpc_reply_t	 r;
+	char			 why[256];
+
+	amqp_channel_open(p->conn, PUB_CHANNEL);
+	r = amqp_get_rpc_reply(p->conn);
+	if (r.reply_type != AMQP_RESPONSE_NORMAL) {
+		pub_fail(p, "channel.open: %s", pub_reply_text(r, why,
+		    sizeof(why)));
+		return -1;
+	}
+	amqp_confirm_select(p->conn, PUB_CHANNEL);
+	r = amqp_get_rpc_reply(p->conn);
+	if (r.reply_type != AMQP_RESPONSE_NORMAL) {
+		pub_fail(p, "confirm.select: %s", pub_reply_text(r, why,
+		    sizeof(why)));
+		return -1;
+	}
+	return 0;
+}
+
 /*
  * After channel.close: open the channel again.  The first time, republish
  * the unconfirmed messages one by one to find the culprit; in probe mode
@@ -889,12 +931,11 @@ pub_match_return(struct publisher *p, const char *mid, size_t midlen,
 static void
 pub_channel_recover(struct publisher *p)
 {
-	amqp_rpc_reply_t	 r;
-	char			 why[256];
 	unsigned		 attempts;
 	int			 culprit = 0;
 
 	p->chan_closed = 0;
+	p->renew = 0;		/* a new channel it is anyway */
 	if (p->confirmed_id < p->probe_until && p->unresolved == 1 &&
 	    p->next_tag - p->first_tag == 1) {
 		struct pub_slot *sl = &p->ring[p->first_tag % p->cap];
@@ -919,23 +960,35 @@ pub_channel_recover(struct publisher *p)
 		    p->confirmed_id + 1, p->probe_until);
 	}
 	pub_window_reset(p, 1);
-
-	amqp_channel_open(p->conn, PUB_CHANNEL);
-	r = amqp_get_rpc_reply(p->conn);
-	if (r.reply_type != AMQP_RESPONSE_NORMAL) {
-		pub_fail(p, "channel.open: %s", pub_reply_text(r, why,
-		    sizeof(why)));
-		return;
-	}
-	amqp_confirm_select(p->conn, PUB_CHANNEL);
-	r = amqp_get_rpc_reply(p->conn);
-	if (r.reply_type != AMQP_RESPONSE_NORMAL) {
-		pub_fail(p, "confirm.select: %s", pub_reply_text(r, why,
-		    sizeof(why)));
-		return;
-	}
-	if (culprit)
+	if (pub_channel_open(p) == 0 && culprit)
 		pub_pause(p);
+}
+
+/*
+ * Nacks keep coming and nothing is confirmed: close the channel and open a
+ * new one on the same connection.  Nothing is in flight (the window went
+ * back), so no confirm is lost with the old channel.
+ */
+static void
+pub_channel_renew(struct publisher *p)
+{
+	amqp_rpc_reply_t	 r;
+	char			 why[256];
+
+	p->renew = 0;
+	snprintf(why, sizeof(why), "broker nacked %d times in a row with "
+	    "nothing confirmed; opening a new channel", PUB_NACK_RENEW);
+	log_msg(p->episode++ ? LOG_DEBUG : LOG_NOTICE, "%s", why);
+	pub_set_shared_string(p, p->st->last_error, sizeof(p->st->last_error),
+	    why);
+	r = amqp_channel_close(p->conn, PUB_CHANNEL, AMQP_REPLY_SUCCESS);
+	if (r.reply_type != AMQP_RESPONSE_NORMAL) {
+		pub_fail(p, "channel.close: %s", pub_reply_text(r, why,
+		    sizeof(why)));
+		return;
+	}
+	pub_window_reset(p, 1);
+	(void)pub_channel_open(p);
 }
 
 static void
@@ -1114,6 +1167,8 @@ pub_drain(struct publisher *p)
 		amqp_maybe_release_buffers(p->conn);
 	if (p->conn != NULL && p->chan_closed)
 		pub_channel_recover(p);
+	else if (p->conn != NULL && p->renew)
+		pub_channel_renew(p);
 	return p->conn != NULL ? 0 : -1;
 }
 
