@@ -15,15 +15,14 @@ set up.  See tests/README.md ("Cluster suite").
 """
 
 import os
-import signal
 import sys
 import time
-import traceback
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 import harness as H  # noqa: E402
 import integration as I  # noqa: E402  (shared checks)
+import scenarios as S  # noqa: E402
 from harness import log  # noqa: E402
 
 Failure = I.Failure
@@ -33,19 +32,9 @@ check_producer = I.check_producer
 split_by_producer = I.split_by_producer
 lines_for = I.lines_for
 
-SCENARIO_TIMEOUT = 300     # seconds; a scenario taking longer fails
 CLUSTER_SIZE = 3
 QUORUM = {"x-queue-type": "quorum"}
 GROW_TIMEOUT = 60          # seconds for the relay to confirm again on a node
-
-
-class ScenarioTimeout(Exception):
-    pass
-
-
-def _alarm(signum, frame):
-    raise ScenarioTimeout("scenario still running after %ds: aborted"
-                          % SCENARIO_TIMEOUT)
 
 
 class Ctx:
@@ -79,12 +68,7 @@ class Ctx:
         log("%s: %s" % (self.name, msg))
 
 
-SCENARIOS = []
-
-
-def scenario(fn):
-    SCENARIOS.append((fn.__name__, fn))
-    return fn
+scenario = S.Registry()
 
 
 # ---------------------------------------------------------------------------
@@ -387,106 +371,34 @@ def follow_cluster(ctx):
 # Driver
 
 
-def main(argv):
-    names = [n for n, _ in SCENARIOS]
-    wanted = argv[1:]
-    if any(w in ("-h", "--help") for w in wanted):
-        print("usage: cluster.py [SCENARIO ...]\nscenarios: %s"
-              % " ".join(names))
-        return 0
-    unknown = [w for w in wanted if w not in names]
-    if unknown:
-        print("Bail out! unknown scenario(s): %s (known: %s)"
-              % (" ".join(unknown), " ".join(names)))
-        return 2
-    selected = [(n, f) for n, f in SCENARIOS if not wanted or n in wanted]
-    print("1..%d" % len(selected))
-    sys.stdout.flush()
-    t_start = time.monotonic()
-
-    setup_error = None
-    cluster = None
+def setup(names):
+    cluster = H.Cluster(CLUSTER_SIZE)
     try:
-        H.binary("PUBRELAYD")
-        H.binary("PUBRELAY")
-    except H.HarnessError as e:
-        setup_error = str(e)
-    if setup_error is None:
-        try:
-            cluster = H.Cluster(CLUSTER_SIZE)
-            cluster.start()
-            log("cluster of %d booted in %.1fs, joined in %.1fs: %s"
-                % (CLUSTER_SIZE, cluster.boot_seconds, cluster.join_seconds,
-                   ", ".join("%s on 127.0.0.1:%d (dir %s)"
-                             % (b.node, b.port, b.dir) for b in cluster)))
-        except Exception as e:
-            setup_error = "cannot start the RabbitMQ cluster: %s" % (e,)
-            if cluster is not None:
-                cluster.dump_logs(15)
+        cluster.start()
+    except Exception as e:
+        cluster.dump_logs(15)
+        raise H.HarnessError("cannot start the RabbitMQ cluster: %s" % (e,))
+    log("cluster of %d booted in %.1fs, joined in %.1fs: %s"
+        % (CLUSTER_SIZE, cluster.boot_seconds, cluster.join_seconds,
+           ", ".join("%s on 127.0.0.1:%d (dir %s)" % (b.node, b.port, b.dir)
+                     for b in cluster)))
+    return cluster
 
-    failed = 0
-    for i, (name, fn) in enumerate(selected, 1):
-        if setup_error is not None:
-            log("%s: %s" % (name, setup_error))
-            print("not ok %d - %s" % (i, name))
-            sys.stdout.flush()
-            failed += 1
-            continue
-        ctx = Ctx(cluster, name)
-        t0 = time.monotonic()
-        ok = True
-        try:
-            signal.signal(signal.SIGALRM, _alarm)
-            signal.alarm(SCENARIO_TIMEOUT)
-            try:
-                fn(ctx)
-            finally:
-                signal.alarm(0)
-        except Exception as e:
-            ok = False
-            if isinstance(e, (Failure, H.HarnessError, ScenarioTimeout)):
-                log("%s: FAILED: %s" % (name, e))
-            else:
-                log("%s: ERROR: %s" % (name, e))
-            log(traceback.format_exc())
-            for r in ctx.relays:
-                if r.alive():
-                    try:
-                        log("%s: relay stats: %s"
-                            % (name, H.fmt_stats(r.stats())))
-                    except Exception:
-                        pass
-                r.dump_log(60)
-            cluster.dump_logs(15)
-        finally:
-            for r in ctx.relays:
-                if r.alive():
-                    r.kill()
-            if i < len(selected):       # the last one needs no repair
-                try:
-                    cluster.ensure()
-                except Exception as e:
-                    log("cluster: cannot put it back in service: %s" % e)
-                    setup_error = ("the cluster is broken after %s: %s"
-                                   % (name, e))
-        for r in ctx.relays:
-            bad = I.sanitizer_reports(r.log_text())
-            if bad:
-                ok = False
-                log("%s: sanitizer report in %s:" % (name, r.logpath))
-                log("\n".join(bad[:40]))
-        log("%s: %.1fs" % (name, time.monotonic() - t0))
-        if not ok:
-            failed += 1
-        print("%s %d - %s" % ("ok" if ok else "not ok", i, name))
-        sys.stdout.flush()
 
-    t = time.monotonic()
-    if cluster is not None:
-        cluster.stop()
-    log("total %.1fs (cluster stop %.1fs)" % (time.monotonic() - t_start,
-                                                time.monotonic() - t))
-    return 1 if failed else 0
+def repair(cluster, last):
+    if not last:                # the last one needs no repair
+        cluster.ensure()
+
+
+def teardown(cluster):
+    cluster.stop()
+    return "cluster stop"
+
+
+def main(argv):
+    return S.run("cluster.py", scenario, argv, setup, Ctx,
+                 report=lambda cluster, ctx, name: cluster.dump_logs(15),
+                 repair=repair, teardown=teardown, log_lines=60)
 
 
 if __name__ == "__main__":

@@ -16,17 +16,16 @@ root (they mount a tmpfs).  See tests/README.md ("Failure suite").
 import os
 import random
 import re
-import signal
 import sqlite3
 import sys
 import threading
 import time
-import traceback
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 import harness as H  # noqa: E402
 import integration as I  # noqa: E402  (shared checks)
+import scenarios as S  # noqa: E402
 from harness import log  # noqa: E402
 from faultproxy import FaultProxy  # noqa: E402
 
@@ -37,16 +36,6 @@ check_producer = I.check_producer
 split_by_producer = I.split_by_producer
 lines_for = I.lines_for
 
-SCENARIO_TIMEOUT = 300     # seconds; a scenario taking longer fails
-
-
-class ScenarioTimeout(Exception):
-    pass
-
-
-def _alarm(signum, frame):
-    raise ScenarioTimeout("scenario still running after %ds: aborted"
-                          % SCENARIO_TIMEOUT)
 
 
 class Brokers:
@@ -125,12 +114,7 @@ class Ctx:
         log("%s: %s" % (self.name, msg))
 
 
-SCENARIOS = []
-
-
-def scenario(fn):
-    SCENARIOS.append((fn.__name__, fn))
-    return fn
+scenario = S.Registry()
 
 
 # ---------------------------------------------------------------------------
@@ -1404,113 +1388,48 @@ def ensure_brokers(brokers):
         b.memory_alarm(False)
 
 
-def main(argv):
-    names = [n for n, _ in SCENARIOS]
-    wanted = argv[1:]
-    if any(w in ("-h", "--help") for w in wanted):
-        print("usage: failures.py [SCENARIO ...]\nscenarios: %s"
-              % " ".join(names))
-        return 0
-    unknown = [w for w in wanted if w not in names]
-    if unknown:
-        print("Bail out! unknown scenario(s): %s (known: %s)"
-              % (" ".join(unknown), " ".join(names)))
-        return 2
-    selected = [(n, f) for n, f in SCENARIOS if not wanted or n in wanted]
-    print("1..%d" % len(selected))
-    sys.stdout.flush()
-    t_start = time.monotonic()
-
-    setup_error = None
+def setup(names):
     brokers = Brokers()
+    if "failover" in names:
+        brokers.start_second_in_background()
     try:
-        H.binary("PUBRELAYD")
-        H.binary("PUBRELAY")
-    except H.HarnessError as e:
-        setup_error = str(e)
-    if setup_error is None:
-        if "failover" in [n for n, _ in selected]:
-            brokers.start_second_in_background()
-        try:
-            brokers.first = H.Broker().start()
-            b = brokers.first
-            log("broker %s on 127.0.0.1:%d booted in %.1fs (dir %s)"
-                % (b.node, b.port, b.boot_seconds, b.dir))
-        except Exception as e:
-            setup_error = "cannot start the RabbitMQ broker: %s" % (e,)
+        brokers.first = H.Broker().start()
+    except Exception as e:
+        raise H.HarnessError("cannot start the RabbitMQ broker: %s" % (e,))
+    b = brokers.first
+    log("broker %s on 127.0.0.1:%d booted in %.1fs (dir %s)"
+        % (b.node, b.port, b.boot_seconds, b.dir))
+    return brokers
 
-    failed = 0
-    for i, (name, fn) in enumerate(selected, 1):
-        if setup_error is not None:
-            log("%s: %s" % (name, setup_error))
-            print("not ok %d - %s" % (i, name))
-            sys.stdout.flush()
-            failed += 1
-            continue
-        ctx = Ctx(brokers, name)
-        t0 = time.monotonic()
-        ok = True
-        try:
-            signal.signal(signal.SIGALRM, _alarm)
-            signal.alarm(SCENARIO_TIMEOUT)
-            try:
-                fn(ctx)
-            finally:
-                signal.alarm(0)
-        except Exception as e:
-            ok = False
-            if isinstance(e, (Failure, H.HarnessError, ScenarioTimeout)):
-                log("%s: FAILED: %s" % (name, e))
-            else:
-                log("%s: ERROR: %s" % (name, e))
-            log(traceback.format_exc())
-            for r in ctx.relays:
-                if r.alive():
-                    try:
-                        log("%s: relay stats: %s"
-                            % (name, H.fmt_stats(r.stats())))
-                    except Exception:
-                        pass
-                r.dump_log(40)
-            for p in ctx.proxies:
-                try:
-                    log("%s: proxy: %s" % (name, p.stats()))
-                except Exception:
-                    pass
-            if name in BROKER_STORIES:
-                for b in brokers.all():
-                    b.dump_log(15)
-        finally:
-            for r in ctx.relays:
-                if r.alive():
-                    r.kill()
-            for p in ctx.proxies:
-                p.stop()
-            for m in ctx.mounts:
-                m.umount()
-            try:
-                ensure_brokers(brokers)
-            except Exception as e:
-                log("broker: cannot put it back in service: %s" % e)
-                setup_error = "the broker is broken after %s: %s" % (name, e)
-        for r in ctx.relays:
-            bad = I.sanitizer_reports(r.log_text())
-            if bad:
-                ok = False
-                log("%s: sanitizer report in %s:" % (name, r.logpath))
-                log("\n".join(bad[:40]))
-        log("%s: %.1fs" % (name, time.monotonic() - t0))
-        if not ok:
-            failed += 1
-        print("%s %d - %s" % ("ok" if ok else "not ok", i, name))
-        sys.stdout.flush()
 
-    t = time.monotonic()
+def report(brokers, ctx, name):
+    for p in ctx.proxies:
+        try:
+            log("%s: proxy: %s" % (name, p.stats()))
+        except Exception:
+            pass
+    if name in BROKER_STORIES:
+        for b in brokers.all():
+            b.dump_log(15)
+
+
+def cleanup(ctx):
+    for p in ctx.proxies:
+        p.stop()
+    for m in ctx.mounts:
+        m.umount()
+
+
+def teardown(brokers):
     for b in brokers.all():
         b.stop()
-    log("total %.1fs (broker stop %.1fs)" % (time.monotonic() - t_start,
-                                               time.monotonic() - t))
-    return 1 if failed else 0
+
+
+def main(argv):
+    return S.run("failures.py", scenario, argv, setup, Ctx, report=report,
+                 cleanup=cleanup,
+                 repair=lambda brokers, last: ensure_brokers(brokers),
+                 teardown=teardown)
 
 
 if __name__ == "__main__":

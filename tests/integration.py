@@ -10,41 +10,15 @@ See tests/README.md for the scenarios and the environment variables.
 """
 
 import os
-import signal
 import sys
 import time
-import traceback
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 import harness as H  # noqa: E402
+import scenarios as S  # noqa: E402
 from harness import log  # noqa: E402
-
-
-SCENARIO_TIMEOUT = 300     # seconds; a scenario taking longer fails
-
-
-class Failure(Exception):
-    """An assertion about the product failed."""
-
-
-class ScenarioTimeout(Exception):
-    pass
-
-
-def _alarm(signum, frame):
-    raise ScenarioTimeout("scenario still running after %ds: aborted"
-                          % SCENARIO_TIMEOUT)
-
-
-def check(cond, msg):
-    if not cond:
-        raise Failure(msg)
-
-
-def check_eq(got, want, what):
-    if got != want:
-        raise Failure("%s: got %r, want %r" % (what, got, want))
+from scenarios import Failure, check, check_eq  # noqa: E402,F401
 
 
 class Ctx:
@@ -73,12 +47,7 @@ class Ctx:
         log("%s: %s" % (self.name, msg))
 
 
-SCENARIOS = []
-
-
-def scenario(fn):
-    SCENARIOS.append((fn.__name__, fn))
-    return fn
+scenario = S.Registry()
 
 
 # ---------------------------------------------------------------------------
@@ -1451,14 +1420,6 @@ def limits(ctx):
     check_eq(relay.term(), 0, "pubrelayd exit code after SIGTERM")
 
 
-# ---------------------------------------------------------------------------
-# Driver
-
-
-SANITIZER_MARKS = ("ERROR: AddressSanitizer", "ERROR: LeakSanitizer",
-                   "runtime error:", "WARNING: ThreadSanitizer")
-
-
 @scenario
 def uri_order(ctx):
     """[broker] uri_order.  Four uris name the same node as four users, so
@@ -1569,13 +1530,11 @@ def uri_order(ctx):
             b.ctl("delete_user", u, check=False)
 
 
-def sanitizer_reports(text):
-    """The lines of a relay log from the first sanitizer report on."""
-    lines = text.splitlines()
-    for i, ln in enumerate(lines):
-        if any(m in ln for m in SANITIZER_MARKS):
-            return lines[i:]
-    return []
+# ---------------------------------------------------------------------------
+# Driver
+
+
+sanitizer_reports = S.sanitizer_reports
 
 
 def ensure_broker(broker):
@@ -1589,100 +1548,28 @@ def ensure_broker(broker):
         broker.start_app()
 
 
-def main(argv):
-    names = [n for n, _ in SCENARIOS]
-    wanted = argv[1:]
-    if any(w in ("-h", "--help") for w in wanted):
-        print("usage: integration.py [SCENARIO ...]\nscenarios: %s"
-              % " ".join(names))
-        return 0
-    unknown = [w for w in wanted if w not in names]
-    if unknown:
-        print("Bail out! unknown scenario(s): %s (known: %s)"
-              % (" ".join(unknown), " ".join(names)))
-        return 2
-    selected = [(n, f) for n, f in SCENARIOS if not wanted or n in wanted]
-    print("1..%d" % len(selected))
-    sys.stdout.flush()
-    t_start = time.monotonic()
-
-    setup_error = None
-    broker = None
+def setup(names):
     try:
-        H.binary("PUBRELAYD")
-        H.binary("PUBRELAY")
-    except H.HarnessError as e:
-        setup_error = str(e)
-    if setup_error is None:
-        try:
-            broker = H.Broker().start()
-            log("broker %s on 127.0.0.1:%d booted in %.1fs (dir %s)"
-                % (broker.node, broker.port, broker.boot_seconds, broker.dir))
-        except Exception as e:
-            setup_error = "cannot start the RabbitMQ broker: %s" % (e,)
+        b = H.Broker().start()
+    except Exception as e:
+        raise H.HarnessError("cannot start the RabbitMQ broker: %s" % (e,))
+    log("broker %s on 127.0.0.1:%d booted in %.1fs (dir %s)"
+        % (b.node, b.port, b.boot_seconds, b.dir))
+    return b
 
-    failed = 0
-    for i, (name, fn) in enumerate(selected, 1):
-        if setup_error is not None:
-            log("%s: %s" % (name, setup_error))
-            print("not ok %d - %s" % (i, name))
-            sys.stdout.flush()
-            failed += 1
-            continue
-        ctx = Ctx(broker, name)
-        t0 = time.monotonic()
-        ok = True
-        try:
-            signal.signal(signal.SIGALRM, _alarm)
-            signal.alarm(SCENARIO_TIMEOUT)
-            try:
-                fn(ctx)
-            finally:
-                signal.alarm(0)
-        except Exception as e:
-            ok = False
-            if isinstance(e, (Failure, H.HarnessError, ScenarioTimeout)):
-                log("%s: FAILED: %s" % (name, e))
-            else:
-                log("%s: ERROR: %s" % (name, e))
-                log(traceback.format_exc())
-            for r in ctx.relays:
-                if r.alive():
-                    try:
-                        log("%s: relay stats: %s"
-                            % (name, H.fmt_stats(r.stats())))
-                    except Exception:
-                        pass
-                r.dump_log(40)
-            if "broker" in name:
-                broker.dump_log(15)
-        finally:
-            for r in ctx.relays:
-                if r.alive():
-                    r.kill()
-            try:
-                ensure_broker(broker)
-            except Exception as e:
-                log("broker: cannot put it back in service: %s" % e)
-                setup_error = "the broker is broken after %s: %s" % (name, e)
-        for r in ctx.relays:
-            bad = sanitizer_reports(r.log_text())
-            if bad:
-                ok = False
-                log("%s: sanitizer report in %s:" % (name, r.logpath))
-                log("\n".join(bad[:40]))
-        log("%s: %.1fs" % (name, time.monotonic() - t0))
-        if not ok:
-            failed += 1
-        print("%s %d - %s" % ("ok" if ok else "not ok", i, name))
-        sys.stdout.flush()
 
-    t = time.monotonic()
-    if broker is not None:
-        broker.stop()
-    log("total %.1fs (broker stop %.1fs)" % (time.monotonic() - t_start,
-                                               time.monotonic() - t))
-    return 1 if failed else 0
+def report(broker, ctx, name):
+    if "broker" in name:
+        broker.dump_log(15)
+
+
+def teardown(broker):
+    broker.stop()
+
+
+def main(argv):
+    return S.run("integration.py", scenario, argv, setup, Ctx, report=report,
+                 repair=lambda b, last: ensure_broker(b), teardown=teardown)
 
 
 if __name__ == "__main__":

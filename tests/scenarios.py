@@ -1,0 +1,194 @@
+"""scenarios.py: the TAP driver shared by integration.py, failures.py and
+cluster.py.
+
+A suite registers its scenarios with a Registry and hands run() what differs
+between suites: how to set up the broker(s) for the run, how to make a
+scenario's context, what extra to show when a scenario fails, what to clean
+up after each one, how to put the broker(s) back in service, and how to
+stop them.  The driver does the rest the same way for every suite: the
+usage and unknown-scenario checks, the TAP plan and lines, a time limit per
+scenario, the relays' logs and stats on failure, killing what the scenario
+left running, and the sanitizer reports in the relays' logs (a scenario
+whose relay logged one fails even if its checks passed).
+
+A scenario's context must have `relays` (the harness.Relay objects it
+started).  A scenario fails (never skips) when something it needs cannot
+be set up.
+"""
+
+import signal
+import sys
+import time
+import traceback
+
+import harness as H
+from harness import log
+
+SCENARIO_TIMEOUT = 300     # seconds; a scenario taking longer fails
+
+# What ASan/UBSan/LSan print: a relay log holding one fails the scenario.
+SANITIZER_MARKS = ("ERROR: AddressSanitizer", "ERROR: LeakSanitizer",
+                   "runtime error:", "SUMMARY: UndefinedBehaviorSanitizer",
+                   "SUMMARY: AddressSanitizer")
+
+
+class Failure(Exception):
+    """An assertion about the product failed."""
+
+
+class ScenarioTimeout(Exception):
+    pass
+
+
+def check(cond, msg):
+    if not cond:
+        raise Failure(msg)
+
+
+def check_eq(got, want, what):
+    if got != want:
+        raise Failure("%s: got %r, want %r" % (what, got, want))
+
+
+def sanitizer_reports(text):
+    """The lines of a relay log from the first sanitizer report on."""
+    lines = text.splitlines()
+    for i, ln in enumerate(lines):
+        if any(m in ln for m in SANITIZER_MARKS):
+            return lines[i:]
+    return []
+
+
+class Registry:
+    """The suite's scenarios, in the order they are defined."""
+
+    def __init__(self):
+        self.items = []
+
+    def __call__(self, fn):
+        self.items.append((fn.__name__, fn))
+        return fn
+
+    def names(self):
+        return [n for n, _ in self.items]
+
+
+def _alarm(signum, frame):
+    raise ScenarioTimeout("scenario still running after %ds: aborted"
+                          % SCENARIO_TIMEOUT)
+
+
+def _noop(*a):
+    pass
+
+
+def run(prog, registry, argv, setup, make_ctx, report=_noop, cleanup=_noop,
+        repair=_noop, teardown=_noop, log_lines=40):
+    """Run the scenarios argv names (all when none) and print TAP.
+
+    setup(names) -> env: starts the broker(s); an exception fails every
+    scenario with its text.  make_ctx(env, name) -> ctx.  report(env, ctx,
+    name): more to log when a scenario failed.  cleanup(ctx): after each
+    scenario, besides killing its relays.  repair(env, last): put the
+    broker(s) back in service (an exception fails the scenarios after).
+    teardown(env) -> a word for the final line ("broker stop").
+    Returns the exit code: 0 when every scenario passed."""
+    names = registry.names()
+    wanted = argv[1:]
+    if any(w in ("-h", "--help") for w in wanted):
+        print("usage: %s [SCENARIO ...]\nscenarios: %s"
+              % (prog, " ".join(names)))
+        return 0
+    unknown = [w for w in wanted if w not in names]
+    if unknown:
+        print("Bail out! unknown scenario(s): %s (known: %s)"
+              % (" ".join(unknown), " ".join(names)))
+        return 2
+    selected = [(n, f) for n, f in registry.items
+                if not wanted or n in wanted]
+    print("1..%d" % len(selected))
+    sys.stdout.flush()
+    t_start = time.monotonic()
+
+    setup_error = None
+    env = None
+    try:
+        H.binary("PUBRELAYD")
+        H.binary("PUBRELAY")
+    except H.HarnessError as e:
+        setup_error = str(e)
+    if setup_error is None:
+        try:
+            env = setup([n for n, _ in selected])
+        except Exception as e:
+            setup_error = str(e)
+
+    failed = 0
+    for i, (name, fn) in enumerate(selected, 1):
+        if setup_error is not None:
+            log("%s: %s" % (name, setup_error))
+            print("not ok %d - %s" % (i, name))
+            sys.stdout.flush()
+            failed += 1
+            continue
+        ctx = make_ctx(env, name)
+        t0 = time.monotonic()
+        ok = True
+        try:
+            signal.signal(signal.SIGALRM, _alarm)
+            signal.alarm(SCENARIO_TIMEOUT)
+            try:
+                fn(ctx)
+            finally:
+                signal.alarm(0)
+        except Exception as e:
+            ok = False
+            if isinstance(e, (Failure, H.HarnessError, ScenarioTimeout)):
+                log("%s: FAILED: %s" % (name, e))
+            else:
+                log("%s: ERROR: %s" % (name, e))
+            log(traceback.format_exc())
+            for r in ctx.relays:
+                if r.alive():
+                    try:
+                        log("%s: relay stats: %s"
+                            % (name, H.fmt_stats(r.stats())))
+                    except Exception:
+                        pass
+                r.dump_log(log_lines)
+            try:
+                report(env, ctx, name)
+            except Exception as e:
+                log("%s: cannot report more: %s" % (name, e))
+        finally:
+            for r in ctx.relays:
+                if r.alive():
+                    r.kill()
+            try:
+                cleanup(ctx)
+            except Exception as e:
+                log("%s: cleanup: %s" % (name, e))
+            try:
+                repair(env, i == len(selected))
+            except Exception as e:
+                log("cannot put the broker back in service: %s" % e)
+                setup_error = "the broker is broken after %s: %s" % (name, e)
+        for r in ctx.relays:
+            bad = sanitizer_reports(r.log_text())
+            if bad:
+                ok = False
+                log("%s: sanitizer report in %s:" % (name, r.logpath))
+                log("\n".join(bad[:40]))
+        log("%s: %.1fs" % (name, time.monotonic() - t0))
+        if not ok:
+            failed += 1
+        print("%s %d - %s" % ("ok" if ok else "not ok", i, name))
+        sys.stdout.flush()
+
+    t = time.monotonic()
+    what = "broker stop"
+    if env is not None:
+        what = teardown(env) or what
+    log("total %.1fs (%s %.1fs)" % (time.monotonic() - t_start, what,
+                                    time.monotonic() - t))
+    return 1 if failed else 0
