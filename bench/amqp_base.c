@@ -5,8 +5,11 @@
  * BODY_BYTES bytes (each with a message-id shaped like pubrelayd's) to the
  * default exchange and a durable QUEUE (declared here), at most WINDOW
  * unconfirmed at a time: what rabbitmq-c alone gets from this broker.
+ * TYPE (optional) is "classic" (the default: a plain durable queue) or
+ * "quorum" (durable, x-queue-type=quorum); the queue is declared with it, so
+ * an existing queue of the other type is a PRECONDITION_FAILED.
  *
- * usage: amqp_base HOST PORT QUEUE MESSAGES BODY_BYTES WINDOW
+ * usage: amqp_base HOST PORT QUEUE MESSAGES BODY_BYTES WINDOW [TYPE]
  * prints: msgs=N secs=S rate=R nacked=K
  */
 #include <inttypes.h>
@@ -44,14 +47,27 @@ main(int argc, char **argv)
 	amqp_basic_properties_t	 bp;
 	amqp_bytes_t		 body, queue;
 	amqp_frame_t		 f;
+	amqp_table_entry_t	 qarg;
+	amqp_table_t		 qargs = amqp_empty_table;
 	char			 mid[64], *buf;
 	uint64_t		 n, sent = 0, acked = 0, nacked = 0, window, size;
 	double			 t0, t1;
 	int			 rc;
 
-	if (argc != 7) {
+	if (argc != 7 && argc != 8) {
 		fprintf(stderr, "usage: amqp_base HOST PORT QUEUE MESSAGES "
-		    "BODY_BYTES WINDOW\n");
+		    "BODY_BYTES WINDOW [classic|quorum]\n");
+		return 2;
+	}
+	if (argc == 8 && strcmp(argv[7], "quorum") == 0) {
+		qarg.key = amqp_cstring_bytes("x-queue-type");
+		qarg.value.kind = AMQP_FIELD_KIND_UTF8;
+		qarg.value.value.bytes = amqp_cstring_bytes("quorum");
+		qargs.num_entries = 1;
+		qargs.entries = &qarg;
+	} else if (argc == 8 && strcmp(argv[7], "classic") != 0) {
+		fprintf(stderr, "amqp_base: queue type %s: not classic or "
+		    "quorum\n", argv[7]);
 		return 2;
 	}
 	n = strtoull(argv[4], NULL, 10);
@@ -68,7 +84,8 @@ main(int argc, char **argv)
 	amqp_channel_open(conn, 1);
 	die_rpc(amqp_get_rpc_reply(conn), "channel.open");
 	queue = amqp_cstring_bytes(argv[3]);
-	amqp_queue_declare(conn, 1, queue, 0, 1, 0, 0, amqp_empty_table);
+	/* passive 0, durable 1, exclusive 0, auto_delete 0 */
+	amqp_queue_declare(conn, 1, queue, 0, 1, 0, 0, qargs);
 	die_rpc(amqp_get_rpc_reply(conn), "queue.declare");
 	amqp_confirm_select(conn, 1);
 	die_rpc(amqp_get_rpc_reply(conn), "confirm.select");
