@@ -389,6 +389,13 @@ session_committed(struct session *s, int ok, const char *code,
 			free(line);
 		}
 	}
+	/*
+	 * The answers went durable just now: send them at once rather than
+	 * on the next loop turn (the bufferevent writes whatever is left, and
+	 * sees any error, when the socket is next writable).
+	 */
+	if (evbuffer_get_length(out) > 0)
+		(void)evbuffer_write(out, bufferevent_getfd(s->bev));
 	s->pending = 0;
 	if (s->stalled) {
 		s->stalled = 0;
