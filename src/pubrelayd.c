@@ -252,7 +252,7 @@ main(int argc, char *argv[])
 	char				 err[512], path[256];
 	char				 msg[sizeof(d.status) + 32];
 	int64_t				 confirmed = 0;
-	int				 ch, check = 0, n, lfd;
+	int				 ch, check = 0, n, lfd, rc;
 
 	memset(&d, 0, sizeof(d));
 	d.config_path = PUBRELAY_CONFIG_PATH;
@@ -308,24 +308,29 @@ main(int argc, char *argv[])
 	lfd = sdnotify_listen_fds(path, sizeof(path), err, sizeof(err));
 	if (lfd == -2) {
 		log_errx("socket activation: %s", err);
-		return EX_OSERR;
+		rc = EX_OSERR;
+		goto fail;
 	}
 
 	signal(SIGPIPE, SIG_IGN);
 	pthread_mutex_init(&d.stats.lock, NULL);
 	if (evthread_use_pthreads() == -1) {
 		log_errx("libevent: no pthreads support");
-		return EX_SOFTWARE;
+		rc = EX_SOFTWARE;
+		goto fail;
 	}
 	if ((d.base = event_base_new()) == NULL) {
 		log_errx("cannot create the event base");
-		return EX_SOFTWARE;
+		rc = EX_SOFTWARE;
+		goto fail;
 	}
 
 	if (outbox_open(&d.ob, d.cf.outbox_path, d.cf.sync_full, err,
 	    sizeof(err)) == -1) {
 		log_errx("%s", err);
-		return EX_CANTCREAT;
+		d.ob = NULL;
+		rc = EX_CANTCREAT;
+		goto fail;
 	}
 	if (outbox_migrated_from(d.ob) != 0)
 		log_notice("outbox %s: migrated from schema version %d to %d",
@@ -346,8 +351,8 @@ main(int argc, char *argv[])
 		d.lst = listener_open(d.base, &d.cf, d.ing, err, sizeof(err));
 	if (d.lst == NULL) {
 		log_errx("%s", err);
-		outbox_close(d.ob);
-		return EX_OSERR;
+		rc = EX_OSERR;
+		goto fail;
 	}
 
 	memset(&pp, 0, sizeof(pp));
@@ -360,9 +365,8 @@ main(int argc, char *argv[])
 	pp.cb_arg = &d;
 	if ((d.pub = publisher_start(&pp, err, sizeof(err))) == NULL) {
 		log_errx("%s", err);
-		listener_close(d.lst);
-		outbox_close(d.ob);
-		return EX_SOFTWARE;
+		rc = EX_SOFTWARE;
+		goto fail;
 	}
 	ingress_set_publisher(d.ing, d.pub);
 
@@ -426,4 +430,17 @@ main(int argc, char *argv[])
 	config_free(&d.cf);
 	log_notice("stopped");
 	return 0;
+
+fail:
+	/* Start-up failed: give everything back (LeakSanitizer checks). */
+	if (d.lst != NULL)
+		listener_close(d.lst);
+	if (d.ing != NULL)
+		ingress_free(d.ing);
+	if (d.ob != NULL)
+		outbox_close(d.ob);
+	if (d.base != NULL)
+		event_base_free(d.base);
+	config_free(&d.cf);
+	return rc;
 }
