@@ -737,6 +737,23 @@ def blocked(ctx):
 # 5. A stalled network, through the fault proxy
 
 
+def freeze_noticed(ctx, px, relay, what, limit, cause):
+    """Freeze the proxy; the relay must leave `connected` within limit
+    seconds and name the cause (a regex) in last_error.  Returns STATS."""
+    px.freeze()
+    t0 = time.monotonic()
+    st = relay.wait_stats(lambda s: s.get("state") != "connected", 20,
+                          "pubrelayd to notice the %s" % what)
+    took = time.monotonic() - t0
+    ctx.note("%s noticed after %.1fs: state=%s last_error=%s"
+             % (what, took, st.get("state"), st.get("last_error")))
+    check(took <= limit, "the %s was noticed after %.1fs (want <= %g s)"
+          % (what, took, limit))
+    check(re.search(cause, str(st.get("last_error")), re.I),
+          "last_error does not match %r: %r" % (cause, st.get("last_error")))
+    return st
+
+
 STALL_OVERRIDES = {"broker": {"heartbeat": "2", "connect_timeout": "2s"},
                    "publish": {"confirm_timeout": "5s"}}
 
@@ -756,18 +773,9 @@ def stall_freeze(ctx):
         q = c.declare(H.unique_queue("freeze"))
 
     def fault(relay):
-        px.freeze()
-        t0 = time.monotonic()
-        st = relay.wait_stats(lambda s: s.get("state") != "connected", 20,
-                              "pubrelayd to notice the frozen link")
-        took = time.monotonic() - t0
-        ctx.note("frozen link noticed after %.1fs: state=%s last_error=%s"
-                 % (took, st.get("state"), st.get("last_error")))
-        check(took <= 10, "the frozen link was noticed after %.1fs (want "
-              "<= 10 s with heartbeat 2 and confirm_timeout 5s)" % took)
-        check(re.search(r"heartbeat|confirm", str(st.get("last_error")),
-                        re.I), "last_error does not name the heartbeat or "
-              "the confirm timeout: %r" % st.get("last_error"))
+        # heartbeat 2 and confirm_timeout 5s: within 10 s
+        freeze_noticed(ctx, px, relay, "frozen link", 10,
+                       r"heartbeat|confirm")
         time.sleep(2)
         px.passthrough()
         relay.wait_stats(lambda s: s.get("reconnects", 0) >= 1
@@ -778,17 +786,7 @@ def stall_freeze(ctx):
 
     # An idle link: only heartbeats can tell.
     r0 = relay.stats().get("reconnects", 0)
-    px.freeze()
-    t0 = time.monotonic()
-    st = relay.wait_stats(lambda s: s.get("state") != "connected", 20,
-                          "pubrelayd to notice the frozen idle link")
-    took = time.monotonic() - t0
-    ctx.note("frozen idle link noticed after %.1fs: last_error=%s"
-             % (took, st.get("last_error")))
-    check(took <= 10, "the frozen idle link was noticed after %.1fs (want "
-          "<= 10 s with heartbeat 2)" % took)
-    check(re.search(r"heartbeat", str(st.get("last_error")), re.I),
-          "last_error does not name the heartbeat: %r" % st.get("last_error"))
+    freeze_noticed(ctx, px, relay, "frozen idle link", 10, r"heartbeat")
     px.passthrough()
     relay.wait_stats(lambda s: s.get("reconnects", 0) > r0
                      and s.get("state") == "connected", 30,
@@ -810,18 +808,8 @@ def stall_confirm_timeout(ctx):
         q = c.declare(H.unique_queue("confirmto"))
 
     def fault(relay):
-        px.freeze()
-        t0 = time.monotonic()
-        st = relay.wait_stats(lambda s: s.get("state") != "connected", 20,
-                              "pubrelayd to notice the frozen link")
-        took = time.monotonic() - t0
-        ctx.note("frozen link noticed after %.1fs: state=%s last_error=%s"
-                 % (took, st.get("state"), st.get("last_error")))
-        check(took <= 6, "the frozen link was noticed after %.1fs (want "
-              "<= 6 s with confirm_timeout 3s)" % took)
-        check(re.search(r"confirm", str(st.get("last_error")), re.I),
-              "last_error does not name the confirm timeout: %r"
-              % st.get("last_error"))
+        # heartbeat 30, confirm_timeout 3s: the confirm timeout, by 6 s
+        freeze_noticed(ctx, px, relay, "frozen link", 6, r"confirm")
         px.passthrough()
         relay.wait_stats(lambda s: s.get("reconnects", 0) >= 1
                          and s.get("state") == "connected", 30,

@@ -44,14 +44,11 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 import harness as H  # noqa: E402
 from harness import log  # noqa: E402
+from scenarios import Failure, check  # noqa: E402
 
 CHECK_TIMEOUT = 120         # seconds; a check taking longer fails
 MAX_EXPOSURE = 2.0          # systemd-analyze security; 1.1 with systemd 252
 DEAD_BROKER = "amqp://guest:guest@127.0.0.1:1"
-
-
-class Failure(Exception):
-    pass
 
 
 class CheckTimeout(Exception):
@@ -60,11 +57,6 @@ class CheckTimeout(Exception):
 
 def _alarm(signum, frame):
     raise CheckTimeout("check still running after %ds" % CHECK_TIMEOUT)
-
-
-def check(cond, msg):
-    if not cond:
-        raise Failure(msg)
 
 
 def tool(name):

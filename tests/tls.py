@@ -42,14 +42,11 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 import harness as H  # noqa: E402
 from harness import log  # noqa: E402
+from scenarios import Failure, check  # noqa: E402
 
 CHECK_TIMEOUT = 180         # seconds; a check taking longer fails
 USER = "tlsuser"
 PASSWORD = "tls-Secret-4711"   # must never show up in a log or STATS
-
-
-class Failure(Exception):
-    pass
 
 
 class CheckTimeout(Exception):
@@ -58,11 +55,6 @@ class CheckTimeout(Exception):
 
 def _alarm(signum, frame):
     raise CheckTimeout("check still running after %ds" % CHECK_TIMEOUT)
-
-
-def check(cond, msg):
-    if not cond:
-        raise Failure(msg)
 
 
 def write_private(path, text, mode=0o600):
