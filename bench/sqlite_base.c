@@ -72,7 +72,7 @@ main(int argc, char **argv)
 	must(db, sqlite3_exec(db, "PRAGMA journal_size_limit = 67108864",
 	    0, 0, 0), "limit");
 	must(db, sqlite3_exec(db, "CREATE TABLE outbox ("
-	    "  id INTEGER PRIMARY KEY AUTOINCREMENT,"
+	    "  id INTEGER PRIMARY KEY,"		/* as pubrelayd's (schema 3) */
 	    "  created INTEGER NOT NULL,"
 	    "  size INTEGER NOT NULL,"
 	    "  props BLOB NOT NULL,"

@@ -26,9 +26,14 @@ struct outbox {
 	char		 instance[OUTBOX_INSTANCE_LEN + 1];
 	uint64_t	 rows, bytes;		/* committed totals */
 	int64_t		 drows, dbytes;		/* deltas of the open transaction */
+	int64_t		 dins;			/* rows outbox_insert()ed in it */
+	int64_t		 next_id;		/* the next row's id */
+	uint64_t	 unfolded;		/* rows inserted since the fold */
 	uint64_t	 dead_rows, dead_bytes;	/* the dead-letter table's */
 	int64_t		 ddead_rows, ddead_bytes;
 	int		 in_tx;
+	int		 sync_full;		/* [outbox] sync = full */
+	int		 sync_lowered;		/* NORMAL for a delete, not back */
 	int		 migrated_from;		/* schema version, 0: none */
 	sqlite3_stmt	*st_begin, *st_commit, *st_rollback, *st_insert;
 	sqlite3_stmt	*st_counters, *st_range, *st_delete, *st_oldest;
@@ -40,16 +45,28 @@ struct outbox_reader {
 	sqlite3_stmt	*st_fetch;
 };
 
+/*
+ * Version 3: pubrelayd assigns the ids itself (ob->next_id), so a commit of
+ * new rows writes the outbox pages and nothing else.  Ids are never reused:
+ * meta 'mark' is the highest id given out when the totals were last written
+ * ("the fold"), which every transaction that removes rows does; start-up
+ * adds the rows above the mark to the totals (outbox_load_meta()).  Up to
+ * version 2 the table was AUTOINCREMENT, and every commit also wrote the meta
+ * page and sqlite_sequence: three pages to the write-ahead log for one row.
+ */
+#define OUTBOX_TABLE(name)						\
+	"CREATE TABLE " name " ("					\
+	"  id INTEGER PRIMARY KEY,"					\
+	"  created INTEGER NOT NULL,"					\
+	"  size INTEGER NOT NULL,"					\
+	"  props BLOB NOT NULL,"					\
+	"  body BLOB NOT NULL);"
+
 static const char *outbox_schema =
 	"CREATE TABLE meta ("
 	"  key TEXT PRIMARY KEY NOT NULL,"
 	"  value NOT NULL);"
-	"CREATE TABLE outbox ("
-	"  id INTEGER PRIMARY KEY AUTOINCREMENT,"	/* ids never reused */
-	"  created INTEGER NOT NULL,"
-	"  size INTEGER NOT NULL,"
-	"  props BLOB NOT NULL,"
-	"  body BLOB NOT NULL);";
+	OUTBOX_TABLE("outbox");
 
 /*
  * Version 2.  A dead letter keeps the outbox id it had (for the operator and
@@ -65,6 +82,9 @@ static const char *outbox_schema_dead =
 	"  size INTEGER NOT NULL,"
 	"  props BLOB NOT NULL,"
 	"  body BLOB NOT NULL);";
+
+static int	outbox_step(sqlite3_stmt *);
+static int	outbox_write_counters(struct outbox *);
 
 static int
 outbox_prepare(sqlite3 *db, const char *sql, sqlite3_stmt **st)
@@ -123,7 +143,7 @@ outbox_create_schema(struct outbox *ob, char *err, size_t errlen)
 	snprintf(sql, sizeof(sql),
 	    "BEGIN;%s%s"
 	    "INSERT INTO meta VALUES ('instance', '%s'), ('rows', 0), "
-	    "('bytes', 0), ('dead_rows', 0), ('dead_bytes', 0);"
+	    "('bytes', 0), ('dead_rows', 0), ('dead_bytes', 0), ('mark', 0);"
 	    "PRAGMA application_id = %d; PRAGMA user_version = %d; COMMIT;",
 	    outbox_schema, outbox_schema_dead, ob->instance,
 	    OUTBOX_APPLICATION_ID, OUTBOX_SCHEMA_VERSION);
@@ -140,23 +160,36 @@ outbox_create_schema(struct outbox *ob, char *err, size_t errlen)
 }
 
 /*
- * Bring a version-1 outbox to version 2 in one transaction: a crash leaves
- * it either untouched or migrated.  The caller logs it (outbox_migrated_from).
+ * Bring an older outbox to this version in one transaction: a crash leaves
+ * it either untouched or migrated.  2 added the dead-letter table; 3 rebuilds
+ * the outbox table without AUTOINCREMENT (a copy of the rows: SQLite cannot
+ * drop it in place) and keeps the highest id ever given out as meta 'mark'.
+ * The caller logs it (outbox_migrated_from).
  */
 static int
 outbox_migrate(struct outbox *ob, const char *path, int64_t from, char *err,
     size_t errlen)
 {
-	char	 sql[1024];
+	char	 sql[2048];
 	int	 rc;
 
-	if (from != 1)
-		abort();	/* the only older version there is */
+	if (from < 1 || from >= OUTBOX_SCHEMA_VERSION)
+		abort();
 	snprintf(sql, sizeof(sql),
-	    "BEGIN IMMEDIATE;%s"
-	    "INSERT INTO meta VALUES ('dead_rows', 0), ('dead_bytes', 0);"
+	    "BEGIN IMMEDIATE;%s%s"
+	    "INSERT INTO meta SELECT 'mark', max("
+	    "  coalesce((SELECT seq FROM sqlite_sequence WHERE name = 'outbox'),"
+	    "  0), coalesce((SELECT max(id) FROM outbox), 0),"
+	    "  coalesce((SELECT max(id) FROM dead), 0));"
+	    OUTBOX_TABLE("outbox_v3")
+	    "INSERT INTO outbox_v3 SELECT id, created, size, props, body "
+	    "  FROM outbox ORDER BY id;"
+	    "DROP TABLE outbox;"
+	    "ALTER TABLE outbox_v3 RENAME TO outbox;"
 	    "PRAGMA user_version = %d; COMMIT;",
-	    outbox_schema_dead, OUTBOX_SCHEMA_VERSION);
+	    from < 2 ? outbox_schema_dead : "",
+	    from < 2 ? "INSERT INTO meta VALUES ('dead_rows', 0), "
+	    "('dead_bytes', 0);" : "", OUTBOX_SCHEMA_VERSION);
 	if (strlen(sql) + 1 >= sizeof(sql))
 		abort();
 	rc = outbox_exec(ob->db, sql);
@@ -172,15 +205,22 @@ outbox_migrate(struct outbox *ob, const char *path, int64_t from, char *err,
 	return 0;
 }
 
+/*
+ * The totals as of the last fold, plus the rows committed since (ids above
+ * the mark: fewer than OUTBOX_FOLD_ROWS, so start-up never scans the table),
+ * and the next id: above every id given out, whether its row is still here,
+ * deleted or parked.
+ */
 static int
 outbox_load_meta(struct outbox *ob, const char *path, char *err, size_t errlen)
 {
 	sqlite3_stmt	*st;
+	int64_t		 mark = -1, top;
 	int		 rc, seen = 0;
 
 	rc = sqlite3_prepare_v2(ob->db,
 	    "SELECT key, value FROM meta WHERE key IN ('instance', 'rows', "
-	    "'bytes', 'dead_rows', 'dead_bytes')", -1, &st, NULL);
+	    "'bytes', 'dead_rows', 'dead_bytes', 'mark')", -1, &st, NULL);
 	if (rc != SQLITE_OK)
 		goto bad;
 	while ((rc = sqlite3_step(st)) == SQLITE_ROW) {
@@ -198,12 +238,32 @@ outbox_load_meta(struct outbox *ob, const char *path, char *err, size_t errlen)
 			ob->bytes = (uint64_t)sqlite3_column_int64(st, 1);
 		else if (strcmp(k, "dead_rows") == 0)
 			ob->dead_rows = (uint64_t)sqlite3_column_int64(st, 1);
-		else
+		else if (strcmp(k, "dead_bytes") == 0)
 			ob->dead_bytes = (uint64_t)sqlite3_column_int64(st, 1);
+		else
+			mark = sqlite3_column_int64(st, 1);
 		seen++;
 	}
 	sqlite3_finalize(st);
-	if (rc == SQLITE_DONE && seen == 5)
+	if (rc != SQLITE_DONE || seen != 6 || mark < 0)
+		goto bad;
+
+	rc = sqlite3_prepare_v2(ob->db, "SELECT count(*), coalesce(sum(size), "
+	    "0), max(?1, coalesce((SELECT max(id) FROM outbox), 0), "
+	    "coalesce((SELECT max(id) FROM dead), 0)) FROM outbox WHERE id > ?1",
+	    -1, &st, NULL);
+	if (rc != SQLITE_OK)
+		goto bad;
+	sqlite3_bind_int64(st, 1, mark);
+	if ((rc = sqlite3_step(st)) == SQLITE_ROW) {
+		ob->unfolded = (uint64_t)sqlite3_column_int64(st, 0);
+		ob->rows += ob->unfolded;
+		ob->bytes += (uint64_t)sqlite3_column_int64(st, 1);
+		top = sqlite3_column_int64(st, 2);
+		ob->next_id = top + 1;
+	}
+	sqlite3_finalize(st);
+	if (rc == SQLITE_ROW)
 		return 0;
  bad:
 	snprintf(err, errlen, "%s: outbox metadata missing or unreadable: %s",
@@ -299,6 +359,7 @@ outbox_open(struct outbox **obp, const char *path, int sync_full, char *err,
 		/* Older schemas are migrated below, once the journal is set. */
 	}
 
+	ob->sync_full = sync_full;
 	if (outbox_exec(ob->db, "PRAGMA journal_mode = WAL") != SQLITE_OK ||
 	    outbox_exec(ob->db, sync_full ? "PRAGMA synchronous = FULL" :
 	    "PRAGMA synchronous = NORMAL") != SQLITE_OK ||
@@ -319,11 +380,11 @@ outbox_open(struct outbox **obp, const char *path, int sync_full, char *err,
 	if (outbox_prepare(ob->db, "BEGIN IMMEDIATE", &ob->st_begin) ||
 	    outbox_prepare(ob->db, "COMMIT", &ob->st_commit) ||
 	    outbox_prepare(ob->db, "ROLLBACK", &ob->st_rollback) ||
-	    outbox_prepare(ob->db, "INSERT INTO outbox (created, size, props, "
-	    "body) VALUES (?1, ?2, ?3, ?4)", &ob->st_insert) ||
+	    outbox_prepare(ob->db, "INSERT INTO outbox (id, created, size, props, "
+	    "body) VALUES (?1, ?2, ?3, ?4, ?5)", &ob->st_insert) ||
 	    outbox_prepare(ob->db, "UPDATE meta SET value = CASE key "
-	    "WHEN 'rows' THEN ?1 ELSE ?2 END WHERE key IN ('rows', 'bytes')",
-	    &ob->st_counters) ||
+	    "WHEN 'rows' THEN ?1 WHEN 'bytes' THEN ?2 ELSE ?3 END "
+	    "WHERE key IN ('rows', 'bytes', 'mark')", &ob->st_counters) ||
 	    outbox_prepare(ob->db, "UPDATE meta SET value = CASE key "
 	    "WHEN 'dead_rows' THEN ?1 ELSE ?2 END "
 	    "WHERE key IN ('dead_rows', 'dead_bytes')", &ob->st_dead_counters) ||
@@ -350,6 +411,13 @@ outbox_close(struct outbox *ob)
 {
 	if (ob == NULL)
 		return;
+	/* Spare the next start-up even its short count of the newest rows. */
+	if (ob->unfolded > 0 && !ob->in_tx && ob->st_counters != NULL &&
+	    outbox_begin(ob) == OUTBOX_OK) {
+		if (outbox_write_counters(ob) != SQLITE_DONE ||
+		    outbox_step(ob->st_commit) != SQLITE_DONE)
+			outbox_rollback(ob);
+	}
 	sqlite3_finalize(ob->st_begin);
 	sqlite3_finalize(ob->st_commit);
 	sqlite3_finalize(ob->st_rollback);
@@ -405,8 +473,21 @@ outbox_step(sqlite3_stmt *st)
 	return rc;
 }
 
-int
-outbox_begin(struct outbox *ob)
+/*
+ * Back to synchronous = FULL after a delete.  Until that works no transaction
+ * begins: a commit of new rows must never go unsynced.
+ */
+static int
+outbox_sync_restore(struct outbox *ob)
+{
+	if (outbox_exec(ob->db, "PRAGMA synchronous = FULL") != SQLITE_OK)
+		return -1;
+	ob->sync_lowered = 0;
+	return 0;
+}
+
+static int
+outbox_begin_tx(struct outbox *ob)
 {
 	int	rc;
 
@@ -414,9 +495,17 @@ outbox_begin(struct outbox *ob)
 	if (rc != SQLITE_DONE)
 		return outbox_status(rc);
 	ob->in_tx = 1;
-	ob->drows = ob->dbytes = 0;
+	ob->drows = ob->dbytes = ob->dins = 0;
 	ob->ddead_rows = ob->ddead_bytes = 0;
 	return OUTBOX_OK;
+}
+
+int
+outbox_begin(struct outbox *ob)
+{
+	if (ob->sync_lowered && outbox_sync_restore(ob) == -1)
+		return OUTBOX_EIO;
+	return outbox_begin_tx(ob);
 }
 
 uint64_t
@@ -432,21 +521,25 @@ outbox_insert(struct outbox *ob, const char *props, size_t plen,
 	sqlite3_stmt	*st = ob->st_insert;
 	int		 rc;
 
-	sqlite3_bind_int64(st, 1, created_ms);
-	sqlite3_bind_int64(st, 2, (sqlite3_int64)outbox_row_size(plen, blen));
-	sqlite3_bind_blob64(st, 3, props, plen, SQLITE_STATIC);
-	sqlite3_bind_blob64(st, 4, blen ? body : "", blen, SQLITE_STATIC);
+	sqlite3_bind_int64(st, 1, ob->next_id);
+	sqlite3_bind_int64(st, 2, created_ms);
+	sqlite3_bind_int64(st, 3, (sqlite3_int64)outbox_row_size(plen, blen));
+	sqlite3_bind_blob64(st, 4, props, plen, SQLITE_STATIC);
+	sqlite3_bind_blob64(st, 5, blen ? body : "", blen, SQLITE_STATIC);
 	rc = sqlite3_step(st);
 	sqlite3_clear_bindings(st);
 	sqlite3_reset(st);
 	if (rc != SQLITE_DONE)
 		return outbox_status(rc);
-	*idp = sqlite3_last_insert_rowid(ob->db);
+	/* A rolled-back id is not given out again: harmless, and simpler. */
+	*idp = ob->next_id++;
+	ob->dins++;
 	ob->drows++;
 	ob->dbytes += (int64_t)outbox_row_size(plen, blen);
 	return OUTBOX_OK;
 }
 
+/* The fold: the totals after this transaction, and the ids given out. */
 static int
 outbox_write_counters(struct outbox *ob)
 {
@@ -454,15 +547,23 @@ outbox_write_counters(struct outbox *ob)
 	    (sqlite3_int64)(ob->rows + ob->drows));
 	sqlite3_bind_int64(ob->st_counters, 2,
 	    (sqlite3_int64)(ob->bytes + ob->dbytes));
+	sqlite3_bind_int64(ob->st_counters, 3, ob->next_id - 1);
 	return outbox_step(ob->st_counters);
 }
 
 int
 outbox_commit(struct outbox *ob)
 {
-	int	rc;
+	int	rc, fold;
 
-	if (ob->drows != 0 || ob->dbytes != 0) {
+	/*
+	 * New rows alone leave meta alone until OUTBOX_FOLD_ROWS of them
+	 * have gone by; anything else that changes the outbox (a delete,
+	 * a park, a replay) folds, so only inserts are ever above the mark.
+	 */
+	fold = ob->drows != ob->dins ||
+	    ob->unfolded + (uint64_t)ob->dins >= OUTBOX_FOLD_ROWS;
+	if (fold) {
 		rc = outbox_write_counters(ob);
 		if (rc != SQLITE_DONE) {
 			outbox_rollback(ob);
@@ -486,11 +587,12 @@ outbox_commit(struct outbox *ob)
 		return outbox_status(rc);
 	}
 	ob->in_tx = 0;
+	ob->unfolded = fold ? 0 : ob->unfolded + (uint64_t)ob->dins;
 	ob->rows += ob->drows;
 	ob->bytes += ob->dbytes;
 	ob->dead_rows += ob->ddead_rows;
 	ob->dead_bytes += ob->ddead_bytes;
-	ob->drows = ob->dbytes = 0;
+	ob->drows = ob->dbytes = ob->dins = 0;
 	ob->ddead_rows = ob->ddead_bytes = 0;
 	return OUTBOX_OK;
 }
@@ -501,16 +603,43 @@ outbox_rollback(struct outbox *ob)
 	if (!sqlite3_get_autocommit(ob->db))
 		outbox_step(ob->st_rollback);
 	ob->in_tx = 0;
-	ob->drows = ob->dbytes = 0;
+	ob->drows = ob->dbytes = ob->dins = 0;
 	ob->ddead_rows = ob->ddead_bytes = 0;
 }
 
+static int	outbox_delete_tx(struct outbox *, int64_t);
+
+/*
+ * A delete need not be durable by itself: lost to a power cut, its rows are
+ * published again (at least once), and a killed process loses nothing that
+ * it wrote.  So it is not synced: the next commit of new rows syncs the whole
+ * write-ahead log, the delete's pages with it.  That is one flush fewer per
+ * delete, and no client's commit waits behind one.
+ */
 int
 outbox_delete_upto(struct outbox *ob, int64_t upto)
 {
+	int	status;
+
+	if (ob->sync_full && !ob->sync_lowered) {
+		if (outbox_exec(ob->db, "PRAGMA synchronous = NORMAL") !=
+		    SQLITE_OK)
+			return OUTBOX_EIO;
+		ob->sync_lowered = 1;
+	}
+	status = outbox_delete_tx(ob, upto);
+	if (ob->sync_lowered)
+		outbox_sync_restore(ob);	/* or at the next begin */
+	return status;
+}
+
+static int
+outbox_delete_tx(struct outbox *ob, int64_t upto)
+{
 	int	rc, status;
 
-	if ((status = outbox_begin(ob)) != OUTBOX_OK)
+	/* Not outbox_begin(): it would put synchronous back to FULL. */
+	if ((status = outbox_begin_tx(ob)) != OUTBOX_OK)
 		return status;
 	sqlite3_bind_int64(ob->st_range, 1, upto);
 	rc = sqlite3_step(ob->st_range);
@@ -754,7 +883,7 @@ outbox_dead_measure(struct outbox *ob, int64_t id)
 	return rc;
 }
 
-/* Run sql, binding :id and :now where it has them; SQLITE_DONE or rc. */
+/* Run sql, binding :id, :now and :base where it has them; SQLITE_DONE or rc. */
 static int
 outbox_dead_run(struct outbox *ob, const char *sql, int64_t id, int64_t now)
 {
@@ -767,6 +896,8 @@ outbox_dead_run(struct outbox *ob, const char *sql, int64_t id, int64_t now)
 		sqlite3_bind_int64(st, i, id);
 	if ((i = sqlite3_bind_parameter_index(st, ":now")) > 0)
 		sqlite3_bind_int64(st, i, now);
+	if ((i = sqlite3_bind_parameter_index(st, ":base")) > 0)
+		sqlite3_bind_int64(st, i, ob->next_id - 1);
 	rc = sqlite3_step(st);
 	sqlite3_finalize(st);
 	return rc;
@@ -792,18 +923,21 @@ outbox_dead_take(struct outbox *ob, int64_t id, int retry, int64_t now_ms,
 	}
 	if (retry) {
 		/*
-		 * New rows at the tail, in dead id order (SQLite inserts
-		 * the SELECT's rows as they come).  The props already carry
-		 * the message-id, so the new id changes nothing downstream.
+		 * New rows at the tail, with new ids in dead id order.  The
+		 * props already carry the message-id, so the new id changes
+		 * nothing downstream.
 		 */
 		rc = outbox_dead_run(ob, id != 0 ?
-		    "INSERT INTO outbox (created, size, props, body) "
-		    "SELECT :now, size, props, body FROM dead WHERE id = :id" :
-		    "INSERT INTO outbox (created, size, props, body) "
-		    "SELECT :now, size, props, body FROM dead ORDER BY id",
+		    "INSERT INTO outbox (id, created, size, props, body) "
+		    "SELECT :base + 1, :now, size, props, body FROM dead "
+		    "WHERE id = :id" :
+		    "INSERT INTO outbox (id, created, size, props, body) "
+		    "SELECT :base + row_number() OVER (ORDER BY id), :now, "
+		    "size, props, body FROM dead ORDER BY id",
 		    id, now_ms);
 		if (rc != SQLITE_DONE)
 			return outbox_dead_fail(ob, NULL, rc);
+		ob->next_id += -ob->ddead_rows;
 		ob->drows = -ob->ddead_rows;
 		ob->dbytes = -ob->ddead_bytes;
 	}

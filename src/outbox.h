@@ -12,7 +12,9 @@
 #include <stddef.h>
 #include <stdint.h>
 
-#define OUTBOX_SCHEMA_VERSION	2	/* 2: dead-letter table */
+#define OUTBOX_SCHEMA_VERSION	3	/* 2: dead-letter table; 3: own ids */
+/* New rows that may go by before the totals are written again. */
+#define OUTBOX_FOLD_ROWS	1024
 #define OUTBOX_APPLICATION_ID	0x50524c59	/* "PRLY": marks our files */
 #define OUTBOX_INSTANCE_LEN	16		/* hex digits */
 
@@ -56,7 +58,11 @@ uint64_t outbox_reusable_bytes(struct outbox *ob);
 /* Move the write-ahead log into the database and truncate it. */
 int	 outbox_checkpoint(struct outbox *ob);
 
-/* Running totals, kept in the database and updated in each transaction. */
+/*
+ * Running totals, kept in the database: written by every transaction that
+ * removes or moves rows and after OUTBOX_FOLD_ROWS new rows, and brought up
+ * to date from the rows above the last write at start-up.
+ */
 uint64_t outbox_rows(const struct outbox *ob);
 uint64_t outbox_bytes(const struct outbox *ob);
 /* Size a row is accounted at. */

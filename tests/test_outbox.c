@@ -420,7 +420,9 @@ make_v1(const char *file, const char *instance)
 	    "  ('bytes', 37);"
 	    "INSERT INTO outbox (created, size, props, body) VALUES"
 	    "  (111, 18, CAST('routing-key: q\n' AS BLOB), CAST('one' AS BLOB)),"
-	    "  (222, 19, CAST('routing-key: q\n' AS BLOB), CAST('four' AS BLOB));"
+	    "  (222, 19, CAST('routing-key: q\n' AS BLOB), CAST('four' AS BLOB)),"
+	    "  (333, 20, CAST('routing-key: q\n' AS BLOB), CAST('gone' AS BLOB));"
+	    "DELETE FROM outbox WHERE id = 3;"	/* confirmed, deleted */
 	    "PRAGMA application_id = %d; PRAGMA user_version = 1; COMMIT;",
 	    instance, OUTBOX_APPLICATION_ID);
 	sqlite3_open(file, &db);
@@ -443,7 +445,7 @@ test_migration(void)
 
 	/* path_in() has one buffer. */
 	snprintf(p, sizeof(p), "%s", path_in("v1.db"));
-	snprintf(p3, sizeof(p3), "%s", path_in("v3.db"));
+	snprintf(p3, sizeof(p3), "%s", path_in("v4.db"));
 
 	make_v1(p, "0123456789abcdef");
 	is_int(sql_int(p, "PRAGMA user_version"), 1, "a version-1 file");
@@ -454,6 +456,13 @@ test_migration(void)
 	is_int(outbox_migrated_from(ob), 1, "and says it was migrated from 1");
 	is_int(sql_int(p, "PRAGMA user_version"), OUTBOX_SCHEMA_VERSION,
 	    "it is now at version %d", OUTBOX_SCHEMA_VERSION);
+	is_int(sql_int(p, "SELECT count(*) FROM sqlite_master WHERE "
+	    "name = 'outbox' AND sql LIKE '%AUTOINCREMENT%'"), 0,
+	    "its outbox table has no AUTOINCREMENT any more");
+	is_int(sql_int(p, "SELECT count(*) FROM sqlite_master WHERE "
+	    "name = 'outbox_v3'"), 0, "and the copy took its name");
+	is_int(sql_int(p, "SELECT value FROM meta WHERE key = 'mark'"), 3,
+	    "the highest id ever given out (a deleted row's) is the mark");
 	is_int(sql_int(p, "SELECT count(*) FROM dead"), 0,
 	    "with an empty dead-letter table");
 	is_int(sql_int(p, "SELECT count(*) FROM meta WHERE key IN "
@@ -478,6 +487,8 @@ test_migration(void)
 	    "with the message-id the old instance generated");
 	is_int(outbox_dead_retry(ob, 0, 600, &n), OUTBOX_OK, "and replayed");
 	is_int(n, 1, "one moved");
+	is_int(sql_int(p, "SELECT max(id) FROM outbox"), 4,
+	    "at a new id above the deleted row's, not at 3");
 	outbox_close(ob);
 
 	ok(outbox_open(&ob, p, 1, err, sizeof(err)) == 0, "reopen: %s",
@@ -494,14 +505,263 @@ test_migration(void)
 	if (ob != NULL)
 		outbox_close(ob);
 	sqlite3_open(p3, &db);
-	sqlite3_exec(db, "PRAGMA user_version = 3", NULL, NULL, NULL);
+	sqlite3_exec(db, "PRAGMA user_version = 4", NULL, NULL, NULL);
 	sqlite3_close(db);
 	ok(outbox_open(&ob, p3, 1, err, sizeof(err)) == -1 &&
-	    strstr(err, "schema version 3 is newer") != NULL,
-	    "a version-3 outbox is refused: %s", err);
-	is_int(sql_int(p3, "PRAGMA user_version"), 3, "and left at version 3");
+	    strstr(err, "schema version 4 is newer") != NULL,
+	    "a version-4 outbox is refused: %s", err);
+	is_int(sql_int(p3, "PRAGMA user_version"), 4, "and left at version 4");
 	is_int(sql_int(p3, "SELECT count(*) FROM dead"), 0,
 	    "with its tables intact");
+}
+
+/* A version-2 outbox: version 1 with the dead-letter table. */
+static void
+make_v2(const char *file)
+{
+	sqlite3	*db;
+
+	make_v1(file, "fedcba9876543210");
+	sqlite3_open(file, &db);
+	if (sqlite3_exec(db, "BEGIN;"
+	    "CREATE TABLE dead (id INTEGER PRIMARY KEY, created INTEGER NOT NULL,"
+	    "  parked INTEGER NOT NULL, attempts INTEGER NOT NULL,"
+	    "  reason TEXT NOT NULL, size INTEGER NOT NULL,"
+	    "  props BLOB NOT NULL, body BLOB NOT NULL);"
+	    "INSERT INTO meta VALUES ('dead_rows', 0), ('dead_bytes', 0);"
+	    "PRAGMA user_version = 2; COMMIT;", NULL, NULL, NULL) != SQLITE_OK)
+		diag("make_v2: %s", sqlite3_errmsg(db));
+	sqlite3_close(db);
+}
+
+static void
+test_migration_v2(void)
+{
+	struct outbox	*ob;
+	char		 err[512], p[512];
+	int64_t		 id;
+
+	snprintf(p, sizeof(p), "%s", path_in("v2.db"));
+	make_v2(p);
+	is_int(sql_int(p, "PRAGMA user_version"), 2, "a version-2 file");
+	ok(outbox_open(&ob, p, 1, err, sizeof(err)) == 0,
+	    "a version-2 outbox opens: %s", ob ? "" : err);
+	if (ob == NULL)
+		return;
+	is_int(outbox_migrated_from(ob), 2, "migrated from 2");
+	is_int(sql_int(p, "PRAGMA user_version"), OUTBOX_SCHEMA_VERSION,
+	    "to version %d", OUTBOX_SCHEMA_VERSION);
+	is_int(outbox_rows(ob), 2, "its rows counted");
+	is_int(sql_int(p, "SELECT count(*) FROM outbox"), 2, "and kept");
+	id = insert_one(ob, "routing-key: q\n", "five", 444);
+	is_int(id, 4, "the next row gets 4: 3 was given out before");
+	is_int(outbox_rows(ob), 3, "three rows");
+	outbox_close(ob);
+}
+
+/* Copy file to copy, byte for byte (0 when file does not exist). */
+static int
+copy_file(const char *file, const char *copy)
+{
+	char	buf[65536];
+	ssize_t	n;
+	int	in, out, rc = 0;
+
+	if ((in = open(file, O_RDONLY)) == -1)
+		return 0;
+	out = open(copy, O_WRONLY | O_CREAT | O_TRUNC, 0600);
+	while (out != -1 && (n = read(in, buf, sizeof(buf))) > 0)
+		if (write(out, buf, (size_t)n) != n)
+			rc = -1;
+	if (out == -1 || close(out) == -1)
+		rc = -1;
+	close(in);
+	return rc;
+}
+
+/* The files of an open outbox as a crash would leave them (no close). */
+static int
+snapshot(const char *from, const char *to)
+{
+	char	a[600], b[600];
+
+	snprintf(a, sizeof(a), "%s-wal", from);
+	snprintf(b, sizeof(b), "%s-wal", to);
+	return copy_file(from, to) == 0 && copy_file(a, b) == 0 ? 0 : -1;
+}
+
+/*
+ * New rows do not write the totals (one page per commit, not three) until
+ * OUTBOX_FOLD_ROWS of them: a crash in between loses neither a row from the
+ * count nor an id, nor does a crash after the table was emptied.
+ */
+static void
+test_fold(void)
+{
+	struct outbox	*ob, *cr;
+	char		 err[512], p[512], c1[512], c2[512], c3[512];
+	int64_t		 last = 0, id;
+	int		 i, folds = 0;
+
+	snprintf(p, sizeof(p), "%s", path_in("fold.db"));
+	snprintf(c1, sizeof(c1), "%s", path_in("crash1.db"));
+	snprintf(c2, sizeof(c2), "%s", path_in("crash2.db"));
+	snprintf(c3, sizeof(c3), "%s", path_in("crash3.db"));
+	ok(outbox_open(&ob, p, 1, err, sizeof(err)) == 0, "open %s", p);
+	if (ob == NULL)
+		return;
+	for (i = 0; i < 5; i++)
+		is_int(insert_n(ob, 1, "f", &last), OUTBOX_OK, "commit %d", i);
+	is_int(sql_int(p, "SELECT value FROM meta WHERE key = 'rows'"), 0,
+	    "five single-row commits left the stored totals alone");
+	is_int(sql_int(p, "SELECT value FROM meta WHERE key = 'mark'"), 0,
+	    "and the mark");
+	ok(snapshot(p, c1) == 0, "crash copy with 5 rows above the mark");
+	ok(outbox_open(&cr, c1, 1, err, sizeof(err)) == 0, "the copy opens");
+	if (cr != NULL) {
+		is_int(outbox_rows(cr), 5, "it counts the 5 rows");
+		is_int(outbox_bytes(cr), 5 * (15 + 2), "and their bytes");
+		id = insert_one(cr, "", "x", 1);
+		is_int(id, last + 1, "and gives out the next id");
+		outbox_close(cr);
+	}
+
+	is_int(outbox_delete_upto(ob, last), OUTBOX_OK, "delete all five");
+	is_int(sql_int(p, "SELECT value FROM meta WHERE key = 'mark'"), last,
+	    "a delete writes the mark (%lld)", (long long)last);
+	is_int(sql_int(p, "SELECT value FROM meta WHERE key = 'rows'"), 0,
+	    "and the totals");
+	ok(snapshot(p, c2) == 0, "crash copy of the emptied outbox");
+	ok(outbox_open(&cr, c2, 1, err, sizeof(err)) == 0, "it opens");
+	if (cr != NULL) {
+		is_int(outbox_rows(cr), 0, "empty");
+		id = insert_one(cr, "", "x", 1);
+		ok(id > last, "and does not give out a deleted row's id again "
+		    "(%lld > %lld)", (long long)id, (long long)last);
+		outbox_close(cr);
+	}
+
+	for (i = 0; i < OUTBOX_FOLD_ROWS; i++) {
+		if (insert_n(ob, 1, "g", &last) != OUTBOX_OK)
+			break;
+		if (sql_int(p, "SELECT value FROM meta WHERE key = 'mark'") ==
+		    last)
+			folds++;
+	}
+	is_int(i, OUTBOX_FOLD_ROWS, "%d more single-row commits",
+	    OUTBOX_FOLD_ROWS);
+	is_int(folds, 1, "wrote the totals once");
+	is_int(sql_int(p, "SELECT value FROM meta WHERE key = 'rows'"),
+	    OUTBOX_FOLD_ROWS, "with the right count");
+	is_int(insert_n(ob, 3, "h", &last), OUTBOX_OK, "3 more");
+	ok(snapshot(p, c3) == 0, "crash copy");
+	ok(outbox_open(&cr, c3, 1, err, sizeof(err)) == 0, "it opens");
+	if (cr != NULL) {
+		is_int(outbox_rows(cr), OUTBOX_FOLD_ROWS + 3,
+		    "with the folded rows and the 3 above the mark");
+		is_int(outbox_bytes(cr), OUTBOX_FOLD_ROWS * (15 + 2) +
+		    3 * (15 + 2), "and their bytes");
+		outbox_close(cr);
+	}
+	outbox_close(ob);
+	is_int(sql_int(p, "SELECT value FROM meta WHERE key = 'mark'"), last,
+	    "a clean close writes the mark");
+	is_int(sql_int(p, "SELECT value FROM meta WHERE key = 'rows'"),
+	    OUTBOX_FOLD_ROWS + 3, "and the totals");
+}
+
+/*
+ * A VFS over SQLite's own that counts xSync calls, to see which transactions
+ * reach the disk before they return.
+ */
+static sqlite3_vfs		*real_vfs;
+static sqlite3_vfs		 counting_vfs;
+/* The database and its journals have different methods: one copy of each. */
+static const sqlite3_io_methods	*real_methods[4];
+static sqlite3_io_methods	 counting_methods[4];
+static int			 nsyncs;
+
+static int
+counting_sync(sqlite3_file *f, int flags)
+{
+	int	i;
+
+	nsyncs++;
+	for (i = 0; f->pMethods != &counting_methods[i]; i++)
+		;
+	return real_methods[i]->xSync(f, flags);
+}
+
+static int
+counting_open(sqlite3_vfs *vfs, const char *name, sqlite3_file *f, int flags,
+    int *out)
+{
+	int	rc, i;
+
+	(void)vfs;
+	rc = real_vfs->xOpen(real_vfs, name, f, flags, out);
+	if (rc != SQLITE_OK || f->pMethods == NULL)
+		return rc;
+	for (i = 0; i < 4; i++) {
+		if (real_methods[i] == NULL) {
+			real_methods[i] = f->pMethods;
+			counting_methods[i] = *f->pMethods;
+			counting_methods[i].xSync = counting_sync;
+		}
+		if (real_methods[i] == f->pMethods) {
+			f->pMethods = &counting_methods[i];
+			break;
+		}
+	}
+	return rc;
+}
+
+static void
+test_syncs(void)
+{
+	struct outbox	*ob;
+	char		 err[512];
+	int64_t		 id;
+	int		 n;
+
+	real_vfs = sqlite3_vfs_find(NULL);
+	counting_vfs = *real_vfs;
+	counting_vfs.zName = "counting";
+	counting_vfs.xOpen = counting_open;
+	sqlite3_vfs_register(&counting_vfs, 1);
+
+	ok(outbox_open(&ob, path_in("sync.db"), 1, err, sizeof(err)) == 0,
+	    "open with sync = full");
+	if (ob != NULL) {
+		n = nsyncs;
+		id = insert_one(ob, "", "one", 1);
+		ok(nsyncs > n, "a commit of a new row is synced (%d syncs)",
+		    nsyncs - n);
+		n = nsyncs;
+		is_int(outbox_delete_upto(ob, id), OUTBOX_OK, "delete it");
+		is_int(nsyncs - n, 0, "the delete is not synced by itself");
+		n = nsyncs;
+		insert_one(ob, "", "two", 2);
+		ok(nsyncs > n, "the next commit is synced again (%d syncs)",
+		    nsyncs - n);
+		n = nsyncs;
+		insert_one(ob, "", "three", 3);
+		ok(nsyncs > n, "and the one after (%d syncs)", nsyncs - n);
+		outbox_close(ob);
+	}
+	ok(outbox_open(&ob, path_in("nosync.db"), 0, err, sizeof(err)) == 0,
+	    "open with sync = normal");
+	if (ob != NULL) {
+		n = nsyncs;
+		id = insert_one(ob, "", "one", 1);
+		is_int(nsyncs - n, 0, "a commit is not synced");
+		outbox_delete_upto(ob, id);
+		n = nsyncs;
+		insert_one(ob, "", "two", 2);
+		is_int(nsyncs - n, 0, "nor after a delete");
+		outbox_close(ob);
+	}
+	sqlite3_vfs_unregister(&counting_vfs);
 }
 
 static void
@@ -637,6 +897,9 @@ main(void)
 
 	test_dead();
 	test_migration();
+	test_migration_v2();
+	test_fold();
+	test_syncs();
 
 	if (getenv("PUBRELAY_KEEP_TMP") == NULL) {
 		char	cmd[600];
