@@ -392,10 +392,15 @@ session_committed(struct session *s, int ok, const char *code,
 	/*
 	 * The answers went durable just now: send them at once rather than
 	 * on the next loop turn (the bufferevent writes whatever is left, and
-	 * sees any error, when the socket is next writable).
+	 * sees any error, when the socket is next writable).  A socket
+	 * bufferevent freezes the start of its output so that only it drains
+	 * it; it unfreezes it around its own writes, as here.
 	 */
-	if (evbuffer_get_length(out) > 0)
+	if (evbuffer_get_length(out) > 0) {
+		evbuffer_unfreeze(out, 1);
 		(void)evbuffer_write(out, bufferevent_getfd(s->bev));
+		evbuffer_freeze(out, 1);
+	}
 	s->pending = 0;
 	if (s->stalled) {
 		s->stalled = 0;
