@@ -57,6 +57,13 @@ uint64_t outbox_free_space(const struct outbox *ob);
 uint64_t outbox_reusable_bytes(struct outbox *ob);
 /* Move the write-ahead log into the database and truncate it. */
 int	 outbox_checkpoint(struct outbox *ob);
+/*
+ * With sync = full, extend the write-ahead log with zeros to the size it has
+ * at its automatic checkpoint, and sync it once, so that commits overwrite
+ * blocks that exist instead of allocating them.  Skipped (0) when that would
+ * leave less than keep_free bytes on the disk.  Bytes added, or -1.
+ */
+int64_t	 outbox_presize_wal(struct outbox *ob, uint64_t keep_free);
 
 /*
  * Running totals, kept in the database: written by every transaction that

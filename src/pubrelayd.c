@@ -336,6 +336,9 @@ main(int argc, char *argv[])
 		log_notice("outbox %s: migrated from schema version %d to %d",
 		    d.cf.outbox_path, outbox_migrated_from(d.ob),
 		    OUTBOX_SCHEMA_VERSION);
+	if (outbox_presize_wal(d.ob, d.cf.min_free) == -1)
+		log_info("outbox %s: cannot pre-size the write-ahead log; "
+		    "it grows as it is written", d.cf.outbox_path);
 	if (outbox_rows(d.ob) > 0)
 		log_notice("outbox %s: %llu messages (%llu bytes) waiting",
 		    d.cf.outbox_path, (unsigned long long)outbox_rows(d.ob),

@@ -670,6 +670,102 @@ test_fold(void)
 	    OUTBOX_FOLD_ROWS + 3, "and the totals");
 }
 
+static long long
+file_size(const char *file)
+{
+	struct stat	st;
+
+	return stat(file, &st) == 0 ? (long long)st.st_size : -1;
+}
+
+/*
+ * With sync = full the write-ahead log is given its full size at start-up,
+ * so commits overwrite it instead of growing it; recovery after a crash
+ * still finds every committed row, in front of the zeros or behind them.
+ */
+static void
+test_presize(void)
+{
+	struct outbox	*ob, *cr;
+	char		 err[512], p[512], w[600], c1[512], c2[512], c3[512];
+	long long	 want, before;
+	int64_t		 last = 0, id;
+	int		 i;
+
+	snprintf(p, sizeof(p), "%s", path_in("presize.db"));
+	snprintf(w, sizeof(w), "%s-wal", p);
+	snprintf(c1, sizeof(c1), "%s", path_in("presize-crash1.db"));
+	snprintf(c2, sizeof(c2), "%s", path_in("presize-crash2.db"));
+	snprintf(c3, sizeof(c3), "%s", path_in("presize-crash3.db"));
+	ok(outbox_open(&ob, p, 1, err, sizeof(err)) == 0, "open %s", p);
+	if (ob == NULL)
+		return;
+	want = 32 + 1000LL * (sql_int(p, "PRAGMA page_size") + 24);
+	before = file_size(w);
+	ok(before >= 0 && before < want, "the new log is short (%lld bytes)",
+	    before);
+	is_int(outbox_presize_wal(ob, UINT64_MAX / 2), 0,
+	    "not pre-sized when that would leave less than keep_free");
+	is_int(file_size(w), before, "the log kept its size");
+	is_int(outbox_presize_wal(ob, 0), want - before,
+	    "pre-sized: %lld bytes added", want - before);
+	is_int(file_size(w), want, "the log has its size at the automatic "
+	    "checkpoint (1000 frames)");
+	is_int(outbox_presize_wal(ob, 0), 0, "a second call adds nothing");
+	for (i = 0; i < 50; i++)
+		if (insert_n(ob, 1, "p", &last) != OUTBOX_OK)
+			break;
+	is_int(i, 50, "50 single-row commits");
+	is_int(file_size(w), want, "wrote inside the log: it did not grow");
+	ok(snapshot(p, c1) == 0, "crash copy");
+	ok(outbox_open(&cr, c1, 1, err, sizeof(err)) == 0, "it opens");
+	if (cr != NULL) {
+		is_int(outbox_rows(cr), 50, "with the 50 rows");
+		id = insert_one(cr, "", "x", 1);
+		is_int(id, last + 1, "and gives out the next id");
+		outbox_close(cr);
+	}
+	outbox_close(ob);
+	ok(outbox_open(&ob, p, 1, err, sizeof(err)) == 0, "reopen");
+	if (ob != NULL) {
+		is_int(outbox_rows(ob), 50, "50 rows after a clean close");
+		outbox_close(ob);
+	}
+
+	/* Frames of a crash, recovered, then zeros behind them. */
+	ok(outbox_open(&ob, path_in("grown.db"), 1, err, sizeof(err)) == 0,
+	    "open another outbox, not pre-sized");
+	if (ob == NULL)
+		return;
+	last = 0;
+	is_int(insert_n(ob, 3, "g", &last), OUTBOX_OK, "3 rows");
+	ok(snapshot(path_in("grown.db"), c2) == 0, "crash copy");
+	outbox_close(ob);
+	ok(outbox_open(&cr, c2, 1, err, sizeof(err)) == 0, "it opens");
+	if (cr == NULL)
+		return;
+	snprintf(w, sizeof(w), "%s-wal", c2);
+	before = file_size(w);
+	ok(outbox_presize_wal(cr, 0) > 0, "its log is pre-sized after the "
+	    "recovery (was %lld bytes)", before);
+	is_int(insert_n(cr, 2, "h", &last), OUTBOX_OK, "2 more rows");
+	ok(snapshot(c2, c3) == 0, "crash copy of that");
+	outbox_close(cr);
+	ok(outbox_open(&cr, c3, 1, err, sizeof(err)) == 0, "it opens");
+	if (cr != NULL) {
+		is_int(outbox_rows(cr), 5, "with all 5 rows");
+		outbox_close(cr);
+	}
+
+	ok(outbox_open(&ob, path_in("presize-normal.db"), 0, err,
+	    sizeof(err)) == 0, "open with sync = normal");
+	if (ob != NULL) {
+		is_int(outbox_presize_wal(ob, 0), 0, "not pre-sized: its commits "
+		    "sync nothing");
+		outbox_close(ob);
+	}
+}
+
 /*
  * A VFS over SQLite's own that counts xSync calls, to see which transactions
  * reach the disk before they return.
@@ -899,6 +995,7 @@ main(void)
 	test_migration();
 	test_migration_v2();
 	test_fold();
+	test_presize();
 	test_syncs();
 
 	if (getenv("PUBRELAY_KEEP_TMP") == NULL) {
