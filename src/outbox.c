@@ -1101,6 +1101,7 @@ outbox_presize_wal(struct outbox *ob, uint64_t keep_free)
 	sqlite3_file		*fp = NULL;
 	sqlite3_int64		 size, target, off;
 	int64_t			 pages, page_size;
+	uint64_t		 avail;
 	int			 n, rc;
 
 	if (!ob->sync_full)
@@ -1118,7 +1119,8 @@ outbox_presize_wal(struct outbox *ob, uint64_t keep_free)
 		return -1;
 	if (size >= target)
 		return 0;
-	if (outbox_free_space(ob) < keep_free + (uint64_t)(target - size))
+	avail = outbox_free_space(ob);
+	if (avail < keep_free || avail - keep_free < (uint64_t)(target - size))
 		return 0;	/* short of disk: the space is worth more */
 	for (off = size; off < target; off += n) {
 		n = target - off < (sqlite3_int64)sizeof(zeros) ?

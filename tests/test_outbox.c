@@ -706,6 +706,8 @@ test_presize(void)
 	    before);
 	is_int(outbox_presize_wal(ob, UINT64_MAX / 2), 0,
 	    "not pre-sized when that would leave less than keep_free");
+	is_int(outbox_presize_wal(ob, UINT64_MAX), 0,
+	    "nor with the largest keep_free");
 	is_int(file_size(w), before, "the log kept its size");
 	is_int(outbox_presize_wal(ob, 0), want - before,
 	    "pre-sized: %lld bytes added", want - before);
