@@ -431,6 +431,29 @@ make_v1(const char *file, const char *instance)
 	sqlite3_close(db);
 }
 
+/*
+ * Open the older outbox at p (schema version from): it must open, say it
+ * was migrated from that version, and be at the current one.
+ */
+static struct outbox *
+open_migrated(const char *p, int from)
+{
+	struct outbox	*ob;
+	char		 err[512];
+
+	is_int(sql_int(p, "PRAGMA user_version"), from, "a version-%d file",
+	    from);
+	ok(outbox_open(&ob, p, 1, err, sizeof(err)) == 0,
+	    "a version-%d outbox opens: %s", from, ob ? "" : err);
+	if (ob == NULL)
+		return NULL;
+	is_int(outbox_migrated_from(ob), from, "and says it was migrated "
+	    "from %d", from);
+	is_int(sql_int(p, "PRAGMA user_version"), OUTBOX_SCHEMA_VERSION,
+	    "it is now at version %d", OUTBOX_SCHEMA_VERSION);
+	return ob;
+}
+
 static void
 test_migration(void)
 {
@@ -448,14 +471,8 @@ test_migration(void)
 	snprintf(p3, sizeof(p3), "%s", path_in("v4.db"));
 
 	make_v1(p, "0123456789abcdef");
-	is_int(sql_int(p, "PRAGMA user_version"), 1, "a version-1 file");
-	ok(outbox_open(&ob, p, 1, err, sizeof(err)) == 0,
-	    "a version-1 outbox opens: %s", ob ? "" : err);
-	if (ob == NULL)
+	if ((ob = open_migrated(p, 1)) == NULL)
 		return;
-	is_int(outbox_migrated_from(ob), 1, "and says it was migrated from 1");
-	is_int(sql_int(p, "PRAGMA user_version"), OUTBOX_SCHEMA_VERSION,
-	    "it is now at version %d", OUTBOX_SCHEMA_VERSION);
 	is_int(sql_int(p, "SELECT count(*) FROM sqlite_master WHERE "
 	    "name = 'outbox' AND sql LIKE '%AUTOINCREMENT%'"), 0,
 	    "its outbox table has no AUTOINCREMENT any more");
@@ -538,19 +555,13 @@ static void
 test_migration_v2(void)
 {
 	struct outbox	*ob;
-	char		 err[512], p[512];
+	char		 p[512];
 	int64_t		 id;
 
 	snprintf(p, sizeof(p), "%s", path_in("v2.db"));
 	make_v2(p);
-	is_int(sql_int(p, "PRAGMA user_version"), 2, "a version-2 file");
-	ok(outbox_open(&ob, p, 1, err, sizeof(err)) == 0,
-	    "a version-2 outbox opens: %s", ob ? "" : err);
-	if (ob == NULL)
+	if ((ob = open_migrated(p, 2)) == NULL)
 		return;
-	is_int(outbox_migrated_from(ob), 2, "migrated from 2");
-	is_int(sql_int(p, "PRAGMA user_version"), OUTBOX_SCHEMA_VERSION,
-	    "to version %d", OUTBOX_SCHEMA_VERSION);
 	is_int(outbox_rows(ob), 2, "its rows counted");
 	is_int(sql_int(p, "SELECT count(*) FROM outbox"), 2, "and kept");
 	id = insert_one(ob, "routing-key: q\n", "five", 444);
