@@ -1094,6 +1094,9 @@ outbox_checkpoint(struct outbox *ob)
  * by the salts, and zeros are never a valid frame.  SQLite truncates the log
  * only beyond journal_size_limit and deletes it on the last close.
  */
+/* The log is pre-sized only when it takes at most 1/16 of the room. */
+#define OUTBOX_PRESIZE_SHARE	16
+
 int64_t
 outbox_presize_wal(struct outbox *ob, uint64_t keep_free)
 {
@@ -1119,9 +1122,17 @@ outbox_presize_wal(struct outbox *ob, uint64_t keep_free)
 		return -1;
 	if (size >= target)
 		return 0;
+	/*
+	 * Only where the log's size is a small share of the room above
+	 * keep_free.  On a small or nearly full file system the space is worth
+	 * more: commits written into a pre-sized log would later need as much
+	 * again in the database file at the checkpoint, and a relay whose disk
+	 * filled up could then not delete even the rows the broker confirmed.
+	 */
 	avail = outbox_free_space(ob);
-	if (avail < keep_free || avail - keep_free < (uint64_t)(target - size))
-		return 0;	/* short of disk: the space is worth more */
+	if (avail < keep_free ||
+	    (avail - keep_free) / OUTBOX_PRESIZE_SHARE < (uint64_t)(target - size))
+		return 0;
 	for (off = size; off < target; off += n) {
 		n = target - off < (sqlite3_int64)sizeof(zeros) ?
 		    (int)(target - off) : (int)sizeof(zeros);

@@ -60,8 +60,9 @@ int	 outbox_checkpoint(struct outbox *ob);
 /*
  * With sync = full, extend the write-ahead log with zeros to the size it has
  * at its automatic checkpoint, and sync it once, so that commits overwrite
- * blocks that exist instead of allocating them.  Skipped (0) when that would
- * leave less than keep_free bytes on the disk.  Bytes added, or -1.
+ * blocks that exist instead of allocating them.  Skipped (0) unless the
+ * disk has at least 16 times that size free above keep_free bytes.  Bytes
+ * added, or -1.
  */
 int64_t	 outbox_presize_wal(struct outbox *ob, uint64_t keep_free);
 

@@ -700,6 +700,7 @@ test_presize(void)
 	struct outbox	*ob, *cr;
 	char		 err[512], p[512], w[600], c1[512], c2[512], c3[512];
 	long long	 want, before;
+	uint64_t	 room;
 	int64_t		 last = 0, id;
 	int		 i;
 
@@ -719,6 +720,11 @@ test_presize(void)
 	    "not pre-sized when that would leave less than keep_free");
 	is_int(outbox_presize_wal(ob, UINT64_MAX), 0,
 	    "nor with the largest keep_free");
+	room = outbox_free_space(ob);
+	ok(room > 4 * (uint64_t)(want - before), "the test's disk has room");
+	is_int(outbox_presize_wal(ob, room - 4 * (uint64_t)(want - before)), 0,
+	    "nor when the log would take a quarter of the room above "
+	    "keep_free (a small disk: the space is worth more)");
 	is_int(file_size(w), before, "the log kept its size");
 	is_int(outbox_presize_wal(ob, 0), want - before,
 	    "pre-sized: %lld bytes added", want - before);
