@@ -917,7 +917,13 @@ cmd_publish(int argc, char **argv)
 	return pub_run(&o, argc == 1 ? argv[0] : NULL);
 }
 
-/* Send all of req, waiting at most the timeout between bytes. */
+/*
+ * Send all of req, waiting at most the timeout between bytes.  When the
+ * daemon has closed the connection (EPIPE, ECONNRESET) nothing is printed
+ * and -1 is returned with errno set: it may have answered before it closed
+ * (ERR LIMIT or ERR DENIED on connecting), and that answer is the one to
+ * report.
+ */
 static int
 client_send(int fd, const char *req, size_t len)
 {
@@ -934,6 +940,8 @@ client_send(int fd, const char *req, size_t len)
 			since = client_now();
 			continue;
 		}
+		if (n == -1 && (errno == EPIPE || errno == ECONNRESET))
+			return -1;
 		if (n == -1 && errno != EINTR && errno != EAGAIN &&
 		    errno != EWOULDBLOCK) {
 			client_warnx("%s: %s", client_socket, strerror(errno));
@@ -1007,6 +1015,30 @@ client_recv(int fd, struct buf *in, size_t want)
 }
 
 /*
+ * After a send the daemon cut short: whether a whole line it sent before
+ * closing is waiting to be read (into in).  The peer is gone, so nothing
+ * more can arrive: no waiting.
+ */
+static int
+client_recv_left(int fd, struct buf *in)
+{
+	ssize_t	n;
+
+	while (in->len <= CLIENT_MAX_REPLY && (in->len == 0 ||
+	    memchr(in->data, '\n', in->len) == NULL)) {
+		buf_reserve(in, CLIENT_CHUNK);
+		n = recv(fd, in->data + in->len, CLIENT_CHUNK, MSG_DONTWAIT);
+		if (n > 0)
+			in->len += (size_t)n;
+		else if (n == -1 && errno == EINTR)
+			continue;
+		else
+			return 0;
+	}
+	return in->len > 0 && memchr(in->data, '\n', in->len) != NULL;
+}
+
+/*
  * Send one request and read the first line of its reply.  On success *line
  * points into in, NUL-terminated, "\r\n" stripped, and *used is the bytes it
  * took.  An "ERR" reply is reported here: with notfound set (the DEAD
@@ -1019,11 +1051,18 @@ client_request(const char *cmd, const char *req, struct buf *in, int *fdp,
 {
 	char	*nl, text[512];
 	size_t	 len, codelen;
-	int	 status;
+	int	 status, werr;
 
 	if ((status = client_connect(fdp)) != EX_OK)
 		return status;
-	if ((status = client_send(*fdp, req, strlen(req))) != EX_OK ||
+	if ((status = client_send(*fdp, req, strlen(req))) == -1) {
+		werr = errno;
+		if (!client_recv_left(*fdp, in)) {
+			client_warnx("connection to %s lost: %s", client_socket,
+			    strerror(werr));
+			return EX_TEMPFAIL;
+		}
+	} else if (status != EX_OK ||
 	    (status = client_recv(*fdp, in, 0)) != EX_OK)
 		return status;
 	nl = memchr(in->data, '\n', in->len);
@@ -1044,8 +1083,13 @@ client_request(const char *cmd, const char *req, struct buf *in, int *fdp,
 		client_warnx("%s refused: %s", cmd, text);
 		if (notfound != NULL)
 			return status;
-		/* Nothing in a ping or stats to fix: retry or give up. */
-		return status == EX_PROTOCOL ? EX_PROTOCOL : EX_TEMPFAIL;
+		/*
+		 * Nothing in a ping or stats to fix: retry, or give up on a
+		 * reply the client does not understand or a DENIED that no
+		 * retry changes.
+		 */
+		return status == EX_PROTOCOL || status == EX_NOPERM ? status :
+		    EX_TEMPFAIL;
 	}
 	return EX_OK;
 }

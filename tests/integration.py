@@ -1292,6 +1292,17 @@ def allow_lists(ctx):
                                                       err.strip()))
         check_eq(rc, 77, "exit code of a refused client (%s)" % err.strip())
         check("DENIED" in err, "DENIED named: %r" % err)
+    # Every command: no retry turns a DENIED into an answer (77, not 75).
+    for args in (["ping"], ["stats"], ["stats", "--prometheus"],
+                 ["dead", "list"]):
+        rc, out, err = run_as_nobody([cl, "-s", relay.sock] + args)
+        check_eq(rc, 77, "exit code of a refused `%s` (%s)"
+                 % (" ".join(args), err.strip()))
+        check("DENIED" in err, "`%s`: DENIED named: %r"
+              % (" ".join(args), err))
+        if "--prometheus" in args:
+            check("\npubrelay_up 0\n" in "\n" + out,
+                  "--prometheus, refused: pubrelay_up 0: %r" % out)
     with relay.client() as c:
         check_eq(c.ping(), "PONG", "root client next to refused ones")
         r = c.pub("root-1", [("routing-key", "nowhere")])
@@ -1373,6 +1384,17 @@ def limits(ctx):
                 r = over.read_line()
                 check(r is not None and r.startswith("ERR LIMIT"),
                       "client over max_clients: %r" % r)
+            # The client names the LIMIT it was sent, not the broken pipe
+            # of a request sent after the daemon closed: 75, try later.
+            import subprocess
+            for args in (["ping"], ["stats"], ["publish", "-k", "x", "b"]):
+                p = subprocess.run([H.binary("PUBRELAY"), "-s", relay.sock]
+                                   + args, capture_output=True, timeout=30)
+                err = p.stderr.decode(errors="replace")
+                check_eq(p.returncode, 75, "`%s` over max_clients (%s)"
+                         % (" ".join(args), err.strip()))
+                check("LIMIT" in err, "`%s` over max_clients names LIMIT: "
+                      "%r" % (" ".join(args), err))
         finally:
             for c in extra:
                 c.close()
