@@ -285,7 +285,7 @@ proto_prop_line(struct proto_pub *pub, const char *p, size_t n,
 		}
 		if (b == -1) {
 			proto_errf(err, errlen, "%s: \"%s\" is not yes/no, "
-			    "true/false or 1/0", d->name,
+			    "true/false, on/off or 1/0", d->name,
 			    proto_quote(q, sizeof(q), v, vlen));
 			return -1;
 		}

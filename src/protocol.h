@@ -24,10 +24,11 @@
  *   DEAD PURGE <id>|ALL\n   -> OK <count>\n
  *   (an id that is not parked: ERR NOTFOUND)
  *
- * Property names: exchange, routing-key, mandatory (yes/no, true/false, 1/0),
- * content-type, content-encoding, header ("NAME=VALUE", may repeat), delivery-mode
- * (1 or 2), priority (0-255), correlation-id, reply-to, expiration (decimal
- * milliseconds), message-id, timestamp (decimal Unix seconds), type, app-id.
+ * Property names: exchange, routing-key, mandatory (yes/no, true/false,
+ * on/off, 1/0), content-type, content-encoding, header ("NAME=VALUE", may
+ * repeat), delivery-mode (1 or 2), priority (0-255), correlation-id,
+ * reply-to, expiration (decimal milliseconds), message-id, timestamp
+ * (decimal Unix seconds), type, app-id.
  * The value is the rest of the line after ':' and any spaces or tabs.
  * Exchange and routing key default to "" (the default exchange).  Short
  * strings (everything but header values) are at most 255 bytes.  A property
