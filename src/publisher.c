@@ -29,6 +29,7 @@
  *   a message that closes the channel in probe mode is the culprit and is
  *   parked or retried by policy.
  */
+#include <sys/ioctl.h>
 #include <sys/socket.h>
 #include <sys/uio.h>
 #include <poll.h>
@@ -171,6 +172,7 @@ struct publisher {
 	char			 ret_rkey[PROTO_SHORTSTR_MAX + 1];
 	amqp_table_entry_t	 hdrs[PROTO_MAX_HEADERS];
 	int			 ever_connected;
+	int			 window_held;	/* TCP_USER_TIMEOUT off */
 };
 
 static const char *
@@ -452,6 +454,12 @@ pub_fail(struct publisher *p, const char *fmt, ...)
 	evtimer_add(p->ev_retry, &tv);
 }
 
+static unsigned int
+pub_user_timeout(const struct config *cf)
+{
+	return cf->heartbeat ? cf->heartbeat * 2000 : 60000;
+}
+
 static void
 pub_tune_socket(int fd, const struct config *cf)
 {
@@ -461,14 +469,57 @@ pub_tune_socket(int fd, const struct config *cf)
 	/*
 	 * A dead peer must not hold amqp_basic_publish() forever (0.11 waits
 	 * for the send buffer without a deadline): bound unacknowledged data.
+	 * Suspended while the peer holds its window closed: pub_watch_window().
 	 */
-	uto = cf->heartbeat ? cf->heartbeat * 2000 : 60000;
+	uto = pub_user_timeout(cf);
 	idle = cf->heartbeat ? (int)cf->heartbeat : 30;
 	setsockopt(fd, IPPROTO_TCP, TCP_USER_TIMEOUT, &uto, sizeof(uto));
 	setsockopt(fd, SOL_SOCKET, SO_KEEPALIVE, &on, sizeof(on));
 	setsockopt(fd, IPPROTO_TCP, TCP_KEEPIDLE, &idle, sizeof(idle));
 	setsockopt(fd, IPPROTO_TCP, TCP_KEEPINTVL, &intvl, sizeof(intvl));
 	setsockopt(fd, IPPROTO_TCP, TCP_KEEPCNT, &cnt, sizeof(cnt));
+}
+
+/*
+ * TCP_USER_TIMEOUT is there for a dead peer.  A live broker that stops
+ * reading (connection.blocked in a resource alarm, which can last hours, or
+ * plain overload) closes its receive window and answers the kernel's window
+ * probes, yet Linux aborts such a connection once the window has stayed
+ * closed for the user timeout: the relay would drop the link and send a
+ * whole window again every 2 x heartbeat for as long as the alarm lasts.
+ * So, from the tick and from a write waiting for room: while everything
+ * sent has been acknowledged, bytes wait in the send queue and the probes
+ * are being answered, the timeout is off; it is back as soon as one of
+ * these stops holding (a peer that stops answering the probes too is dead:
+ * the next probe then ends the connection).
+ */
+#define PUB_PROBES_UNANSWERED	3
+
+static void
+pub_watch_window(struct publisher *p, int fd)
+{
+	struct tcp_info	ti;
+	socklen_t	len = sizeof(ti);
+	unsigned int	uto;
+	int		outq, held;
+
+	if (fd < 0 || getsockopt(fd, IPPROTO_TCP, TCP_INFO, &ti, &len) == -1 ||
+	    ioctl(fd, TIOCOUTQ, &outq) == -1)
+		return;
+	held = ti.tcpi_unacked == 0 && outq > 0 &&
+	    ti.tcpi_probes < PUB_PROBES_UNANSWERED;
+	if (held == p->window_held)
+		return;
+	uto = held ? 0 : pub_user_timeout(p->cf);
+	if (setsockopt(fd, IPPROTO_TCP, TCP_USER_TIMEOUT, &uto,
+	    sizeof(uto)) == -1)
+		return;
+	p->window_held = held;
+	if (held)
+		log_debug("broker holds its receive window closed (%d bytes "
+		    "waiting): no TCP_USER_TIMEOUT while it answers", outq);
+	else
+		log_debug("broker window: TCP_USER_TIMEOUT %u ms again", uto);
 }
 
 static void pub_read_cb(evutil_socket_t, short, void *);
@@ -598,6 +649,7 @@ pub_connect(struct publisher *p)
 	fd = amqp_get_sockfd(p->conn);
 	atomic_store(&p->sockfd, fd);
 	pub_tune_socket(fd, p->cf);
+	p->window_held = 0;
 	amqp_set_handshake_timeout(p->conn, &tv);
 	amqp_set_rpc_timeout(p->conn, &tv);
 
@@ -1256,6 +1308,7 @@ pub_writev(struct publisher *p, struct iovec *iov, int n)
 				    strerror(errno));
 				return -1;
 			}
+			pub_watch_window(p, fd);
 			continue;
 		}
 		while (n > 0 && (size_t)w >= iov->iov_len) {
@@ -1525,6 +1578,8 @@ pub_tick_cb(evutil_socket_t fd, short what, void *arg)
 	(void)fd;
 	(void)what;
 	/* Heartbeats are sent and checked only inside library calls. */
+	if (p->conn != NULL)
+		pub_watch_window(p, amqp_get_sockfd(p->conn));
 	if (p->conn != NULL && pub_drain(p) == 0) {
 		pub_check_healthy(p);
 		pub_check_confirms(p);
