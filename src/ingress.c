@@ -593,8 +593,8 @@ ingress_dead(struct ingress *ing, const struct proto_req *req,
 		l.n = 0;
 		max = req->dead_max ? (int)req->dead_max :
 		    PROTO_DEAD_LIST_DEFAULT;
-		if (outbox_dead_foreach(ing->ob, 0, max, ingress_dead_line_cb,
-		    &l) == -1) {
+		if (outbox_dead_foreach(ing->ob, 0, max, 0,
+		    ingress_dead_line_cb, &l) == -1) {
 			evbuffer_add_printf(out, "ERR %s cannot read the "
 			    "dead letters: %s\n", PROTO_E_STORE,
 			    outbox_errmsg(ing->ob));

@@ -817,15 +817,18 @@ outbox_park(struct outbox *ob, int64_t id, unsigned attempts,
 
 int
 outbox_dead_foreach(struct outbox *ob, int64_t after, int max,
-    outbox_dead_fn fn, void *arg)
+    int with_body, outbox_dead_fn fn, void *arg)
 {
 	sqlite3_stmt		*st;
 	struct outbox_dead	 d;
 	int			 rc, n = 0;
 
 	/* A read: allowed inside a group commit, which never touches dead. */
-	rc = sqlite3_prepare_v2(ob->db, "SELECT id, created, parked, attempts, "
-	    "reason, props, body FROM dead WHERE id > ?1 ORDER BY id LIMIT ?2",
+	rc = sqlite3_prepare_v2(ob->db, with_body ?
+	    "SELECT id, created, parked, attempts, reason, props, body "
+	    "FROM dead WHERE id > ?1 ORDER BY id LIMIT ?2" :
+	    "SELECT id, created, parked, attempts, reason, props, "
+	    "length(body) FROM dead WHERE id > ?1 ORDER BY id LIMIT ?2",
 	    -1, &st, NULL);
 	if (rc != SQLITE_OK)
 		return -1;
@@ -839,14 +842,19 @@ outbox_dead_foreach(struct outbox *ob, int64_t after, int max,
 		d.reason = (const char *)sqlite3_column_text(st, 4);
 		d.props = sqlite3_column_blob(st, 5);
 		d.plen = (size_t)sqlite3_column_bytes(st, 5);
-		d.body = sqlite3_column_blob(st, 6);
-		d.blen = (size_t)sqlite3_column_bytes(st, 6);
+		if (with_body) {
+			d.body = sqlite3_column_blob(st, 6);
+			d.blen = (size_t)sqlite3_column_bytes(st, 6);
+			if (d.body == NULL)
+				d.body = "";
+		} else {
+			d.body = NULL;
+			d.blen = (size_t)sqlite3_column_int64(st, 6);
+		}
 		if (d.reason == NULL)
 			d.reason = "";
 		if (d.props == NULL)
 			d.props = "";
-		if (d.body == NULL)
-			d.body = "";
 		n++;
 		if (fn(arg, &d) != 0) {
 			rc = SQLITE_DONE;

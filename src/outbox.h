@@ -108,9 +108,14 @@ struct outbox_dead {
 };
 typedef int (*outbox_dead_fn)(void *arg, const struct outbox_dead *d);
 
-/* Dead letters with id > after, in id order, at most max; count or -1. */
+/*
+ * Dead letters with id > after, in id order, at most max; count or -1.
+ * Without with_body, body is NULL and only blen is set: a listing then
+ * reads no message bodies (SQLite takes a blob's length from the record
+ * header), so a large dead table does not stall the ingress thread.
+ */
 int	 outbox_dead_foreach(struct outbox *ob, int64_t after, int max,
-	    outbox_dead_fn fn, void *arg);
+	    int with_body, outbox_dead_fn fn, void *arg);
 /*
  * Replay: move dead letter id (0: all, in id order) back to the tail of the
  * outbox, as new rows.  *n gets how many moved (0: no such dead letter).

@@ -70,6 +70,8 @@ struct dead_collect {
 	char		reasons[16][64];
 	char		props[16][128];
 	char		bodies[16][32];
+	size_t		blens[16];
+	int		no_body;	/* rows listed with body NULL */
 };
 
 static int
@@ -84,8 +86,12 @@ dead_cb(void *arg, const struct outbox_dead *d)
 	snprintf(c->reasons[c->n], sizeof(c->reasons[0]), "%s", d->reason);
 	snprintf(c->props[c->n], sizeof(c->props[0]), "%.*s", (int)d->plen,
 	    d->props);
-	snprintf(c->bodies[c->n], sizeof(c->bodies[0]), "%.*s", (int)d->blen,
-	    (const char *)d->body);
+	c->blens[c->n] = d->blen;
+	if (d->body == NULL)
+		c->no_body++;
+	else
+		snprintf(c->bodies[c->n], sizeof(c->bodies[0]), "%.*s",
+		    (int)d->blen, (const char *)d->body);
 	c->n++;
 	return c->stop_after != 0 && c->n >= c->stop_after;
 }
@@ -178,7 +184,7 @@ test_dead(void)
 {
 	struct outbox		*ob;
 	struct outbox_reader	*r;
-	struct dead_collect	 dc;
+	struct dead_collect	 dc, dc2;
 	struct row_collect	 rc;
 	char			 err[512], want[128], p[512];
 	const char		*pa = "routing-key: q\n";
@@ -248,7 +254,7 @@ test_dead(void)
 	is_int(outbox_rows(ob), 1, "outbox rows unchanged");
 
 	memset(&dc, 0, sizeof(dc));
-	is_int(outbox_dead_foreach(ob, 0, 100, dead_cb, &dc), 3,
+	is_int(outbox_dead_foreach(ob, 0, 100, 1, dead_cb, &dc), 3,
 	    "foreach lists every dead letter");
 	ok(dc.ids[0] == a && dc.ids[1] == b && dc.ids[2] == c,
 	    "in id order, with the ids they had in the outbox");
@@ -270,21 +276,35 @@ test_dead(void)
 	    outbox_instance(ob), (long long)c);
 	is_str(dc.props[2], want, "a missing last newline is added first");
 	is_str(dc.bodies[2], "charlie", "body kept");
+	is_int(dc.no_body, 0, "with_body: every body given");
+
+	/* What DEAD LIST uses: the same rows, lengths without the bodies. */
+	memset(&dc2, 0, sizeof(dc2));
+	is_int(outbox_dead_foreach(ob, 0, 100, 0, dead_cb, &dc2), 3,
+	    "foreach without bodies lists every dead letter");
+	is_int(dc2.no_body, 3, "without bodies: body is NULL");
+	ok(dc2.ids[0] == a && dc2.ids[1] == b && dc2.ids[2] == c,
+	    "without bodies: same ids, same order");
+	ok(dc2.blens[0] == dc.blens[0] && dc2.blens[1] == dc.blens[1] &&
+	    dc2.blens[2] == dc.blens[2], "without bodies: same body lengths");
+	is_int(dc2.blens[2], 7, "without bodies: 'charlie' is 7 bytes");
+	is_str(dc2.props[0], dc.props[0], "without bodies: same props");
+	is_str(dc2.reasons[1], dc.reasons[1], "without bodies: same reason");
 
 	memset(&dc, 0, sizeof(dc));
-	is_int(outbox_dead_foreach(ob, a, 100, dead_cb, &dc), 2,
+	is_int(outbox_dead_foreach(ob, a, 100, 1, dead_cb, &dc), 2,
 	    "foreach after an id lists only later ones");
 	is_int(dc.ids[0], b, "starting after it");
 	memset(&dc, 0, sizeof(dc));
-	is_int(outbox_dead_foreach(ob, 0, 2, dead_cb, &dc), 2,
+	is_int(outbox_dead_foreach(ob, 0, 2, 1, dead_cb, &dc), 2,
 	    "foreach honours the limit");
 	ok(dc.ids[0] == a && dc.ids[1] == b, "the first two");
 	memset(&dc, 0, sizeof(dc));
 	dc.stop_after = 1;
-	is_int(outbox_dead_foreach(ob, 0, 100, dead_cb, &dc), 1,
+	is_int(outbox_dead_foreach(ob, 0, 100, 1, dead_cb, &dc), 1,
 	    "a callback returning non-zero stops the listing");
 	memset(&dc, 0, sizeof(dc));
-	is_int(outbox_dead_foreach(ob, c, 100, dead_cb, &dc), 0,
+	is_int(outbox_dead_foreach(ob, c, 100, 1, dead_cb, &dc), 0,
 	    "nothing after the last one");
 
 	/* The publisher never sees parked rows. */
@@ -368,7 +388,7 @@ test_dead(void)
 	is_int(outbox_park(ob, rc.ids[1], 3, "again", 13000), OUTBOX_OK,
 	    "park a replayed row again");
 	memset(&dc, 0, sizeof(dc));
-	outbox_dead_foreach(ob, 0, 100, dead_cb, &dc);
+	outbox_dead_foreach(ob, 0, 100, 1, dead_cb, &dc);
 	is_str(props_message_id(dc.props[0]), want,
 	    "no second message-id is added");
 
@@ -383,7 +403,7 @@ test_dead(void)
 	is_int(n, 1, "one deleted");
 	is_int(outbox_dead_rows(ob), 2, "two left");
 	memset(&dc, 0, sizeof(dc));
-	is_int(outbox_dead_foreach(ob, 0, 100, dead_cb, &dc), 2,
+	is_int(outbox_dead_foreach(ob, 0, 100, 1, dead_cb, &dc), 2,
 	    "two listed");
 	ok(dc.ids[0] == tail && dc.ids[1] == rc.ids[1], "the other two");
 	is_int(outbox_dead_bytes(ob),
@@ -499,7 +519,7 @@ test_migration(void)
 	is_int(outbox_park(ob, rc.ids[0], 1, "NO_ROUTE", 500), OUTBOX_OK,
 	    "park in a migrated outbox");
 	memset(&dc, 0, sizeof(dc));
-	is_int(outbox_dead_foreach(ob, 0, 10, dead_cb, &dc), 1, "listed");
+	is_int(outbox_dead_foreach(ob, 0, 10, 1, dead_cb, &dc), 1, "listed");
 	is_str(props_message_id(dc.props[0]), "0123456789abcdef-1",
 	    "with the message-id the old instance generated");
 	is_int(outbox_dead_retry(ob, 0, 600, &n), OUTBOX_OK, "and replayed");
