@@ -1635,8 +1635,9 @@ pub_wake_cb(evutil_socket_t fd, short what, void *arg)
  * Main thread: hand parks, then the confirmed prefix, to the owner.  Every
  * park of an id up to the confirmed value read here was queued before that
  * value was stored, so it is parked before anything past it is deleted.
+ * Returns that value.
  */
-static void
+static int64_t
 pub_deliver(struct publisher *p)
 {
 	struct pub_park	*parks;
@@ -1656,6 +1657,7 @@ pub_deliver(struct publisher *p)
 			    parks[i].reason, p->cb_arg);
 	free(parks);
 	p->confirmed_cb(upto, p->cb_arg);
+	return upto;
 }
 
 /* Main thread: hand the confirmed prefix to the owner, which deletes. */
@@ -1666,7 +1668,7 @@ pub_confirmed_cb(evutil_socket_t fd, short what, void *arg)
 
 	(void)fd;
 	(void)what;
-	pub_deliver(p);
+	(void)pub_deliver(p);
 }
 
 static void *
@@ -1827,12 +1829,17 @@ publisher_stop(struct publisher *p, unsigned timeout_ms, int64_t *confirmed)
 			log_warnx("publisher thread did not stop; exiting "
 			    "without it (unconfirmed messages stay in the "
 			    "outbox)");
-			*confirmed = atomic_load(&p->confirmed_shared);
+			/*
+			 * Parks queued since the last delivery first: the
+			 * owner deletes up to *confirmed, which may cover
+			 * them.  No later value: it could cover parks queued
+			 * after these were taken.
+			 */
+			*confirmed = pub_deliver(p);
 			return -1;
 		}
 	}
-	pub_deliver(p);
-	*confirmed = atomic_load(&p->confirmed_shared);
+	*confirmed = pub_deliver(p);
 	event_free(p->ev_confirmed);
 	event_free(p->ev_wake);
 	event_free(p->ev_tick);

@@ -1429,6 +1429,60 @@ def shutdown_outage(ctx):
     check_eq(relay.term(), 0, "pubrelayd exit code after SIGTERM")
 
 
+@scenario
+def shutdown_stuck_connect(ctx):
+    """SIGTERM while the publisher thread is stuck in a TCP connect that
+    shutdown(2) cannot reach (a listener whose accept queue is full drops
+    the SYNs; connect_timeout 30 s): pubrelayd exits 0 after its 2 + 1 s
+    grace without the thread, saying so, without a crash from the thread
+    it leaves behind; after a restart on the real broker the backlog is
+    there and drains in order."""
+    import socket
+    b = ctx.broker
+    with ctx.consumer() as c:
+        q = c.declare(H.unique_queue("stuck-connect"))
+    hole = socket.socket()
+    hole.bind(("127.0.0.1", 0))
+    hole.listen(0)
+    filler = socket.create_connection(hole.getsockname(), timeout=5)
+    try:
+        relay = ctx.relay(uri="amqp://guest:guest@127.0.0.1:%d"
+                          % hole.getsockname()[1],
+                          overrides={"broker": {"connect_timeout": "30s"}})
+        N = 500
+        pr = H.LinesProducer(relay, q, lines_for(1, N)).start()
+        pr.join(60)
+        check_eq(pr.rc, 0, "producer while the connect hangs (%s)"
+                 % pr.describe())
+        st = relay.stats()
+        check_eq(st.get("state"), "connecting", "state while the connect "
+                 "hangs")
+        t0 = time.monotonic()
+        rc = relay.term(timeout=20)
+        took = time.monotonic() - t0
+        ctx.note("SIGTERM in a hung connect: exit %s after %.1fs"
+                 % (rc, took))
+        check_eq(rc, 0, "exit code after SIGTERM in a hung connect")
+        check(took < 8, "SIGTERM in a hung connect took %.1fs" % took)
+        check("publisher thread did not stop" in relay.log_text(),
+              "the log says the publisher thread was left behind")
+    finally:
+        filler.close()
+        hole.close()
+    relay.sections["broker"]["uri"] = b.uri()
+    H.write_ini(relay.ini, relay.sections)
+    relay.restart()
+    st = relay.wait_drained(60)
+    ctx.note("drained: %s" % H.fmt_stats(st))
+    check_eq(relay.term(), 0, "pubrelayd exit code after SIGTERM")
+    with ctx.consumer() as c:
+        msgs = c.drain(q)
+    per, other = split_by_producer(msgs)
+    check_eq(len(other), 0, "foreign messages in the queue")
+    check_producer(ctx, 1, per.get(1, []), range(N), 0, N - 1,
+                   allow_dups=False)
+
+
 # ---------------------------------------------------------------------------
 # Driver
 
