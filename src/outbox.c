@@ -734,7 +734,7 @@ outbox_park_props(struct outbox *ob, int64_t id, const char *props,
 	if (plen > 0 && props[plen - 1] != '\n')
 		buf_append(out, "\n", 1);
 	buf_printf(out, "message-id: %s-%" PRId64 "\n", ob->instance, id);
-	if (out->len > PROTO_MAX_BLOCK) {
+	if (out->len > PROTO_MAX_STORED_BLOCK) {	/* cannot happen */
 		buf_reset(out);
 		if (plen > 0)
 			buf_append(out, props, plen);

@@ -375,9 +375,9 @@ proto_parse_props(const char *block, size_t len, struct proto_pub *pub,
 		proto_errf(err, errlen, "no property block");
 		return -1;
 	}
-	if (len > PROTO_MAX_BLOCK) {
+	if (len > PROTO_MAX_STORED_BLOCK) {
 		proto_errf(err, errlen, "property block longer than %d bytes",
-		    PROTO_MAX_BLOCK);
+		    PROTO_MAX_STORED_BLOCK);
 		return -1;
 	}
 	pub->props.p = block;

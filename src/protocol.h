@@ -63,6 +63,15 @@
 #define PROTO_MAX_HEADERS	128	/* "header:" lines in one request */
 #define PROTO_MAX_LINE		8192	/* one request or property line, with EOL */
 #define PROTO_MAX_BLOCK		65536	/* the whole property block */
+/*
+ * A stored block (outbox, dead letters) may be longer by the message-id
+ * line a park adds when the client gave none (outbox_park_props(): a
+ * newline, "message-id: " and <16 hex digits>-<id>, then a newline), so a
+ * replayed message keeps the id its OK named.  proto_parse_props() takes
+ * that much; requests are held to PROTO_MAX_BLOCK while they are read.
+ */
+#define PROTO_PARK_ID_ROOM	64
+#define PROTO_MAX_STORED_BLOCK	(PROTO_MAX_BLOCK + PROTO_PARK_ID_ROOM)
 #define PROTO_DEAD_LIST_MAX	100000	/* DEAD LIST <max> */
 #define PROTO_DEAD_LIST_DEFAULT	1000	/* DEAD LIST without a max */
 

@@ -175,6 +175,105 @@ props_message_id(const char *props)
 	return id;
 }
 
+/* The message-id of a stored block of any size, or "(none...)". */
+struct big_props {
+	char	id[300];
+	int64_t	row;
+};
+
+static int
+big_props_cb(struct big_props *c, int64_t id, const char *props, size_t plen)
+{
+	static struct proto_pub	pub;
+	char			err[256];
+
+	c->row = id;
+	if (proto_parse_props(props, plen, &pub, err, sizeof(err)) != 0)
+		snprintf(c->id, sizeof(c->id), "(none: %s)", err);
+	else if (pub.message_id.p == NULL)
+		snprintf(c->id, sizeof(c->id), "(none)");
+	else
+		snprintf(c->id, sizeof(c->id), "%.*s",
+		    (int)pub.message_id.len, pub.message_id.p);
+	return 0;
+}
+
+static int
+big_dead_cb(void *arg, const struct outbox_dead *d)
+{
+	return big_props_cb(arg, d->id, d->props, d->plen);
+}
+
+static int
+big_row_cb(void *arg, const struct outbox_row *row)
+{
+	return big_props_cb(arg, row->id, row->props, row->plen);
+}
+
+/*
+ * A message whose property block is as long as a request may make it, and
+ * has no message-id: parked, it still gets the generated one written in
+ * (the stored block has room for it), and replayed it is published under
+ * the id its OK named.
+ */
+static void
+test_park_full_block(void)
+{
+	struct outbox		*ob;
+	struct outbox_reader	*r;
+	struct big_props	 c;
+	struct buf		 b;
+	char			 err[512], p[512], want[64], line[600];
+	int64_t			 id;
+	uint64_t		 n;
+	int			 i;
+
+	snprintf(p, sizeof(p), "%s", path_in("fullblock.db"));
+	if (outbox_open(&ob, p, 1, err, sizeof(err)) != 0) {
+		ok(0, "open %s: %s", p, err);
+		return;
+	}
+	buf_init(&b);
+	buf_printf(&b, "routing-key: q\n");
+	/* Header lines up to exactly PROTO_MAX_BLOCK bytes. */
+	for (i = 0; b.len < PROTO_MAX_BLOCK; i++) {
+		size_t room = PROTO_MAX_BLOCK - b.len;
+		size_t len = room > 512 ? 512 : room;
+
+		if (room - len > 0 && room - len < 16)
+			len = room - 16;
+		snprintf(line, sizeof(line), "header: h%03d=", i);
+		memset(line + strlen(line), 'v', len - strlen(line) - 1);
+		line[len - 1] = '\n';
+		line[len] = '\0';
+		buf_append(&b, line, len);
+	}
+	is_int(b.len, PROTO_MAX_BLOCK, "a block of PROTO_MAX_BLOCK bytes");
+	id = -1;
+	ok(outbox_begin(ob) == OUTBOX_OK && outbox_insert(ob, b.data, b.len,
+	    "big", 3, 100, &id) == OUTBOX_OK && outbox_commit(ob) == OUTBOX_OK,
+	    "inserted");
+	is_int(outbox_park(ob, id, 3, "NO_ROUTE", 5000), OUTBOX_OK, "parked");
+	snprintf(want, sizeof(want), "%s-%lld", outbox_instance(ob),
+	    (long long)id);
+	memset(&c, 0, sizeof(c));
+	is_int(outbox_dead_foreach(ob, 0, 10, 1, big_dead_cb, &c), 1,
+	    "listed");
+	is_str(c.id, want, "the parked full block has the generated "
+	    "message-id");
+	is_int(outbox_dead_retry(ob, id, 6000, &n), OUTBOX_OK, "replayed");
+	is_int(n, 1, "one moved");
+	ok(outbox_reader_open(&r, p, err, sizeof(err)) == 0, "reader opens");
+	memset(&c, 0, sizeof(c));
+	is_int(outbox_reader_fetch(r, 0, 10, big_row_cb, &c), 1,
+	    "the reader sees the replayed row");
+	ok(c.row > id, "at the tail");
+	is_str(c.id, want, "the publisher parses it, with the id of its OK");
+	outbox_reader_close(r);
+	buf_free(&b);
+	outbox_close(ob);
+}
+
 /*
  * Parking, listing, replaying and purging dead letters, with the running
  * totals checked against the tables after every step.
@@ -1031,6 +1130,7 @@ main(void)
 	    "a directory is refused: %s", err);
 
 	test_dead();
+	test_park_full_block();
 	test_migration();
 	test_migration_v2();
 	test_fold();

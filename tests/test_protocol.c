@@ -742,9 +742,14 @@ test_block_limit(void)
 	    "block one over: FATAL");
 	is_str(req.err_code, PROTO_E_PROTO, "... PROTO");
 	ok(strstr(req.err, "block too long") != NULL, "... '%s'", req.err);
+	/* Stored blocks have room for the message-id line a park adds. */
 	is_int(proto_parse_props(b + 6, PROTO_MAX_BLOCK + 1, &pub, err,
-	    sizeof(err)), -1, "... parse_props refuses it");
+	    sizeof(err)), 0, "... parse_props takes it as a stored block");
+	memset(b, 'a', PROTO_MAX_STORED_BLOCK + 1);
+	is_int(proto_parse_props(b, PROTO_MAX_STORED_BLOCK + 1, &pub, err,
+	    sizeof(err)), -1, "a stored block over its limit: refused");
 	ok(strstr(err, "block") != NULL, "... '%s'", err);
+	n = make_block(b, PROTO_MAX_BLOCK / PROTO_MAX_HEADERS, 1);
 	/* Known as soon as the block cannot end in time. */
 	is_int(parse_n(b, 6 + PROTO_MAX_BLOCK, NOLIMIT, &req, &c), PROTO_FATAL,
 	    "block one over, cut at the limit: FATAL");
