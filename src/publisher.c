@@ -487,11 +487,11 @@ pub_tune_socket(int fd, const struct config *cf)
  * probes, yet Linux aborts such a connection once the window has stayed
  * closed for the user timeout: the relay would drop the link and send a
  * whole window again every 2 x heartbeat for as long as the alarm lasts.
- * So, from the tick and from a write waiting for room: while everything
- * sent has been acknowledged, bytes wait in the send queue and the probes
- * are being answered, the timeout is off; it is back as soon as one of
- * these stops holding (a peer that stops answering the probes too is dead:
- * the next probe then ends the connection).
+ * So, from the tick and from a write that waited a second for room: while
+ * everything sent has been acknowledged, bytes wait in the send queue and
+ * the probes are being answered, the timeout is off; it is back as soon as
+ * one of these stops holding (a peer that stops answering the probes too
+ * is dead: the next probe then ends the connection).
  */
 #define PUB_PROBES_UNANSWERED	3
 
@@ -1277,7 +1277,7 @@ pub_writev(struct publisher *p, struct iovec *iov, int n)
 	struct msghdr	 mh;
 	struct pollfd	 pfd;
 	ssize_t		 w;
-	int		 fd;
+	int		 fd, rc;
 
 	fd = amqp_get_sockfd(p->conn);
 	while (n > 0) {
@@ -1303,12 +1303,14 @@ pub_writev(struct publisher *p, struct iovec *iov, int n)
 			}
 			pfd.fd = fd;
 			pfd.events = POLLOUT;
-			if (poll(&pfd, 1, 1000) == -1 && errno != EINTR) {
+			rc = poll(&pfd, 1, 1000);
+			if (rc == -1 && errno != EINTR) {
 				pub_fail(p, "publish: poll: %s",
 				    strerror(errno));
 				return -1;
 			}
-			pub_watch_window(p, fd);
+			if (rc == 0)	/* a second without room */
+				pub_watch_window(p, fd);
 			continue;
 		}
 		while (n > 0 && (size_t)w >= iov->iov_len) {
