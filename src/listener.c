@@ -88,13 +88,15 @@ listener_gid_allowed(const struct config *cf, gid_t gid)
 
 /*
  * May this peer publish?  Its uid is in allow_users, or its primary group
- * (as it connected) or a group of its uid in the group database is in
- * allow_groups.  The lookup may block on a remote user database (NSS): only
- * when allow_groups is set and the cheap checks failed.
+ * or one of its supplementary groups (as it connected: SO_PEERGROUPS) or a
+ * group of its uid in the group database is in allow_groups.  The lookup
+ * may block on a remote user database (NSS): only when allow_groups is set
+ * and the cheap checks failed.
  */
 static int
-listener_peer_allowed(const struct config *cf, const struct ucred *uc)
+listener_peer_allowed(const struct config *cf, int fd, const struct ucred *uc)
 {
+	socklen_t	 glen;
 	struct passwd	*pw;
 	gid_t		 groups[LISTENER_GROUPS_MAX];
 	int		 i, n = LISTENER_GROUPS_MAX;
@@ -109,6 +111,13 @@ listener_peer_allowed(const struct config *cf, const struct ucred *uc)
 		return 0;
 	if (listener_gid_allowed(cf, uc->gid))
 		return 1;
+	/* Over LISTENER_GROUPS_MAX (ERANGE): only the database below. */
+	glen = sizeof(groups);
+	if (getsockopt(fd, SOL_SOCKET, SO_PEERGROUPS, groups, &glen) == 0) {
+		for (j = 0; j < glen / sizeof(groups[0]); j++)
+			if (listener_gid_allowed(cf, groups[j]))
+				return 1;
+	}
 	if ((pw = getpwuid(uc->uid)) == NULL)
 		return 0;
 	/* On overflow n is the count needed; the first LISTENER_GROUPS_MAX do. */
@@ -137,7 +146,7 @@ listener_check_peer(struct listener *l, int fd)
 		close(fd);
 		return -1;
 	}
-	if (listener_peer_allowed(l->cf, &uc))
+	if (listener_peer_allowed(l->cf, fd, &uc))
 		return 0;
 	for (i = 0; i < l->ndenied && l->denied[i] != uc.uid; i++)
 		;

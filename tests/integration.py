@@ -1259,10 +1259,12 @@ def stats_formats(ctx):
 # 7. allow_lists: who may publish ([socket] allow_users / allow_groups)
 
 
-def run_as_nobody(args, regid="nogroup", timeout=30):
-    """The client as user nobody (no supplementary groups)."""
+def run_as_nobody(args, regid="nogroup", timeout=30, groups=None):
+    """The client as user nobody (no supplementary groups, or groups: a
+    comma-separated list)."""
     import subprocess
     p = subprocess.run(["setpriv", "--reuid=nobody", "--regid=%s" % regid,
+                        "--groups=%s" % groups if groups else
                         "--clear-groups"] + args, capture_output=True,
                        timeout=timeout, stdin=subprocess.DEVNULL)
     return p.returncode, p.stdout.decode(errors="replace"), \
@@ -1337,6 +1339,19 @@ def allow_lists(ctx):
     check_eq((rc, out.strip()), (0, "PONG"),
              "nobody with gid root, nogroup in the database (%s)"
              % err.strip())
+    check_eq(relay.term(), 0, "pubrelayd exit code after SIGTERM")
+
+    # A supplementary group the process holds (SupplementaryGroups=, sg)
+    # but the database does not give its user: SO_PEERGROUPS lets it in.
+    relay = ctx.relay(name="allow_peergroups", overrides={"socket": {
+        "mode": "0666", "allow_users": "root", "allow_groups": "4242"}})
+    cl = reachable_client(relay)
+    rc, out, err = run_as_nobody([cl, "-s", relay.sock, "ping"])
+    check_eq(rc, 77, "nobody without group 4242 (%s)" % err.strip())
+    rc, out, err = run_as_nobody([cl, "-s", relay.sock, "ping"],
+                                 groups="4242")
+    check_eq((rc, out.strip()), (0, "PONG"),
+             "nobody holding supplementary group 4242 (%s)" % err.strip())
     check_eq(relay.term(), 0, "pubrelayd exit code after SIGTERM")
 
 
