@@ -12,6 +12,7 @@
 #include <sys/un.h>
 
 #include <errno.h>
+#include <fcntl.h>
 #include <getopt.h>
 #include <limits.h>
 #include <poll.h>
@@ -432,6 +433,21 @@ pub_reply(struct pub_run *r, const char *line, size_t len)
 	if (len > 0 && line[len - 1] == '\r')
 		len--;
 	if (r->nreplied >= r->nsent) {
+		/*
+		 * LIMIT and DENIED come right after connecting, before any
+		 * request (with --lines, before the first line was read).
+		 */
+		if (client_err_split(line, len, &codelen) == 0 &&
+		    ((codelen == strlen(PROTO_E_LIMIT) && strncmp(line + 4,
+		    PROTO_E_LIMIT, codelen) == 0) ||
+		    (codelen == strlen(PROTO_E_DENIED) && strncmp(line + 4,
+		    PROTO_E_DENIED, codelen) == 0))) {
+			client_clean(text, sizeof(text), line + 4, len - 4);
+			pub_fail(r, client_err_status(line + 4, codelen),
+			    "connection refused: %s", text);
+			r->rdead = 1;
+			return;
+		}
 		client_clean(text, sizeof(text), line, len);
 		pub_fail(r, EX_PROTOCOL, "reply without a request: \"%s\"",
 		    text);
@@ -2183,7 +2199,17 @@ main(int argc, char **argv)
 		{ NULL,		0,		   NULL, 0 }
 	};
 	const char	*timeout = CLIENT_DEFAULT_TIMEOUT;
-	int		 ch;
+	int		 ch, fd;
+
+	/*
+	 * A closed standard descriptor would be taken by the socket: the
+	 * client would read its own connection as input, or write ids into
+	 * it as requests.  Closed ones become /dev/null.
+	 */
+	for (fd = 0; fd <= 2; fd++)
+		if (fcntl(fd, F_GETFD) == -1 && errno == EBADF &&
+		    open("/dev/null", fd == 0 ? O_RDONLY : O_WRONLY) != fd)
+			return EX_OSERR;
 
 	if ((client_socket = getenv("PUBRELAY_SOCKET")) == NULL ||
 	    *client_socket == '\0')

@@ -641,6 +641,22 @@ def client_exit_codes(ctx):
     s = ["-s", relay.sock]
     rc, out, _ = run(s + ["ping"])
     check_eq((rc, out.strip()), (0, "PONG"), "ping")
+    # Closed standard descriptors are /dev/null, not the socket: --lines
+    # with stdin closed sends nothing (it used to read its own connection
+    # and hang), and ids printed to a closed stdout are not requests.
+    before = relay.stats().get("accepted")
+    p = subprocess.run(["sh", "-c", '"$0" -t 5 -s "$1" publish --lines -k x '
+                        '<&-', cl, relay.sock], capture_output=True,
+                       timeout=30)
+    check_eq(p.returncode, 0, "--lines with stdin closed (%s)"
+             % p.stderr.decode(errors="replace").strip())
+    p = subprocess.run(["sh", "-c", 'printf "a\\nb\\n" | "$0" -s "$1" '
+                        'publish --lines --print-id -k x >&-', cl,
+                        relay.sock], capture_output=True, timeout=30)
+    check_eq(p.returncode, 0, "--lines --print-id with stdout closed (%s)"
+             % p.stderr.decode(errors="replace").strip())
+    check_eq(relay.stats().get("accepted"), before + 2, "accepted: the two "
+             "lines, nothing else")
     rc, out, err = run(["ping"], env={"PUBRELAY_SOCKET": relay.sock})
     check_eq(rc, 0, "ping through $PUBRELAY_SOCKET (%s)" % err.strip())
     rc, out, err = run(s + ["publish", "-k", "x", "--print-id", "body"])
@@ -1311,6 +1327,12 @@ def allow_lists(ctx):
         if "--prometheus" in args:
             check("\npubrelay_up 0\n" in "\n" + out,
                   "--prometheus, refused: pubrelay_up 0: %r" % out)
+    rc, out, err = run_as_nobody(["sh", "-c", '(sleep 0.5; echo a) | "$0" '
+                                  '-s "$1" publish --lines -k x', cl,
+                                  relay.sock])
+    check_eq(rc, 77, "--lines refused before its first line (%s)"
+             % err.strip())
+    check("DENIED" in err, "--lines: DENIED named: %r" % err)
     with relay.client() as c:
         check_eq(c.ping(), "PONG", "root client next to refused ones")
         r = c.pub("root-1", [("routing-key", "nowhere")])
@@ -1416,6 +1438,16 @@ def limits(ctx):
                          % (" ".join(args), err.strip()))
                 check("LIMIT" in err, "`%s` over max_clients names LIMIT: "
                       "%r" % (" ".join(args), err))
+            # --lines connects before its first line: the LIMIT comes
+            # with no request out, and still means 75.
+            p = subprocess.run(["sh", "-c", '(sleep 0.5; echo a) | "$0" -s '
+                                '"$1" publish --lines -k x',
+                                H.binary("PUBRELAY"), relay.sock],
+                               capture_output=True, timeout=30)
+            err = p.stderr.decode(errors="replace")
+            check_eq(p.returncode, 75, "--lines over max_clients, slow "
+                     "input (%s)" % err.strip())
+            check("LIMIT" in err, "--lines names LIMIT: %r" % err)
         finally:
             for c in extra:
                 c.close()
