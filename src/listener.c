@@ -43,22 +43,28 @@ struct listener {
 	size_t			 ndenied;
 };
 
-/* A live daemon answers on the socket; a stale file refuses. */
+/*
+ * Probe an existing socket file: 0 when it is stale (nobody listens: the
+ * connect is refused), else the errno that leaves it in doubt (EACCES: a
+ * daemon of another user may be behind it; EAGAIN: one with a full
+ * backlog), or EISCONN when a daemon answered.  Never blocks.
+ */
 static int
-listener_in_use(const char *path)
+listener_probe(const char *path)
 {
 	struct sockaddr_un	sun;
-	int			fd, rc;
+	int			fd, rc, error;
 
-	fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+	fd = socket(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
 	if (fd == -1)
-		return 0;
+		return errno;
 	memset(&sun, 0, sizeof(sun));
 	sun.sun_family = AF_UNIX;
 	snprintf(sun.sun_path, sizeof(sun.sun_path), "%s", path);
 	rc = connect(fd, (struct sockaddr *)&sun, sizeof(sun));
+	error = rc == 0 ? EISCONN : errno;
 	close(fd);
-	return rc == 0;
+	return error == ECONNREFUSED ? 0 : error;
 }
 
 static void
@@ -237,6 +243,7 @@ listener_open(struct event_base *base, const struct config *cf,
 	struct sockaddr_un	 sun;
 	struct stat		 sb;
 	mode_t			 old;
+	int			 probe;
 
 	memset(&sun, 0, sizeof(sun));
 	sun.sun_family = AF_UNIX;
@@ -253,9 +260,15 @@ listener_open(struct event_base *base, const struct config *cf,
 			    cf->socket_path);
 			return NULL;
 		}
-		if (listener_in_use(cf->socket_path)) {
+		if ((probe = listener_probe(cf->socket_path)) == EISCONN) {
 			snprintf(err, errlen, "%s: another daemon is "
 			    "listening there", cf->socket_path);
+			return NULL;
+		} else if (probe != 0) {
+			/* Not provably stale: never take a live one's path. */
+			snprintf(err, errlen, "%s: exists and cannot be probed "
+			    "(%s); remove it if no daemon uses it",
+			    cf->socket_path, strerror(probe));
 			return NULL;
 		}
 		unlink(cf->socket_path);	/* stale, from a crash */

@@ -1435,6 +1435,69 @@ def shutdown_stuck_connect(ctx):
     check_queue(ctx, q, 1, N, allow_dups=False)
 
 
+@scenario
+def socket_in_place(ctx):
+    """A socket file left by a crash (nobody listens: connect refused) is
+    replaced; one a daemon answers on is left alone: the second daemon
+    exits 71 naming the path, the first still answers on it."""
+    import socket
+    d = H.mkdtemp("pubrelay-sockfile-")
+    sock = os.path.join(d, "pubrelay.sock")
+    stale = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    stale.bind(sock)
+    stale.close()                 # the file stays; nobody listens
+    check(os.path.exists(sock), "a stale socket file to start with")
+    relay = ctx.relay(overrides={"socket": {"path": sock}})
+    with relay.client() as c:
+        check_eq(c.ping(), "PONG", "daemon on the stale socket's path")
+    ino = os.stat(sock).st_ino
+    ini = startup_ini(d, os.path.join(d, "second.db"))
+    rc, out, err = I.run_daemon(["-c", ini])
+    ctx.note("second daemon on a live socket: exit %d, %s"
+             % (rc, err.strip()))
+    check_eq(rc, 71, "second daemon on a live socket: exit code")
+    check("another daemon" in err and sock in err,
+          "the error names the live socket: %r" % err)
+    check_eq(os.stat(sock).st_ino, ino, "the live socket file is the "
+             "same")
+    with relay.client() as c:
+        check_eq(c.ping(), "PONG", "the first daemon still answers")
+
+    # A user who may write the directory but not connect (EACCES) cannot
+    # tell a live socket from a stale one: it must not take the path.
+    import subprocess
+    import shutil
+    check(os.geteuid() == 0, "socket_in_place needs root to run a daemon "
+          "as another user")
+    os.chmod(d, 0o777)
+    os.chmod(sock, 0o600)
+    other = H.mkdtemp("pubrelay-sockfile-nobody-")
+    os.chmod(other, 0o777)
+    ini = os.path.join(other, "pubrelay.ini")
+    # No password in the uri: the file is readable by nobody.
+    H.write_ini(ini, {"broker": {"uri": "amqp://127.0.0.1:1"},
+                      "socket": {"path": sock},
+                      "outbox": {"path": os.path.join(other, "nobody.db")}})
+    os.chmod(ini, 0o644)
+    daemon = os.path.join(other, "pubrelayd")
+    shutil.copy(H.binary("PUBRELAYD"), daemon)
+    os.chmod(daemon, 0o755)
+    p = subprocess.run(["setpriv", "--reuid=nobody", "--regid=nogroup",
+                        "--clear-groups", daemon, "-c", ini],
+                       capture_output=True, timeout=30,
+                       stdin=subprocess.DEVNULL)
+    err = p.stderr.decode(errors="replace")
+    ctx.note("daemon as nobody on root's 0600 socket: exit %d, %s"
+             % (p.returncode, err.strip()))
+    check_eq(p.returncode, 71, "daemon that cannot probe the socket: exit "
+             "code")
+    check("cannot be probed" in err, "the error says why: %r" % err)
+    check_eq(os.stat(sock).st_ino, ino, "the live socket was not replaced")
+    with relay.client() as c:
+        check_eq(c.ping(), "PONG", "the first daemon still answers")
+    check_eq(relay.term(), 0, "pubrelayd exit code after SIGTERM")
+
+
 # ---------------------------------------------------------------------------
 # Driver
 
