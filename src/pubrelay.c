@@ -45,6 +45,7 @@
 
 static const char	*client_socket;
 static uint64_t		 client_timeout_ms;	/* 0: wait for ever */
+#define CLIENT_TIMEOUT_MAX_MS	(8760ULL * 3600 * 1000)	/* -t: a year */
 
 struct pub_opts {
 	struct proto_pub pub;		/* the properties; body per message */
@@ -735,7 +736,7 @@ usage(FILE *fp, int status)
 "\n"
 "  -s socket   daemon socket (default $PUBRELAY_SOCKET, else %s)\n"
 "  -t timeout  give up after this long without progress (default %s s,\n"
-"              0 waits for ever; units ms, s, m, h)\n"
+"              at most 8760h, 0 waits for ever; units ms, s, m, h)\n"
 "\n"
 "publish sends body, or all of standard input; with --lines every line of\n"
 "standard input is a message.  dead lists the messages the broker refused\n"
@@ -2240,6 +2241,12 @@ main(int argc, char **argv)
 
 	if (util_parse_duration_ms(timeout, &client_timeout_ms) == -1) {
 		client_warnx("-t %s: want a duration such as 30, 500ms or 2m",
+		    timeout);
+		usage(stderr, EX_USAGE);
+	}
+	/* Larger ones would wrap in the deadline arithmetic. */
+	if (client_timeout_ms > CLIENT_TIMEOUT_MAX_MS) {
+		client_warnx("-t %s: at most 8760h (a year); 0 waits for ever",
 		    timeout);
 		usage(stderr, EX_USAGE);
 	}

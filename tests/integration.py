@@ -668,6 +668,11 @@ def client_exit_codes(ctx):
     rc, _, err = run(s + ["publish", "-k", "x"], data=b"y" * 2048)
     check_eq(rc, 65, "body over max_message_size (%s)" % err.strip())
     check("TOOBIG" in err, "TOOBIG named: %r" % err)
+    rc, _, err = run(["-t", "3000000000000h"] + s + ["ping"])
+    check_eq(rc, 64, "-t too large for the clock: usage error (%s)"
+             % err.strip())
+    rc, out, err = run(["-t", "8760h"] + s + ["ping"])
+    check_eq((rc, out.strip()), (0, "PONG"), "-t 8760h (%s)" % err.strip())
     rc, _, err = run(s + ["publish", "-k", "x", "--header", "novalue", "b"])
     check_eq(rc, 64, "bad --header usage (%s)" % err.strip())
     rc, _, err = run(s + ["publish", "b"])
