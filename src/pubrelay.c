@@ -165,6 +165,13 @@ client_clean(char *dst, size_t dstlen, const char *src, size_t len)
 	dst[n] = '\0';
 }
 
+/* Whether the len bytes at code are the error code want. */
+static int
+client_code_is(const char *code, size_t len, const char *want)
+{
+	return strlen(want) == len && strncmp(code, want, len) == 0;
+}
+
 /* Exit status for "ERR <code>": retryable or not is the caller's question. */
 static int
 client_err_status(const char *code, size_t len)
@@ -179,16 +186,13 @@ client_err_status(const char *code, size_t len)
 	};
 	size_t	i;
 
-	if (strlen(PROTO_E_DENIED) == len &&
-	    strncmp(code, PROTO_E_DENIED, len) == 0)
+	if (client_code_is(code, len, PROTO_E_DENIED))
 		return EX_NOPERM;
 	for (i = 0; i < sizeof(tempfail) / sizeof(tempfail[0]); i++)
-		if (strlen(tempfail[i]) == len &&
-		    strncmp(code, tempfail[i], len) == 0)
+		if (client_code_is(code, len, tempfail[i]))
 			return EX_TEMPFAIL;
 	for (i = 0; i < sizeof(dataerr) / sizeof(dataerr[0]); i++)
-		if (strlen(dataerr[i]) == len &&
-		    strncmp(code, dataerr[i], len) == 0)
+		if (client_code_is(code, len, dataerr[i]))
 			return EX_DATAERR;
 	/* A code this client does not know: a newer daemon, or not a daemon. */
 	return EX_PROTOCOL;
@@ -439,10 +443,8 @@ pub_reply(struct pub_run *r, const char *line, size_t len)
 		 * request (with --lines, before the first line was read).
 		 */
 		if (client_err_split(line, len, &codelen) == 0 &&
-		    ((codelen == strlen(PROTO_E_LIMIT) && strncmp(line + 4,
-		    PROTO_E_LIMIT, codelen) == 0) ||
-		    (codelen == strlen(PROTO_E_DENIED) && strncmp(line + 4,
-		    PROTO_E_DENIED, codelen) == 0))) {
+		    (client_code_is(line + 4, codelen, PROTO_E_LIMIT) ||
+		    client_code_is(line + 4, codelen, PROTO_E_DENIED))) {
 			client_clean(text, sizeof(text), line + 4, len - 4);
 			pub_fail(r, client_err_status(line + 4, codelen),
 			    "connection refused: %s", text);
@@ -1091,8 +1093,8 @@ client_request(const char *cmd, const char *req, struct buf *in, int *fdp,
 	*line = in->data;
 	if (client_err_split(in->data, len, &codelen) == 0) {
 		status = client_err_status(in->data + 4, codelen);
-		if (notfound != NULL && codelen == strlen(PROTO_E_NOTFOUND) &&
-		    strncmp(in->data + 4, PROTO_E_NOTFOUND, codelen) == 0) {
+		if (notfound != NULL &&
+		    client_code_is(in->data + 4, codelen, PROTO_E_NOTFOUND)) {
 			client_warnx("%s: %s", cmd, notfound);
 			return status;
 		}
