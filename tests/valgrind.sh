@@ -22,8 +22,10 @@ unit="test_util test_protocol test_backoff test_config test_outbox \
 test_sdnotify test_amqpframe"
 
 if ! command -v valgrind >/dev/null 2>&1; then
-	echo "1..0 # SKIP valgrind is not installed"
-	exit 0
+	# Not a pass without having looked: scripts/install-deps.sh has it.
+	echo "1..1"
+	echo "not ok 1 - valgrind is not installed (scripts/install-deps.sh)"
+	exit 1
 fi
 work=$(mktemp -d "${TMPDIR:-/tmp}/pubrelay-valgrind.XXXXXX") || exit 1
 trap 'rm -rf "$work"' EXIT INT TERM
