@@ -28,6 +28,18 @@ fi
 echo "install-deps: installing:$missing" >&2
 export DEBIAN_FRONTEND=noninteractive
 $SUDO apt-get update -qq >/dev/null
-# policy-rc.d keeps the packaged rabbitmq-server from being started by the
-# install where that works; tests never rely on it either way.
+# The tests start private RabbitMQ nodes of their own and never use the
+# packaged one, so the install does not start it: a policy-rc.d that refuses
+# every start, for the install only, unless the machine has one already
+# (container images do).  Without it the package's postinst starts the
+# system node, and where that cannot work (no init system) it fails the
+# install.
+policy=/usr/sbin/policy-rc.d
+if [ ! -e $policy ]; then
+	printf '#!/bin/sh\n# pubrelay install-deps.sh, removed after the install\nexit 101\n' |
+	    $SUDO tee $policy >/dev/null
+	$SUDO chmod 755 $policy
+	trap '$SUDO rm -f $policy' EXIT
+	trap 'exit 1' INT TERM
+fi
 $SUDO apt-get install -y -qq --no-install-recommends $missing >/dev/null
