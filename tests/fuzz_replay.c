@@ -113,5 +113,10 @@ main(int argc, char **argv)
 			rc = 1;
 	}
 	printf("%u inputs replayed\n", replay_count);
+	if (replay_count == 0) {
+		/* An empty or misnamed corpus would pass having run nothing. */
+		fprintf(stderr, "no inputs found\n");
+		rc = 1;
+	}
 	return rc;
 }
