@@ -564,8 +564,10 @@ def rejected_404_retry(ctx):
     """on_rejected = retry: the message to the missing exchange is retried
     with backoff (nothing parked, no reconnect storm) and holds the ones
     behind it; once the exchange exists everything arrives in order."""
+    # debug: every attempt is logged ("refused (attempt N)"), not the first
     relay = ctx.relay(overrides={"publish": {"on_rejected": "retry",
-                                             "max_attempts": "2"}})
+                                             "max_attempts": "2"},
+                                 "log": {"level": "debug"}})
     with ctx.consumer() as c:
         q = c.declare(H.unique_queue("rej404r"))
     ex = q + "-later"
@@ -579,7 +581,10 @@ def rejected_404_retry(ctx):
                   "the 10 messages before the rejected one confirmed")
         H.wait_until(lambda: "NOT_FOUND" in relay.log_text(), 30,
                      "the relay to log the 404 (NOT_FOUND)")
-        time.sleep(4)      # several retries, beyond max_attempts = 2
+        # a third attempt, beyond max_attempts = 2, and not parked
+        H.wait_until(lambda: re.search(r"outbox id \d+ refused \(attempt "
+                                       r"3\)", relay.log_text()), 30,
+                     "a third attempt of the refused message")
         st = relay.stats()
         ctx.note("retrying: %s" % H.fmt_stats(st))
         check_eq(st.get("dead_messages"), 0, "stats dead_messages with "
@@ -967,10 +972,12 @@ def failover(ctx):
         pr.join(120)
         check_eq(pr.rc, 0, "producer 1 (%s)" % pr.describe())
         relay.wait_drained(60)
-        # B
+        # B: the first node comes back; the relay stays where it is, no
+        # reconnect from the moment the node returns (3 s for a relay that
+        # would go back to its first uri to do so).
+        r0 = relay.stats().get("reconnects")
         b1.start_app()
         time.sleep(3)
-        r0 = relay.stats().get("reconnects")
         pr = H.LinesProducer(relay, q, lines_for(2, 2000)).start()
         pr.join(60)
         check_eq(pr.rc, 0, "producer 2 (%s)" % pr.describe())
@@ -1188,6 +1195,9 @@ def disk_full_free(ctx):
         ctx.note("accepted again %.1fs after the space came back (%d "
                  "attempts); %s" % (time.monotonic() - t0, attempts,
                                     fs_report(fs)))
+        # At once: the next request after the file went is committed, not
+        # one after some later recheck.
+        check_eq(attempts, 1, "resends until the relay accepted again")
     finally:
         if os.path.exists(ballast):
             os.unlink(ballast)
@@ -1374,11 +1384,17 @@ def shutdown_outage(ctx):
     relay.wait_stats(lambda s: s.get("confirmed", 0) >= 2000, 60,
                      "2000 confirmed before the freeze")
     px.freeze()
-    time.sleep(1)
     pr.join(60)
     check_eq(pr.rc, 0, "producer with a frozen link (%s)" % pr.describe())
     st = relay.stats()
     ctx.note("frozen: %s" % H.fmt_stats(st))
+    # What this case is about: SIGTERM while the relay still thinks it is
+    # connected, with publishes the broker has not confirmed.
+    check_eq(st.get("state"), "connected", "state at SIGTERM (frozen link)")
+    check(st.get("in_flight", 0) > 0, "nothing in flight at SIGTERM: %s"
+          % H.fmt_stats(st))
+    check(st.get("backlog", 0) > 0, "no backlog at SIGTERM: %s"
+          % H.fmt_stats(st))
     term_within(ctx, relay, "with a frozen link", 5)
     px.reset()
     px.passthrough()
@@ -1388,6 +1404,8 @@ def shutdown_outage(ctx):
     with ctx.consumer() as c:
         msgs = c.drain(q)
     per, other = split_by_producer(msgs)
+    check_eq(len(other), 0, "foreign messages in the queue")
+    check_eq(sorted(per), [2], "producers in the queue")
     check_producer(ctx, 2, per.get(2, []), range(N), 0, N - 1)
     check_eq(relay.term(), 0, "pubrelayd exit code after SIGTERM")
 
