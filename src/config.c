@@ -824,6 +824,16 @@ static const struct config_key config_keys[] = {
 	{ "log",	"level",		config_set_log_level },
 };
 
+int
+config_key(size_t i, const char **section, const char **name)
+{
+	if (i >= sizeof(config_keys) / sizeof(config_keys[0]))
+		return 0;
+	*section = config_keys[i].section;
+	*name = config_keys[i].name;
+	return 1;
+}
+
 static const struct config_key *
 config_find_key(const char *section, const char *name)
 {

@@ -97,5 +97,10 @@ void	config_defaults(struct config *cf);
  */
 int	config_load(struct config *cf, const char *path, FILE *errf);
 void	config_free(struct config *cf);
+/*
+ * The i-th key config_load() knows (from 0): 1 with *section and *name set,
+ * 0 past the last.  For the tests that hold the docs to the parser.
+ */
+int	config_key(size_t i, const char **section, const char **name);
 
 #endif

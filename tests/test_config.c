@@ -1099,23 +1099,15 @@ test_missing_file(void)
 static void
 test_example(void)
 {
-	static const char *const keys[] = {
-		"broker/uri", "broker/uri_order", "broker/password_file", "broker/heartbeat",
-		"broker/connect_timeout", "broker/reconnect_min",
-		"broker/reconnect_max", "broker/ca_file", "broker/cert_file",
-		"broker/key_file", "broker/verify_peer",
-		"broker/verify_hostname", "socket/path", "socket/mode",
-		"socket/max_clients", "socket/max_message_size", "outbox/path",
-		"outbox/max_bytes", "outbox/sync", "publish/window",
-		"publish/persistent", "publish/mandatory",
-		"publish/confirm_timeout", "publish/on_unroutable",
-		"publish/on_rejected", "publish/max_attempts", "log/level",
-	};
+	/* Every key the parser knows (config_key()), as "section/name". */
+	char		 keys[64][80];
+	size_t		 nkeys = 0;
+	const char	*ksec, *kname;
 	struct result	 r;
 	struct config	 d;
 	const char	*srcdir;
 	char		*example, *line = NULL, *text, section[64] = "";
-	char		 seen[sizeof(keys) / sizeof(keys[0])];
+	char		 seen[64];
 	size_t		 cap = 0, len, j;
 	FILE		*in, *out;
 	int		 password_line = 0;
@@ -1130,6 +1122,12 @@ test_example(void)
 		    t != NULL ? (int)(t - f) : 0, f);
 	}
 	diag("example: %s", example);
+	while (nkeys < 64 && config_key(nkeys, &ksec, &kname)) {
+		snprintf(keys[nkeys], sizeof(keys[nkeys]), "%s/%s", ksec, kname);
+		nkeys++;
+	}
+	ok(nkeys >= 30 && !config_key(nkeys, &ksec, &kname),
+	    "config_key() lists the parser's keys (%zu)", nkeys);
 
 	/* r.path names the shipped file here: never result_free() it. */
 	memset(&r, 0, sizeof(r));
@@ -1166,7 +1164,7 @@ test_example(void)
 			char	full[140];
 
 			snprintf(full, sizeof(full), "%s/%s", section, key);
-			for (j = 0; j < sizeof(keys) / sizeof(keys[0]); j++)
+			for (j = 0; j < nkeys; j++)
 				if (strcmp(keys[j], full) == 0)
 					seen[j]++;
 			/* The password file does not exist here. */
@@ -1190,7 +1188,7 @@ test_example(void)
 	free(line);
 	fclose(in);
 	fclose(out);
-	for (j = 0; j < sizeof(keys) / sizeof(keys[0]); j++)
+	for (j = 0; j < nkeys; j++)
 		is_int(seen[j], 1, "example has '#%s = ...' once", keys[j]);
 	ok(password_line, "example shows password_file");
 
@@ -1204,6 +1202,7 @@ test_example(void)
 	is_int(r.cf.nuris, 1, "example: one uri");
 	ok(r.cf.nuris == 1 && strcmp(r.cf.uris[0], CONFIG_DEFAULT_URI) == 0,
 	    "example: uri default");
+	is_int(r.cf.uri_shuffle, d.uri_shuffle, "example: uri_order default");
 	is_int(r.cf.heartbeat, d.heartbeat, "example: heartbeat default");
 	is_int(r.cf.connect_timeout_ms, d.connect_timeout_ms,
 	    "example: connect_timeout default");
@@ -1221,9 +1220,19 @@ test_example(void)
 	is_int(r.cf.max_clients, d.max_clients, "example: max_clients default");
 	is_int(r.cf.max_message_size, d.max_message_size,
 	    "example: max_message_size default");
+	is_int(r.cf.socket_has_group, d.socket_has_group,
+	    "example: group default (none)");
+	ok(r.cf.nallow_uids == d.nallow_uids, "example: allow_users default");
+	ok(r.cf.nallow_gids == d.nallow_gids, "example: allow_groups default");
+	is_int(r.cf.max_headers, d.max_headers, "example: max_headers default");
+	is_int(r.cf.max_line, d.max_line, "example: max_line default");
+	ok(r.cf.max_buffer == d.max_buffer, "example: max_buffer default");
+	ok(r.cf.idle_timeout_ms == d.idle_timeout_ms,
+	    "example: idle_timeout default");
 	is_str(r.cf.outbox_path, "/var/lib/pubrelay/outbox.db",
 	    "example: outbox path as packaged");
 	ok(r.cf.max_bytes == d.max_bytes, "example: max_bytes default");
+	ok(r.cf.min_free == d.min_free, "example: min_free default");
 	is_int(r.cf.sync_full, d.sync_full, "example: sync default");
 	is_int(r.cf.window, d.window, "example: window default");
 	is_int(r.cf.persistent, d.persistent, "example: persistent default");

@@ -381,8 +381,10 @@ test_x(void)
 	p = xcalloc(4, 8);
 	ok(p != NULL && memcmp(p, "\0\0\0\0\0\0\0\0\0\0\0\0\0\0\0\0", 16) == 0,
 	    "xcalloc zeroes");
+	memcpy(p, "0123456789abcdef", 16);
 	p = xrealloc(p, 1000);
-	ok(p != NULL && p[0] == 0 && p[15] == 0, "xrealloc keeps content");
+	ok(p != NULL && memcmp(p, "0123456789abcdef", 16) == 0,
+	    "xrealloc keeps content");
 	free(p);
 }
 
