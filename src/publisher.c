@@ -163,7 +163,8 @@ struct publisher {
 	struct timespec		 connected_at;
 	int			 healthy;
 	unsigned		 failures;	/* attempts since last success */
-	char			 last_logged[256];
+	/* per uri (config index): the last failure logged for it */
+	char			 last_logged[CONFIG_MAX_URIS][256];
 	enum ret_state		 ret_state;
 	uint64_t		 ret_left;
 	uint16_t		 ret_code;
@@ -397,8 +398,8 @@ pub_teardown(struct publisher *p)
 
 /*
  * The link failed: drop it and schedule a reconnect.  The error is logged
- * once per distinct text, so a broker that stays down logs one line, not one
- * per retry.
+ * once per uri and distinct text, so brokers that stay down log one line
+ * each, not one per retry, however the attempts alternate between them.
  */
 static void
 pub_fail(struct publisher *p, const char *fmt, ...)
@@ -407,7 +408,7 @@ pub_fail(struct publisher *p, const char *fmt, ...)
 static void
 pub_fail(struct publisher *p, const char *fmt, ...)
 {
-	char		 why[256], uri[256];
+	char		 why[256], uri[256], *last;
 	struct timeval	 tv;
 	uint64_t	 delay;
 	va_list		 ap;
@@ -420,9 +421,10 @@ pub_fail(struct publisher *p, const char *fmt, ...)
 	va_end(ap);
 
 	pub_masked_uri(p, uri, sizeof(uri));
-	if (strcmp(why, p->last_logged) != 0) {
+	last = p->last_logged[p->order[p->uri_idx]];
+	if (strcmp(why, last) != 0) {
 		log_warnx("broker %s: %s", uri, why);
-		snprintf(p->last_logged, sizeof(p->last_logged), "%s", why);
+		snprintf(last, sizeof(p->last_logged[0]), "%s", why);
 	} else
 		log_debug("broker %s: %s (again)", uri, why);
 	pub_set_shared_string(p, p->st->last_error, sizeof(p->st->last_error),
@@ -723,7 +725,7 @@ pub_connect(struct publisher *p)
 	else
 		log_notice("connected to broker %s", uri);
 	p->failures = 0;
-	p->last_logged[0] = '\0';
+	memset(p->last_logged, 0, sizeof(p->last_logged));
 	if (p->ever_connected)
 		atomic_fetch_add(&p->st->reconnects, 1);
 	p->ever_connected = 1;

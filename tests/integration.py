@@ -490,6 +490,31 @@ def broker_down_from_start(ctx):
     check_eq(relay.term(), 0, "pubrelayd exit code after SIGTERM")
 
 
+@scenario
+def down_logged_once(ctx):
+    """Two broker uris, neither listening: the relay alternates between them
+    every ~100 ms, and each uri's failure is logged once at warning level
+    (then at debug, "(again)"), not once per attempt; when one comes up the
+    relay connects and says after how many attempts."""
+    b = ctx.broker
+    p1, p2 = H.free_port(), H.free_port()
+    relay = ctx.relay(uri=[b.uri(port=p1), b.uri(port=p2)], overrides={
+        "broker": {"reconnect_min": "50ms", "reconnect_max": "100ms"},
+        "log": {"level": "debug"}})
+    again = re.compile(r"debug: broker \S+: .* \(again\)$", re.M)
+    H.wait_until(lambda: len(again.findall(relay.log_text())) >= 10, 30,
+                 "ten repeated connect failures")
+    warned = [ln for ln in relay.log_text().splitlines()
+              if "warning: broker " in ln]
+    ctx.note("%d attempts repeated, warnings: %s"
+             % (len(again.findall(relay.log_text())), warned))
+    check_eq(len(warned), 2, "warnings for two uris that stay down")
+    check(any(":%d" % p1 in ln for ln in warned) and
+          any(":%d" % p2 in ln for ln in warned),
+          "one warning per uri: %s" % warned)
+    check_eq(relay.term(), 0, "pubrelayd exit code after SIGTERM")
+
+
 # ---------------------------------------------------------------------------
 # 4b. outbox_full: max_bytes reached gives a retryable error, never a drop
 
