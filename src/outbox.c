@@ -32,6 +32,8 @@ struct outbox {
 	uint64_t	 dead_rows, dead_bytes;	/* the dead-letter table's */
 	int64_t		 ddead_rows, ddead_bytes;
 	int		 in_tx;
+	/* the failure's message, kept from the statements that follow it */
+	char		 err[256];
 	int		 sync_full;		/* [outbox] sync = full */
 	int		 sync_lowered;		/* NORMAL for a delete, not back */
 	int		 migrated_from;		/* schema version, 0: none */
@@ -464,6 +466,31 @@ outbox_status(int rc)
 	}
 }
 
+/* Keep the connection's error message, if it holds one, in ob->err. */
+static void
+outbox_keep_error(struct outbox *ob)
+{
+	int	ec = sqlite3_errcode(ob->db);
+
+	if (ec != SQLITE_OK && ec != SQLITE_ROW && ec != SQLITE_DONE)
+		snprintf(ob->err, sizeof(ob->err), "%s",
+		    sqlite3_errmsg(ob->db));
+}
+
+/*
+ * A statement of the open transaction failed with rc: its status (errno
+ * still that of the failure, for ENOSPC) and message, then the rollback.
+ */
+static int
+outbox_fail(struct outbox *ob, int rc)
+{
+	int	status = outbox_status(rc);
+
+	outbox_keep_error(ob);
+	outbox_rollback(ob);
+	return status;
+}
+
 static int
 outbox_step(sqlite3_stmt *st)
 {
@@ -480,6 +507,7 @@ outbox_step(sqlite3_stmt *st)
 static int
 outbox_sync_restore(struct outbox *ob)
 {
+	outbox_keep_error(ob);	/* of what failed before, if anything */
 	if (outbox_exec(ob->db, "PRAGMA synchronous = FULL") != SQLITE_OK)
 		return -1;
 	ob->sync_lowered = 0;
@@ -491,6 +519,7 @@ outbox_begin_tx(struct outbox *ob)
 {
 	int	rc;
 
+	ob->err[0] = '\0';
 	rc = outbox_step(ob->st_begin);
 	if (rc != SQLITE_DONE)
 		return outbox_status(rc);
@@ -566,8 +595,7 @@ outbox_commit(struct outbox *ob)
 	if (fold) {
 		rc = outbox_write_counters(ob);
 		if (rc != SQLITE_DONE) {
-			outbox_rollback(ob);
-			return outbox_status(rc);
+			return outbox_fail(ob, rc);
 		}
 	}
 	if (ob->ddead_rows != 0 || ob->ddead_bytes != 0) {
@@ -577,14 +605,12 @@ outbox_commit(struct outbox *ob)
 		    (sqlite3_int64)(ob->dead_bytes + ob->ddead_bytes));
 		rc = outbox_step(ob->st_dead_counters);
 		if (rc != SQLITE_DONE) {
-			outbox_rollback(ob);
-			return outbox_status(rc);
+			return outbox_fail(ob, rc);
 		}
 	}
 	rc = outbox_step(ob->st_commit);
 	if (rc != SQLITE_DONE) {
-		outbox_rollback(ob);
-		return outbox_status(rc);
+		return outbox_fail(ob, rc);
 	}
 	ob->in_tx = 0;
 	ob->unfolded = fold ? 0 : ob->unfolded + (uint64_t)ob->dins;
@@ -621,6 +647,7 @@ outbox_delete_upto(struct outbox *ob, int64_t upto)
 {
 	int	status;
 
+	ob->err[0] = '\0';
 	if (ob->sync_full && !ob->sync_lowered) {
 		if (outbox_exec(ob->db, "PRAGMA synchronous = NORMAL") !=
 		    SQLITE_OK)
@@ -649,8 +676,7 @@ outbox_delete_tx(struct outbox *ob, int64_t upto)
 	}
 	sqlite3_reset(ob->st_range);
 	if (rc != SQLITE_ROW) {
-		outbox_rollback(ob);
-		return outbox_status(rc);
+		return outbox_fail(ob, rc);
 	}
 	if (ob->drows == 0) {
 		outbox_rollback(ob);
@@ -659,8 +685,7 @@ outbox_delete_tx(struct outbox *ob, int64_t upto)
 	sqlite3_bind_int64(ob->st_delete, 1, upto);
 	rc = outbox_step(ob->st_delete);
 	if (rc != SQLITE_DONE) {
-		outbox_rollback(ob);
-		return outbox_status(rc);
+		return outbox_fail(ob, rc);
 	}
 	return outbox_commit(ob);
 }
@@ -691,6 +716,12 @@ outbox_oldest_ms(struct outbox *ob)
 const char *
 outbox_errmsg(const struct outbox *ob)
 {
+	int	ec = sqlite3_errcode(ob->db);
+
+	/* After a rollback or a PRAGMA the connection says "not an error". */
+	if ((ec == SQLITE_OK || ec == SQLITE_ROW || ec == SQLITE_DONE) &&
+	    ob->err[0] != '\0')
+		return ob->err;
 	return sqlite3_errmsg(ob->db);
 }
 
@@ -706,6 +737,7 @@ outbox_dead_fail(struct outbox *ob, sqlite3_stmt *st, int rc)
 {
 	int	status = outbox_status(rc);
 
+	outbox_keep_error(ob);
 	sqlite3_finalize(st);
 	outbox_rollback(ob);
 	/* An error without a step (prepare) must not read as success. */

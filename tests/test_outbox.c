@@ -1,7 +1,9 @@
 /* Unit tests for outbox.c against real SQLite files in a temp dir. */
+#include <sys/resource.h>
 #include <sys/stat.h>
 
 #include <fcntl.h>
+#include <signal.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -998,6 +1000,53 @@ test_syncs(void)
 	sqlite3_vfs_unregister(&counting_vfs);
 }
 
+/*
+ * A failing write (RLIMIT_FSIZE: every write past byte 1 fails with EFBIG)
+ * in a delete and in a commit: outbox_errmsg() names SQLite's error, not the
+ * "not an error" of the rollback or the PRAGMA that ran after it.
+ */
+static void
+test_error_kept(void)
+{
+	struct outbox	*ob;
+	struct rlimit	 old, tiny;
+	char		 err[512];
+	const char	*msg;
+	int64_t		 last = 0;
+	int		 rc;
+
+	if (outbox_open(&ob, path_in("errkept.db"), 1, err, sizeof(err)) != 0) {
+		ok(0, "open errkept.db: %s", err);
+		return;
+	}
+	is_int(insert_n(ob, 20, "e", &last), OUTBOX_OK, "errkept: 20 rows");
+	signal(SIGXFSZ, SIG_IGN);
+	getrlimit(RLIMIT_FSIZE, &old);
+	tiny = old;
+	tiny.rlim_cur = 1;
+	setrlimit(RLIMIT_FSIZE, &tiny);
+
+	rc = outbox_delete_upto(ob, last);
+	msg = outbox_errmsg(ob);
+	ok(rc != OUTBOX_OK, "a delete whose writes fail fails (%d)", rc);
+	ok(strstr(msg, "not an error") == NULL && strstr(msg, "I/O") != NULL,
+	    "the failed delete's message is SQLite's: %s", msg);
+
+	rc = insert_n(ob, 5, "f", &last);
+	msg = outbox_errmsg(ob);
+	ok(rc != OUTBOX_OK, "a commit whose writes fail fails (%d)", rc);
+	ok(strstr(msg, "not an error") == NULL && strstr(msg, "I/O") != NULL,
+	    "the failed commit's message is SQLite's: %s", msg);
+	outbox_rollback(ob);
+
+	setrlimit(RLIMIT_FSIZE, &old);
+	signal(SIGXFSZ, SIG_DFL);
+	is_int(outbox_delete_upto(ob, last), OUTBOX_OK,
+	    "the delete works once writes do");
+	is_int(outbox_rows(ob), 0, "errkept: all rows deleted");
+	outbox_close(ob);
+}
+
 static void
 write_file(const char *p, const char *data, size_t n)
 {
@@ -1136,6 +1185,7 @@ main(void)
 	test_fold();
 	test_presize();
 	test_syncs();
+	test_error_kept();
 
 	if (getenv("PUBRELAY_KEEP_TMP") == NULL) {
 		char	cmd[600];
