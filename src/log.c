@@ -115,6 +115,30 @@ log_vmsg(int prio, int with_errno, const char *fmt, va_list ap)
 	errno = saved;
 }
 
+/*
+ * Lines another module wrote for stderr, the config loader's errors: as
+ * they are on a terminal ("FILE:LINE: [section] key: ..."), with the
+ * journal's "<N>" in front of each under systemd, so that journalctl -p
+ * finds them.  Whatever the log level.
+ */
+void
+log_lines(int prio, const char *text)
+{
+	const char	*nl;
+	int		 saved = errno;
+
+	while (*text != '\0') {
+		size_t	len = (nl = strchr(text, '\n')) != NULL ?
+			    (size_t)(nl - text) : strlen(text);
+
+		if (log_journal)
+			fprintf(stderr, "<%d>", prio);
+		fprintf(stderr, "%.*s\n", (int)len, text);
+		text += len + (nl != NULL);
+	}
+	errno = saved;
+}
+
 void
 log_msg(int prio, const char *fmt, ...)
 {

@@ -16,6 +16,8 @@ int	log_level_parse(const char *s, int *level);
 const char *log_level_name(int level);
 
 void	log_msg(int prio, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+/* Finished lines (the config loader's), each with its priority if journald. */
+void	log_lines(int prio, const char *text);
 /* log_warn/log_err append ": strerror(errno)"; the x variants don't. */
 void	log_err(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
 void	log_errx(const char *fmt, ...) __attribute__((format(printf, 1, 2)));

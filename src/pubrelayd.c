@@ -4,6 +4,7 @@
  */
 #include <errno.h>
 #include <getopt.h>
+#include <limits.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -185,11 +186,23 @@ static void
 daemon_reload(struct daemon *d)
 {
 	struct config	cf;
-	FILE		*errf = stderr;
+	FILE		*errf;
+	char		*errs = NULL;
+	size_t		 errlen = 0;
+	int		 n;
 
 	/* Only what can change safely without a restart: the log level. */
 	config_defaults(&cf);
-	if (config_load(&cf, d->config_path, errf) != 0) {
+	if ((errf = open_memstream(&errs, &errlen)) == NULL) {
+		log_warn("SIGHUP: cannot reload");
+		config_free(&cf);
+		return;
+	}
+	n = config_load(&cf, d->config_path, errf);
+	fclose(errf);
+	log_lines(LOG_WARNING, errs);
+	free(errs);
+	if (n != 0) {
 		log_warnx("SIGHUP: %s has errors; keeping the running "
 		    "configuration", d->config_path);
 		config_free(&cf);
@@ -286,11 +299,27 @@ main(int argc, char *argv[])
 	}
 
 	config_defaults(&d.cf);
-	n = config_load(&d.cf, d.config_path, stderr);
-	if (n != 0) {
-		if (n > 0)
-			fprintf(stderr, "pubrelayd: %s: %d error%s\n",
+	{
+		/* Through log_lines(): errors for journalctl -p err. */
+		char	*errs = NULL, line[PATH_MAX + 64];
+		size_t	 errlen = 0;
+		FILE	*errf = open_memstream(&errs, &errlen);
+
+		if (errf == NULL) {
+			log_err("open_memstream");
+			return EX_OSERR;
+		}
+		n = config_load(&d.cf, d.config_path, errf);
+		fclose(errf);
+		log_lines(LOG_ERR, errs);
+		free(errs);
+		if (n > 0) {
+			snprintf(line, sizeof(line), "pubrelayd: %s: %d error%s",
 			    d.config_path, n, n == 1 ? "" : "s");
+			log_lines(LOG_ERR, line);
+		}
+	}
+	if (n != 0) {
 		config_free(&d.cf);
 		return EX_CONFIG;
 	}
