@@ -57,6 +57,8 @@ struct ingress {
 	int			 full_logged;
 	int			 disk_logged;	/* below min_free */
 	int			 delete_logged;
+	int			 park_logged;	/* a failed park, logged */
+	int			 begin_logged;	/* a failed BEGIN, logged */
 	int			 fail_logged;	/* a failing write, logged */
 	struct ingress_park	*parks;		/* waiting for no open commit */
 	size_t			 nparks, capparks;
@@ -186,10 +188,17 @@ ingress_insert(struct ingress *ing, const struct proto_pub *pub,
 	if (!ing->in_tx) {
 		status = outbox_begin(ing->ob);
 		if (status != OUTBOX_OK) {
-			log_warnx("outbox: cannot begin a transaction: %s",
+			/* Once, not once per message refused meanwhile. */
+			log_msg(ing->begin_logged ? LOG_DEBUG : LOG_WARNING,
+			    "outbox: cannot begin a transaction: %s",
 			    outbox_errmsg(ing->ob));
+			ing->begin_logged = 1;
 			ingress_store_error(ing, status, code, err, errlen);
 			return -1;
+		}
+		if (ing->begin_logged) {
+			log_notice("outbox: transactions begin again");
+			ing->begin_logged = 0;
 		}
 		if (ing->disk_logged) {
 			log_notice("outbox disk has room again");
@@ -258,9 +267,17 @@ ingress_run_parks(struct ingress *ing)
 
 		if (outbox_park(ing->ob, pk->id, pk->attempts, pk->reason,
 		    ingress_now_ms()) != OUTBOX_OK) {
-			log_warnx("outbox: cannot park id %" PRId64 " (%s); "
+			/* Retried every 100 ms and at each commit: log once. */
+			log_msg(ing->park_logged ? LOG_DEBUG : LOG_WARNING,
+			    "outbox: cannot park id %" PRId64 " (%s); "
 			    "will try again", pk->id, outbox_errmsg(ing->ob));
+			ing->park_logged = 1;
 			break;
+		}
+		if (ing->park_logged) {
+			log_notice("outbox: parked id %" PRId64 " after failed "
+			    "attempts", pk->id);
+			ing->park_logged = 0;
 		}
 		free(pk->reason);
 		done++;

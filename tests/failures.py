@@ -1208,6 +1208,69 @@ def disk_full_free(ctx):
     check_eq(relay.term(), 0, "pubrelayd exit code after SIGTERM")
 
 
+@scenario
+def park_disk_full(ctx):
+    """A message the broker returns (mandatory, max_attempts = 1) while the
+    outbox's disk is full: parking it fails and is tried again (every
+    100 ms and at each commit), logged once as a warning, not each time;
+    the message is neither lost nor deleted as confirmed.  Once the disk
+    has room it is parked (a notice says so) and the rest arrived."""
+    b = ctx.broker
+    fs = ctx.tmpfs("8m")
+    with ctx.consumer() as c:
+        q = c.declare(H.unique_queue("parkfull"))
+    ballast = os.path.join(fs.dir, "ballast")
+    nobody = q + "-nobody"
+    b.stop_app()
+    try:
+        relay = ctx.relay(overrides={
+            "outbox": {"path": os.path.join(fs.dir, "outbox.db"),
+                       "min_free": "0"},
+            "publish": {"mandatory": "yes", "max_attempts": "1"},
+            "log": {"level": "debug"}})
+        rk = [("routing-key", q)]
+        reqs = ([H.encode_pub(H.seq_line(1, i), rk) for i in range(5)]
+                + [H.encode_pub("unroutable", [("exchange", "amq.direct"),
+                                               ("routing-key", nobody)])]
+                + [H.encode_pub(H.seq_line(1, i), rk) for i in range(5, 10)])
+        mid = pub_pipelined(relay, reqs)[5]
+        with open(ballast, "wb", buffering=0) as f:
+            try:
+                while True:
+                    f.write(b"\0" * 65536)
+            except OSError:
+                pass
+        ctx.note("disk filled: %s" % fs_report(fs))
+        b.start_app()
+        failed = re.compile(r"^pubrelayd: (\w+): outbox: cannot park id ",
+                            re.M)
+        H.wait_until(lambda: len(failed.findall(relay.log_text())) >= 10,
+                     60, "ten failed attempts to park on the full disk")
+        levels = failed.findall(relay.log_text())
+        ctx.note("park attempts on the full disk: %d; %s"
+                 % (len(levels), fs_report(fs)))
+        check_eq(levels.count("warning"), 1, "warnings for the failing "
+                 "park (levels %s)" % sorted(set(levels)))
+        st = relay.stats()
+        check_eq(st.get("dead_messages"), 0, "dead_messages on the full "
+                 "disk")
+        check(st.get("outbox_messages", 0) >= 1, "the returned message is "
+              "gone from the outbox: %s" % H.fmt_stats(st))
+    finally:
+        if os.path.exists(ballast):
+            os.unlink(ballast)
+        b.start_app()
+    st = wait_stat(relay, "dead_messages", lambda v: v == 1, 30,
+                   "the message parked once the disk has room")
+    check("after failed attempts" in relay.log_text(), "no notice that "
+          "parking works again")
+    row = dead_row_for(relay, mid)
+    check("NO_ROUTE" in row["reason"], "reason %r" % row["reason"])
+    wait_drained_on(ctx, relay, fs, "after the park")
+    check_queue(ctx, q, 1, 10)
+    check_eq(relay.term(), 0, "pubrelayd exit code after SIGTERM")
+
+
 # ---------------------------------------------------------------------------
 # 8. Outboxes pubrelayd must refuse at start-up
 
