@@ -13,6 +13,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 #include <unistd.h>
 
 #include <event2/event.h>
@@ -27,6 +28,7 @@
 #define LISTENER_BACKLOG	512
 #define LISTENER_PAUSE_MS	1000	/* out of descriptors: wait this long */
 #define LISTENER_DENIED_LOG	256	/* uids whose refusal was logged */
+#define LISTENER_LIMIT_LOG_S	60	/* max_clients: a line at most this often */
 #define LISTENER_GROUPS_MAX	1024	/* groups of a peer we look at */
 
 struct listener {
@@ -38,7 +40,9 @@ struct listener {
 	int			 owned;		/* we bound it: unlink at close */
 	struct event		*ev_accept;
 	struct event		*ev_resume;
-	int			 limit_logged;
+	time_t			 limit_logged;	/* monotonic s of the last line */
+	unsigned long		 limit_refused;	/* refused since that line */
+	int			 pause_logged;	/* out of descriptors, logged */
 	uid_t			 denied[LISTENER_DENIED_LOG];
 	size_t			 ndenied;
 };
@@ -156,7 +160,7 @@ listener_check_peer(struct listener *l, int fd)
 		return 0;
 	for (i = 0; i < l->ndenied && l->denied[i] != uc.uid; i++)
 		;
-	if (i == l->ndenied) {
+	if (i == l->ndenied && l->ndenied < LISTENER_DENIED_LOG) {
 		log_warnx("client uid %ld (pid %ld) is not in [socket] "
 		    "allow_users or allow_groups: refused%s", (long)uc.uid,
 		    (long)uc.pid, l->ndenied + 1 == LISTENER_DENIED_LOG ?
@@ -172,6 +176,35 @@ listener_check_peer(struct listener *l, int fd)
 		(void)0;
 	close(fd);
 	return -1;
+}
+
+/*
+ * A client refused for max_clients: a warning, then at most one a minute
+ * however the clients come and go at the limit, saying how many were
+ * refused without a line.
+ */
+static void
+listener_limit_log(struct listener *l)
+{
+	struct timespec	now;
+
+	clock_gettime(CLOCK_MONOTONIC, &now);
+	if (l->limit_logged != 0 &&
+	    now.tv_sec - l->limit_logged < LISTENER_LIMIT_LOG_S) {
+		l->limit_refused++;
+		return;
+	}
+	if (l->limit_refused > 0)
+		log_warnx("max_clients (%u) reached: refusing new clients "
+		    "(%lu more refused since the last such line, %ld s ago)",
+		    l->cf->max_clients, l->limit_refused,
+		    (long)(now.tv_sec - l->limit_logged));
+	else
+		log_warnx("max_clients (%u) reached: refusing new clients",
+		    l->cf->max_clients);
+	/* Never 0 once set: the clock may read 0 s on a fresh boot. */
+	l->limit_logged = now.tv_sec > 0 ? now.tv_sec : 1;
+	l->limit_refused = 0;
 }
 
 static void
@@ -191,9 +224,14 @@ listener_accept_cb(evutil_socket_t lfd, short what, void *arg)
 				return;
 			if (errno == EMFILE || errno == ENFILE ||
 			    errno == ENOBUFS || errno == ENOMEM) {
-				/* Pause instead of spinning on a full table. */
-				log_warn("accept: pausing for %d ms",
-				    LISTENER_PAUSE_MS);
+				/*
+				 * Pause instead of spinning on a full table;
+				 * one warning however long it lasts.
+				 */
+				log_msg(l->pause_logged ? LOG_DEBUG :
+				    LOG_WARNING, "accept: pausing for %d ms: %s",
+				    LISTENER_PAUSE_MS, strerror(errno));
+				l->pause_logged = 1;
 				event_del(l->ev_accept);
 				evtimer_add(l->ev_resume, &tv);
 				return;
@@ -201,17 +239,17 @@ listener_accept_cb(evutil_socket_t lfd, short what, void *arg)
 			log_warn("accept");
 			return;
 		}
+		if (l->pause_logged) {
+			log_notice("accept: accepting clients again");
+			l->pause_logged = 0;
+		}
 		if (listener_check_peer(l, fd) == -1)
 			continue;
 		if (session_count() >= l->cf->max_clients) {
-			if (!l->limit_logged)
-				log_warnx("max_clients (%u) reached: refusing "
-				    "new clients", l->cf->max_clients);
-			l->limit_logged = 1;
+			listener_limit_log(l);
 			listener_refuse(fd, l->cf->max_clients);
 			continue;
 		}
-		l->limit_logged = 0;
 		session_new(l->ing, fd, l->cf);
 	}
 }
@@ -295,12 +333,20 @@ listener_open(struct event_base *base, const struct config *cf,
 		return NULL;
 	}
 	umask(old);
-	if ((cf->socket_has_group &&
-	    chown(cf->socket_path, (uid_t)-1, cf->socket_gid) == -1) ||
-	    chmod(cf->socket_path, cf->socket_mode) == -1 ||
-	    listen(l->fd, LISTENER_BACKLOG) == -1) {
-		snprintf(err, errlen, "%s: %s", cf->socket_path,
+	if (cf->socket_has_group &&
+	    chown(cf->socket_path, (uid_t)-1, cf->socket_gid) == -1)
+		snprintf(err, errlen, "%s: chown to [socket] group (gid %ld): "
+		    "%s", cf->socket_path, (long)cf->socket_gid,
 		    strerror(errno));
+	else if (chmod(cf->socket_path, cf->socket_mode) == -1)
+		snprintf(err, errlen, "%s: chmod to [socket] mode (%04o): %s",
+		    cf->socket_path, cf->socket_mode, strerror(errno));
+	else if (listen(l->fd, LISTENER_BACKLOG) == -1)
+		snprintf(err, errlen, "%s: listen: %s", cf->socket_path,
+		    strerror(errno));
+	else
+		err[0] = '\0';
+	if (err[0] != '\0') {
 		unlink(cf->socket_path);
 		close(l->fd);
 		free(l);

@@ -1578,6 +1578,25 @@ def socket_in_place(ctx):
         check_eq(c.ping(), "PONG", "the first daemon still answers")
     check_eq(relay.term(), 0, "pubrelayd exit code after SIGTERM")
 
+    # [socket] group that the daemon's user may not chown to: the error
+    # names the step and the group, and no socket file is left.
+    own = os.path.join(other, "own.sock")
+    H.write_ini(ini, {"broker": {"uri": "amqp://127.0.0.1:1"},
+                      "socket": {"path": own, "group": "root"},
+                      "outbox": {"path": os.path.join(other, "nobody.db")}})
+    os.chmod(ini, 0o644)
+    p = subprocess.run(["setpriv", "--reuid=nobody", "--regid=nogroup",
+                        "--clear-groups", daemon, "-c", ini],
+                       capture_output=True, timeout=30,
+                       stdin=subprocess.DEVNULL)
+    err = p.stderr.decode(errors="replace")
+    ctx.note("daemon as nobody with [socket] group = root: exit %d, %s"
+             % (p.returncode, err.strip()))
+    check_eq(p.returncode, 71, "socket group it cannot chown to: exit code")
+    check("%s: chown to [socket] group (gid 0): Operation not permitted"
+          % own in err, "the error names the step: %r" % err)
+    check(not os.path.exists(own), "a socket file was left behind")
+
 
 # ---------------------------------------------------------------------------
 # Driver

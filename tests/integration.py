@@ -515,6 +515,48 @@ def down_logged_once(ctx):
     check_eq(relay.term(), 0, "pubrelayd exit code after SIGTERM")
 
 
+@scenario
+def out_of_fds(ctx):
+    """pubrelayd out of descriptors (RLIMIT_NOFILE of the running daemon
+    lowered to what it uses + 2): accept pauses and tries again every
+    second, logged once as a warning however long it lasts (the rest at
+    debug); a client connected before goes on; once descriptors are free
+    it accepts again and says so."""
+    import resource
+    check(os.geteuid() == 0, "out_of_fds needs root to set another "
+          "process's RLIMIT_NOFILE")
+    relay = ctx.relay(overrides={"log": {"level": "debug"}})
+    a = relay.client()
+    check_eq(a.ping(), "PONG", "client A")
+    pid = relay.proc.pid
+    old = resource.prlimit(pid, resource.RLIMIT_NOFILE)
+    nfds = len(os.listdir("/proc/%d/fd" % pid))
+    held = []
+    pausing = re.compile(r"^pubrelayd: (\w+): accept: pausing for 1000 ms: "
+                         r"Too many open files$", re.M)
+    try:
+        resource.prlimit(pid, resource.RLIMIT_NOFILE, (nfds + 2, old[1]))
+        for _ in range(6):
+            held.append(relay.client())
+        H.wait_until(lambda: len(pausing.findall(relay.log_text())) >= 4,
+                     20, "four pauses of accept")
+        levels = pausing.findall(relay.log_text())
+        ctx.note("accept paused %d times: %s" % (len(levels), levels))
+        check_eq(levels.count("warning"), 1, "warnings for one lack of "
+                 "descriptors")
+        check_eq(a.ping(), "PONG", "client A while accept is paused")
+    finally:
+        for c in held:
+            c.close()
+        resource.prlimit(pid, resource.RLIMIT_NOFILE, old)
+    H.wait_until(lambda: "accept: accepting clients again" in
+                 relay.log_text(), 10, "the notice that accept works again")
+    with relay.client() as c:
+        check_eq(c.ping(), "PONG", "a new client after the pause")
+    a.close()
+    check_eq(relay.term(), 0, "pubrelayd exit code after SIGTERM")
+
+
 # ---------------------------------------------------------------------------
 # 4b. outbox_full: max_bytes reached gives a retryable error, never a drop
 
@@ -1410,6 +1452,37 @@ def allow_lists(ctx):
              "nobody holding supplementary group 4242 (%s)" % err.strip())
     check_eq(relay.term(), 0, "pubrelayd exit code after SIGTERM")
 
+    # Refusals are logged once per uid, for the first 256 uids: 300 uids,
+    # one connection each, then the last one again: 256 lines.
+    import socket as S
+    relay = ctx.relay(name="allow_many", overrides={"socket": {
+        "mode": "0666", "allow_users": "root"}})
+    os.chmod(relay.dir, 0o755)
+    uids = list(range(30000, 30300)) + [30299]
+    for uid in uids:
+        pid = os.fork()
+        if pid == 0:
+            try:
+                os.setgid(uid)
+                os.setuid(uid)
+                c = S.socket(S.AF_UNIX, S.SOCK_STREAM)
+                c.settimeout(10)
+                c.connect(relay.sock)
+                ok = c.recv(200).startswith(b"ERR DENIED")
+                os._exit(0 if ok else 1)
+            except BaseException:
+                os._exit(2)
+        _, status = os.waitpid(pid, 0)
+        check_eq(status, 0, "uid %d refused with ERR DENIED" % uid)
+    refused = [ln for ln in relay.log_text().splitlines()
+               if "is not in [socket] allow_users" in ln]
+    ctx.note("%d connections of %d uids refused: %d log lines, the last %r"
+             % (len(uids), len(set(uids)), len(refused), refused[-1:]))
+    check_eq(len(refused), 256, "refusal lines for 300 uids")
+    check("further refused uids are not logged" in refused[-1],
+          "the 256th line says what follows: %r" % refused[-1])
+    check_eq(relay.term(), 0, "pubrelayd exit code after SIGTERM")
+
 
 # ---------------------------------------------------------------------------
 # 8. limits: max_headers, max_line, idle_timeout, max_clients, max_buffer
@@ -1482,6 +1555,32 @@ def limits(ctx):
             check_eq(p.returncode, 75, "--lines over max_clients, slow "
                      "input (%s)" % err.strip())
             check("LIMIT" in err, "--lines names LIMIT: %r" % err)
+
+            # Clients coming and going at the limit: one warning, not one
+            # per turnover (an accept used to start a new episode).
+            def take_slot():
+                for _ in range(200):
+                    c = relay.client()
+                    try:
+                        if c.ping() == "PONG":
+                            return c
+                    except Exception:
+                        pass
+                    c.close()
+                    time.sleep(0.05)
+                raise Failure("no free slot after a client left")
+            for i in range(5):
+                with relay.client() as over:
+                    r = over.read_line()
+                    check(r is not None and r.startswith("ERR LIMIT"),
+                          "client over max_clients, turnover %d: %r"
+                          % (i, r))
+                extra[i % 3].close()
+                extra[i % 3] = take_slot()
+            lines = [ln for ln in relay.log_text().splitlines()
+                     if "max_clients (4) reached" in ln]
+            check_eq(len(lines), 1, "max_clients lines after 5 turnovers "
+                     "at the limit (%r)" % lines)
         finally:
             for c in extra:
                 c.close()
