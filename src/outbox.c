@@ -290,9 +290,22 @@ outbox_open(struct outbox **obp, const char *path, int sync_full, char *err,
 			return -1;
 		}
 		fresh = sb.st_size == 0;
-	} else if (errno == ENOENT)
+	} else if (errno == ENOENT) {
+		/* A new outbox, but never a new directory: say which is missing. */
+		char	*dir = xstrdup(path), *slash = strrchr(dir, '/');
+
+		if (slash != NULL) {
+			*(slash == dir ? slash + 1 : slash) = '\0';
+			if (stat(dir, &sb) == -1) {
+				snprintf(err, errlen, "%s: directory %s: %s",
+				    path, dir, strerror(errno));
+				free(dir);
+				return -1;
+			}
+		}
+		free(dir);
 		fresh = 1;
-	else {
+	} else {
 		snprintf(err, errlen, "%s: %s", path, strerror(errno));
 		return -1;
 	}
@@ -305,7 +318,8 @@ outbox_open(struct outbox **obp, const char *path, int sync_full, char *err,
 	sprintf(lockpath, "%s.lock", path);
 	ob->lockfd = open(lockpath, O_RDWR | O_CREAT | O_CLOEXEC, 0600);
 	if (ob->lockfd == -1) {
-		snprintf(err, errlen, "%s: %s", lockpath, strerror(errno));
+		snprintf(err, errlen, "%s: cannot open its lock file %s: %s",
+		    path, lockpath, strerror(errno));
 		free(lockpath);
 		goto fail;
 	}

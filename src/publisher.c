@@ -591,8 +591,10 @@ pub_open_error(int rc, int tls)
 		return "TLS: hostname verification failed: the broker's "
 		    "certificate is not for the host in the uri";
 	case AMQP_STATUS_SSL_CONNECTION_FAILED:
-		return "TLS: handshake failed: no common TLS version (1.2 "
-		    "or later), or the client certificate was refused or missing";
+		return "TLS: handshake failed: the port does not speak TLS "
+		    "(amqps:// wants the broker's TLS listener, 5671 by "
+		    "default), no common TLS version (1.2 or later), or the "
+		    "client certificate was refused or missing";
 	default:
 		return amqp_error_string2(rc);
 	}

@@ -1309,6 +1309,7 @@ def expect_refused(ctx, what, outbox, ini, sock=None):
     if sock is not None:
         check(not os.path.exists(sock), "%s: the socket %s was created"
               % (what, sock))
+    return err
 
 
 def make_outbox(ctx, d, name, messages=5):
@@ -1364,8 +1365,11 @@ def startup_errors(ctx):
     expect_refused(ctx, "newer schema", newer, ini, sock)
 
     missing = os.path.join(d, "no-such-dir", "outbox.db")
-    expect_refused(ctx, "missing directory", missing,
-                   startup_ini(d, missing), sock)
+    err = expect_refused(ctx, "missing directory", missing,
+                         startup_ini(d, missing), sock)
+    check("%s: directory %s: No such file or directory"
+          % (missing, os.path.dirname(missing)) in err,
+          "the error names the missing directory: %r" % err)
     check(not os.path.exists(os.path.dirname(missing)),
           "pubrelayd created the missing directory")
 

@@ -288,6 +288,21 @@ def hostname(w, notes):
           "a message reached the queue through a link to the wrong host")
 
 
+def plain_port(w, notes):
+    """amqps:// to the broker's plain AMQP port, the commonest mistake:
+    the handshake fails and last_error says the port may not speak TLS."""
+    uri = w.uri().replace(":%d" % w.tls_port, ":%d" % w.broker.port)
+    r = w.relay("tls-plain-port", w.tls_keys(), uri)
+    q = "tls-plain-port"
+    w.queue(q)
+    publish(r, q, ["held back"])
+    st = wait_failure(r, ["TLS: handshake failed", "does not speak TLS"],
+                      "amqps:// to a plain AMQP port")
+    check(st.get("backlog") == 1, "backlog %r, want 1" % st.get("backlog"))
+    notes.append("last_error: %s" % st.get("last_error"))
+    stop(r)
+
+
 def no_verify_hostname(w, notes):
     keys = w.tls_keys()
     keys["verify_hostname"] = "no"
@@ -402,6 +417,7 @@ CHECKS = [
     ("verified", verified),
     ("wrong_ca", wrong_ca),
     ("hostname", hostname),
+    ("plain_port", plain_port),
     ("no_verify_hostname", no_verify_hostname),
     ("no_client_cert", no_client_cert),
     ("secrets", secrets),
