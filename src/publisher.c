@@ -174,6 +174,7 @@ struct publisher {
 	amqp_table_entry_t	 hdrs[PROTO_MAX_HEADERS];
 	int			 ever_connected;
 	int			 window_held;	/* TCP_USER_TIMEOUT off */
+	int			 read_logged;	/* a failed outbox read, logged */
 };
 
 static const char *
@@ -1502,9 +1503,18 @@ pub_fill(struct publisher *p)
 		n = outbox_reader_fetch(p->reader, p->sent_id, want, pub_row_cb,
 		    p);
 		if (n < 0) {
-			log_warnx("cannot read the outbox: %s",
+			/* Tried again at every commit, tick and ack: once. */
+			log_msg(p->read_logged ? LOG_DEBUG : LOG_WARNING,
+			    "cannot read the outbox %s: %s",
+			    p->cf->outbox_path,
 			    outbox_reader_errmsg(p->reader));
+			p->read_logged = 1;
 			break;
+		}
+		if (p->read_logged) {
+			log_notice("reading the outbox %s works again",
+			    p->cf->outbox_path);
+			p->read_logged = 0;
 		}
 		if (p->conn == NULL)
 			return;		/* failed while publishing */

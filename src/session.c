@@ -50,6 +50,7 @@ struct session {
 	struct evbuffer		*held;		/* OKs waiting on a commit */
 	struct proto_limits	 lim;
 	uint64_t		 id;
+	char			 who[80];	/* "client N (uid U, pid P)" */
 	size_t			 need;		/* bytes the parser waits for */
 	size_t			 skip;		/* bytes of a refused body to drop */
 	unsigned		 pending;	/* PUBs in the open transaction */
@@ -74,6 +75,25 @@ static void session_write_cb(struct bufferevent *, void *);
 static void session_event_cb(struct bufferevent *, short, void *);
 static void session_process(struct session *);
 
+/*
+ * How the log names a client: its number, and who is behind it, so that an
+ * operator can find the application a line is about.
+ */
+static void
+session_name(struct session *s, int fd)
+{
+	struct ucred	uc;
+	socklen_t	len = sizeof(uc);
+
+	if (getsockopt(fd, SOL_SOCKET, SO_PEERCRED, &uc, &len) == 0)
+		snprintf(s->who, sizeof(s->who), "client %llu (uid %ld, pid "
+		    "%ld)", (unsigned long long)s->id, (long)uc.uid,
+		    (long)uc.pid);
+	else
+		snprintf(s->who, sizeof(s->who), "client %llu",
+		    (unsigned long long)s->id);
+}
+
 unsigned
 session_count(void)
 {
@@ -90,6 +110,7 @@ session_new(struct ingress *ing, int fd, const struct config *cf)
 	s = xcalloc(1, sizeof(*s));
 	s->ing = ing;
 	s->id = ++session_ids;
+	session_name(s, fd);
 	s->lim.max_body = (size_t)cf->max_message_size;
 	s->lim.max_line = cf->max_line;
 	s->lim.max_headers = cf->max_headers;
@@ -127,7 +148,7 @@ session_new(struct ingress *ing, int fd, const struct config *cf)
 	bufferevent_enable(s->bev, EV_READ | EV_WRITE);
 	TAILQ_INSERT_TAIL(&sessions, s, entry);
 	nsessions++;
-	log_debug("client %llu: connected", (unsigned long long)s->id);
+	log_debug("%s: connected", s->who);
 	return s;
 }
 
@@ -135,7 +156,7 @@ session_new(struct ingress *ing, int fd, const struct config *cf)
 static void
 session_free(struct session *s, const char *why)
 {
-	log_debug("client %llu: closed (%s)", (unsigned long long)s->id, why);
+	log_debug("%s: closed (%s)", s->who, why);
 	ingress_forget(s->ing, s);
 	TAILQ_REMOVE(&sessions, s, entry);
 	nsessions--;
@@ -243,8 +264,8 @@ session_backlog(struct session *s)
 	if (s->backlogged)
 		return;
 	s->backlogged = 1;
-	log_debug("client %llu: over max_buffer of unread replies; not "
-	    "reading until it catches up", (unsigned long long)s->id);
+	log_debug("%s: over max_buffer of unread replies; not reading "
+	    "until it catches up", s->who);
 	bufferevent_disable(s->bev, EV_READ);
 	bufferevent_setwatermark(s->bev, EV_WRITE, s->max_buffer / 2, 0);
 }
@@ -347,8 +368,8 @@ session_process(struct session *s)
 		default:
 			if (session_must_wait(s))
 				return;
-			log_info("client %llu: %s; closing the connection",
-			    (unsigned long long)s->id, s->req.err);
+			log_info("%s: %s; closing the connection", s->who,
+			    s->req.err);
 			session_error(s, s->req.err_code ? s->req.err_code :
 			    PROTO_E_PROTO, s->req.err);
 			session_close_after_flush(s);
@@ -509,9 +530,8 @@ session_timeout(struct session *s)
 		bufferevent_enable(s->bev, EV_READ);
 		return;
 	}
-	log_info("client %llu: partial request idle for %llu ms; closing the "
-	    "connection", (unsigned long long)s->id,
-	    (unsigned long long)s->idle_ms);
+	log_info("%s: partial request idle for %llu ms; closing the "
+	    "connection", s->who, (unsigned long long)s->idle_ms);
 	snprintf(msg, sizeof(msg), "idle for %llu ms in the middle of a "
 	    "request (idle_timeout); closing", (unsigned long long)s->idle_ms);
 	session_error(s, PROTO_E_PROTO, msg);

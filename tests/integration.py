@@ -1523,6 +1523,11 @@ def limits(ctx):
             check(half.closed_by_peer(5), "half-sent connection kept")
             check_eq(idle.ping(), "PONG", "idle connection between "
                      "requests after idle_timeout")
+            # The log names who is behind the connection it closed.
+            check(re.search(r"info: client \d+ \(uid %d, pid %d\): partial "
+                            r"request idle" % (os.getuid(), os.getpid()),
+                            relay.log_text()),
+                  "the idle_timeout line names the client's uid and pid")
         check_eq(a.ping(), "PONG", "client A after the timeout")
 
         # max_clients = 4: A and three more; the fifth gets ERR LIMIT.
