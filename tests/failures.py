@@ -1558,24 +1558,31 @@ def socket_in_place(ctx):
     os.chmod(sock, 0o600)
     other = H.mkdtemp("pubrelay-sockfile-nobody-")
     os.chmod(other, 0o777)
-    ini = os.path.join(other, "pubrelay.ini")
-    # No password in the uri: the file is readable by nobody.
-    H.write_ini(ini, {"broker": {"uri": "amqp://127.0.0.1:1"},
-                      "socket": {"path": sock},
-                      "outbox": {"path": os.path.join(other, "nobody.db")}})
-    os.chmod(ini, 0o644)
     daemon = os.path.join(other, "pubrelayd")
     shutil.copy(H.binary("PUBRELAYD"), daemon)
     os.chmod(daemon, 0o755)
-    p = subprocess.run(["setpriv", "--reuid=nobody", "--regid=nogroup",
-                        "--clear-groups", daemon, "-c", ini],
-                       capture_output=True, timeout=30,
-                       stdin=subprocess.DEVNULL)
-    err = p.stderr.decode(errors="replace")
-    ctx.note("daemon as nobody on root's 0600 socket: exit %d, %s"
-             % (p.returncode, err.strip()))
-    check_eq(p.returncode, 71, "daemon that cannot probe the socket: exit "
-             "code")
+
+    def as_nobody(socket_keys, what):
+        """pubrelayd run as nobody with these [socket] keys: exit code and
+        stderr."""
+        ini = os.path.join(other, "pubrelay.ini")
+        # No password in the uri: the file is readable by nobody.
+        H.write_ini(ini, {"broker": {"uri": "amqp://127.0.0.1:1"},
+                          "socket": socket_keys,
+                          "outbox": {"path": os.path.join(other,
+                                                          "nobody.db")}})
+        os.chmod(ini, 0o644)
+        p = subprocess.run(["setpriv", "--reuid=nobody", "--regid=nogroup",
+                            "--clear-groups", daemon, "-c", ini],
+                           capture_output=True, timeout=30,
+                           stdin=subprocess.DEVNULL)
+        err = p.stderr.decode(errors="replace")
+        ctx.note("daemon as nobody %s: exit %d, %s"
+                 % (what, p.returncode, err.strip()))
+        return p.returncode, err
+
+    rc, err = as_nobody({"path": sock}, "on root's 0600 socket")
+    check_eq(rc, 71, "daemon that cannot probe the socket: exit code")
     check("cannot be probed" in err, "the error says why: %r" % err)
     check_eq(os.stat(sock).st_ino, ino, "the live socket was not replaced")
     with relay.client() as c:
@@ -1585,18 +1592,9 @@ def socket_in_place(ctx):
     # [socket] group that the daemon's user may not chown to: the error
     # names the step and the group, and no socket file is left.
     own = os.path.join(other, "own.sock")
-    H.write_ini(ini, {"broker": {"uri": "amqp://127.0.0.1:1"},
-                      "socket": {"path": own, "group": "root"},
-                      "outbox": {"path": os.path.join(other, "nobody.db")}})
-    os.chmod(ini, 0o644)
-    p = subprocess.run(["setpriv", "--reuid=nobody", "--regid=nogroup",
-                        "--clear-groups", daemon, "-c", ini],
-                       capture_output=True, timeout=30,
-                       stdin=subprocess.DEVNULL)
-    err = p.stderr.decode(errors="replace")
-    ctx.note("daemon as nobody with [socket] group = root: exit %d, %s"
-             % (p.returncode, err.strip()))
-    check_eq(p.returncode, 71, "socket group it cannot chown to: exit code")
+    rc, err = as_nobody({"path": own, "group": "root"},
+                        "with [socket] group = root")
+    check_eq(rc, 71, "socket group it cannot chown to: exit code")
     check("%s: chown to [socket] group (gid 0): Operation not permitted"
           % own in err, "the error names the step: %r" % err)
     check(not os.path.exists(own), "a socket file was left behind")

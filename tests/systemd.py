@@ -223,6 +223,16 @@ class Daemon:
         except subprocess.TimeoutExpired:
             raise Failure("pubrelayd still running %ds later" % timeout)
 
+    def __enter__(self):
+        return self
+
+    def __exit__(self, exc_type, exc, tb):
+        """The log's tail when the check failed; the daemon gone."""
+        if exc_type is not None:
+            log(H.tail(self.logpath, 30))
+        self.kill()
+        return False
+
     def kill(self):
         if self.proc is not None and self.proc.poll() is None:
             H.killpg(self.proc)
@@ -449,52 +459,50 @@ def journal_priorities(ctx):
     too: <3> for a config that keeps the daemon from starting, <4> for one
     a SIGHUP refuses; <5> and <4> for the daemon's own notice and broker
     warning."""
-    d = Daemon("journal")
+    with Daemon("journal") as d:
+        journal_checks(d)
+
+
+def journal_checks(d):
     open(d.logpath, "ab").close()
     st = os.stat(d.logpath)
     env = daemon_env(JOURNAL_STREAM="%d:%d" % (st.st_dev, st.st_ino))
     good = open(d.ini).read()
     bad = good.replace("[broker]\n", "[broker]\nheartbeat = banana\n", 1)
     check(bad != good, "no [broker] section in %s" % d.ini)
-    try:
-        with open(d.ini, "w") as f:
-            f.write(bad)
-        d.start([H.binary("PUBRELAYD"), "-c", d.ini], env)
-        rc = d.wait()
-        check(rc == 78, "exit %d on a bad config, want 78" % rc)
-        lines = d.log_text().splitlines()
-        check(any(ln.startswith("<3>%s:" % d.ini) and "heartbeat" in ln
-                  for ln in lines), "no <3> FILE:LINE error: %r" % lines)
-        check(all(ln.startswith("<") for ln in lines),
-              "a line without a priority: %r" % lines)
+    with open(d.ini, "w") as f:
+        f.write(bad)
+    d.start([H.binary("PUBRELAYD"), "-c", d.ini], env)
+    rc = d.wait()
+    check(rc == 78, "exit %d on a bad config, want 78" % rc)
+    lines = d.log_text().splitlines()
+    check(any(ln.startswith("<3>%s:" % d.ini) and "heartbeat" in ln
+              for ln in lines), "no <3> FILE:LINE error: %r" % lines)
+    check(all(ln.startswith("<") for ln in lines),
+          "a line without a priority: %r" % lines)
 
-        with open(d.ini, "w") as f:
-            f.write(good)
-        mark = len(d.log_text())
-        d.start([H.binary("PUBRELAYD"), "-c", d.ini], env)
-        H.wait_until(lambda: "<4>broker " in d.log_text()[mark:], 10,
-                     "the broker warning at <4>")
-        check("<5>pubrelayd " in d.log_text()[mark:],
-              "no <5> start-up notice: %r" % d.log_text()[mark:])
-        with open(d.ini, "w") as f:
-            f.write(bad)
-        d.signal(signal.SIGHUP)
-        H.wait_until(lambda: "<4>SIGHUP: " in d.log_text()[mark:], 10,
-                     "the refused reload at <4>")
-        lines = d.log_text()[mark:].splitlines()
-        check(any(ln.startswith("<4>%s:" % d.ini) and "heartbeat" in ln
-                  for ln in lines), "no <4> FILE:LINE error on SIGHUP: %r"
-              % lines)
-        check(all(ln.startswith("<") for ln in lines),
-              "a line without a priority: %r" % lines)
-        check(d.ping() == "PONG", "no PONG after the refused reload")
-        d.signal(signal.SIGTERM)
-        wait_exit_ok(d)
-    except Exception:
-        log(H.tail(d.logpath, 30))
-        raise
-    finally:
-        d.kill()
+    with open(d.ini, "w") as f:
+        f.write(good)
+    mark = len(d.log_text())
+    d.start([H.binary("PUBRELAYD"), "-c", d.ini], env)
+    H.wait_until(lambda: "<4>broker " in d.log_text()[mark:], 10,
+                 "the broker warning at <4>")
+    check("<5>pubrelayd " in d.log_text()[mark:],
+          "no <5> start-up notice: %r" % d.log_text()[mark:])
+    with open(d.ini, "w") as f:
+        f.write(bad)
+    d.signal(signal.SIGHUP)
+    H.wait_until(lambda: "<4>SIGHUP: " in d.log_text()[mark:], 10,
+                 "the refused reload at <4>")
+    lines = d.log_text()[mark:].splitlines()
+    check(any(ln.startswith("<4>%s:" % d.ini) and "heartbeat" in ln
+              for ln in lines), "no <4> FILE:LINE error on SIGHUP: %r"
+          % lines)
+    check(all(ln.startswith("<") for ln in lines),
+          "a line without a priority: %r" % lines)
+    check(d.ping() == "PONG", "no PONG after the refused reload")
+    d.signal(signal.SIGTERM)
+    wait_exit_ok(d)
 
 
 @check_fn
