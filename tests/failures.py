@@ -1031,6 +1031,16 @@ def failover(ctx):
 # 7. The disk holding the outbox fills up
 
 
+def fill_disk(path):
+    """Write zeros to path until the file system is full."""
+    with open(path, "wb", buffering=0) as f:
+        try:
+            while True:
+                f.write(b"\0" * 65536)
+        except OSError:
+            pass
+
+
 def fs_report(fs):
     """Free bytes of a tmpfs and the size of each file on it."""
     files = []
@@ -1163,12 +1173,7 @@ def disk_full_free(ctx):
         pr.join(60)
         check_eq(pr.rc, 0, "the first 100 lines (%s)" % pr.describe())
         done = 100
-        with open(ballast, "wb", buffering=0) as f:
-            try:
-                while True:
-                    f.write(b"\0" * 65536)
-            except OSError:
-                pass
+        fill_disk(ballast)
         ctx.note("ballast of %d bytes; tmpfs free %d bytes"
                  % (os.path.getsize(ballast), fs.free_bytes()))
         full = False
@@ -1234,12 +1239,7 @@ def park_disk_full(ctx):
                                                ("routing-key", nobody)])]
                 + [H.encode_pub(H.seq_line(1, i), rk) for i in range(5, 10)])
         mid = pub_pipelined(relay, reqs)[5]
-        with open(ballast, "wb", buffering=0) as f:
-            try:
-                while True:
-                    f.write(b"\0" * 65536)
-            except OSError:
-                pass
+        fill_disk(ballast)
         ctx.note("disk filled: %s" % fs_report(fs))
         b.start_app()
         failed = re.compile(r"^pubrelayd: (\w+): outbox: cannot park id ",
