@@ -563,6 +563,8 @@ ingress_stats(struct ingress *ing, struct evbuffer *out)
 	evbuffer_add_printf(out, "confirm_latency_count %" PRIu64 "\n",
 	    (uint64_t)atomic_load(&st->confirm_count));
 	evbuffer_add_printf(out, "clients %u\n", session_count());
+	evbuffer_add_printf(out, "clients_refused %" PRIu64 "\n",
+	    (uint64_t)atomic_load(&st->clients_refused));
 	evbuffer_add_printf(out, "uptime_s %lld\n",
 	    (long long)(time(NULL) - ing->started));
 }
@@ -571,6 +573,12 @@ void
 ingress_count_refused(struct ingress *ing)
 {
 	atomic_fetch_add(&ing->st->refused, 1);
+}
+
+void
+ingress_count_client_refused(struct ingress *ing)
+{
+	atomic_fetch_add(&ing->st->clients_refused, 1);
 }
 
 struct ingress_list {

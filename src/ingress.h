@@ -65,5 +65,7 @@ void	ingress_delete_now(struct ingress *ing, int64_t upto);
 void	ingress_stats(struct ingress *ing, struct evbuffer *out);
 /* A PUB was answered with an error other than SKIPPED (STATS refused). */
 void	ingress_count_refused(struct ingress *ing);
+/* A connection was refused at accept: LIMIT or DENIED (STATS). */
+void	ingress_count_client_refused(struct ingress *ing);
 
 #endif

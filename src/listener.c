@@ -19,6 +19,7 @@
 #include <event2/event.h>
 
 #include "config.h"
+#include "ingress.h"
 #include "listener.h"
 #include "log.h"
 #include "protocol.h"
@@ -243,9 +244,12 @@ listener_accept_cb(evutil_socket_t lfd, short what, void *arg)
 			log_notice("accept: accepting clients again");
 			l->pause_logged = 0;
 		}
-		if (listener_check_peer(l, fd) == -1)
+		if (listener_check_peer(l, fd) == -1) {
+			ingress_count_client_refused(l->ing);
 			continue;
+		}
 		if (session_count() >= l->cf->max_clients) {
+			ingress_count_client_refused(l->ing);
 			listener_limit_log(l);
 			listener_refuse(fd, l->cf->max_clients);
 			continue;

@@ -1296,6 +1296,9 @@ static const struct prom_metric {
 	  "confirmed messages, time blocked excluded." },
 	{ "clients", "pubrelay_clients", "", "gauge", 0,
 	  "Open client connections, the one asking included." },
+	{ "clients_refused", "pubrelay_clients_refused_total", "", "counter",
+	  0, "Connections refused at accept: over max_clients (LIMIT) or not "
+	  "in allow_users/allow_groups (DENIED)." },
 	{ "uptime_s", "pubrelay_uptime_seconds", "", "gauge", 0,
 	  "Seconds since pubrelayd started." },
 };

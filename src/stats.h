@@ -22,6 +22,7 @@ struct relay_stats {
 	/* ingress side */
 	atomic_uint_fast64_t	accepted;
 	atomic_uint_fast64_t	refused;	/* PUBs refused, SKIPPED not */
+	atomic_uint_fast64_t	clients_refused; /* LIMIT, DENIED at accept */
 	/* publisher side */
 	atomic_uint_fast64_t	published;
 	atomic_uint_fast64_t	confirmed;

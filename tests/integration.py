@@ -1042,6 +1042,7 @@ PROM_MAP = {
     "confirm_latency_count": ("pubrelay_confirm_latency_seconds_count",
                               "summary", 1),
     "clients": ("pubrelay_clients", "gauge", 1),
+    "clients_refused": ("pubrelay_clients_refused_total", "counter", 1),
     "uptime_s": ("pubrelay_uptime_seconds", "gauge", 1),
 }
 
@@ -1481,6 +1482,8 @@ def allow_lists(ctx):
     check_eq(len(refused), 256, "refusal lines for 300 uids")
     check("further refused uids are not logged" in refused[-1],
           "the 256th line says what follows: %r" % refused[-1])
+    check_eq(relay.stats().get("clients_refused"), len(uids),
+             "stats clients_refused")
     check_eq(relay.term(), 0, "pubrelayd exit code after SIGTERM")
 
 
@@ -1563,6 +1566,8 @@ def limits(ctx):
 
             # Clients coming and going at the limit: one warning, not one
             # per turnover (an accept used to start a new episode).
+            slot_refused = [0]
+
             def take_slot():
                 for _ in range(200):
                     c = relay.client()
@@ -1571,6 +1576,7 @@ def limits(ctx):
                             return c
                     except Exception:
                         pass
+                    slot_refused[0] += 1
                     c.close()
                     time.sleep(0.05)
                 raise Failure("no free slot after a client left")
@@ -1586,6 +1592,13 @@ def limits(ctx):
                      if "max_clients (4) reached" in ln]
             check_eq(len(lines), 1, "max_clients lines after 5 turnovers "
                      "at the limit (%r)" % lines)
+            # Every connection refused with LIMIT is counted: the raw one,
+            # three commands, --lines, five turnovers, and the attempts
+            # on a slot the daemon had not freed yet.  STATS is asked on
+            # a connection already in, so that asking refuses nobody.
+            st = extra[0].stats()
+            check_eq(st.get("clients_refused"), 10 + slot_refused[0],
+                     "stats clients_refused")
         finally:
             for c in extra:
                 c.close()
