@@ -166,8 +166,7 @@ listener_check_peer(struct listener *l, int fd)
 		    "allow_users or allow_groups: refused%s", (long)uc.uid,
 		    (long)uc.pid, l->ndenied + 1 == LISTENER_DENIED_LOG ?
 		    " (further refused uids are not logged)" : "");
-		if (l->ndenied < LISTENER_DENIED_LOG)
-			l->denied[l->ndenied++] = uc.uid;
+		l->denied[l->ndenied++] = uc.uid;
 	}
 	/* Best effort, as in listener_refuse(). */
 	n = snprintf(msg, sizeof(msg), "ERR %s uid %ld may not publish here "

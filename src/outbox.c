@@ -608,9 +608,8 @@ outbox_commit(struct outbox *ob)
 	    ob->unfolded + (uint64_t)ob->dins >= OUTBOX_FOLD_ROWS;
 	if (fold) {
 		rc = outbox_write_counters(ob);
-		if (rc != SQLITE_DONE) {
+		if (rc != SQLITE_DONE)
 			return outbox_fail(ob, rc);
-		}
 	}
 	if (ob->ddead_rows != 0 || ob->ddead_bytes != 0) {
 		sqlite3_bind_int64(ob->st_dead_counters, 1,
@@ -618,14 +617,12 @@ outbox_commit(struct outbox *ob)
 		sqlite3_bind_int64(ob->st_dead_counters, 2,
 		    (sqlite3_int64)(ob->dead_bytes + ob->ddead_bytes));
 		rc = outbox_step(ob->st_dead_counters);
-		if (rc != SQLITE_DONE) {
+		if (rc != SQLITE_DONE)
 			return outbox_fail(ob, rc);
-		}
 	}
 	rc = outbox_step(ob->st_commit);
-	if (rc != SQLITE_DONE) {
+	if (rc != SQLITE_DONE)
 		return outbox_fail(ob, rc);
-	}
 	ob->in_tx = 0;
 	ob->unfolded = fold ? 0 : ob->unfolded + (uint64_t)ob->dins;
 	ob->rows += ob->drows;
@@ -689,18 +686,16 @@ outbox_delete_tx(struct outbox *ob, int64_t upto)
 		ob->dbytes = -sqlite3_column_int64(ob->st_range, 1);
 	}
 	sqlite3_reset(ob->st_range);
-	if (rc != SQLITE_ROW) {
+	if (rc != SQLITE_ROW)
 		return outbox_fail(ob, rc);
-	}
 	if (ob->drows == 0) {
 		outbox_rollback(ob);
 		return OUTBOX_OK;
 	}
 	sqlite3_bind_int64(ob->st_delete, 1, upto);
 	rc = outbox_step(ob->st_delete);
-	if (rc != SQLITE_DONE) {
+	if (rc != SQLITE_DONE)
 		return outbox_fail(ob, rc);
-	}
 	return outbox_commit(ob);
 }
 

@@ -4,7 +4,6 @@
  */
 #include <errno.h>
 #include <getopt.h>
-#include <limits.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -182,27 +181,40 @@ daemon_shutdown(struct daemon *d, const char *sig)
 	evtimer_add(d->ev_done, &tv);
 }
 
+/*
+ * config_load() with its error lines through log_lines() at prio, so the
+ * journal files them as errors (start-up) or warnings (reload); summary
+ * adds "pubrelayd: FILE: N errors".
+ */
+static int
+daemon_config_load(struct config *cf, const char *path, int prio,
+    int summary)
+{
+	char	*errs = NULL;
+	size_t	 errlen = 0;
+	FILE	*errf = open_memstream(&errs, &errlen);
+	int	 n;
+
+	if (errf == NULL)
+		return config_load(cf, path, stderr);
+	n = config_load(cf, path, errf);
+	if (n > 0 && summary)
+		fprintf(errf, "pubrelayd: %s: %d error%s\n", path, n,
+		    n == 1 ? "" : "s");
+	fclose(errf);
+	log_lines(prio, errs);
+	free(errs);
+	return n;
+}
+
 static void
 daemon_reload(struct daemon *d)
 {
 	struct config	cf;
-	FILE		*errf;
-	char		*errs = NULL;
-	size_t		 errlen = 0;
-	int		 n;
 
 	/* Only what can change safely without a restart: the log level. */
 	config_defaults(&cf);
-	if ((errf = open_memstream(&errs, &errlen)) == NULL) {
-		log_warn("SIGHUP: cannot reload");
-		config_free(&cf);
-		return;
-	}
-	n = config_load(&cf, d->config_path, errf);
-	fclose(errf);
-	log_lines(LOG_WARNING, errs);
-	free(errs);
-	if (n != 0) {
+	if (daemon_config_load(&cf, d->config_path, LOG_WARNING, 0) != 0) {
 		log_warnx("SIGHUP: %s has errors; keeping the running "
 		    "configuration", d->config_path);
 		config_free(&cf);
@@ -299,27 +311,7 @@ main(int argc, char *argv[])
 	}
 
 	config_defaults(&d.cf);
-	{
-		/* Through log_lines(): errors for journalctl -p err. */
-		char	*errs = NULL, line[PATH_MAX + 64];
-		size_t	 errlen = 0;
-		FILE	*errf = open_memstream(&errs, &errlen);
-
-		if (errf == NULL) {
-			log_err("open_memstream");
-			return EX_OSERR;
-		}
-		n = config_load(&d.cf, d.config_path, errf);
-		fclose(errf);
-		log_lines(LOG_ERR, errs);
-		free(errs);
-		if (n > 0) {
-			snprintf(line, sizeof(line), "pubrelayd: %s: %d error%s",
-			    d.config_path, n, n == 1 ? "" : "s");
-			log_lines(LOG_ERR, line);
-		}
-	}
-	if (n != 0) {
+	if ((n = daemon_config_load(&d.cf, d.config_path, LOG_ERR, 1)) != 0) {
 		config_free(&d.cf);
 		return EX_CONFIG;
 	}
