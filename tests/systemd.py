@@ -185,6 +185,13 @@ class Notify:
     def close(self):
         self.sock.close()
 
+    def __enter__(self):
+        return self
+
+    def __exit__(self, exc_type, exc, tb):
+        self.close()
+        return False
+
 
 class Daemon:
     """pubrelayd in its own temp dir, started with extra environment."""
@@ -402,9 +409,8 @@ def wait_exit_ok(d):
 
 @check_fn
 def notify(ctx):
-    d = Daemon("notify")
-    n = Notify(os.path.join(d.dir, "notify"))
-    try:
+    with Daemon("notify") as d, \
+            Notify(os.path.join(d.dir, "notify")) as n:
         d.start([H.binary("PUBRELAYD"), "-c", d.ini],
                 daemon_env(NOTIFY_SOCKET=n.name, WATCHDOG_USEC="1000000"))
         i = n.wait(lambda m: "READY" in m, 10, "READY=1")
@@ -444,12 +450,6 @@ def notify(ctx):
         wait_exit_ok(d)
         check(not os.path.exists(d.sock), "a socket it bound itself is "
               "left behind")
-    except Exception:
-        log(H.tail(d.logpath, 30))
-        raise
-    finally:
-        d.kill()
-        n.close()
 
 
 @check_fn
@@ -507,9 +507,9 @@ def journal_checks(d):
 
 @check_fn
 def notify_abstract(ctx):
-    d = Daemon("notify-abstract")
-    n = Notify("@pubrelay-test-%d-%d" % (os.getpid(), int(time.time())))
-    try:
+    with Daemon("notify-abstract") as d, \
+            Notify("@pubrelay-test-%d-%d" % (os.getpid(),
+                                             int(time.time()))) as n:
         # WATCHDOG_PID names another process: no watchdog for us.
         d.start([H.binary("PUBRELAYD"), "-c", d.ini],
                 daemon_env(NOTIFY_SOCKET=n.name, WATCHDOG_USEC="200000",
@@ -521,21 +521,14 @@ def notify_abstract(ctx):
         d.signal(signal.SIGTERM)
         n.wait(lambda m: m.get("STOPPING") == "1", 5, "STOPPING=1")
         wait_exit_ok(d)
-    except Exception:
-        log(H.tail(d.logpath, 30))
-        raise
-    finally:
-        d.kill()
-        n.close()
 
 
 @check_fn
 def activation(ctx):
     activate = tool("systemd-socket-activate")
-    d = Daemon("activation")
-    path = os.path.join(d.dir, "activated.sock")
-    n = Notify(os.path.join(d.dir, "notify"))
-    try:
+    with Daemon("activation") as d, \
+            Notify(os.path.join(d.dir, "notify")) as n:
+        path = os.path.join(d.dir, "activated.sock")
         d.start([activate, "-l", path, "-E", "NOTIFY_SOCKET=" + n.name,
                  H.binary("PUBRELAYD"), "-c", d.ini], daemon_env())
         H.wait_until(lambda: os.path.exists(path) or d.proc.poll() is not None,
@@ -555,22 +548,15 @@ def activation(ctx):
         wait_exit_ok(d)
         check(os.path.exists(path) and stat.S_ISSOCK(os.lstat(path).st_mode),
               "the socket unit's %s was removed at exit" % path)
-    except Exception:
-        log(H.tail(d.logpath, 30))
-        raise
-    finally:
-        d.kill()
-        n.close()
 
 
 @check_fn
 def activation_refused(ctx):
-    d = Daemon("activation-refused")
-    s = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
-    s.bind(os.path.join(d.dir, "dgram.sock"))
-    fd = s.fileno()
-    move = "3<&%d %d<&-" % (fd, fd) if fd != 3 else ""
-    try:
+    with Daemon("activation-refused") as d, \
+            socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as s:
+        s.bind(os.path.join(d.dir, "dgram.sock"))
+        fd = s.fileno()
+        move = "3<&%d %d<&-" % (fd, fd) if fd != 3 else ""
         d.start(["/bin/sh", "-c", 'LISTEN_PID=$$ LISTEN_FDS=1; '
                  'export LISTEN_PID LISTEN_FDS; exec "$@" ' + move, "sh",
                  H.binary("PUBRELAYD"), "-c", d.ini], daemon_env(),
@@ -581,12 +567,6 @@ def activation_refused(ctx):
         check("socket activation" in text and "not a listening" in text,
               "no clear error in the log:\n%s" % text)
         check(not os.path.exists(d.sock), "bound [socket] path instead")
-    except Exception:
-        log(H.tail(d.logpath, 30))
-        raise
-    finally:
-        d.kill()
-        s.close()
 
 
 def main(argv):
