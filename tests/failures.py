@@ -1271,6 +1271,91 @@ def park_disk_full(ctx):
     check_eq(relay.term(), 0, "pubrelayd exit code after SIGTERM")
 
 
+def damage_page_of(path, marker):
+    """Overwrite the b-tree page type byte of the table leaf page holding
+    marker in the SQLite file path (not page 1, not a root that is also
+    the only leaf); returns (offset, the byte it was)."""
+    with open(path, "rb") as f:
+        data = f.read()
+    page_size = int.from_bytes(data[16:18], "big")
+    if page_size == 1:
+        page_size = 65536
+    at = data.find(marker)
+    check(at > 0 and data.find(marker, at + 1) == -1,
+          "%r is in %s %d times, want once" % (marker, path,
+                                              data.count(marker)))
+    offset = at // page_size * page_size
+    check(offset > 0, "the marker is on page 1")
+    check(data[offset] == 0x0D, "page %d of %s is not a table leaf (type "
+          "%#x)" % (offset // page_size + 1, path, data[offset]))
+    with open(path, "r+b") as f:
+        f.seek(offset)
+        f.write(b"\x00")
+        f.flush()
+        os.fsync(f.fileno())
+    return offset, data[offset]
+
+
+@scenario
+def outbox_unreadable(ctx):
+    """The publisher cannot read the outbox: the leaf page holding the
+    oldest rows is damaged on disk (new commits go on: they only touch the
+    last leaf).  The failure is logged once as a warning naming the file,
+    then at debug level, though it is tried again at every commit, tick
+    and ack; nothing is published past it.  Once the page reads again a
+    notice says so and every message arrives in order, exactly once."""
+    b = ctx.broker
+    with ctx.consumer() as c:
+        q = c.declare(H.unique_queue("unreadable"))
+    N, M = 300, 10
+    rk = [("routing-key", q)]
+    b.stop_app()
+    try:
+        relay = ctx.relay(overrides={"log": {"level": "debug"}})
+        pub_pipelined(relay, [H.encode_pub(H.seq_line(1, i, pad=400), rk)
+                              for i in range(N)])
+        check_eq(relay.term(), 0, "exit code of the run that filled the "
+                 "outbox")
+    finally:
+        b.start_app()
+    check(not os.path.exists(relay.outbox + "-wal"), "a write-ahead log is "
+          "left after a clean stop: the rows may not be in the main file")
+    offset, byte = damage_page_of(relay.outbox,
+                                  H.seq_line(1, 0).encode() + b"-")
+    # No STATS while the page is damaged: its oldest-message age would
+    # read the page through the writer's connection and keep it cached.
+    relay.restart()
+    failed = re.compile(r"^pubrelayd: (\w+): cannot read the outbox (\S+): ",
+                        re.M)
+    H.wait_until(lambda: failed.search(relay.log_text()), 20,
+                 "the publisher's failed read of the damaged outbox")
+    for i in range(N, N + M):
+        pub_pipelined(relay, [H.encode_pub(H.seq_line(1, i, pad=400), rk)])
+    H.wait_until(lambda: len(failed.findall(relay.log_text())) >= M, 20,
+                 "%d failed reads (one per commit at least)" % M)
+    found = failed.findall(relay.log_text())
+    ctx.note("failed reads of the damaged outbox: %d" % len(found))
+    check_eq([lvl for lvl, _ in found].count("warning"), 1,
+             "warnings for the failing read (levels %s)"
+             % sorted(set(lvl for lvl, _ in found)))
+    check(all(path == relay.outbox for _, path in found),
+          "the line does not name %s: %r" % (relay.outbox, found[:2]))
+    with ctx.consumer() as c:
+        check_eq(c.count(q), 0, "messages published past the damaged page")
+
+    with open(relay.outbox, "r+b") as f:
+        f.seek(offset)
+        f.write(bytes([byte]))
+    # A commit moves the log's header: the reader drops its cached pages.
+    pub_pipelined(relay, [H.encode_pub(H.seq_line(1, N + M, pad=400), rk)])
+    H.wait_until(lambda: "reading the outbox %s works again" % relay.outbox
+                 in relay.log_text(), 20, "the notice that reading works "
+                 "again")
+    relay.wait_drained(60)
+    check_queue(ctx, q, 1, N + M + 1, allow_dups=False)
+    check_eq(relay.term(), 0, "pubrelayd exit code after SIGTERM")
+
+
 # ---------------------------------------------------------------------------
 # 8. Outboxes pubrelayd must refuse at start-up
 
