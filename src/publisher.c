@@ -84,11 +84,12 @@ enum slot_state {
 struct pub_slot {
 	int64_t		 id;
 	int64_t		 sent_ms;	/* for the confirm timeout */
-	uint64_t	 midhash;	/* message-id, to match basic.return */
+	uint64_t	 rethash;	/* what a basic.return names of it */
 	char		*reason;	/* set when returned */
 	uint32_t	 size;
 	uint8_t		 state;
 	uint8_t		 returned;
+	uint8_t		 ambiguous;	/* returned, or one like it after it */
 };
 
 struct pub_park {
@@ -171,6 +172,7 @@ struct publisher {
 	char			 ret_text[128];
 	char			 ret_exchange[PROTO_SHORTSTR_MAX + 1];
 	char			 ret_rkey[PROTO_SHORTSTR_MAX + 1];
+	uint64_t		 ret_desthash;	/* of its exchange and key */
 	amqp_table_entry_t	 hdrs[PROTO_MAX_HEADERS];
 	int			 ever_connected;
 	int			 window_held;	/* TCP_USER_TIMEOUT off */
@@ -209,16 +211,42 @@ pub_now_ms(void)
 	return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
 }
 
-/* FNV-1a: enough to tell the in-flight message-ids apart. */
+/* FNV-1a: enough to tell the messages in flight apart. */
 static uint64_t
-pub_hash(const void *p, size_t n)
+pub_hash(uint64_t h, const void *p, size_t n)
 {
 	const unsigned char	*c = p;
-	uint64_t		 h = 0xcbf29ce484222325ULL;
 
 	while (n-- > 0)
 		h = (h ^ *c++) * 0x100000001b3ULL;
 	return h;
+}
+
+#define PUB_HASH_INIT	0xcbf29ce484222325ULL
+
+/* The exchange and routing key a message went to, as basic.return names them. */
+static uint64_t
+pub_dest_hash(amqp_bytes_t exchange, amqp_bytes_t rkey)
+{
+	uint64_t	len = exchange.len;
+	uint64_t	h = pub_hash(PUB_HASH_INIT, &len, sizeof(len));
+
+	h = pub_hash(h, exchange.bytes, exchange.len);
+	return pub_hash(h, rkey.bytes, rkey.len);
+}
+
+/*
+ * What matches a basic.return to a message in flight: its message-id, where
+ * it went and its size.  Two in flight alike in all of these are told apart
+ * by republishing one at a time (pub_match_return()).
+ */
+static uint64_t
+pub_return_hash(amqp_bytes_t mid, uint64_t desthash, uint64_t body_size)
+{
+	uint64_t	h = pub_hash(PUB_HASH_INIT, mid.bytes, mid.len);
+
+	h = pub_hash(h, &desthash, sizeof(desthash));
+	return pub_hash(h, &body_size, sizeof(body_size));
 }
 
 static void
@@ -865,6 +893,17 @@ pub_advance(struct publisher *p)
 			p->nack_break = 1;
 			break;
 		}
+		if (sl->returned && sl->ambiguous) {
+			/* Not counted as an attempt: it may have been routed. */
+			log_msg(p->episode++ ? LOG_DEBUG : LOG_NOTICE,
+			    "outbox id %" PRId64 " or a message like it behind "
+			    "it (same message-id, destination and size) was %s; "
+			    "republishing from it one at a time", sl->id,
+			    sl->reason ? sl->reason : "returned by the broker");
+			pub_probe(p);
+			p->broken = 1;
+			break;
+		}
 		if (sl->returned) {
 			attempts = pub_attempt(p, sl->id);
 			if (p->cf->on_unroutable == POLICY_PARK &&
@@ -957,26 +996,47 @@ pub_resolve(struct publisher *p, uint64_t tag, int multiple, int nack)
 	return 0;
 }
 
-/* Match a basic.return to the first in-flight message with its id. */
+/*
+ * Match a basic.return to the message in flight it names.  The broker
+ * returns a message before it acks it, so that message is still pending.
+ * When more than one pending message fits (a message-id used twice, to the
+ * same place, with bodies of one size) the return cannot say which: the
+ * first of them is marked ambiguous, and once it is acked the window goes
+ * back to it and republishes one at a time, where a return names one
+ * message.  A return that fits none is treated the same way from the
+ * oldest pending message (or, when it is the only one, is its return): a
+ * return is never taken for a confirm.
+ */
 static void
-pub_match_return(struct publisher *p, const char *mid, size_t midlen,
+pub_match_return(struct publisher *p, uint64_t h, const char *mid,
     const char *reason)
 {
-	uint64_t	t, h = pub_hash(mid, midlen);
+	struct pub_slot	*first = NULL, *oldest = NULL;
+	unsigned	 n = 0, pending = 0;
+	uint64_t	 t;
 
 	for (t = p->first_tag; t < p->next_tag; t++) {
 		struct pub_slot *sl = &p->ring[t % p->cap];
 
-		if (sl->state == SLOT_PENDING && !sl->returned &&
-		    sl->midhash == h) {
-			sl->returned = 1;
-			free(sl->reason);
-			sl->reason = xstrdup(reason);
-			return;
-		}
+		if (sl->state != SLOT_PENDING || sl->returned)
+			continue;
+		if (pending++ == 0)
+			oldest = sl;
+		if (sl->rethash == h && n++ == 0)
+			first = sl;
 	}
-	log_warnx("basic.return for message %.*s, which is not in flight",
-	    (int)midlen, mid);
+	if (first == NULL) {
+		log_warnx("basic.return for message %s, which matches nothing "
+		    "in flight%s", mid, pending > 1 ? ": republishing from "
+		    "the oldest unconfirmed message one at a time" : "");
+		if ((first = oldest) == NULL)
+			return;
+		n = pending;
+	}
+	first->returned = 1;
+	first->ambiguous = n > 1;
+	free(first->reason);
+	first->reason = xstrdup(reason);
 }
 
 /* Open the channel in confirm mode.  Returns 0, or -1 after pub_fail(). */
@@ -1104,6 +1164,7 @@ pub_method(struct publisher *p, amqp_method_t *m)
 		pub_copy_bytes(p->ret_exchange, sizeof(p->ret_exchange),
 		    r->exchange);
 		pub_copy_bytes(p->ret_rkey, sizeof(p->ret_rkey), r->routing_key);
+		p->ret_desthash = pub_dest_hash(r->exchange, r->routing_key);
 		return 0;
 	}
 	case AMQP_CONNECTION_BLOCKED_METHOD: {
@@ -1165,19 +1226,24 @@ pub_method(struct publisher *p, amqp_method_t *m)
 }
 
 static void
-pub_returned(struct publisher *p, amqp_basic_properties_t *bp)
+pub_returned(struct publisher *p, amqp_basic_properties_t *bp,
+    uint64_t body_size)
 {
-	char	mid[PROTO_SHORTSTR_MAX + 1] = "?";
-	char	reason[PUB_REASON_MAX + 2 * PROTO_SHORTSTR_MAX];
+	char		mid[PROTO_SHORTSTR_MAX + 1] = "?";
+	char		reason[PUB_REASON_MAX + 2 * PROTO_SHORTSTR_MAX];
+	amqp_bytes_t	midb = amqp_empty_bytes;
 
-	if (bp != NULL && (bp->_flags & AMQP_BASIC_MESSAGE_ID_FLAG))
-		pub_copy_bytes(mid, sizeof(mid), bp->message_id);
+	if (bp != NULL && (bp->_flags & AMQP_BASIC_MESSAGE_ID_FLAG)) {
+		midb = bp->message_id;
+		pub_copy_bytes(mid, sizeof(mid), midb);
+	}
 	atomic_fetch_add(&p->st->returned, 1);
 	snprintf(reason, sizeof(reason), "returned by the broker: %u %s "
 	    "(exchange '%s', routing key '%s')", p->ret_code, p->ret_text,
 	    p->ret_exchange, p->ret_rkey);
 	log_debug("message %s %s", mid, reason);
-	pub_match_return(p, mid, strlen(mid), reason);
+	pub_match_return(p, pub_return_hash(midb, p->ret_desthash, body_size),
+	    mid, reason);
 }
 
 static int
@@ -1196,7 +1262,8 @@ pub_frame(struct publisher *p, amqp_frame_t *f)
 			pub_fail(p, "protocol error: unexpected content header");
 			return -1;
 		}
-		pub_returned(p, f->payload.properties.decoded);
+		pub_returned(p, f->payload.properties.decoded,
+		    f->payload.properties.body_size);
 		p->ret_left = f->payload.properties.body_size;
 		p->ret_state = p->ret_left > 0 ? RET_BODY : RET_NONE;
 		return 0;
@@ -1467,10 +1534,12 @@ pub_row_cb(void *arg, const struct outbox_row *row)
 	s->size = (uint32_t)(row->plen + row->blen);
 	s->state = SLOT_PENDING;
 	s->returned = 0;
+	s->ambiguous = 0;
 	free(s->reason);
 	s->reason = NULL;
 	s->sent_ms = pub_now_ms();
-	s->midhash = pub_hash(bp.message_id.bytes, bp.message_id.len);
+	s->rethash = pub_return_hash(bp.message_id, pub_dest_hash(
+	    pub_bytes(m.exchange), pub_bytes(m.routing_key)), row->blen);
 	p->next_tag++;
 	p->unresolved++;
 	p->sent_id = row->id;

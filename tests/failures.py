@@ -485,6 +485,83 @@ def return_retry(ctx):
     check_eq(relay.term(), 0, "pubrelayd exit code after SIGTERM")
 
 
+@scenario
+def return_same_id(ctx):
+    """Returns of messages that share a message-id with another one in
+    flight (window 64, mandatory, max_attempts = 1: a wrong match parks the
+    wrong message at once).  20 pairs, each A routed to a durable queue and
+    B, with A's message-id, unroutable: first with different routing keys
+    (the return names B: exactly B is parked, every A arrives once, no
+    republishing); then through a headers exchange, same exchange, routing
+    key and body size, A's header matching the binding and B's not (the
+    return cannot tell them apart: the relay republishes one at a time, so
+    every A arrives, first deliveries in order, and exactly the 20 B are
+    parked, as a binding added for them and `DEAD RETRY ALL` show)."""
+    relay = ctx.relay(overrides={"publish": {"mandatory": "yes",
+                                             "window": "64",
+                                             "max_attempts": "1"}})
+    P = 20
+    with ctx.consumer() as c:
+        q = c.declare(H.unique_queue("sameid"))
+        qh = c.declare(H.unique_queue("sameid-h"))
+        qb = c.declare(H.unique_queue("sameid-b"))
+        hx = H.unique_queue("sameid-hx")
+        c.ch.exchange_declare(exchange=hx, exchange_type="headers",
+                              durable=False, auto_delete=True)
+        c.ch.queue_bind(queue=qh, exchange=hx, routing_key="",
+                        arguments={"x-match": "all", "route": "a"})
+    nobody = q + "-nobody"
+
+    def parked(want_key):
+        st = wait_stat(relay, "dead_messages", lambda v: v >= P, 60,
+                       "%d messages parked" % P)
+        relay.wait_drained(60)
+        rows = dead_rows(relay)
+        ctx.note("%d parked: %s" % (len(rows), H.fmt_stats(st)))
+        check_eq(len(rows), P, "dead letters")
+        check_eq(sorted(set(r["routing_key"] for r in rows)), [want_key],
+                 "routing keys of the dead letters")
+        return rows
+
+    # Different routing keys: the return says which message it is.
+    reqs = []
+    for i in range(P):
+        mid = "%s-pair-%d" % (q, i)
+        reqs.append(H.encode_pub(H.seq_line(1, i), [
+            ("routing-key", q), ("message-id", mid)]))
+        reqs.append(H.encode_pub(H.seq_line(1, i), [
+            ("routing-key", nobody), ("message-id", mid)]))
+    pub_pipelined(relay, reqs)
+    parked(nobody)
+    check_queue(ctx, q, 1, P, allow_dups=False)
+    rc, out, err = relay.cmd("dead", "purge", "--all")
+    check_eq(rc, 0, "exit code of `pubrelay dead purge --all` (%s)"
+             % err.strip())
+
+    # Alike but for a header: the return cannot say which of the two.
+    reqs = []
+    for i in range(P):
+        mid = "%s-alike-%d" % (q, i)
+        for route, producer in (("a", 2), ("b", 3)):
+            reqs.append(H.encode_pub(H.seq_line(producer, i), [
+                ("exchange", hx), ("routing-key", "k"),
+                ("message-id", mid), ("header", "route=" + route)]))
+    pub_pipelined(relay, reqs)
+    parked("k")
+    st = relay.stats()
+    check_eq(st.get("reconnects"), 0, "stats reconnects")
+    check_queue(ctx, qh, 2, P, allow_dups=True)
+    with ctx.consumer() as c:
+        c.ch.queue_bind(queue=qb, exchange=hx, routing_key="",
+                        arguments={"x-match": "all", "route": "b"})
+    rc, out, err = relay.cmd("dead", "retry", "--all")
+    check_eq(rc, 0, "exit code of `pubrelay dead retry --all` (%s)"
+             % err.strip())
+    relay.wait_drained(60)
+    check_queue(ctx, qb, 3, P, allow_dups=False)
+    check_eq(relay.term(), 0, "pubrelayd exit code after SIGTERM")
+
+
 # ---------------------------------------------------------------------------
 # 3. The broker closes the channel: 404 NOT_FOUND, 403 ACCESS_REFUSED
 
