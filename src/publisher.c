@@ -394,6 +394,7 @@ pub_window_reset(struct publisher *p, int new_channel)
 	}
 	if (new_channel)
 		p->next_tag = 1;
+	buf_reset(&p->wbuf);	/* frames of forgotten tags: never sent */
 	p->first_tag = p->next_tag;
 	p->unresolved = 0;
 	p->inflight_bytes = 0;
@@ -1578,6 +1579,13 @@ pub_fill(struct publisher *p)
 			    p->cf->outbox_path,
 			    outbox_reader_errmsg(p->reader));
 			p->read_logged = 1;
+			/*
+			 * The rows read before the failure are encoded and
+			 * counted in flight: send them like any batch, or
+			 * they wait for a read that may never work again.
+			 */
+			if (p->conn != NULL && pub_flush(p) == 0)
+				(void)pub_drain(p);
 			break;
 		}
 		if (p->read_logged) {
