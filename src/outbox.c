@@ -28,6 +28,7 @@ struct outbox {
 	int64_t		 drows, dbytes;		/* deltas of the open transaction */
 	int64_t		 dins;			/* rows outbox_insert()ed in it */
 	int64_t		 next_id;		/* the next row's id */
+	int64_t		 reserved;		/* ids up to it may be out */
 	uint64_t	 unfolded;		/* rows inserted since the fold */
 	uint64_t	 dead_rows, dead_bytes;	/* the dead-letter table's */
 	int64_t		 ddead_rows, ddead_bytes;
@@ -39,7 +40,7 @@ struct outbox {
 	int		 migrated_from;		/* schema version, 0: none */
 	sqlite3_stmt	*st_begin, *st_commit, *st_rollback, *st_insert;
 	sqlite3_stmt	*st_counters, *st_range, *st_delete, *st_oldest;
-	sqlite3_stmt	*st_dead_counters;
+	sqlite3_stmt	*st_dead_counters, *st_reserve;
 };
 
 struct outbox_reader {
@@ -55,6 +56,15 @@ struct outbox_reader {
  * adds the rows above the mark to the totals (outbox_load_meta()).  Up to
  * version 2 the table was AUTOINCREMENT, and every commit also wrote the meta
  * page and sqlite_sequence: three pages to the write-ahead log for one row.
+ *
+ * With sync = normal a commit is not flushed, and a power cut can take back
+ * rows whose ids were already published (as "<instance>-<id>"): given out
+ * again, new messages would carry message-ids consumers have seen.  So ids
+ * are reserved: meta 'reserved' (optional, so older versions ignore it) is
+ * the highest id that may have been given out, and a commit that goes past
+ * it writes the next OUTBOX_RESERVE_IDS and flushes the log before it
+ * returns (outbox_reserve()).  Start-up goes on above it; a clean stop
+ * brings it back to the last id given out.
  */
 #define OUTBOX_TABLE(name)						\
 	"CREATE TABLE " name " ("					\
@@ -86,6 +96,8 @@ static const char *outbox_schema_dead =
 	"  body BLOB NOT NULL);";
 
 static int	outbox_step(sqlite3_stmt *);
+static int	outbox_write_reserved(struct outbox *, int64_t);
+static void	outbox_commit_done(struct outbox *, int);
 static int	outbox_write_counters(struct outbox *);
 
 static int
@@ -222,7 +234,8 @@ outbox_load_meta(struct outbox *ob, const char *path, char *err, size_t errlen)
 
 	rc = sqlite3_prepare_v2(ob->db,
 	    "SELECT key, value FROM meta WHERE key IN ('instance', 'rows', "
-	    "'bytes', 'dead_rows', 'dead_bytes', 'mark')", -1, &st, NULL);
+	    "'bytes', 'dead_rows', 'dead_bytes', 'mark', 'reserved')", -1, &st,
+	    NULL);
 	if (rc != SQLITE_OK)
 		goto bad;
 	while ((rc = sqlite3_step(st)) == SQLITE_ROW) {
@@ -242,7 +255,10 @@ outbox_load_meta(struct outbox *ob, const char *path, char *err, size_t errlen)
 			ob->dead_rows = (uint64_t)sqlite3_column_int64(st, 1);
 		else if (strcmp(k, "dead_bytes") == 0)
 			ob->dead_bytes = (uint64_t)sqlite3_column_int64(st, 1);
-		else
+		else if (strcmp(k, "reserved") == 0) {
+			ob->reserved = sqlite3_column_int64(st, 1);
+			continue;	/* optional */
+		} else
 			mark = sqlite3_column_int64(st, 1);
 		seen++;
 	}
@@ -262,7 +278,7 @@ outbox_load_meta(struct outbox *ob, const char *path, char *err, size_t errlen)
 		ob->rows += ob->unfolded;
 		ob->bytes += (uint64_t)sqlite3_column_int64(st, 1);
 		top = sqlite3_column_int64(st, 2);
-		ob->next_id = top + 1;
+		ob->next_id = (top > ob->reserved ? top : ob->reserved) + 1;
 	}
 	sqlite3_finalize(st);
 	if (rc == SQLITE_ROW)
@@ -409,7 +425,9 @@ outbox_open(struct outbox **obp, const char *path, int sync_full, char *err,
 	    outbox_prepare(ob->db, "DELETE FROM outbox WHERE id <= ?1",
 	    &ob->st_delete) ||
 	    outbox_prepare(ob->db, "SELECT created FROM outbox ORDER BY id "
-	    "LIMIT 1", &ob->st_oldest)) {
+	    "LIMIT 1", &ob->st_oldest) ||
+	    outbox_prepare(ob->db, "INSERT OR REPLACE INTO meta (key, value) "
+	    "VALUES ('reserved', ?1)", &ob->st_reserve)) {
 		snprintf(err, errlen, "%s: cannot prepare statements: %s "
 		    "(corrupt outbox?)", path, sqlite3_errmsg(ob->db));
 		goto fail;
@@ -427,10 +445,16 @@ outbox_close(struct outbox *ob)
 {
 	if (ob == NULL)
 		return;
-	/* Spare the next start-up even its short count of the newest rows. */
-	if (ob->unfolded > 0 && !ob->in_tx && ob->st_counters != NULL &&
+	/*
+	 * Spare the next start-up even its short count of the newest rows,
+	 * and its jump over the reserved ids: every id given out is known.
+	 */
+	if ((ob->unfolded > 0 || ob->reserved > ob->next_id - 1) &&
+	    !ob->in_tx && ob->st_counters != NULL &&
 	    outbox_begin(ob) == OUTBOX_OK) {
 		if (outbox_write_counters(ob) != SQLITE_DONE ||
+		    (ob->reserved > ob->next_id - 1 &&
+		    outbox_write_reserved(ob, ob->next_id - 1) != SQLITE_DONE) ||
 		    outbox_step(ob->st_commit) != SQLITE_DONE)
 			outbox_rollback(ob);
 	}
@@ -443,8 +467,10 @@ outbox_close(struct outbox *ob)
 	sqlite3_finalize(ob->st_delete);
 	sqlite3_finalize(ob->st_oldest);
 	sqlite3_finalize(ob->st_dead_counters);
+	sqlite3_finalize(ob->st_reserve);
 	if (ob->db != NULL)
 		sqlite3_close(ob->db);
+
 	if (ob->lockfd != -1)
 		close(ob->lockfd);
 	free(ob);
@@ -594,10 +620,44 @@ outbox_write_counters(struct outbox *ob)
 	return outbox_step(ob->st_counters);
 }
 
+/* meta 'reserved', in the open transaction. */
+static int
+outbox_write_reserved(struct outbox *ob, int64_t upto)
+{
+	sqlite3_bind_int64(ob->st_reserve, 1, upto);
+	return outbox_step(ob->st_reserve);
+}
+
+/*
+ * Flush the write-ahead log, which with synchronous = NORMAL SQLite leaves
+ * to the next checkpoint: a new reservation must be on disk before an id
+ * from it is given out.  Through SQLite's own file object for the log.
+ */
+static int
+outbox_sync_wal(struct outbox *ob)
+{
+	sqlite3_file	*wal = NULL;
+	int		 rc, status;
+
+	rc = sqlite3_file_control(ob->db, "main",
+	    SQLITE_FCNTL_JOURNAL_POINTER, &wal);
+	if (rc == SQLITE_OK && (wal == NULL || wal->pMethods == NULL))
+		rc = SQLITE_IOERR;
+	if (rc == SQLITE_OK)
+		rc = wal->pMethods->xSync(wal, SQLITE_SYNC_NORMAL);
+	if (rc == SQLITE_OK)
+		return OUTBOX_OK;
+	status = outbox_status(rc);	/* before errno moves */
+	snprintf(ob->err, sizeof(ob->err), "cannot flush the write-ahead "
+	    "log: %s", sqlite3_errstr(rc));
+	return status;
+}
+
 int
 outbox_commit(struct outbox *ob)
 {
-	int	rc, fold;
+	int64_t	reserve = 0;
+	int	rc, fold, status;
 
 	/*
 	 * New rows alone leave meta alone until OUTBOX_FOLD_ROWS of them
@@ -608,6 +668,12 @@ outbox_commit(struct outbox *ob)
 	    ob->unfolded + (uint64_t)ob->dins >= OUTBOX_FOLD_ROWS;
 	if (fold) {
 		rc = outbox_write_counters(ob);
+		if (rc != SQLITE_DONE)
+			return outbox_fail(ob, rc);
+	}
+	if (!ob->sync_full && ob->next_id - 1 > ob->reserved) {
+		reserve = ob->next_id - 1 + OUTBOX_RESERVE_IDS;
+		rc = outbox_write_reserved(ob, reserve);
 		if (rc != SQLITE_DONE)
 			return outbox_fail(ob, rc);
 	}
@@ -624,6 +690,20 @@ outbox_commit(struct outbox *ob)
 	if (rc != SQLITE_DONE)
 		return outbox_fail(ob, rc);
 	ob->in_tx = 0;
+	if (reserve > 0 && (status = outbox_sync_wal(ob)) != OUTBOX_OK) {
+		/* Committed, not known durable: the ids are not given out. */
+		outbox_commit_done(ob, fold);
+		return status;
+	}
+	if (reserve > 0)
+		ob->reserved = reserve;
+	outbox_commit_done(ob, fold);
+	return OUTBOX_OK;
+}
+
+static void
+outbox_commit_done(struct outbox *ob, int fold)
+{
 	ob->unfolded = fold ? 0 : ob->unfolded + (uint64_t)ob->dins;
 	ob->rows += ob->drows;
 	ob->bytes += ob->dbytes;
@@ -631,7 +711,6 @@ outbox_commit(struct outbox *ob)
 	ob->dead_bytes += ob->ddead_bytes;
 	ob->drows = ob->dbytes = ob->dins = 0;
 	ob->ddead_rows = ob->ddead_bytes = 0;
-	return OUTBOX_OK;
 }
 
 void

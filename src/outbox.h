@@ -15,6 +15,8 @@
 #define OUTBOX_SCHEMA_VERSION	3	/* 2: dead-letter table; 3: own ids */
 /* New rows that may go by before the totals are written again. */
 #define OUTBOX_FOLD_ROWS	1024
+/* With sync = normal, ids made durable ahead of use, a flush at a time. */
+#define OUTBOX_RESERVE_IDS	(1 << 20)
 #define OUTBOX_APPLICATION_ID	0x50524c59	/* "PRLY": marks our files */
 #define OUTBOX_INSTANCE_LEN	16		/* hex digits */
 

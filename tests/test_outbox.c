@@ -802,6 +802,61 @@ test_fold(void)
 	    OUTBOX_FOLD_ROWS + 3, "and the totals");
 }
 
+/*
+ * sync = normal: a power cut may take back commits that were never flushed,
+ * and with them ids already given out (and published as "<instance>-<id>").
+ * A copy made right after a flush is what such a cut leaves; the ids given
+ * out after it must not come back.  A clean close gives the unused part of
+ * the reservation back.
+ */
+static void
+test_reserve(void)
+{
+	struct outbox	*ob, *cr;
+	char		 err[512], p[512], c[512];
+	int64_t		 last = 0, after, id;
+
+	snprintf(p, sizeof(p), "%s", path_in("reserve.db"));
+	snprintf(c, sizeof(c), "%s", path_in("reserve-cut.db"));
+	ok(outbox_open(&ob, p, 0, err, sizeof(err)) == 0, "open %s with sync "
+	    "= normal", p);
+	if (ob == NULL)
+		return;
+	is_int(insert_n(ob, 1, "r", &last), OUTBOX_OK, "a first commit");
+	ok(snapshot(p, c) == 0, "the files as a power cut after its flush "
+	    "leaves them");
+	is_int(insert_n(ob, 3, "s", &after), OUTBOX_OK, "3 rows not flushed, "
+	    "ids %lld to %lld", (long long)last + 1, (long long)after);
+	ok(outbox_open(&cr, c, 0, err, sizeof(err)) == 0, "the cut copy opens");
+	if (cr != NULL) {
+		is_int(outbox_rows(cr), 1, "with the flushed row only");
+		id = insert_one(cr, "", "x", 1);
+		ok(id > after, "the next id is above every id given out before "
+		    "the cut (%lld > %lld)", (long long)id, (long long)after);
+		outbox_close(cr);
+	}
+	outbox_close(ob);
+	ok(sql_int(p, "SELECT value FROM meta WHERE key = 'reserved'") ==
+	    after, "a clean close gives back the unused ids (reserved = %lld)",
+	    (long long)after);
+	ok(outbox_open(&ob, p, 0, err, sizeof(err)) == 0, "reopened");
+	if (ob != NULL) {
+		id = insert_one(ob, "", "y", 1);
+		is_int(id, after + 1, "and the ids go on from the last one");
+		outbox_close(ob);
+	}
+	ok(outbox_open(&ob, p, 1, err, sizeof(err)) == 0, "reopened with "
+	    "sync = full");
+	if (ob != NULL) {
+		id = insert_one(ob, "", "z", 1);
+		is_int(id, after + 2, "the next id");
+		is_int(sql_int(p, "SELECT value FROM meta WHERE key = "
+		    "'reserved'"), after + 1, "and no reservation: each commit "
+		    "is flushed");
+		outbox_close(ob);
+	}
+}
+
 static long long
 file_size(const char *file)
 {
@@ -990,10 +1045,13 @@ test_syncs(void)
 	if (ob != NULL) {
 		n = nsyncs;
 		id = insert_one(ob, "", "one", 1);
-		is_int(nsyncs - n, 0, "a commit is not synced");
+		is_int(nsyncs - n, 1, "the first commit reserves ids: one sync");
+		n = nsyncs;
+		id = insert_one(ob, "", "two", 2);
+		is_int(nsyncs - n, 0, "the next commit is not synced");
 		outbox_delete_upto(ob, id);
 		n = nsyncs;
-		insert_one(ob, "", "two", 2);
+		insert_one(ob, "", "three", 3);
 		is_int(nsyncs - n, 0, "nor after a delete");
 		outbox_close(ob);
 	}
@@ -1183,6 +1241,7 @@ main(void)
 	test_migration();
 	test_migration_v2();
 	test_fold();
+	test_reserve();
 	test_presize();
 	test_syncs();
 	test_error_kept();
