@@ -27,6 +27,13 @@
 #include "util.h"
 
 #define LISTENER_BACKLOG	512
+/*
+ * Connections taken per wake-up.  The loop turn runs the sessions' reads
+ * too; accepting until EAGAIN let a flood of connect-and-close clients
+ * fill max_clients with sessions whose peers had already gone, refusing
+ * everyone else.
+ */
+#define LISTENER_ACCEPT_BATCH	16
 #define LISTENER_PAUSE_MS	1000	/* out of descriptors: wait this long */
 #define LISTENER_DENIED_LOG	256	/* uids whose refusal was logged */
 #define LISTENER_LIMIT_LOG_S	60	/* max_clients: a line at most this often */
@@ -213,10 +220,10 @@ listener_accept_cb(evutil_socket_t lfd, short what, void *arg)
 	struct listener	*l = arg;
 	struct timeval	 tv = { LISTENER_PAUSE_MS / 1000,
 			    (LISTENER_PAUSE_MS % 1000) * 1000 };
-	int		 fd;
+	int		 fd, i;
 
 	(void)what;
-	for (;;) {
+	for (i = 0; i < LISTENER_ACCEPT_BATCH; i++) {
 		fd = accept4(lfd, NULL, NULL, SOCK_NONBLOCK | SOCK_CLOEXEC);
 		if (fd == -1) {
 			if (errno == EAGAIN || errno == EWOULDBLOCK ||

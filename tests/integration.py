@@ -515,6 +515,67 @@ def down_logged_once(ctx):
     check_eq(relay.term(), 0, "pubrelayd exit code after SIGTERM")
 
 
+FLOOD = """import socket, sys, time
+end = time.monotonic() + float(sys.argv[2])
+n = 0
+while time.monotonic() < end:
+    s = socket.socket(socket.AF_UNIX)
+    try:
+        s.connect(sys.argv[1])
+        n += 1
+    except OSError:
+        pass
+    s.close()
+print(n)
+"""
+
+
+@scenario
+def accept_flood(ctx):
+    """Four processes connect and close as fast as they can for 4 s (none
+    holds more than one connection) while a client publishes, a new
+    connection a message, retrying a connect the full listen backlog
+    refuses: every message gets OK, none LIMIT (max_clients = 256), and
+    no connection was refused for max_clients (clients_refused 0).
+    Accepting until EAGAIN filled max_clients with sessions whose peers had
+    already gone, and refused everyone else."""
+    import subprocess
+    relay = ctx.relay(overrides={"socket": {"max_clients": "256"}})
+    rk = [("routing-key", "nowhere")]
+    procs = [subprocess.Popen([sys.executable, "-c", FLOOD, relay.sock, "4"],
+                              stdout=subprocess.PIPE) for _ in range(4)]
+    replies, busy = [], 0
+    try:
+        while any(p.poll() is None for p in procs) or not replies:
+            deadline = time.monotonic() + 10
+            while True:
+                try:
+                    c = H.RawClient(relay.sock, timeout=10)
+                    break
+                except BlockingIOError:     # the backlog is full: retry
+                    busy += 1
+                    check(time.monotonic() < deadline, "no connection in "
+                          "10 s")
+                    time.sleep(0.005)
+            with c:
+                replies.append(c.pub("m%d" % len(replies), rk))
+            time.sleep(0.05)
+    finally:
+        for p in procs:
+            p.wait(30)
+    floods = [int(p.stdout.read() or 0) for p in procs]
+    ctx.note("flood connections %s; %d publishes, %d connects retried"
+             % (floods, len(replies), busy))
+    check(sum(floods) > 2000, "the flood made %d connections, too few to "
+          "prove anything" % sum(floods))
+    bad = [r for r in replies if not r.startswith("OK ")]
+    check(not bad, "%d of %d publishes not OK during the flood: %r"
+          % (len(bad), len(replies), bad[:3]))
+    check_eq(relay.stats().get("clients_refused"), 0, "stats "
+             "clients_refused after a flood of connect-and-close clients")
+    check_eq(relay.term(), 0, "pubrelayd exit code after SIGTERM")
+
+
 @scenario
 def out_of_fds(ctx):
     """pubrelayd out of descriptors (RLIMIT_NOFILE of the running daemon
