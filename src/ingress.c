@@ -149,6 +149,14 @@ ingress_insert(struct ingress *ing, const struct proto_pub *pub,
 	int		status;
 
 	size = outbox_row_size(pub->props.len, pub->body.len);
+	if (ing->cf->max_bytes > 0 && size > ing->cf->max_bytes) {
+		/* Not FULL: it would never fit, so retrying is no use. */
+		*code = PROTO_E_TOOBIG;
+		snprintf(err, errlen, "message of %" PRIu64 " bytes with its "
+		    "properties is larger than the whole outbox (max_bytes %"
+		    PRIu64 ")", size, ing->cf->max_bytes);
+		return -1;
+	}
 	if (ing->cf->max_bytes > 0 &&
 	    outbox_bytes(ing->ob) + ing->tx_bytes + size > ing->cf->max_bytes) {
 		*code = PROTO_E_FULL;

@@ -666,6 +666,16 @@ def outbox_full(ctx):
             check_eq(rc.ping(), "PONG", "connection kept after FULL")
         check_eq(relay.stats().get("refused"), 2, "stats refused after a "
                  "second FULL and a SKIPPED")
+        # Bigger than the whole outbox: no use retrying, so not FULL.
+        with H.RawClient(relay.sock) as rc:
+            rep = rc.pub(b"x" * 21000, [("routing-key", q)])
+            check(rep.startswith("ERR TOOBIG ") and "max_bytes" in rep,
+                  "PUB larger than max_bytes: %r" % rep)
+            check_eq(rc.request("RESET\n"), "OK", "RESET after TOOBIG")
+            check_eq(rc.ping(), "PONG", "connection kept after TOOBIG")
+        rc_, out, err = relay.cmd("publish", "-k", q, data=b"x" * 21000)
+        check_eq(rc_, 65, "exit code of `pubrelay publish` of a message "
+                 "larger than max_bytes (%s)" % err.strip())
     finally:
         b.start_app()
     # Room again as the broker drains it: the relay recovers by itself, and
