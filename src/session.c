@@ -513,6 +513,24 @@ session_write_cb(struct bufferevent *bev, void *arg)
 	}
 }
 
+/* Nothing but the empty lines the protocol allows between requests. */
+static int
+session_only_blanks(struct evbuffer *in)
+{
+	size_t		 len = evbuffer_get_length(in), i;
+	const char	*p;
+
+	if (len == 0)
+		return 1;
+	if (len > PROTO_MAX_LINE + 2)	/* the parser refuses that many */
+		return 0;
+	p = (const char *)evbuffer_pullup(in, -1);
+	for (i = 0; i < len; i++)
+		if (p[i] != '\n' && p[i] != '\r')
+			return 0;
+	return 1;
+}
+
 /*
  * The read timeout ran out.  Only a request left half-sent is the client's
  * fault; between requests, or while we hold the session (commit pending,
@@ -526,7 +544,7 @@ session_timeout(struct session *s)
 	if (s->closing || s->draining || s->eof)
 		return;
 	if (s->stalled || s->backlogged || (s->skip == 0 &&
-	    evbuffer_get_length(bufferevent_get_input(s->bev)) == 0)) {
+	    session_only_blanks(bufferevent_get_input(s->bev)))) {
 		bufferevent_enable(s->bev, EV_READ);
 		return;
 	}

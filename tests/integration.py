@@ -1602,6 +1602,18 @@ def limits(ctx):
             check(half.closed_by_peer(5), "half-sent connection kept")
             check_eq(idle.ping(), "PONG", "idle connection between "
                      "requests after idle_timeout")
+        # Empty lines after a request are between requests too.
+        with relay.client() as blank, relay.client() as crlf:
+            blank.send("PING\n\n")
+            check_eq(blank.read_line(), "PONG", "PING with an empty line")
+            r = crlf.pub("b", rk)
+            check(r.startswith("OK "), "PUB: %r" % r)
+            crlf.send("\r\n\n")
+            time.sleep(2.5)
+            check_eq(blank.ping(), "PONG", "a connection idle after an empty "
+                     "line, past idle_timeout")
+            check_eq(crlf.ping(), "PONG", "a connection idle after empty "
+                     "lines (CRLF, LF), past idle_timeout")
             # The log names who is behind the connection it closed.
             check(re.search(r"info: client \d+ \(uid %d, pid %d\): partial "
                             r"request idle" % (os.getuid(), os.getpid()),
