@@ -558,6 +558,10 @@ proto_parse(const char *buf, size_t len, const struct proto_limits *lim,
 	}
 	if (i == sizeof(proto_verbs) / sizeof(proto_verbs[0])) {
 		*consumed = off + next;
+		if (vlen == 0)
+			return proto_fail(req, PROTO_BAD, PROTO_E_UNKNOWN,
+			    "a request line starts with its command, not "
+			    "with a blank");
 		return proto_fail(req, PROTO_BAD, PROTO_E_UNKNOWN,
 		    "unknown command \"%s\"", proto_quote(q, sizeof(q), line,
 		    vlen));
