@@ -59,11 +59,23 @@ static void
 usage(FILE *f)
 {
 	fprintf(f, "usage: pubrelayd [-htvV] [-c file]\n"
-	    "  -c file  configuration file (default %s)\n"
-	    "  -h       print this help and exit\n"
-	    "  -t       check the configuration and exit\n"
-	    "  -v       log at debug level (overrides [log] level)\n"
-	    "  -V       print the version and exit\n", PUBRELAY_CONFIG_PATH);
+	    "  -c, --config file  configuration file (default %s)\n"
+	    "  -h, --help         print this help and exit\n"
+	    "  -t, --check        check the configuration and exit\n"
+	    "  -v, --verbose      log at debug level (overrides [log] level)\n"
+	    "  -V, --version      print the version and exit\n",
+	    PUBRELAY_CONFIG_PATH);
+}
+
+/* What -h and -V print: exit 0, or 74 when stdout could not take it. */
+static int
+stdout_done(void)
+{
+	if (fflush(stdout) == EOF || ferror(stdout)) {
+		fprintf(stderr, "pubrelayd: stdout: %s\n", strerror(errno));
+		return EX_IOERR;
+	}
+	return 0;
 }
 
 static void
@@ -283,7 +295,17 @@ main(int argc, char *argv[])
 	d.config_path = PUBRELAY_CONFIG_PATH;
 	log_init(LOG_INFO, "pubrelayd");
 
-	while ((ch = getopt(argc, argv, "c:htvV")) != -1) {
+	static const struct option	 longopts[] = {
+		{ "config",	required_argument,	NULL, 'c' },
+		{ "check",	no_argument,		NULL, 't' },
+		{ "help",	no_argument,		NULL, 'h' },
+		{ "verbose",	no_argument,		NULL, 'v' },
+		{ "version",	no_argument,		NULL, 'V' },
+		{ NULL,		0,			NULL, 0 }
+	};
+
+	while ((ch = getopt_long(argc, argv, "c:htvV", longopts, NULL)) !=
+	    -1) {
 		switch (ch) {
 		case 'c':
 			d.config_path = optarg;
@@ -296,16 +318,18 @@ main(int argc, char *argv[])
 			break;
 		case 'V':
 			printf("pubrelayd %s\n", PACKAGE_VERSION);
-			return 0;
+			return stdout_done();
 		case 'h':
 			usage(stdout);
-			return 0;
-		default:
+			return stdout_done();
+		default:	/* getopt named the option */
 			usage(stderr);
 			return EX_USAGE;
 		}
 	}
 	if (optind != argc) {
+		fprintf(stderr, "pubrelayd: unexpected argument '%s' (options "
+		    "only)\n", argv[optind]);
 		usage(stderr);
 		return EX_USAGE;
 	}

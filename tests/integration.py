@@ -915,6 +915,30 @@ def bad_configs(ctx):
     check(missing in err, "the error for a missing config does not name %s: "
           "%r" % (missing, err))
 
+    # The command line: long options, named usage errors, a full stdout.
+    rc, out, err = run_daemon(["--check", "--config", good])
+    check_eq((rc, "configuration OK" in out + err), (0, True),
+             "--check --config on a good config (%r)" % (out + err))
+    rc, out, err = run_daemon(["-t", "-c", good, "extra"])
+    check_eq(rc, 64, "exit code with an extra argument")
+    check("'extra'" in err, "the usage error does not name the argument: %r"
+          % err)
+    rc, out, err = run_daemon(["--bogus"])
+    check(rc == 64 and "--bogus" in err, "an unknown long option: exit %d, "
+          "%r" % (rc, err))
+    rc, out, err = run_daemon(["--version"])
+    check(rc == 0 and out.startswith("pubrelayd "), "--version: exit %d, %r"
+          % (rc, out))
+    import subprocess
+    with open("/dev/full", "w") as full:
+        for opt in ("-V", "-h"):
+            p = H.spawn([H.binary("PUBRELAYD"), opt], stdout=full,
+                        stderr=subprocess.PIPE)
+            err = p.communicate(timeout=15)[1].decode("utf-8", "replace")
+            H.guardian.unwatch(p.pid)
+            check_eq(p.returncode, 74, "exit code of pubrelayd %s with "
+                     "stdout on /dev/full (%s)" % (opt, err.strip()))
+
 
 def bad_protocol(ctx):
     relay = ctx.relay(overrides={"socket": {"max_message_size": "1K"}})
