@@ -323,6 +323,9 @@ config_set_uri(struct config_parse *p, const char *v)
 	else if (ci.vhost[0] == '\0')
 		config_keyerr(p, "empty vhost in '%s' (write %%2f for the vhost "
 		    "'/', or leave out the trailing '/')", masked);
+	else if (ci.port < 1 || ci.port > 65535)
+		config_keyerr(p, "port %d in '%s' (expected 1 to 65535)",
+		    ci.port, masked);
 	else {
 		if (ci.ssl && p->tls_line == 0)
 			p->tls_line = p->lineno;
@@ -547,9 +550,17 @@ config_set_socket_path(struct config_parse *p, const char *v)
 static void
 config_set_socket_mode(struct config_parse *p, const char *v)
 {
-	if (util_parse_mode(v, &p->cf->socket_mode) == -1)
+	unsigned	mode;
+
+	if (util_parse_mode(v, &mode) == -1)
 		config_keyerr(p, "invalid file mode '%s' (expected octal such as "
 		    "0660)", v);
+	else if ((mode & 0222) == 0)
+		config_keyerr(p, "mode %04o lets no one connect (connecting "
+		    "takes write permission on the socket; expected such as "
+		    "0660)", (unsigned)mode);
+	else
+		p->cf->socket_mode = mode;
 }
 
 static void
@@ -688,6 +699,10 @@ config_set_outbox_path(struct config_parse *p, const char *v)
 {
 	if (*v == '\0') {
 		config_keyerr(p, "empty path");
+		return;
+	}
+	if (*v != '/') {	/* as [socket] path: never relative to a cwd */
+		config_keyerr(p, "'%s' is not an absolute path", v);
 		return;
 	}
 	config_set_str(&p->cf->outbox_path, v);

@@ -258,7 +258,7 @@ test_every_key(void)
 	    "max_clients = 17\n"
 	    "max_message_size = 64K\n"
 	    "[outbox]\n"
-	    "path = relative/outbox.db\n"
+	    "path = /tmp/x/outbox.db\n"
 	    "max_bytes = 0\n"
 	    "min_free = 512K\n"
 	    "sync = normal\n"
@@ -288,7 +288,7 @@ test_every_key(void)
 	is_int(r.cf.socket_mode, 0600, "socket mode 0600");
 	is_int(r.cf.max_clients, 17, "max_clients");
 	is_int(r.cf.max_message_size, 65536, "max_message_size 64K");
-	is_str(r.cf.outbox_path, "relative/outbox.db", "outbox path");
+	is_str(r.cf.outbox_path, "/tmp/x/outbox.db", "outbox path");
 	is_int(r.cf.max_bytes, 0, "max_bytes 0: unlimited");
 	is_int(r.cf.min_free, 512 * 1024, "min_free 512K");
 	is_int(r.cf.sync_full, 0, "sync normal");
@@ -434,7 +434,12 @@ test_bad_values(void)
 	    "max_attempts = 1001\n"			/* 43 */
 	    "max_attempts = few\n"			/* 44 */
 	    "[broker]\n"				/* 45 */
-	    "uri_order = random\n",			/* 46 */
+	    "uri_order = random\n"			/* 46 */
+	    "uri = amqp://u@h:0\n"			/* 47 */
+	    "[socket]\n"				/* 48 */
+	    "mode = 0440\n"				/* 49 */
+	    "[outbox]\n"				/* 50 */
+	    "path = relative.db\n",			/* 51 */
 	    longpath);
 	load(&r, text);
 
@@ -512,6 +517,11 @@ test_bad_values(void)
 	    "1000)");
 	BAD(46, "[broker] uri_order: invalid value 'random' (expected "
 	    "ordered or shuffle)");
+	BAD(47, "[broker] uri: port 0 in 'amqp://u@h:0' (expected 1 to "
+	    "65535)");
+	BAD(49, "[socket] mode: mode 0440 lets no one connect (connecting "
+	    "takes write permission on the socket; expected such as 0660)");
+	BAD(51, "[outbox] path: 'relative.db' is not an absolute path");
 #undef BAD
 	is_int(r.rc, n, "bad values: every error counted (%d)", n);
 	is_int(count_lines(r.errs), n, "bad values: one line per error");
@@ -532,7 +542,8 @@ test_bad_values(void)
 	    r.cf.max_clients == d.max_clients &&
 	    r.cf.max_message_size == d.max_message_size,
 	    "bad socket values not applied");
-	is_str(r.cf.outbox_path, d.outbox_path, "empty outbox path not applied");
+	is_str(r.cf.outbox_path, d.outbox_path, "empty or relative outbox path "
+	    "not applied");
 	ok(r.cf.max_bytes == d.max_bytes && r.cf.sync_full == d.sync_full,
 	    "bad outbox values not applied");
 	ok(r.cf.window == d.window && r.cf.persistent == d.persistent &&
