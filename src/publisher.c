@@ -35,6 +35,7 @@
 #include <poll.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
+#include <netdb.h>
 
 #include <errno.h>
 #include <fcntl.h>
@@ -66,6 +67,7 @@
 #define PUB_CHANNEL		1
 #define PUB_FRAME_MAX		131072
 #define PUB_FETCH_MAX		256		/* rows per outbox read */
+#define PUB_PROBE_MS		2000	/* a TLS connect failed: ask why */
 #define PUB_MAX_INFLIGHT_BYTES	(4 * 1024 * 1024) /* well below SO_SNDBUF */
 #define PUB_STOP_GRACE_MS	1000		/* wait for confirms at stop */
 #define PUB_HEALTHY_MS		5000		/* link up this long: reset backoff */
@@ -563,6 +565,75 @@ static void pub_fill(struct publisher *p);
  * at each connect, so renewed certificates are picked up.  NULL on failure,
  * with why set.
  */
+/*
+ * A TCP connection to host:port within timeout_ms, each address in turn, as
+ * rabbitmq-c's amqp_socket_open_noblock() makes it (non-blocking, close on
+ * exec, no Nagle, keepalive), but keeping why a connect failed: 0.11 says
+ * "a socket error occurred" for refused, unreachable and out of
+ * descriptors alike.  The socket, or -1 with why set.
+ */
+static int
+pub_tcp_connect(const char *host, int port, int64_t timeout_ms, char *why,
+    size_t n)
+{
+	struct addrinfo	 hints, *res, *ai;
+	struct pollfd	 pfd;
+	socklen_t	 sl;
+	char		 service[16];
+	int64_t		 deadline = pub_now_ms() + timeout_ms, left;
+	int		 fd = -1, rc, err = 0, one = 1;
+
+	memset(&hints, 0, sizeof(hints));
+	hints.ai_family = AF_UNSPEC;
+	hints.ai_socktype = SOCK_STREAM;
+	hints.ai_protocol = IPPROTO_TCP;
+	snprintf(service, sizeof(service), "%d", port);
+	if ((rc = getaddrinfo(host, service, &hints, &res)) != 0) {
+		snprintf(why, n, "cannot resolve %s: %s", host,
+		    rc == EAI_SYSTEM ? strerror(errno) : gai_strerror(rc));
+		return -1;
+	}
+	for (ai = res; ai != NULL && err != ETIMEDOUT; ai = ai->ai_next) {
+		fd = socket(ai->ai_family, ai->ai_socktype | SOCK_NONBLOCK |
+		    SOCK_CLOEXEC, ai->ai_protocol);
+		if (fd == -1) {
+			err = errno;
+			continue;
+		}
+		(void)setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one,
+		    sizeof(one));
+		(void)setsockopt(fd, SOL_SOCKET, SO_KEEPALIVE, &one,
+		    sizeof(one));
+		if (connect(fd, ai->ai_addr, ai->ai_addrlen) == 0)
+			break;
+		if ((err = errno) == EINPROGRESS) {
+			pfd.fd = fd;
+			pfd.events = POLLOUT;
+			do {
+				left = deadline - pub_now_ms();
+				rc = left > 0 ? poll(&pfd, 1, (int)left) : 0;
+			} while (rc == -1 && errno == EINTR);
+			sl = sizeof(err);
+			if (rc == 0)
+				err = ETIMEDOUT;	/* for all addresses */
+			else if (rc == -1)
+				err = errno;
+			else if (getsockopt(fd, SOL_SOCKET, SO_ERROR, &err,
+			    &sl) == -1)
+				err = errno;
+			else if (err == 0)
+				break;
+		}
+		close(fd);
+		fd = -1;
+	}
+	freeaddrinfo(res);
+	if (fd == -1)
+		snprintf(why, n, "%s", err == ETIMEDOUT ? "timed out" :
+		    strerror(err));
+	return fd;
+}
+
 static amqp_socket_t *
 pub_tls_socket(struct publisher *p, char *why, size_t n)
 {
@@ -607,12 +678,10 @@ pub_tls_socket(struct publisher *p, char *why, size_t n)
 	return sock;
 }
 
-/* rabbitmq-c's text for a failed open, and what it means under TLS. */
+/* What a failed TLS open means (rabbitmq-c's text says little). */
 static const char *
-pub_open_error(int rc, int tls)
+pub_tls_open_error(int rc)
 {
-	if (!tls)
-		return amqp_error_string2(rc);
 	switch (rc) {
 	case AMQP_STATUS_SSL_PEER_VERIFY_FAILED:
 		return "TLS: certificate verify failed: the broker's "
@@ -672,13 +741,32 @@ pub_connect(struct publisher *p)
 		return;
 	}
 	tv = pub_tv(p->cf->connect_timeout_ms);
-	rc = amqp_socket_open_noblock(sock, ci.host, ci.port, &tv);
-	if (rc != AMQP_STATUS_OK) {
-		/* 0.11 keeps no errno: refused and unreachable look alike. */
-		pub_fail(p, "connect to %s:%d: %s", ci.host, ci.port,
-		    pub_open_error(rc, ci.ssl));
-		free(url);
-		return;
+	if (ci.ssl) {
+		rc = amqp_socket_open_noblock(sock, ci.host, ci.port, &tv);
+		if (rc == AMQP_STATUS_SOCKET_ERROR && (fd = pub_tcp_connect(
+		    ci.host, ci.port, PUB_PROBE_MS, why, sizeof(why))) != -1) {
+			close(fd);	/* it works now: no cause to tell */
+			snprintf(why, sizeof(why), "%s",
+			    pub_tls_open_error(rc));
+		} else if (rc != AMQP_STATUS_SOCKET_ERROR)
+			snprintf(why, sizeof(why), "%s",
+			    pub_tls_open_error(rc));
+		/* else: the cause, from a plain connect like rabbitmq-c's */
+		if (rc != AMQP_STATUS_OK) {
+			pub_fail(p, "connect to %s:%d: %s", ci.host, ci.port,
+			    why);
+			free(url);
+			return;
+		}
+	} else {
+		if ((fd = pub_tcp_connect(ci.host, ci.port,
+		    p->cf->connect_timeout_ms, why, sizeof(why))) == -1) {
+			pub_fail(p, "connect to %s:%d: %s", ci.host, ci.port,
+			    why);
+			free(url);
+			return;
+		}
+		amqp_tcp_socket_set_sockfd(sock, fd);
 	}
 	fd = amqp_get_sockfd(p->conn);
 	atomic_store(&p->sockfd, fd);

@@ -494,8 +494,9 @@ def broker_down_from_start(ctx):
 def down_logged_once(ctx):
     """Two broker uris, neither listening: the relay alternates between them
     every ~100 ms, and each uri's failure is logged once at warning level
-    (then at debug, "(again)"), not once per attempt; when one comes up the
-    relay connects and says after how many attempts."""
+    (then at debug, "(again)"), not once per attempt, naming the cause
+    (Connection refused); when one comes up the relay connects and says
+    after how many attempts."""
     b = ctx.broker
     p1, p2 = H.free_port(), H.free_port()
     relay = ctx.relay(uri=[b.uri(port=p1), b.uri(port=p2)], overrides={
@@ -512,6 +513,11 @@ def down_logged_once(ctx):
     check(any(":%d" % p1 in ln for ln in warned) and
           any(":%d" % p2 in ln for ln in warned),
           "one warning per uri: %s" % warned)
+    # The cause, not rabbitmq-c 0.11's "a socket error occurred".
+    check(all(ln.endswith(": Connection refused") for ln in warned),
+          "the warnings do not say the connection was refused: %s" % warned)
+    check("Connection refused" in relay.stats().get("last_error", ""),
+          "stats last_error: %r" % relay.stats().get("last_error"))
     check_eq(relay.term(), 0, "pubrelayd exit code after SIGTERM")
 
 

@@ -303,6 +303,20 @@ def plain_port(w, notes):
     stop(r)
 
 
+def closed_port(w, notes):
+    """amqps:// to a port nothing listens on: last_error names the cause
+    (Connection refused), not rabbitmq-c's "a socket error occurred"."""
+    uri = w.uri().replace(":%d" % w.tls_port, ":%d" % H.free_port())
+    r = w.relay("tls-closed-port", w.tls_keys(), uri)
+    q = "tls-closed-port"
+    w.queue(q)
+    publish(r, q, ["held back"])
+    st = wait_failure(r, ["Connection refused"], "amqps:// to a closed port")
+    check(st.get("backlog") == 1, "backlog %r, want 1" % st.get("backlog"))
+    notes.append("last_error: %s" % st.get("last_error"))
+    stop(r)
+
+
 def no_verify_hostname(w, notes):
     keys = w.tls_keys()
     keys["verify_hostname"] = "no"
@@ -418,6 +432,7 @@ CHECKS = [
     ("wrong_ca", wrong_ca),
     ("hostname", hostname),
     ("plain_port", plain_port),
+    ("closed_port", closed_port),
     ("no_verify_hostname", no_verify_hostname),
     ("no_client_cert", no_client_cert),
     ("secrets", secrets),
