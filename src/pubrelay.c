@@ -9,6 +9,7 @@
 #endif
 
 #include <sys/socket.h>
+#include <sys/stat.h>
 #include <sys/un.h>
 
 #include <errno.h>
@@ -224,6 +225,7 @@ client_connect(int *fdp)
 {
 	struct sockaddr_un	 sun;
 	struct pollfd		 pfd;
+	struct stat		 st;
 	socklen_t		 sl;
 	int			 fd, error, rc;
 	int64_t			 start;
@@ -265,8 +267,19 @@ client_connect(int *fdp)
 			error = errno;
 	}
 	close(fd);
+	/*
+	 * A file that is not a socket, or a path through one, stays so: no
+	 * daemon can listen there, and waiting for one would be in vain.
+	 */
+	if (error == ECONNREFUSED && stat(client_socket, &st) == 0 &&
+	    !S_ISSOCK(st.st_mode)) {
+		client_warnx("%s: not a socket", client_socket);
+		return EX_OSFILE;
+	}
 	client_warnx("cannot connect to %s: %s%s", client_socket,
 	    strerror(error), error == EAGAIN ? " (daemon busy)" : "");
+	if (error == ENOTDIR || error == EPROTOTYPE)
+		return EX_OSFILE;
 	/* Retrying will not fix permissions; everything else may pass. */
 	if (error == EACCES || error == EPERM)
 		return EX_NOPERM;
@@ -2229,6 +2242,11 @@ main(int argc, char **argv)
 		case 'h':
 			usage(stdout, EX_OK);
 		case 's':
+			/* connect(2) would take "" as an abstract name. */
+			if (*optarg == '\0') {
+				client_warnx("-s: empty socket path");
+				usage(stderr, EX_USAGE);
+			}
 			client_socket = optarg;
 			break;
 		case 't':

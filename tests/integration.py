@@ -778,6 +778,7 @@ def broker_hung(ctx):
 
 @scenario
 def client_exit_codes(ctx):
+    import socket
     import subprocess
     relay = ctx.relay(overrides={"socket": {"max_message_size": "1K"}})
     cl = H.binary("PUBRELAY")
@@ -832,6 +833,24 @@ def client_exit_codes(ctx):
     check_eq(rc, 64, "missing -k (%s)" % err.strip())
     rc, _, err = run(["-s", relay.sock + ".nope", "publish", "-k", "x", "b"])
     check_eq(rc, 75, "daemon unreachable is retryable (%s)" % err.strip())
+    # A socket file nobody listens on: a daemon may come back, retry.
+    stale = os.path.join(H.mkdtemp("pubrelay-paths-"), "stale.sock")
+    ls = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    ls.bind(stale)
+    ls.close()
+    rc, _, err = run(["-s", stale, "ping"])
+    check_eq(rc, 75, "socket nobody listens on is retryable (%s)"
+             % err.strip())
+    # A path that is no socket stays so: not retryable, and said so.
+    for path in (relay.ini, os.path.dirname(relay.sock)):
+        rc, _, err = run(["-s", path, "ping"])
+        check_eq((rc, err.strip()), (72, "pubrelay: %s: not a socket" % path),
+                 "-s names a file that is not a socket")
+    rc, _, err = run(["-s", os.path.join(relay.ini, "sock"), "ping"])
+    check_eq(rc, 72, "-s through a regular file (%s)" % err.strip())
+    rc, _, err = run(["-s", "", "ping"])
+    check_eq(rc, 64, "-s '' is a usage error (%s)" % err.strip())
+    check("-s: empty socket path" in err, "-s '' names the option: %r" % err)
     rc, out, err = run(s + ["stats"])
     check_eq(rc, 0, "stats (%s)" % err.strip())
     check("accepted" in out and "backlog" in out and "state" in out,
