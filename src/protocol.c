@@ -730,6 +730,7 @@ proto_encode_prop(struct buf *out, const struct proto_pub *pub,
 	const struct proto_str		*s;
 	const struct proto_header	*h;
 	size_t				 i, j, k, start;
+	char				 q[64];
 
 	switch (d->kind) {
 	case PROP_STR:
@@ -815,8 +816,11 @@ proto_encode_prop(struct buf *out, const struct proto_pub *pub,
 				if (pub->headers[j].name.len == h->name.len &&
 				    memcmp(pub->headers[j].name.p, h->name.p,
 				    h->name.len) == 0) {
-					proto_errf(err, errlen, "%s: a name is "
-					    "given twice", d->name);
+					/* As the parser says it. */
+					proto_errf(err, errlen, "%s: \"%s\" "
+					    "given twice", d->name,
+					    proto_quote(q, sizeof(q), h->name.p,
+					    h->name.len));
 					return -1;
 				}
 			}

@@ -831,6 +831,11 @@ def client_exit_codes(ctx):
     check_eq(rc, 64, "bad --header usage (%s)" % err.strip())
     rc, _, err = run(s + ["publish", "b"])
     check_eq(rc, 64, "missing -k (%s)" % err.strip())
+    rc, _, err = run(s + ["publish", "-k", "x", "--header", "foo=1",
+                          "--header", "foo=2", "b"])
+    check_eq((rc, err.strip()),
+             (65, 'pubrelay: cannot send: header: "foo" given twice'),
+             "a header given twice is named")
     rc, _, err = run(["-s", relay.sock + ".nope", "publish", "-k", "x", "b"])
     check_eq(rc, 75, "daemon unreachable is retryable (%s)" % err.strip())
     # A socket file nobody listens on: a daemon may come back, retry.

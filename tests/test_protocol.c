@@ -1278,7 +1278,11 @@ test_encode_refusals(void)
 	STR(headers[0].value, "1");
 	STR(headers[1].name, "a");
 	STR(headers[1].value, "2");
-	refuse(&pub, "header: a name is given twice");
+	refuse(&pub, "header: \"a\" given twice");
+	/* Named as the parser names it: quoted, odd bytes as '?'. */
+	STR(headers[0].name, "x\033\"y");
+	STR(headers[1].name, "x\033\"y");
+	refuse(&pub, "header: \"x??y\" given twice");
 
 	/* Too many headers, and a block over the limit. */
 	{
