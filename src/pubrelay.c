@@ -92,6 +92,7 @@ struct pub_run {
 static void	usage(FILE *, int) __attribute__((noreturn));
 static void	client_warnx(const char *, ...)
 		    __attribute__((format(printf, 1, 2)));
+static int	client_flush(void);
 static void	pub_fail(struct pub_run *, int, const char *, ...)
 		    __attribute__((format(printf, 3, 4)));
 
@@ -105,6 +106,17 @@ client_warnx(const char *fmt, ...)
 	vfprintf(stderr, fmt, ap);
 	va_end(ap);
 	fprintf(stderr, "\n");
+}
+
+/* Whether everything printed reached standard output. */
+static int
+client_flush(void)
+{
+	if (fflush(stdout) == EOF || ferror(stdout)) {
+		client_warnx("standard output: %s", strerror(errno));
+		return EX_IOERR;
+	}
+	return EX_OK;
 }
 
 static int64_t
@@ -757,6 +769,9 @@ usage(FILE *fp, int status)
 "standard input is a message.  dead lists the messages the broker refused\n"
 "for good, replays them (retry) or deletes them (purge).  See pubrelay(1).\n",
 	    PUBRELAY_SOCKET_PATH, CLIENT_DEFAULT_TIMEOUT);
+	/* exit() flushes too, but says nothing when that fails. */
+	if (fp == stdout && status == EX_OK)
+		status = client_flush();
 	exit(status);
 }
 
@@ -2020,16 +2035,6 @@ dead_table(const char *p, size_t len)
 }
 
 static int
-client_flush(void)
-{
-	if (fflush(stdout) == EOF || ferror(stdout)) {
-		client_warnx("standard output: %s", strerror(errno));
-		return EX_IOERR;
-	}
-	return EX_OK;
-}
-
-static int
 cmd_dead_list(int argc, char **argv)
 {
 	static const struct option longopts[] = {
@@ -2254,7 +2259,7 @@ main(int argc, char **argv)
 			break;
 		case 'V':
 			printf("pubrelay %s\n", PACKAGE_VERSION);
-			return EX_OK;
+			return client_flush();
 		default:
 			opt_error(ch, argv);
 		}

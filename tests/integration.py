@@ -792,9 +792,27 @@ def client_exit_codes(ctx):
         return p.returncode, p.stdout.decode(errors="replace"), \
             p.stderr.decode(errors="replace")
 
+    def run_full(args, data=b""):
+        """Exit code and stderr with standard output on /dev/full."""
+        with open("/dev/full", "wb") as full:
+            p = subprocess.run([cl] + args, input=data, stdout=full,
+                               stderr=subprocess.PIPE, timeout=30)
+        return p.returncode, p.stderr.decode(errors="replace")
+
     s = ["-s", relay.sock]
     rc, out, _ = run(s + ["ping"])
     check_eq((rc, out.strip()), (0, "PONG"), "ping")
+    # Whatever goes to standard output: 74 when it cannot be written.
+    for args in (["-h"], ["-V"], ["publish", "-h"], ["stats", "--help"],
+                 ["dead", "-h"], ["dead", "list", "-h"],
+                 s + ["ping"], s + ["stats"], s + ["stats", "--json"],
+                 s + ["publish", "-k", "x", "--print-id", "b"],
+                 s + ["publish", "-k", "x", "--print-id", "--lines"]):
+        rc, err = run_full(args, data=b"l1\nl2\n")
+        check_eq(rc, 74, "%s to /dev/full (%s)" % (" ".join(args),
+                                                   err.strip()))
+        check("standard output: No space left on device" in err,
+              "%s to /dev/full: the error named: %r" % (args, err))
     # Closed standard descriptors are /dev/null, not the socket: --lines
     # with stdin closed sends nothing (it used to read its own connection
     # and hang), and ids printed to a closed stdout are not requests.
