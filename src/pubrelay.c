@@ -485,10 +485,19 @@ pub_reply(struct pub_run *r, const char *line, size_t len)
 	r->nreplied++;
 	if (len >= 2 && strncmp(line, "OK", 2) == 0 &&
 	    (len == 2 || line[2] == ' ')) {
+		/* The id is a property value: 1 to 255 bytes, no NUL. */
+		if (len <= 3 || len - 3 > PROTO_SHORTSTR_MAX ||
+		    memchr(line + 3, '\0', len - 3) != NULL) {
+			client_clean(text, sizeof(text), line, len);
+			pub_label(r, r->nreplied, label, sizeof(label));
+			pub_fail(r, EX_PROTOCOL, "%s: reply without a valid "
+			    "message-id: \"%s\"", label, text);
+			r->rdead = 1;
+			return;
+		}
 		r->nok++;
 		if (r->print_id) {
-			if (len > 3)
-				fwrite(line + 3, 1, len - 3, stdout);
+			fwrite(line + 3, 1, len - 3, stdout);
 			putchar('\n');
 		}
 		return;
@@ -1117,6 +1126,12 @@ client_request(const char *cmd, const char *req, struct buf *in, int *fdp,
 	len = (size_t)(nl - in->data);
 	if (len > 0 && in->data[len - 1] == '\r')
 		len--;
+	/* The callers see a C string: "PONG\0junk" must not pass as PONG. */
+	if (memchr(in->data, '\0', len) != NULL) {
+		client_clean(text, sizeof(text), in->data, len);
+		client_warnx("unexpected reply to %s: \"%s\"", cmd, text);
+		return EX_PROTOCOL;
+	}
 	in->data[len] = '\0';
 	*line = in->data;
 	if (client_err_split(in->data, len, &codelen) == 0) {

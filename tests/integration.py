@@ -776,6 +776,57 @@ def broker_hung(ctx):
 # 4d. client_exit_codes: the pubrelay contract against the real daemon
 
 
+class FakeDaemon:
+    """A daemon socket that answers each connection's first line (with its
+    "\n") with answer(line), then reads until the client closes."""
+
+    def __init__(self, answer):
+        import socket
+        import threading
+        self.answer = answer
+        self.path = os.path.join(H.mkdtemp("pubrelay-fake-"), "s.sock")
+        self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        self.sock.bind(self.path)
+        self.sock.listen(8)
+        self.sock.settimeout(0.2)
+        self.stop = False
+        self.thread = threading.Thread(target=self._serve, daemon=True)
+        self.thread.start()
+
+    def _serve(self):
+        import socket
+        while not self.stop:
+            try:
+                c, _ = self.sock.accept()
+            except socket.timeout:
+                continue
+            except OSError:
+                return
+            with c:
+                c.settimeout(5)
+                got = b""
+                try:
+                    while b"\n" not in got:
+                        chunk = c.recv(256)
+                        if not chunk:
+                            break
+                        got += chunk
+                    c.sendall(self.answer(got[:got.index(b"\n") + 1]
+                                          if b"\n" in got else got))
+                    # Closing with a request unread would reset the
+                    # connection, and the client might lose the reply.
+                    while c.recv(65536):
+                        pass
+                except OSError:
+                    pass
+
+    def close(self):
+        self.stop = True
+        self.thread.join(5)
+        self.sock.close()
+
+
+
 @scenario
 def client_exit_codes(ctx):
     import socket
@@ -879,6 +930,30 @@ def client_exit_codes(ctx):
     check("accepted" in out and "backlog" in out and "state" in out,
           "stats table: %r" % out)
     check_eq(relay.term(), 0, "pubrelayd exit code after SIGTERM")
+
+    # Malformed replies from something that is not quite the daemon: 76,
+    # never success.  An OK to a PUB must name the message-id; a NUL
+    # must not cut a reply short into one that looks right.
+    cases = [
+        (["publish", "-k", "x", "b"], b"OK\n"),
+        (["publish", "-k", "x", "--print-id", "b"], b"OK \n"),
+        (["publish", "-k", "x", "b"], b"OK a\x00b\n"),
+        (["publish", "-k", "x", "b"], b"OK " + b"i" * 256 + b"\n"),
+        (["publish", "-k", "x", "--lines"], b"OK\n"),
+        (["ping"], b"PONG\x00junk\n"),
+        (["stats", "--raw"], b"STATS 0\x00\n"),
+        (["dead", "retry", "1"], b"OK 1\x00junk\n"),
+    ]
+    for args, reply in cases:
+        fake = FakeDaemon(lambda line, reply=reply: reply)
+        try:
+            rc, out, err = run(["-s", fake.path] + args, data=b"line\n")
+        finally:
+            fake.close()
+        check_eq(rc, 76, "%s answered %r: exit code (%s)"
+                 % (" ".join(args), reply, err.strip()))
+        check_eq(out, "", "%s answered %r: nothing on stdout"
+                 % (" ".join(args), reply))
 
 
 # ---------------------------------------------------------------------------
@@ -1227,51 +1302,17 @@ def json_expected(raw):
                    for c in s)
 
 
-class FakeStatsDaemon:
+class FakeStatsDaemon(FakeDaemon):
     """Answers every connection's first line with one canned STATS reply."""
 
     def __init__(self, body):
-        import socket
-        import threading
         self.body = body
-        self.path = os.path.join(H.mkdtemp("pubrelay-fakestats-"), "s.sock")
-        self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-        self.sock.bind(self.path)
-        self.sock.listen(8)
-        self.sock.settimeout(0.2)
-        self.stop = False
-        self.thread = threading.Thread(target=self._serve, daemon=True)
-        self.thread.start()
+        FakeDaemon.__init__(self, self._answer)
 
-    def _serve(self):
-        import socket
-        while not self.stop:
-            try:
-                c, _ = self.sock.accept()
-            except socket.timeout:
-                continue
-            except OSError:
-                return
-            with c:
-                c.settimeout(5)
-                got = b""
-                try:
-                    while b"\n" not in got:
-                        chunk = c.recv(256)
-                        if not chunk:
-                            break
-                        got += chunk
-                    if got == b"STATS\n":
-                        c.sendall(b"STATS %d\n" % len(self.body) + self.body)
-                    else:
-                        c.sendall(b"ERR UNKNOWN not STATS\n")
-                except OSError:
-                    pass
-
-    def close(self):
-        self.stop = True
-        self.thread.join(5)
-        self.sock.close()
+    def _answer(self, line):
+        if line == b"STATS\n":
+            return b"STATS %d\n" % len(self.body) + self.body
+        return b"ERR UNKNOWN not STATS\n"
 
 
 @scenario
