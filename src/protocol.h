@@ -63,6 +63,8 @@
 #define PROTO_MAX_HEADERS	128	/* "header:" lines in one request */
 #define PROTO_MAX_LINE		8192	/* one request or property line, with EOL */
 #define PROTO_MAX_BLOCK		65536	/* the whole property block */
+/* The largest body a daemon may take: [socket] max_message_size at most. */
+#define PROTO_MAX_BODY		(128 * 1024 * 1024)
 /*
  * A stored block (outbox, dead letters) may be longer by the message-id
  * line a park adds when the client gave none (outbox_park_props(): a

@@ -390,7 +390,17 @@ pub_fill(struct pub_run *r)
 	while (!r->stopped && !r->in_done &&
 	    r->nsent - r->nreplied < CLIENT_MAX_OUTSTANDING &&
 	    r->out.len - r->woff < CLIENT_OUT_HIGH) {
-		if ((rc = pub_next_line(r, &line, &len)) == 0) {
+		rc = pub_next_line(r, &line, &len);
+		/* No daemon takes it: neither hold more of it nor send it. */
+		if ((rc == 0 && r->lin.len - r->lstart > PROTO_MAX_BODY) ||
+		    (rc == 1 && len > PROTO_MAX_BODY)) {
+			pub_fail(r, EX_DATAERR, "message %llu cannot be sent: "
+			    "TOOBIG line over %d bytes, the most pubrelayd "
+			    "takes", (unsigned long long)r->nread + 1,
+			    PROTO_MAX_BODY);
+			break;
+		}
+		if (rc == 0) {
 			r->need_input = 1;
 			break;
 		}
@@ -665,15 +675,29 @@ pub_report(struct pub_run *r)
 	return r->status;
 }
 
-/* Read all of stdin: a body is binary, so no stdio line handling. */
+/*
+ * Read all of stdin: a body is binary, so no stdio line handling.  Stop one
+ * byte over PROTO_MAX_BODY: no daemon takes more, so holding it (and
+ * sending it) would only end in TOOBIG.
+ */
 static int
 pub_slurp(struct buf *b)
 {
 	ssize_t	n;
+	size_t	want;
 
 	for (;;) {
-		buf_reserve(b, CLIENT_CHUNK);
-		n = read(STDIN_FILENO, b->data + b->len, CLIENT_CHUNK);
+		if (b->len > PROTO_MAX_BODY) {
+			client_warnx("message cannot be sent: TOOBIG standard "
+			    "input over %d bytes, the most pubrelayd takes",
+			    PROTO_MAX_BODY);
+			return EX_DATAERR;
+		}
+		want = PROTO_MAX_BODY + 1 - b->len;
+		if (want > CLIENT_CHUNK)
+			want = CLIENT_CHUNK;
+		buf_reserve(b, want);
+		n = read(STDIN_FILENO, b->data + b->len, want);
 		if (n == 0)
 			return EX_OK;
 		if (n == -1) {

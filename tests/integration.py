@@ -850,6 +850,29 @@ def client_exit_codes(ctx):
                                stderr=subprocess.PIPE, timeout=30)
         return p.returncode, p.stderr.decode(errors="replace")
 
+    def feed_big(args, head, size):
+        """Run with head and then size bytes on stdin, written until the
+        client stops reading: (exit code, stderr, bytes written, peak RSS
+        of the client in KiB)."""
+        p = subprocess.Popen([cl] + args, stdin=subprocess.PIPE,
+                             stdout=subprocess.DEVNULL,
+                             stderr=subprocess.PIPE, bufsize=0)
+        chunk = b"z" * (1 << 20)
+        written = 0
+        try:
+            p.stdin.write(head)
+            while written < size:
+                p.stdin.write(chunk)
+                written += len(chunk)
+            p.stdin.close()
+        except BrokenPipeError:
+            pass
+        err = p.stderr.read()
+        _, status, ru = os.wait4(p.pid, 0)
+        p.returncode = os.waitstatus_to_exitcode(status)
+        return p.returncode, err.decode(errors="replace"), written, \
+            ru.ru_maxrss
+
     s = ["-s", relay.sock]
     rc, out, _ = run(s + ["ping"])
     check_eq((rc, out.strip()), (0, "PONG"), "ping")
@@ -891,6 +914,28 @@ def client_exit_codes(ctx):
     rc, _, err = run(s + ["publish", "-k", "x"], data=b"y" * 2048)
     check_eq(rc, 65, "body over max_message_size (%s)" % err.strip())
     check("TOOBIG" in err, "TOOBIG named: %r" % err)
+    # Over the protocol's hard maximum (128 MiB, max_message_size at
+    # most): TOOBIG as the daemon would say, without reading the rest of
+    # a 300 MB input into memory and without sending anything.
+    for args, head, accepted in (([], b"", 0), (["--lines"], b"a\nb\n", 2)):
+        before = relay.stats()
+        rc, err, written, rss = feed_big(s + ["publish", "-k", "x"] + args,
+                                         head, 300 << 20)
+        what = "300 MB %s" % ("line" if args else "body")
+        check_eq(rc, 65, "%s: exit code (%s)" % (what, err.strip()))
+        check("TOOBIG" in err and "134217728" in err,
+              "%s: TOOBIG and the limit named: %r" % (what, err))
+        check(written < 200 << 20, "%s: the client stopped reading at "
+              "the limit, not after %d bytes" % (what, written))
+        check(rss < 200 << 10, "%s: peak RSS %d KiB" % (what, rss))
+        after = relay.stats()
+        check_eq((after.get("accepted") - before.get("accepted"),
+                  after.get("refused") - before.get("refused")),
+                 (accepted, 0), "%s: accepted, refused (nothing sent past "
+                 "the limit)" % what)
+        if args:
+            check("2 accepted" in err, "%s: the accepted count: %r"
+                  % (what, err))
     rc, _, err = run(["-t", "3000000000000h"] + s + ["ping"])
     check_eq(rc, 64, "-t too large for the clock: usage error (%s)"
              % err.strip())
