@@ -45,6 +45,7 @@
 #define DEAD_FIELDS		8	/* TAB-separated, see protocol.h */
 
 static const char	*client_socket;
+static int		 client_stdin_closed;	/* fd 0 is our /dev/null */
 static uint64_t		 client_timeout_ms;	/* 0: wait for ever */
 #define CLIENT_TIMEOUT_MAX_MS	(8760ULL * 3600 * 1000)	/* -t: a year */
 
@@ -993,6 +994,14 @@ cmd_publish(int argc, char **argv)
 		client_warnx("publish: --message-id cannot be used with "
 		    "--lines");
 		usage(stderr, EX_USAGE);
+	}
+	/*
+	 * The /dev/null in place of a closed stdin would be an empty
+	 * message nobody meant.  (--lines reads it as no messages at all.)
+	 */
+	if (argc == 0 && !o.lines && client_stdin_closed) {
+		client_warnx("publish: no body, and standard input is closed");
+		return EX_NOINPUT;
 	}
 	return pub_run(&o, argc == 1 ? argv[0] : NULL);
 }
@@ -2270,9 +2279,13 @@ main(int argc, char **argv)
 	 * it as requests.  Closed ones become /dev/null.
 	 */
 	for (fd = 0; fd <= 2; fd++)
-		if (fcntl(fd, F_GETFD) == -1 && errno == EBADF &&
-		    open("/dev/null", fd == 0 ? O_RDONLY : O_WRONLY) != fd)
-			return EX_OSERR;
+		if (fcntl(fd, F_GETFD) == -1 && errno == EBADF) {
+			if (open("/dev/null", fd == 0 ? O_RDONLY : O_WRONLY) !=
+			    fd)
+				return EX_OSERR;
+			if (fd == STDIN_FILENO)
+				client_stdin_closed = 1;
+		}
 
 	if ((client_socket = getenv("PUBRELAY_SOCKET")) == NULL ||
 	    *client_socket == '\0')

@@ -903,6 +903,20 @@ def client_exit_codes(ctx):
              % p.stderr.decode(errors="replace").strip())
     check_eq(relay.stats().get("accepted"), before + 2, "accepted: the two "
              "lines, nothing else")
+    # One body from a closed stdin is no input (66), not an empty message;
+    # an empty stdin that is open is an empty body.
+    p = subprocess.run(["sh", "-c", '"$0" -s "$1" publish -k x <&-', cl,
+                        relay.sock], capture_output=True, timeout=30)
+    err = p.stderr.decode(errors="replace").strip()
+    check_eq((p.returncode, err), (66, "pubrelay: publish: no body, and "
+                                   "standard input is closed"),
+             "publish with stdin closed")
+    p = subprocess.run(["sh", "-c", '"$0" -s "$1" publish -k x </dev/null',
+                        cl, relay.sock], capture_output=True, timeout=30)
+    check_eq(p.returncode, 0, "publish with an empty stdin (%s)"
+             % p.stderr.decode(errors="replace").strip())
+    check_eq(relay.stats().get("accepted"), before + 3, "accepted: the "
+             "empty body, not the closed stdin")
     rc, out, err = run(["ping"], env={"PUBRELAY_SOCKET": relay.sock})
     check_eq(rc, 0, "ping through $PUBRELAY_SOCKET (%s)" % err.strip())
     rc, out, err = run(s + ["publish", "-k", "x", "--print-id", "body"])
