@@ -179,6 +179,72 @@ client_clean(char *dst, size_t dstlen, const char *src, size_t len)
 	dst[n] = '\0';
 }
 
+/*
+ * Length of the valid UTF-8 sequence of two to four bytes at p (no overlong
+ * form, no surrogate, at most U+10FFFF), or 0.
+ */
+static size_t
+utf8_seq(const unsigned char *p, size_t left)
+{
+	unsigned char	lo = 0x80, hi = 0xbf;
+	size_t		n, i;
+
+	if (p[0] >= 0xc2 && p[0] <= 0xdf)
+		n = 2;
+	else if (p[0] >= 0xe0 && p[0] <= 0xef) {
+		n = 3;
+		if (p[0] == 0xe0)
+			lo = 0xa0;
+		else if (p[0] == 0xed)
+			hi = 0x9f;
+	} else if (p[0] >= 0xf0 && p[0] <= 0xf4) {
+		n = 4;
+		if (p[0] == 0xf0)
+			lo = 0x90;
+		else if (p[0] == 0xf4)
+			hi = 0x8f;
+	} else
+		return 0;
+	if (left < n || p[1] < lo || p[1] > hi)
+		return 0;
+	for (i = 2; i < n; i++)
+		if (p[i] < 0x80 || p[i] > 0xbf)
+			return 0;
+	return n;
+}
+
+/*
+ * Daemon text for a terminal (ids, stats, dead letters): valid UTF-8 is
+ * kept; control characters (C0, DEL, and C1 in UTF-8 too, which some
+ * terminals obey) and bytes that are not valid UTF-8 become '?'.  Returns
+ * a NUL-terminated copy; *width, when not NULL, is in characters.
+ */
+static char *
+client_text(const char *src, size_t len, int *width)
+{
+	const unsigned char	*p = (const unsigned char *)src;
+	char			*dst = xmalloc(len + 1);
+	size_t			 i, j = 0, n;
+	int			 w = 0;
+
+	for (i = 0; i < len; i += n, w++) {
+		n = p[i] >= 0x80 ? utf8_seq(p + i, len - i) : 1;
+		if (n > 1 && !(p[i] == 0xc2 && p[i + 1] < 0xa0)) {
+			memcpy(dst + j, p + i, n);
+			j += n;
+			continue;
+		}
+		if (n == 0)
+			n = 1;
+		dst[j++] = (n == 1 && p[i] >= 0x20 && p[i] < 0x7f) ?
+		    (char)p[i] : '?';
+	}
+	dst[j] = '\0';
+	if (width != NULL)
+		*width = w;
+	return dst;
+}
+
 /* Whether the len bytes at code are the error code want. */
 static int
 client_code_is(const char *code, size_t len, const char *want)
@@ -468,7 +534,7 @@ pub_write(struct pub_run *r)
 static void
 pub_reply(struct pub_run *r, const char *line, size_t len)
 {
-	char	 text[512], label[64];
+	char	 text[512], label[64], *id;
 	size_t	 codelen;
 
 	if (len > 0 && line[len - 1] == '\r')
@@ -508,8 +574,10 @@ pub_reply(struct pub_run *r, const char *line, size_t len)
 		}
 		r->nok++;
 		if (r->print_id) {
-			fwrite(line + 3, 1, len - 3, stdout);
-			putchar('\n');
+			/* Often a terminal: no escape sequences from an id. */
+			id = client_text(line + 3, len - 3, NULL);
+			puts(id);
+			free(id);
 		}
 		return;
 	}
@@ -1515,40 +1583,6 @@ stats_json_int(const char *p, size_t len)
 }
 
 /*
- * Length of the valid UTF-8 sequence of two to four bytes at p (no overlong
- * form, no surrogate, at most U+10FFFF), or 0.
- */
-static size_t
-utf8_seq(const unsigned char *p, size_t left)
-{
-	unsigned char	lo = 0x80, hi = 0xbf;
-	size_t		n, i;
-
-	if (p[0] >= 0xc2 && p[0] <= 0xdf)
-		n = 2;
-	else if (p[0] >= 0xe0 && p[0] <= 0xef) {
-		n = 3;
-		if (p[0] == 0xe0)
-			lo = 0xa0;
-		else if (p[0] == 0xed)
-			hi = 0x9f;
-	} else if (p[0] >= 0xf0 && p[0] <= 0xf4) {
-		n = 4;
-		if (p[0] == 0xf0)
-			lo = 0x90;
-		else if (p[0] == 0xf4)
-			hi = 0x8f;
-	} else
-		return 0;
-	if (left < n || p[1] < lo || p[1] > hi)
-		return 0;
-	for (i = 2; i < n; i++)
-		if (p[i] < 0x80 || p[i] > 0xbf)
-			return 0;
-	return n;
-}
-
-/*
  * A JSON string of any bytes: quotes, backslashes, control characters and
  * DEL escaped, valid UTF-8 kept, and every byte that is not part of valid
  * UTF-8 written as \u00XX (that byte as a code point), so the output is
@@ -1701,34 +1735,6 @@ stats_prometheus(const struct stats_body *b)
 	}
 }
 
-/*
- * Text for the terminal: valid UTF-8 is kept, control bytes, DEL and bytes
- * that are not valid UTF-8 become '?'.  *width is in characters.
- */
-static char *
-stats_clean(const char *src, size_t len, int *width)
-{
-	const unsigned char	*p = (const unsigned char *)src;
-	char			*dst = xmalloc(len + 1);
-	size_t			 i, n;
-	int			 w = 0;
-
-	for (i = 0; i < len; i += n, w++) {
-		n = p[i] >= 0x80 ? utf8_seq(p + i, len - i) : 1;
-		if (n > 1)
-			memcpy(dst + i, p + i, n);
-		else {
-			n = 1;
-			dst[i] = (p[i] < 0x20 || p[i] >= 0x7f) ? '?' :
-			    (char)p[i];
-		}
-	}
-	dst[len] = '\0';
-	if (width != NULL)
-		*width = w;
-	return dst;
-}
-
 /* A duration for people: 12.3 s, 4m 5s, 1h 2m 3s, 2d 3h 4m. */
 static void
 stats_duration(uint64_t ms, char *out, size_t outlen)
@@ -1828,14 +1834,14 @@ stats_table(const struct stats_body *b)
 	int			 width = 0, w;
 
 	for (i = 0; i < b->n; i++) {
-		name = stats_clean(b->kv[i].name, b->kv[i].nlen, &w);
+		name = client_text(b->kv[i].name, b->kv[i].nlen, &w);
 		free(name);
 		if (w > width)
 			width = w;
 	}
 	for (i = 0; i < b->n; i++) {
 		kv = &b->kv[i];
-		name = stats_clean(kv->name, kv->nlen, &w);
+		name = client_text(kv->name, kv->nlen, &w);
 		if (kv->val == NULL) {
 			printf("%s\n", name);
 			free(name);
@@ -1844,7 +1850,7 @@ stats_table(const struct stats_body *b)
 		if (stats_human(b, kv, human, sizeof(human)) == 0)
 			val = xstrdup(human);
 		else
-			val = stats_clean(kv->val, kv->vlen, NULL);
+			val = client_text(kv->val, kv->vlen, NULL);
 		printf("%s%*s  %s\n", name, width - w, "", val);
 		free(name);
 		free(val);
@@ -1952,27 +1958,6 @@ cmd_stats(int argc, char **argv)
 	return status;
 }
 
-/*
- * A DEAD LIST field for the terminal: control bytes become '?', the rest
- * (UTF-8 included) is kept.  The width is in characters, not bytes.
- */
-static int
-dead_clean(char *dst, size_t dstlen, const char *src, size_t len)
-{
-	size_t	i, n = 0;
-	int	width = 0;
-
-	for (i = 0; i < len && n + 1 < dstlen; i++) {
-		unsigned char c = (unsigned char)src[i];
-
-		dst[n++] = (c < 0x20 || c == 0x7f) ? '?' : (char)c;
-		if ((c & 0xc0) != 0x80)
-			width++;
-	}
-	dst[n] = '\0';
-	return width;
-}
-
 /* Unix milliseconds as local time, ISO 8601: 2024-05-01T12:34:56+02:00. */
 static void
 dead_time(const char *ms, char *out, size_t outlen)
@@ -2015,7 +2000,7 @@ dead_table(const char *p, size_t len)
 {
 	struct dead_row	*rows = NULL;
 	const char	*end = p + len, *eol, *q, *tab;
-	char		 tmp[1024];
+	char		 tmp[64];
 	size_t		 nrows = 0, i;
 	int		 width[DEAD_FIELDS], j, rc = 0;
 
@@ -2039,12 +2024,11 @@ dead_table(const char *p, size_t len)
 				snprintf(ms, sizeof(ms), "%.*s",
 				    (int)(tab - q), q);
 				dead_time(ms, tmp, sizeof(tmp));
-				rows[nrows].width[j] = dead_clean(tmp,
-				    sizeof(tmp), tmp, strlen(tmp));
+				rows[nrows].field[j] = client_text(tmp,
+				    strlen(tmp), &rows[nrows].width[j]);
 			} else
-				rows[nrows].width[j] = dead_clean(tmp,
-				    sizeof(tmp), q, (size_t)(tab - q));
-			rows[nrows].field[j] = xstrdup(tmp);
+				rows[nrows].field[j] = client_text(q,
+				    (size_t)(tab - q), &rows[nrows].width[j]);
 			if (rows[nrows].width[j] > width[j])
 				width[j] = rows[nrows].width[j];
 			q = tab + 1;

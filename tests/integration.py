@@ -925,6 +925,15 @@ def client_exit_codes(ctx):
     rc, out, err = run(s + ["publish", "-k", "x", "--message-id", "m-1",
                             "--print-id"], data=b"from stdin")
     check_eq((rc, out.strip()), (0, "m-1"), "stdin body with own id")
+    # An id goes to a terminal as text: no escape sequence, no bytes that
+    # are not UTF-8 (each such byte is '?'); UTF-8 is kept.
+    p = subprocess.run([cl.encode()] + [a.encode() for a in s] +
+                       [b"publish", b"-k", b"x", b"--print-id",
+                        b"--message-id", b"\x1b[31mr\xff\xc3\xa9\x7f", b"b"],
+                       capture_output=True, timeout=30)
+    check_eq((p.returncode, p.stdout), (0, b"?[31mr?\xc3\xa9?\n"),
+             "--print-id of an id with control bytes (%s)"
+             % p.stderr.decode(errors="replace").strip())
     rc, _, err = run(s + ["publish", "-k", "x"], data=b"y" * 2048)
     check_eq(rc, 65, "body over max_message_size (%s)" % err.strip())
     check("TOOBIG" in err, "TOOBIG named: %r" % err)
@@ -1013,6 +1022,40 @@ def client_exit_codes(ctx):
                  % (" ".join(args), reply, err.strip()))
         check_eq(out, "", "%s answered %r: nothing on stdout"
                  % (" ".join(args), reply))
+
+    # Daemon text for the terminal: control characters (C1 in UTF-8 too,
+    # U+009B is a CSI to some terminals) and bytes that are not UTF-8
+    # become '?', in ids, the stats table and the dead letter table.
+    evil = b"\x1b]0;t\x07\xc2\x9b2J\xff\xc3\xa9"
+    shown = "?]0;t??2J?\u00e9"
+    dead = (b"7\t1700000000000\t3\t212\t-\trk\t" + evil + b"\tNO_ROUTE " +
+            evil + b"\n")
+    cases = [
+        (["publish", "-k", "x", "--print-id", "b"], b"OK " + evil + b"\n",
+         shown + "\n"),
+        (["stats"], b"STATS %d\nlast_error %s\n" % (len(evil) + 12, evil),
+         "last_error  " + shown + "\n"),
+        (["dead", "list"], b"DEAD %d\n%s" % (len(dead), dead), None),
+    ]
+    for args, reply, want in cases:
+        fake = FakeDaemon(lambda line, reply=reply: reply)
+        try:
+            p = subprocess.run([cl, "-s", fake.path] + args,
+                               capture_output=True, timeout=30)
+        finally:
+            fake.close()
+        what = "%s: %r shown" % (" ".join(args), evil)
+        check_eq(p.returncode, 0, "%s: exit code (%s)"
+                 % (what, p.stderr.decode(errors="replace").strip()))
+        out = p.stdout.decode("utf-8")      # must be valid UTF-8
+        if want is not None:
+            check_eq(out, want, what)
+        else:
+            check(out.count(shown) == 2 and "NO_ROUTE " + shown in out,
+                  "%s: %r" % (what, out))
+        check(not any(c < " " and c != "\n" or "\x7f" <= c <= "\x9f"
+                      for c in out), "%s: no control characters: %r"
+              % (what, out))
 
 
 # ---------------------------------------------------------------------------
