@@ -296,8 +296,9 @@ client_err_split(const char *line, size_t len, size_t *codelen)
 
 /*
  * A non-blocking connection to the daemon, or an exit status.  The socket is
- * non-blocking from the start so that a full listen backlog is EAGAIN (busy,
- * retry later) rather than a wait without a deadline.
+ * non-blocking from the start so that a full listen backlog is EAGAIN
+ * rather than a wait without a deadline: the daemon is busy, not gone, so
+ * the connect is tried again, a few milliseconds apart, within -t.
  */
 static int
 client_connect(int *fdp)
@@ -306,8 +307,8 @@ client_connect(int *fdp)
 	struct pollfd		 pfd;
 	struct stat		 st;
 	socklen_t		 sl;
-	int			 fd, error, rc;
-	int64_t			 start;
+	int			 fd, error, rc, pause_ms = 1, left;
+	int64_t			 start = client_now();
 
 	memset(&sun, 0, sizeof(sun));
 	sun.sun_family = AF_UNIX;
@@ -317,18 +318,28 @@ client_connect(int *fdp)
 	}
 	strcpy(sun.sun_path, client_socket);
 
-	fd = socket(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
-	if (fd == -1) {
-		client_warnx("socket: %s", strerror(errno));
-		return EX_OSERR;
+	for (;;) {
+		fd = socket(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC,
+		    0);
+		if (fd == -1) {
+			client_warnx("socket: %s", strerror(errno));
+			return EX_OSERR;
+		}
+		if (connect(fd, (struct sockaddr *)&sun, sizeof(sun)) == 0) {
+			*fdp = fd;
+			return EX_OK;
+		}
+		error = errno;
+		if (error != EAGAIN || (left = client_wait_ms(start)) == 0)
+			break;
+		close(fd);
+		if (left > 0 && left < pause_ms)
+			pause_ms = left;
+		poll(NULL, 0, pause_ms);
+		if (pause_ms < 32)
+			pause_ms *= 2;
 	}
-	if (connect(fd, (struct sockaddr *)&sun, sizeof(sun)) == 0) {
-		*fdp = fd;
-		return EX_OK;
-	}
-	error = errno;
 	if (error == EINPROGRESS) {
-		start = client_now();
 		pfd.fd = fd;
 		pfd.events = POLLOUT;
 		do {

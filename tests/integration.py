@@ -541,8 +541,10 @@ def accept_flood(ctx):
     """Four processes connect and close as fast as they can for 4 s (none
     holds more than one connection) while a client publishes, a new
     connection a message, retrying a connect the full listen backlog
-    refuses: every message gets OK, none LIMIT (max_clients = 256), and
-    no connection was refused for max_clients (clients_refused 0).
+    refuses, and `pubrelay publish` runs (it retries such a connect
+    itself): every message gets OK, none LIMIT (max_clients = 256), every
+    pubrelay exits 0, and no connection was refused for max_clients
+    (clients_refused 0).
     Accepting until EAGAIN filled max_clients with sessions whose peers had
     already gone, and refused everyone else."""
     import subprocess
@@ -550,7 +552,7 @@ def accept_flood(ctx):
     rk = [("routing-key", "nowhere")]
     procs = [subprocess.Popen([sys.executable, "-c", FLOOD, relay.sock, "4"],
                               stdout=subprocess.PIPE) for _ in range(4)]
-    replies, busy = [], 0
+    replies, busy, cli = [], 0, []
     try:
         while any(p.poll() is None for p in procs) or not replies:
             deadline = time.monotonic() + 10
@@ -565,6 +567,9 @@ def accept_flood(ctx):
                     time.sleep(0.005)
             with c:
                 replies.append(c.pub("m%d" % len(replies), rk))
+            # pubrelay retries a connect the full backlog refuses itself.
+            rc, out, err = relay.cmd("publish", "-k", "nowhere", "c")
+            cli.append((rc, err.strip()))
             time.sleep(0.05)
     finally:
         for p in procs:
@@ -577,6 +582,9 @@ def accept_flood(ctx):
     bad = [r for r in replies if not r.startswith("OK ")]
     check(not bad, "%d of %d publishes not OK during the flood: %r"
           % (len(bad), len(replies), bad[:3]))
+    bad = [c for c in cli if c[0] != 0]
+    check(not bad, "%d of %d `pubrelay publish` failed during the flood: %r"
+          % (len(bad), len(cli), bad[:3]))
     check_eq(relay.stats().get("clients_refused"), 0, "stats "
              "clients_refused after a flood of connect-and-close clients")
     check_eq(relay.term(), 0, "pubrelayd exit code after SIGTERM")
