@@ -63,7 +63,7 @@ struct outbox_reader {
  * are reserved: meta 'reserved' (optional, so older versions ignore it) is
  * the highest id that may have been given out, and a commit that goes past
  * it writes the next OUTBOX_RESERVE_IDS and flushes the log before it
- * returns (outbox_reserve()).  Start-up goes on above it; a clean stop
+ * returns (outbox_commit()).  Start-up goes on above it; a clean stop
  * brings it back to the last id given out.
  */
 #define OUTBOX_TABLE(name)						\
@@ -470,7 +470,6 @@ outbox_close(struct outbox *ob)
 	sqlite3_finalize(ob->st_reserve);
 	if (ob->db != NULL)
 		sqlite3_close(ob->db);
-
 	if (ob->lockfd != -1)
 		close(ob->lockfd);
 	free(ob);

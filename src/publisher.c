@@ -226,7 +226,7 @@ pub_hash(uint64_t h, const void *p, size_t n)
 
 #define PUB_HASH_INIT	0xcbf29ce484222325ULL
 
-/* The exchange and routing key a message went to, as basic.return names them. */
+/* Where a message went, as a basic.return names it. */
 static uint64_t
 pub_dest_hash(amqp_bytes_t exchange, amqp_bytes_t rkey)
 {
