@@ -95,6 +95,9 @@ static const char *outbox_schema_dead =
 	"  props BLOB NOT NULL,"
 	"  body BLOB NOT NULL);";
 
+#define OUTBOX_BUSY_MS			5000
+#define OUTBOX_CHECKPOINT_BUSY_MS	50
+
 static int	outbox_step(sqlite3_stmt *);
 static int	outbox_write_reserved(struct outbox *, int64_t);
 static void	outbox_commit_done(struct outbox *, int);
@@ -361,7 +364,7 @@ outbox_open(struct outbox **obp, const char *path, int sync_full, char *err,
 		snprintf(err, errlen, "%s: outbox is read-only", path);
 		goto fail;
 	}
-	sqlite3_busy_timeout(ob->db, 5000);
+	sqlite3_busy_timeout(ob->db, OUTBOX_BUSY_MS);
 
 	if (!fresh) {
 		v = outbox_query_int(ob->db, "PRAGMA application_id", &rc);
@@ -1113,7 +1116,7 @@ outbox_reader_open(struct outbox_reader **rp, const char *path, char *err,
 	rc = sqlite3_open_v2(path, &r->db, SQLITE_OPEN_READONLY |
 	    SQLITE_OPEN_NOMUTEX, NULL);
 	if (rc == SQLITE_OK) {
-		sqlite3_busy_timeout(r->db, 5000);
+		sqlite3_busy_timeout(r->db, OUTBOX_BUSY_MS);
 		rc = outbox_prepare(r->db, "SELECT id, created, props, body "
 		    "FROM outbox WHERE id > ?1 ORDER BY id LIMIT ?2", &r->st_fetch);
 	}
@@ -1196,13 +1199,21 @@ outbox_reusable_bytes(struct outbox *ob)
 	return (uint64_t)(pages * size);
 }
 
+/*
+ * TRUNCATE waits for every reader to leave the log.  The publisher's reader
+ * can sit in a fetch for as long as the broker does not read (a blocked
+ * socket), and the main thread must not wait the busy timeout for it: it
+ * answers every client.  The checkpoint is an optimisation, tried again.
+ */
 int
 outbox_checkpoint(struct outbox *ob)
 {
 	int	rc;
 
+	sqlite3_busy_timeout(ob->db, OUTBOX_CHECKPOINT_BUSY_MS);
 	rc = sqlite3_wal_checkpoint_v2(ob->db, NULL, SQLITE_CHECKPOINT_TRUNCATE,
 	    NULL, NULL);
+	sqlite3_busy_timeout(ob->db, OUTBOX_BUSY_MS);
 	return outbox_status(rc);
 }
 

@@ -8,6 +8,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 #include <unistd.h>
 
 #include <sqlite3.h>
@@ -857,6 +858,49 @@ test_reserve(void)
 	}
 }
 
+static long long	file_size(const char *);
+
+/*
+ * A TRUNCATE checkpoint while a reader holds a snapshot (the publisher in a
+ * fetch blocked on the broker's socket) gives up at once instead of waiting
+ * the 5 s busy timeout on the thread that answers every client; with the
+ * reader gone it empties the log.
+ */
+static void
+test_checkpoint_reader(void)
+{
+	struct outbox	*ob;
+	struct timespec	 t0, t1;
+	sqlite3		*rd;
+	char		 err[512], p[512], wal[600];
+	int64_t		 last = 0, ms;
+	int		 rc;
+
+	snprintf(p, sizeof(p), "%s", path_in("ckpt.db"));
+	snprintf(wal, sizeof(wal), "%s-wal", p);
+	ok(outbox_open(&ob, p, 0, err, sizeof(err)) == 0, "open %s", p);
+	if (ob == NULL)
+		return;
+	is_int(insert_n(ob, 5, "c", &last), OUTBOX_OK, "5 rows");
+	ok(sqlite3_open_v2(p, &rd, SQLITE_OPEN_READONLY, NULL) == SQLITE_OK &&
+	    sqlite3_exec(rd, "BEGIN; SELECT count(*) FROM outbox;", NULL, NULL,
+	    NULL) == SQLITE_OK, "a reader holds a snapshot");
+	is_int(insert_n(ob, 5, "d", &last), OUTBOX_OK, "5 more behind it");
+	clock_gettime(CLOCK_MONOTONIC, &t0);
+	rc = outbox_checkpoint(ob);
+	clock_gettime(CLOCK_MONOTONIC, &t1);
+	ms = (t1.tv_sec - t0.tv_sec) * 1000 + (t1.tv_nsec - t0.tv_nsec) /
+	    1000000;
+	ok(rc != OUTBOX_OK, "the checkpoint cannot truncate past the reader");
+	ok(ms < 2000, "and gives up without the busy timeout (%lld ms, not "
+	    "5000)", (long long)ms);
+	sqlite3_exec(rd, "COMMIT", NULL, NULL, NULL);
+	sqlite3_close(rd);
+	is_int(outbox_checkpoint(ob), OUTBOX_OK, "with the reader gone it works");
+	is_int(file_size(wal), 0, "and empties the log");
+	outbox_close(ob);
+}
+
 static long long
 file_size(const char *file)
 {
@@ -1242,6 +1286,7 @@ main(void)
 	test_migration_v2();
 	test_fold();
 	test_reserve();
+	test_checkpoint_reader();
 	test_presize();
 	test_syncs();
 	test_error_kept();
