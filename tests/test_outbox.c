@@ -724,6 +724,28 @@ snapshot(const char *from, const char *to)
 }
 
 /*
+ * Open a crash copy, check how many rows it counts, and give out one id
+ * there: the next id (-1 when it does not open).
+ */
+static int64_t
+copy_next_id(const char *copy, int sync_full, int64_t rows, const char *what)
+{
+	struct outbox	*cr;
+	char		 err[512];
+	int64_t		 id;
+
+	ok(outbox_open(&cr, copy, sync_full, err, sizeof(err)) == 0,
+	    "%s opens", what);
+	if (cr == NULL)
+		return -1;
+	is_int(outbox_rows(cr), rows, "%s counts %lld rows", what,
+	    (long long)rows);
+	id = insert_one(cr, "", "x", 1);
+	outbox_close(cr);
+	return id;
+}
+
+/*
  * New rows do not write the totals (one page per commit, not three) until
  * OUTBOX_FOLD_ROWS of them: a crash in between loses neither a row from the
  * count nor an id, nor does a crash after the table was emptied.
@@ -765,14 +787,9 @@ test_fold(void)
 	is_int(sql_int(p, "SELECT value FROM meta WHERE key = 'rows'"), 0,
 	    "and the totals");
 	ok(snapshot(p, c2) == 0, "crash copy of the emptied outbox");
-	ok(outbox_open(&cr, c2, 1, err, sizeof(err)) == 0, "it opens");
-	if (cr != NULL) {
-		is_int(outbox_rows(cr), 0, "empty");
-		id = insert_one(cr, "", "x", 1);
-		ok(id > last, "and does not give out a deleted row's id again "
-		    "(%lld > %lld)", (long long)id, (long long)last);
-		outbox_close(cr);
-	}
+	id = copy_next_id(c2, 1, 0, "the emptied copy");
+	ok(id > last, "and does not give out a deleted row's id again "
+	    "(%lld > %lld)", (long long)id, (long long)last);
 
 	for (i = 0; i < OUTBOX_FOLD_ROWS; i++) {
 		if (insert_n(ob, 1, "g", &last) != OUTBOX_OK)
@@ -813,7 +830,7 @@ test_fold(void)
 static void
 test_reserve(void)
 {
-	struct outbox	*ob, *cr;
+	struct outbox	*ob;
 	char		 err[512], p[512], c[512];
 	int64_t		 last = 0, after, id;
 
@@ -828,14 +845,9 @@ test_reserve(void)
 	    "leaves them");
 	is_int(insert_n(ob, 3, "s", &after), OUTBOX_OK, "3 rows not flushed, "
 	    "ids %lld to %lld", (long long)last + 1, (long long)after);
-	ok(outbox_open(&cr, c, 0, err, sizeof(err)) == 0, "the cut copy opens");
-	if (cr != NULL) {
-		is_int(outbox_rows(cr), 1, "with the flushed row only");
-		id = insert_one(cr, "", "x", 1);
-		ok(id > after, "the next id is above every id given out before "
-		    "the cut (%lld > %lld)", (long long)id, (long long)after);
-		outbox_close(cr);
-	}
+	id = copy_next_id(c, 0, 1, "the cut copy");
+	ok(id > after, "the next id is above every id given out before "
+	    "the cut (%lld > %lld)", (long long)id, (long long)after);
 	outbox_close(ob);
 	ok(sql_int(p, "SELECT value FROM meta WHERE key = 'reserved'") ==
 	    after, "a clean close gives back the unused ids (reserved = %lld)",
