@@ -47,6 +47,8 @@
 
 /* inih's line buffer; a line may hold CONFIG_LINE_MAX - 1 bytes. */
 #define CONFIG_LINE_MAX			4096
+/* The longest password_file first line (room for an OAuth 2 token). */
+#define CONFIG_PASSWORD_MAX		65536
 #define CONFIG_SECTION_MAX		32
 
 /* Limits on values; the defaults live in config.h. */
@@ -1069,18 +1071,25 @@ config_handler_cb(void *arg, const char *section, const char *name,
 	return 1;
 }
 
-/* The first line of password_file, without its line ending. */
+/*
+ * The first line of password_file, without its line ending.  The file is
+ * opened without blocking and read at most CONFIG_PASSWORD_MAX + 1 bytes
+ * in: a device that never ends its first line (/dev/zero, /dev/full) or a
+ * pipe with nothing in it must be an error, not a daemon that hangs or
+ * eats memory at start-up or at a SIGHUP reload.
+ */
 static void
 config_read_password(struct config_parse *p)
 {
 	struct config	*cf = p->cf;
 	struct stat	 st;
-	FILE		*fp;
-	char		*line = NULL;
-	size_t		 cap = 0;
+	char		*buf, *eol;
+	size_t		 len = 0, linelen;
 	ssize_t		 n;
+	int		 fd;
 
-	if ((fp = fopen(cf->password_file, "re")) == NULL) {
+	if ((fd = open(cf->password_file,
+	    O_RDONLY | O_CLOEXEC | O_NOCTTY | O_NONBLOCK)) == -1) {
 		config_err(p, p->password_line, "broker", "password_file",
 		    "cannot open '%s': %s", cf->password_file, strerror(errno));
 		return;
@@ -1089,32 +1098,65 @@ config_read_password(struct config_parse *p)
 	 * Refused, not warned about: a daemon's warning scrolls by unread
 	 * while the secret stays exposed (see pubrelay.ini(5), SECRETS).
 	 */
-	if (fstat(fileno(fp), &st) == 0 && S_ISREG(st.st_mode) &&
+	if (fstat(fd, &st) == 0 && S_ISREG(st.st_mode) &&
 	    (st.st_mode & S_IROTH)) {
 		config_err(p, p->password_line, "broker", "password_file",
 		    "'%s' is readable by others (mode %04o): chmod o-r '%s'",
 		    cf->password_file, (unsigned)(st.st_mode & 07777),
 		    cf->password_file);
-		fclose(fp);
+		close(fd);
 		return;
 	}
-	/* No stdio buffer: no copy of the secret left in freed memory. */
-	setvbuf(fp, NULL, _IONBF, 0);
-	errno = 0;
-	n = getline(&line, &cap, fp);
-	if (n == -1 && ferror(fp)) {
+	if ((buf = malloc(CONFIG_PASSWORD_MAX + 1)) == NULL) {
 		config_err(p, p->password_line, "broker", "password_file",
 		    "cannot read '%s': %s", cf->password_file,
-		    strerror(errno != 0 ? errno : EIO));
+		    strerror(ENOMEM));
+		close(fd);
+		return;
+	}
+	eol = NULL;
+	while (eol == NULL && len < CONFIG_PASSWORD_MAX + 1) {
+		n = read(fd, buf + len, CONFIG_PASSWORD_MAX + 1 - len);
+		if (n == -1 && errno == EINTR)
+			continue;
+		if (n == -1 && (errno == EAGAIN || errno == EWOULDBLOCK) &&
+		    len > 0)
+			break;		/* a pipe: what its writer gave so far */
+		if (n == -1 && (errno == EAGAIN || errno == EWOULDBLOCK)) {
+			config_err(p, p->password_line, "broker",
+			    "password_file", "'%s' has nothing to read (a "
+			    "pipe or device, not a file)", cf->password_file);
+			goto out;
+		}
+		if (n == -1) {
+			config_err(p, p->password_line, "broker",
+			    "password_file", "cannot read '%s': %s",
+			    cf->password_file, strerror(errno));
+			goto out;
+		}
+		if (n == 0)
+			break;
+		eol = memchr(buf + len, '\n', (size_t)n);
+		len += (size_t)n;
+	}
+	linelen = eol != NULL ? (size_t)(eol - buf) : len;
+	if (linelen > CONFIG_PASSWORD_MAX) {
+		config_err(p, p->password_line, "broker", "password_file",
+		    "the first line of '%s' is longer than %d bytes",
+		    cf->password_file, CONFIG_PASSWORD_MAX);
 		goto out;
 	}
-	if (n > 0 && line[n - 1] == '\n')
-		line[--n] = '\0';
-	if (n > 0 && line[n - 1] == '\r')
-		line[--n] = '\0';
-	if (n <= 0) {
+	if (linelen > 0 && buf[linelen - 1] == '\r')
+		linelen--;
+	if (linelen == 0) {
 		config_err(p, p->password_line, "broker", "password_file",
 		    "'%s' is empty: the password must be on its first line",
+		    cf->password_file);
+		goto out;
+	}
+	if (memchr(buf, '\0', linelen) != NULL) {
+		config_err(p, p->password_line, "broker", "password_file",
+		    "the first line of '%s' holds a NUL byte",
 		    cf->password_file);
 		goto out;
 	}
@@ -1122,14 +1164,14 @@ config_read_password(struct config_parse *p)
 		explicit_bzero(cf->password, strlen(cf->password));
 		free(cf->password);
 	}
-	cf->password = line;
-	line = NULL;
+	if ((cf->password = strndup(buf, linelen)) == NULL)
+		config_err(p, p->password_line, "broker", "password_file",
+		    "cannot read '%s': %s", cf->password_file,
+		    strerror(ENOMEM));
  out:
-	if (line != NULL) {
-		explicit_bzero(line, cap);
-		free(line);
-	}
-	fclose(fp);
+	explicit_bzero(buf, len);
+	free(buf);
+	close(fd);
 }
 
 /* A password written in a uri is as exposed as the config file itself. */

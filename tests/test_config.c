@@ -6,6 +6,7 @@
 #include <sys/stat.h>
 
 #include <errno.h>
+#include <fcntl.h>
 #include <stdarg.h>
 #include <stdint.h>
 #include <stdio.h>
@@ -754,6 +755,124 @@ test_uris(void)
 	result_free(&r);
 }
 
+/* Load "[broker]\npassword_file = PATH" and check the one error on line 2. */
+static void
+password_err(const char *path, const char *want, const char *name)
+{
+	struct result	 r;
+	char		*text;
+
+	text = strfmt("[broker]\npassword_file = %s\n", path);
+	load(&r, text);
+	ok(has_error(&r, 2, "[broker] password_file: %s", want), "%s", name);
+	is_int(r.rc, 1, "%s: one error", name);
+	ok(r.cf.password == NULL, "%s: no password", name);
+	result_free(&r);
+	free(text);
+}
+
+/*
+ * A first line that never ends, or a pipe or device with nothing to read,
+ * is an error at once: the loader neither waits (a SIGHUP reload runs in
+ * the event loop) nor reads without bound (/dev/full, found by fuzz_config).
+ */
+static void
+test_password_bounds(void)
+{
+	struct result	 r;
+	char		*big, *pw, *text, *want, fifo[4200];
+	int		 fd, wfd;
+	size_t		 max = 65536;
+
+	password_err("/dev/full", "the first line of '/dev/full' is longer "
+	    "than 65536 bytes", "/dev/full: first line never ends");
+	password_err("/dev/zero", "the first line of '/dev/zero' is longer "
+	    "than 65536 bytes", "/dev/zero: first line never ends");
+
+	big = malloc(max + 2);
+	memset(big, 'p', max + 1);
+	big[max + 1] = '\n';
+	pw = tmp_write(big, max + 2);
+	want = strfmt("the first line of '%s' is longer than 65536 bytes", pw);
+	password_err(pw, want, "65537-byte first line");
+	free(want);
+	unlink(pw);
+	free(pw);
+
+	big[max] = '\n';
+	pw = tmp_write(big, max + 1);
+	text = strfmt("[broker]\npassword_file = %s\n", pw);
+	load(&r, text);
+	is_int(r.rc, 0, "65536-byte first line: no errors");
+	ok(r.cf.password != NULL && strlen(r.cf.password) == max,
+	    "65536-byte password read whole");
+	result_free(&r);
+	free(text);
+	unlink(pw);
+	free(pw);
+
+	big[max - 1] = '\r';
+	pw = tmp_write(big, max + 1);
+	text = strfmt("[broker]\npassword_file = %s\n", pw);
+	load(&r, text);
+	ok(r.rc == 0 && r.cf.password != NULL &&
+	    strlen(r.cf.password) == max - 1,
+	    "65535 bytes and CRLF: CR stripped");
+	result_free(&r);
+	free(text);
+	unlink(pw);
+	free(pw);
+	free(big);
+
+	pw = tmp_write("ab\0cd\n", 6);
+	want = strfmt("the first line of '%s' holds a NUL byte", pw);
+	password_err(pw, want, "NUL byte in the password");
+	free(want);
+	unlink(pw);
+	free(pw);
+
+	pw = tmp_write("ok\n\0\0", 5);
+	text = strfmt("[broker]\npassword_file = %s\n", pw);
+	load(&r, text);
+	is_str(r.cf.password, "ok", "NUL bytes after the first line: ignored");
+	result_free(&r);
+	free(text);
+	unlink(pw);
+	free(pw);
+
+	/* A pipe: no writer reads as empty; a silent writer, nothing yet. */
+	snprintf(fifo, sizeof(fifo), "%s/pw.fifo", tmpdir);
+	if (mkfifo(fifo, 0600) == -1) {
+		perror("mkfifo");
+		exit(2);
+	}
+	want = strfmt("'%s' is empty: the password must be on its first line",
+	    fifo);
+	password_err(fifo, want, "fifo without a writer: not waited for");
+	free(want);
+	if ((fd = open(fifo, O_RDONLY | O_NONBLOCK)) == -1 ||
+	    (wfd = open(fifo, O_WRONLY)) == -1) {
+		perror("open fifo");
+		exit(2);
+	}
+	want = strfmt("'%s' has nothing to read (a pipe or device, not a "
+	    "file)", fifo);
+	password_err(fifo, want, "fifo with a silent writer: not waited for");
+	free(want);
+	if (write(wfd, "piped\n", 6) != 6) {
+		perror("write fifo");
+		exit(2);
+	}
+	close(fd);		/* the loader's own reader sees the data */
+	text = strfmt("[broker]\npassword_file = %s\n", fifo);
+	load(&r, text);
+	is_str(r.cf.password, "piped", "fifo with a line in it: read");
+	result_free(&r);
+	free(text);
+	close(wfd);
+	unlink(fifo);
+}
+
 static void
 test_password_file(void)
 {
@@ -835,6 +954,8 @@ test_password_file(void)
 	    "directory", dir), "password_file is a directory");
 	result_free(&r);
 	free(text);
+
+	test_password_bounds();
 }
 
 #define PEM_CERT "-----BEGIN CERTIFICATE-----\nMIIB\n-----END CERTIFICATE-----\n"
