@@ -61,6 +61,49 @@ struct listener {
  * daemon of another user may be behind it; EAGAIN: one with a full
  * backlog), or EISCONN when a daemon answered.  Never blocks.
  */
+/* Whether this process is in group gid (primary or supplementary). */
+static int
+listener_in_group(gid_t gid)
+{
+	gid_t	*groups;
+	int	 i, n, found = 0;
+
+	if (getegid() == gid)
+		return 1;
+	if ((n = getgroups(0, NULL)) <= 0 ||
+	    (groups = calloc((size_t)n, sizeof(*groups))) == NULL)
+		return 0;
+	n = getgroups(n, groups);
+	for (i = 0; i < n && !found; i++)
+		found = groups[i] == gid;
+	free(groups);
+	return found;
+}
+
+/*
+ * "chown to [socket] group NAME (gid N): ERROR", and for EPERM the likelier
+ * cause: a daemon in that group may chown its own file, so then a system
+ * call filter refused it (the shipped pubrelayd.service denies chown());
+ * otherwise its user is not in the group.
+ */
+static void
+listener_chown_err(const struct config *cf, int e, char *err, size_t errlen)
+{
+	struct group	*gr = getgrgid(cf->socket_gid);
+	const char	*hint = "";
+
+	if (e == EPERM && geteuid() != 0)
+		hint = listener_in_group(cf->socket_gid) ?
+		    " (the daemon is in that group: a system call filter "
+		    "denies chown(), as pubrelayd.service does; use "
+		    "pubrelayd.socket, or a drop-in with "
+		    "SystemCallFilter=@chown)" :
+		    " (the daemon's user is not in that group)";
+	snprintf(err, errlen, "%s: chown to [socket] group %s%s(gid %ld): "
+	    "%s%s", cf->socket_path, gr != NULL ? gr->gr_name : "",
+	    gr != NULL ? " " : "", (long)cf->socket_gid, strerror(e), hint);
+}
+
 static int
 listener_probe(const char *path)
 {
@@ -345,9 +388,7 @@ listener_open(struct event_base *base, const struct config *cf,
 	umask(old);
 	if (cf->socket_has_group &&
 	    chown(cf->socket_path, (uid_t)-1, cf->socket_gid) == -1)
-		snprintf(err, errlen, "%s: chown to [socket] group (gid %ld): "
-		    "%s", cf->socket_path, (long)cf->socket_gid,
-		    strerror(errno));
+		listener_chown_err(cf, errno, err, errlen);
 	else if (chmod(cf->socket_path, cf->socket_mode) == -1)
 		snprintf(err, errlen, "%s: chmod to [socket] mode (%04o): %s",
 		    cf->socket_path, cf->socket_mode, strerror(errno));

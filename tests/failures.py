@@ -1766,8 +1766,9 @@ def socket_in_place(ctx):
     rc, err = as_nobody({"path": own, "group": "root"},
                         "with [socket] group = root")
     check_eq(rc, 71, "socket group it cannot chown to: exit code")
-    check("%s: chown to [socket] group (gid 0): Operation not permitted"
-          % own in err, "the error names the step: %r" % err)
+    check("%s: chown to [socket] group root (gid 0): Operation not "
+          "permitted (the daemon's user is not in that group)"
+          % own in err, "the error names the step and the cause: %r" % err)
     check(not os.path.exists(own), "a socket file was left behind")
 
 
