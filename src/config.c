@@ -1252,6 +1252,33 @@ config_setup_inih(void)
 	ini_stop_on_first_error = false;
 }
 
+/*
+ * DIR/NAME for the first absolute directory in the environment variable env
+ * (systemd's $STATE_DIRECTORY or $RUNTIME_DIRECTORY, from StateDirectory= and
+ * RuntimeDirectory=; colon-separated when several), else builtin.  Under the
+ * shipped unit the outbox and the socket then land where the unit made room
+ * for them (ProtectSystem=strict leaves the rest read-only), whatever
+ * prefix the build was configured with.
+ */
+static char *
+config_default_path(const char *env, const char *name, const char *builtin)
+{
+	const char	*dir = getenv(env);
+	size_t		 len;
+	char		*path;
+
+	if (dir == NULL || dir[0] != '/')
+		return xstrdup(builtin);
+	len = strcspn(dir, ":");
+	while (len > 1 && dir[len - 1] == '/')
+		len--;
+	path = xmalloc(len + 1 + strlen(name) + 1);
+	memcpy(path, dir, len);
+	path[len] = '/';
+	strcpy(path + len + 1, name);
+	return path;
+}
+
 void
 config_defaults(struct config *cf)
 {
@@ -1262,7 +1289,8 @@ config_defaults(struct config *cf)
 	cf->reconnect_max_ms = CONFIG_DEFAULT_RECONNECT_MAX;
 	cf->verify_peer = 1;
 	cf->verify_hostname = 1;
-	cf->socket_path = xstrdup(PUBRELAY_SOCKET_PATH);
+	cf->socket_path = config_default_path("RUNTIME_DIRECTORY",
+	    "pubrelay.sock", PUBRELAY_SOCKET_PATH);
 	cf->socket_mode = CONFIG_DEFAULT_SOCKET_MODE;
 	cf->max_clients = CONFIG_DEFAULT_MAX_CLIENTS;
 	cf->max_message_size = CONFIG_DEFAULT_MAX_MESSAGE;
@@ -1270,7 +1298,8 @@ config_defaults(struct config *cf)
 	cf->max_line = PROTO_MAX_LINE;
 	cf->max_buffer = CONFIG_DEFAULT_MAX_BUFFER;
 	cf->idle_timeout_ms = CONFIG_DEFAULT_IDLE_TIMEOUT;
-	cf->outbox_path = xstrdup(PUBRELAY_OUTBOX_PATH);
+	cf->outbox_path = config_default_path("STATE_DIRECTORY", "outbox.db",
+	    PUBRELAY_OUTBOX_PATH);
 	cf->max_bytes = CONFIG_DEFAULT_MAX_BYTES;
 	cf->min_free = CONFIG_DEFAULT_MIN_FREE;
 	cf->sync_full = 1;

@@ -18,9 +18,10 @@ targets they order against, so nothing else of the host starts (no getty,
 no udev, no host rabbitmq-server).  The network is the host's: the relay
 publishes to this run's private broker on 127.0.0.1.  Commands run inside
 through nsenter; clients as nobody, with or without the group pubrelay.
-The config at the unit's ExecStart= path names the broker and the outbox
-and socket paths the units use (a build with the default prefix compiles
-in others; README "Running under systemd").
+The config at the unit's ExecStart= path is the installed pubrelay.ini as
+shipped plus the broker's uri: the outbox and the socket go where the unit
+makes room for them ($STATE_DIRECTORY, $RUNTIME_DIRECTORY), whatever prefix
+the build was configured with (make check's default is /usr/local).
 
 - boot: the socket unit listens at its path, group pubrelay, mode 0660; the
   service is not started yet;
@@ -120,6 +121,7 @@ class World:
         self.work = H.mkdtemp("pubrelay-pid1-")
         self.unshare = None
         self.pid1 = None
+        self.shipped_ini = None
         self.broker = H.Broker()
         self.broker.start()
         self.install()
@@ -180,14 +182,19 @@ class World:
             f.write("[Unit]\nDescription=pid1.py\nWants=%s pubrelayd.socket\n"
                     % " ".join(JOURNALD))
 
-    def write_ini(self, extra=""):
-        """The config at the ExecStart= path, in the installed tree (copied
-        in at boot) and, once booted, inside the namespace."""
-        text = ("[broker]\nuri = %s\n\n[outbox]\npath = %s\n\n"
-                "[socket]\npath = %s\n%s"
-                % (self.broker.uri(), self.outbox, self.sock, extra))
+    def write_ini(self, socket_extra=""):
+        """The installed pubrelay.ini as shipped (every key commented out)
+        with the broker's uri, and socket_extra under [socket]: in the
+        installed tree (copied in at boot) and, once booted, inside."""
+        if self.shipped_ini is None:
+            with open(self.root + self.ini) as f:
+                self.shipped_ini = f.read()
+        text = self.shipped_ini
+        for sect, add in (("[broker]\n", "uri = %s\n" % self.broker.uri()),
+                          ("[socket]\n", socket_extra)):
+            check(text.count(sect) == 1, "shipped ini: no single %r" % sect)
+            text = text.replace(sect, sect + add)
         path = self.root + self.ini
-        os.makedirs(os.path.dirname(path), exist_ok=True)
         with open(path, "w") as f:
             f.write(text)
         os.chmod(path, 0o640)       # a password in the uri

@@ -164,6 +164,45 @@ has_error(const struct result *r, int line, const char *fmt, ...)
 	return 0;
 }
 
+/*
+ * Under a unit with StateDirectory= and RuntimeDirectory=, the defaults are
+ * in the directories systemd made (the first of several; relative values
+ * ignored); a path in the config still wins.
+ */
+static void
+test_defaults_from_systemd(void)
+{
+	struct config	cf;
+	struct result	r;
+
+	setenv("STATE_DIRECTORY", "/var/lib/pubrelay", 1);
+	setenv("RUNTIME_DIRECTORY", "/run/pubrelay/:/run/other", 1);
+	config_defaults(&cf);
+	is_str(cf.outbox_path, "/var/lib/pubrelay/outbox.db",
+	    "STATE_DIRECTORY: default outbox in it");
+	is_str(cf.socket_path, "/run/pubrelay/pubrelay.sock",
+	    "RUNTIME_DIRECTORY: default socket in the first one");
+	config_free(&cf);
+
+	load(&r, "[outbox]\npath = /srv/outbox.db\n[socket]\n"
+	    "path = /srv/p.sock\n");
+	is_int(r.rc, 0, "paths set under systemd: no errors");
+	is_str(r.cf.outbox_path, "/srv/outbox.db", "[outbox] path wins");
+	is_str(r.cf.socket_path, "/srv/p.sock", "[socket] path wins");
+	result_free(&r);
+
+	setenv("STATE_DIRECTORY", "relative", 1);
+	setenv("RUNTIME_DIRECTORY", "", 1);
+	config_defaults(&cf);
+	is_str(cf.outbox_path, PUBRELAY_OUTBOX_PATH,
+	    "relative STATE_DIRECTORY ignored");
+	is_str(cf.socket_path, PUBRELAY_SOCKET_PATH,
+	    "empty RUNTIME_DIRECTORY ignored");
+	config_free(&cf);
+	unsetenv("STATE_DIRECTORY");
+	unsetenv("RUNTIME_DIRECTORY");
+}
+
 static void
 test_defaults(void)
 {
@@ -198,6 +237,7 @@ test_defaults(void)
 	is_int(cf.max_attempts, 3, "defaults: max_attempts 3");
 	is_int(cf.log_level, LOG_INFO, "defaults: log level info");
 	config_free(&cf);
+	test_defaults_from_systemd();
 	ok(cf.socket_path == NULL && cf.outbox_path == NULL && cf.nuris == 0,
 	    "config_free on defaults clears the struct");
 	/* A second free finds nothing left to free. */
