@@ -795,20 +795,27 @@ test_uris(void)
 	result_free(&r);
 }
 
+/* Load "[broker]\npassword_file = PATH" into r. */
+static void
+load_password_file(struct result *r, const char *path)
+{
+	char	*text = strfmt("[broker]\npassword_file = %s\n", path);
+
+	load(r, text);
+	free(text);
+}
+
 /* Load "[broker]\npassword_file = PATH" and check the one error on line 2. */
 static void
 password_err(const char *path, const char *want, const char *name)
 {
 	struct result	 r;
-	char		*text;
 
-	text = strfmt("[broker]\npassword_file = %s\n", path);
-	load(&r, text);
+	load_password_file(&r, path);
 	ok(has_error(&r, 2, "[broker] password_file: %s", want), "%s", name);
 	is_int(r.rc, 1, "%s: one error", name);
 	ok(r.cf.password == NULL, "%s: no password", name);
 	result_free(&r);
-	free(text);
 }
 
 /*
@@ -820,7 +827,7 @@ static void
 test_password_bounds(void)
 {
 	struct result	 r;
-	char		*big, *pw, *text, *want, fifo[4200];
+	char		*big, *pw, *want, fifo[4200];
 	int		 fd, wfd;
 	size_t		 max = 65536;
 
@@ -841,25 +848,21 @@ test_password_bounds(void)
 
 	big[max] = '\n';
 	pw = tmp_write(big, max + 1);
-	text = strfmt("[broker]\npassword_file = %s\n", pw);
-	load(&r, text);
+	load_password_file(&r, pw);
 	is_int(r.rc, 0, "65536-byte first line: no errors");
 	ok(r.cf.password != NULL && strlen(r.cf.password) == max,
 	    "65536-byte password read whole");
 	result_free(&r);
-	free(text);
 	unlink(pw);
 	free(pw);
 
 	big[max - 1] = '\r';
 	pw = tmp_write(big, max + 1);
-	text = strfmt("[broker]\npassword_file = %s\n", pw);
-	load(&r, text);
+	load_password_file(&r, pw);
 	ok(r.rc == 0 && r.cf.password != NULL &&
 	    strlen(r.cf.password) == max - 1,
 	    "65535 bytes and CRLF: CR stripped");
 	result_free(&r);
-	free(text);
 	unlink(pw);
 	free(pw);
 	free(big);
@@ -872,11 +875,9 @@ test_password_bounds(void)
 	free(pw);
 
 	pw = tmp_write("ok\n\0\0", 5);
-	text = strfmt("[broker]\npassword_file = %s\n", pw);
-	load(&r, text);
+	load_password_file(&r, pw);
 	is_str(r.cf.password, "ok", "NUL bytes after the first line: ignored");
 	result_free(&r);
-	free(text);
 	unlink(pw);
 	free(pw);
 
@@ -904,11 +905,9 @@ test_password_bounds(void)
 		exit(2);
 	}
 	close(fd);		/* the loader's own reader sees the data */
-	text = strfmt("[broker]\npassword_file = %s\n", fifo);
-	load(&r, text);
+	load_password_file(&r, fifo);
 	is_str(r.cf.password, "piped", "fifo with a line in it: read");
 	result_free(&r);
-	free(text);
 	close(wfd);
 	unlink(fifo);
 }
@@ -920,31 +919,25 @@ test_password_file(void)
 	char		*pw, *text, dir[4200];
 
 	pw = tmp_write("s3cret\nsecond line\n", 19);
-	text = strfmt("[broker]\npassword_file = %s\n", pw);
-	load(&r, text);
+	load_password_file(&r, pw);
 	is_int(r.rc, 0, "password_file: no errors");
 	is_str(r.cf.password_file, pw, "password_file kept");
 	is_str(r.cf.password, "s3cret", "password: first line, no newline");
 	result_free(&r);
-	free(text);
 	unlink(pw);
 	free(pw);
 
 	pw = tmp_write("crlf\r\n", 6);
-	text = strfmt("[broker]\npassword_file = %s\n", pw);
-	load(&r, text);
+	load_password_file(&r, pw);
 	is_str(r.cf.password, "crlf", "password: CRLF stripped");
 	result_free(&r);
-	free(text);
 	unlink(pw);
 	free(pw);
 
 	pw = tmp_write("noeol", 5);
-	text = strfmt("[broker]\npassword_file = %s\n", pw);
-	load(&r, text);
+	load_password_file(&r, pw);
 	is_str(r.cf.password, "noeol", "password: no final newline");
 	result_free(&r);
-	free(text);
 
 	/* The last password_file wins: the missing first one is not read. */
 	text = strfmt("[broker]\npassword_file = /nonexistent/pw\n"
@@ -966,34 +959,28 @@ test_password_file(void)
 	result_free(&r);
 
 	pw = tmp_write("", 0);
-	text = strfmt("[broker]\npassword_file = %s\n", pw);
-	load(&r, text);
+	load_password_file(&r, pw);
 	ok(has_error(&r, 2, "[broker] password_file: '%s' is empty: the "
 	    "password must be on its first line", pw), "empty password_file");
 	is_int(r.rc, 1, "empty password_file: one error");
 	result_free(&r);
-	free(text);
 	unlink(pw);
 	free(pw);
 
 	pw = tmp_write("\nsecond\n", 8);
-	text = strfmt("[broker]\npassword_file = %s\n", pw);
-	load(&r, text);
+	load_password_file(&r, pw);
 	ok(has_error(&r, 2, "[broker] password_file: '%s' is empty: the "
 	    "password must be on its first line", pw),
 	    "empty first line is an empty password");
 	result_free(&r);
-	free(text);
 	unlink(pw);
 	free(pw);
 
 	snprintf(dir, sizeof(dir), "%s", tmpdir);
-	text = strfmt("[broker]\npassword_file = %s\n", dir);
-	load(&r, text);
+	load_password_file(&r, dir);
 	ok(has_error(&r, 2, "[broker] password_file: cannot read '%s': Is a "
 	    "directory", dir), "password_file is a directory");
 	result_free(&r);
-	free(text);
 
 	test_password_bounds();
 }
