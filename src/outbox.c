@@ -443,6 +443,27 @@ outbox_open(struct outbox **obp, const char *path, int sync_full, char *err,
 	return -1;
 }
 
+int
+outbox_unattended(const char *path)
+{
+	struct stat	 st;
+	char		*lockpath;
+	int		 fd, held;
+
+	if (stat(path, &st) == -1 || !S_ISREG(st.st_mode))
+		return 0;
+	lockpath = xmalloc(strlen(path) + 6);
+	sprintf(lockpath, "%s.lock", path);
+	/* Read-only: under ProtectSystem=strict the directory may be too. */
+	fd = open(lockpath, O_RDONLY | O_CLOEXEC);
+	free(lockpath);
+	if (fd == -1)
+		return errno == ENOENT;
+	held = flock(fd, LOCK_SH | LOCK_NB) == -1 && errno == EWOULDBLOCK;
+	close(fd);
+	return !held;
+}
+
 void
 outbox_close(struct outbox *ob)
 {

@@ -37,6 +37,11 @@ struct outbox_reader;
 int	 outbox_open(struct outbox **obp, const char *path, int sync_full,
 	    char *err, size_t errlen);
 void	 outbox_close(struct outbox *ob);
+/*
+ * Whether an outbox file exists at path that no process holds (its lock is
+ * free): left behind, nobody publishes what it holds.
+ */
+int	 outbox_unattended(const char *path);
 
 /* Random id of this outbox, used to generate stable message-ids. */
 const char *outbox_instance(const struct outbox *ob);

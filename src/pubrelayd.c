@@ -377,6 +377,18 @@ main(int argc, char *argv[])
 		rc = EX_CANTCREAT;
 		goto fail;
 	}
+	/*
+	 * The config or $STATE_DIRECTORY put the outbox elsewhere than the
+	 * build's default: an outbox left there by an earlier set-up is
+	 * published by nobody.  Said at every start until it is dealt with.
+	 */
+	if (strcmp(d.cf.outbox_path, PUBRELAY_OUTBOX_PATH) != 0 &&
+	    outbox_unattended(PUBRELAY_OUTBOX_PATH))
+		log_warnx("outbox %s (the build's default path) exists and no "
+		    "pubrelayd holds it; this one uses %s: what it holds is "
+		    "not published (name it in [outbox] path, or move it away "
+		    "once it is empty)", PUBRELAY_OUTBOX_PATH,
+		    d.cf.outbox_path);
 	if (outbox_migrated_from(d.ob) != 0)
 		log_notice("outbox %s: migrated from schema version %d to %d",
 		    d.cf.outbox_path, outbox_migrated_from(d.ob),

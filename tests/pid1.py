@@ -42,7 +42,10 @@ the build was configured with (make check's default is /usr/local).
   lost;
 - socket_group: with pubrelayd.socket masked and `[socket] group` set, the
   shipped filter denies chown() and the service fails, saying so; the
-  drop-in the units' comment gives (SystemCallFilter=@chown) makes it work.
+  drop-in the units' comment gives (SystemCallFilter=@chown) makes it work;
+- default_outbox_left: a file at the build's compiled-in outbox path while
+  the outbox is elsewhere: every start warns, naming both paths, unless
+  another process holds its lock as a daemon does.
 
 Needs root, unshare and nsenter (util-linux), systemd, systemd-sysusers,
 make and tar; a missing one fails the suite, nothing skips.
@@ -173,7 +176,20 @@ class World:
             f.write("[Unit]\nDescription=pid1.py\nWants=%s pubrelayd.socket\n"
                     % " ".join(JOURNALD))
 
-    def write_ini(self, socket_extra=""):
+    def compiled_outbox(self):
+        """The outbox path the build compiled in: localstatedir of its
+        Makefile + /lib/pubrelay/outbox.db."""
+        mk = {}
+        builddir = os.path.dirname(H.binary("PUBRELAYD"))
+        with open(os.path.join(builddir, "Makefile")) as f:
+            for line in f:
+                k, eq, v = line.partition(" = ")
+                if eq and k in ("prefix", "localstatedir"):
+                    mk[k] = v.strip()
+        var = mk["localstatedir"].replace("${prefix}", mk["prefix"])
+        return var + "/lib/pubrelay/outbox.db"
+
+    def write_ini(self, socket_extra="", outbox_extra=""):
         """The installed pubrelay.ini as shipped (every key commented out)
         with the broker's uri, and socket_extra under [socket]: in the
         installed tree (copied in at boot) and, once booted, inside."""
@@ -182,7 +198,8 @@ class World:
                 self.shipped_ini = f.read()
         text = self.shipped_ini
         for sect, add in (("[broker]\n", "uri = %s\n" % self.broker.uri()),
-                          ("[socket]\n", socket_extra)):
+                          ("[socket]\n", socket_extra),
+                          ("[outbox]\n", outbox_extra)):
             check(text.count(sect) == 1, "shipped ini: no single %r" % sect)
             text = text.replace(sect, sect + add)
         path = self.root + self.ini
@@ -203,6 +220,7 @@ class World:
             real = os.path.realpath("/" + name)
             tops.add("/" + real.strip("/").split("/")[0])
         tops |= {"/etc", "/var", "/usr"}
+        self.tops = tops
         lines = ["set -e"]
         for top in sorted(tops):
             up = os.path.join(self.work, "ov" + top.replace("/", "-"))
@@ -575,6 +593,51 @@ def socket_group(w, notes):
         w.systemctl("daemon-reload")
         w.systemctl("start", "pubrelayd.socket")
     notes.append("EPERM without the drop-in, works with it")
+
+
+@check_fn
+def default_outbox_left(w, notes):
+    default = w.compiled_outbox()
+    check("/" + default.strip("/").split("/")[0] in w.tops,
+          "%s: not under an overlaid directory %s" % (default, w.tops))
+    other = w.outbox_dir + "/other.db"
+    want = ("outbox %s (the build's default path) exists and no pubrelayd "
+            "holds it; this one uses %s: what it holds is not published"
+            % (default, other))
+    rc, out = w.ns(["sh", "-c", 'mkdir -p "${1%/*}" && : >"$1"', "sh",
+                    default])
+    check(rc == 0, "creating %s: %s" % (default, out))
+    holder = None
+    w.write_ini(outbox_extra="path = %s\n" % other)
+    try:
+        rc, out = w.systemctl("restart", "pubrelayd.service")
+        check(rc == 0, "restart: %s" % out)
+        H.wait_until(lambda: want in w.journal(), 10,
+                     "the warning about %s" % default)
+        before = w.journal().count(want)
+        # Held as a daemon holds it (an exclusive flock): not left behind.
+        holder = subprocess.Popen(
+            ["nsenter", "-t", str(w.pid1), "-m", "-p", "--", "flock", "-x",
+             default + ".lock", "sleep", "120"],
+            stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL)
+        H.wait_until(lambda: w.ns(["flock", "-n", "-x", default + ".lock",
+                                   "true"])[0] != 0, 10,
+                     "the lock on %s.lock to be held" % default)
+        rc, out = w.systemctl("restart", "pubrelayd.service")
+        check(rc == 0, "restart: %s" % out)
+        w.publish_ok(["beside-a-held-outbox"])
+        check_eq(w.receive(1), ["beside-a-held-outbox"], "publish")
+        check_eq(w.journal().count(want), before,
+                 "warnings with the default outbox held by another process")
+    finally:
+        if holder is not None:
+            holder.kill()
+            holder.wait()
+        w.ns(["rm", "-f", default, default + ".lock"])
+        w.write_ini()
+        w.systemctl("restart", "pubrelayd.service")
+    notes.append(default)
 
 
 class Ctx:
