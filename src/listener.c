@@ -55,12 +55,6 @@ struct listener {
 	size_t			 ndenied;
 };
 
-/*
- * Probe an existing socket file: 0 when it is stale (nobody listens: the
- * connect is refused), else the errno that leaves it in doubt (EACCES: a
- * daemon of another user may be behind it; EAGAIN: one with a full
- * backlog), or EISCONN when a daemon answered.  Never blocks.
- */
 /* Whether this process is in group gid (primary or supplementary). */
 static int
 listener_in_group(gid_t gid)
@@ -104,6 +98,12 @@ listener_chown_err(const struct config *cf, int e, char *err, size_t errlen)
 	    gr != NULL ? " " : "", (long)cf->socket_gid, strerror(e), hint);
 }
 
+/*
+ * Probe an existing socket file: 0 when it is stale (nobody listens: the
+ * connect is refused), else the errno that leaves it in doubt (EACCES: a
+ * daemon of another user may be behind it; EAGAIN: one with a full
+ * backlog), or EISCONN when a daemon answered.  Never blocks.
+ */
 static int
 listener_probe(const char *path)
 {

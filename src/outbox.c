@@ -448,7 +448,7 @@ outbox_unattended(const char *path)
 {
 	struct stat	 st;
 	char		*lockpath;
-	int		 fd, held;
+	int		 e, fd, held;
 
 	if (stat(path, &st) == -1 || !S_ISREG(st.st_mode))
 		return 0;
@@ -456,9 +456,10 @@ outbox_unattended(const char *path)
 	sprintf(lockpath, "%s.lock", path);
 	/* Read-only: under ProtectSystem=strict the directory may be too. */
 	fd = open(lockpath, O_RDONLY | O_CLOEXEC);
+	e = errno;
 	free(lockpath);
 	if (fd == -1)
-		return errno == ENOENT;
+		return e == ENOENT;
 	held = flock(fd, LOCK_SH | LOCK_NB) == -1 && errno == EWOULDBLOCK;
 	close(fd);
 	return !held;
