@@ -50,6 +50,8 @@
 /* The longest password_file first line (room for an OAuth 2 token). */
 #define CONFIG_PASSWORD_MAX		65536
 #define CONFIG_SECTION_MAX		32
+/* Far above any real config (the shipped one is about 10 KB). */
+#define CONFIG_FILE_MAX			(1024 * 1024)
 
 /* Limits on values; the defaults live in config.h. */
 #define CONFIG_HEARTBEAT_MAX_MS		(3600ULL * 1000)
@@ -78,6 +80,7 @@ struct config_parse {
 	int		 nerrors;
 	int		 lineno;	/* of the line inih is working on */
 	int		 read_errno;	/* getc() failed: the file is unreadable */
+	size_t		 nread;		/* bytes read so far */
 	int		 in_section;	/* a [section] line was seen */
 	int		 section_ok;	/* and it names a section we know */
 	char		 section[CONFIG_SECTION_MAX + 1];
@@ -1017,13 +1020,20 @@ config_read_cb(char *line, int size, void *arg)
 	size_t			 n = 0, max = (size_t)size - 1;
 	int			 c, nul = 0;
 
+	/* /dev/zero, or a file that is not a config: stop, not read on. */
+	if (p->nread > CONFIG_FILE_MAX)
+		return NULL;
 	while ((c = getc(p->fp)) != EOF && c != '\n') {
 		if (c == '\0')
 			nul = 1;
 		if (n < max)
 			line[n] = (char)c;
 		n++;
+		if (++p->nread > CONFIG_FILE_MAX)
+			return NULL;
 	}
+	if (c == '\n')
+		p->nread++;
 	if (c == EOF) {
 		if (ferror(p->fp)) {
 			p->read_errno = errno != 0 ? errno : EIO;
@@ -1343,6 +1353,12 @@ config_load(struct config *cf, const char *path, FILE *errf)
 		if (errf != NULL)
 			fprintf(errf, "%s: cannot read: %s\n", path,
 			    strerror(p.read_errno));
+		return -1;
+	}
+	if (p.nread > CONFIG_FILE_MAX) {
+		if (errf != NULL)
+			fprintf(errf, "%s: larger than %d bytes: not a pubrelay "
+			    "configuration\n", path, CONFIG_FILE_MAX);
 		return -1;
 	}
 	if (rc == -2)

@@ -912,6 +912,40 @@ test_password_bounds(void)
 	unlink(fifo);
 }
 
+/*
+ * A config file is read at most 1 MiB in: /dev/zero (one line that never
+ * ends) and a file of that size are refused at once, not read for ever.
+ */
+static void
+test_file_size(void)
+{
+	struct result	 r;
+	char		*big;
+	size_t		 max = 1024 * 1024, i;
+
+	r.path = NULL;
+	load_path(&r, "/dev/zero");
+	is_int(r.rc, -1, "/dev/zero: refused");
+	ok(r.errs != NULL && strstr(r.errs, "/dev/zero: larger than 1048576 "
+	    "bytes: not a pubrelay configuration") != NULL,
+	    "/dev/zero: the error says why");
+	result_free(&r);
+
+	/* Comment lines of 1000 bytes, then the rest: exactly max bytes. */
+	big = malloc(max + 1);
+	for (i = 0; i < max; i++)
+		big[i] = i % 1000 == 999 || i == max - 1 ? '\n' : '#';
+	load_n(&r, big, max);
+	is_int(r.rc, 0, "a config of 1048576 bytes is read");
+	result_free(&r);
+	big[max] = '\n';
+	big[max - 1] = '#';
+	load_n(&r, big, max + 1);
+	is_int(r.rc, -1, "a config of 1048577 bytes is refused");
+	result_free(&r);
+	free(big);
+}
+
 static void
 test_password_file(void)
 {
@@ -1525,6 +1559,7 @@ main(void)
 	test_repeat();
 	test_uris();
 	test_password_file();
+	test_file_size();
 	test_tls();
 	test_secrets();
 	test_reconnect();
