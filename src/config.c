@@ -1083,10 +1083,11 @@ config_handler_cb(void *arg, const char *section, const char *name,
 
 /*
  * The first line of password_file, without its line ending.  The file is
- * opened without blocking and read at most CONFIG_PASSWORD_MAX + 1 bytes
- * in: a device that never ends its first line (/dev/zero, /dev/full) or a
- * pipe with nothing in it must be an error, not a daemon that hangs or
- * eats memory at start-up or at a SIGHUP reload.
+ * opened without blocking and read at most CONFIG_PASSWORD_MAX + 2 bytes
+ * in (the longest password and a CRLF): a device that never ends its first
+ * line (/dev/zero, /dev/full) or a pipe with nothing, or half a line, in it
+ * must be an error, not a daemon that hangs or eats memory at start-up or
+ * at a SIGHUP reload, nor a password cut short.
  */
 static void
 config_read_password(struct config_parse *p)
@@ -1117,7 +1118,7 @@ config_read_password(struct config_parse *p)
 		close(fd);
 		return;
 	}
-	if ((buf = malloc(CONFIG_PASSWORD_MAX + 1)) == NULL) {
+	if ((buf = malloc(CONFIG_PASSWORD_MAX + 2)) == NULL) {
 		config_err(p, p->password_line, "broker", "password_file",
 		    "cannot read '%s': %s", cf->password_file,
 		    strerror(ENOMEM));
@@ -1125,17 +1126,21 @@ config_read_password(struct config_parse *p)
 		return;
 	}
 	eol = NULL;
-	while (eol == NULL && len < CONFIG_PASSWORD_MAX + 1) {
-		n = read(fd, buf + len, CONFIG_PASSWORD_MAX + 1 - len);
+	while (eol == NULL && len < CONFIG_PASSWORD_MAX + 2) {
+		n = read(fd, buf + len, CONFIG_PASSWORD_MAX + 2 - len);
 		if (n == -1 && errno == EINTR)
 			continue;
-		if (n == -1 && (errno == EAGAIN || errno == EWOULDBLOCK) &&
-		    len > 0)
-			break;		/* a pipe: what its writer gave so far */
 		if (n == -1 && (errno == EAGAIN || errno == EWOULDBLOCK)) {
-			config_err(p, p->password_line, "broker",
-			    "password_file", "'%s' has nothing to read (a "
-			    "pipe or device, not a file)", cf->password_file);
+			if (len == 0)
+				config_err(p, p->password_line, "broker",
+				    "password_file", "'%s' has nothing to read "
+				    "(a pipe or device, not a file)",
+				    cf->password_file);
+			else
+				config_err(p, p->password_line, "broker",
+				    "password_file", "the first line of '%s' "
+				    "is not complete (a pipe whose writer has "
+				    "not ended it)", cf->password_file);
 			goto out;
 		}
 		if (n == -1) {
@@ -1150,14 +1155,14 @@ config_read_password(struct config_parse *p)
 		len += (size_t)n;
 	}
 	linelen = eol != NULL ? (size_t)(eol - buf) : len;
+	if (linelen > 0 && buf[linelen - 1] == '\r')
+		linelen--;
 	if (linelen > CONFIG_PASSWORD_MAX) {
 		config_err(p, p->password_line, "broker", "password_file",
 		    "the first line of '%s' is longer than %d bytes",
 		    cf->password_file, CONFIG_PASSWORD_MAX);
 		goto out;
 	}
-	if (linelen > 0 && buf[linelen - 1] == '\r')
-		linelen--;
 	if (linelen == 0) {
 		config_err(p, p->password_line, "broker", "password_file",
 		    "'%s' is empty: the password must be on its first line",
@@ -1263,9 +1268,10 @@ config_setup_inih(void)
 }
 
 /*
- * DIR/NAME for the first absolute directory in the environment variable env
- * (systemd's $STATE_DIRECTORY or $RUNTIME_DIRECTORY, from StateDirectory= and
- * RuntimeDirectory=; colon-separated when several), else builtin.  Under the
+ * DIR/NAME for the first directory in the environment variable env (systemd's
+ * $STATE_DIRECTORY or $RUNTIME_DIRECTORY, from StateDirectory= and
+ * RuntimeDirectory=; colon-separated when several) if it is absolute, else
+ * builtin.  Under the
  * shipped unit the outbox and the socket then land where the unit made room
  * for them (ProtectSystem=strict leaves the rest read-only), whatever
  * prefix the build was configured with.

@@ -856,12 +856,13 @@ test_password_bounds(void)
 	unlink(pw);
 	free(pw);
 
-	big[max - 1] = '\r';
-	pw = tmp_write(big, max + 1);
+	big[max] = '\r';
+	big[max + 1] = '\n';
+	pw = tmp_write(big, max + 2);
 	load_password_file(&r, pw);
 	ok(r.rc == 0 && r.cf.password != NULL &&
-	    strlen(r.cf.password) == max - 1,
-	    "65535 bytes and CRLF: CR stripped");
+	    strlen(r.cf.password) == max,
+	    "65536 bytes and CRLF: read whole, CR stripped");
 	result_free(&r);
 	unlink(pw);
 	free(pw);
@@ -900,6 +901,21 @@ test_password_bounds(void)
 	    "file)", fifo);
 	password_err(fifo, want, "fifo with a silent writer: not waited for");
 	free(want);
+	if (write(wfd, "half", 4) != 4) {
+		perror("write fifo");
+		exit(2);
+	}
+	want = strfmt("the first line of '%s' is not complete (a pipe whose "
+	    "writer has not ended it)", fifo);
+	password_err(fifo, want, "fifo with half a line: not taken");
+	free(want);
+	if (write(wfd, "whole\n", 6) != 6) {	/* "half" was read */
+		perror("write fifo");
+		exit(2);
+	}
+	load_password_file(&r, fifo);
+	is_str(r.cf.password, "whole", "fifo with a whole line: read");
+	result_free(&r);
 	if (write(wfd, "piped\n", 6) != 6) {
 		perror("write fifo");
 		exit(2);
@@ -1548,6 +1564,9 @@ main(void)
 		return 2;
 	}
 	snprintf(tmpdir, sizeof(tmpdir), "%s", tmpl);
+	/* The defaults follow systemd's directories: not this run's. */
+	unsetenv("STATE_DIRECTORY");
+	unsetenv("RUNTIME_DIRECTORY");
 
 	test_defaults();
 	test_empty();
