@@ -97,6 +97,9 @@ static const char *outbox_schema_dead =
 
 #define OUTBOX_BUSY_MS			5000
 #define OUTBOX_CHECKPOINT_BUSY_MS	50
+/* The lock taken at open: tries 5 ms apart before it counts as held. */
+#define OUTBOX_LOCK_TRIES		20
+#define OUTBOX_LOCK_WAIT_US		5000
 
 static int	outbox_step(sqlite3_stmt *);
 static int	outbox_write_reserved(struct outbox *, int64_t);
@@ -299,7 +302,7 @@ outbox_open(struct outbox **obp, const char *path, int sync_full, char *err,
 	struct outbox	*ob;
 	struct stat	 sb;
 	char		*lockpath;
-	int		 rc, fresh, flags;
+	int		 rc, fresh, flags, tries;
 	int64_t		 v = OUTBOX_SCHEMA_VERSION;
 
 	*obp = NULL;
@@ -342,11 +345,18 @@ outbox_open(struct outbox **obp, const char *path, int sync_full, char *err,
 		free(lockpath);
 		goto fail;
 	}
-	if (flock(ob->lockfd, LOCK_EX | LOCK_NB) == -1) {
-		snprintf(err, errlen, "%s: outbox in use by another process "
-		    "(lock %s held)", path, lockpath);
-		free(lockpath);
-		goto fail;
+	/*
+	 * A moment's grace: another daemon's outbox_unattended() holds a
+	 * shared lock for an instant while it looks.
+	 */
+	for (tries = 0; flock(ob->lockfd, LOCK_EX | LOCK_NB) == -1; tries++) {
+		if (errno != EWOULDBLOCK || tries == OUTBOX_LOCK_TRIES) {
+			snprintf(err, errlen, "%s: outbox in use by another "
+			    "process (lock %s held)", path, lockpath);
+			free(lockpath);
+			goto fail;
+		}
+		usleep(OUTBOX_LOCK_WAIT_US);
 	}
 	free(lockpath);
 
@@ -455,7 +465,7 @@ outbox_unattended(const char *path)
 	lockpath = xmalloc(strlen(path) + 6);
 	sprintf(lockpath, "%s.lock", path);
 	/* Read-only: under ProtectSystem=strict the directory may be too. */
-	fd = open(lockpath, O_RDONLY | O_CLOEXEC);
+	fd = open(lockpath, O_RDONLY | O_CLOEXEC | O_NONBLOCK | O_NOCTTY);
 	e = errno;
 	free(lockpath);
 	if (fd == -1)

@@ -1,6 +1,8 @@
 /* Unit tests for outbox.c against real SQLite files in a temp dir. */
+#include <sys/file.h>
 #include <sys/resource.h>
 #include <sys/stat.h>
+#include <sys/wait.h>
 
 #include <fcntl.h>
 #include <signal.h>
@@ -1119,6 +1121,58 @@ test_syncs(void)
  * in a delete and in a commit: outbox_errmsg() names SQLite's error, not the
  * "not an error" of the rollback or the PRAGMA that ran after it.
  */
+/*
+ * One daemon per outbox: a second open fails while the first holds the
+ * lock, and outbox_unattended() tells a held outbox from one left behind.
+ * A shared lock held for an instant (another daemon's outbox_unattended()
+ * looking) does not make an open fail.
+ */
+static void
+test_lock(void)
+{
+	struct outbox	*ob, *ob2;
+	char		 err[512], lock[600], c;
+	const char	*p = path_in("lock.db");
+	int		 pfd[2], fd;
+	pid_t		 pid;
+
+	ok(!outbox_unattended(p), "no file: not unattended");
+	if (outbox_open(&ob, p, 1, err, sizeof(err)) != 0) {
+		ok(0, "open lock.db: %s", err);
+		return;
+	}
+	ok(outbox_open(&ob2, p, 1, err, sizeof(err)) == -1 &&
+	    strstr(err, "outbox in use by another process") != NULL,
+	    "a second open fails: %s", err);
+	ok(!outbox_unattended(p), "held: not unattended");
+	outbox_close(ob);
+	ok(outbox_unattended(p), "closed: unattended");
+
+	/* A child holds a shared lock, then lets go 10 ms later. */
+	snprintf(lock, sizeof(lock), "%s.lock", p);
+	if (pipe(pfd) == -1 || (pid = fork()) == -1)
+		abort();
+	if (pid == 0) {
+		if ((fd = open(lock, O_RDONLY)) == -1 ||
+		    flock(fd, LOCK_SH) == -1)
+			_exit(1);
+		if (write(pfd[1], "x", 1) != 1)
+			_exit(1);
+		usleep(10000);
+		_exit(0);
+	}
+	close(pfd[1]);
+	if (read(pfd[0], &c, 1) != 1)
+		abort();
+	close(pfd[0]);
+	ok(outbox_open(&ob, p, 1, err, sizeof(err)) == 0,
+	    "open while a shared lock is held for 10 ms: %s",
+	    ob == NULL ? err : "ok");
+	if (ob != NULL)
+		outbox_close(ob);
+	waitpid(pid, NULL, 0);
+}
+
 static void
 test_error_kept(void)
 {
@@ -1302,6 +1356,7 @@ main(void)
 	test_presize();
 	test_syncs();
 	test_error_kept();
+	test_lock();
 
 	if (getenv("PUBRELAY_KEEP_TMP") == NULL) {
 		char	cmd[600];
