@@ -8,9 +8,13 @@ Prints TAP.  Run by `make check`, or by hand after `make` (as root):
 
 tests/systemd.py checks what can be checked without a service manager (the
 units verify, notifications, socket activation by systemd-socket-activate).
-This suite boots the real one: `unshare --pid --mount` makes new PID and
-mount namespaces, /usr, /etc and /var get overlays (writes go to a temp dir,
-the host's files stay as they are), `make install` output is copied in,
+This suite boots the real one in new PID, mount, UTS and IPC namespaces,
+keeping what systemd as PID 1 would change on the host inside: /usr, /etc
+and /var get overlays (writes go to a temp dir), /run and /dev are its own
+(the console bound to /dev/null), /proc/sys and /sys are read-only (it
+would raise host-wide limits), the hostname is its own, and it runs in a
+cgroup of its own below the runner's, removed with everything systemd
+made under it.  `make install` output is copied in,
 systemd-sysusers creates the user pubrelay, and /lib/systemd/systemd runs as
 PID 1 with SYSTEMD_UNIT_PATH limited to a temp dir: pubrelayd.service and
 pubrelayd.socket as installed, journald's units, and empty stand-ins for the
@@ -43,9 +47,14 @@ the build was configured with (make check's default is /usr/local).
 - socket_group: with pubrelayd.socket masked and `[socket] group` set, the
   shipped filter denies chown() and the service fails, saying so; the
   drop-in the units' comment gives (SystemCallFilter=@chown) makes it work;
-- default_outbox_left: a file at the build's compiled-in outbox path while
-  the outbox is elsewhere: every start warns, naming both paths, unless
-  another process holds its lock as a daemon does.
+- default_outbox_left: a file at the build's compiled-in outbox path (made
+  for the check, or, in a build that compiles in the unit's path, the
+  outbox used so far) while [outbox] path names another: every start
+  warns, naming both paths, unless another process holds its lock as a
+  daemon does.
+
+A drop-in next to the units sets LimitCORE=0 (the watchdog check aborts the
+daemon).
 
 Needs root, unshare and nsenter (util-linux), systemd, systemd-sysusers,
 make and tar; a missing one fails the suite, nothing skips.
@@ -115,6 +124,8 @@ class World:
         self.work = H.mkdtemp("pubrelay-pid1-")
         self.unshare = None
         self.pid1 = None
+        self.pidfd = None
+        self.cg_made = None
         self.shipped_ini = None
         self.broker = H.Broker()
         self.broker.start()
@@ -169,6 +180,11 @@ class World:
         shutil.copy(socket_unit, self.units)
         for u in JOURNALD:
             shutil.copy(os.path.join("/lib/systemd/system", u), self.units)
+        # The watchdog check aborts the daemon: no core file anywhere.
+        os.makedirs(os.path.join(self.units, "pubrelayd.service.d"))
+        with open(os.path.join(self.units, "pubrelayd.service.d",
+                               "pid1-test.conf"), "w") as f:
+            f.write("[Service]\nLimitCORE=0\n")
         for t in STAND_INS:
             with open(os.path.join(self.units, t), "w") as f:
                 f.write("[Unit]\nDescription=%s (pid1.py stand-in)\n" % t)
@@ -214,38 +230,149 @@ class World:
 
     # -- systemd as PID 1 ---------------------------------------------------
 
+    def cgroups(self):
+        """[(hierarchy mount point, this process's path in it)]."""
+        mounts = []
+        with open("/proc/self/mountinfo") as f:
+            for line in f:
+                pre, _, post = line.partition(" - ")
+                fstype, _, opts = post.split()[:3]
+                if fstype in ("cgroup", "cgroup2"):
+                    mounts.append((pre.split()[4], fstype,
+                                   set(opts.split(","))))
+        out = []
+        with open("/proc/self/cgroup") as f:
+            for line in f:
+                hid, ctrls, path = line.rstrip("\n").split(":", 2)
+                want = set(ctrls.split(","))
+                for mp, fstype, opts in mounts:
+                    if (fstype == "cgroup2") == (hid == "0") and \
+                            (hid == "0" or want <= opts):
+                        out.append((mp, path))
+                        break
+        return out
+
+    def cgroup_setup(self):
+        """A cgroup of its own for the namespaces, below the deepest one
+        this process is in (a memory limit of the runner's stays over it):
+        systemd builds its slices under it, and shutdown() removes it all.
+        Returns the cgroup.procs files the boot script joins."""
+        hier = self.cgroups()
+        base = max((p for _, p in hier), key=lambda p: p.count("/"))
+        self.cg_rel = base.rstrip("/") + "/pubrelay-pid1-%d" % os.getpid()
+        self.cg_made = []           # directories to remove, deepest last
+        procs = []
+        for mp, path in hier:
+            # cpuset wants cpus and mems set before a task joins: systemd
+            # leaves it alone, and so does this.
+            if mp.rstrip("/").endswith("cpuset"):
+                continue
+            d = mp
+            for part in self.cg_rel.strip("/").split("/"):
+                d = os.path.join(d, part)
+                if not os.path.isdir(d):
+                    os.mkdir(d)
+                    self.cg_made.append(d)
+            if path in ("/", base):
+                procs.append(os.path.join(d, "cgroup.procs"))
+        return procs
+
+    def cgroup_remove(self):
+        """The namespaces' cgroups, once their processes are gone: every
+        directory below ours (systemd's slices too), deepest first, then
+        the ones made to reach it."""
+        tops = [os.path.join(mp, self.cg_rel.strip("/"))
+                for mp, _ in self.cgroups()]
+        tops = [t for t in tops if os.path.isdir(t)]
+
+        def empty():
+            for t in tops:
+                for d, _, _ in os.walk(t):
+                    try:
+                        with open(os.path.join(d, "cgroup.procs")) as f:
+                            if f.read().strip():
+                                return False
+                    except OSError:
+                        pass
+            return True
+        try:
+            H.wait_until(empty, 20, "the namespaces' processes to go",
+                         interval=0.2)
+        except H.HarnessError as e:
+            log("pid1: %s; cgroups left in place" % e)
+            return
+        for t in tops:
+            for d, _, _ in sorted(os.walk(t), key=lambda w: -len(w[0])):
+                try:
+                    os.rmdir(d)
+                except OSError as e:
+                    log("pid1: cannot remove cgroup %s: %s" % (d, e))
+        for d in reversed(self.cg_made):
+            try:
+                os.rmdir(d)
+            except OSError:
+                pass
+
     def boot(self):
+        """systemd as PID 1 of new PID, mount, UTS and IPC namespaces, with
+        what it would change on the host kept inside: overlays on /usr, /etc,
+        /var; its own /run, /dev (console bound to /dev/null) and hostname;
+        /proc/sys and /sys read-only (it would raise host-wide limits); a
+        cgroup of its own (cgroup_setup())."""
         tops = set()
         for name in os.listdir(self.root):
             real = os.path.realpath("/" + name)
             tops.add("/" + real.strip("/").split("/")[0])
         tops |= {"/etc", "/var", "/usr"}
         self.tops = tops
+        procs = self.cgroup_setup()
         lines = ["set -e"]
+        lines += ["echo $$ >%s" % p for p in procs]
         for top in sorted(tops):
             up = os.path.join(self.work, "ov" + top.replace("/", "-"))
             os.makedirs(up + "/up")
             os.makedirs(up + "/wk")
             lines.append("mount -t overlay overlay -o lowerdir=%s,upperdir=%s,"
                          "workdir=%s %s" % (top, up + "/up", up + "/wk", top))
+        dev = os.path.join(self.work, "dev")
+        os.makedirs(dev)
+        lines.append("mount -t tmpfs -o mode=0755,nosuid tmpfs %s" % dev)
+        for node in ("null", "zero", "full", "random", "urandom", "tty"):
+            lines.append(": >%s/%s && mount --bind /dev/%s %s/%s"
+                         % (dev, node, node, dev, node))
         lines += [
+            ": >%s/console && mount --bind /dev/null %s/console" % (dev, dev),
+            "mkdir %s/shm %s/pts && ln -s /proc/self/fd %s/fd" % (dev, dev,
+                                                                 dev),
+            "mkdir %s/mqueue && ln -s pts/ptmx %s/ptmx" % (dev, dev),
+            "mount --move %s /dev" % dev,
+            "mount -t tmpfs -o mode=01777,nosuid,nodev tmpfs /dev/shm",
+            "mount -t devpts -o newinstance,ptmxmode=0666,mode=0620 devpts "
+            "/dev/pts",
+            "mount -t mqueue mqueue /dev/mqueue",
+            "hostname pubrelay-pid1",
             "tar -C %s -cf - . | tar -C / -xf - --keep-directory-symlink"
             % self.root,
             "mount -t tmpfs -o mode=0755 tmpfs /run",
             "mount -t proc proc /proc",
+            "mount --bind /proc/sys /proc/sys",
+            "mount -o remount,bind,ro /proc/sys",
+            "mount --rbind /sys /sys",
+            "mount -o remount,bind,ro /sys",
             "systemd-sysusers %s" % self.sysusers_conf,
             "chgrp pubrelay %s" % self.ini,
             "exec env -i container=pubrelay-test PATH=%s "
             "SYSTEMD_UNIT_PATH=%s:%s %s --system --unit=pubrelay-test.target "
-            "--log-target=journal"
+            "--log-target=journal --show-status=no"
             % ("/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
                self.admin, self.units, SYSTEMD),
         ]
         self.bootlog = os.path.join(self.work, "boot.log")
         with open(self.bootlog, "w") as out:
             self.unshare = H.spawn(
-                ["unshare", "--pid", "--mount", "--kill-child",
-                 "--propagation", "private", "sh", "-c", "\n".join(lines)],
+                ["unshare", "--pid", "--mount", "--uts", "--ipc",
+                 "--kill-child", "--propagation", "private", "sh", "-c",
+                 "\n".join(lines)],
                 stdout=out, stderr=subprocess.STDOUT,
                 stdin=subprocess.DEVNULL)
         H.on_exit(self.shutdown)
@@ -268,24 +395,36 @@ class World:
             check(self.unshare.poll() is None, "unshare exited %s: %s"
                   % (self.unshare.returncode, H.tail(self.bootlog)))
             self.pid1 = child()
+            # Signals go through a pidfd: a number could be reused.
+            self.pidfd = os.pidfd_open(self.pid1)
 
             def running():
                 rc, out = self.ns(["systemctl", "is-system-running"])
                 return out.strip() in ("running", "degraded")
-            H.wait_until(running, 60, "systemd to finish booting")
+            H.wait_until(running, 60, "systemd to finish booting",
+                         interval=0.5)
         except (Failure, H.HarnessError):
             log(H.tail(self.bootlog))
             raise
 
     def shutdown(self):
-        if self.unshare is not None and self.unshare.poll() is None:
-            H.killpg(self.unshare)
-            H.reap(self.unshare)
-        if self.pid1 is not None:
+        """Once: SIGKILL to PID 1 takes every process of the namespace with
+        it (and its mounts); then the cgroups go."""
+        if self.pidfd is not None:
             try:
-                os.kill(self.pid1, signal.SIGKILL)
+                signal.pidfd_send_signal(self.pidfd, signal.SIGKILL)
             except OSError:
                 pass
+            os.close(self.pidfd)
+            self.pidfd = None
+        if self.unshare is not None:
+            if self.unshare.poll() is None:
+                H.killpg(self.unshare)
+            H.reap(self.unshare)
+            self.unshare = None
+        if self.cg_made is not None:
+            self.cgroup_remove()
+            self.cg_made = None
 
     def ns(self, argv, user=None, input=None, timeout=60):
         """argv inside the namespaces; user: None (root), or (uid, [gids])."""
@@ -332,8 +471,8 @@ class World:
                                    user=user or self.publisher()))
         return results
 
-    def publish_ok(self, bodies):
-        for b, (rc, out) in zip(bodies, self.publish(bodies)):
+    def publish_ok(self, bodies, user=None):
+        for b, (rc, out) in zip(bodies, self.publish(bodies, user=user)):
             check(rc == 0, "publish %s: exit %d: %s" % (b, rc, out.strip()))
 
     def receive(self, n, timeout=60):
@@ -368,7 +507,7 @@ class World:
 
     def wait_active(self, unit="pubrelayd.service", timeout=30):
         H.wait_until(lambda: self.show(unit, "ActiveState") == "active",
-                     timeout, "%s to be active" % unit)
+                     timeout, "%s to be active" % unit, interval=0.5)
 
     def stats(self):
         rc, out = self.ns([self.client, "-s", self.sock, "stats", "--json"])
@@ -379,7 +518,7 @@ class World:
         """Every row confirmed and deleted: a crash from here on has
         nothing to publish again."""
         H.wait_until(lambda: self.stats().get("outbox_messages") == 0,
-                     timeout, "the outbox to be empty")
+                     timeout, "the outbox to be empty", interval=0.5)
 
     def status_line(self):
         return self.show("pubrelayd.service", "StatusText")
@@ -450,7 +589,7 @@ def sandbox(w, notes):
              "owner and mode of %s and %s" % (w.outbox_dir, w.outbox))
     H.wait_until(lambda: "connected" in w.status_line()
                  and "not connected" not in w.status_line(), 30,
-                 "the status line to say connected")
+                 "the status line to say connected", interval=0.5)
     j = w.journal()
     for want in ("socket activation: using the socket %s" % w.sock,
                  "listening on %s; outbox %s" % (w.sock, w.outbox)):
@@ -466,7 +605,7 @@ def reload(w, notes):
     w.wait_active()     # "reloading" until READY=1
     check_eq(w.main_pid(), pid, "main pid after reload")
     H.wait_until(lambda: "SIGHUP: reloaded" in w.journal(), 10,
-                 "the reload in the journal")
+                 "the reload in the journal", interval=0.5)
     w.publish_ok(["after-reload"])
     check_eq(w.receive(1), ["after-reload"], "a message after the reload")
 
@@ -504,7 +643,7 @@ def backlog_restart(w, notes):
         w.wait_active()
         H.wait_until(lambda: "backlog 10" in w.status_line(), 20,
                      "the restarted relay to show backlog 10 (status: %s)"
-                     % w.status_line())
+                     % w.status_line(), interval=0.5)
     finally:
         w.broker.start_app()
     check_eq(w.receive(len(sent), timeout=90), sent,
@@ -523,7 +662,8 @@ def watchdog(w, notes):
     check(rc == 0, "kill -STOP: %s" % out)
     t0 = time.monotonic()
     H.wait_until(lambda: int(w.show("pubrelayd.service", "NRestarts"))
-                 > restarts, 90, "the watchdog to restart the service")
+                 > restarts, 90, "the watchdog to restart the service",
+                 interval=1)
     took = time.monotonic() - t0
     w.wait_active()
     check(w.main_pid() != pid, "same main pid after the restart")
@@ -540,10 +680,16 @@ def socket_group(w, notes):
     for args in (("stop", "pubrelayd.socket", "pubrelayd.service"),):
         rc, out = w.systemctl(*args)
         check(rc == 0, "systemctl %s: %s" % (" ".join(args), out))
+    # A group that is not the daemon's own, which it is a member of: the
+    # socket file shows whether chown() happened.
+    rc, out = w.ns(["sh", "-c", "getent group pubpub >/dev/null || "
+                    "{ groupadd -r pubpub && usermod -a -G pubpub pubrelay; }"])
+    check(rc == 0, "groupadd/usermod: %s" % out)
+    member = (NOBODY, [w.gid("pubpub")])
     mask = os.path.join(w.admin, "pubrelayd.socket")
     dropin_dir = os.path.join(w.admin, "pubrelayd.service.d")
     os.symlink("/dev/null", mask)
-    w.write_ini("group = pubrelay\nmode = 0660\n")
+    w.write_ini("group = pubpub\nmode = 0660\n")
     try:
         rc, out = w.systemctl("daemon-reload")
         check(rc == 0, "daemon-reload: %s" % out)
@@ -554,11 +700,11 @@ def socket_group(w, notes):
         check(rc != 0, "started with [socket] group under the shipped "
               "filter: chown() is not denied any more? (the docs say it is)")
         j = w.journal()
-        want = ("%s: chown to [socket] group pubrelay (gid %d): Operation "
+        want = ("%s: chown to [socket] group pubpub (gid %d): Operation "
                 "not permitted (the daemon is in that group: a system call "
                 "filter denies chown(), as pubrelayd.service does; use "
                 "pubrelayd.socket, or a drop-in with SystemCallFilter=@chown)"
-                % (w.sock, w.gid("pubrelay")))
+                % (w.sock, w.gid("pubpub")))
         check(want in j, "journal lacks %r:\n%s" % (want, j[-1500:]))
         # Not ExecMainStatus: Restart=on-failure may have started the next
         # try by now.
@@ -581,9 +727,9 @@ def socket_group(w, notes):
         check(rc == 0, "start with the @chown drop-in: %s\n%s"
               % (out, w.journal()[-1500:]))
         rc, out = w.ns(["stat", "-c", "%G %a %F", w.sock])
-        check_eq(out.strip(), "pubrelay 660 socket", "self-bound socket")
+        check_eq(out.strip(), "pubpub 660 socket", "self-bound socket")
         sent = bodies("group", 3)
-        w.publish_ok(sent)
+        w.publish_ok(sent, user=member)
         check_eq(w.receive(len(sent)), sent, "messages via the own socket")
     finally:
         os.unlink(mask)
@@ -604,26 +750,34 @@ def default_outbox_left(w, notes):
     want = ("outbox %s (the build's default path) exists and no pubrelayd "
             "holds it; this one uses %s: what it holds is not published"
             % (default, other))
-    rc, out = w.ns(["sh", "-c", 'mkdir -p "${1%/*}" && : >"$1"', "sh",
+    # A package-style build compiles in the unit's own path: the outbox the
+    # service used so far is then the file left behind. Else one is made,
+    # and only what was made is removed.
+    rc, out = w.ns(["sh", "-c", '[ -e "$1" ] && echo kept || '
+                    '{ mkdir -p "${1%/*}" && : >"$1" && echo made; }', "sh",
                     default])
     check(rc == 0, "creating %s: %s" % (default, out))
+    made = out.strip() == "made"
     holder = None
     w.write_ini(outbox_extra="path = %s\n" % other)
     try:
         rc, out = w.systemctl("restart", "pubrelayd.service")
         check(rc == 0, "restart: %s" % out)
         H.wait_until(lambda: want in w.journal(), 10,
-                     "the warning about %s" % default)
+                     "the warning about %s" % default, interval=0.5)
         before = w.journal().count(want)
         # Held as a daemon holds it (an exclusive flock): not left behind.
+        # flock -o: the lock is flock's own, which dies with nsenter.
         holder = subprocess.Popen(
-            ["nsenter", "-t", str(w.pid1), "-m", "-p", "--", "flock", "-x",
+            ["nsenter", "-t", str(w.pid1), "-m", "-p", "--", "setpriv",
+             "--pdeathsig", "KILL", "--", "flock", "-o", "-x",
              default + ".lock", "sleep", "120"],
             stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL)
         H.wait_until(lambda: w.ns(["flock", "-n", "-x", default + ".lock",
                                    "true"])[0] != 0, 10,
-                     "the lock on %s.lock to be held" % default)
+                     "the lock on %s.lock to be held" % default,
+                     interval=0.2)
         rc, out = w.systemctl("restart", "pubrelayd.service")
         check(rc == 0, "restart: %s" % out)
         w.publish_ok(["beside-a-held-outbox"])
@@ -634,7 +788,8 @@ def default_outbox_left(w, notes):
         if holder is not None:
             holder.kill()
             holder.wait()
-        w.ns(["rm", "-f", default, default + ".lock"])
+        if made:
+            w.ns(["rm", "-f", default, default + ".lock"])
         w.write_ini()
         w.systemctl("restart", "pubrelayd.service")
     notes.append(default)
