@@ -805,6 +805,21 @@ load_password_file(struct result *r, const char *path)
 	free(text);
 }
 
+/* A password_file holding len bytes of content gives the password want. */
+static void
+password_is(const char *content, size_t len, const char *want,
+    const char *name)
+{
+	struct result	 r;
+	char		*pw = tmp_write(content, len);
+
+	load_password_file(&r, pw);
+	is_str(r.cf.password, want, "%s", name);
+	result_free(&r);
+	unlink(pw);
+	free(pw);
+}
+
 /* Load "[broker]\npassword_file = PATH" and check the one error on line 2. */
 static void
 password_err(const char *path, const char *want, const char *name)
@@ -875,12 +890,8 @@ test_password_bounds(void)
 	unlink(pw);
 	free(pw);
 
-	pw = tmp_write("ok\n\0\0", 5);
-	load_password_file(&r, pw);
-	is_str(r.cf.password, "ok", "NUL bytes after the first line: ignored");
-	result_free(&r);
-	unlink(pw);
-	free(pw);
+	password_is("ok\n\0\0", 5, "ok", "NUL bytes after the first line: "
+	    "ignored");
 
 	/* A pipe: no writer reads as empty; a silent writer, nothing yet. */
 	snprintf(fifo, sizeof(fifo), "%s/pw.fifo", tmpdir);
@@ -977,12 +988,7 @@ test_password_file(void)
 	unlink(pw);
 	free(pw);
 
-	pw = tmp_write("crlf\r\n", 6);
-	load_password_file(&r, pw);
-	is_str(r.cf.password, "crlf", "password: CRLF stripped");
-	result_free(&r);
-	unlink(pw);
-	free(pw);
+	password_is("crlf\r\n", 6, "crlf", "password: CRLF stripped");
 
 	pw = tmp_write("noeol", 5);
 	load_password_file(&r, pw);
