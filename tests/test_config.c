@@ -805,6 +805,16 @@ load_password_file(struct result *r, const char *path)
 	free(text);
 }
 
+/* Write all of s into the pipe fd, or give up on the whole test. */
+static void
+fifo_put(int fd, const char *s)
+{
+	if (write(fd, s, strlen(s)) != (ssize_t)strlen(s)) {
+		perror("write fifo");
+		exit(2);
+	}
+}
+
 /* A password_file holding len bytes of content gives the password want. */
 static void
 password_is(const char *content, size_t len, const char *want,
@@ -912,25 +922,16 @@ test_password_bounds(void)
 	    "file)", fifo);
 	password_err(fifo, want, "fifo with a silent writer: not waited for");
 	free(want);
-	if (write(wfd, "half", 4) != 4) {
-		perror("write fifo");
-		exit(2);
-	}
+	fifo_put(wfd, "half");
 	want = strfmt("the first line of '%s' is not complete (a pipe whose "
 	    "writer has not ended it)", fifo);
 	password_err(fifo, want, "fifo with half a line: not taken");
 	free(want);
-	if (write(wfd, "whole\n", 6) != 6) {	/* "half" was read */
-		perror("write fifo");
-		exit(2);
-	}
+	fifo_put(wfd, "whole\n");	/* "half" was read */
 	load_password_file(&r, fifo);
 	is_str(r.cf.password, "whole", "fifo with a whole line: read");
 	result_free(&r);
-	if (write(wfd, "piped\n", 6) != 6) {
-		perror("write fifo");
-		exit(2);
-	}
+	fifo_put(wfd, "piped\n");
 	close(fd);		/* the loader's own reader sees the data */
 	load_password_file(&r, fifo);
 	is_str(r.cf.password, "piped", "fifo with a line in it: read");
