@@ -295,6 +295,16 @@ outbox_load_meta(struct outbox *ob, const char *path, char *err, size_t errlen)
 	return -1;
 }
 
+/* PATH.lock, the file whose flock() says a daemon holds the outbox. */
+static char *
+outbox_lockpath(const char *path)
+{
+	char	*lockpath = xmalloc(strlen(path) + sizeof(".lock"));
+
+	sprintf(lockpath, "%s.lock", path);
+	return lockpath;
+}
+
 int
 outbox_open(struct outbox **obp, const char *path, int sync_full, char *err,
     size_t errlen)
@@ -336,8 +346,7 @@ outbox_open(struct outbox **obp, const char *path, int sync_full, char *err,
 	ob->lockfd = -1;
 
 	/* Two daemons on one outbox would publish every message twice. */
-	lockpath = xmalloc(strlen(path) + 6);
-	sprintf(lockpath, "%s.lock", path);
+	lockpath = outbox_lockpath(path);
 	ob->lockfd = open(lockpath, O_RDWR | O_CREAT | O_CLOEXEC, 0600);
 	if (ob->lockfd == -1) {
 		snprintf(err, errlen, "%s: cannot open its lock file %s: %s",
@@ -462,8 +471,7 @@ outbox_unattended(const char *path)
 
 	if (stat(path, &st) == -1 || !S_ISREG(st.st_mode))
 		return 0;
-	lockpath = xmalloc(strlen(path) + 6);
-	sprintf(lockpath, "%s.lock", path);
+	lockpath = outbox_lockpath(path);
 	/* Read-only: under ProtectSystem=strict the directory may be too. */
 	fd = open(lockpath, O_RDONLY | O_CLOEXEC | O_NONBLOCK | O_NOCTTY);
 	e = errno;
