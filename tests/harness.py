@@ -1067,6 +1067,29 @@ def binary(envname):
     return path
 
 
+def make_install(destdir, timeout=300):
+    """`make install DESTDIR=destdir` in the build tree of $PUBRELAYD (not as
+    a sub-make of make check's jobserver); returns {file name: [paths]} of
+    what it installed."""
+    builddir = os.path.dirname(binary("PUBRELAYD"))
+    env = dict(os.environ)
+    for k in ("MAKEFLAGS", "MFLAGS", "MAKELEVEL", "MAKEOVERRIDES"):
+        env.pop(k, None)
+    p = subprocess.run(["make", "-s", "-C", builddir, "install",
+                        "DESTDIR=" + destdir], env=env,
+                       stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+                       stderr=subprocess.STDOUT, timeout=timeout)
+    if p.returncode != 0:
+        raise HarnessError("make install DESTDIR=%s failed (%d):\n%s"
+                           % (destdir, p.returncode,
+                              p.stdout.decode("utf-8", "replace")[-3000:]))
+    files = {}
+    for d, _, names in os.walk(destdir):
+        for n in names:
+            files.setdefault(n, []).append(os.path.join(d, n))
+    return files
+
+
 def write_ini(path, sections):
     """sections: {section: {key: value}}; a list value repeats the key and
     None drops it.  Mode 0600: pubrelayd refuses a config that holds a

@@ -94,12 +94,6 @@ def tool(name):
     return path
 
 
-def run(argv, timeout=120, **kw):
-    p = subprocess.run(argv, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                       stdin=subprocess.DEVNULL, timeout=timeout, **kw)
-    return p.returncode, p.stdout.decode("utf-8", "replace")
-
-
 def unit_value(path, key):
     with open(path) as f:
         for line in f:
@@ -136,19 +130,7 @@ class World:
 
     def install(self):
         root = os.path.join(self.work, "root")
-        builddir = os.path.dirname(H.binary("PUBRELAYD"))
-        env = dict(os.environ)
-        for k in ("MAKEFLAGS", "MFLAGS", "MAKELEVEL", "MAKEOVERRIDES"):
-            env.pop(k, None)
-        rc, out = run(["make", "-s", "-C", builddir, "install",
-                       "DESTDIR=" + root], env=env, timeout=300)
-        if rc != 0:
-            raise H.HarnessError("make install failed (%d):\n%s"
-                                 % (rc, out[-3000:]))
-        found = {}
-        for d, _, names in os.walk(root):
-            for n in names:
-                found.setdefault(n, []).append(os.path.join(d, n))
+        found = H.make_install(root)
         for n in ("pubrelayd.service", "pubrelayd.socket", "pubrelay.conf",
                   "pubrelay"):
             if len(found.get(n, [])) != 1:

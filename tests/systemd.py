@@ -85,22 +85,9 @@ def installed_root():
     global _root
     if _root is not None:
         return _root
-    builddir = os.path.dirname(H.binary("PUBRELAYD"))
-    make = tool("make")
+    tool("make")
     root = H.mkdtemp("pubrelay-destdir-")
-    env = dict(os.environ)
-    for k in ("MAKEFLAGS", "MFLAGS", "MAKELEVEL", "MAKEOVERRIDES"):
-        env.pop(k, None)        # not a sub-make of make check's jobserver
-    rc, out = run([make, "-s", "-C", builddir, "install", "DESTDIR=" + root],
-                  env=env, timeout=300)
-    if rc != 0:
-        raise Failure("make install DESTDIR=%s failed (%d):\n%s"
-                      % (root, rc, out[-3000:]))
-    files = {}
-    for d, _, names in os.walk(root):
-        for n in names:
-            files.setdefault(n, []).append(os.path.join(d, n))
-    _root = (root, files)
+    _root = (root, H.make_install(root))
     return _root
 
 
