@@ -10,6 +10,7 @@
 
 #include <sys/socket.h>
 #include <sys/stat.h>
+#include <sys/syscall.h>
 #include <sys/un.h>
 
 #include <errno.h>
@@ -37,7 +38,8 @@
 #define CLIENT_DEFAULT_TIMEOUT	"30"		/* -t, seconds */
 #define CLIENT_MAX_OUTSTANDING	4096		/* PUBs not yet answered */
 #define CLIENT_OUT_HIGH		(256 * 1024)	/* encoded, not yet sent */
-#define CLIENT_CHUNK		65536		/* one read() or recv() */
+#define CLIENT_CHUNK		65536		/* one read() of standard input */
+#define CLIENT_RCHUNK		4096		/* least room for one recv() */
 #define CLIENT_MAX_REPLY	PROTO_MAX_LINE	/* one reply line */
 #define CLIENT_MAX_STATS	(16 * 1024 * 1024)
 /* PROTO_DEAD_LIST_MAX lines of a few short strings and a reason each. */
@@ -120,12 +122,19 @@ client_flush(void)
 	return EX_OK;
 }
 
+/*
+ * The system call rather than the vDSO: a one-shot run reads the clock a few
+ * times, and musl's first vDSO call looks the symbol up in the vDSO's ELF
+ * image, three page faults that cost more than the calls (each fault is
+ * ~20 us on the benchmark's virtual machines; docs/PERFORMANCE.md).
+ */
 static int64_t
 client_now(void)
 {
 	struct timespec	ts;
 
-	clock_gettime(CLOCK_MONOTONIC, &ts);
+	if (syscall(SYS_clock_gettime, CLOCK_MONOTONIC, &ts) == -1)
+		clock_gettime(CLOCK_MONOTONIC, &ts);
 	return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
 }
 
@@ -152,6 +161,19 @@ client_expired(int64_t since)
 {
 	return client_timeout_ms != 0 &&
 	    client_now() - since >= (int64_t)client_timeout_ms;
+}
+
+/*
+ * Room for one recv(): at least CLIENT_RCHUNK bytes, and all the buffer has.
+ * Replies are short: reserving a whole CLIENT_CHUNK would make a one-line
+ * answer a 128 KiB allocation, which the C library serves with an mmap(),
+ * a munmap() and their page faults.
+ */
+static size_t
+client_room(struct buf *b)
+{
+	buf_reserve(b, CLIENT_RCHUNK);
+	return b->cap - b->len - 1;
 }
 
 static void
@@ -611,8 +633,7 @@ pub_read(struct pub_run *r)
 	size_t	 start = 0;
 	char	*nl;
 
-	buf_reserve(&r->rin, CLIENT_CHUNK);
-	n = recv(r->fd, r->rin.data + r->rin.len, CLIENT_CHUNK, 0);
+	n = recv(r->fd, r->rin.data + r->rin.len, client_room(&r->rin), 0);
 	if (n == -1) {
 		if (errno == EINTR || errno == EAGAIN || errno == EWOULDBLOCK)
 			return;
@@ -1150,8 +1171,7 @@ client_recv(int fd, struct buf *in, size_t want)
 			    CLIENT_MAX_REPLY);
 			return EX_PROTOCOL;
 		}
-		buf_reserve(in, CLIENT_CHUNK);
-		n = recv(fd, in->data + in->len, CLIENT_CHUNK, 0);
+		n = recv(fd, in->data + in->len, client_room(in), 0);
 		if (n > 0) {
 			in->len += (size_t)n;
 			since = client_now();
@@ -1194,8 +1214,7 @@ client_recv_left(int fd, struct buf *in)
 
 	while (in->len <= CLIENT_MAX_REPLY && (in->len == 0 ||
 	    memchr(in->data, '\n', in->len) == NULL)) {
-		buf_reserve(in, CLIENT_CHUNK);
-		n = recv(fd, in->data + in->len, CLIENT_CHUNK, MSG_DONTWAIT);
+		n = recv(fd, in->data + in->len, client_room(in), MSG_DONTWAIT);
 		if (n > 0)
 			in->len += (size_t)n;
 		else if (n == -1 && errno == EINTR)
