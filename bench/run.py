@@ -570,7 +570,7 @@ def bench_oneshot(b):
         speed >= 5)
     row("6", "pubrelay publish with sync = normal (no fsync; speed-up)",
         per["normal"], "ms/msg", per["amqp"], per["amqp"] / per["normal"])
-    row("6", "  the same, fork + exec taken out of both",
+    row("6", "  publish less the `pubrelay -V` loop, on both sides",
         per["pubrelay"] - per["exec"], "ms/msg", per["amqp"] - per["exec"],
         (per["amqp"] - per["exec"]) / max(1e-9, per["pubrelay"] - per["exec"]))
     row("6", "pubrelay publish, relay with no broker link (commit only)",
