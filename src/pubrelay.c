@@ -909,6 +909,14 @@ usage(FILE *fp, int status)
 	exit(status);
 }
 
+/*
+ * Short options: "+" stops at the first word that is no option, ":" says
+ * when an option lacks its argument (opt_error() relies on both).
+ */
+#define MAIN_OPTS	"+:hs:t:V"
+#define PUBLISH_OPTS	"+:e:hk:"
+#define HELP_OPTS	"+:h"
+
 enum {
 	OPT_HEADER = 256,
 	OPT_CTYPE,
@@ -931,24 +939,40 @@ enum {
 	OPT_ALL,
 };
 
-/* getopt's own messages would name argv[0], which is the command's name. */
+/*
+ * getopt's own messages would name argv[0], which is the command's name.
+ * The wrong word is worked out here rather than read at optind - 1: C
+ * libraries leave optind in different places after an error (musl one past
+ * argc when the last option lacks its argument; both on a cluster such as
+ * -zk while its letters are read, so that optind - 1 is the word before).
+ * The option strings start with "+:": no permutation, ':' for a missing
+ * argument.
+ */
 static void
-opt_error(int ch, char **argv)
+opt_error(int ch, int argc, char **argv, const char *optstring)
 {
-	const char	*arg = argv[optind - 1];
+	const char	*word;
 	int		 len;
 
-	/* A long option is named by its argv word, a short one by optopt. */
-	if (strncmp(arg, "--", 2) == 0) {
-		len = (int)strcspn(arg, "=");
-		if (ch == ':')
-			client_warnx("option %.*s requires an argument", len,
-			    arg);
+	word = optind >= 1 && optind - 1 < argc ? argv[optind - 1] :
+	    argv[argc - 1];
+	if (ch == ':') {
+		/* Only the last word can lack the argument that follows it. */
+		word = argv[argc - 1];
+		if (strncmp(word, "--", 2) == 0)
+			client_warnx("option %s requires an argument", word);
 		else
-			client_warnx("bad option %s", arg);
-	} else if (ch == ':')
-		client_warnx("option -%c requires an argument", optopt);
-	else
+			client_warnx("option -%c requires an argument", optopt);
+	} else if (optopt == 0) {
+		/* An unknown or ambiguous long option: optind is past it. */
+		len = (int)strcspn(word, "=");
+		client_warnx("unknown option %.*s", len, word);
+	} else if (optopt >= 256 || (optopt != '+' && optopt != ':' &&
+	    strchr(optstring, optopt) != NULL)) {
+		/* A known option, so the long form given an argument. */
+		len = (int)strcspn(word, "=");
+		client_warnx("option %.*s takes no argument", len, word);
+	} else
 		client_warnx("unknown option -%c", optopt);
 	usage(stderr, EX_USAGE);
 }
@@ -993,7 +1017,7 @@ cmd_publish(int argc, char **argv)
 	proto_pub_init(&o.pub);
 	optind = 1;
 	opterr = 0;
-	while ((ch = getopt_long(argc, argv, "+:e:hk:", longopts,
+	while ((ch = getopt_long(argc, argv, PUBLISH_OPTS, longopts,
 	    NULL)) != -1) {
 		switch (ch) {
 		case 'e':
@@ -1074,7 +1098,7 @@ cmd_publish(int argc, char **argv)
 			o.print_id = 1;
 			break;
 		default:
-			opt_error(ch, argv);
+			opt_error(ch, argc, argv, PUBLISH_OPTS);
 		}
 	}
 	argc -= optind;
@@ -1303,7 +1327,7 @@ cmd_opts(const char *cmd, int argc, char **argv, const char *opts,
 			*raw = 1;
 			break;
 		default:
-			opt_error(ch, argv);
+			opt_error(ch, argc, argv, opts);
 		}
 	}
 	if (optind != argc) {
@@ -1324,7 +1348,7 @@ cmd_ping(int argc, char **argv)
 	size_t		 used;
 	int		 fd = -1, status, unused = 0;
 
-	cmd_opts("ping", argc, argv, "+:h", longopts, &unused);
+	cmd_opts("ping", argc, argv, HELP_OPTS, longopts, &unused);
 	buf_init(&in);
 	status = client_request("ping", "PING\n", &in, &fd, &line, &used,
 	    NULL);
@@ -1920,7 +1944,7 @@ cmd_stats(int argc, char **argv)
 
 	optind = 1;
 	opterr = 0;
-	while ((ch = getopt_long(argc, argv, "+:h", longopts, NULL)) != -1) {
+	while ((ch = getopt_long(argc, argv, HELP_OPTS, longopts, NULL)) != -1) {
 		switch (ch) {
 		case 'h':
 			usage(stdout, EX_OK);
@@ -1938,7 +1962,7 @@ cmd_stats(int argc, char **argv)
 			fmt = f;
 			break;
 		default:
-			opt_error(ch, argv);
+			opt_error(ch, argc, argv, HELP_OPTS);
 		}
 	}
 	if (optind != argc) {
@@ -2113,7 +2137,7 @@ cmd_dead_list(int argc, char **argv)
 
 	optind = 1;
 	opterr = 0;
-	while ((ch = getopt_long(argc, argv, "+:h", longopts, NULL)) != -1) {
+	while ((ch = getopt_long(argc, argv, HELP_OPTS, longopts, NULL)) != -1) {
 		switch (ch) {
 		case 'h':
 			usage(stdout, EX_OK);
@@ -2129,7 +2153,7 @@ cmd_dead_list(int argc, char **argv)
 			raw = 1;
 			break;
 		default:
-			opt_error(ch, argv);
+			opt_error(ch, argc, argv, HELP_OPTS);
 		}
 	}
 	if (optind != argc) {
@@ -2200,7 +2224,7 @@ cmd_dead_move(int argc, char **argv, const char *verb, const char *done)
 	snprintf(cmd, sizeof(cmd), "dead %s", argv[0]);
 	optind = 1;
 	opterr = 0;
-	while ((ch = getopt_long(argc, argv, "+:h", longopts, NULL)) != -1) {
+	while ((ch = getopt_long(argc, argv, HELP_OPTS, longopts, NULL)) != -1) {
 		switch (ch) {
 		case 'h':
 			usage(stdout, EX_OK);
@@ -2208,7 +2232,7 @@ cmd_dead_move(int argc, char **argv, const char *verb, const char *done)
 			all = 1;
 			break;
 		default:
-			opt_error(ch, argv);
+			opt_error(ch, argc, argv, HELP_OPTS);
 		}
 	}
 	argc -= optind;
@@ -2307,7 +2331,7 @@ main(int argc, char **argv)
 
 	/* "+": stop at the command; its options are its own. */
 	opterr = 0;
-	while ((ch = getopt_long(argc, argv, "+:hs:t:V", longopts,
+	while ((ch = getopt_long(argc, argv, MAIN_OPTS, longopts,
 	    NULL)) != -1) {
 		switch (ch) {
 		case 'h':
@@ -2327,7 +2351,7 @@ main(int argc, char **argv)
 			printf("pubrelay %s\n", PACKAGE_VERSION);
 			return client_flush();
 		default:
-			opt_error(ch, argv);
+			opt_error(ch, argc, argv, MAIN_OPTS);
 		}
 	}
 	argc -= optind;

@@ -1003,6 +1003,24 @@ def client_exit_codes(ctx):
     rc, _, err = run(["-s", "", "ping"])
     check_eq(rc, 64, "-s '' is a usage error (%s)" % err.strip())
     check("-s: empty socket path" in err, "-s '' names the option: %r" % err)
+    # Usage errors name the option, wherever the C library leaves optind
+    # (musl's is past argc when the last option lacks its argument, and a
+    # cluster's first letter is read before optind moves).
+    for args, want in (
+            (["-t"], "option -t requires an argument"),
+            (s + ["publish", "-k"], "option -k requires an argument"),
+            (s + ["publish", "--routing-key"],
+             "option --routing-key requires an argument"),
+            (s + ["publish", "--transient", "-zk", "q", "b"],
+             "unknown option -z"),
+            (s + ["publish", "--transient=1", "-k", "q", "b"],
+             "option --transient takes no argument"),
+            (["--bogus", "ping"], "unknown option --bogus"),
+            (s + ["stats", "-x"], "unknown option -x")):
+        rc, _, err = run(args)
+        first = err.splitlines()[0] if err else ""
+        check_eq((rc, first), (64, "pubrelay: " + want),
+                 "usage error of pubrelay %s" % " ".join(args))
     rc, out, err = run(s + ["stats"])
     check_eq(rc, 0, "stats (%s)" % err.strip())
     check("accepted" in out and "backlog" in out and "state" in out,
