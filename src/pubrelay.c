@@ -39,7 +39,16 @@
 #define CLIENT_MAX_OUTSTANDING	4096		/* PUBs not yet answered */
 #define CLIENT_OUT_HIGH		(256 * 1024)	/* encoded, not yet sent */
 #define CLIENT_CHUNK		65536		/* one read() of standard input */
-#define CLIENT_RCHUNK		4096		/* least room for one recv() */
+#define CLIENT_RCHUNK		4096		/* room for one recv() on the heap */
+#define CLIENT_RMIN		512		/* least room for one recv() */
+/*
+ * A one-shot run's buffers start on the stack (buf_init_on()): the heap's
+ * first allocations cost a one-message process more than its round trip
+ * (page faults, and mmap()s for the allocator's groups).  Bigger requests,
+ * replies and standard input move to the heap as they grow.
+ */
+#define CLIENT_FIRST_OUT	2048		/* a request: header and body */
+#define CLIENT_FIRST_IN		1024		/* a reply, or stdin's first read */
 #define CLIENT_MAX_REPLY	PROTO_MAX_LINE	/* one reply line */
 #define CLIENT_MAX_STATS	(16 * 1024 * 1024)
 /* PROTO_DEAD_LIST_MAX lines of a few short strings and a reason each. */
@@ -169,15 +178,16 @@ client_expired(int64_t since)
 }
 
 /*
- * Room for one recv(): at least CLIENT_RCHUNK bytes, and all the buffer has.
- * Replies are short: reserving a whole CLIENT_CHUNK would make a one-line
- * answer a 128 KiB allocation, which the C library serves with an mmap(),
- * a munmap() and their page faults.
+ * Room for one recv(): all the buffer has, grown by CLIENT_RCHUNK when that
+ * is under CLIENT_RMIN.  Replies are short: reserving a whole CLIENT_CHUNK
+ * would make a one-line answer a 128 KiB allocation, which the C library
+ * serves with an mmap(), a munmap() and their page faults.
  */
 static size_t
 client_room(struct buf *b)
 {
-	buf_reserve(b, CLIENT_RCHUNK);
+	if (b->cap < b->len + 1 + CLIENT_RMIN)
+		buf_reserve(b, CLIENT_RCHUNK);
 	return b->cap - b->len - 1;
 }
 
@@ -799,10 +809,12 @@ pub_slurp(struct buf *b)
 			    PROTO_MAX_BODY);
 			return EX_DATAERR;
 		}
+		/* What the buffer has; a whole chunk once it is full. */
 		want = PROTO_MAX_BODY + 1 - b->len;
-		if (want > CLIENT_CHUNK)
-			want = CLIENT_CHUNK;
-		buf_reserve(b, want);
+		if (b->cap == b->len + 1 || b->data == NULL)
+			buf_reserve(b, want < CLIENT_CHUNK ? want : CLIENT_CHUNK);
+		if (want > b->cap - b->len - 1)
+			want = b->cap - b->len - 1;
 		n = read(STDIN_FILENO, b->data + b->len, want);
 		if (n == 0)
 			return EX_OK;
@@ -820,8 +832,10 @@ static int
 pub_run(struct pub_opts *o, const char *body)
 {
 	struct pub_run	 r;
-	struct buf	 in, probe;
+	struct buf	 in;
 	char		 err[256];
+	char		 first_out[CLIENT_FIRST_OUT], first_rin[CLIENT_FIRST_IN];
+	char		 first_in[CLIENT_FIRST_IN];
 	int		 status;
 
 	memset(&r, 0, sizeof(r));
@@ -830,29 +844,29 @@ pub_run(struct pub_opts *o, const char *body)
 	r.lines = o->lines;
 	r.print_id = o->print_id;
 	buf_init(&r.lin);
-	buf_init(&r.out);
-	buf_init(&r.rin);
+	buf_init_on(&r.out, first_out, sizeof(first_out));
+	buf_init_on(&r.rin, first_rin, sizeof(first_rin));
 
 	/*
 	 * A property that cannot be encoded fails the same for every
 	 * message: say so before connecting or reading anything.
 	 */
-	buf_init(&probe);
 	o->pub.body.p = "";
 	o->pub.body.len = 0;
-	if (proto_encode_pub(&probe, &o->pub, err, sizeof(err)) == -1) {
-		buf_free(&probe);
+	if (proto_encode_pub(&r.out, &o->pub, err, sizeof(err)) == -1) {
+		buf_free(&r.out);
+		buf_free(&r.rin);
 		client_warnx("cannot send: %s", err);
 		return EX_DATAERR;
 	}
-	buf_free(&probe);
+	buf_reset(&r.out);
 
 	if (!o->lines) {
 		/*
 		 * The whole body comes first: a daemon should not wait on
 		 * our stdin with a connection open.
 		 */
-		buf_init(&in);
+		buf_init_on(&in, first_in, sizeof(first_in));
 		if (body == NULL && (status = pub_slurp(&in)) != EX_OK) {
 			buf_free(&in);
 			return status;
@@ -866,12 +880,14 @@ pub_run(struct pub_opts *o, const char *body)
 		if (r.status != EX_OK) {
 			client_warnx("%s", r.why);
 			buf_free(&r.out);
+			buf_free(&r.rin);
 			return r.status;
 		}
 	}
 
 	if ((status = client_connect(&r.fd)) != EX_OK) {
 		buf_free(&r.out);
+		buf_free(&r.rin);
 		return status;
 	}
 	pub_loop(&r);
@@ -1349,12 +1365,12 @@ cmd_ping(int argc, char **argv)
 		{ NULL,		0,		NULL, 0 }
 	};
 	struct buf	 in;
-	char		*line, text[512];
+	char		*line, text[512], first_in[CLIENT_FIRST_IN];
 	size_t		 used;
 	int		 fd = -1, status, unused = 0;
 
 	cmd_opts("ping", argc, argv, HELP_OPTS, longopts, &unused);
-	buf_init(&in);
+	buf_init_on(&in, first_in, sizeof(first_in));
 	status = client_request("ping", "PING\n", &in, &fd, &line, &used,
 	    NULL);
 	if (status == EX_OK) {

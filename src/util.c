@@ -214,12 +214,27 @@ buf_init(struct buf *b)
 	b->data = NULL;
 	b->len = 0;
 	b->cap = 0;
+	b->borrowed = 0;
+}
+
+/* storage must outlive the buffer's use of it; size 0 is buf_init(). */
+void
+buf_init_on(struct buf *b, char *storage, size_t size)
+{
+	buf_init(b);
+	if (size == 0)
+		return;
+	b->data = storage;
+	b->data[0] = '\0';
+	b->cap = size;
+	b->borrowed = 1;
 }
 
 void
 buf_free(struct buf *b)
 {
-	free(b->data);
+	if (!b->borrowed)
+		free(b->data);
 	buf_init(b);
 }
 
@@ -238,7 +253,8 @@ buf_reset(struct buf *b)
 void
 buf_reserve(struct buf *b, size_t extra)
 {
-	size_t	want, ncap;
+	char	*p;
+	size_t	 want, ncap;
 
 	if (extra > SIZE_MAX - 1 - b->len) {
 		fprintf(stderr, "out of memory\n");
@@ -250,7 +266,13 @@ buf_reserve(struct buf *b, size_t extra)
 	ncap = b->cap != 0 ? b->cap : 64;
 	while (ncap < want)
 		ncap = ncap > SIZE_MAX / 2 ? want : ncap * 2;
-	b->data = xrealloc(b->data, ncap);
+	if (b->borrowed) {
+		p = xmalloc(ncap);
+		memcpy(p, b->data, b->len + 1);	/* with its NUL */
+		b->data = p;
+		b->borrowed = 0;
+	} else
+		b->data = xrealloc(b->data, ncap);
 	b->cap = ncap;
 }
 

@@ -32,13 +32,19 @@ void util_shuffle_order(int *order, int n, uint64_t seed);
 #define UTIL_FNV_INIT	0xcbf29ce484222325ULL
 uint64_t util_fnv1a(uint64_t h, const void *p, size_t n);
 
-/* A growable byte buffer; the owner frees it with buf_free(). */
+/*
+ * A growable byte buffer; the owner frees it with buf_free().  One started
+ * with buf_init_on() lives in the caller's storage until it needs more, then
+ * moves to the heap: a short-lived process then need not allocate at all.
+ */
 struct buf {
 	char	*data;
 	size_t	 len;
 	size_t	 cap;
+	int	 borrowed;	/* data is the caller's storage, not malloc'd */
 };
 void	buf_init(struct buf *b);
+void	buf_init_on(struct buf *b, char *storage, size_t size);
 void	buf_free(struct buf *b);
 void	buf_reset(struct buf *b);
 /* These abort on out-of-memory, like xmalloc. */

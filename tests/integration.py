@@ -1086,6 +1086,70 @@ def client_exit_codes(ctx):
               % (what, out))
 
 
+
+@scenario
+def client_bodies(ctx):
+    """One-shot publishes whose request, body or reply outgrow the client's
+    first buffers (on its stack; heap after): every byte arrives, in order,
+    with the properties given."""
+    relay = ctx.relay()
+    cl = H.binary("PUBRELAY")
+    with ctx.consumer() as c:
+        q = c.declare(H.unique_queue("bodies"))
+        client_bodies_send(ctx, relay, cl, q, c)
+
+
+def client_bodies_send(ctx, relay, cl, q, c):
+    import random
+    import subprocess
+    rnd = random.Random(6)
+    sent = []
+    # Standard input: binary, around the 1 KiB first read and the 64 KiB
+    # chunks after it.
+    for n in (1, 1022, 1023, 1024, 1025, 2047, 2048, 2049, 4095, 4097,
+              65535, 65536, 65537, 131073, 300000):
+        body = bytes(rnd.randrange(256) for _ in range(n))
+        p = subprocess.run([cl, "-s", relay.sock, "publish", "-k", q,
+                            "--message-id", "in-%d" % n], input=body,
+                           capture_output=True, timeout=60)
+        check_eq(p.returncode, 0, "stdin body of %d bytes (%s)"
+                 % (n, p.stderr.decode(errors="replace").strip()))
+        sent.append(("in-%d" % n, body))
+    # An argument: the request (header and body) around its first 2 KiB.
+    for n in (1, 1990, 2000, 2010, 2020, 2048, 2100, 10000):
+        body = bytes(rnd.randrange(33, 127) for _ in range(n))
+        p = subprocess.run([cl, "-s", relay.sock, "publish", "-k", q,
+                            "--message-id", "arg-%d" % n, body],
+                           capture_output=True, timeout=60)
+        check_eq(p.returncode, 0, "argument body of %d bytes (%s)"
+                 % (n, p.stderr.decode(errors="replace").strip()))
+        sent.append(("arg-%d" % n, body))
+    # Headers make the request large before the body does; --print-id
+    # prints the reply's id.
+    hdrs = []
+    for i in range(40):
+        hdrs += ["--header", "h%02d=%s" % (i, "v" * 60)]
+    p = subprocess.run([cl, "-s", relay.sock, "publish", "-k", q,
+                        "--message-id", "headers", "--print-id"] + hdrs +
+                       ["small"], capture_output=True, timeout=60)
+    check_eq((p.returncode, p.stdout), (0, b"headers\n"),
+             "40 headers of 64 bytes (%s)"
+             % p.stderr.decode(errors="replace").strip())
+    sent.append(("headers", b"small"))
+    relay.wait_drained(120)
+    got = c.drain(q)
+    check_eq([props.message_id for _, props in got],
+             [mid for mid, _ in sent], "message ids, in order")
+    for (mid, body), (gbody, _) in zip(sent, got):
+        check(gbody == body, "%s: the body arrived as sent (%d bytes, got "
+              "%d)" % (mid, len(body), len(gbody)))
+    h = got[-1][1].headers or {}
+    check_eq(sorted(h), ["h%02d" % i for i in range(40)],
+             "the 40 headers arrived")
+    check(all(v in ("v" * 60, b"v" * 60) for v in h.values()),
+          "header values arrived: %r" % list(h.values())[:2])
+
+
 # ---------------------------------------------------------------------------
 # 5. bad_input
 

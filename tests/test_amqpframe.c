@@ -215,7 +215,7 @@ test_errors(void)
 	    amqp_cstring_bytes("q"), 0, &bp, body, 0) == 0,
 	    "without the body: encoded");
 	{
-		struct buf	 v = { b.data + 4, b.len - 4, b.cap };
+		struct buf	 v = { b.data + 4, b.len - 4, b.cap, 0 };
 		struct frame	 f[4];
 
 		is_int(split(&v, f, 4), 2, "without the body: two frames");

@@ -355,6 +355,50 @@ test_buf(void)
 	ok(b.data == NULL && b.len == 0 && b.cap == 0, "buf: free resets");
 }
 
+/* A buf on the caller's storage: used there, then moved to the heap. */
+static void
+test_buf_on(void)
+{
+	struct buf	b;
+	char		store[16], big[40];
+
+	memset(store, 'x', sizeof(store));
+	buf_init_on(&b, store, sizeof(store));
+	ok(b.data == store && b.len == 0 && b.cap == sizeof(store) &&
+	    store[0] == '\0', "buf_on: starts empty in the storage");
+	buf_append(&b, "0123456789abcde", 15);	/* 15 and the NUL: full */
+	ok(b.data == store && b.len == 15 && strcmp(store, "0123456789abcde")
+	    == 0, "buf_on: fills the storage without allocating");
+	buf_reset(&b);
+	ok(b.data == store && b.len == 0, "buf_on: reset keeps the storage");
+	buf_free(&b);	/* must not free() the stack array */
+	ok(b.data == NULL && b.len == 0 && b.cap == 0,
+	    "buf_on: free of an unmoved buf resets it");
+
+	buf_init_on(&b, store, sizeof(store));
+	buf_append(&b, "0123456789", 10);
+	memset(big, 'y', sizeof(big));
+	buf_append(&b, big, sizeof(big));	/* 50 bytes: over 16 */
+	ok(b.data != store && b.len == 50 && b.cap > 50,
+	    "buf_on: growing moves it to the heap");
+	ok(memcmp(b.data, "0123456789yyy", 13) == 0 && b.data[49] == 'y' &&
+	    b.data[50] == '\0', "buf_on: the move keeps the bytes");
+	buf_reserve(&b, 10000);
+	ok(b.cap >= 50 + 10000 + 1 && memcmp(b.data, "0123456789y", 11) == 0,
+	    "buf_on: grows on the heap after the move");
+	memset(store, 'z', sizeof(store));	/* the storage is free again */
+	ok(b.data[0] == '0', "buf_on: no longer uses the storage");
+	buf_free(&b);	/* frees the heap copy: leak-checked by valgrind */
+	ok(b.data == NULL && b.cap == 0, "buf_on: free after the move");
+
+	buf_init_on(&b, store, 0);
+	ok(b.data == NULL && b.cap == 0, "buf_on: size 0 is buf_init()");
+	buf_appends(&b, "abc");
+	ok(b.data != store && strcmp(b.data, "abc") == 0,
+	    "buf_on: size 0 allocates on the first append");
+	buf_free(&b);
+}
+
 static void
 test_x(void)
 {
@@ -501,6 +545,7 @@ main(void)
 	test_mode();
 	test_mask();
 	test_buf();
+	test_buf_on();
 	test_shuffle();
 	test_x();
 	test_oom(OOM_MALLOC, "xmalloc");
