@@ -178,15 +178,16 @@ client_expired(int64_t since)
 }
 
 /*
- * Room for one recv(): all the buffer has, grown by CLIENT_RCHUNK when that
- * is under CLIENT_RMIN.  Replies are short: reserving a whole CLIENT_CHUNK
- * would make a one-line answer a 128 KiB allocation, which the C library
- * serves with an mmap(), a munmap() and their page faults.
+ * Room for one recv(): all the buffer has, and at least CLIENT_RCHUNK bytes
+ * on the heap; in a buffer still on the caller's stack, CLIENT_RMIN will do
+ * (one-line replies).  Reserving a whole CLIENT_CHUNK would make a one-line
+ * answer a 128 KiB allocation, which the C library serves with an mmap(),
+ * a munmap() and their page faults.
  */
 static size_t
 client_room(struct buf *b)
 {
-	if (b->cap < b->len + 1 + CLIENT_RMIN)
+	if (!b->borrowed || b->cap < b->len + 1 + CLIENT_RMIN)
 		buf_reserve(b, CLIENT_RCHUNK);
 	return b->cap - b->len - 1;
 }
@@ -845,7 +846,11 @@ pub_run(struct pub_opts *o, const char *body)
 	r.print_id = o->print_id;
 	buf_init(&r.lin);
 	buf_init_on(&r.out, first_out, sizeof(first_out));
-	buf_init_on(&r.rin, first_rin, sizeof(first_rin));
+	/* --lines takes replies in bulk: recv() them into a whole chunk. */
+	if (o->lines)
+		buf_init(&r.rin);
+	else
+		buf_init_on(&r.rin, first_rin, sizeof(first_rin));
 
 	/*
 	 * A property that cannot be encoded fails the same for every
@@ -869,6 +874,8 @@ pub_run(struct pub_opts *o, const char *body)
 		buf_init_on(&in, first_in, sizeof(first_in));
 		if (body == NULL && (status = pub_slurp(&in)) != EX_OK) {
 			buf_free(&in);
+			buf_free(&r.out);
+			buf_free(&r.rin);
 			return status;
 		}
 		if (body != NULL)

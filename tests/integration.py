@@ -1086,12 +1086,11 @@ def client_exit_codes(ctx):
               % (what, out))
 
 
-
 @scenario
 def client_bodies(ctx):
     """One-shot publishes whose request, body or reply outgrow the client's
     first buffers (on its stack; heap after): every byte arrives, in order,
-    with the properties given."""
+    with the properties given, and a long reply is read whole."""
     relay = ctx.relay()
     cl = H.binary("PUBRELAY")
     with ctx.consumer() as c:
@@ -1115,9 +1114,12 @@ def client_bodies_send(ctx, relay, cl, q, c):
         check_eq(p.returncode, 0, "stdin body of %d bytes (%s)"
                  % (n, p.stderr.decode(errors="replace").strip()))
         sent.append(("in-%d" % n, body))
-    # An argument: the request (header and body) around its first 2 KiB.
-    for n in (1, 1990, 2000, 2010, 2020, 2048, 2100, 10000):
-        body = bytes(rnd.randrange(33, 127) for _ in range(n))
+    # An argument: the request (header and body) across its first 2 KiB,
+    # whatever the length of the queue's name ("b" first: not an option).
+    head = len(b"PUB 0000\nrouting-key: %s\nmessage-id: arg-0000\n\n"
+               % q.encode())
+    for n in [1, 10000] + list(range(2048 - head - 40, 2048 - head + 40, 3)):
+        body = b"b" + bytes(rnd.randrange(33, 127) for _ in range(n - 1))
         p = subprocess.run([cl, "-s", relay.sock, "publish", "-k", q,
                             "--message-id", "arg-%d" % n, body],
                            capture_output=True, timeout=60)
@@ -1148,6 +1150,26 @@ def client_bodies_send(ctx, relay, cl, q, c):
              "the 40 headers arrived")
     check(all(v in ("v" * 60, b"v" * 60) for v in h.values()),
           "header values arrived: %r" % list(h.values())[:2])
+
+    # Replies longer than the first reply buffer, from something that
+    # answers like the daemon: read to their end, not cut or hung.
+    for args, reply, want_rc, want_err in (
+            (["publish", "-k", "x", "b"],
+             b"ERR BADREQ " + b"r" * 3000 + b"\n", 65,
+             "pubrelay: message refused: BADREQ rrrr"),
+            (["ping"], b"PONG" + b"g" * 3000 + b"\n", 76,
+             'pubrelay: unexpected reply to ping: "PONGggg')):
+        fake = FakeDaemon(lambda line, reply=reply: reply)
+        try:
+            p = subprocess.run([cl, "-s", fake.path] + args,
+                               capture_output=True, timeout=30)
+        finally:
+            fake.close()
+        err = p.stderr.decode(errors="replace")
+        check_eq(p.returncode, want_rc, "%s answered %d bytes: exit code "
+                 "(%s)" % (args[0], len(reply), err.strip()[:100]))
+        check(err.startswith(want_err), "%s answered %d bytes: %r"
+              % (args[0], len(reply), err[:120]))
 
 
 # ---------------------------------------------------------------------------
