@@ -834,6 +834,18 @@ class FakeDaemon:
         self.sock.close()
 
 
+def run_against_fake(cl, args, reply):
+    """The client cl run with args against a FakeDaemon that answers
+    reply: the CompletedProcess."""
+    import subprocess
+    fake = FakeDaemon(lambda line: reply)
+    try:
+        return subprocess.run([cl, "-s", fake.path] + args,
+                              capture_output=True, timeout=30)
+    finally:
+        fake.close()
+
+
 
 @scenario
 def client_exit_codes(ctx):
@@ -1066,12 +1078,7 @@ def client_exit_codes(ctx):
         (["dead", "list"], b"DEAD %d\n%s" % (len(dead), dead), None),
     ]
     for args, reply, want in cases:
-        fake = FakeDaemon(lambda line, reply=reply: reply)
-        try:
-            p = subprocess.run([cl, "-s", fake.path] + args,
-                               capture_output=True, timeout=30)
-        finally:
-            fake.close()
+        p = run_against_fake(cl, args, reply)
         what = "%s: %r shown" % (" ".join(args), evil)
         check_eq(p.returncode, 0, "%s: exit code (%s)"
                  % (what, p.stderr.decode(errors="replace").strip()))
@@ -1159,12 +1166,7 @@ def client_bodies_send(ctx, relay, cl, q, c):
              "pubrelay: message refused: BADREQ rrrr"),
             (["ping"], b"PONG" + b"g" * 3000 + b"\n", 76,
              'pubrelay: unexpected reply to ping: "PONGggg')):
-        fake = FakeDaemon(lambda line, reply=reply: reply)
-        try:
-            p = subprocess.run([cl, "-s", fake.path] + args,
-                               capture_output=True, timeout=30)
-        finally:
-            fake.close()
+        p = run_against_fake(cl, args, reply)
         err = p.stderr.decode(errors="replace")
         check_eq(p.returncode, want_rc, "%s answered %d bytes: exit code "
                  "(%s)" % (args[0], len(reply), err.strip()[:100]))
