@@ -859,10 +859,9 @@ pub_run(struct pub_opts *o, const char *body)
 	o->pub.body.p = "";
 	o->pub.body.len = 0;
 	if (proto_encode_pub(&r.out, &o->pub, err, sizeof(err)) == -1) {
-		buf_free(&r.out);
-		buf_free(&r.rin);
 		client_warnx("cannot send: %s", err);
-		return EX_DATAERR;
+		status = EX_DATAERR;
+		goto done;
 	}
 	buf_reset(&r.out);
 
@@ -874,9 +873,7 @@ pub_run(struct pub_opts *o, const char *body)
 		buf_init_on(&in, first_in, sizeof(first_in));
 		if (body == NULL && (status = pub_slurp(&in)) != EX_OK) {
 			buf_free(&in);
-			buf_free(&r.out);
-			buf_free(&r.rin);
-			return status;
+			goto done;
 		}
 		if (body != NULL)
 			pub_encode(&r, body, strlen(body));
@@ -886,20 +883,17 @@ pub_run(struct pub_opts *o, const char *body)
 		r.in_done = 1;
 		if (r.status != EX_OK) {
 			client_warnx("%s", r.why);
-			buf_free(&r.out);
-			buf_free(&r.rin);
-			return r.status;
+			status = r.status;
+			goto done;
 		}
 	}
 
-	if ((status = client_connect(&r.fd)) != EX_OK) {
-		buf_free(&r.out);
-		buf_free(&r.rin);
-		return status;
-	}
+	if ((status = client_connect(&r.fd)) != EX_OK)
+		goto done;
 	pub_loop(&r);
 	status = pub_report(&r);
 	close(r.fd);
+done:
 	buf_free(&r.lin);
 	buf_free(&r.out);
 	buf_free(&r.rin);
