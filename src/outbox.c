@@ -29,6 +29,8 @@ struct outbox {
 	int64_t		 dins;			/* rows outbox_insert()ed in it */
 	int64_t		 next_id;		/* the next row's id */
 	int64_t		 reserved;		/* ids up to it may be out */
+	int64_t		 reserving;		/* the open transaction's */
+	int64_t		 reserve_ids;		/* OUTBOX_RESERVE_IDS */
 	uint64_t	 unfolded;		/* rows inserted since the fold */
 	uint64_t	 dead_rows, dead_bytes;	/* the dead-letter table's */
 	int64_t		 ddead_rows, ddead_bytes;
@@ -37,6 +39,7 @@ struct outbox {
 	char		 err[256];
 	int		 sync_full;		/* [outbox] sync = full */
 	int		 sync_lowered;		/* NORMAL for a delete, not back */
+	int		 sync_raised;		/* FULL for a reservation */
 	int		 migrated_from;		/* schema version, 0: none */
 	sqlite3_stmt	*st_begin, *st_commit, *st_rollback, *st_insert;
 	sqlite3_stmt	*st_counters, *st_range, *st_delete, *st_oldest;
@@ -61,10 +64,14 @@ struct outbox_reader {
  * rows whose ids were already published (as "<instance>-<id>"): given out
  * again, new messages would carry message-ids consumers have seen.  So ids
  * are reserved: meta 'reserved' (optional, so older versions ignore it) is
- * the highest id that may have been given out, and a commit that goes past
- * it writes the next OUTBOX_RESERVE_IDS and flushes the log before it
- * returns (outbox_commit()).  Start-up goes on above it; a clean stop
- * brings it back to the last id given out.
+ * the highest id that may have been given out.  When fewer than
+ * OUTBOX_RESERVE_LOW reserved ids are left, the next transaction writes a
+ * new reservation into itself and commits with synchronous = FULL
+ * (outbox_begin()): SQLite flushes the log before it publishes the commit
+ * to readers, so no row is visible to the publisher, and no id published,
+ * before the reservation that covers it is on disk, and a failed flush is
+ * a failed commit whose rows nobody sees.  Start-up goes on above it; a
+ * clean stop brings it back to the last id given out.
  */
 #define OUTBOX_TABLE(name)						\
 	"CREATE TABLE " name " ("					\
@@ -102,6 +109,8 @@ static const char *outbox_schema_dead =
 #define OUTBOX_LOCK_WAIT_US		5000
 
 static int	outbox_step(sqlite3_stmt *);
+static int	outbox_begin_tx(struct outbox *);
+static int	outbox_fail(struct outbox *, int);
 static int	outbox_write_reserved(struct outbox *, int64_t);
 static void	outbox_commit_done(struct outbox *, int);
 static int	outbox_write_counters(struct outbox *);
@@ -344,6 +353,7 @@ outbox_open(struct outbox **obp, const char *path, int sync_full, char *err,
 
 	ob = xcalloc(1, sizeof(*ob));
 	ob->lockfd = -1;
+	ob->reserve_ids = OUTBOX_RESERVE_IDS;
 
 	/* Two daemons on one outbox would publish every message twice. */
 	lockpath = outbox_lockpath(path);
@@ -494,7 +504,7 @@ outbox_close(struct outbox *ob)
 	 */
 	if ((ob->unfolded > 0 || ob->reserved > ob->next_id - 1) &&
 	    !ob->in_tx && ob->st_counters != NULL &&
-	    outbox_begin(ob) == OUTBOX_OK) {
+	    outbox_begin_tx(ob) == OUTBOX_OK) {
 		if (outbox_write_counters(ob) != SQLITE_DONE ||
 		    (ob->reserved > ob->next_id - 1 &&
 		    outbox_write_reserved(ob, ob->next_id - 1) != SQLITE_DONE) ||
@@ -611,12 +621,54 @@ outbox_begin_tx(struct outbox *ob)
 	return OUTBOX_OK;
 }
 
+/* Back to synchronous = NORMAL after a transaction that reserved ids. */
+static void
+outbox_sync_drop(struct outbox *ob)
+{
+	ob->reserving = 0;
+	if (!ob->sync_raised)
+		return;
+	outbox_keep_error(ob);	/* of what failed before, if anything */
+	/* On failure commits stay synced, which is slower, not wrong. */
+	if (outbox_exec(ob->db, "PRAGMA synchronous = NORMAL") == SQLITE_OK)
+		ob->sync_raised = 0;
+}
+
 int
 outbox_begin(struct outbox *ob)
 {
+	int	rc, status, reserve;
+
 	if (ob->sync_lowered && outbox_sync_restore(ob) == -1)
 		return OUTBOX_EIO;
-	return outbox_begin_tx(ob);
+	/* sync = normal: see "ids are reserved" at the top of this file. */
+	reserve = !ob->sync_full &&
+	    ob->reserved - (ob->next_id - 1) < ob->reserve_ids / 2;
+	if (reserve && !ob->sync_raised) {
+		if (outbox_exec(ob->db, "PRAGMA synchronous = FULL") !=
+		    SQLITE_OK) {
+			outbox_keep_error(ob);
+			return OUTBOX_EIO;
+		}
+		ob->sync_raised = 1;
+	}
+	if ((status = outbox_begin_tx(ob)) != OUTBOX_OK) {
+		outbox_sync_drop(ob);
+		return status;
+	}
+	if (reserve) {
+		ob->reserving = ob->next_id - 1 + ob->reserve_ids;
+		if ((rc = outbox_write_reserved(ob, ob->reserving)) !=
+		    SQLITE_DONE)
+			return outbox_fail(ob, rc);
+	}
+	return OUTBOX_OK;
+}
+
+void
+outbox_test_reserve_ids(struct outbox *ob, int64_t n)
+{
+	ob->reserve_ids = n;
 }
 
 uint64_t
@@ -630,8 +682,17 @@ outbox_insert(struct outbox *ob, const char *props, size_t plen,
     const void *body, size_t blen, int64_t created_ms, int64_t *idp)
 {
 	sqlite3_stmt	*st = ob->st_insert;
+	int64_t		 upto;
 	int		 rc;
 
+	/* Never past the reservation (a turn of half a million rows). */
+	upto = ob->reserving > ob->reserved ? ob->reserving : ob->reserved;
+	if (!ob->sync_full && ob->next_id > upto) {
+		snprintf(ob->err, sizeof(ob->err), "more rows in one "
+		    "transaction than message ids reserved (%" PRId64 ")",
+		    ob->reserve_ids);
+		return OUTBOX_EIO;
+	}
 	sqlite3_bind_int64(st, 1, ob->next_id);
 	sqlite3_bind_int64(st, 2, created_ms);
 	sqlite3_bind_int64(st, 3, (sqlite3_int64)outbox_row_size(plen, blen));
@@ -670,36 +731,10 @@ outbox_write_reserved(struct outbox *ob, int64_t upto)
 	return outbox_step(ob->st_reserve);
 }
 
-/*
- * Flush the write-ahead log, which with synchronous = NORMAL SQLite leaves
- * to the next checkpoint: a new reservation must be on disk before an id
- * from it is given out.  Through SQLite's own file object for the log.
- */
-static int
-outbox_sync_wal(struct outbox *ob)
-{
-	sqlite3_file	*wal = NULL;
-	int		 rc, status;
-
-	rc = sqlite3_file_control(ob->db, "main",
-	    SQLITE_FCNTL_JOURNAL_POINTER, &wal);
-	if (rc == SQLITE_OK && (wal == NULL || wal->pMethods == NULL))
-		rc = SQLITE_IOERR;
-	if (rc == SQLITE_OK)
-		rc = wal->pMethods->xSync(wal, SQLITE_SYNC_NORMAL);
-	if (rc == SQLITE_OK)
-		return OUTBOX_OK;
-	status = outbox_status(rc);	/* before errno moves */
-	snprintf(ob->err, sizeof(ob->err), "cannot flush the write-ahead "
-	    "log: %s", sqlite3_errstr(rc));
-	return status;
-}
-
 int
 outbox_commit(struct outbox *ob)
 {
-	int64_t	reserve = 0;
-	int	rc, fold, status;
+	int	rc, fold;
 
 	/*
 	 * New rows alone leave meta alone until OUTBOX_FOLD_ROWS of them
@@ -710,12 +745,6 @@ outbox_commit(struct outbox *ob)
 	    ob->unfolded + (uint64_t)ob->dins >= OUTBOX_FOLD_ROWS;
 	if (fold) {
 		rc = outbox_write_counters(ob);
-		if (rc != SQLITE_DONE)
-			return outbox_fail(ob, rc);
-	}
-	if (!ob->sync_full && ob->next_id - 1 > ob->reserved) {
-		reserve = ob->next_id - 1 + OUTBOX_RESERVE_IDS;
-		rc = outbox_write_reserved(ob, reserve);
 		if (rc != SQLITE_DONE)
 			return outbox_fail(ob, rc);
 	}
@@ -732,13 +761,9 @@ outbox_commit(struct outbox *ob)
 	if (rc != SQLITE_DONE)
 		return outbox_fail(ob, rc);
 	ob->in_tx = 0;
-	if (reserve > 0 && (status = outbox_sync_wal(ob)) != OUTBOX_OK) {
-		/* Committed, not known durable: the ids are not given out. */
-		outbox_commit_done(ob, fold);
-		return status;
-	}
-	if (reserve > 0)
-		ob->reserved = reserve;
+	if (ob->reserving > ob->reserved)
+		ob->reserved = ob->reserving;
+	outbox_sync_drop(ob);
 	outbox_commit_done(ob, fold);
 	return OUTBOX_OK;
 }
@@ -763,6 +788,7 @@ outbox_rollback(struct outbox *ob)
 	ob->in_tx = 0;
 	ob->drows = ob->dbytes = ob->dins = 0;
 	ob->ddead_rows = ob->ddead_bytes = 0;
+	outbox_sync_drop(ob);
 }
 
 static int	outbox_delete_tx(struct outbox *, int64_t);

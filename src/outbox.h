@@ -48,12 +48,19 @@ const char *outbox_instance(const struct outbox *ob);
 /* The schema version outbox_open() migrated from (for the log), 0: none. */
 int	 outbox_migrated_from(const struct outbox *ob);
 
-/* Group commit: begin, insert..., commit (or rollback). */
+/*
+ * Group commit: begin, insert..., commit (or rollback).  With sync = normal
+ * a begin may reserve ids (that transaction is then synced), and an insert
+ * never goes past the reservation: an error means the rows are not there.
+ */
 int	 outbox_begin(struct outbox *ob);
 int	 outbox_insert(struct outbox *ob, const char *props, size_t plen,
 	    const void *body, size_t blen, int64_t created_ms, int64_t *idp);
 int	 outbox_commit(struct outbox *ob);
 void	 outbox_rollback(struct outbox *ob);
+
+/* Tests: reserve n ids at a time instead of OUTBOX_RESERVE_IDS. */
+void	 outbox_test_reserve_ids(struct outbox *ob, int64_t n);
 
 /* Delete every row with id <= upto, in its own transaction. */
 int	 outbox_delete_upto(struct outbox *ob, int64_t upto);

@@ -1029,13 +1029,25 @@ static sqlite3_vfs		 counting_vfs;
 static const sqlite3_io_methods	*real_methods[4];
 static sqlite3_io_methods	 counting_methods[4];
 static int			 nsyncs;
+/* Which open files are write-ahead logs (file objects are reused). */
+static struct {
+	sqlite3_file	*f;
+	int		 wal;
+}				 vfs_files[64];
+/* Called before a log is synced; anything but SQLITE_OK fails the sync. */
+static int			(*wal_sync_hook)(void);
 
 static int
 counting_sync(sqlite3_file *f, int flags)
 {
-	int	i;
+	int	i, rc;
 
 	nsyncs++;
+	for (i = 0; i < 64 && vfs_files[i].f != f; i++)
+		;
+	if (i < 64 && vfs_files[i].wal && wal_sync_hook != NULL &&
+	    (rc = wal_sync_hook()) != SQLITE_OK)
+		return rc;
 	for (i = 0; f->pMethods != &counting_methods[i]; i++)
 		;
 	return real_methods[i]->xSync(f, flags);
@@ -1051,6 +1063,11 @@ counting_open(sqlite3_vfs *vfs, const char *name, sqlite3_file *f, int flags,
 	rc = real_vfs->xOpen(real_vfs, name, f, flags, out);
 	if (rc != SQLITE_OK || f->pMethods == NULL)
 		return rc;
+	for (i = 0; i < 63 && vfs_files[i].f != NULL && vfs_files[i].f != f;
+	    i++)
+		;
+	vfs_files[i].f = f;
+	vfs_files[i].wal = (flags & SQLITE_OPEN_WAL) != 0;
 	for (i = 0; i < 4; i++) {
 		if (real_methods[i] == NULL) {
 			real_methods[i] = f->pMethods;
@@ -1066,6 +1083,24 @@ counting_open(sqlite3_vfs *vfs, const char *name, sqlite3_file *f, int flags,
 }
 
 static void
+vfs_install(void)
+{
+	real_vfs = sqlite3_vfs_find(NULL);
+	counting_vfs = *real_vfs;
+	counting_vfs.zName = "counting";
+	counting_vfs.xOpen = counting_open;
+	sqlite3_vfs_register(&counting_vfs, 1);
+}
+
+static void
+vfs_remove(void)
+{
+	wal_sync_hook = NULL;
+	sqlite3_vfs_unregister(&counting_vfs);
+	memset(vfs_files, 0, sizeof(vfs_files));
+}
+
+static void
 test_syncs(void)
 {
 	struct outbox	*ob;
@@ -1073,11 +1108,7 @@ test_syncs(void)
 	int64_t		 id;
 	int		 n;
 
-	real_vfs = sqlite3_vfs_find(NULL);
-	counting_vfs = *real_vfs;
-	counting_vfs.zName = "counting";
-	counting_vfs.xOpen = counting_open;
-	sqlite3_vfs_register(&counting_vfs, 1);
+	vfs_install();
 
 	ok(outbox_open(&ob, path_in("sync.db"), 1, err, sizeof(err)) == 0,
 	    "open with sync = full");
@@ -1113,7 +1144,107 @@ test_syncs(void)
 		is_int(nsyncs - n, 0, "nor after a delete");
 		outbox_close(ob);
 	}
-	sqlite3_vfs_unregister(&counting_vfs);
+	vfs_remove();
+}
+
+/*
+ * sync = normal: a row must not be visible to the publisher's reader (and
+ * so published as "<instance>-<id>") before the reservation of its id is on
+ * disk, and a commit whose flush failed must leave no row behind: a client
+ * told ERR STORE retries, and the first copy must not be published too.
+ */
+static struct outbox_reader	*hook_reader;
+static int			 hook_visible;	/* rows the reader saw */
+static int			 hook_fail;
+
+static int
+count_visible_cb(void *arg, const struct outbox_row *row)
+{
+	(void)arg;
+	(void)row;
+	hook_visible++;
+	return 0;
+}
+
+static int
+reserve_hook(void)
+{
+	if (hook_reader != NULL)
+		(void)outbox_reader_fetch(hook_reader, 0, 100,
+		    count_visible_cb, NULL);
+	return hook_fail ? SQLITE_IOERR_FSYNC : SQLITE_OK;
+}
+
+static void
+test_reserve_visible(void)
+{
+	struct outbox		*ob;
+	struct collect		 c;
+	char			 err[512], p[512], cut[512];
+	int64_t			 id, last = 0, seen;
+	int			 i;
+
+	vfs_install();
+	wal_sync_hook = reserve_hook;
+	snprintf(p, sizeof(p), "%s", path_in("visible.db"));
+	ok(outbox_open(&ob, p, 0, err, sizeof(err)) == 0, "open with sync = "
+	    "normal");
+	ok(outbox_reader_open(&hook_reader, p, err, sizeof(err)) == 0,
+	    "and a reader beside it");
+	if (ob == NULL || hook_reader == NULL)
+		goto out;
+	/* Reserve 4 ids at a time: a new reservation when under 2 are left. */
+	outbox_test_reserve_ids(ob, 4);
+	hook_visible = 0;
+	id = insert_one(ob, "", "one", 1);
+	ok(id > 0, "the first commit (it reserves ids 1 to 4)");
+	is_int(hook_visible, 0, "no row was visible to the reader while the "
+	    "reservation was being flushed");
+	memset(&c, 0, sizeof(c));
+	is_int(outbox_reader_fetch(hook_reader, 0, 64, collect_cb, &c), 1,
+	    "the row is visible after the commit");
+	is_int(insert_n(ob, 2, "a", &last), OUTBOX_OK, "a commit inside the "
+	    "reservation (ids 2 and 3)");
+
+	hook_fail = 1;
+	ok(insert_n(ob, 2, "b", &last) != OUTBOX_OK, "a commit that must "
+	    "reserve ids, with a flush that fails, fails");
+	memset(&c, 0, sizeof(c));
+	is_int(outbox_reader_fetch(hook_reader, 0, 64, collect_cb, &c), 3,
+	    "its rows are not there");
+	is_int(outbox_rows(ob), 3, "nor counted");
+	hook_fail = 0;
+	is_int(insert_n(ob, 2, "c", &last), OUTBOX_OK, "the next commit "
+	    "reserves and works (ids 6 and 7, up to 9 reserved)");
+	memset(&c, 0, sizeof(c));
+	is_int(outbox_reader_fetch(hook_reader, 0, 64, collect_cb, &c), 5,
+	    "its rows are there");
+	seen = c.ids[c.n - 1];
+	is_str(c.bodies[4], "c1", "the last of them");
+
+	/* The files as the process leaves them: every id seen stays out. */
+	snprintf(cut, sizeof(cut), "%s", path_in("visible-cut.db"));
+	ok(snapshot(p, cut) == 0, "a crash copy");
+	id = copy_next_id(cut, 0, 5, "the crash copy");
+	ok(id > seen, "its next id is above every id the reader saw (%lld > "
+	    "%lld)", (long long)id, (long long)seen);
+
+	/* One transaction never goes past its reservation. */
+	ok(outbox_begin(ob) == OUTBOX_OK, "a transaction of 5 rows with ids "
+	    "8 and 9 left in the reservation (no new one yet)");
+	for (i = 0; i < 5; i++)
+		if (outbox_insert(ob, "", 0, "x", 1, 1, &last) != OUTBOX_OK)
+			break;
+	is_int(i, 2, "the third insert is refused");
+	ok(strstr(outbox_errmsg(ob), "reserved") != NULL, "saying why: %s",
+	    outbox_errmsg(ob));
+	outbox_rollback(ob);
+ out:
+	outbox_reader_close(hook_reader);
+	hook_reader = NULL;
+	if (ob != NULL)
+		outbox_close(ob);
+	vfs_remove();
 }
 
 /*
@@ -1355,6 +1486,7 @@ main(void)
 	test_checkpoint_reader();
 	test_presize();
 	test_syncs();
+	test_reserve_visible();
 	test_error_kept();
 	test_lock();
 
