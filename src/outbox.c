@@ -16,6 +16,7 @@
 
 #include <sqlite3.h>
 
+#include "iovfs.h"
 #include "outbox.h"
 #include "protocol.h"
 #include "util.h"
@@ -382,7 +383,7 @@ outbox_open(struct outbox **obp, const char *path, int sync_full, char *err,
 	flags = SQLITE_OPEN_READWRITE | SQLITE_OPEN_NOMUTEX;
 	if (fresh)
 		flags |= SQLITE_OPEN_CREATE;
-	rc = sqlite3_open_v2(path, &ob->db, flags, NULL);
+	rc = sqlite3_open_v2(path, &ob->db, flags, iovfs_name());
 	if (rc != SQLITE_OK) {
 		snprintf(err, errlen, "%s: cannot open: %s", path,
 		    ob->db ? sqlite3_errmsg(ob->db) : sqlite3_errstr(rc));
@@ -540,6 +541,12 @@ outbox_migrated_from(const struct outbox *ob)
 	return ob->migrated_from;
 }
 
+/*
+ * What a failed statement means for the client.  SQLite reports some ENOSPC
+ * failures (a flush, a truncate) as I/O errors; the errno kept when the
+ * call failed tells (iovfs.c), not errno now: the rollback and unlocking
+ * after it made system calls of their own.
+ */
 static int
 outbox_status(int rc)
 {
@@ -551,8 +558,7 @@ outbox_status(int rc)
 	case SQLITE_FULL:
 		return OUTBOX_EFULL;
 	case SQLITE_IOERR:
-		/* SQLite reports some ENOSPC writes as I/O errors. */
-		return errno == ENOSPC ? OUTBOX_EFULL : OUTBOX_EIO;
+		return iovfs_errno_take() == ENOSPC ? OUTBOX_EFULL : OUTBOX_EIO;
 	default:
 		return OUTBOX_EIO;
 	}
@@ -612,6 +618,7 @@ outbox_begin_tx(struct outbox *ob)
 	int	rc;
 
 	ob->err[0] = '\0';
+	(void)iovfs_errno_take();	/* of failures already reported */
 	rc = outbox_step(ob->st_begin);
 	if (rc != SQLITE_DONE)
 		return outbox_status(rc);
@@ -1180,7 +1187,7 @@ outbox_reader_open(struct outbox_reader **rp, const char *path, char *err,
 
 	r = xcalloc(1, sizeof(*r));
 	rc = sqlite3_open_v2(path, &r->db, SQLITE_OPEN_READONLY |
-	    SQLITE_OPEN_NOMUTEX, NULL);
+	    SQLITE_OPEN_NOMUTEX, iovfs_name());
 	if (rc == SQLITE_OK) {
 		sqlite3_busy_timeout(r->db, OUTBOX_BUSY_MS);
 		rc = outbox_prepare(r->db, "SELECT id, created, props, body "

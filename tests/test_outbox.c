@@ -4,6 +4,7 @@
 #include <sys/stat.h>
 #include <sys/wait.h>
 
+#include <errno.h>
 #include <fcntl.h>
 #include <signal.h>
 #include <stdint.h>
@@ -1036,6 +1037,51 @@ static struct {
 }				 vfs_files[64];
 /* Called before a log is synced; anything but SQLITE_OK fails the sync. */
 static int			(*wal_sync_hook)(void);
+/* Likewise before a write to a log. */
+static int			(*wal_write_hook)(void);
+/* Lock calls leave errno at EAGAIN, as one that found a reader does. */
+static int			 lock_clobbers;
+
+static int
+counting_shmlock(sqlite3_file *f, int off, int n, int flags)
+{
+	int	i, rc;
+
+	for (i = 0; f->pMethods != &counting_methods[i]; i++)
+		;
+	rc = real_methods[i]->xShmLock(f, off, n, flags);
+	if (lock_clobbers)
+		errno = EAGAIN;
+	return rc;
+}
+
+static int
+counting_unlock(sqlite3_file *f, int level)
+{
+	int	i, rc;
+
+	for (i = 0; f->pMethods != &counting_methods[i]; i++)
+		;
+	rc = real_methods[i]->xUnlock(f, level);
+	if (lock_clobbers)
+		errno = EAGAIN;
+	return rc;
+}
+
+static int
+counting_write(sqlite3_file *f, const void *data, int n, sqlite3_int64 off)
+{
+	int	i, rc;
+
+	for (i = 0; i < 64 && vfs_files[i].f != f; i++)
+		;
+	if (i < 64 && vfs_files[i].wal && wal_write_hook != NULL &&
+	    (rc = wal_write_hook()) != SQLITE_OK)
+		return rc;
+	for (i = 0; f->pMethods != &counting_methods[i]; i++)
+		;
+	return real_methods[i]->xWrite(f, data, n, off);
+}
 
 static int
 counting_sync(sqlite3_file *f, int flags)
@@ -1073,6 +1119,11 @@ counting_open(sqlite3_vfs *vfs, const char *name, sqlite3_file *f, int flags,
 			real_methods[i] = f->pMethods;
 			counting_methods[i] = *f->pMethods;
 			counting_methods[i].xSync = counting_sync;
+			counting_methods[i].xWrite = counting_write;
+			if (counting_methods[i].xShmLock != NULL)
+				counting_methods[i].xShmLock =
+				    counting_shmlock;
+			counting_methods[i].xUnlock = counting_unlock;
 		}
 		if (real_methods[i] == f->pMethods) {
 			f->pMethods = &counting_methods[i];
@@ -1085,7 +1136,7 @@ counting_open(sqlite3_vfs *vfs, const char *name, sqlite3_file *f, int flags,
 static void
 vfs_install(void)
 {
-	real_vfs = sqlite3_vfs_find(NULL);
+	real_vfs = sqlite3_vfs_find("unix");
 	counting_vfs = *real_vfs;
 	counting_vfs.zName = "counting";
 	counting_vfs.xOpen = counting_open;
@@ -1096,7 +1147,11 @@ static void
 vfs_remove(void)
 {
 	wal_sync_hook = NULL;
+	wal_write_hook = NULL;
+	lock_clobbers = 0;
 	sqlite3_vfs_unregister(&counting_vfs);
+	/* Not the VFS the outbox put over ours, next in SQLite's list. */
+	sqlite3_vfs_register(real_vfs, 1);
 	memset(vfs_files, 0, sizeof(vfs_files));
 }
 
@@ -1173,6 +1228,49 @@ reserve_hook(void)
 		(void)outbox_reader_fetch(hook_reader, 0, 100,
 		    count_visible_cb, NULL);
 	return hook_fail ? SQLITE_IOERR_FSYNC : SQLITE_OK;
+}
+
+/*
+ * A flush that fails with ENOSPC (NFS, thin provisioning) is "full": FULL
+ * to the client, not STORE.  SQLite makes more system calls after the
+ * failure (unlocking, the rollback): the errno it kept for the failure
+ * decides, not errno when the outbox looks.
+ */
+static int
+enospc_hook(void)
+{
+	errno = ENOSPC;
+	return SQLITE_IOERR_FSYNC;
+}
+
+static void
+test_enospc(void)
+{
+	struct outbox	*ob;
+	char		 err[512];
+	int64_t		 id;
+
+	vfs_install();
+	ok(outbox_open(&ob, path_in("enospc.db"), 1, err, sizeof(err)) == 0,
+	    "open");
+	if (ob != NULL) {
+		id = insert_one(ob, "", "one", 1);
+		ok(id > 0, "a row");
+		wal_sync_hook = enospc_hook;
+		lock_clobbers = 1;
+		ok(outbox_begin(ob) == OUTBOX_OK &&
+		    outbox_insert(ob, "", 0, "two", 3, 1, &id) == OUTBOX_OK,
+		    "a transaction");
+		errno = 0;
+		is_int(outbox_commit(ob), OUTBOX_EFULL, "its commit fails as "
+		    "full: %s", outbox_errmsg(ob));
+		wal_sync_hook = NULL;
+		lock_clobbers = 0;
+		ok(insert_one(ob, "", "three", 1) > 0, "and works again");
+		is_int(outbox_rows(ob), 2, "two rows");
+		outbox_close(ob);
+	}
+	vfs_remove();
 }
 
 static void
@@ -1487,6 +1585,7 @@ main(void)
 	test_presize();
 	test_syncs();
 	test_reserve_visible();
+	test_enospc();
 	test_error_kept();
 	test_lock();
 
