@@ -68,7 +68,13 @@
 #define PUB_FRAME_MAX		131072
 #define PUB_FETCH_MAX		256		/* rows per outbox read */
 #define PUB_PROBE_MS		2000	/* a TLS connect failed: ask why */
-#define PUB_MAX_INFLIGHT_BYTES	(4 * 1024 * 1024) /* well below SO_SNDBUF */
+/*
+ * Unconfirmed bytes: bounds memory and what a go-back sends again.  Not a
+ * bound below SO_SNDBUF (Linux grows a send buffer up to tcp_wmem's maximum,
+ * 4 MiB by default, less under memory pressure): a write can still wait
+ * for room, which pub_writev() does with the link watched.
+ */
+#define PUB_MAX_INFLIGHT_BYTES	(4 * 1024 * 1024)
 #define PUB_STOP_GRACE_MS	1000		/* wait for confirms at stop */
 #define PUB_HEALTHY_MS		5000		/* link up this long: reset backoff */
 #define PUB_REASON_MAX		256
@@ -401,6 +407,13 @@ pub_window_reset(struct publisher *p, int new_channel)
 	p->unresolved = 0;
 	p->inflight_bytes = 0;
 	p->broken = 0;
+	/*
+	 * A nack that broke the forgotten window is no reason to go back
+	 * again, and nacks counted on an old channel none to renew the new.
+	 */
+	p->nack_break = 0;
+	if (new_channel)
+		p->nack_rounds = 0;
 	p->sent_id = p->confirmed_id;
 	atomic_store(&p->st->in_flight, 0);
 }
