@@ -305,6 +305,45 @@ outbox_load_meta(struct outbox *ob, const char *path, char *err, size_t errlen)
 	return -1;
 }
 
+/*
+ * Write-ahead logging, or no outbox.  SQLite keeps the journal mode it has
+ * when WAL cannot work (a file system without shared memory for the WAL
+ * index, as some network file systems): with a rollback journal every
+ * commit would wait for the publisher's reads and the other way round.
+ */
+static int
+outbox_journal_wal(struct outbox *ob, const char *path, char *err,
+    size_t errlen)
+{
+	sqlite3_stmt	*st;
+	const char	*mode;
+	int		 rc, wal = 0;
+	char		 got[32] = "?";
+
+	rc = sqlite3_prepare_v2(ob->db, "PRAGMA journal_mode = WAL", -1, &st,
+	    NULL);
+	if (rc == SQLITE_OK && (rc = sqlite3_step(st)) == SQLITE_ROW) {
+		mode = (const char *)sqlite3_column_text(st, 0);
+		snprintf(got, sizeof(got), "%s", mode ? mode : "?");
+		wal = strcmp(got, "wal") == 0;
+		rc = SQLITE_OK;
+	}
+	sqlite3_finalize(st);
+	if (rc != SQLITE_OK) {
+		snprintf(err, errlen, "%s: cannot set up the outbox: %s", path,
+		    sqlite3_errmsg(ob->db));
+		return -1;
+	}
+	if (!wal) {
+		snprintf(err, errlen, "%s: SQLite cannot use write-ahead "
+		    "logging here (journal mode stays \"%s\"): the outbox "
+		    "needs a local file system with shared memory (mmap) "
+		    "support", path, got);
+		return -1;
+	}
+	return 0;
+}
+
 /* PATH.lock, the file whose flock() says a daemon holds the outbox. */
 static char *
 outbox_lockpath(const char *path)
@@ -425,8 +464,9 @@ outbox_open(struct outbox **obp, const char *path, int sync_full, char *err,
 	}
 
 	ob->sync_full = sync_full;
-	if (outbox_exec(ob->db, "PRAGMA journal_mode = WAL") != SQLITE_OK ||
-	    outbox_exec(ob->db, sync_full ? "PRAGMA synchronous = FULL" :
+	if (outbox_journal_wal(ob, path, err, errlen) == -1)
+		goto fail;
+	if (outbox_exec(ob->db, sync_full ? "PRAGMA synchronous = FULL" :
 	    "PRAGMA synchronous = NORMAL") != SQLITE_OK ||
 	    outbox_exec(ob->db, "PRAGMA journal_size_limit = 67108864") !=
 	    SQLITE_OK) {

@@ -1037,6 +1037,21 @@ static struct {
 }				 vfs_files[64];
 /* Called before a log is synced; anything but SQLITE_OK fails the sync. */
 static int			(*wal_sync_hook)(void);
+/* Files as a VFS without shared memory has them (some network ones). */
+static int			 no_shm;
+static sqlite3_io_methods	 noshm_methods[4];
+
+static const sqlite3_io_methods *
+real_of(sqlite3_file *f)
+{
+	int	i;
+
+	for (i = 0; f->pMethods != &counting_methods[i] &&
+	    f->pMethods != &noshm_methods[i]; i++)
+		;
+	return real_methods[i];
+}
+
 /* Likewise before a write to a log. */
 static int			(*wal_write_hook)(void);
 /* Lock calls leave errno at EAGAIN, as one that found a reader does. */
@@ -1045,11 +1060,9 @@ static int			 lock_clobbers;
 static int
 counting_shmlock(sqlite3_file *f, int off, int n, int flags)
 {
-	int	i, rc;
+	int	rc;
 
-	for (i = 0; f->pMethods != &counting_methods[i]; i++)
-		;
-	rc = real_methods[i]->xShmLock(f, off, n, flags);
+	rc = real_of(f)->xShmLock(f, off, n, flags);
 	if (lock_clobbers)
 		errno = EAGAIN;
 	return rc;
@@ -1058,11 +1071,9 @@ counting_shmlock(sqlite3_file *f, int off, int n, int flags)
 static int
 counting_unlock(sqlite3_file *f, int level)
 {
-	int	i, rc;
+	int	rc;
 
-	for (i = 0; f->pMethods != &counting_methods[i]; i++)
-		;
-	rc = real_methods[i]->xUnlock(f, level);
+	rc = real_of(f)->xUnlock(f, level);
 	if (lock_clobbers)
 		errno = EAGAIN;
 	return rc;
@@ -1078,9 +1089,7 @@ counting_write(sqlite3_file *f, const void *data, int n, sqlite3_int64 off)
 	if (i < 64 && vfs_files[i].wal && wal_write_hook != NULL &&
 	    (rc = wal_write_hook()) != SQLITE_OK)
 		return rc;
-	for (i = 0; f->pMethods != &counting_methods[i]; i++)
-		;
-	return real_methods[i]->xWrite(f, data, n, off);
+	return real_of(f)->xWrite(f, data, n, off);
 }
 
 static int
@@ -1094,9 +1103,7 @@ counting_sync(sqlite3_file *f, int flags)
 	if (i < 64 && vfs_files[i].wal && wal_sync_hook != NULL &&
 	    (rc = wal_sync_hook()) != SQLITE_OK)
 		return rc;
-	for (i = 0; f->pMethods != &counting_methods[i]; i++)
-		;
-	return real_methods[i]->xSync(f, flags);
+	return real_of(f)->xSync(f, flags);
 }
 
 static int
@@ -1127,6 +1134,11 @@ counting_open(sqlite3_vfs *vfs, const char *name, sqlite3_file *f, int flags,
 		}
 		if (real_methods[i] == f->pMethods) {
 			f->pMethods = &counting_methods[i];
+			if (no_shm) {
+				noshm_methods[i] = counting_methods[i];
+				noshm_methods[i].iVersion = 1;
+				f->pMethods = &noshm_methods[i];
+			}
 			break;
 		}
 	}
@@ -1271,6 +1283,42 @@ test_enospc(void)
 		outbox_close(ob);
 	}
 	vfs_remove();
+}
+
+/*
+ * Where SQLite cannot use write-ahead logging (no shared memory for its
+ * index), the outbox does not open: a rollback journal would make every
+ * commit wait for the publisher's reads.  Neither a new file nor an
+ * existing outbox.
+ */
+static void
+test_no_wal(void)
+{
+	struct outbox	*ob;
+	char		 err[512];
+
+	ok(outbox_open(&ob, path_in("nowal.db"), 1, err, sizeof(err)) == 0,
+	    "an outbox made where WAL works");
+	if (ob != NULL) {
+		insert_one(ob, "", "one", 1);
+		outbox_close(ob);
+	}
+	vfs_install();
+	no_shm = 1;
+	/* SQLite cannot even read a WAL database without it. */
+	ok(outbox_open(&ob, path_in("nowal.db"), 1, err, sizeof(err)) == -1,
+	    "is refused without shared memory: %s", err);
+	ok(outbox_open(&ob, path_in("nowal-new.db"), 1, err,
+	    sizeof(err)) == -1 && strstr(err, "shared memory") != NULL,
+	    "so is a new one: %s", err);
+	no_shm = 0;
+	vfs_remove();
+	ok(outbox_open(&ob, path_in("nowal.db"), 1, err, sizeof(err)) == 0,
+	    "and the first opens again where WAL works");
+	if (ob != NULL) {
+		is_int(outbox_rows(ob), 1, "with its row");
+		outbox_close(ob);
+	}
 }
 
 static void
@@ -1586,6 +1634,7 @@ main(void)
 	test_syncs();
 	test_reserve_visible();
 	test_enospc();
+	test_no_wal();
 	test_error_kept();
 	test_lock();
 
