@@ -80,6 +80,7 @@
 #define PUB_REASON_MAX		256
 #define PUB_WBUF_FLUSH		(256 * 1024)	/* write the batch at this size */
 #define PUB_COPY_MAX		(16 * 1024)	/* bigger bodies: not copied */
+#define PUB_STAGE_BYTES		(256 * 1024)	/* rows read at a time */
 #define PUB_NACK_RENEW		3	/* go-backs on nacks, no progress */
 #define PUB_NOTIFY_MS		20	/* confirmed ids reach main so late */
 
@@ -98,6 +99,14 @@ struct pub_slot {
 	uint8_t		 state;
 	uint8_t		 returned;
 	uint8_t		 ambiguous;	/* returned, or one like it after it */
+};
+
+/* A row read from the outbox, its bytes in p->stage. */
+struct pub_staged {
+	int64_t		 id;
+	int64_t		 created_ms;
+	size_t		 poff, plen;
+	size_t		 boff, blen;
 };
 
 struct pub_park {
@@ -146,6 +155,11 @@ struct publisher {
 	int			 direct;	/* plain TCP: batched writes */
 	size_t			 frame_max;	/* negotiated */
 	struct buf		 wbuf;		/* encoded frames not yet sent */
+	struct buf		 stage;		/* rows read, not yet sent */
+	struct pub_staged	*staged;
+	size_t			 nstaged, capstaged;
+	uint64_t		 stage_room;	/* bytes left to read */
+	int			 stage_full;	/* the read stopped for room */
 	int			 uri_idx;	/* into order[] */
 	int			 order[CONFIG_MAX_URIS]; /* uri_order */
 	struct backoff		 backoff;
@@ -1555,11 +1569,10 @@ pub_direct(struct publisher *p, amqp_bytes_t exchange, amqp_bytes_t rk,
 	return 0;
 }
 
-/* Publish one outbox row; 1 stops the fetch (window full or link lost). */
+/* Publish one outbox row; 1: stop (window full or link lost). */
 static int
-pub_row_cb(void *arg, const struct outbox_row *row)
+pub_row(struct publisher *p, const struct outbox_row *row)
 {
-	struct publisher	*p = arg;
 	struct proto_pub	 m;
 	amqp_basic_properties_t	 bp;
 	amqp_bytes_t		 body;
@@ -1653,6 +1666,80 @@ pub_row_cb(void *arg, const struct outbox_row *row)
 	    p->inflight_bytes >= PUB_MAX_INFLIGHT_BYTES;
 }
 
+/*
+ * Copy a row out of the read.  Nothing is sent from inside a read: a send
+ * can wait on the broker for as long as it does not read, and a read open
+ * that long pins the write-ahead log (no checkpoint passes it, so it grows
+ * with every message producers send).  At least one row, however big.
+ */
+static int
+pub_stage_cb(void *arg, const struct outbox_row *row)
+{
+	struct publisher	*p = arg;
+	struct pub_staged	*sg;
+	uint64_t		 size = (uint64_t)row->plen + row->blen;
+
+	if (p->nstaged > 0 && size > p->stage_room) {
+		p->stage_full = 1;
+		return 1;
+	}
+	if (p->nstaged == p->capstaged) {
+		p->capstaged = p->capstaged ? p->capstaged * 2 : 64;
+		p->staged = xrealloc(p->staged,
+		    p->capstaged * sizeof(*p->staged));
+	}
+	sg = &p->staged[p->nstaged++];
+	sg->id = row->id;
+	sg->created_ms = row->created_ms;
+	sg->poff = p->stage.len;
+	sg->plen = row->plen;
+	buf_append(&p->stage, row->props, row->plen);
+	sg->boff = p->stage.len;
+	sg->blen = row->blen;
+	if (row->blen > 0)
+		buf_append(&p->stage, row->body, row->blen);
+	p->stage_room = size < p->stage_room ? p->stage_room - size : 0;
+	return 0;
+}
+
+/* Read up to want rows after sent_id into the stage; as the reader. */
+static int
+pub_stage(struct publisher *p, int want)
+{
+	uint64_t	room = PUB_MAX_INFLIGHT_BYTES - p->inflight_bytes;
+
+	buf_reset(&p->stage);
+	p->nstaged = 0;
+	p->stage_full = 0;
+	p->stage_room = room < PUB_STAGE_BYTES ? room : PUB_STAGE_BYTES;
+	return outbox_reader_fetch(p->reader, p->sent_id, want, pub_stage_cb,
+	    p);
+}
+
+/* Publish the staged rows; 1 when it stopped (window full, link lost). */
+static int
+pub_send_staged(struct publisher *p)
+{
+	struct outbox_row	 row;
+	const char		*base;
+	size_t			 i;
+
+	base = p->stage.data != NULL ? p->stage.data : "";	/* all empty */
+	for (i = 0; i < p->nstaged; i++) {
+		const struct pub_staged *sg = &p->staged[i];
+
+		row.id = sg->id;
+		row.created_ms = sg->created_ms;
+		row.props = base + sg->poff;
+		row.plen = sg->plen;
+		row.body = base + sg->boff;
+		row.blen = sg->blen;
+		if (pub_row(p, &row) != 0)
+			return 1;	/* the rest is read again */
+	}
+	return 0;
+}
+
 /* Publish from the outbox while the window has room. */
 static void
 pub_fill(struct publisher *p)
@@ -1671,8 +1758,7 @@ pub_fill(struct publisher *p)
 		want = (int)(win - inflight);
 		if (want > PUB_FETCH_MAX)
 			want = PUB_FETCH_MAX;
-		n = outbox_reader_fetch(p->reader, p->sent_id, want, pub_row_cb,
-		    p);
+		n = pub_stage(p, want);
 		if (n < 0) {
 			/* Tried again at every commit, tick and ack: once. */
 			log_msg(p->read_logged ? LOG_DEBUG : LOG_WARNING,
@@ -1681,10 +1767,11 @@ pub_fill(struct publisher *p)
 			    outbox_reader_errmsg(p->reader));
 			p->read_logged = 1;
 			/*
-			 * The rows read before the failure are encoded and
-			 * counted in flight: send them like any batch, or
-			 * they wait for a read that may never work again.
+			 * The rows read before the failure are staged: send
+			 * them like any batch, or they wait for a read that
+			 * may never work again.
 			 */
+			(void)pub_send_staged(p);
 			if (p->conn != NULL && pub_flush(p) == 0)
 				(void)pub_drain(p);
 			break;
@@ -1694,14 +1781,22 @@ pub_fill(struct publisher *p)
 			    p->cf->outbox_path);
 			p->read_logged = 0;
 		}
+		(void)pub_send_staged(p);
 		if (p->conn == NULL)
 			return;		/* failed while publishing */
 		if (pub_flush(p) == -1 || pub_drain(p) == -1)
 			return;
-		if (n < want && p->next_tag - p->first_tag < win &&
+		if (n < want && !p->stage_full &&
+		    p->next_tag - p->first_tag < win &&
 		    p->inflight_bytes < PUB_MAX_INFLIGHT_BYTES)
 			break;		/* caught up with the outbox */
 	}
+	/* One big row must not keep its copy for the life of the link. */
+	if (p->stage.cap > 4 * PUB_STAGE_BYTES)
+		buf_free(&p->stage);
+	else
+		buf_reset(&p->stage);
+	p->nstaged = 0;
 }
 
 static void
@@ -1916,6 +2011,7 @@ publisher_start(const struct publisher_params *pp, char *err, size_t errlen)
 	p->cb_arg = pp->cb_arg;
 	p->cap = p->cf->window;
 	buf_init(&p->wbuf);
+	buf_init(&p->stage);
 	p->ring = xcalloc(p->cap, sizeof(*p->ring));
 	p->next_tag = p->first_tag = 1;
 	p->state = LINK_DISCONNECTED;
@@ -1975,6 +2071,7 @@ publisher_start(const struct publisher_params *pp, char *err, size_t errlen)
 		event_base_free(p->base);
 	outbox_reader_close(p->reader);
 	buf_free(&p->wbuf);
+	buf_free(&p->stage);
 	free(p->ring);
 	free(p);
 	return NULL;
@@ -2045,6 +2142,8 @@ publisher_stop(struct publisher *p, unsigned timeout_ms, int64_t *confirmed)
 	outbox_reader_close(p->reader);
 	pub_window_reset(p, 1);		/* frees slot reasons */
 	buf_free(&p->wbuf);
+	buf_free(&p->stage);
+	free(p->staged);
 	free(p->ring);
 	free(p->parks);
 	pthread_mutex_destroy(&p->park_lock);

@@ -134,10 +134,10 @@ def pub_pipelined(relay, reqs, what="PUB"):
     return [r[3:] for r in replies]
 
 
-def check_queue(ctx, q, producer, n, allow_dups=True):
+def check_queue(ctx, q, producer, n, allow_dups=True, broker=None):
     """Everything in queue q: only producer's messages, 0 to n - 1 in
     order (check_producer()).  Returns those deliveries."""
-    with ctx.consumer() as c:
+    with ctx.consumer(broker) as c:
         msgs = c.drain(q)
     per, other = split_by_producer(msgs)
     check_eq(len(other), 0, "foreign messages in the queue")
@@ -879,6 +879,69 @@ def blocked_long(ctx):
     # restart: duplicates allowed there, never a gap or a reordering.
     check_queue(ctx, q, 1, 3300)
     check_eq(relay.term(), 0, "pubrelayd exit code after SIGTERM")
+
+
+@scenario
+def blocked_wal(ctx):
+    """A relay restarted during a memory alarm with 8 MiB of 64 KiB
+    messages in its outbox writes a window into the broker's closed one
+    before connection.blocked arrives, and waits inside that write (a
+    broker of its own with 16 KiB socket buffers, so that 4 MiB in flight
+    do not fit them).  It must not keep a read of the outbox open meanwhile,
+    or no checkpoint passes it and the write-ahead log grows with every
+    message producers send, outside max_bytes.  48 MiB more accepted during
+    the alarm: the log stays under 16 MiB (its working size is 4 MiB); then
+    everything arrives in order."""
+    b = H.Broker(extra_conf=["tcp_listen_options.recbuf = 16384",
+                             "tcp_listen_options.sndbuf = 16384"],
+                 name="pubrelaytest-smallbuf-%d" % os.getpid())
+    H.on_exit(b.stop)
+    b.start()
+    relay = ctx.relay(overrides={"log": {"level": "debug"}}, broker=b)
+    wal = relay.outbox + "-wal"
+    with ctx.consumer(b) as c:
+        q = c.declare(H.unique_queue("blocked-wal"))
+    batch, pad = 32, 65536
+
+    def pipelined(k):
+        pub_pipelined(relay, [
+            H.encode_pub(H.seq_line(1, i, pad=pad), [("routing-key", q)])
+            for i in range(k * batch, (k + 1) * batch)],
+            "%d x 64 KiB during the alarm" % batch)
+
+    sizes = []
+    try:
+        b.memory_alarm(True)
+        H.wait_until(lambda: b.alarms(), 20, "the memory alarm to be raised")
+        for k in range(4):
+            pipelined(k)
+        wait_stat(relay, "state", lambda v: v == "blocked", 30,
+                  "state blocked")
+        check_eq(relay.term(timeout=20), 0, "exit code after SIGTERM while "
+                 "blocked")
+        mark = len(relay.log_text())
+        relay.restart()
+        H.wait_until(lambda: "holds its receive window closed" in
+                     relay.log_text()[mark:], 30, "the restarted relay to "
+                     "wait in a write into the closed window (debug line)")
+        for k in range(4, 28):
+            pipelined(k)
+            sizes.append(os.path.getsize(wal))
+        st = relay.stats()
+        ctx.note("log size after each 2 MiB: %s; %s"
+                 % (" ".join("%.1f" % (n / 1048576.0) for n in sizes),
+                    H.fmt_stats(st)))
+        check(max(sizes) < 16 * 1048576, "the write-ahead log stayed under "
+              "16 MiB while 48 MiB came in (largest %.1f MiB)"
+              % (max(sizes) / 1048576.0))
+    finally:
+        b.memory_alarm(False)
+    relay.wait_drained(120)
+    # Frames the broker read before blocking may be sent again after the
+    # restart: duplicates allowed there, never a gap or a reordering.
+    check_queue(ctx, q, 1, batch * 28, broker=b)
+    check_eq(relay.term(), 0, "pubrelayd exit code after SIGTERM")
+    b.stop()
 
 
 # ---------------------------------------------------------------------------
