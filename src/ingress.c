@@ -27,7 +27,6 @@
 
 #define INGRESS_DELETE_DELAY_MS	100	/* batch deletes of confirmed rows */
 #define INGRESS_DELETE_RETRY_MS	1000	/* after a failed delete */
-#define INGRESS_USER_LOG_S	60	/* a uid over its share: a line at most */
 
 struct ingress_park {
 	int64_t		 id;
@@ -162,8 +161,7 @@ ingress_user_full_log(struct ingress *ing, struct user *u)
 	unsigned long	quiet;
 
 	clock_gettime(CLOCK_MONOTONIC, &now);
-	if (!users_log_due(user_full_log(u), now.tv_sec, INGRESS_USER_LOG_S,
-	    &quiet))
+	if (!users_log_due(user_full_log(u), now.tv_sec, USERS_LOG_S, &quiet))
 		return;
 	if (quiet > 0)
 		log_warnx("uid %ld: outbox share full (max_bytes_per_user %"

@@ -37,8 +37,7 @@
 #define LISTENER_ACCEPT_BATCH	16
 #define LISTENER_PAUSE_MS	1000	/* out of descriptors: wait this long */
 #define LISTENER_DENIED_LOG	256	/* uids whose refusal was logged */
-#define LISTENER_LIMIT_LOG_S	60	/* max_clients: a line at most this often,
-					   max_clients_per_user: per uid */
+#define LISTENER_LIMIT_LOG_S	60	/* max_clients: a line at most this often */
 #define LISTENER_GROUPS_MAX	1024	/* groups of a peer we look at */
 
 struct listener {
@@ -297,8 +296,7 @@ listener_user_log(struct listener *l, struct user *u, const struct ucred *uc)
 	unsigned long	quiet;
 
 	clock_gettime(CLOCK_MONOTONIC, &now);
-	if (!users_log_due(user_conn_log(u), now.tv_sec, LISTENER_LIMIT_LOG_S,
-	    &quiet))
+	if (!users_log_due(user_conn_log(u), now.tv_sec, USERS_LOG_S, &quiet))
 		return;
 	if (quiet > 0)
 		log_warnx("client uid %ld (pid %ld) refused: the uid has "

@@ -39,7 +39,7 @@ LIST_HEAD(users_bucket, user);
 
 struct users {
 	struct users_bucket	 buckets[USERS_BUCKETS];
-	struct user		**tx;		/* users with rows in the open one */
+	struct user		**tx;		/* in the open transaction */
 	size_t			 ntx, captx;
 };
 

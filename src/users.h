@@ -21,6 +21,7 @@
 #include <time.h>
 
 #define USERS_MARKS	32	/* per user: commits released one by one */
+#define USERS_LOG_S	60	/* s between warnings about one uid */
 
 struct users;
 struct user;

@@ -27,7 +27,8 @@ test_connections(void)
 	is_int(user_connections(users_lookup(us, 1000)), 1,
 	    "uid 1000 after one disconnect");
 	users_disconnect(us, a2);
-	ok(users_lookup(us, 1000) == NULL, "last connection gone: record freed");
+	ok(users_lookup(us, 1000) == NULL,
+	    "last connection gone: record freed");
 	ok(users_lookup(us, 1064) == b, "the other uid untouched");
 	users_free(us);			/* b still held: freed with the table */
 }
