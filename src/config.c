@@ -94,6 +94,8 @@ struct config_parse {
 	mode_t		 file_mode;		/* of the config file itself */
 	int		 reconnect_min_line;
 	int		 reconnect_max_line;
+	int		 clients_per_user_line;
+	int		 bytes_per_user_line;
 };
 
 struct config_key {
@@ -578,6 +580,17 @@ config_set_max_clients(struct config_parse *p, const char *v)
 }
 
 static void
+config_set_max_clients_per_user(struct config_parse *p, const char *v)
+{
+	uint64_t	n;
+
+	if (config_number(p, v, 0, CONFIG_MAX_CLIENTS_MAX, &n) == 0) {
+		p->cf->max_clients_per_user = (unsigned)n;
+		p->clients_per_user_line = p->lineno;
+	}
+}
+
+static void
 config_set_max_message_size(struct config_parse *p, const char *v)
 {
 	config_size(p, v, 1, CONFIG_MAX_MESSAGE_MAX,
@@ -720,6 +733,13 @@ config_set_max_bytes(struct config_parse *p, const char *v)
 }
 
 static void
+config_set_max_bytes_per_user(struct config_parse *p, const char *v)
+{
+	if (config_size(p, v, 0, UINT64_MAX, &p->cf->max_bytes_per_user) == 0)
+		p->bytes_per_user_line = p->lineno;
+}
+
+static void
 config_set_min_free(struct config_parse *p, const char *v)
 {
 	config_size(p, v, 0, UINT64_MAX, &p->cf->min_free);
@@ -822,6 +842,7 @@ static const struct config_key config_keys[] = {
 	{ "socket",	"path",			config_set_socket_path },
 	{ "socket",	"mode",			config_set_socket_mode },
 	{ "socket",	"max_clients",		config_set_max_clients },
+	{ "socket",	"max_clients_per_user",	config_set_max_clients_per_user },
 	{ "socket",	"max_message_size",	config_set_max_message_size },
 	{ "socket",	"group",		config_set_socket_group },
 	{ "socket",	"allow_users",		config_set_allow_users },
@@ -832,6 +853,7 @@ static const struct config_key config_keys[] = {
 	{ "socket",	"idle_timeout",		config_set_idle_timeout },
 	{ "outbox",	"path",			config_set_outbox_path },
 	{ "outbox",	"max_bytes",		config_set_max_bytes },
+	{ "outbox",	"max_bytes_per_user",	config_set_max_bytes_per_user },
 	{ "outbox",	"min_free",		config_set_min_free },
 	{ "outbox",	"sync",			config_set_sync },
 	{ "publish",	"window",		config_set_window },
@@ -1244,6 +1266,29 @@ config_check_reconnect(struct config_parse *p)
 }
 
 /*
+ * A per-user limit above the global one could never apply: most likely a
+ * typo or a global limit lowered without it, so say so rather than run
+ * without the protection the operator meant to have.
+ */
+static void
+config_check_per_user(struct config_parse *p)
+{
+	struct config	*cf = p->cf;
+	char		 a[32], b[32];
+
+	if (cf->max_clients_per_user > cf->max_clients)
+		config_err(p, p->clients_per_user_line, "socket",
+		    "max_clients_per_user", "%u is more than max_clients (%u): "
+		    "it could never apply", cf->max_clients_per_user,
+		    cf->max_clients);
+	if (cf->max_bytes > 0 && cf->max_bytes_per_user > cf->max_bytes)
+		config_err(p, p->bytes_per_user_line, "outbox",
+		    "max_bytes_per_user", "%s is more than max_bytes (%s): it "
+		    "could never apply", config_fmt_size(cf->max_bytes_per_user,
+		    a, sizeof(a)), config_fmt_size(cf->max_bytes, b, sizeof(b)));
+}
+
+/*
  * inih's knobs are process globals in Debian's build: set them on every load
  * (config_load runs in the main thread only).
  */
@@ -1377,6 +1422,7 @@ config_load(struct config *cf, const char *path, FILE *errf)
 	if (cf->password_file != NULL && p.password_line > 0)
 		config_read_password(&p);
 	config_check_reconnect(&p);
+	config_check_per_user(&p);
 	config_check_uri_secret(&p);
 	config_check_tls(&p);
 	if (cf->nuris == 0)

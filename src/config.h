@@ -59,6 +59,7 @@ struct config {
 	char		*socket_path;
 	unsigned	 socket_mode;
 	unsigned	 max_clients;
+	unsigned	 max_clients_per_user;	/* connections of one uid; 0: off */
 	uint64_t	 max_message_size;
 	int		 socket_has_group;	/* group set: chgrp the socket */
 	gid_t		 socket_gid;
@@ -73,6 +74,7 @@ struct config {
 	/* [outbox] */
 	char		*outbox_path;
 	uint64_t	 max_bytes;		/* 0: no limit */
+	uint64_t	 max_bytes_per_user;	/* outbox bytes of one uid; 0: off */
 	uint64_t	 min_free;		/* refuse below this much disk */
 	int		 sync_full;		/* 1: full (default), 0: normal */
 	/* [publish] */

@@ -22,6 +22,7 @@
 #include "publisher.h"
 #include "session.h"
 #include "stats.h"
+#include "users.h"
 #include "util.h"
 
 #define INGRESS_DELETE_DELAY_MS	100	/* batch deletes of confirmed rows */
@@ -43,6 +44,7 @@ struct ingress {
 	const struct config	*cf;
 	struct relay_stats	*st;
 	struct publisher	*pub;
+	struct users		*users;		/* per-uid connections and bytes */
 	struct event		*ev_commit;
 	struct event		*ev_delete;
 	int			 in_tx;
@@ -81,6 +83,7 @@ ingress_new(struct event_base *base, struct outbox *ob, const struct config *cf,
 	ing->cf = cf;
 	ing->st = st;
 	ing->started = time(NULL);
+	ing->users = users_new();
 
 	ing->ev_commit = event_new(base, -1, 0, ingress_commit_cb, ing);
 	ing->ev_delete = evtimer_new(base, ingress_delete_cb, ing);
@@ -93,6 +96,12 @@ struct event_base *
 ingress_base(struct ingress *ing)
 {
 	return ing->base;
+}
+
+struct users *
+ingress_users(struct ingress *ing)
+{
+	return ing->users;
 }
 
 void
@@ -112,6 +121,7 @@ ingress_free(struct ingress *ing)
 	while (ing->nparks > 0)
 		free(ing->parks[--ing->nparks].reason);
 	free(ing->parks);
+	users_free(ing->users);
 	free(ing);
 }
 
@@ -140,9 +150,59 @@ ingress_store_error(struct ingress *ing, int status, const char **code,
 	return *code;
 }
 
+/*
+ * u is over max_bytes_per_user: a warning, then at most one a minute for
+ * that uid however long its producer keeps trying.
+ */
+static void
+ingress_user_full_log(struct ingress *ing, struct user *u)
+{
+	struct timespec	now;
+	unsigned long	quiet;
+
+	clock_gettime(CLOCK_MONOTONIC, &now);
+	if (!users_log_due(user_full_log(u), now.tv_sec, USERS_LOG_S, &quiet))
+		return;
+	if (quiet > 0)
+		log_warnx("uid %ld: outbox share full (max_bytes_per_user %"
+		    PRIu64 "): refusing its messages until the broker drains "
+		    "them (%lu more refused since the last such line)",
+		    (long)user_uid(u), ing->cf->max_bytes_per_user, quiet);
+	else
+		log_warnx("uid %ld: outbox share full (max_bytes_per_user %"
+		    PRIu64 "): refusing its messages until the broker drains "
+		    "them", (long)user_uid(u), ing->cf->max_bytes_per_user);
+}
+
+/* The [outbox] max_bytes_per_user check of a message of size bytes of u. */
+static int
+ingress_user_check(struct ingress *ing, struct user *u, uint64_t size,
+    const char **code, char *err, size_t errlen)
+{
+	uint64_t	max = ing->cf->max_bytes_per_user;
+
+	if (size > max) {
+		*code = PROTO_E_TOOBIG;
+		snprintf(err, errlen, "message of %" PRIu64 " bytes with its "
+		    "properties is larger than one user's share of the outbox "
+		    "(max_bytes_per_user %" PRIu64 ")", size, max);
+		return -1;
+	}
+	if (user_bytes(u) + size > max) {
+		*code = PROTO_E_FULL;
+		snprintf(err, errlen, "outbox share of uid %ld full "
+		    "(max_bytes_per_user %" PRIu64 " reached); retry later",
+		    (long)user_uid(u), max);
+		ingress_user_full_log(ing, u);
+		return -1;
+	}
+	return 0;
+}
+
 int
-ingress_insert(struct ingress *ing, const struct proto_pub *pub,
-    struct evbuffer *held, const char **code, char *err, size_t errlen)
+ingress_insert(struct ingress *ing, struct user *u,
+    const struct proto_pub *pub, struct evbuffer *held, const char **code,
+    char *err, size_t errlen)
 {
 	uint64_t	size, avail;
 	int64_t		id;
@@ -170,6 +230,10 @@ ingress_insert(struct ingress *ing, const struct proto_pub *pub,
 		}
 		return -1;
 	}
+	/* u is NULL when no per-user limit is set: nothing is counted. */
+	if (u != NULL && ing->cf->max_bytes_per_user > 0 &&
+	    ingress_user_check(ing, u, size, code, err, errlen) == -1)
+		return -1;
 	if (ing->in_tx && ing->tx_failed) {
 		ingress_store_error(ing, ing->tx_failed, code, err, errlen);
 		return -1;
@@ -235,6 +299,8 @@ ingress_insert(struct ingress *ing, const struct proto_pub *pub,
 	}
 	ing->tx_count++;
 	ing->tx_bytes += size;
+	if (u != NULL && ing->cf->max_bytes_per_user > 0)
+		users_insert(ing->users, u, id, size);
 	if (pub->message_id.p != NULL)
 		evbuffer_add_printf(held, "OK %.*s\n", (int)pub->message_id.len,
 		    pub->message_id.p);
@@ -371,6 +437,7 @@ ingress_delete(struct ingress *ing)
 		outbox_checkpoint(ing->ob);
 	ing->deleted_upto = upto;
 	ing->deleted += before - outbox_rows(ing->ob);
+	users_deleted(ing->users, upto);
 	if (ing->full_logged && (ing->cf->max_bytes == 0 ||
 	    outbox_bytes(ing->ob) < ing->cf->max_bytes)) {
 		log_notice("outbox has room again");
@@ -412,6 +479,7 @@ ingress_commit(struct ingress *ing)
 	 */
 	ing->tx_count = 0;
 	ing->tx_bytes = 0;
+	users_commit(ing->users, ok);
 
 	if (ing->nparks > 0)
 		ingress_run_parks(ing);

@@ -21,21 +21,28 @@ struct publisher;
 struct relay_stats;
 struct session;
 struct ingress;
+struct user;
+struct users;
 
 struct ingress *ingress_new(struct event_base *base, struct outbox *ob,
 	    const struct config *cf, struct relay_stats *st);
 struct event_base *ingress_base(struct ingress *ing);
+/* Who holds what, per uid (the listener counts connections in it). */
+struct users *ingress_users(struct ingress *ing);
 void	ingress_set_publisher(struct ingress *ing, struct publisher *pub);
 void	ingress_free(struct ingress *ing);
 
 /*
- * Insert pub into the open transaction (opening one if needed) and append its
- * "OK <message-id>" reply to held, to be released on commit.  0 on success;
- * -1 with *code (PROTO_E_*) and err set when it is refused (outbox full, write
- * failed).  The caller then registers itself with ingress_wait().
+ * Insert pub, sent by user u (NULL: not counted per user), into the open
+ * transaction (opening one if needed) and append its "OK <message-id>"
+ * reply to held, to be released on commit.  0 on success; -1 with *code
+ * (PROTO_E_*) and err set when it is refused (outbox full, u's share of it
+ * full, write failed).  The caller then registers itself with
+ * ingress_wait().
  */
-int	ingress_insert(struct ingress *ing, const struct proto_pub *pub,
-	    struct evbuffer *held, const char **code, char *err, size_t errlen);
+int	ingress_insert(struct ingress *ing, struct user *u,
+	    const struct proto_pub *pub, struct evbuffer *held,
+	    const char **code, char *err, size_t errlen);
 /* s has replies held on the open transaction. */
 void	ingress_wait(struct ingress *ing, struct session *s);
 /* s is going away: it is told nothing more. */

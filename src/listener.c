@@ -24,6 +24,7 @@
 #include "log.h"
 #include "protocol.h"
 #include "session.h"
+#include "users.h"
 #include "util.h"
 
 #define LISTENER_BACKLOG	512
@@ -136,6 +137,21 @@ listener_refuse(int fd, unsigned max)
 	close(fd);
 }
 
+static void
+listener_refuse_user(int fd, uid_t uid, unsigned max)
+{
+	char	msg[160];
+	int	n;
+
+	/* Best effort, as in listener_refuse(). */
+	n = snprintf(msg, sizeof(msg), "ERR %s too many clients of uid %ld "
+	    "(max_clients_per_user %u); retry later\n", PROTO_E_LIMIT,
+	    (long)uid, max);
+	if (write(fd, msg, (size_t)n) == -1)
+		(void)0;
+	close(fd);
+}
+
 static int
 listener_gid_allowed(const struct config *cf, gid_t gid)
 {
@@ -190,38 +206,49 @@ listener_peer_allowed(const struct config *cf, int fd, const struct ucred *uc)
 	return 0;
 }
 
-/* Refuse a peer outside the allow-lists; logged once per uid. */
+/* Whether the limits of one uid are on: then every peer is counted. */
 static int
-listener_check_peer(struct listener *l, int fd)
+listener_per_user(const struct config *cf)
 {
-	struct ucred	uc;
-	socklen_t	len = sizeof(uc);
+	return cf->max_clients_per_user > 0 || cf->max_bytes_per_user > 0;
+}
+
+/*
+ * Who the peer is (*have set when known), and refuse it when outside the
+ * allow-lists; logged once per uid.  Without its credentials the peer is
+ * refused only when allow-lists or per-user limits need them.
+ */
+static int
+listener_check_peer(struct listener *l, int fd, struct ucred *uc, int *have)
+{
+	socklen_t	len = sizeof(*uc);
 	char		msg[160];
 	size_t		i;
-	int		n;
+	int		n, need;
 
-	if (l->cf->nallow_uids == 0 && l->cf->nallow_gids == 0)
-		return 0;
-	if (getsockopt(fd, SOL_SOCKET, SO_PEERCRED, &uc, &len) == -1) {
+	need = l->cf->nallow_uids > 0 || l->cf->nallow_gids > 0 ||
+	    listener_per_user(l->cf);
+	*have = getsockopt(fd, SOL_SOCKET, SO_PEERCRED, uc, &len) == 0;
+	if (!*have && need) {
 		log_warn("SO_PEERCRED: refusing the client");
 		close(fd);
 		return -1;
 	}
-	if (listener_peer_allowed(l->cf, fd, &uc))
+	if (!*have || listener_peer_allowed(l->cf, fd, uc))
 		return 0;
-	for (i = 0; i < l->ndenied && l->denied[i] != uc.uid; i++)
+	for (i = 0; i < l->ndenied && l->denied[i] != uc->uid; i++)
 		;
 	if (i == l->ndenied && l->ndenied < LISTENER_DENIED_LOG) {
 		log_warnx("client uid %ld (pid %ld) is not in [socket] "
-		    "allow_users or allow_groups: refused%s", (long)uc.uid,
-		    (long)uc.pid, l->ndenied + 1 == LISTENER_DENIED_LOG ?
+		    "allow_users or allow_groups: refused%s", (long)uc->uid,
+		    (long)uc->pid, l->ndenied + 1 == LISTENER_DENIED_LOG ?
 		    " (further refused uids are not logged)" : "");
-		l->denied[l->ndenied++] = uc.uid;
+		l->denied[l->ndenied++] = uc->uid;
 	}
 	/* Best effort, as in listener_refuse(). */
 	n = snprintf(msg, sizeof(msg), "ERR %s uid %ld may not publish here "
 	    "(not in allow_users or allow_groups)\n", PROTO_E_DENIED,
-	    (long)uc.uid);
+	    (long)uc->uid);
 	if (write(fd, msg, (size_t)n) == -1)
 		(void)0;
 	close(fd);
@@ -257,13 +284,66 @@ listener_limit_log(struct listener *l)
 	l->limit_refused = 0;
 }
 
+/*
+ * A client of u refused for max_clients_per_user: as listener_limit_log(),
+ * but for each uid on its own, so that one user at its limit neither
+ * floods the log nor hides another one reaching its own.
+ */
+static void
+listener_user_log(struct listener *l, struct user *u, const struct ucred *uc)
+{
+	struct timespec	now;
+	unsigned long	quiet;
+
+	clock_gettime(CLOCK_MONOTONIC, &now);
+	if (!users_log_due(user_conn_log(u), now.tv_sec, USERS_LOG_S, &quiet))
+		return;
+	if (quiet > 0)
+		log_warnx("client uid %ld (pid %ld) refused: the uid has "
+		    "max_clients_per_user (%u) connections (%lu more of its "
+		    "clients refused since the last such line)", (long)uc->uid,
+		    (long)uc->pid, l->cf->max_clients_per_user, quiet);
+	else
+		log_warnx("client uid %ld (pid %ld) refused: the uid has "
+		    "max_clients_per_user (%u) connections", (long)uc->uid,
+		    (long)uc->pid, l->cf->max_clients_per_user);
+}
+
+/*
+ * Count the connection against its uid, or refuse it over
+ * max_clients_per_user.  *up gets the uid's record (NULL when no per-user
+ * limit is set).
+ */
+static int
+listener_check_user(struct listener *l, int fd, const struct ucred *uc,
+    struct user **up)
+{
+	struct users	*us = ingress_users(l->ing);
+	struct user	*u;
+	unsigned	 max = l->cf->max_clients_per_user;
+
+	*up = NULL;
+	if (!listener_per_user(l->cf))
+		return 0;
+	if (max > 0 && (u = users_lookup(us, uc->uid)) != NULL &&
+	    user_connections(u) >= max) {
+		listener_user_log(l, u, uc);
+		listener_refuse_user(fd, uc->uid, max);
+		return -1;
+	}
+	*up = users_connect(us, uc->uid);
+	return 0;
+}
+
 static void
 listener_accept_cb(evutil_socket_t lfd, short what, void *arg)
 {
 	struct listener	*l = arg;
 	struct timeval	 tv = { LISTENER_PAUSE_MS / 1000,
 			    (LISTENER_PAUSE_MS % 1000) * 1000 };
-	int		 fd, i;
+	struct ucred	 uc;
+	struct user	*u;
+	int		 fd, i, have;
 
 	(void)what;
 	for (i = 0; i < LISTENER_ACCEPT_BATCH; i++) {
@@ -293,7 +373,7 @@ listener_accept_cb(evutil_socket_t lfd, short what, void *arg)
 			log_notice("accept: accepting clients again");
 			l->pause_logged = 0;
 		}
-		if (listener_check_peer(l, fd) == -1) {
+		if (listener_check_peer(l, fd, &uc, &have) == -1) {
 			ingress_count_client_refused(l->ing);
 			continue;
 		}
@@ -303,7 +383,13 @@ listener_accept_cb(evutil_socket_t lfd, short what, void *arg)
 			listener_refuse(fd, l->cf->max_clients);
 			continue;
 		}
-		session_new(l->ing, fd, l->cf);
+		/* have is set here whenever a per-user limit is. */
+		u = NULL;
+		if (have && listener_check_user(l, fd, &uc, &u) == -1) {
+			ingress_count_client_refused(l->ing);
+			continue;
+		}
+		session_new(l->ing, fd, l->cf, have ? &uc : NULL, u);
 	}
 }
 

@@ -1,7 +1,8 @@
 /*
  * listener.h: the Unix stream socket: create it (refusing to steal a live
  * daemon's socket) or take the one systemd passed, accept clients up to
- * max_clients, pause accepting on EMFILE instead of spinning.
+ * max_clients (and max_clients_per_user of each uid), pause accepting on
+ * EMFILE instead of spinning.
  */
 #ifndef PUBRELAY_LISTENER_H
 #define PUBRELAY_LISTENER_H
@@ -15,7 +16,8 @@ struct listener;
 
 /*
  * Bind [socket] path with [socket] mode (and group) and listen.  Every
- * accepted peer is checked against allow_users/allow_groups (SO_PEERCRED).
+ * accepted peer is checked against allow_users/allow_groups and the
+ * per-user limits (SO_PEERCRED).
  */
 struct listener *listener_open(struct event_base *base, const struct config *cf,
 	    struct ingress *ing, char *err, size_t errlen);

@@ -36,6 +36,7 @@
 #include "log.h"
 #include "protocol.h"
 #include "session.h"
+#include "users.h"
 #include "util.h"
 
 #define SESSION_READ_MAX	(256 * 1024) /* bytes per read callback */
@@ -46,6 +47,7 @@
 struct session {
 	TAILQ_ENTRY(session)	 entry;
 	struct ingress		*ing;
+	struct user		*user;		/* per-user limits; or NULL */
 	struct bufferevent	*bev;
 	struct evbuffer		*held;		/* OKs waiting on a commit */
 	struct proto_limits	 lim;
@@ -80,15 +82,12 @@ static void session_process(struct session *);
  * operator can find the application a line is about.
  */
 static void
-session_name(struct session *s, int fd)
+session_name(struct session *s, const struct ucred *uc)
 {
-	struct ucred	uc;
-	socklen_t	len = sizeof(uc);
-
-	if (getsockopt(fd, SOL_SOCKET, SO_PEERCRED, &uc, &len) == 0)
+	if (uc != NULL)
 		snprintf(s->who, sizeof(s->who), "client %llu (uid %ld, pid "
-		    "%ld)", (unsigned long long)s->id, (long)uc.uid,
-		    (long)uc.pid);
+		    "%ld)", (unsigned long long)s->id, (long)uc->uid,
+		    (long)uc->pid);
 	else
 		snprintf(s->who, sizeof(s->who), "client %llu",
 		    (unsigned long long)s->id);
@@ -101,7 +100,8 @@ session_count(void)
 }
 
 struct session *
-session_new(struct ingress *ing, int fd, const struct config *cf)
+session_new(struct ingress *ing, int fd, const struct config *cf,
+    const struct ucred *uc, struct user *u)
 {
 	struct session		*s;
 	struct timeval		 tv;
@@ -109,8 +109,9 @@ session_new(struct ingress *ing, int fd, const struct config *cf)
 
 	s = xcalloc(1, sizeof(*s));
 	s->ing = ing;
+	s->user = u;
 	s->id = ++session_ids;
-	session_name(s, fd);
+	session_name(s, uc);
 	s->lim.max_body = (size_t)cf->max_message_size;
 	s->lim.max_line = cf->max_line;
 	s->lim.max_headers = cf->max_headers;
@@ -127,6 +128,8 @@ session_new(struct ingress *ing, int fd, const struct config *cf)
 			bufferevent_free(s->bev);
 		else
 			close(fd);
+		if (u != NULL)
+			users_disconnect(ingress_users(ing), u);
 		free(s);
 		return NULL;
 	}
@@ -158,6 +161,8 @@ session_free(struct session *s, const char *why)
 {
 	log_debug("%s: closed (%s)", s->who, why);
 	ingress_forget(s->ing, s);
+	if (s->user != NULL)
+		users_disconnect(ingress_users(s->ing), s->user);
 	TAILQ_REMOVE(&sessions, s, entry);
 	nsessions--;
 	bufferevent_free(s->bev);
@@ -226,7 +231,7 @@ session_pub(struct session *s, const struct proto_pub *pub)
 		session_pub_error(s, PROTO_E_SKIPPED, SESSION_SKIPPED_TEXT);
 		return;
 	}
-	if (ingress_insert(s->ing, pub, s->held, &code, err,
+	if (ingress_insert(s->ing, s->user, pub, s->held, &code, err,
 	    sizeof(err)) == -1) {
 		ingress_count_refused(s->ing);
 		s->refused = 1;

@@ -10,10 +10,16 @@
 struct config;
 struct ingress;
 struct session;
+struct ucred;
+struct user;
 
-/* Take ownership of the connected socket fd; limits from cf's [socket]. */
+/*
+ * Take ownership of the connected socket fd, whose peer is uc (NULL: not
+ * known), and of one connection of user u (NULL: no per-user limits), given
+ * back when the session is freed; limits from cf's [socket].
+ */
 struct session *session_new(struct ingress *ing, int fd,
-	    const struct config *cf);
+	    const struct config *cf, const struct ucred *uc, struct user *u);
 /* The transaction holding s's messages committed (ok) or was rolled back. */
 void	session_committed(struct session *s, int ok, const char *code,
 	    const char *err);

@@ -2074,6 +2074,158 @@ def limits(ctx):
     check_eq(relay.term(), 0, "pubrelayd exit code after SIGTERM")
 
 
+def connect_as(path, uid, timeout=10):
+    """A RawClient on a connection made by a process running as uid (and
+    gid uid): SO_PEERCRED reports whoever called connect(), so the daemon
+    sees uid although this process goes on to use the socket."""
+    import socket as S
+    here, there = S.socketpair(S.AF_UNIX, S.SOCK_STREAM)
+    pid = os.fork()
+    if pid == 0:
+        try:
+            here.close()
+            os.setgroups([])
+            os.setgid(uid)
+            os.setuid(uid)
+            c = S.socket(S.AF_UNIX, S.SOCK_STREAM)
+            c.connect(path)
+            S.send_fds(there, [b"x"], [c.fileno()])
+            os._exit(0)
+        except BaseException:
+            os._exit(1)
+    there.close()
+    try:
+        here.settimeout(timeout)
+        _, fds, _, _ = S.recv_fds(here, 16, 1)
+    finally:
+        here.close()
+        _, status = os.waitpid(pid, 0)
+    check(status == 0 and len(fds) == 1, "connect as uid %d (status %d)"
+          % (uid, status))
+    c = H.RawClient.__new__(H.RawClient)
+    c.path, c.buf, c.eof = path, b"", False
+    c.sock = S.socket(fileno=fds[0])
+    c.sock.settimeout(timeout)
+    return c
+
+
+@scenario
+def user_limits(ctx):
+    """[socket] max_clients_per_user and [outbox] max_bytes_per_user, with
+    clients of two uids: one at its limits, the other unaffected."""
+    check(os.geteuid() == 0, "user_limits needs root to connect as other "
+          "uids")
+    A, B = 30500, 30501
+    with ctx.consumer() as c:
+        q = c.declare(H.unique_queue("users"))
+    rk = [("routing-key", q)]
+    relay = ctx.relay(overrides={"socket": {"mode": "0666",
+                                            "max_clients_per_user": "2"},
+                                 "outbox": {"max_bytes_per_user": "2K"}})
+    os.chmod(relay.dir, 0o755)
+    oked = []                   # bodies that got OK: all must arrive
+
+    def pub(c, body):
+        r = c.pub(body, rk)
+        if r.startswith("OK "):
+            oked.append(body.encode())
+        return r
+
+    def limit_lines():
+        return [ln for ln in relay.log_text().splitlines()
+                if "max_clients_per_user (2)" in ln]
+
+    # Connections: A at 2 is refused, B is not; refusals logged once.
+    a1, a2 = connect_as(relay.sock, A), connect_as(relay.sock, A)
+    b1 = connect_as(relay.sock, B)
+    try:
+        for c in (a1, a2, b1):
+            check_eq(c.ping(), "PONG", "client under max_clients_per_user")
+        for i in range(5):
+            with connect_as(relay.sock, A) as over:
+                r = over.read_line()
+                check(r is not None and r.startswith("ERR LIMIT") and
+                      "uid %d" % A in r and "max_clients_per_user 2" in r,
+                      "third client of uid %d (%d): %r" % (A, i, r))
+                check(over.closed_by_peer(5), "refused connection closed")
+        with connect_as(relay.sock, B) as b2:
+            check_eq(b2.ping(), "PONG", "uid %d's second client while uid %d "
+                     "is at its limit" % (B, A))
+            r = pub(b2, "B-first")
+            check(r.startswith("OK "), "uid %d publishes: %r" % (B, r))
+        check_eq(a1.ping(), "PONG", "uid %d's clients kept" % A)
+        lines = limit_lines()
+        check_eq(len(lines), 1, "LIMIT lines for 5 refusals (%r)" % lines)
+        check("uid %d" % A in lines[0], "the line names the uid: %r"
+              % lines[0])
+        check_eq(relay.stats().get("clients_refused"), 5,
+                 "stats clients_refused")
+        # A slot given back is A's again.
+        a2.close()
+        relay.wait_stats(lambda s: s.get("clients") == 3, 10,
+                         "the daemon to see a client of uid %d close" % A)
+        a2 = connect_as(relay.sock, A)
+        check_eq(a2.ping(), "PONG", "uid %d again once a client left" % A)
+
+        # Bytes: with the broker stopped nothing drains.  A fills its 2K
+        # share and gets FULL; B goes on.
+        before = len(oked)
+        ctx.broker.stop_app()
+        try:
+            relay.wait_stats(lambda s: s.get("state") != "connected", 30,
+                             "the link to go down")
+            r = None
+            for i in range(100):
+                r = pub(a1, "A-%04d-%s" % (i, "x" * 90))
+                if not r.startswith("OK "):
+                    break
+            n_a = len([b for b in oked if b.startswith(b"A-")])
+            ctx.note("uid %d: %d messages in before %r" % (A, n_a, r))
+            check(r.startswith("ERR FULL") and "uid %d" % A in r and
+                  "max_bytes_per_user" in r, "PUB over the share: %r" % r)
+            check(5 < n_a < 30, "uid %d got %d messages of ~110 bytes into "
+                  "a 2K share" % (A, n_a))
+            r = pub(a2, "A-%04d-%s" % (999, "z" * 90))
+            check(r.startswith("ERR FULL"), "the share is the uid's, not "
+                  "the connection's: %r" % r)
+            # B under its own share (also 2K): every one gets OK.
+            for i in range(10):
+                r = pub(b1, "B-%04d-%s" % (i, "y" * 30))
+                check(r.startswith("OK "), "uid %d PUB %d while uid %d is "
+                      "over its share: %r" % (B, i, A, r))
+            for c in (a1, a2):
+                check_eq(c.request("RESET\n"), "OK", "RESET")
+                r = pub(c, "A-%04d-%s" % (998, "w" * 90))
+                check(r.startswith("ERR FULL"), "still full: %r" % r)
+                check_eq(c.request("RESET\n"), "OK", "RESET")
+            st = relay.stats()
+            check_eq(st.get("refused"), 4, "stats refused: each FULL")
+            check_eq(st.get("backlog"), len(oked) - before,
+                     "backlog = messages OK'd with the broker stopped")
+            full = [ln for ln in relay.log_text().splitlines()
+                    if "outbox share full" in ln]
+            check_eq(len(full), 1, "share-full lines for 4 refusals (%r)"
+                     % full)
+            check("uid %d" % A in full[0], "the line names the uid: %r"
+                  % full[0])
+        finally:
+            ctx.broker.start_app()
+        # Drained: A is accepted again.
+        relay.wait_drained(60)
+        for i in range(5):
+            r = pub(a1, "A-after-%d" % i)
+            check(r.startswith("OK "), "uid %d after the drain: %r" % (A, r))
+        relay.wait_drained(60)
+    finally:
+        for c in (a1, a2, b1):
+            c.close()
+    with ctx.consumer() as c:
+        got = [m[0] for m in c.drain(q)]
+    ctx.note("%d OK'd, %d delivered" % (len(oked), len(got)))
+    check_eq(sorted(got), sorted(oked), "delivered = OK'd, once each")
+    check_eq(relay.term(), 0, "pubrelayd exit code after SIGTERM")
+
+
 @scenario
 def uri_order(ctx):
     """[broker] uri_order.  Four uris name the same node as four users, so

@@ -223,6 +223,9 @@ test_defaults(void)
 	is_str(cf.socket_path, PUBRELAY_SOCKET_PATH, "defaults: socket path");
 	is_int(cf.socket_mode, 0660, "defaults: socket mode 0660");
 	is_int(cf.max_clients, 1024, "defaults: max_clients");
+	is_int(cf.max_clients_per_user, 0, "defaults: max_clients_per_user "
+	    "0 (off)");
+	ok(cf.max_bytes_per_user == 0, "defaults: max_bytes_per_user 0 (off)");
 	is_int(cf.max_message_size, 1024 * 1024, "defaults: max_message_size");
 	is_str(cf.outbox_path, PUBRELAY_OUTBOX_PATH, "defaults: outbox path");
 	ok(cf.max_bytes == 1024ULL * 1024 * 1024, "defaults: max_bytes 1G");
@@ -1434,6 +1437,10 @@ test_example(void)
 	    "example: socket path as packaged");
 	is_int(r.cf.socket_mode, d.socket_mode, "example: mode default");
 	is_int(r.cf.max_clients, d.max_clients, "example: max_clients default");
+	is_int(r.cf.max_clients_per_user, d.max_clients_per_user,
+	    "example: max_clients_per_user default");
+	ok(r.cf.max_bytes_per_user == d.max_bytes_per_user,
+	    "example: max_bytes_per_user default");
 	is_int(r.cf.max_message_size, d.max_message_size,
 	    "example: max_message_size default");
 	is_int(r.cf.socket_has_group, d.socket_has_group,
@@ -1558,6 +1565,66 @@ test_socket_limits(void)
 	result_free(&r);
 }
 
+/* [socket] max_clients_per_user and [outbox] max_bytes_per_user. */
+static void
+test_per_user(void)
+{
+	struct result	r;
+
+	load(&r, "[socket]\nmax_clients = 100\nmax_clients_per_user = 10\n"
+	    "[outbox]\nmax_bytes = 1G\nmax_bytes_per_user = 256M\n");
+	is_int(r.rc, 0, "per-user limits: no error (%s)", r.errs ? r.errs : "");
+	is_int(r.cf.max_clients_per_user, 10, "max_clients_per_user 10");
+	ok(r.cf.max_bytes_per_user == 256ULL << 20, "max_bytes_per_user 256M");
+	result_free(&r);
+
+	/* Equal to the global limit, or the global limit off: allowed. */
+	load(&r, "[socket]\nmax_clients = 5\nmax_clients_per_user = 5\n"
+	    "[outbox]\nmax_bytes = 0\nmax_bytes_per_user = 16T\n");
+	is_int(r.rc, 0, "per-user = global, or no global: no error (%s)",
+	    r.errs ? r.errs : "");
+	ok(r.cf.max_bytes_per_user == 16ULL << 40,
+	    "max_bytes_per_user 16T without max_bytes");
+	result_free(&r);
+
+	load(&r, "[socket]\n"
+	    "max_clients_per_user = -1\n"		/* 2 */
+	    "max_clients_per_user = 100001\n"		/* 3 */
+	    "max_clients_per_user = some\n"		/* 4 */
+	    "[outbox]\n"
+	    "max_bytes_per_user = 5X\n"		/* 6 */
+	    "max_bytes_per_user = 10%\n");		/* 7 */
+	is_int(r.rc, 5, "bad per-user values: 5 errors");
+	ok(has_error(&r, 2, "[socket] max_clients_per_user: invalid number "
+	    "'-1' (expected 0 to 100000)"), "max_clients_per_user negative");
+	ok(has_error(&r, 3, "[socket] max_clients_per_user: 100001 is out of "
+	    "range (expected 0 to 100000)"), "max_clients_per_user too big");
+	ok(has_error(&r, 4, "[socket] max_clients_per_user: invalid number "
+	    "'some' (expected 0 to 100000)"), "max_clients_per_user not a "
+	    "number");
+	ok(has_error(&r, 6, "[outbox] max_bytes_per_user: invalid size '5X' "
+	    "(expected bytes, or a whole number with unit K, M, G or T)"),
+	    "max_bytes_per_user bad unit");
+	ok(has_error(&r, 7, "[outbox] max_bytes_per_user: invalid size '10%%' "
+	    "(expected bytes, or a whole number with unit K, M, G or T)"),
+	    "max_bytes_per_user: a share is a size, not a percentage");
+	ok(r.cf.max_clients_per_user == 0 && r.cf.max_bytes_per_user == 0,
+	    "bad per-user values not applied");
+	result_free(&r);
+
+	/* Over the global limit it could never apply: its line is named. */
+	load(&r, "[socket]\nmax_clients_per_user = 2000\n"
+	    "[outbox]\nmax_bytes_per_user = 2G\nmax_bytes = 1G\n");
+	is_int(r.rc, 2, "per-user over global: 2 errors");
+	ok(has_error(&r, 2, "[socket] max_clients_per_user: 2000 is more than "
+	    "max_clients (1024): it could never apply"),
+	    "max_clients_per_user over the default max_clients");
+	ok(has_error(&r, 4, "[outbox] max_bytes_per_user: 2G is more than "
+	    "max_bytes (1G): it could never apply"),
+	    "max_bytes_per_user over max_bytes");
+	result_free(&r);
+}
+
 int
 main(void)
 {
@@ -1593,6 +1660,7 @@ main(void)
 	test_example();
 	test_socket_access();
 	test_socket_limits();
+	test_per_user();
 
 	if (rmdir(tmpdir) == -1)
 		ok(0, "temp dir left empty: %s", strerror(errno));
