@@ -2,7 +2,7 @@
  * sqlite_base.c: bare SQLite insert baseline for `make bench`.
  *
  * The same pragmas as src/outbox.c (WAL, synchronous FULL or NORMAL,
- * journal_size_limit 64M), the same outbox table, one prepared INSERT
+ * journal_size_limit 8M), the same outbox table, one prepared INSERT
  * reused, BEGIN IMMEDIATE ... COMMIT around every batch.  No daemon, no
  * socket, no parsing: what SQLite alone can do on this disk.
  *
@@ -110,7 +110,7 @@ main(int argc, char **argv)
 	must(db, sqlite3_exec(db, strcmp(argv[2], "full") == 0 ?
 	    "PRAGMA synchronous = FULL" : "PRAGMA synchronous = NORMAL",
 	    0, 0, 0), "sync");
-	must(db, sqlite3_exec(db, "PRAGMA journal_size_limit = 67108864",
+	must(db, sqlite3_exec(db, "PRAGMA journal_size_limit = 8388608",
 	    0, 0, 0), "limit");
 	must(db, sqlite3_exec(db, "CREATE TABLE outbox ("
 	    "  id INTEGER PRIMARY KEY,"		/* as pubrelayd's (schema 3) */

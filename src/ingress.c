@@ -51,6 +51,8 @@ struct ingress {
 	int			 tx_failed;	/* OUTBOX_E*: rolled back */
 	unsigned		 tx_count;
 	uint64_t		 tx_bytes;
+	uint64_t		 wal_excess;	/* outbox_wal_excess(), per turn */
+	time_t			 wal_reclaimed;	/* last outbox_reclaim_wal() */
 	struct session		**waiting;	/* sessions with held OKs */
 	size_t			 nwaiting, capwaiting;
 	int64_t			 delete_upto;	/* confirmed, to delete */
@@ -217,15 +219,42 @@ ingress_insert(struct ingress *ing, struct user *u,
 		    PRIu64 ")", size, ing->cf->max_bytes);
 		return -1;
 	}
-	if (ing->cf->max_bytes > 0 &&
-	    outbox_bytes(ing->ob) + ing->tx_bytes + size > ing->cf->max_bytes) {
+	/*
+	 * The write-ahead log beyond its working size takes disk beside the
+	 * rows (a read held open, a checkpoint behind): it counts, so that
+	 * producers hear FULL before the disk fills.  One fstat a turn.
+	 */
+	if (ing->cf->max_bytes > 0 && !ing->in_tx) {
+		ing->wal_excess = outbox_wal_excess(ing->ob);
+		/*
+		 * Nothing written, nothing deleted: no commit starts the log
+		 * over.  Once a second, try to give its space back (it works
+		 * once the read that held it ended).
+		 */
+		if (ing->wal_excess > 0 && outbox_bytes(ing->ob) +
+		    ing->wal_excess + size > ing->cf->max_bytes &&
+		    time(NULL) != ing->wal_reclaimed) {
+			ing->wal_reclaimed = time(NULL);
+			if (outbox_reclaim_wal(ing->ob, ing->cf->min_free) == 0)
+				ing->wal_excess = outbox_wal_excess(ing->ob);
+		}
+	}
+	if (ing->cf->max_bytes > 0 && outbox_bytes(ing->ob) + ing->wal_excess +
+	    ing->tx_bytes + size > ing->cf->max_bytes) {
 		*code = PROTO_E_FULL;
-		snprintf(err, errlen, "outbox full (max_bytes %" PRIu64
-		    " reached); retry later", ing->cf->max_bytes);
+		if (ing->wal_excess > 0)
+			snprintf(err, errlen, "outbox full (max_bytes %" PRIu64
+			    " reached, %" PRIu64 " of them the write-ahead log "
+			    "beyond its working size); retry later",
+			    ing->cf->max_bytes, ing->wal_excess);
+		else
+			snprintf(err, errlen, "outbox full (max_bytes %" PRIu64
+			    " reached); retry later", ing->cf->max_bytes);
 		if (!ing->full_logged) {
-			log_warnx("outbox full (max_bytes %" PRIu64 "): refusing "
-			    "messages until the broker drains it",
-			    ing->cf->max_bytes);
+			log_warnx("outbox full (max_bytes %" PRIu64 ", the "
+			    "write-ahead log's excess %" PRIu64 " bytes "
+			    "included): refusing messages until the broker "
+			    "drains it", ing->cf->max_bytes, ing->wal_excess);
 			ing->full_logged = 1;
 		}
 		return -1;

@@ -32,6 +32,7 @@ struct outbox {
 	int64_t		 reserved;		/* ids up to it may be out */
 	int64_t		 reserving;		/* the open transaction's */
 	int64_t		 reserve_ids;		/* OUTBOX_RESERVE_IDS */
+	int64_t		 wal_limit;		/* journal_size_limit */
 	uint64_t	 unfolded;		/* rows inserted since the fold */
 	uint64_t	 dead_rows, dead_bytes;	/* the dead-letter table's */
 	int64_t		 ddead_rows, ddead_bytes;
@@ -104,12 +105,14 @@ static const char *outbox_schema_dead =
 	"  body BLOB NOT NULL);";
 
 #define OUTBOX_BUSY_MS			5000
+#define OUTBOX_WAL_LIMIT		(8 * 1024 * 1024)	/* unknown size */
 #define OUTBOX_CHECKPOINT_BUSY_MS	50
 /* The lock taken at open: tries 5 ms apart before it counts as held. */
 #define OUTBOX_LOCK_TRIES		20
 #define OUTBOX_LOCK_WAIT_US		5000
 
 static int	outbox_step(sqlite3_stmt *);
+static int64_t	outbox_wal_target(struct outbox *);
 static int	outbox_begin_tx(struct outbox *);
 static int	outbox_fail(struct outbox *, int);
 static int	outbox_write_reserved(struct outbox *, int64_t);
@@ -360,7 +363,7 @@ outbox_open(struct outbox **obp, const char *path, int sync_full, char *err,
 {
 	struct outbox	*ob;
 	struct stat	 sb;
-	char		*lockpath;
+	char		*lockpath, pragma[64];
 	int		 rc, fresh, flags, tries;
 	int64_t		 v = OUTBOX_SCHEMA_VERSION;
 
@@ -466,10 +469,19 @@ outbox_open(struct outbox **obp, const char *path, int sync_full, char *err,
 	ob->sync_full = sync_full;
 	if (outbox_journal_wal(ob, path, err, errlen) == -1)
 		goto fail;
+	/*
+	 * Twice its working size: a log that grew past it (a read held open,
+	 * a burst the checkpoint could not follow) is cut back at its next
+	 * reset, and only what is beyond counts against max_bytes.
+	 */
+	ob->wal_limit = 2 * outbox_wal_target(ob);
+	if (ob->wal_limit == 0)
+		ob->wal_limit = OUTBOX_WAL_LIMIT;
+	snprintf(pragma, sizeof(pragma), "PRAGMA journal_size_limit = %" PRId64,
+	    ob->wal_limit);
 	if (outbox_exec(ob->db, sync_full ? "PRAGMA synchronous = FULL" :
 	    "PRAGMA synchronous = NORMAL") != SQLITE_OK ||
-	    outbox_exec(ob->db, "PRAGMA journal_size_limit = 67108864") !=
-	    SQLITE_OK) {
+	    outbox_exec(ob->db, pragma) != SQLITE_OK) {
 		snprintf(err, errlen, "%s: cannot set up the outbox: %s", path,
 		    sqlite3_errmsg(ob->db));
 		goto fail;
@@ -1330,6 +1342,49 @@ outbox_checkpoint(struct outbox *ob)
 	return outbox_status(rc);
 }
 
+/* The log's size when its automatic checkpoint runs; 0 if unknown. */
+static int64_t
+outbox_wal_target(struct outbox *ob)
+{
+	int64_t	pages, page_size;
+	int	rc;
+
+	pages = outbox_query_int(ob->db, "PRAGMA wal_autocheckpoint", &rc);
+	page_size = outbox_query_int(ob->db, "PRAGMA page_size", &rc);
+	if (pages <= 0 || page_size <= 0)
+		return 0;
+	/* Its 32-byte header and that many frames (24 bytes and a page). */
+	return 32 + pages * (page_size + 24);
+}
+
+uint64_t
+outbox_wal_excess(struct outbox *ob)
+{
+	sqlite3_file	*fp = NULL;
+	sqlite3_int64	 size;
+
+	if (sqlite3_file_control(ob->db, "main", SQLITE_FCNTL_JOURNAL_POINTER,
+	    &fp) != SQLITE_OK || fp == NULL || fp->pMethods == NULL ||
+	    fp->pMethods->xFileSize(fp, &size) != SQLITE_OK)
+		return 0;
+	return size > ob->wal_limit ? (uint64_t)(size - ob->wal_limit) : 0;
+}
+
+int
+outbox_reclaim_wal(struct outbox *ob, uint64_t keep_free)
+{
+	int	rc;
+
+	sqlite3_busy_timeout(ob->db, 0);
+	rc = sqlite3_wal_checkpoint_v2(ob->db, NULL, SQLITE_CHECKPOINT_TRUNCATE,
+	    NULL, NULL);
+	sqlite3_busy_timeout(ob->db, OUTBOX_BUSY_MS);
+	if (rc != SQLITE_OK)
+		return -1;
+	(void)outbox_presize_wal(ob, keep_free);
+	return 0;
+}
+
 /*
  * A commit that appends to the write-ahead log makes the file system
  * allocate blocks and grow the file, and its fdatasync() then has to write
@@ -1354,19 +1409,13 @@ outbox_presize_wal(struct outbox *ob, uint64_t keep_free)
 	static const char	 zeros[65536];
 	sqlite3_file		*fp = NULL;
 	sqlite3_int64		 size, target, off;
-	int64_t			 pages, page_size;
 	uint64_t		 avail;
-	int			 n, rc;
+	int			 n;
 
 	if (!ob->sync_full)
 		return 0;	/* nothing synced per commit to spare */
-	pages = outbox_query_int(ob->db, "PRAGMA wal_autocheckpoint", &rc);
-	page_size = outbox_query_int(ob->db, "PRAGMA page_size", &rc);
-	if (pages <= 0 || page_size <= 0)
+	if ((target = outbox_wal_target(ob)) == 0)
 		return 0;
-	/* The log's size when the automatic checkpoint runs: its header and
-	 * that many frames (a 24-byte header and a page each). */
-	target = 32 + pages * (page_size + 24);
 	if (sqlite3_file_control(ob->db, "main", SQLITE_FCNTL_JOURNAL_POINTER,
 	    &fp) != SQLITE_OK || fp == NULL || fp->pMethods == NULL ||
 	    fp->pMethods->xFileSize(fp, &size) != SQLITE_OK)

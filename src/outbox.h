@@ -69,6 +69,19 @@ int	 outbox_delete_upto(struct outbox *ob, int64_t upto);
 uint64_t outbox_free_space(const struct outbox *ob);
 /* Bytes of free pages inside the database file, which new rows reuse. */
 uint64_t outbox_reusable_bytes(struct outbox *ob);
+/*
+ * Bytes of the write-ahead log beyond twice its working size (the size at
+ * which its automatic checkpoint runs), where SQLite cuts it back when it
+ * starts the log over: what a read held open too long, or a checkpoint
+ * that cannot keep up, takes on disk beside the rows.
+ */
+uint64_t outbox_wal_excess(struct outbox *ob);
+/*
+ * Give back what the log holds beyond its working size once nothing reads
+ * it any more: a truncating checkpoint that does not wait for readers (it
+ * fails while one is in the log), then the log pre-sized again.  0 or -1.
+ */
+int	 outbox_reclaim_wal(struct outbox *ob, uint64_t keep_free);
 /* Move the write-ahead log into the database and truncate it. */
 int	 outbox_checkpoint(struct outbox *ob);
 /*

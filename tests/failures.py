@@ -944,6 +944,57 @@ def blocked_wal(ctx):
     b.stop()
 
 
+@scenario
+def wal_held_full(ctx):
+    """Another program holds a read of the outbox open (a backup, an
+    sqlite3 shell): no checkpoint passes it, and the write-ahead log grows
+    beside the rows with every message.  What it holds beyond twice its
+    working size counts against max_bytes: with max_bytes 32M and no broker,
+    64 KiB messages get FULL, naming the log, before 26 MiB of them were
+    accepted (counting the rows alone, at 32 MiB, with as much again in the
+    log).  Once the read ends, the space comes back without a restart and
+    messages are accepted again."""
+    import sqlite3
+    relay = ctx.relay(uri=DEAD_URI, overrides={"outbox": {"max_bytes": "32M"}})
+    pad = 65536
+
+    def enc(i):
+        return H.encode_pub(H.seq_line(1, i, pad=pad),
+                            [("routing-key", "wal-held")])
+    pub_pipelined(relay, [enc(0)], "a first message")
+    con = sqlite3.connect(relay.outbox, isolation_level=None)
+    try:
+        con.execute("BEGIN")
+        con.execute("SELECT count(*) FROM outbox").fetchone()
+        accepted, reply = 1, None
+        with H.RawClient(relay.sock, timeout=30) as c:
+            for i in range(1, 1000):
+                reply = c.request(enc(i))
+                if not reply.startswith("OK "):
+                    break
+                accepted += 1
+        wal = os.path.getsize(relay.outbox + "-wal")
+        ctx.note("%d x 64 KiB accepted, then %r; log %.1f MiB"
+                 % (accepted, reply, wal / 1048576.0))
+        check(reply is not None and reply.startswith("ERR FULL ") and
+              "write-ahead log" in reply, "FULL naming the log: %r" % reply)
+        check(accepted * pad < 26 * 1048576, "FULL before 26 MiB of "
+              "messages (%.1f MiB accepted)" % (accepted * pad / 1048576.0))
+    finally:
+        con.execute("COMMIT")
+        con.close()
+
+    def accepted_again():
+        with H.RawClient(relay.sock, timeout=30) as c:
+            return c.request(enc(accepted)).startswith("OK ")
+    H.wait_until(accepted_again, 15, "a message accepted once the read "
+                 "ended", interval=0.3)
+    wal = os.path.getsize(relay.outbox + "-wal")
+    check(wal <= 8 * 1048576, "the log back under 8 MiB: %.1f MiB"
+          % (wal / 1048576.0))
+    check_eq(relay.term(), 0, "pubrelayd exit code after SIGTERM")
+
+
 # ---------------------------------------------------------------------------
 # 5. A stalled network, through the fault proxy
 
