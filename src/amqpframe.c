@@ -1,6 +1,7 @@
 /*
  * amqpframe.c: encode the frames of one basic.publish.  See amqpframe.h.
  */
+#include <stdint.h>
 #include <string.h>
 
 #include <amqp.h>
@@ -57,6 +58,34 @@ props_bound(const amqp_basic_properties_t *bp)
 			n += 1 + bp->headers.entries[i].key.len + 1 + 4 +
 			    bp->headers.entries[i].value.value.bytes.len;
 	return n;
+}
+
+size_t
+amqpframe_header_size(amqp_basic_properties_t *props)
+{
+	struct buf	 scratch;
+	amqp_bytes_t	 enc;
+	size_t		 bound = props_bound(props);
+	int		 plen;
+
+	buf_init(&scratch);
+	buf_reserve(&scratch, bound);
+	enc.bytes = scratch.data;
+	enc.len = bound;
+	plen = amqp_encode_properties(AMQP_BASIC_CLASS, props, enc);
+	buf_free(&scratch);
+	if (plen < 0)
+		return SIZE_MAX;
+	return AMQPFRAME_HEADER + 12 + (size_t)plen + AMQPFRAME_FOOTER;
+}
+
+int
+amqpframe_header_fits(amqp_basic_properties_t *props, size_t frame_max)
+{
+	if (AMQPFRAME_HEADER + 12 + props_bound(props) + AMQPFRAME_FOOTER <=
+	    frame_max)
+		return 1;	/* without encoding them: most messages */
+	return amqpframe_header_size(props) <= frame_max;
 }
 
 int
@@ -117,7 +146,8 @@ amqpframe_publish(struct buf *out, uint16_t ch, size_t frame_max,
 	enc.len = (size_t)((unsigned char *)out->data + out->cap -
 	    (unsigned char *)enc.bytes);
 	plen = amqp_encode_properties(AMQP_BASIC_CLASS, props, enc);
-	if (plen < 0)
+	if (plen < 0 || AMQPFRAME_HEADER + 12 + (size_t)plen +
+	    AMQPFRAME_FOOTER > frame_max)
 		return -1;
 	frame_header(p, AMQP_FRAME_HEADER, ch, (uint32_t)(12 + plen));
 	p += AMQPFRAME_HEADER;

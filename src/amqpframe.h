@@ -26,11 +26,21 @@
  * Append the method and content-header frames of a basic.publish on channel
  * ch to out, and, when with_body is set, the body frames too (each at most
  * frame_max bytes in all).  exchange and routing_key are at most 255 bytes.
- * Returns 0, or -1 when a field cannot be encoded (out is then unchanged).
+ * Returns 0, or -1 when a field cannot be encoded or the content header
+ * does not fit frame_max (out is then unchanged).
  */
 int	amqpframe_publish(struct buf *out, uint16_t ch, size_t frame_max,
 	    amqp_bytes_t exchange, amqp_bytes_t routing_key, int mandatory,
 	    amqp_basic_properties_t *props, amqp_bytes_t body, int with_body);
+
+/*
+ * Size of the content-header frame that carries props, frame header and end
+ * included: it must not exceed the connection's frame_max, or the broker
+ * closes the connection.  SIZE_MAX when props cannot be encoded.
+ */
+size_t	amqpframe_header_size(amqp_basic_properties_t *props);
+/* Whether that frame fits frame_max; encodes props only when it may not. */
+int	amqpframe_header_fits(amqp_basic_properties_t *props, size_t frame_max);
 
 /* The 7-byte header of a body frame carrying len bytes. */
 void	amqpframe_body_header(unsigned char hdr[AMQPFRAME_HEADER], uint16_t ch,

@@ -219,6 +219,11 @@ ingress_insert(struct ingress *ing, struct user *u,
 		    PRIu64 ")", size, ing->cf->max_bytes);
 		return -1;
 	}
+	/* Never publishable to this broker: not FULL, it would never fit. */
+	if (ing->pub != NULL && !publisher_fits(ing->pub, pub, err, errlen)) {
+		*code = PROTO_E_TOOBIG;
+		return -1;
+	}
 	/*
 	 * The write-ahead log beyond its working size takes disk beside the
 	 * rows (a read held open, a checkpoint behind): it counts, so that

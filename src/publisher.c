@@ -83,6 +83,8 @@
 #define PUB_STAGE_BYTES		(256 * 1024)	/* rows read at a time */
 #define PUB_NACK_RENEW		3	/* go-backs on nacks, no progress */
 #define PUB_NOTIFY_MS		20	/* confirmed ids reach main so late */
+/* A generated message-id: "<instance>-<id>", an id of up to 19 digits. */
+#define PUB_MID_MAX		(OUTBOX_INSTANCE_LEN + 1 + 19 + 1)
 
 enum slot_state {
 	SLOT_PENDING = 0,
@@ -138,6 +140,7 @@ struct publisher {
 	atomic_int		 stopping;
 	atomic_int		 sockfd;	/* to shutdown() a stuck call */
 	atomic_int_fast64_t	 confirmed_shared;
+	atomic_size_t		 frame_max_shared; /* the last negotiated */
 	pthread_mutex_t		 park_lock;	/* parks, for the main thread */
 	struct pub_park		*parks;
 	size_t			 nparks, capparks;
@@ -160,6 +163,7 @@ struct publisher {
 	size_t			 nstaged, capstaged;
 	uint64_t		 stage_room;	/* bytes left to read */
 	int			 stage_full;	/* the read stopped for room */
+	int			 head_wait;	/* pub_unsendable() */
 	int			 uri_idx;	/* into order[] */
 	int			 order[CONFIG_MAX_URIS]; /* uri_order */
 	struct backoff		 backoff;
@@ -428,6 +432,7 @@ pub_window_reset(struct publisher *p, int new_channel)
 	p->nack_break = 0;
 	if (new_channel)
 		p->nack_rounds = 0;
+	p->head_wait = 0;
 	p->sent_id = p->confirmed_id;
 	atomic_store(&p->st->in_flight, 0);
 }
@@ -859,6 +864,7 @@ pub_connect(struct publisher *p)
 	/* TLS goes through the library; plain TCP is written in batches. */
 	p->direct = !ci.ssl;
 	p->frame_max = (size_t)amqp_get_frame_max(p->conn);
+	atomic_store(&p->frame_max_shared, p->frame_max);
 	buf_reset(&p->wbuf);
 
 	p->ev_read = event_new(p->base, fd, EV_READ | EV_PERSIST, pub_read_cb, p);
@@ -1569,39 +1575,28 @@ pub_direct(struct publisher *p, amqp_bytes_t exchange, amqp_bytes_t rk,
 	return 0;
 }
 
-/* Publish one outbox row; 1: stop (window full or link lost). */
-static int
-pub_row(struct publisher *p, const struct outbox_row *row)
+/*
+ * The AMQP properties of message m into bp (pointing into m, hdrs and mid,
+ * the message-id used when m has none).
+ */
+static void
+pub_props(const struct config *cf, const struct proto_pub *m, const char *mid,
+    amqp_basic_properties_t *bp, amqp_table_entry_t *hdrs)
 {
-	struct proto_pub	 m;
-	amqp_basic_properties_t	 bp;
-	amqp_bytes_t		 body;
-	char			 err[256], mid[OUTBOX_INSTANCE_LEN + 24];
-	unsigned		 i;
-	int			 rc, mandatory;
-	struct pub_slot		*s;
+	unsigned	i;
 
-	if (proto_parse_props(row->props, row->plen, &m, err, sizeof(err))) {
-		/* Validated at ingress; only a damaged row gets here. */
-		log_errx("outbox row %" PRId64 " has bad properties (%s); "
-		    "publishing its body without them", row->id, err);
-		proto_pub_init(&m);
-	}
-
-	memset(&bp, 0, sizeof(bp));
-	bp._flags = AMQP_BASIC_DELIVERY_MODE_FLAG | AMQP_BASIC_MESSAGE_ID_FLAG;
-	bp.delivery_mode = m.delivery_mode ? (uint8_t)m.delivery_mode :
-	    (p->cf->persistent ? 2 : 1);
-	if (m.message_id.p != NULL)
-		bp.message_id = pub_bytes(m.message_id);
-	else {
-		snprintf(mid, sizeof(mid), "%s-%" PRId64, p->instance, row->id);
-		bp.message_id = amqp_cstring_bytes(mid);
-	}
+	memset(bp, 0, sizeof(*bp));
+	bp->_flags = AMQP_BASIC_DELIVERY_MODE_FLAG | AMQP_BASIC_MESSAGE_ID_FLAG;
+	bp->delivery_mode = m->delivery_mode ? (uint8_t)m->delivery_mode :
+	    (cf->persistent ? 2 : 1);
+	if (m->message_id.p != NULL)
+		bp->message_id = pub_bytes(m->message_id);
+	else
+		bp->message_id = amqp_cstring_bytes(mid);
 #define PUB_PROP(field, flag)						\
-	if (m.field.p != NULL) {					\
-		bp._flags |= flag;					\
-		bp.field = pub_bytes(m.field);				\
+	if (m->field.p != NULL) {					\
+		bp->_flags |= flag;					\
+		bp->field = pub_bytes(m->field);			\
 	}
 	PUB_PROP(content_type, AMQP_BASIC_CONTENT_TYPE_FLAG);
 	PUB_PROP(content_encoding, AMQP_BASIC_CONTENT_ENCODING_FLAG);
@@ -1611,25 +1606,75 @@ pub_row(struct publisher *p, const struct outbox_row *row)
 	PUB_PROP(type, AMQP_BASIC_TYPE_FLAG);
 	PUB_PROP(app_id, AMQP_BASIC_APP_ID_FLAG);
 #undef PUB_PROP
-	if (m.priority >= 0) {
-		bp._flags |= AMQP_BASIC_PRIORITY_FLAG;
-		bp.priority = (uint8_t)m.priority;
+	if (m->priority >= 0) {
+		bp->_flags |= AMQP_BASIC_PRIORITY_FLAG;
+		bp->priority = (uint8_t)m->priority;
 	}
-	if (m.has_timestamp) {
-		bp._flags |= AMQP_BASIC_TIMESTAMP_FLAG;
-		bp.timestamp = m.timestamp;
+	if (m->has_timestamp) {
+		bp->_flags |= AMQP_BASIC_TIMESTAMP_FLAG;
+		bp->timestamp = m->timestamp;
 	}
-	if (m.nheaders > 0) {
-		for (i = 0; i < m.nheaders; i++) {
-			p->hdrs[i].key = pub_bytes(m.headers[i].name);
-			p->hdrs[i].value.kind = AMQP_FIELD_KIND_UTF8;
-			p->hdrs[i].value.value.bytes =
-			    pub_bytes(m.headers[i].value);
+	if (m->nheaders > 0) {
+		for (i = 0; i < m->nheaders; i++) {
+			hdrs[i].key = pub_bytes(m->headers[i].name);
+			hdrs[i].value.kind = AMQP_FIELD_KIND_UTF8;
+			hdrs[i].value.value.bytes = pub_bytes(m->headers[i].value);
 		}
-		bp._flags |= AMQP_BASIC_HEADERS_FLAG;
-		bp.headers.num_entries = (int)m.nheaders;
-		bp.headers.entries = p->hdrs;
+		bp->_flags |= AMQP_BASIC_HEADERS_FLAG;
+		bp->headers.num_entries = (int)m->nheaders;
+		bp->headers.entries = hdrs;
 	}
+}
+
+/*
+ * A row whose properties do not fit one frame of this connection: the
+ * broker would close the connection on it, and again at every reconnect.
+ * It is parked once it is the oldest unconfirmed row (the confirmed prefix
+ * passes over it then); until then publishing waits.  0 when parked, 1:
+ * stop.
+ */
+static int
+pub_unsendable(struct publisher *p, int64_t id, size_t header_size)
+{
+	char	reason[PUB_REASON_MAX];
+
+	if (p->next_tag != p->first_tag) {
+		p->head_wait = 1;
+		return 1;
+	}
+	snprintf(reason, sizeof(reason), "properties too large for the "
+	    "broker: a %zu-byte content header frame, frame_max is %zu",
+	    header_size, p->frame_max);
+	pub_park(p, id, 1, reason);
+	p->head_wait = 0;
+	p->sent_id = p->confirmed_id = id;
+	pub_publish_confirmed(p);
+	return 0;
+}
+
+/* Publish one outbox row; 1: stop (window full or link lost). */
+static int
+pub_row(struct publisher *p, const struct outbox_row *row)
+{
+	struct proto_pub	 m;
+	amqp_basic_properties_t	 bp;
+	amqp_bytes_t		 body;
+	char			 err[256], mid[PUB_MID_MAX];
+	int			 rc, mandatory;
+	struct pub_slot		*s;
+
+	if (proto_parse_props(row->props, row->plen, &m, err, sizeof(err))) {
+		/* Validated at ingress; only a damaged row gets here. */
+		log_errx("outbox row %" PRId64 " has bad properties (%s); "
+		    "publishing its body without them", row->id, err);
+		proto_pub_init(&m);
+	}
+	if (m.message_id.p == NULL)
+		snprintf(mid, sizeof(mid), "%s-%" PRId64, p->instance, row->id);
+
+	pub_props(p->cf, &m, mid, &bp, p->hdrs);
+	if (!amqpframe_header_fits(&bp, p->frame_max))
+		return pub_unsendable(p, row->id, amqpframe_header_size(&bp));
 	mandatory = m.mandatory >= 0 ? m.mandatory : p->cf->mandatory;
 	body.len = row->blen;
 	body.bytes = (void *)(uintptr_t)row->body;
@@ -1752,6 +1797,8 @@ pub_fill(struct publisher *p)
 		uint64_t inflight = p->next_tag - p->first_tag;
 
 		win = pub_window(p);
+		if (p->head_wait && inflight > 0)
+			break;		/* an unsendable row, parked at the head */
 		if (inflight >= win ||
 		    p->inflight_bytes >= PUB_MAX_INFLIGHT_BYTES)
 			break;
@@ -2081,6 +2128,31 @@ void
 publisher_wake(struct publisher *p)
 {
 	event_active(p->ev_wake, EV_READ, 0);
+}
+
+/*
+ * Main thread.  A message-id generated later is counted at its longest, so
+ * a message up to 18 bytes short of the limit may be refused.
+ */
+int
+publisher_fits(struct publisher *p, const struct proto_pub *m, char *err,
+    size_t errlen)
+{
+	amqp_basic_properties_t	 bp;
+	amqp_table_entry_t	 hdrs[PROTO_MAX_HEADERS];
+	char			 mid[PUB_MID_MAX];
+	size_t			 fm = atomic_load(&p->frame_max_shared);
+
+	if (fm == 0)
+		return 1;	/* never connected: not known yet */
+	snprintf(mid, sizeof(mid), "%s-%019d", p->instance, 0);
+	pub_props(p->cf, m, mid, &bp, hdrs);
+	if (amqpframe_header_fits(&bp, fm))
+		return 1;
+	snprintf(err, errlen, "properties too large for the broker: a %zu-byte "
+	    "content header frame, its frame_max is %zu",
+	    amqpframe_header_size(&bp), fm);
+	return 0;
 }
 
 int64_t

@@ -14,6 +14,7 @@
 
 struct config;
 struct event_base;
+struct proto_pub;
 struct relay_stats;
 struct publisher;
 
@@ -42,6 +43,12 @@ struct publisher *publisher_start(const struct publisher_params *pp,
 	    char *err, size_t errlen);
 /* Main thread: new rows were committed. */
 void	 publisher_wake(struct publisher *p);
+/*
+ * Main thread: whether message m's properties fit one frame of the broker
+ * last connected to (1 when none was yet); 0 with the reason in err.
+ */
+int	 publisher_fits(struct publisher *p, const struct proto_pub *m,
+	    char *err, size_t errlen);
 /* Highest id the broker confirmed (every id <= it is confirmed). */
 int64_t	 publisher_confirmed(struct publisher *p);
 /*

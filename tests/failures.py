@@ -995,6 +995,58 @@ def wal_held_full(ctx):
     check_eq(relay.term(), 0, "pubrelayd exit code after SIGTERM")
 
 
+@scenario
+def frame_max_park(ctx):
+    """A broker whose frame_max (4096) is smaller than the content header
+    a message's properties need (40 headers of 200 bytes): sent, the broker
+    would close the connection, and again after every reconnect.  Accepted
+    while the relay had never connected (frame_max unknown), it is parked
+    with the reason when it reaches the head of the window, and the
+    messages around it are delivered in order without a reconnect.  Once
+    the limit is known, such a message is refused at once with TOOBIG."""
+    b = H.Broker(extra_conf=["frame_max = 4096"],
+                 name="pubrelaytest-frame-%d" % os.getpid())
+    H.on_exit(b.stop)
+    b.start()
+    with ctx.consumer(b) as c:
+        q = c.declare(H.unique_queue("frame-max"))
+    big = [("routing-key", q), ("message-id", "too-big-1")] + [
+        ("header", "h%02d=%s" % (i, "x" * 200)) for i in range(40)]
+    b.stop_app()
+    relay = ctx.relay(broker=b)
+    ids = pub_pipelined(relay, [
+        H.encode_pub(H.seq_line(1, 0), [("routing-key", q)]),
+        H.encode_pub(H.seq_line(1, 1), big),
+        H.encode_pub(H.seq_line(1, 2), [("routing-key", q)])],
+        "two messages around one too big for the broker")
+    check_eq(ids[1], "too-big-1", "the big one's id")
+    b.start_app()
+    st = relay.wait_drained(60)
+    ctx.note("drained: %s" % H.fmt_stats(st))
+    check_eq(st.get("parked"), 1, "parked")
+    check_eq(st.get("reconnects"), 0, "reconnects")
+    row = dead_row_for(relay, "too-big-1")
+    check("frame_max" in row["reason"], "the dead letter's reason names "
+          "frame_max: %r" % row["reason"])
+    client_dead_list(ctx, relay, "too-big-1", "frame_max")
+
+    with H.RawClient(relay.sock, timeout=10) as c:
+        reply = c.request(H.encode_pub(H.seq_line(1, 99), big))
+    ctx.note("once frame_max is known: %r" % reply)
+    check(reply.startswith("ERR TOOBIG ") and "frame_max" in reply,
+          "refused with TOOBIG naming frame_max: %r" % reply)
+    pub_pipelined(relay, [H.encode_pub(H.seq_line(1, 3), [("routing-key",
+                                                            q)])])
+    relay.wait_drained(30)
+    with ctx.consumer(b) as c:
+        msgs = c.drain(q)
+    seqs = [H.parse_seq(body) for body, _ in msgs]
+    check_eq(seqs, [(1, 0), (1, 2), (1, 3)], "the messages delivered, in "
+             "order (all but the big ones)")
+    check_eq(relay.term(), 0, "pubrelayd exit code after SIGTERM")
+    b.stop()
+
+
 # ---------------------------------------------------------------------------
 # 5. A stalled network, through the fault proxy
 

@@ -4,6 +4,7 @@
  * so the batched publisher puts on the wire what amqp_basic_publish would.
  */
 #include <stdint.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -223,6 +224,58 @@ test_errors(void)
 	buf_free(&b);
 }
 
+/*
+ * Properties whose content header frame is larger than frame_max: the broker
+ * closes the connection on such a frame, so it is never encoded, and
+ * amqpframe_header_size() tells the publisher beforehand.
+ */
+static void
+test_header_size(void)
+{
+	amqp_basic_properties_t	 bp;
+	amqp_table_entry_t	 h[64];
+	amqp_bytes_t		 body = { 3, "abc" };
+	struct buf		 b;
+	struct frame		 f[4];
+	char			 key[64][8], value[100];
+	size_t			 size;
+	int			 i;
+
+	memset(&bp, 0, sizeof(bp));
+	memset(value, 'v', sizeof(value) - 1);
+	value[sizeof(value) - 1] = '\0';
+	for (i = 0; i < 64; i++) {
+		snprintf(key[i], sizeof(key[i]), "h%d", i);
+		h[i].key = amqp_cstring_bytes(key[i]);
+		h[i].value.kind = AMQP_FIELD_KIND_UTF8;
+		h[i].value.value.bytes = amqp_cstring_bytes(value);
+	}
+	bp._flags = AMQP_BASIC_HEADERS_FLAG | AMQP_BASIC_MESSAGE_ID_FLAG;
+	bp.message_id = amqp_cstring_bytes("id-1");
+	bp.headers.num_entries = 64;
+	bp.headers.entries = h;
+	size = amqpframe_header_size(&bp);
+	buf_init(&b);
+	ok(amqpframe_publish(&b, 1, 131072, amqp_cstring_bytes(""),
+	    amqp_cstring_bytes("q"), 0, &bp, body, 0) == 0 &&
+	    split(&b, f, 4) == 2, "64 headers of 100 bytes: encoded");
+	is_int(size, 8 + f[1].len, "amqpframe_header_size() is the content "
+	    "header frame's size (%zu)", size);
+	ok(size > 4096, "more than the smallest frame_max");
+	buf_reset(&b);
+	ok(amqpframe_publish(&b, 1, 4096, amqp_cstring_bytes(""),
+	    amqp_cstring_bytes("q"), 0, &bp, body, 1) == -1 && b.len == 0,
+	    "refused with frame_max 4096, buffer unchanged");
+	ok(amqpframe_publish(&b, 1, size, amqp_cstring_bytes(""),
+	    amqp_cstring_bytes("q"), 0, &bp, body, 1) == 0, "encoded with "
+	    "frame_max %zu", size);
+	buf_reset(&b);
+	ok(amqpframe_publish(&b, 1, size - 1, amqp_cstring_bytes(""),
+	    amqp_cstring_bytes("q"), 0, &bp, body, 1) == -1, "refused with "
+	    "one byte less");
+	buf_free(&b);
+}
+
 int
 main(void)
 {
@@ -232,5 +285,6 @@ main(void)
 	test_roundtrip("one byte over a frame", 4096, 4096 - 7, 0);
 	test_roundtrip("10 frames and a bit", 4096, 10 * 4088 + 17, 1);
 	test_errors();
+	test_header_size();
 	return done_testing();
 }
