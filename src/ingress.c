@@ -27,11 +27,19 @@
 
 #define INGRESS_DELETE_DELAY_MS	100	/* batch deletes of confirmed rows */
 #define INGRESS_DELETE_RETRY_MS	1000	/* after a failed delete */
+#define INGRESS_REQUEUE_MAX	64	/* dead letters retried per turn */
+#define INGRESS_PARK_LOGS	10	/* parked for good: lines a minute */
 
 struct ingress_park {
 	int64_t		 id;
 	unsigned	 attempts;
 	char		*reason;
+};
+
+/* A dead letter the relay retries on its own, and when. */
+struct ingress_retry {
+	int64_t		 id;
+	int64_t		 due_ms;	/* CLOCK_REALTIME, like parked times */
 };
 
 static const char *ingress_state_names[] = {
@@ -66,12 +74,19 @@ struct ingress {
 	int			 fail_logged;	/* a failing write, logged */
 	struct ingress_park	*parks;		/* waiting for no open commit */
 	size_t			 nparks, capparks;
+	struct ingress_retry	*retries;	/* ingress_retry_cb() */
+	size_t			 nretries, capretries;
+	struct event		*ev_retry;
+	time_t			 park_log_minute;	/* parked for good: */
+	unsigned		 park_log_n, park_log_quiet;	/* lines, not */
 	time_t			 started;
 	uint64_t		 deleted;	/* rows deleted as confirmed */
 };
 
 static void ingress_commit_cb(evutil_socket_t, short, void *);
 static void ingress_delete_cb(evutil_socket_t, short, void *);
+static void ingress_retry_cb(evutil_socket_t, short, void *);
+static void ingress_load_retries(struct ingress *);
 
 struct ingress *
 ingress_new(struct event_base *base, struct outbox *ob, const struct config *cf,
@@ -89,8 +104,11 @@ ingress_new(struct event_base *base, struct outbox *ob, const struct config *cf,
 
 	ing->ev_commit = event_new(base, -1, 0, ingress_commit_cb, ing);
 	ing->ev_delete = evtimer_new(base, ingress_delete_cb, ing);
-	if (ing->ev_commit == NULL || ing->ev_delete == NULL)
+	ing->ev_retry = evtimer_new(base, ingress_retry_cb, ing);
+	if (ing->ev_commit == NULL || ing->ev_delete == NULL ||
+	    ing->ev_retry == NULL)
 		abort();
+	ingress_load_retries(ing);
 	return ing;
 }
 
@@ -119,6 +137,8 @@ ingress_free(struct ingress *ing)
 		return;
 	event_free(ing->ev_commit);
 	event_free(ing->ev_delete);
+	event_free(ing->ev_retry);
+	free(ing->retries);
 	free(ing->waiting);
 	while (ing->nparks > 0)
 		free(ing->parks[--ing->nparks].reason);
@@ -364,6 +384,165 @@ ingress_wait_first(struct ingress *ing, struct session *s)
 	ing->waiting[0] = s;
 }
 
+/* Wait before the relay's own retry of a message refused n times. */
+static uint64_t
+ingress_retry_delay(const struct config *cf, unsigned n)
+{
+	uint64_t	d = cf->reconnect_min_ms;
+
+	while (--n > 0 && d < cf->reconnect_max_ms)
+		d *= 2;
+	return d < cf->reconnect_max_ms ? d : cf->reconnect_max_ms;
+}
+
+static void
+ingress_retry_arm(struct ingress *ing)
+{
+	struct timeval	 tv;
+	int64_t		 next = INT64_MAX, wait;
+	size_t		 i;
+
+	for (i = 0; i < ing->nretries; i++)
+		if (ing->retries[i].due_ms < next)
+			next = ing->retries[i].due_ms;
+	if (ing->nretries == 0)
+		return;
+	wait = next - ingress_now_ms();
+	if (wait < 0)
+		wait = 0;
+	tv.tv_sec = (time_t)(wait / 1000);
+	tv.tv_usec = (suseconds_t)(wait % 1000) * 1000;
+	evtimer_add(ing->ev_retry, &tv);
+}
+
+static void
+ingress_retry_add(struct ingress *ing, int64_t id, int64_t due_ms)
+{
+	if (ing->nretries == ing->capretries) {
+		ing->capretries = ing->capretries ? ing->capretries * 2 : 16;
+		ing->retries = xrealloc(ing->retries,
+		    ing->capretries * sizeof(*ing->retries));
+	}
+	ing->retries[ing->nretries].id = id;
+	ing->retries[ing->nretries].due_ms = due_ms;
+	ing->nretries++;
+}
+
+/*
+ * Dead letter id was refused total times in all.  Under max_attempts the
+ * relay retries it after a backoff, away from the stream it was refused in
+ * (it goes to the tail); else it stays parked, and that is logged: at most
+ * INGRESS_PARK_LOGS lines a minute, however many a client sends.
+ */
+static void
+ingress_parked(struct ingress *ing, int64_t id, unsigned total,
+    const char *reason)
+{
+	time_t	minute = time(NULL) / 60;
+
+	if (total < ing->cf->max_attempts) {
+		log_debug("outbox id %" PRId64 " parked (attempt %u of %u: %s); "
+		    "retried in %" PRIu64 " ms", id, total,
+		    ing->cf->max_attempts, reason,
+		    ingress_retry_delay(ing->cf, total));
+		ingress_retry_add(ing, id, ingress_now_ms() +
+		    (int64_t)ingress_retry_delay(ing->cf, total));
+		ingress_retry_arm(ing);
+		return;
+	}
+	if (minute != ing->park_log_minute) {
+		if (ing->park_log_quiet > 0)
+			log_warnx("%u more messages parked as dead letters in "
+			    "the last minute (pubrelay dead list)",
+			    ing->park_log_quiet);
+		ing->park_log_minute = minute;
+		ing->park_log_n = ing->park_log_quiet = 0;
+	}
+	if (ing->park_log_n++ < INGRESS_PARK_LOGS)
+		log_warnx("outbox id %" PRId64 " parked as a dead letter after "
+		    "%u attempt%s: %s", id, total, total == 1 ? "" : "s",
+		    reason);
+	else
+		ing->park_log_quiet++;
+}
+
+/* Dead letters parked before this start that still have attempts left. */
+static int
+ingress_load_retry_cb(void *arg, const struct outbox_dead *d)
+{
+	struct ingress	*ing = arg;
+
+	if (d->attempts > 0 && d->attempts < ing->cf->max_attempts)
+		ingress_retry_add(ing, d->id, d->parked_ms +
+		    (int64_t)ingress_retry_delay(ing->cf, d->attempts));
+	return 0;
+}
+
+static void
+ingress_load_retries(struct ingress *ing)
+{
+	if (ing->cf->max_attempts > 1 && outbox_dead_rows(ing->ob) > 0 &&
+	    outbox_dead_foreach(ing->ob, 0, INT32_MAX, 0,
+	    ingress_load_retry_cb, ing) == -1)
+		log_warnx("outbox: cannot read the dead letters to retry: %s",
+		    outbox_errmsg(ing->ob));
+	ingress_retry_arm(ing);
+}
+
+/*
+ * Retry the dead letters that are due, a few at a time: each is one
+ * transaction of its own.  Never inside a group commit.
+ */
+static void
+ingress_retry_cb(evutil_socket_t fd, short what, void *arg)
+{
+	struct ingress	*ing = arg;
+	struct timeval	 soon = { 0, 10 * 1000 };
+	int64_t		 now = ingress_now_ms();
+	uint64_t	 n, moved = 0;
+	size_t		 i = 0;
+	unsigned	 done = 0;
+	int		 status;
+
+	(void)fd;
+	(void)what;
+	if (ing->in_tx) {
+		evtimer_add(ing->ev_retry, &soon);
+		return;
+	}
+	while (i < ing->nretries && done < INGRESS_REQUEUE_MAX) {
+		struct ingress_retry *r = &ing->retries[i];
+
+		if (r->due_ms > now) {
+			i++;
+			continue;
+		}
+		status = outbox_dead_requeue(ing->ob, r->id, now, &n);
+		if (status != OUTBOX_OK) {
+			/* Full, or a failing disk: later, as for a delete. */
+			log_msg(ing->delete_logged ? LOG_DEBUG : LOG_WARNING,
+			    "outbox: cannot retry dead letter %" PRId64
+			    ": %s", r->id, outbox_errmsg(ing->ob));
+			r->due_ms = now + INGRESS_DELETE_RETRY_MS;
+			i++;
+			continue;
+		}
+		moved += n;	/* 0: purged or replayed by hand meanwhile */
+		*r = ing->retries[--ing->nretries];
+		done++;
+	}
+	if (moved > 0) {
+		log_debug("%" PRIu64 " dead letter%s retried", moved,
+		    moved == 1 ? "" : "s");
+		if (ing->pub != NULL)
+			publisher_wake(ing->pub);
+	}
+	if (done == INGRESS_REQUEUE_MAX)
+		evtimer_add(ing->ev_retry, &soon);
+	else
+		ingress_retry_arm(ing);
+}
+
 /* Park what the publisher gave up on; a failure keeps it queued. */
 static void
 ingress_run_parks(struct ingress *ing)
@@ -372,9 +551,10 @@ ingress_run_parks(struct ingress *ing)
 
 	for (i = 0; i < ing->nparks; i++) {
 		struct ingress_park *pk = &ing->parks[i];
+		unsigned total;
 
 		if (outbox_park(ing->ob, pk->id, pk->attempts, pk->reason,
-		    ingress_now_ms()) != OUTBOX_OK) {
+		    ingress_now_ms(), &total) != OUTBOX_OK) {
 			/* Retried every 100 ms and at each commit: log once. */
 			log_msg(ing->park_logged ? LOG_DEBUG : LOG_WARNING,
 			    "outbox: cannot park id %" PRId64 " (%s); "
@@ -387,6 +567,8 @@ ingress_run_parks(struct ingress *ing)
 			    "attempts", pk->id);
 			ing->park_logged = 0;
 		}
+		if (total > 0)
+			ingress_parked(ing, pk->id, total, pk->reason);
 		free(pk->reason);
 		done++;
 	}
@@ -429,17 +611,23 @@ ingress_delete(struct ingress *ing)
 {
 	uint64_t before;
 	int64_t	upto;
+	size_t	i;
 	int	status;
 
 	ing->delete_due = 0;
 	if (ing->nparks > 0)
 		ingress_run_parks(ing);
 	upto = ing->delete_upto;
-	/* A row waiting to be parked must not be deleted as confirmed. */
-	if (ing->nparks > 0 && ing->parks[0].id <= upto) {
+	/*
+	 * A row waiting to be parked must not be deleted as confirmed (the
+	 * publisher may park in any order: the lowest id counts).
+	 */
+	for (i = 0; i < ing->nparks; i++) {
 		struct timeval tv = { 0, INGRESS_DELETE_DELAY_MS * 1000 };
 
-		upto = ing->parks[0].id - 1;
+		if (ing->parks[i].id > upto)
+			continue;
+		upto = ing->parks[i].id - 1;
 		evtimer_add(ing->ev_delete, &tv);	/* try again */
 	}
 	if (upto <= ing->deleted_upto)

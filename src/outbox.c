@@ -9,6 +9,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <inttypes.h>
+#include <limits.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -81,13 +82,20 @@ struct outbox_reader {
 	"  created INTEGER NOT NULL,"					\
 	"  size INTEGER NOT NULL,"					\
 	"  props BLOB NOT NULL,"					\
-	"  body BLOB NOT NULL);"
+	"  body BLOB NOT NULL,"					\
+	"  attempts INTEGER NOT NULL DEFAULT 0);"
 
 static const char *outbox_schema =
 	"CREATE TABLE meta ("
 	"  key TEXT PRIMARY KEY NOT NULL,"
 	"  value NOT NULL);"
 	OUTBOX_TABLE("outbox");
+
+/*
+ * Version 4: outbox.attempts, the times a row was refused before, set when
+ * the main thread retries a dead letter on its own (ingress.c): a park adds
+ * its attempts to them, so max_attempts holds across those retries.
+ */
 
 /*
  * Version 2.  A dead letter keeps the outbox id it had (for the operator and
@@ -196,8 +204,9 @@ outbox_create_schema(struct outbox *ob, char *err, size_t errlen)
  * Bring an older outbox to this version in one transaction: a crash leaves
  * it either untouched or migrated.  2 added the dead-letter table; 3 rebuilds
  * the outbox table without AUTOINCREMENT (a copy of the rows: SQLite cannot
- * drop it in place) and keeps the highest id ever given out as meta 'mark'.
- * The caller logs it (outbox_migrated_from).
+ * drop it in place) and keeps the highest id ever given out as meta 'mark';
+ * 4 adds outbox.attempts (the rebuild of 3 has it already).  The caller logs
+ * it (outbox_migrated_from).
  */
 static int
 outbox_migrate(struct outbox *ob, const char *path, int64_t from, char *err,
@@ -208,21 +217,28 @@ outbox_migrate(struct outbox *ob, const char *path, int64_t from, char *err,
 
 	if (from < 1 || from >= OUTBOX_SCHEMA_VERSION)
 		abort();
-	snprintf(sql, sizeof(sql),
-	    "BEGIN IMMEDIATE;%s%s"
-	    "INSERT INTO meta SELECT 'mark', max("
-	    "  coalesce((SELECT seq FROM sqlite_sequence WHERE name = 'outbox'),"
-	    "  0), coalesce((SELECT max(id) FROM outbox), 0),"
-	    "  coalesce((SELECT max(id) FROM dead), 0));"
-	    OUTBOX_TABLE("outbox_v3")
-	    "INSERT INTO outbox_v3 SELECT id, created, size, props, body "
-	    "  FROM outbox ORDER BY id;"
-	    "DROP TABLE outbox;"
-	    "ALTER TABLE outbox_v3 RENAME TO outbox;"
-	    "PRAGMA user_version = %d; COMMIT;",
-	    from < 2 ? outbox_schema_dead : "",
-	    from < 2 ? "INSERT INTO meta VALUES ('dead_rows', 0), "
-	    "('dead_bytes', 0);" : "", OUTBOX_SCHEMA_VERSION);
+	if (from >= 3)
+		snprintf(sql, sizeof(sql), "BEGIN IMMEDIATE;"
+		    "ALTER TABLE outbox ADD COLUMN attempts INTEGER NOT NULL "
+		    "DEFAULT 0;"
+		    "PRAGMA user_version = %d; COMMIT;", OUTBOX_SCHEMA_VERSION);
+	else
+		snprintf(sql, sizeof(sql),
+		    "BEGIN IMMEDIATE;%s%s"
+		    "INSERT INTO meta SELECT 'mark', max("
+		    "  coalesce((SELECT seq FROM sqlite_sequence WHERE name = "
+		    "  'outbox'), 0), coalesce((SELECT max(id) FROM outbox), 0),"
+		    "  coalesce((SELECT max(id) FROM dead), 0));"
+		    OUTBOX_TABLE("outbox_v3")
+		    "INSERT INTO outbox_v3 (id, created, size, props, body) "
+		    "  SELECT id, created, size, props, body FROM outbox "
+		    "  ORDER BY id;"
+		    "DROP TABLE outbox;"
+		    "ALTER TABLE outbox_v3 RENAME TO outbox;"
+		    "PRAGMA user_version = %d; COMMIT;",
+		    from < 2 ? outbox_schema_dead : "",
+		    from < 2 ? "INSERT INTO meta VALUES ('dead_rows', 0), "
+		    "('dead_bytes', 0);" : "", OUTBOX_SCHEMA_VERSION);
 	if (strlen(sql) + 1 >= sizeof(sql))
 		abort();
 	rc = outbox_exec(ob->db, sql);
@@ -990,11 +1006,11 @@ outbox_park_props(struct outbox *ob, int64_t id, const char *props,
 
 int
 outbox_park(struct outbox *ob, int64_t id, unsigned attempts,
-    const char *reason, int64_t now_ms)
+    const char *reason, int64_t now_ms, unsigned *total)
 {
 	sqlite3_stmt	*st = NULL;
 	struct buf	 props;
-	int64_t		 oldsize, blen;
+	int64_t		 oldsize, blen, before;
 	uint64_t	 newsize;
 	int		 rc, status;
 
@@ -1002,9 +1018,10 @@ outbox_park(struct outbox *ob, int64_t id, unsigned attempts,
 		abort();
 	if ((status = outbox_begin(ob)) != OUTBOX_OK)
 		return status;
+	*total = 0;
 	if ((rc = sqlite3_prepare_v2(ob->db, "SELECT size, props, "
-	    "length(body) FROM outbox WHERE id = ?1", -1, &st, NULL)) !=
-	    SQLITE_OK)
+	    "length(body), attempts FROM outbox WHERE id = ?1", -1, &st,
+	    NULL)) != SQLITE_OK)
 		return outbox_dead_fail(ob, st, rc);
 	sqlite3_bind_int64(st, 1, id);
 	if ((rc = sqlite3_step(st)) == SQLITE_DONE) {
@@ -1020,9 +1037,12 @@ outbox_park(struct outbox *ob, int64_t id, unsigned attempts,
 	outbox_park_props(ob, id, sqlite3_column_blob(st, 1),
 	    (size_t)sqlite3_column_bytes(st, 1), &props);
 	blen = sqlite3_column_int64(st, 2);
+	before = sqlite3_column_int64(st, 3);
 	sqlite3_finalize(st);
 	st = NULL;
 	newsize = outbox_row_size(props.len, (size_t)blen);
+	if (before < 0 || before > UINT_MAX - attempts)
+		before = 0;	/* a damaged count: start again */
 
 	/* The body goes from table to table without a copy in memory. */
 	rc = sqlite3_prepare_v2(ob->db, "INSERT INTO dead (id, created, parked, "
@@ -1031,7 +1051,7 @@ outbox_park(struct outbox *ob, int64_t id, unsigned attempts,
 	if (rc == SQLITE_OK) {
 		sqlite3_bind_int64(st, 1, id);
 		sqlite3_bind_int64(st, 2, now_ms);
-		sqlite3_bind_int64(st, 3, attempts);
+		sqlite3_bind_int64(st, 3, before + attempts);
 		sqlite3_bind_text(st, 4, reason != NULL ? reason : "", -1,
 		    SQLITE_STATIC);
 		sqlite3_bind_int64(st, 5, (sqlite3_int64)newsize);
@@ -1059,7 +1079,9 @@ outbox_park(struct outbox *ob, int64_t id, unsigned attempts,
 	ob->dbytes = -oldsize;
 	ob->ddead_rows = 1;
 	ob->ddead_bytes = (int64_t)newsize;
-	return outbox_commit(ob);
+	if ((status = outbox_commit(ob)) == OUTBOX_OK)
+		*total = (unsigned)before + attempts;
+	return status;
 }
 
 int
@@ -1160,8 +1182,8 @@ outbox_dead_run(struct outbox *ob, const char *sql, int64_t id, int64_t now)
 
 /* Move (retry) or drop (purge) dead letter id, 0 for all of them. */
 static int
-outbox_dead_take(struct outbox *ob, int64_t id, int retry, int64_t now_ms,
-    uint64_t *n)
+outbox_dead_take(struct outbox *ob, int64_t id, int retry, int keep,
+    int64_t now_ms, uint64_t *n)
 {
 	int	rc, status;
 
@@ -1182,7 +1204,10 @@ outbox_dead_take(struct outbox *ob, int64_t id, int retry, int64_t now_ms,
 		 * props already carry the message-id, so the new id changes
 		 * nothing downstream.
 		 */
-		rc = outbox_dead_run(ob, id != 0 ?
+		rc = outbox_dead_run(ob, id != 0 && keep ?
+		    "INSERT INTO outbox (id, created, size, props, body, "
+		    "attempts) SELECT :base + 1, :now, size, props, body, "
+		    "attempts FROM dead WHERE id = :id" : id != 0 ?
 		    "INSERT INTO outbox (id, created, size, props, body) "
 		    "SELECT :base + 1, :now, size, props, body FROM dead "
 		    "WHERE id = :id" :
@@ -1209,13 +1234,22 @@ outbox_dead_take(struct outbox *ob, int64_t id, int retry, int64_t now_ms,
 int
 outbox_dead_retry(struct outbox *ob, int64_t id, int64_t now_ms, uint64_t *n)
 {
-	return outbox_dead_take(ob, id, 1, now_ms, n);
+	return outbox_dead_take(ob, id, 1, 0, now_ms, n);
+}
+
+int
+outbox_dead_requeue(struct outbox *ob, int64_t id, int64_t now_ms,
+    uint64_t *n)
+{
+	if (id == 0)
+		abort();
+	return outbox_dead_take(ob, id, 1, 1, now_ms, n);
 }
 
 int
 outbox_dead_purge(struct outbox *ob, int64_t id, uint64_t *n)
 {
-	return outbox_dead_take(ob, id, 0, 0, n);
+	return outbox_dead_take(ob, id, 0, 0, 0, n);
 }
 
 uint64_t

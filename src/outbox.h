@@ -12,7 +12,8 @@
 #include <stddef.h>
 #include <stdint.h>
 
-#define OUTBOX_SCHEMA_VERSION	3	/* 2: dead-letter table; 3: own ids */
+/* 2: dead-letter table; 3: own ids; 4: outbox.attempts */
+#define OUTBOX_SCHEMA_VERSION	4
 /* New rows that may go by before the totals are written again. */
 #define OUTBOX_FOLD_ROWS	1024
 /* With sync = normal, ids made durable ahead of use, a flush at a time. */
@@ -114,13 +115,15 @@ const char *outbox_errmsg(const struct outbox *ob);
  */
 
 /*
- * Move outbox row id into the dead-letter table with reason and attempts.
+ * Move outbox row id into the dead-letter table with reason, and attempts
+ * added to those the row had (outbox_dead_requeue()): the sum in *total.
  * The row keeps its message-id: when the props have none, the generated
  * "<instance>-<id>" is written into the parked props, so a replay publishes
- * the same id.  A row that is already gone is not an error (OUTBOX_OK).
+ * the same id.  A row that is already gone is not an error (OUTBOX_OK,
+ * *total 0).
  */
 int	 outbox_park(struct outbox *ob, int64_t id, unsigned attempts,
-	    const char *reason, int64_t now_ms);
+	    const char *reason, int64_t now_ms, unsigned *total);
 
 struct outbox_dead {
 	int64_t		 id;		/* its outbox id when it was parked */
@@ -148,6 +151,12 @@ int	 outbox_dead_foreach(struct outbox *ob, int64_t after, int max,
  * outbox, as new rows.  *n gets how many moved (0: no such dead letter).
  */
 int	 outbox_dead_retry(struct outbox *ob, int64_t id, int64_t now_ms,
+	    uint64_t *n);
+/*
+ * Like outbox_dead_retry() of one dead letter, keeping its attempts: the
+ * relay's own retry of a refused message, which max_attempts bounds.
+ */
+int	 outbox_dead_requeue(struct outbox *ob, int64_t id, int64_t now_ms,
 	    uint64_t *n);
 /* Delete dead letter id (0: all); *n gets how many were deleted. */
 int	 outbox_dead_purge(struct outbox *ob, int64_t id, uint64_t *n);

@@ -17,17 +17,24 @@
  *   once every outstanding tag is resolved, publishing goes back to the
  *   nacked message after a backoff (go-back-N, tags go on increasing).
  * - basic.return (unroutable): the slot is marked; when the prefix reaches it
- *   the message is parked (policy park, after max_attempts) or the window
- *   breaks there as for a nack (policy retry).
+ *   the message is parked at once (policy park: the stream goes on, and the
+ *   main thread retries it later from the dead-letter table, up to
+ *   max_attempts) or the window breaks there as for a nack (policy retry).
+ *   A parked row leaves no gap: the confirmed prefix passes over it with the
+ *   next confirm, the park having reached the main thread first, and a row
+ *   read again before the main thread moved it is skipped (p->skip).
  *   When nacks come back PUB_NACK_RENEW times with nothing confirmed in
  *   between, the channel is closed and a new one opened: RabbitMQ 3.10 keeps
  *   per-channel state that can nack for ever (a quorum queue's leader
  *   cached on the channel, on a node that died; tests/cluster.py).
- * - channel.close (404, 403, 406): which message caused it is unknown with
- *   a window, so the channel is reopened and the unconfirmed messages are
- *   republished one at a time ("probe", window 1) up to the last one sent;
- *   a message that closes the channel in probe mode is the culprit and is
- *   parked or retried by policy.
+ * - channel.close (404, 403, 406): when the reply names an exchange (no such
+ *   exchange, access refused to it), every unconfirmed message to it is
+ *   taken for a culprit and parked (policy park), and the others are
+ *   republished with the full window.  Otherwise which message caused it is
+ *   unknown with a window, so the channel is reopened and the unconfirmed
+ *   messages are republished one at a time ("probe", window 1) up to the
+ *   last one sent; a message that closes the channel in probe mode is the
+ *   culprit and is parked or retried by policy.
  */
 #include <sys/ioctl.h>
 #include <sys/socket.h>
@@ -96,6 +103,7 @@ struct pub_slot {
 	int64_t		 id;
 	int64_t		 sent_ms;	/* for the confirm timeout */
 	uint64_t	 rethash;	/* what a basic.return names of it */
+	uint64_t	 exhash;	/* its exchange's name */
 	char		*reason;	/* set when returned */
 	uint32_t	 size;
 	uint8_t		 state;
@@ -163,7 +171,8 @@ struct publisher {
 	size_t			 nstaged, capstaged;
 	uint64_t		 stage_room;	/* bytes left to read */
 	int			 stage_full;	/* the read stopped for room */
-	int			 head_wait;	/* pub_unsendable() */
+	int64_t			*skip;		/* parked ids above confirmed_id */
+	size_t			 nskip, capskip;
 	int			 uri_idx;	/* into order[] */
 	int			 order[CONFIG_MAX_URIS]; /* uri_order */
 	struct backoff		 backoff;
@@ -432,7 +441,6 @@ pub_window_reset(struct publisher *p, int new_channel)
 	p->nack_break = 0;
 	if (new_channel)
 		p->nack_rounds = 0;
-	p->head_wait = 0;
 	p->sent_id = p->confirmed_id;
 	atomic_store(&p->st->in_flight, 0);
 }
@@ -897,6 +905,13 @@ static void
 pub_publish_confirmed(struct publisher *p)
 {
 	struct timeval	tv = { 0, PUB_NOTIFY_MS * 1000 };
+	size_t		i, n = 0;
+
+	/* Parked ids the prefix passed need no skipping any more. */
+	for (i = 0; i < p->nskip; i++)
+		if (p->skip[i] > p->confirmed_id)
+			p->skip[n++] = p->skip[i];
+	p->nskip = n;
 
 	atomic_store(&p->confirmed_shared, p->confirmed_id);
 	if (!evtimer_pending(p->ev_notify, NULL))
@@ -954,9 +969,19 @@ pub_park(struct publisher *p, int64_t id, unsigned attempts,
     const char *reason)
 {
 	struct pub_park	*pk;
+	size_t		 i;
 
-	log_warnx("outbox id %" PRId64 " parked as a dead letter after %u "
-	    "attempt%s: %s", id, attempts, attempts == 1 ? "" : "s", reason);
+	/* The main thread logs what became of it (retried later, or not). */
+	log_debug("outbox id %" PRId64 " refused: %s; parking it", id, reason);
+	if (p->nskip == p->capskip) {
+		p->capskip = p->capskip ? p->capskip * 2 : 16;
+		p->skip = xrealloc(p->skip, p->capskip * sizeof(*p->skip));
+	}
+	/* Mostly in increasing order; a channel's culprits may come after. */
+	for (i = p->nskip; i > 0 && p->skip[i - 1] > id; i--)
+		p->skip[i] = p->skip[i - 1];
+	p->skip[i] = id;
+	p->nskip++;
 	pthread_mutex_lock(&p->park_lock);
 	if (p->nparks == p->capparks) {
 		p->capparks = p->capparks ? p->capparks * 2 : 8;
@@ -1028,9 +1053,9 @@ pub_advance(struct publisher *p)
 		}
 		if (sl->returned) {
 			attempts = pub_attempt(p, sl->id);
-			if (p->cf->on_unroutable == POLICY_PARK &&
-			    attempts >= p->cf->max_attempts) {
-				pub_park(p, sl->id, attempts, sl->reason ?
+			if (p->cf->on_unroutable == POLICY_PARK) {
+				/* Not in the way of the messages behind it. */
+				pub_park(p, sl->id, 1, sl->reason ?
 				    sl->reason : "returned by the broker");
 				n--;	/* parked, not confirmed */
 			} else {
@@ -1186,6 +1211,36 @@ pub_channel_open(struct publisher *p)
 }
 
 /*
+ * A channel.close that names an exchange (404 "no exchange 'x' in vhost
+ * ...", 403 "access to exchange 'x' in vhost ... refused") tells which of
+ * the unconfirmed messages caused it: those to that exchange, each of which
+ * would close the channel again.  Park them all; how many.
+ */
+static unsigned
+pub_park_exchange(struct publisher *p)
+{
+	const char	*name, *end;
+	uint64_t	 h, t;
+	unsigned	 n = 0;
+
+	if ((name = strstr(p->chan_reason, "exchange '")) == NULL)
+		return 0;
+	name += strlen("exchange '");
+	if ((end = strchr(name, '\'')) == NULL)
+		return 0;
+	h = pub_hash(PUB_HASH_INIT, name, (size_t)(end - name));
+	for (t = p->first_tag; t < p->next_tag; t++) {
+		struct pub_slot *sl = &p->ring[t % p->cap];
+
+		if (sl->state == SLOT_ACKED || sl->exhash != h)
+			continue;
+		pub_park(p, sl->id, 1, p->chan_reason);
+		n++;
+	}
+	return n;
+}
+
+/*
  * After channel.close: open the channel again.  The first time, republish
  * the unconfirmed messages one by one to find the culprit; in probe mode
  * the one message in flight is the culprit.
@@ -1193,7 +1248,7 @@ pub_channel_open(struct publisher *p)
 static void
 pub_channel_recover(struct publisher *p)
 {
-	unsigned		 attempts;
+	unsigned		 attempts, parked;
 	int			 culprit = 0;
 
 	p->chan_closed = 0;
@@ -1204,9 +1259,8 @@ pub_channel_recover(struct publisher *p)
 
 		culprit = 1;
 		attempts = pub_attempt(p, sl->id);
-		if (p->cf->on_rejected == POLICY_PARK &&
-		    attempts >= p->cf->max_attempts) {
-			pub_park(p, sl->id, attempts, p->chan_reason);
+		if (p->cf->on_rejected == POLICY_PARK) {
+			pub_park(p, sl->id, 1, p->chan_reason);
 			p->confirmed_id = sl->id;
 			pub_publish_confirmed(p);
 			culprit = 0;	/* parked: go on at once */
@@ -1214,6 +1268,13 @@ pub_channel_recover(struct publisher *p)
 			log_msg(p->episode++ ? LOG_DEBUG : LOG_NOTICE,
 			    "outbox id %" PRId64 " refused (attempt %u): %s; "
 			    "retrying", sl->id, attempts, p->chan_reason);
+	} else if (p->sent_id > p->confirmed_id &&
+	    p->cf->on_rejected == POLICY_PARK &&
+	    (parked = pub_park_exchange(p)) > 0) {
+		log_msg(p->episode++ ? LOG_DEBUG : LOG_NOTICE, "%s; parked "
+		    "the %u unconfirmed message%s to that exchange, "
+		    "republishing the others", p->chan_reason, parked,
+		    parked == 1 ? "" : "s");
 	} else if (p->sent_id > p->confirmed_id) {
 		pub_probe(p);
 		log_msg(p->episode++ ? LOG_DEBUG : LOG_NOTICE, "%s; "
@@ -1575,6 +1636,33 @@ pub_direct(struct publisher *p, amqp_bytes_t exchange, amqp_bytes_t rk,
 	return 0;
 }
 
+/* Whether id was parked and is not yet passed by the confirmed prefix. */
+static int
+pub_parked(const struct publisher *p, int64_t id)
+{
+	size_t	i;
+
+	for (i = 0; i < p->nskip; i++)
+		if (p->skip[i] == id)
+			return 1;
+	return 0;
+}
+
+/*
+ * Parked row id is not published: go on after it.  With nothing in flight
+ * it is the oldest unconfirmed row, and the prefix passes over it now.
+ */
+static void
+pub_skipped(struct publisher *p, int64_t id)
+{
+	if (id > p->sent_id)
+		p->sent_id = id;
+	if (p->next_tag == p->first_tag && p->confirmed_id < id) {
+		p->confirmed_id = id;
+		pub_publish_confirmed(p);
+	}
+}
+
 /*
  * The AMQP properties of message m into bp (pointing into m, hdrs and mid,
  * the message-id used when m has none).
@@ -1629,27 +1717,18 @@ pub_props(const struct config *cf, const struct proto_pub *m, const char *mid,
 /*
  * A row whose properties do not fit one frame of this connection: the
  * broker would close the connection on it, and again at every reconnect.
- * It is parked once it is the oldest unconfirmed row (the confirmed prefix
- * passes over it then); until then publishing waits.  0 when parked, 1:
- * stop.
+ * Parked, whatever the policy, and skipped.
  */
-static int
+static void
 pub_unsendable(struct publisher *p, int64_t id, size_t header_size)
 {
 	char	reason[PUB_REASON_MAX];
 
-	if (p->next_tag != p->first_tag) {
-		p->head_wait = 1;
-		return 1;
-	}
 	snprintf(reason, sizeof(reason), "properties too large for the "
 	    "broker: a %zu-byte content header frame, frame_max is %zu",
 	    header_size, p->frame_max);
 	pub_park(p, id, 1, reason);
-	p->head_wait = 0;
-	p->sent_id = p->confirmed_id = id;
-	pub_publish_confirmed(p);
-	return 0;
+	pub_skipped(p, id);
 }
 
 /* Publish one outbox row; 1: stop (window full or link lost). */
@@ -1663,6 +1742,11 @@ pub_row(struct publisher *p, const struct outbox_row *row)
 	int			 rc, mandatory;
 	struct pub_slot		*s;
 
+	if (pub_parked(p, row->id)) {
+		pub_skipped(p, row->id);	/* not moved out by main yet */
+		return 0;
+	}
+
 	if (proto_parse_props(row->props, row->plen, &m, err, sizeof(err))) {
 		/* Validated at ingress; only a damaged row gets here. */
 		log_errx("outbox row %" PRId64 " has bad properties (%s); "
@@ -1673,8 +1757,10 @@ pub_row(struct publisher *p, const struct outbox_row *row)
 		snprintf(mid, sizeof(mid), "%s-%" PRId64, p->instance, row->id);
 
 	pub_props(p->cf, &m, mid, &bp, p->hdrs);
-	if (!amqpframe_header_fits(&bp, p->frame_max))
-		return pub_unsendable(p, row->id, amqpframe_header_size(&bp));
+	if (!amqpframe_header_fits(&bp, p->frame_max)) {
+		pub_unsendable(p, row->id, amqpframe_header_size(&bp));
+		return 0;
+	}
 	mandatory = m.mandatory >= 0 ? m.mandatory : p->cf->mandatory;
 	body.len = row->blen;
 	body.bytes = (void *)(uintptr_t)row->body;
@@ -1700,6 +1786,7 @@ pub_row(struct publisher *p, const struct outbox_row *row)
 	s->sent_ms = pub_now_ms();
 	s->rethash = pub_return_hash(bp.message_id, pub_dest_hash(
 	    pub_bytes(m.exchange), pub_bytes(m.routing_key)), row->blen);
+	s->exhash = pub_hash(PUB_HASH_INIT, m.exchange.p, m.exchange.len);
 	p->next_tag++;
 	p->unresolved++;
 	p->sent_id = row->id;
@@ -1797,8 +1884,6 @@ pub_fill(struct publisher *p)
 		uint64_t inflight = p->next_tag - p->first_tag;
 
 		win = pub_window(p);
-		if (p->head_wait && inflight > 0)
-			break;		/* an unsendable row, parked at the head */
 		if (inflight >= win ||
 		    p->inflight_bytes >= PUB_MAX_INFLIGHT_BYTES)
 			break;
@@ -2216,6 +2301,7 @@ publisher_stop(struct publisher *p, unsigned timeout_ms, int64_t *confirmed)
 	buf_free(&p->wbuf);
 	buf_free(&p->stage);
 	free(p->staged);
+	free(p->skip);
 	free(p->ring);
 	free(p->parks);
 	pthread_mutex_destroy(&p->park_lock);

@@ -162,6 +162,19 @@ def dead_row_for(relay, message_id):
     return rows[0]
 
 
+def wait_parked_for_good(relay, mids, attempts, timeout=60):
+    """Wait until each message-id in mids is a dead letter with `attempts`
+    attempts: parked at its first refusal, retried by the relay on its own
+    and refused again until max_attempts.  Returns the DEAD LIST rows."""
+    def done():
+        rows = {r["message_id"]: r for r in dead_rows(relay)}
+        return all(m in rows and rows[m]["attempts"] == attempts
+                   for m in mids)
+    H.wait_until(done, timeout, "%s parked with %d attempts"
+                 % (", ".join(mids), attempts))
+    return [dead_row_for(relay, m) for m in mids]
+
+
 def client_dead_list(ctx, relay, message_id, reason_word):
     """`pubrelay dead list` names the parked message with the reason."""
     rc, out, err = relay.cmd("dead", "list")
@@ -365,8 +378,9 @@ def nack_window64(ctx):
 def return_park(ctx):
     """[publish] mandatory = yes, on_unroutable left at its default (park),
     max_attempts = 3.  Two unroutable messages among routable ones: each is
-    returned 3 times, then parked with a NO_ROUTE reason and logged once; the
-    others arrive in order; no reconnect.  `pubrelay dead list` shows them;
+    parked at its first return, retried by the relay twice on its own and
+    returned each time, then kept with a NO_ROUTE reason and logged once;
+    the others arrive in order; no reconnect.  `pubrelay dead list` shows them;
     after binding a queue `pubrelay dead retry ID` replays one (it arrives
     with the same message-id, at the tail); `pubrelay dead purge --all`
     deletes the other."""
@@ -386,8 +400,7 @@ def return_park(ctx):
             + [H.encode_pub(H.seq_line(1, i), rk) for i in range(10, 15)])
     mids = pub_pipelined(relay, reqs)
     mid1, mid2 = mids[5], mids[11]
-    st = wait_stat(relay, "dead_messages", lambda v: v == 2, 60,
-                   "both unroutable messages parked")
+    wait_parked_for_good(relay, [mid1, mid2], MAX)
     st = relay.wait_drained(60)
     ctx.note("parked and drained: %s" % H.fmt_stats(st))
     # Each is returned at least MAX times; a return of the second inside a
@@ -566,11 +579,62 @@ def return_same_id(ctx):
 # 3. The broker closes the channel: 404 NOT_FOUND, 403 ACCESS_REFUSED
 
 
+@scenario
+def poison_no_stall(ctx):
+    """mandatory = yes, on_unroutable and on_rejected = park (the defaults),
+    window 256.  While one client streams 3000 messages, another sends 20
+    that the broker refuses: unroutable ones (returned) and ones to an
+    exchange that does not exist (the channel is closed, 404).  Each refused
+    message is parked at its first refusal, without a go-back of the stream
+    or a search for the culprit one message at a time (the 404 names the
+    exchange), retried by the relay twice on its own, and kept after its
+    third refusal; the stream arrives complete and in order (the messages
+    in flight when a channel closes may come twice).  The old relay retried
+    each refused message in the stream, one at a time behind a backoff."""
+    relay = ctx.relay(overrides={"publish": {"mandatory": "yes",
+                                             "max_attempts": "3"},
+                                 "log": {"level": "debug"}})
+    with ctx.consumer() as c:
+        q = c.declare(H.unique_queue("poison"))
+    N, P = 3000, 20
+    stream = H.PipelinedStream(relay.sock, [
+        H.encode_pub(H.seq_line(1, i), [("routing-key", q)])
+        for i in range(N)], chunk=20, pause=0.01).start()
+    poison_ids = []
+    with H.RawClient(relay.sock, timeout=30) as c:
+        for i in range(P):
+            if i % 2:
+                props = [("exchange", "pubrelay-missing-%d" % os.getpid()),
+                         ("routing-key", q)]
+            else:
+                props = [("exchange", "amq.direct"),
+                         ("routing-key", q + "-nobody")]
+            reply = c.request(H.encode_pub("poison-%d" % i, props))
+            check(reply.startswith("OK "), "poison %d: %r" % (i, reply))
+            poison_ids.append(reply[3:])
+            time.sleep(0.05)
+    stream.join(60)
+    check_eq(stream.ok_count(), N, "stream OKs")
+    wait_parked_for_good(relay, poison_ids, 3, timeout=90)
+    st = relay.wait_drained(60)
+    ctx.note("drained: %s" % H.fmt_stats(st))
+    check(st.get("reconnects", 0) == 0, "no reconnect: %s"
+          % st.get("reconnects"))
+    probes = [ln for ln in relay.log_text().splitlines()
+              if "one at a time" in ln]
+    ctx.note("lines about republishing one at a time: %d %r"
+             % (len(probes), probes[:2]))
+    check_eq(len(probes), 0, "go-backs one message at a time")
+    check_queue(ctx, q, 1, N)
+    check_eq(relay.term(), 0, "pubrelayd exit code after SIGTERM")
+
+
 def rejected_park_run(ctx, relay, q, bad_exchange, reason, fix, rk_bad):
     """10 good, 1 to bad_exchange, 10 good (pipelined): the bad one is
-    parked with `reason` after max_attempts = 3, the others arrive in order,
-    the channel is reopened on the same connection; after fix() the dead
-    letter is replayed and arrives with its message-id."""
+    parked with `reason` at once (the reply names its exchange), retried by
+    the relay up to max_attempts = 3, the others arrive in order, the
+    channel is reopened on the same connection; after fix() the dead letter
+    is replayed and arrives with its message-id."""
     rk = [("routing-key", q)]
     reqs = ([H.encode_pub(H.seq_line(1, i), [("exchange", "amq.direct")] + rk)
              for i in range(10)]
@@ -579,8 +643,7 @@ def rejected_park_run(ctx, relay, q, bad_exchange, reason, fix, rk_bad):
             + [H.encode_pub(H.seq_line(1, i), rk) for i in range(10, 20)])
     mids = pub_pipelined(relay, reqs)
     mid = mids[10]
-    st = wait_stat(relay, "dead_messages", lambda v: v == 1, 60,
-                   "the rejected message parked")
+    wait_parked_for_good(relay, [mid], 3)
     st = relay.wait_drained(60)
     ctx.note("parked and drained: %s" % H.fmt_stats(st))
     check(st.get("reconnects", 0) <= 1, "stats reconnects = %s: a reconnect "
@@ -1013,7 +1076,8 @@ def frame_max_park(ctx):
     big = [("routing-key", q), ("message-id", "too-big-1")] + [
         ("header", "h%02d=%s" % (i, "x" * 200)) for i in range(40)]
     b.stop_app()
-    relay = ctx.relay(broker=b)
+    # max_attempts 1: parked for good at once, no retry of its own
+    relay = ctx.relay(broker=b, overrides={"publish": {"max_attempts": "1"}})
     ids = pub_pipelined(relay, [
         H.encode_pub(H.seq_line(1, 0), [("routing-key", q)]),
         H.encode_pub(H.seq_line(1, 1), big),

@@ -21,6 +21,7 @@
 #include "tap.h"
 
 static char	dir[256];
+static unsigned	total;		/* outbox_park()'s, where no check wants it */
 
 static const char *
 path_in(const char *name)
@@ -259,7 +260,8 @@ test_park_full_block(void)
 	ok(outbox_begin(ob) == OUTBOX_OK && outbox_insert(ob, b.data, b.len,
 	    "big", 3, 100, &id) == OUTBOX_OK && outbox_commit(ob) == OUTBOX_OK,
 	    "inserted");
-	is_int(outbox_park(ob, id, 3, "NO_ROUTE", 5000), OUTBOX_OK, "parked");
+	is_int(outbox_park(ob, id, 3, "NO_ROUTE", 5000, &total), OUTBOX_OK,
+	    "parked");
 	snprintf(want, sizeof(want), "%s-%lld", outbox_instance(ob),
 	    (long long)id);
 	memset(&c, 0, sizeof(c));
@@ -320,7 +322,8 @@ test_dead(void)
 	    "outbox bytes before parking");
 
 	/* A row without a message-id gets the generated one written in. */
-	is_int(outbox_park(ob, a, 3, "NO_ROUTE: unroutable (312)", 5000),
+	is_int(outbox_park(ob, a, 3, "NO_ROUTE: unroutable (312)", 5000,
+	    &total),
 	    OUTBOX_OK, "park a row without a message-id");
 	snprintf(want, sizeof(want), "%s-%lld", outbox_instance(ob),
 	    (long long)a);
@@ -333,11 +336,13 @@ test_dead(void)
 	    "dead bytes count the rewritten props");
 
 	/* A client-given message-id is kept as it is. */
-	is_int(outbox_park(ob, b, 1, "NOT_FOUND: no exchange 'x' (404)", 6000),
+	is_int(outbox_park(ob, b, 1, "NOT_FOUND: no exchange 'x' (404)", 6000,
+	    &total),
 	    OUTBOX_OK, "park a row with a client message-id");
 	sb = strlen(pb) + 5;
 	/* A block without its last newline still gets a well-formed line. */
-	is_int(outbox_park(ob, c, 2, "ACCESS_REFUSED\tdenied (403)", 7000),
+	is_int(outbox_park(ob, c, 2, "ACCESS_REFUSED\tdenied (403)", 7000,
+	    &total),
 	    OUTBOX_OK, "park a row whose props lack the last newline");
 	/* pc, its newline, "message-id: <instance>-<c>\n", "charlie" */
 	sc = strlen(pc) + 1 + strlen("message-id: -\n") +
@@ -350,9 +355,10 @@ test_dead(void)
 	is_int(outbox_dead_bytes(ob), dbytes, "dead bytes add up");
 
 	/* Idempotent: the row is gone from the outbox. */
-	is_int(outbox_park(ob, a, 9, "again", 9000), OUTBOX_OK,
+	is_int(outbox_park(ob, a, 9, "again", 9000, &total), OUTBOX_OK,
 	    "parking a parked row again is not an error");
-	is_int(outbox_park(ob, 999999, 1, "never was", 9000), OUTBOX_OK,
+	is_int(outbox_park(ob, 999999, 1, "never was", 9000, &total),
+	    OUTBOX_OK,
 	    "parking a row that never existed is not an error");
 	is_int(outbox_dead_rows(ob), 3, "still three dead letters");
 	is_int(outbox_dead_bytes(ob), dbytes, "dead bytes unchanged");
@@ -490,7 +496,7 @@ test_dead(void)
 	is_int(n, 0, "moves nothing");
 
 	/* A replayed row parked again keeps its first message-id. */
-	is_int(outbox_park(ob, rc.ids[1], 3, "again", 13000), OUTBOX_OK,
+	is_int(outbox_park(ob, rc.ids[1], 3, "again", 13000, &total), OUTBOX_OK,
 	    "park a replayed row again");
 	memset(&dc, 0, sizeof(dc));
 	outbox_dead_foreach(ob, 0, 100, 1, dead_cb, &dc);
@@ -498,8 +504,10 @@ test_dead(void)
 	    "no second message-id is added");
 
 	/* Purge one, then all. */
-	is_int(outbox_park(ob, d, 3, "x", 13000), OUTBOX_OK, "park another");
-	is_int(outbox_park(ob, tail, 3, "x", 13000), OUTBOX_OK, "and another");
+	is_int(outbox_park(ob, d, 3, "x", 13000, &total), OUTBOX_OK,
+	    "park another");
+	is_int(outbox_park(ob, tail, 3, "x", 13000, &total), OUTBOX_OK,
+	    "and another");
 	is_int(outbox_dead_rows(ob), 3, "three dead letters");
 	is_int(outbox_dead_purge(ob, 999999, &n), OUTBOX_OK,
 	    "purging an unknown id is not an error");
@@ -621,7 +629,7 @@ test_migration(void)
 	is_str(rc.bodies[1], "four", "second body");
 	outbox_reader_close(r);
 
-	is_int(outbox_park(ob, rc.ids[0], 1, "NO_ROUTE", 500), OUTBOX_OK,
+	is_int(outbox_park(ob, rc.ids[0], 1, "NO_ROUTE", 500, &total), OUTBOX_OK,
 	    "park in a migrated outbox");
 	memset(&dc, 0, sizeof(dc));
 	is_int(outbox_dead_foreach(ob, 0, 10, 1, dead_cb, &dc), 1, "listed");
@@ -647,12 +655,12 @@ test_migration(void)
 	if (ob != NULL)
 		outbox_close(ob);
 	sqlite3_open(p3, &db);
-	sqlite3_exec(db, "PRAGMA user_version = 4", NULL, NULL, NULL);
+	sqlite3_exec(db, "PRAGMA user_version = 5", NULL, NULL, NULL);
 	sqlite3_close(db);
 	ok(outbox_open(&ob, p3, 1, err, sizeof(err)) == -1 &&
-	    strstr(err, "schema version 4 is newer") != NULL,
-	    "a version-4 outbox is refused: %s", err);
-	is_int(sql_int(p3, "PRAGMA user_version"), 4, "and left at version 4");
+	    strstr(err, "schema version 5 is newer") != NULL,
+	    "a version-5 outbox is refused: %s", err);
+	is_int(sql_int(p3, "PRAGMA user_version"), 5, "and left at version 5");
 	is_int(sql_int(p3, "SELECT count(*) FROM dead"), 0,
 	    "with its tables intact");
 }
@@ -1321,6 +1329,77 @@ test_no_wal(void)
 	}
 }
 
+/*
+ * The relay's own retries of a refused message keep its count: a park adds
+ * to the attempts the row brought back from the dead-letter table, so
+ * max_attempts holds across retries; a retry by hand starts it again.  And
+ * a version-3 outbox gets the column, its rows at 0.
+ */
+static void
+test_requeue(void)
+{
+	struct outbox		*ob;
+	struct outbox_reader	*r;
+	struct row_collect	 rc;
+	char			 err[512];
+	uint64_t		 n;
+	int64_t			 a, b;
+	sqlite3			*db;
+
+	ok(outbox_open(&ob, path_in("requeue.db"), 1, err, sizeof(err)) == 0,
+	    "open");
+	ok(outbox_reader_open(&r, path_in("requeue.db"), err, sizeof(err)) ==
+	    0, "a reader");
+	if (ob == NULL || r == NULL)
+		return;
+	a = insert_one(ob, "message-id: m1\n", "one", 1);
+	is_int(outbox_park(ob, a, 1, "NO_ROUTE", 100, &total), OUTBOX_OK,
+	    "parked once");
+	is_int(total, 1, "attempt 1");
+	is_int(outbox_dead_requeue(ob, a, 200, &n), OUTBOX_OK, "retried by "
+	    "the relay");
+	is_int(n, 1, "one moved");
+	memset(&rc, 0, sizeof(rc));
+	is_int(outbox_reader_fetch(r, a, 10, row_cb, &rc), 1, "at the tail");
+	b = rc.ids[0];
+	is_str(rc.bodies[0], "one", "the same body");
+	is_int(outbox_park(ob, b, 1, "NO_ROUTE", 300, &total), OUTBOX_OK,
+	    "refused again");
+	is_int(total, 2, "attempt 2");
+	is_int(outbox_dead_retry(ob, b, 400, &n), OUTBOX_OK, "retried by hand");
+	memset(&rc, 0, sizeof(rc));
+	is_int(outbox_reader_fetch(r, b, 10, row_cb, &rc), 1, "at the tail");
+	is_int(outbox_park(ob, rc.ids[0], 1, "NO_ROUTE", 500, &total),
+	    OUTBOX_OK, "refused again");
+	is_int(total, 1, "attempt 1 again: a retry by hand starts over");
+	outbox_reader_close(r);
+	outbox_close(ob);
+
+	/* Back to version 3: no attempts column. */
+	ok(outbox_open(&ob, path_in("v3.db"), 1, err, sizeof(err)) == 0,
+	    "a new outbox");
+	if (ob != NULL) {
+		insert_one(ob, "", "old", 1);
+		outbox_close(ob);
+	}
+	sqlite3_open(path_in("v3.db"), &db);
+	ok(sqlite3_exec(db, "ALTER TABLE outbox DROP COLUMN attempts; "
+	    "PRAGMA user_version = 3", NULL, NULL, NULL) == SQLITE_OK,
+	    "made a version-3 file");
+	sqlite3_close(db);
+	ok(outbox_open(&ob, path_in("v3.db"), 1, err, sizeof(err)) == 0,
+	    "it opens: %s", ob ? "" : err);
+	if (ob != NULL) {
+		is_int(outbox_migrated_from(ob), 3, "migrated from 3");
+		is_int(outbox_rows(ob), 1, "with its row");
+		outbox_close(ob);
+	}
+	is_int(sql_int(path_in("v3.db"), "SELECT attempts FROM outbox"), 0,
+	    "at 0 attempts");
+	is_int(sql_int(path_in("v3.db"), "PRAGMA user_version"),
+	    OUTBOX_SCHEMA_VERSION, "now at version %d", OUTBOX_SCHEMA_VERSION);
+}
+
 static void
 test_reserve_visible(void)
 {
@@ -1633,6 +1712,7 @@ main(void)
 	test_presize();
 	test_syncs();
 	test_reserve_visible();
+	test_requeue();
 	test_enospc();
 	test_no_wal();
 	test_error_kept();
