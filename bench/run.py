@@ -8,7 +8,8 @@ Environment:
   BENCH_SCALE           multiplies every message count (default 1; 0.1 for a
                         quick run)
   BENCH_ONLY            comma-separated sections to run (ingest, drain,
-                        latency, memory, oneshot, quorum); default all
+                        latency, poison, memory, oneshot, quorum); default
+                        all
   BENCH_PERF            1: record `perf record -g` of pubrelayd during the
                         window-256 drains (classic and quorum) and the
                         8-client ingest (files kept in the temp dir, paths
@@ -444,6 +445,69 @@ def bench_latency(b):
         "ms (%d of %d received)" % (e2e["msgs"], n))
 
 
+def latency_run(b, name, n, rate, poison_rate=0):
+    """One client streams n stamped 100 B messages at rate msg/s to a fresh
+    relay; with poison_rate, another client sends that many mandatory
+    messages a second that no queue takes, until the stream is done.
+    Returns amqp_consume's send -> consumer figures of the stream."""
+    q = b.queue("bench-%s" % name)
+    r = b.relay(name, True, sync="full", window=256)
+    b.quiesce()
+    r.start()
+    r.wait_stats(lambda s: s.get("state") == "connected", 30,
+                 "relay to connect")
+    cons = subprocess.Popen([tool("amqp_consume"), "127.0.0.1",
+                             str(b.broker.port), q, str(n), "10"],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    if cons.stdout.readline().decode().strip() != "ready":
+        raise harness.HarnessError("amqp_consume did not start: %s"
+                                   % cons.stderr.read().decode())
+    stop, sent = threading.Event(), [0]
+
+    def poison():
+        with harness.RawClient(r.sock, timeout=30) as c:
+            while not stop.wait(1.0 / poison_rate):
+                c.request(harness.encode_pub("poison", [
+                    ("exchange", "amq.direct"), ("mandatory", "yes"),
+                    ("routing-key", q + "-nobody")]))
+                sent[0] += 1
+    t = threading.Thread(target=poison, daemon=True)
+    if poison_rate:
+        t.start()
+    loadgen(r, 1, n, 100, depth=256, rate=rate, key=q, stamp=1)
+    cout, _ = cons.communicate(timeout=120)
+    stop.set()
+    if poison_rate:
+        t.join(30)
+    st = r.stats()
+    b.finish(r)
+    b.drop_queue(q)
+    e2e = kv(cout.decode().strip().splitlines()[-1])
+    e2e["poison"] = sent[0]
+    e2e["parked"] = st.get("parked", 0)
+    return e2e
+
+
+def bench_poison(b):
+    """A stream's end-to-end latency alone, and while another client sends
+    refused messages (issue #18): the refused ones must not hold it up."""
+    say("3b. latency beside refused messages")
+    rate, n = 1000, scaled(20000, 5000)     # 20 s at 1000/s by default
+    alone = latency_run(b, "stream-alone", n, rate)
+    mixed = latency_run(b, "stream-poison", n, rate, poison_rate=2)
+    label = "%d msg/s, 1 client, 100 B" % rate
+    row("3b", "send -> consumer p50 / p99, " + label + ", alone",
+        "%.2f / %.2f" % (alone["p50_us"] / 1000, alone["p99_us"] / 1000),
+        "ms (%d of %d received)" % (alone["msgs"], n))
+    p99, base = mixed["p99_us"] / 1000, alone["p99_us"] / 1000
+    row("3b", "the same beside 2 unroutable mandatory msg/s (%d sent, "
+        "%d parked)" % (mixed["poison"], mixed["parked"]),
+        p99, "ms p99 (p50 %.2f; %d of %d received)"
+        % (mixed["p50_us"] / 1000, mixed["msgs"], n), base=base,
+        ratio=p99 / base if base else None, target="<= 2x + 20 ms",
+        ok=p99 <= 2 * base + 20 and mixed["msgs"] == n)
+
+
 # ---------------------------------------------------------------------------
 # 4/5. Memory with a large backlog, start-up time with it
 
@@ -616,7 +680,8 @@ def main():
     say("broker up in %.1fs on port %d" % (b.broker.boot_seconds,
                                            b.broker.port))
     sections = [("ingest", bench_ingest), ("drain", bench_drain),
-                ("latency", bench_latency), ("memory", bench_memory),
+                ("latency", bench_latency), ("poison", bench_poison),
+                ("memory", bench_memory),
                 ("oneshot", bench_oneshot), ("quorum", bench_quorum)]
     failed = []
     for name, fn in sections:
