@@ -36,6 +36,7 @@ struct outbox {
 	uint64_t	 unfolded;		/* rows inserted since the fold */
 	uint64_t	 dead_rows, dead_bytes;	/* the dead-letter table's */
 	int64_t		 ddead_rows, ddead_bytes;
+	uint64_t	 dead_max_bytes;	/* 0: no limit */
 	int		 in_tx;
 	/* the failure's message, kept from the statements that follow it */
 	char		 err[256];
@@ -1023,6 +1024,14 @@ outbox_park(struct outbox *ob, int64_t id, unsigned attempts,
 	sqlite3_finalize(st);
 	st = NULL;
 	newsize = outbox_row_size(props.len, (size_t)blen);
+	/* Full: the row stays where it is, counted in the outbox's total. */
+	if (ob->dead_max_bytes > 0 && ob->dead_rows > 0 &&
+	    (newsize > ob->dead_max_bytes ||
+	    ob->dead_bytes > ob->dead_max_bytes - newsize)) {
+		buf_free(&props);
+		outbox_rollback(ob);
+		return OUTBOX_EDEADFULL;
+	}
 
 	/* The body goes from table to table without a copy in memory. */
 	rc = sqlite3_prepare_v2(ob->db, "INSERT INTO dead (id, created, parked, "
@@ -1060,6 +1069,12 @@ outbox_park(struct outbox *ob, int64_t id, unsigned attempts,
 	ob->ddead_rows = 1;
 	ob->ddead_bytes = (int64_t)newsize;
 	return outbox_commit(ob);
+}
+
+void
+outbox_set_dead_limit(struct outbox *ob, uint64_t max_bytes)
+{
+	ob->dead_max_bytes = max_bytes;
 }
 
 int
@@ -1113,42 +1128,60 @@ outbox_dead_foreach(struct outbox *ob, int64_t after, int max,
 }
 
 /*
- * Count and size of dead letter id (0: all) into the open transaction's
- * deltas, negated: the rows are about to leave the dead table.
+ * Which rows the batch takes: ids in (after, upto] in id order, while they
+ * fit its bounds.  Reads id and size only (no blob is loaded).  b->rows,
+ * b->bytes, b->last, b->more and b->full are set; SQLITE_OK or rc.
  */
 static int
-outbox_dead_measure(struct outbox *ob, int64_t id)
+outbox_dead_measure(struct outbox *ob, int retry, struct outbox_dead_batch *b)
 {
 	sqlite3_stmt	*st;
+	uint64_t	 size, room = retry ? b->room : UINT64_MAX;
 	int		 rc;
 
-	rc = sqlite3_prepare_v2(ob->db, id != 0 ?
-	    "SELECT count(*), coalesce(sum(size), 0) FROM dead WHERE id = ?1" :
-	    "SELECT count(*), coalesce(sum(size), 0) FROM dead", -1, &st, NULL);
+	rc = sqlite3_prepare_v2(ob->db, "SELECT id, size FROM dead "
+	    "WHERE id > ?1 AND id <= ?2 ORDER BY id LIMIT ?3", -1, &st, NULL);
 	if (rc != SQLITE_OK)
 		return rc;
-	if (id != 0)
-		sqlite3_bind_int64(st, 1, id);
-	if ((rc = sqlite3_step(st)) == SQLITE_ROW) {
-		ob->ddead_rows = -sqlite3_column_int64(st, 0);
-		ob->ddead_bytes = -sqlite3_column_int64(st, 1);
-		rc = SQLITE_OK;
+	sqlite3_bind_int64(st, 1, b->after);
+	sqlite3_bind_int64(st, 2, b->upto);
+	/* One more than the batch takes, to know whether any are left. */
+	sqlite3_bind_int64(st, 3, b->max_rows >= INT64_MAX ? INT64_MAX :
+	    (sqlite3_int64)b->max_rows + 1);
+	while ((rc = sqlite3_step(st)) == SQLITE_ROW) {
+		size = (uint64_t)sqlite3_column_int64(st, 1);
+		if (b->rows == b->max_rows || (b->rows > 0 &&
+		    (b->bytes >= b->max_bytes ||
+		    size > b->max_bytes - b->bytes))) {
+			b->more = 1;
+			break;
+		}
+		if (size > room - b->bytes) {
+			b->more = b->full = 1;
+			break;
+		}
+		b->rows++;
+		b->bytes += size;
+		b->last = sqlite3_column_int64(st, 0);
 	}
 	sqlite3_finalize(st);
-	return rc;
+	return rc == SQLITE_ROW || rc == SQLITE_DONE ? SQLITE_OK : rc;
 }
 
-/* Run sql, binding :id, :now and :base where it has them; SQLITE_DONE or rc. */
+/* Run sql with :after, :last, :now and :base bound where it has them. */
 static int
-outbox_dead_run(struct outbox *ob, const char *sql, int64_t id, int64_t now)
+outbox_dead_run(struct outbox *ob, const char *sql,
+    const struct outbox_dead_batch *b, int64_t now)
 {
 	sqlite3_stmt	*st;
 	int		 rc, i;
 
 	if ((rc = sqlite3_prepare_v2(ob->db, sql, -1, &st, NULL)) != SQLITE_OK)
 		return rc;
-	if ((i = sqlite3_bind_parameter_index(st, ":id")) > 0)
-		sqlite3_bind_int64(st, i, id);
+	if ((i = sqlite3_bind_parameter_index(st, ":after")) > 0)
+		sqlite3_bind_int64(st, i, b->after);
+	if ((i = sqlite3_bind_parameter_index(st, ":last")) > 0)
+		sqlite3_bind_int64(st, i, b->last);
 	if ((i = sqlite3_bind_parameter_index(st, ":now")) > 0)
 		sqlite3_bind_int64(st, i, now);
 	if ((i = sqlite3_bind_parameter_index(st, ":base")) > 0)
@@ -1158,21 +1191,24 @@ outbox_dead_run(struct outbox *ob, const char *sql, int64_t id, int64_t now)
 	return rc;
 }
 
-/* Move (retry) or drop (purge) dead letter id, 0 for all of them. */
-static int
-outbox_dead_take(struct outbox *ob, int64_t id, int retry, int64_t now_ms,
-    uint64_t *n)
+int
+outbox_dead_step(struct outbox *ob, int retry, int64_t now_ms,
+    struct outbox_dead_batch *b)
 {
 	int	rc, status;
 
-	*n = 0;
+	b->rows = b->bytes = 0;
+	b->last = b->after;
+	b->more = b->full = 0;
 	if (ob->in_tx)
 		abort();
 	if ((status = outbox_begin(ob)) != OUTBOX_OK)
 		return status;
-	if ((rc = outbox_dead_measure(ob, id)) != SQLITE_OK)
+	if ((rc = outbox_dead_measure(ob, retry, b)) != SQLITE_OK) {
+		b->rows = b->bytes = 0;
 		return outbox_dead_fail(ob, NULL, rc);
-	if (ob->ddead_rows == 0) {
+	}
+	if (b->rows == 0) {
 		outbox_rollback(ob);
 		return OUTBOX_OK;
 	}
@@ -1182,27 +1218,57 @@ outbox_dead_take(struct outbox *ob, int64_t id, int retry, int64_t now_ms,
 		 * props already carry the message-id, so the new id changes
 		 * nothing downstream.
 		 */
-		rc = outbox_dead_run(ob, id != 0 ?
-		    "INSERT INTO outbox (id, created, size, props, body) "
-		    "SELECT :base + 1, :now, size, props, body FROM dead "
-		    "WHERE id = :id" :
+		rc = outbox_dead_run(ob,
 		    "INSERT INTO outbox (id, created, size, props, body) "
 		    "SELECT :base + row_number() OVER (ORDER BY id), :now, "
-		    "size, props, body FROM dead ORDER BY id",
-		    id, now_ms);
+		    "size, props, body FROM dead "
+		    "WHERE id > :after AND id <= :last ORDER BY id", b, now_ms);
 		if (rc != SQLITE_DONE)
-			return outbox_dead_fail(ob, NULL, rc);
-		ob->next_id += -ob->ddead_rows;
-		ob->drows = -ob->ddead_rows;
-		ob->dbytes = -ob->ddead_bytes;
+			goto fail;
+		ob->next_id += (int64_t)b->rows;
+		ob->drows = (int64_t)b->rows;
+		ob->dbytes = (int64_t)b->bytes;
 	}
-	rc = outbox_dead_run(ob, id != 0 ? "DELETE FROM dead WHERE id = :id" :
-	    "DELETE FROM dead", id, 0);
+	rc = outbox_dead_run(ob, "DELETE FROM dead "
+	    "WHERE id > :after AND id <= :last", b, 0);
 	if (rc != SQLITE_DONE)
-		return outbox_dead_fail(ob, NULL, rc);
-	*n = (uint64_t)-ob->ddead_rows;
+		goto fail;
+	ob->ddead_rows = -(int64_t)b->rows;
+	ob->ddead_bytes = -(int64_t)b->bytes;
 	if ((status = outbox_commit(ob)) != OUTBOX_OK)
-		*n = 0;
+		b->rows = b->bytes = 0;
+	return status;
+
+fail:
+	b->rows = b->bytes = 0;
+	return outbox_dead_fail(ob, NULL, rc);
+}
+
+int64_t
+outbox_dead_last(struct outbox *ob)
+{
+	int	rc;
+	int64_t	v;
+
+	v = outbox_query_int(ob->db, "SELECT coalesce(max(id), 0) FROM dead",
+	    &rc);
+	return rc == SQLITE_OK ? v : -1;
+}
+
+/* Move (retry) or drop (purge) dead letter id, 0 for all of them, at once. */
+static int
+outbox_dead_take(struct outbox *ob, int64_t id, int retry, int64_t now_ms,
+    uint64_t *n)
+{
+	struct outbox_dead_batch	b;
+	int				status;
+
+	memset(&b, 0, sizeof(b));
+	b.after = id != 0 ? id - 1 : 0;
+	b.upto = id != 0 ? id : INT64_MAX;
+	b.max_rows = b.max_bytes = b.room = UINT64_MAX;
+	status = outbox_dead_step(ob, retry, now_ms, &b);
+	*n = b.rows;
 	return status;
 }
 
