@@ -786,12 +786,14 @@ def broker_hung(ctx):
 
 class FakeDaemon:
     """A daemon socket that answers each connection's first line (with its
-    "\n") with answer(line), then reads until the client closes."""
+    "\n") with answer(line), then reads until the client closes, answering
+    every further line with more(line) when more is given."""
 
-    def __init__(self, answer):
+    def __init__(self, answer, more=None):
         import socket
         import threading
         self.answer = answer
+        self.more = more
         self.path = os.path.join(H.mkdtemp("pubrelay-fake-"), "s.sock")
         self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
         self.sock.bind(self.path)
@@ -821,10 +823,19 @@ class FakeDaemon:
                         got += chunk
                     c.sendall(self.answer(got[:got.index(b"\n") + 1]
                                           if b"\n" in got else got))
+                    got = got[got.index(b"\n") + 1:] if b"\n" in got \
+                        else b""
                     # Closing with a request unread would reset the
                     # connection, and the client might lose the reply.
-                    while c.recv(65536):
-                        pass
+                    while True:
+                        while self.more is not None and b"\n" in got:
+                            i = got.index(b"\n") + 1
+                            c.sendall(self.more(got[:i]))
+                            got = got[i:]
+                        chunk = c.recv(65536)
+                        if not chunk:
+                            break
+                        got += chunk
                 except OSError:
                     pass
 
@@ -834,11 +845,12 @@ class FakeDaemon:
         self.sock.close()
 
 
-def run_against_fake(cl, args, reply):
+def run_against_fake(cl, args, reply, more=None):
     """The client cl run with args against a FakeDaemon that answers
-    reply: the CompletedProcess."""
+    reply (and later lines with more, if given): the CompletedProcess."""
     import subprocess
-    fake = FakeDaemon(lambda line: reply)
+    fake = FakeDaemon(lambda line: reply,
+                      more and (lambda line: more))
     try:
         return subprocess.run([cl, "-s", fake.path] + args,
                               capture_output=True, timeout=30)
@@ -1078,7 +1090,9 @@ def client_exit_codes(ctx):
         (["dead", "list"], b"DEAD %d\n%s" % (len(dead), dead), None),
     ]
     for args, reply, want in cases:
-        p = run_against_fake(cl, args, reply)
+        # dead list asks for the page after the last id it got: empty.
+        p = run_against_fake(cl, args, reply,
+                             b"DEAD 0\n" if args[0] == "dead" else None)
         what = "%s: %r shown" % (" ".join(args), evil)
         check_eq(p.returncode, 0, "%s: exit code (%s)"
                  % (what, p.stderr.decode(errors="replace").strip()))
@@ -1476,6 +1490,8 @@ PROM_MAP = {
     "parked": ("pubrelay_parked_total", "counter", 1),
     "dead_messages": ("pubrelay_dead_messages", "gauge", 1),
     "dead_bytes": ("pubrelay_dead_bytes", "gauge", 1),
+    "dead_max_bytes": ("pubrelay_dead_max_bytes", "gauge", 1),
+    "dead_waiting": ("pubrelay_dead_waiting_messages", "gauge", 1),
     "reconnects": ("pubrelay_reconnects_total", "counter", 1),
     "blocked_ms": ("pubrelay_blocked_seconds_total", "counter", 1000),
     "confirm_latency_ms_sum": ("pubrelay_confirm_latency_seconds_sum",
