@@ -82,8 +82,6 @@
 #define PROTO_MAX_STORED_BLOCK	(PROTO_MAX_BLOCK + PROTO_PARK_ID_ROOM)
 #define PROTO_DEAD_LIST_MAX	100000	/* DEAD LIST <max> */
 #define PROTO_DEAD_LIST_DEFAULT	1000	/* DEAD LIST without a max */
-/* The longest DEAD LIST line: four numbers, three short strings, a reason. */
-#define PROTO_DEAD_LINE_MAX	(4 * 21 + 3 * PROTO_SHORTSTR_MAX + 1024)
 
 struct proto_str {
 	const char	*p;		/* borrowed; NULL when absent */
