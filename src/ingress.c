@@ -846,8 +846,8 @@ ingress_dead_error(struct ingress *ing, int status, struct evbuffer *out,
 
 	ingress_store_error(ing, status, &code, err, sizeof(err));
 	if (done > 0)
-		evbuffer_add_printf(out, "ERR %s %s (after %" PRIu64 " %s)\n",
-		    code, err, done, what);
+		evbuffer_add_printf(out, "ERR %s %s (%" PRIu64 " dead letters "
+		    "%s before it)\n", code, err, done, what);
 	else
 		evbuffer_add_printf(out, "ERR %s %s\n", code, err);
 }
