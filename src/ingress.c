@@ -814,14 +814,18 @@ ingress_dead_list(struct ingress *ing, const struct proto_req *req,
 	buf_free(&l.b);
 }
 
-/* Room under max_bytes for rows moved back from the dead-letter table. */
+/*
+ * Room under max_bytes for rows moved back from the dead-letter table,
+ * counted as ingress_insert() counts it: the write-ahead log's excess too.
+ */
 static uint64_t
 ingress_room(struct ingress *ing)
 {
-	uint64_t	used = outbox_bytes(ing->ob);
+	uint64_t	used;
 
 	if (ing->cf->max_bytes == 0)
 		return UINT64_MAX;
+	used = outbox_bytes(ing->ob) + outbox_wal_excess(ing->ob);
 	return used < ing->cf->max_bytes ? ing->cf->max_bytes - used : 0;
 }
 
