@@ -407,19 +407,19 @@ ingress_run_parks(struct ingress *ing)
 		    ingress_now_ms());
 		if (status == OUTBOX_EDEADFULL) {
 			/*
-			 * Nothing is dropped: the row stays in the outbox, and
-			 * no delete passes it (ingress_delete()), so the outbox
-			 * fills and producers get FULL if it lasts.  Once an
-			 * episode: every commit and delete comes back here.
+			 * Nothing is dropped: the row stays in the outbox,
+			 * counted in max_bytes (deletes go around it), so
+			 * producers get FULL if refused messages keep coming.
+			 * Once an episode: every commit and delete comes back
+			 * here.
 			 */
 			if (!ing->dead_full)
 				log_warnx("dead-letter table full (dead_max_bytes "
 				    "%" PRIu64 ", %" PRIu64 " dead letters): "
 				    "outbox id %" PRId64 " and what is refused "
-				    "after it stay in the outbox, and no "
-				    "confirmed message behind them is deleted, "
-				    "until dead letters are retried or purged",
-				    ing->cf->dead_max_bytes,
+				    "after it stay in the outbox, counted in "
+				    "max_bytes, until dead letters are retried "
+				    "or purged", ing->cf->dead_max_bytes,
 				    outbox_dead_rows(ing->ob), pk->id);
 			ing->dead_full = 1;
 			ing->dead_full_at = outbox_dead_bytes(ing->ob);
@@ -490,12 +490,40 @@ ingress_forget(struct ingress *ing, struct session *s)
 	}
 }
 
+/*
+ * While refused rows wait for room in the dead-letter table, the confirmed
+ * ones around them go as usual: the outbox then holds only what waits (in
+ * max_bytes) and what the broker has not confirmed.
+ */
+static int
+ingress_delete_around(struct ingress *ing, int64_t upto)
+{
+	int64_t	*keep;
+	size_t	 i, j, n = 0;
+	int	 status;
+
+	keep = xcalloc(ing->nparks, sizeof(*keep));
+	for (i = 0; i < ing->nparks; i++) {
+		if (ing->parks[i].id > upto)
+			continue;
+		/* Ascending; parks come nearly in order, so this is short. */
+		for (j = n; j > 0 && keep[j - 1] > ing->parks[i].id; j--)
+			keep[j] = keep[j - 1];
+		keep[j] = ing->parks[i].id;
+		n++;
+	}
+	status = outbox_delete_around(ing->ob, ing->deleted_upto, upto, keep,
+	    n);
+	free(keep);
+	return status;
+}
+
 static void
 ingress_delete(struct ingress *ing)
 {
 	uint64_t before;
 	int64_t	upto;
-	int	status;
+	int	status, around = 0;
 
 	ing->delete_due = 0;
 	if (ing->nparks > 0)
@@ -505,13 +533,18 @@ ingress_delete(struct ingress *ing)
 	if (ing->nparks > 0 && ing->parks[0].id <= upto) {
 		struct timeval tv = { 0, INGRESS_DELETE_DELAY_MS * 1000 };
 
-		upto = ing->parks[0].id - 1;
+		/* Waiting for room may last: delete around those rows. */
+		if (ing->dead_full)
+			around = 1;
+		else
+			upto = ing->parks[0].id - 1;
 		evtimer_add(ing->ev_delete, &tv);	/* try again */
 	}
 	if (upto <= ing->deleted_upto)
 		return;
 	before = outbox_rows(ing->ob);
-	status = outbox_delete_upto(ing->ob, upto);
+	status = around ? ingress_delete_around(ing, upto) :
+	    outbox_delete_upto(ing->ob, upto);
 	if (status != OUTBOX_OK) {
 		struct timeval tv = { INGRESS_DELETE_RETRY_MS / 1000,
 		    (INGRESS_DELETE_RETRY_MS % 1000) * 1000 };

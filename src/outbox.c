@@ -1255,6 +1255,56 @@ outbox_dead_last(struct outbox *ob)
 	return rc == SQLITE_OK ? v : -1;
 }
 
+int
+outbox_delete_around(struct outbox *ob, int64_t after, int64_t upto,
+    const int64_t *keep, size_t nkeep)
+{
+	sqlite3_stmt	*stm = NULL, *std = NULL;
+	int64_t		 lo = after, hi;
+	size_t		 i = 0;
+	int		 rc, status;
+
+	if (ob->in_tx)
+		abort();
+	if ((status = outbox_begin(ob)) != OUTBOX_OK)
+		return status;
+	rc = sqlite3_prepare_v2(ob->db, "SELECT count(*), "
+	    "coalesce(sum(size), 0) FROM outbox WHERE id > ?1 AND id < ?2",
+	    -1, &stm, NULL);
+	if (rc == SQLITE_OK)
+		rc = sqlite3_prepare_v2(ob->db, "DELETE FROM outbox "
+		    "WHERE id > ?1 AND id < ?2", -1, &std, NULL);
+	/* The gaps between the kept ids, the last one up to upto. */
+	while (rc == SQLITE_OK && lo < upto) {
+		while (i < nkeep && keep[i] <= lo)
+			i++;
+		hi = i < nkeep && keep[i] <= upto ? keep[i] : upto + 1;
+		sqlite3_bind_int64(stm, 1, lo);
+		sqlite3_bind_int64(stm, 2, hi);
+		if ((rc = sqlite3_step(stm)) != SQLITE_ROW)
+			break;
+		ob->drows -= sqlite3_column_int64(stm, 0);
+		ob->dbytes -= sqlite3_column_int64(stm, 1);
+		sqlite3_reset(stm);
+		sqlite3_bind_int64(std, 1, lo);
+		sqlite3_bind_int64(std, 2, hi);
+		if ((rc = sqlite3_step(std)) != SQLITE_DONE)
+			break;
+		sqlite3_reset(std);
+		rc = SQLITE_OK;
+		lo = hi;
+	}
+	sqlite3_finalize(stm);
+	if (rc != SQLITE_OK)
+		return outbox_dead_fail(ob, std, rc);
+	sqlite3_finalize(std);
+	if (ob->drows == 0) {
+		outbox_rollback(ob);
+		return OUTBOX_OK;
+	}
+	return outbox_commit(ob);
+}
+
 /* Move (retry) or drop (purge) dead letter id, 0 for all of them, at once. */
 static int
 outbox_dead_take(struct outbox *ob, int64_t id, int retry, int64_t now_ms,

@@ -183,6 +183,14 @@ int	 outbox_dead_step(struct outbox *ob, int retry, int64_t now_ms,
 	    struct outbox_dead_batch *b);
 /* The highest id in the dead-letter table, 0 when empty, -1 on error. */
 int64_t	 outbox_dead_last(struct outbox *ob);
+/*
+ * Delete the confirmed rows with after < id <= upto except the nkeep ids
+ * in keep (ascending): refused rows that wait for room in the dead-letter
+ * table, in one transaction.  outbox_delete_upto() is the usual way; this
+ * one is for while rows wait.
+ */
+int	 outbox_delete_around(struct outbox *ob, int64_t after, int64_t upto,
+	    const int64_t *keep, size_t nkeep);
 /* Running totals of the dead-letter table. */
 uint64_t outbox_dead_rows(const struct outbox *ob);
 uint64_t outbox_dead_bytes(const struct outbox *ob);

@@ -1675,6 +1675,50 @@ test_dead_step(void)
 }
 
 static void
+test_delete_around(void)
+{
+	struct outbox		*ob;
+	struct outbox_reader	*r;
+	struct collect		 c;
+	char			 err[512];
+	int64_t			 ids[10], keep[3];
+	int			 i;
+
+	if (outbox_open(&ob, path_in("around.db"), 1, err, sizeof(err)) != 0) {
+		ok(0, "open: %s", err);
+		return;
+	}
+	for (i = 0; i < 10; i++)
+		ids[i] = insert_sized(ob, i);
+	keep[0] = ids[2];
+	keep[1] = ids[6];
+	keep[2] = ids[9];		/* above upto: not in the range */
+	is_int(outbox_delete_around(ob, ids[0], ids[8], keep, 3), OUTBOX_OK,
+	    "delete around two waiting rows");
+	is_int(outbox_rows(ob), 4, "the first (before the range), the two "
+	    "kept and the last (after it) are left");
+	is_int(outbox_bytes(ob), 4 * 30, "and the bytes follow");
+	ok(outbox_reader_open(&r, path_in("around.db"), err, sizeof(err)) == 0,
+	    "reader");
+	memset(&c, 0, sizeof(c));
+	outbox_reader_fetch(r, 0, 64, collect_cb, &c);
+	ok(c.n == 4 && c.ids[0] == ids[0] && c.ids[1] == ids[2] &&
+	    c.ids[2] == ids[6] && c.ids[3] == ids[9], "exactly those rows");
+	outbox_reader_close(r);
+	is_int(outbox_delete_around(ob, ids[8], ids[8], keep, 3), OUTBOX_OK,
+	    "an empty range");
+	is_int(outbox_rows(ob), 4, "deletes nothing");
+	outbox_close(ob);
+	if (outbox_open(&ob, path_in("around.db"), 1, err, sizeof(err)) != 0) {
+		ok(0, "reopen: %s", err);
+		return;
+	}
+	is_int(outbox_rows(ob), 4, "the count survives a restart");
+	is_int(outbox_bytes(ob), 4 * 30, "the bytes too");
+	outbox_close(ob);
+}
+
+static void
 write_file(const char *p, const char *data, size_t n)
 {
 	FILE	*f = fopen(p, "w");
@@ -1809,6 +1853,7 @@ main(void)
 	test_park_full_block();
 	test_dead_limit();
 	test_dead_step();
+	test_delete_around();
 	test_migration();
 	test_migration_v2();
 	test_fold();
