@@ -746,6 +746,12 @@ config_set_min_free(struct config_parse *p, const char *v)
 }
 
 static void
+config_set_dead_max_bytes(struct config_parse *p, const char *v)
+{
+	config_size(p, v, 0, UINT64_MAX, &p->cf->dead_max_bytes);
+}
+
+static void
 config_set_sync(struct config_parse *p, const char *v)
 {
 	if (strcasecmp(v, "full") == 0)
@@ -855,6 +861,7 @@ static const struct config_key config_keys[] = {
 	{ "outbox",	"max_bytes",		config_set_max_bytes },
 	{ "outbox",	"max_bytes_per_user",	config_set_max_bytes_per_user },
 	{ "outbox",	"min_free",		config_set_min_free },
+	{ "outbox",	"dead_max_bytes",	config_set_dead_max_bytes },
 	{ "outbox",	"sync",			config_set_sync },
 	{ "publish",	"window",		config_set_window },
 	{ "publish",	"persistent",		config_set_persistent },
@@ -1363,6 +1370,7 @@ config_defaults(struct config *cf)
 	    PUBRELAY_OUTBOX_PATH);
 	cf->max_bytes = CONFIG_DEFAULT_MAX_BYTES;
 	cf->min_free = CONFIG_DEFAULT_MIN_FREE;
+	cf->dead_max_bytes = CONFIG_DEFAULT_DEAD_MAX_BYTES;
 	cf->sync_full = 1;
 	cf->window = CONFIG_DEFAULT_WINDOW;
 	cf->persistent = 1;

@@ -28,6 +28,7 @@
 #define CONFIG_DEFAULT_IDLE_TIMEOUT	60000		/* ms */
 #define CONFIG_DEFAULT_MAX_BYTES	(1024ULL * 1024 * 1024)	/* bytes */
 #define CONFIG_DEFAULT_MIN_FREE		(64ULL * 1024 * 1024)	/* bytes */
+#define CONFIG_DEFAULT_DEAD_MAX_BYTES	(64ULL * 1024 * 1024)	/* bytes */
 #define CONFIG_DEFAULT_WINDOW		256
 #define CONFIG_DEFAULT_CONFIRM_TIMEOUT	30000		/* ms */
 #define CONFIG_DEFAULT_MAX_ATTEMPTS	3
@@ -76,6 +77,7 @@ struct config {
 	uint64_t	 max_bytes;		/* 0: no limit */
 	uint64_t	 max_bytes_per_user;	/* outbox bytes of one uid; 0: off */
 	uint64_t	 min_free;		/* refuse below this much disk */
+	uint64_t	 dead_max_bytes;	/* dead-letter table; 0: no limit */
 	int		 sync_full;		/* 1: full (default), 0: normal */
 	/* [publish] */
 	unsigned	 window;

@@ -29,6 +29,19 @@
 #define INGRESS_DELETE_RETRY_MS	1000	/* after a failed delete */
 #define INGRESS_REQUEUE_MAX	64	/* dead letters retried per turn */
 #define INGRESS_PARK_LOGS	10	/* parked for good: lines a minute */
+/*
+ * DEAD LIST replies are pages of at most this much (or max_buffer's room):
+ * formatting one is a few ms of the main thread at most.
+ */
+#define INGRESS_DEAD_PAGE_BYTES	(256 * 1024)
+/*
+ * DEAD RETRY/PURGE ALL go a transaction of at most this much per loop
+ * turn, so the other clients are served between two of them: 2-5 ms for
+ * rows of 2 KiB with sync = normal on a small machine (more when SQLite's
+ * automatic checkpoint falls into one, as for any commit).
+ */
+#define INGRESS_DEAD_BATCH_ROWS	256
+#define INGRESS_DEAD_BATCH_BYTES (512 * 1024)
 
 struct ingress_park {
 	int64_t		 id;
@@ -40,6 +53,15 @@ struct ingress_park {
 struct ingress_retry {
 	int64_t		 id;
 	int64_t		 due_ms;	/* CLOCK_REALTIME, like parked times */
+};
+
+/* A DEAD RETRY/PURGE ALL under way, one batch at a time; one at a time. */
+struct ingress_job {
+	struct session	*s;		/* who asked; NULL: none */
+	int		 retry;		/* or purge */
+	int64_t		 after;		/* ids up to it are done */
+	int64_t		 upto;		/* the last id parked when it began */
+	uint64_t	 done;		/* rows moved or deleted */
 };
 
 static const char *ingress_state_names[] = {
@@ -79,6 +101,10 @@ struct ingress {
 	struct event		*ev_retry;
 	time_t			 park_log_minute;	/* parked for good: */
 	unsigned		 park_log_n, park_log_quiet;	/* lines, not */
+	int			 dead_full;	/* a park found the table full */
+	uint64_t		 dead_full_at;	/* its dead_bytes then */
+	struct ingress_job	 job;
+	struct event		*ev_dead;	/* the job's next batch */
 	time_t			 started;
 	uint64_t		 deleted;	/* rows deleted as confirmed */
 };
@@ -86,7 +112,9 @@ struct ingress {
 static void ingress_commit_cb(evutil_socket_t, short, void *);
 static void ingress_delete_cb(evutil_socket_t, short, void *);
 static void ingress_retry_cb(evutil_socket_t, short, void *);
+static uint64_t ingress_room(struct ingress *);
 static void ingress_load_retries(struct ingress *);
+static void ingress_dead_cb(evutil_socket_t, short, void *);
 
 struct ingress *
 ingress_new(struct event_base *base, struct outbox *ob, const struct config *cf,
@@ -105,9 +133,11 @@ ingress_new(struct event_base *base, struct outbox *ob, const struct config *cf,
 	ing->ev_commit = event_new(base, -1, 0, ingress_commit_cb, ing);
 	ing->ev_delete = evtimer_new(base, ingress_delete_cb, ing);
 	ing->ev_retry = evtimer_new(base, ingress_retry_cb, ing);
+	ing->ev_dead = evtimer_new(base, ingress_dead_cb, ing);
 	if (ing->ev_commit == NULL || ing->ev_delete == NULL ||
-	    ing->ev_retry == NULL)
+	    ing->ev_retry == NULL || ing->ev_dead == NULL)
 		abort();
+	outbox_set_dead_limit(ob, cf->dead_max_bytes);
 	ingress_load_retries(ing);
 	return ing;
 }
@@ -139,6 +169,7 @@ ingress_free(struct ingress *ing)
 	event_free(ing->ev_delete);
 	event_free(ing->ev_retry);
 	free(ing->retries);
+	event_free(ing->ev_dead);
 	free(ing->waiting);
 	while (ing->nparks > 0)
 		free(ing->parks[--ing->nparks].reason);
@@ -517,7 +548,8 @@ ingress_retry_cb(evutil_socket_t fd, short what, void *arg)
 			i++;
 			continue;
 		}
-		status = outbox_dead_requeue(ing->ob, r->id, now, &n);
+		status = outbox_dead_requeue(ing->ob, r->id, now,
+		    ingress_room(ing), &n);
 		if (status != OUTBOX_OK) {
 			/* Full, or a failing disk: later, as for a delete. */
 			log_msg(ing->delete_logged ? LOG_DEBUG : LOG_WARNING,
@@ -548,13 +580,43 @@ static void
 ingress_run_parks(struct ingress *ing)
 {
 	size_t	i, done = 0;
+	int	status;
 
+	/* Full: nothing to try until dead letters are retried or purged. */
+	if (ing->dead_full && outbox_dead_bytes(ing->ob) >= ing->dead_full_at)
+		return;
 	for (i = 0; i < ing->nparks; i++) {
 		struct ingress_park *pk = &ing->parks[i];
 		unsigned total;
 
-		if (outbox_park(ing->ob, pk->id, pk->attempts, pk->reason,
-		    ingress_now_ms(), &total) != OUTBOX_OK) {
+		status = outbox_park(ing->ob, pk->id, pk->attempts, pk->reason,
+		    ingress_now_ms(), &total);
+		if (status == OUTBOX_EDEADFULL) {
+			/*
+			 * Nothing is dropped: the row stays in the outbox,
+			 * counted in max_bytes (deletes go around it), so
+			 * producers get FULL if refused messages keep coming.
+			 * Once an episode: every commit and delete comes back
+			 * here.
+			 */
+			if (!ing->dead_full)
+				log_warnx("dead-letter table full (dead_max_bytes "
+				    "%" PRIu64 ", %" PRIu64 " dead letters): "
+				    "outbox id %" PRId64 " and what is refused "
+				    "after it stay in the outbox, counted in "
+				    "max_bytes, until dead letters are retried "
+				    "or purged", ing->cf->dead_max_bytes,
+				    outbox_dead_rows(ing->ob), pk->id);
+			ing->dead_full = 1;
+			ing->dead_full_at = outbox_dead_bytes(ing->ob);
+			break;
+		}
+		if (ing->dead_full) {
+			log_notice("dead-letter table has room again: parking "
+			    "resumes");
+			ing->dead_full = 0;
+		}
+		if (status != OUTBOX_OK) {
 			/* Retried every 100 ms and at each commit: log once. */
 			log_msg(ing->park_logged ? LOG_DEBUG : LOG_WARNING,
 			    "outbox: cannot park id %" PRId64 " (%s); "
@@ -604,6 +666,44 @@ ingress_forget(struct ingress *ing, struct session *s)
 	for (i = 0; i < ing->nwaiting; i++)
 		if (ing->waiting[i] == s)
 			ing->waiting[i] = NULL;
+	if (ing->job.s == s) {
+		struct timeval	tv = { 0, 0 };
+
+		/* What was done stays done; whoever waits for it goes on. */
+		log_info("DEAD %s ALL: the client left after %" PRIu64 " dead "
+		    "letters; stopped", ing->job.retry ? "RETRY" : "PURGE",
+		    ing->job.done);
+		ing->job.s = NULL;
+		evtimer_add(ing->ev_dead, &tv);
+	}
+}
+
+/*
+ * While refused rows wait for room in the dead-letter table, the confirmed
+ * ones around them go as usual: the outbox then holds only what waits (in
+ * max_bytes) and what the broker has not confirmed.
+ */
+static int
+ingress_delete_around(struct ingress *ing, int64_t upto)
+{
+	int64_t	*keep;
+	size_t	 i, j, n = 0;
+	int	 status;
+
+	keep = xcalloc(ing->nparks, sizeof(*keep));
+	for (i = 0; i < ing->nparks; i++) {
+		if (ing->parks[i].id > upto)
+			continue;
+		/* Ascending; parks come nearly in order, so this is short. */
+		for (j = n; j > 0 && keep[j - 1] > ing->parks[i].id; j--)
+			keep[j] = keep[j - 1];
+		keep[j] = ing->parks[i].id;
+		n++;
+	}
+	status = outbox_delete_around(ing->ob, ing->deleted_upto, upto, keep,
+	    n);
+	free(keep);
+	return status;
 }
 
 static void
@@ -612,7 +712,7 @@ ingress_delete(struct ingress *ing)
 	uint64_t before;
 	int64_t	upto;
 	size_t	i;
-	int	status;
+	int	status, around = 0;
 
 	ing->delete_due = 0;
 	if (ing->nparks > 0)
@@ -627,13 +727,18 @@ ingress_delete(struct ingress *ing)
 
 		if (ing->parks[i].id > upto)
 			continue;
-		upto = ing->parks[i].id - 1;
+		/* Waiting for room may last: delete around those rows. */
+		if (ing->dead_full)
+			around = 1;
+		else
+			upto = ing->parks[i].id - 1;
 		evtimer_add(ing->ev_delete, &tv);	/* try again */
 	}
 	if (upto <= ing->deleted_upto)
 		return;
 	before = outbox_rows(ing->ob);
-	status = outbox_delete_upto(ing->ob, upto);
+	status = around ? ingress_delete_around(ing, upto) :
+	    outbox_delete_upto(ing->ob, upto);
 	if (status != OUTBOX_OK) {
 		struct timeval tv = { INGRESS_DELETE_RETRY_MS / 1000,
 		    (INGRESS_DELETE_RETRY_MS % 1000) * 1000 };
@@ -845,6 +950,9 @@ ingress_stats(struct ingress *ing, struct evbuffer *out)
 	    outbox_dead_rows(ing->ob));
 	evbuffer_add_printf(out, "dead_bytes %" PRIu64 "\n",
 	    outbox_dead_bytes(ing->ob));
+	evbuffer_add_printf(out, "dead_max_bytes %" PRIu64 "\n",
+	    ing->cf->dead_max_bytes);
+	evbuffer_add_printf(out, "dead_waiting %zu\n", ing->nparks);
 	evbuffer_add_printf(out, "reconnects %" PRIu64 "\n",
 	    (uint64_t)atomic_load(&st->reconnects));
 	blocked = atomic_load(&st->blocked_ms);
@@ -882,6 +990,7 @@ ingress_count_client_refused(struct ingress *ing)
 struct ingress_list {
 	struct buf	 b;
 	unsigned	 n;
+	size_t		 budget;	/* bytes the page may take */
 };
 
 static int
@@ -890,74 +999,236 @@ ingress_dead_line_cb(void *arg, const struct outbox_dead *d)
 	struct ingress_list	*l = arg;
 	struct proto_pub	 m;
 	char			 err[128];
+	size_t			 start = l->b.len;
 
 	if (proto_parse_props(d->props, d->plen, &m, err, sizeof(err)) == -1)
 		proto_pub_init(&m);
 	proto_dead_line(&l->b, d->id, d->parked_ms, d->attempts,
 	    outbox_row_size(d->plen, d->blen), &m, d->reason);
+	/* The page is full: this line opens the next one. */
+	if (l->n > 0 && l->b.len > l->budget) {
+		l->b.len = start;
+		l->b.data[start] = '\0';
+		return 1;
+	}
 	l->n++;
 	return 0;
 }
 
-int
-ingress_dead(struct ingress *ing, const struct proto_req *req,
-    struct evbuffer *out)
+/* DEAD LIST: one page, within room (what the client's buffer has left). */
+static void
+ingress_dead_list(struct ingress *ing, const struct proto_req *req,
+    struct evbuffer *out, size_t room)
 {
 	struct ingress_list	 l;
-	uint64_t		 n = 0;
-	int			 status, max;
-	const char		*what;
+	int			 max;
+
+	buf_init(&l.b);
+	l.n = 0;
+	l.budget = room < INGRESS_DEAD_PAGE_BYTES ? room :
+	    INGRESS_DEAD_PAGE_BYTES;
+	l.budget = l.budget > 32 ? l.budget - 32 : 0;	/* "DEAD <n>\n" */
+	max = req->dead_max ? (int)req->dead_max : PROTO_DEAD_LIST_DEFAULT;
+	if (outbox_dead_foreach(ing->ob, req->dead_after, max, 0,
+	    ingress_dead_line_cb, &l) == -1) {
+		evbuffer_add_printf(out, "ERR %s cannot read the dead letters: "
+		    "%s\n", PROTO_E_STORE, outbox_errmsg(ing->ob));
+		buf_free(&l.b);
+		return;
+	}
+	evbuffer_add_printf(out, "DEAD %zu\n", l.b.len);
+	evbuffer_add(out, l.b.data ? l.b.data : "", l.b.len);
+	buf_free(&l.b);
+}
+
+/*
+ * Room under max_bytes for rows moved back from the dead-letter table,
+ * counted as ingress_insert() counts it: the write-ahead log's excess too.
+ */
+static uint64_t
+ingress_room(struct ingress *ing)
+{
+	uint64_t	used;
+
+	if (ing->cf->max_bytes == 0)
+		return UINT64_MAX;
+	used = outbox_bytes(ing->ob) + outbox_wal_excess(ing->ob);
+	return used < ing->cf->max_bytes ? ing->cf->max_bytes - used : 0;
+}
+
+/* After rows left the dead-letter table: wake who may use them. */
+static void
+ingress_dead_moved(struct ingress *ing, int retry, uint64_t n)
+{
+	if (n == 0)
+		return;
+	if (retry && ing->pub != NULL)
+		publisher_wake(ing->pub);
+	if (ing->nparks > 0)
+		ingress_run_parks(ing);		/* room for them, perhaps */
+}
+
+static void
+ingress_dead_error(struct ingress *ing, int status, struct evbuffer *out,
+    const char *what, uint64_t done)
+{
+	const char	*code;
+	char		 err[256];
+
+	ingress_store_error(ing, status, &code, err, sizeof(err));
+	if (done > 0)
+		evbuffer_add_printf(out, "ERR %s %s (%" PRIu64 " dead letters "
+		    "%s before it)\n", code, err, done, what);
+	else
+		evbuffer_add_printf(out, "ERR %s %s\n", code, err);
+}
+
+/* DEAD RETRY/PURGE <id>: one row, one transaction. */
+static void
+ingress_dead_one(struct ingress *ing, const struct proto_req *req,
+    struct evbuffer *out)
+{
+	struct outbox_dead_batch	 b;
+	int				 retry, status;
+
+	retry = req->dead_op == PROTO_DEAD_RETRY;
+	memset(&b, 0, sizeof(b));
+	b.after = req->dead_id - 1;
+	b.upto = req->dead_id;
+	b.max_rows = 1;
+	b.max_bytes = UINT64_MAX;
+	b.room = ingress_room(ing);
+	status = outbox_dead_step(ing->ob, retry, ingress_now_ms(), &b);
+	if (status != OUTBOX_OK) {
+		ingress_dead_error(ing, status, out, "", 0);
+		return;
+	}
+	if (b.full) {
+		evbuffer_add_printf(out, "ERR %s outbox full (max_bytes %" PRIu64
+		    " reached): dead letter %" PRId64 " stays parked; retry "
+		    "later\n", PROTO_E_FULL, ing->cf->max_bytes, req->dead_id);
+		return;
+	}
+	if (b.rows == 0) {
+		evbuffer_add_printf(out, "ERR %s no dead letter with id %" PRId64
+		    "\n", PROTO_E_NOTFOUND, req->dead_id);
+		return;
+	}
+	log_notice("1 dead letter %s", retry ? "replayed" : "purged");
+	ingress_dead_moved(ing, retry, b.rows);
+	evbuffer_add_printf(out, "OK 1\n");
+}
+
+/*
+ * One batch of the DEAD RETRY/PURGE ALL under way: 1 when there is more
+ * (the next batch runs on a later loop turn), 0 with the reply in out.
+ * It takes the dead letters parked before it began, not those parked while
+ * it runs (a replay the broker refuses again would go round for ever).
+ */
+static int
+ingress_dead_batch(struct ingress *ing, struct evbuffer *out)
+{
+	struct ingress_job		*job = &ing->job;
+	struct outbox_dead_batch	 b;
+	struct timeval			 tv = { 0, 0 };
+	const char			*what;
+	int				 status;
+
+	what = job->retry ? "replayed" : "purged";
+	memset(&b, 0, sizeof(b));
+	b.after = job->after;
+	b.upto = job->upto;
+	b.max_rows = INGRESS_DEAD_BATCH_ROWS;
+	b.max_bytes = INGRESS_DEAD_BATCH_BYTES;
+	b.room = ingress_room(ing);
+	status = outbox_dead_step(ing->ob, job->retry, ingress_now_ms(), &b);
+	job->done += b.rows;
+	if (b.rows > 0)
+		job->after = b.last;
+	ingress_dead_moved(ing, job->retry, b.rows);
+	/*
+	 * Short of room, go on while rows still move: the parks that waited
+	 * for room in the dead-letter table free as much in the outbox.
+	 */
+	if (status == OUTBOX_OK && b.more && (!b.full || b.rows > 0)) {
+		evtimer_add(ing->ev_dead, &tv);
+		return 1;
+	}
+
+	job->s = NULL;
+	if (ing->nwaiting > 0)		/* another DEAD ALL waits for this one */
+		evtimer_add(ing->ev_dead, &tv);
+	if (job->done > 0 || b.full)
+		log_notice("%" PRIu64 " dead letter%s %s (all)%s", job->done,
+		    job->done == 1 ? "" : "s", what, b.full ? "; the outbox "
+		    "is full (max_bytes), the rest stay parked" : "");
+	if (status != OUTBOX_OK)
+		ingress_dead_error(ing, status, out, what, job->done);
+	else if (b.full)
+		evbuffer_add_printf(out, "ERR %s outbox full (max_bytes %" PRIu64
+		    " reached) after %" PRIu64 " dead letters %s; %" PRIu64
+		    " stay parked: retry later\n", PROTO_E_FULL,
+		    ing->cf->max_bytes, job->done, what,
+		    outbox_dead_rows(ing->ob));
+	else
+		evbuffer_add_printf(out, "OK %" PRIu64 "\n", job->done);
+	return 0;
+}
+
+int
+ingress_dead(struct ingress *ing, struct session *s,
+    const struct proto_req *req, struct evbuffer *out, size_t room)
+{
+	struct ingress_job	*job = &ing->job;
+	int64_t			 upto;
 
 	if (ing->in_tx)
 		return 1;
-	switch (req->dead_op) {
-	case PROTO_DEAD_LIST:
-		buf_init(&l.b);
-		l.n = 0;
-		max = req->dead_max ? (int)req->dead_max :
-		    PROTO_DEAD_LIST_DEFAULT;
-		if (outbox_dead_foreach(ing->ob, 0, max, 0,
-		    ingress_dead_line_cb, &l) == -1) {
-			evbuffer_add_printf(out, "ERR %s cannot read the "
-			    "dead letters: %s\n", PROTO_E_STORE,
-			    outbox_errmsg(ing->ob));
-			buf_free(&l.b);
+	if (req->dead_op == PROTO_DEAD_LIST) {
+		ingress_dead_list(ing, req, out, room);
+		return 0;
+	}
+	if (req->dead_id != 0) {
+		ingress_dead_one(ing, req, out);
+		return 0;
+	}
+	if (job->s != NULL && job->s != s)
+		return 1;		/* one at a time: resumed when it ends */
+	if (job->s == NULL) {
+		if ((upto = outbox_dead_last(ing->ob)) == -1) {
+			ingress_dead_error(ing, OUTBOX_EIO, out, "", 0);
 			return 0;
 		}
-		evbuffer_add_printf(out, "DEAD %zu\n", l.b.len);
-		evbuffer_add(out, l.b.data ? l.b.data : "", l.b.len);
-		buf_free(&l.b);
-		return 0;
-	case PROTO_DEAD_RETRY:
-		status = outbox_dead_retry(ing->ob, req->dead_id,
-		    ingress_now_ms(), &n);
-		what = "replayed";
-		break;
-	case PROTO_DEAD_PURGE:
-	default:
-		status = outbox_dead_purge(ing->ob, req->dead_id, &n);
-		what = "purged";
-		break;
+		memset(job, 0, sizeof(*job));
+		job->s = s;
+		job->retry = req->dead_op == PROTO_DEAD_RETRY;
+		job->upto = upto;
 	}
-	if (status != OUTBOX_OK) {
-		const char	*code;
-		char		 err[256];
+	return ingress_dead_batch(ing, out);
+}
 
-		ingress_store_error(ing, status, &code, err, sizeof(err));
-		evbuffer_add_printf(out, "ERR %s %s\n", code, err);
-		return 0;
-	}
-	if (req->dead_id != 0 && n == 0) {
-		evbuffer_add_printf(out, "ERR %s no dead letter with id %" PRId64
-		    "\n", PROTO_E_NOTFOUND, req->dead_id);
-		return 0;
-	}
-	if (n > 0) {
-		log_notice("%" PRIu64 " dead letter%s %s%s", n,
-		    n == 1 ? "" : "s", what, req->dead_id ? "" : " (all)");
-		if (req->dead_op == PROTO_DEAD_RETRY && ing->pub != NULL)
-			publisher_wake(ing->pub);
-	}
-	evbuffer_add_printf(out, "OK %" PRIu64 "\n", n);
-	return 0;
+/*
+ * The next batch of a DEAD ALL: resume the sessions waiting while no
+ * transaction is open (none of them holds an OK then).  With one open, its
+ * commit resumes them.
+ */
+static void
+ingress_dead_cb(evutil_socket_t fd, short what, void *arg)
+{
+	struct ingress	 *ing = arg;
+	struct session	**list;
+	size_t		  i, n;
+
+	(void)fd;
+	(void)what;
+	if (ing->in_tx)
+		return;
+	list = ing->waiting;
+	n = ing->nwaiting;
+	ing->waiting = NULL;
+	ing->nwaiting = ing->capwaiting = 0;
+	for (i = 0; i < n; i++)
+		if (list[i] != NULL)
+			session_committed(list[i], 1, NULL, NULL);
+	free(list);
 }

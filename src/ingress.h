@@ -56,12 +56,14 @@ void	ingress_flush(struct ingress *ing);
 void	ingress_park(struct ingress *ing, int64_t id, unsigned attempts,
 	    const char *reason);
 /*
- * DEAD LIST/RETRY/PURGE.  Appends the whole reply to out and returns 0, or
- * returns 1 without doing anything while a group commit is open: the caller
- * waits for it with ingress_wait_first() and asks again.
+ * DEAD LIST/RETRY/PURGE for session s.  Appends the whole reply to out and
+ * returns 0, or returns 1 when the caller is to wait (ingress_wait_first())
+ * and ask again: while a group commit is open, between two batches of a
+ * DEAD RETRY/PURGE ALL, and while another one runs.  A DEAD LIST reply
+ * takes at most room bytes (at least one line).
  */
-int	ingress_dead(struct ingress *ing, const struct proto_req *req,
-	    struct evbuffer *out);
+int	ingress_dead(struct ingress *ing, struct session *s,
+	    const struct proto_req *req, struct evbuffer *out, size_t room);
 /* Like ingress_wait(), ahead of the sessions already waiting. */
 void	ingress_wait_first(struct ingress *ing, struct session *s);
 /* Rows up to upto are confirmed: delete them soon, in batches. */

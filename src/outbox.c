@@ -37,6 +37,7 @@ struct outbox {
 	uint64_t	 unfolded;		/* rows inserted since the fold */
 	uint64_t	 dead_rows, dead_bytes;	/* the dead-letter table's */
 	int64_t		 ddead_rows, ddead_bytes;
+	uint64_t	 dead_max_bytes;	/* 0: no limit */
 	int		 in_tx;
 	/* the failure's message, kept from the statements that follow it */
 	char		 err[256];
@@ -1043,6 +1044,14 @@ outbox_park(struct outbox *ob, int64_t id, unsigned attempts,
 	newsize = outbox_row_size(props.len, (size_t)blen);
 	if (before < 0 || before > UINT_MAX - attempts)
 		before = 0;	/* a damaged count: start again */
+	/* Full: the row stays where it is, counted in the outbox's total. */
+	if (ob->dead_max_bytes > 0 && ob->dead_rows > 0 &&
+	    (newsize > ob->dead_max_bytes ||
+	    ob->dead_bytes > ob->dead_max_bytes - newsize)) {
+		buf_free(&props);
+		outbox_rollback(ob);
+		return OUTBOX_EDEADFULL;
+	}
 
 	/* The body goes from table to table without a copy in memory. */
 	rc = sqlite3_prepare_v2(ob->db, "INSERT INTO dead (id, created, parked, "
@@ -1082,6 +1091,12 @@ outbox_park(struct outbox *ob, int64_t id, unsigned attempts,
 	if ((status = outbox_commit(ob)) == OUTBOX_OK)
 		*total = (unsigned)before + attempts;
 	return status;
+}
+
+void
+outbox_set_dead_limit(struct outbox *ob, uint64_t max_bytes)
+{
+	ob->dead_max_bytes = max_bytes;
 }
 
 int
@@ -1135,42 +1150,60 @@ outbox_dead_foreach(struct outbox *ob, int64_t after, int max,
 }
 
 /*
- * Count and size of dead letter id (0: all) into the open transaction's
- * deltas, negated: the rows are about to leave the dead table.
+ * Which rows the batch takes: ids in (after, upto] in id order, while they
+ * fit its bounds.  Reads id and size only (no blob is loaded).  b->rows,
+ * b->bytes, b->last, b->more and b->full are set; SQLITE_OK or rc.
  */
 static int
-outbox_dead_measure(struct outbox *ob, int64_t id)
+outbox_dead_measure(struct outbox *ob, int retry, struct outbox_dead_batch *b)
 {
 	sqlite3_stmt	*st;
+	uint64_t	 size, room = retry ? b->room : UINT64_MAX;
 	int		 rc;
 
-	rc = sqlite3_prepare_v2(ob->db, id != 0 ?
-	    "SELECT count(*), coalesce(sum(size), 0) FROM dead WHERE id = ?1" :
-	    "SELECT count(*), coalesce(sum(size), 0) FROM dead", -1, &st, NULL);
+	rc = sqlite3_prepare_v2(ob->db, "SELECT id, size FROM dead "
+	    "WHERE id > ?1 AND id <= ?2 ORDER BY id LIMIT ?3", -1, &st, NULL);
 	if (rc != SQLITE_OK)
 		return rc;
-	if (id != 0)
-		sqlite3_bind_int64(st, 1, id);
-	if ((rc = sqlite3_step(st)) == SQLITE_ROW) {
-		ob->ddead_rows = -sqlite3_column_int64(st, 0);
-		ob->ddead_bytes = -sqlite3_column_int64(st, 1);
-		rc = SQLITE_OK;
+	sqlite3_bind_int64(st, 1, b->after);
+	sqlite3_bind_int64(st, 2, b->upto);
+	/* One more than the batch takes, to know whether any are left. */
+	sqlite3_bind_int64(st, 3, b->max_rows >= INT64_MAX ? INT64_MAX :
+	    (sqlite3_int64)b->max_rows + 1);
+	while ((rc = sqlite3_step(st)) == SQLITE_ROW) {
+		size = (uint64_t)sqlite3_column_int64(st, 1);
+		if (b->rows == b->max_rows || (b->rows > 0 &&
+		    (b->bytes >= b->max_bytes ||
+		    size > b->max_bytes - b->bytes))) {
+			b->more = 1;
+			break;
+		}
+		if (size > room - b->bytes) {
+			b->more = b->full = 1;
+			break;
+		}
+		b->rows++;
+		b->bytes += size;
+		b->last = sqlite3_column_int64(st, 0);
 	}
 	sqlite3_finalize(st);
-	return rc;
+	return rc == SQLITE_ROW || rc == SQLITE_DONE ? SQLITE_OK : rc;
 }
 
-/* Run sql, binding :id, :now and :base where it has them; SQLITE_DONE or rc. */
+/* Run sql with :after, :last, :now and :base bound where it has them. */
 static int
-outbox_dead_run(struct outbox *ob, const char *sql, int64_t id, int64_t now)
+outbox_dead_run(struct outbox *ob, const char *sql,
+    const struct outbox_dead_batch *b, int64_t now)
 {
 	sqlite3_stmt	*st;
 	int		 rc, i;
 
 	if ((rc = sqlite3_prepare_v2(ob->db, sql, -1, &st, NULL)) != SQLITE_OK)
 		return rc;
-	if ((i = sqlite3_bind_parameter_index(st, ":id")) > 0)
-		sqlite3_bind_int64(st, i, id);
+	if ((i = sqlite3_bind_parameter_index(st, ":after")) > 0)
+		sqlite3_bind_int64(st, i, b->after);
+	if ((i = sqlite3_bind_parameter_index(st, ":last")) > 0)
+		sqlite3_bind_int64(st, i, b->last);
 	if ((i = sqlite3_bind_parameter_index(st, ":now")) > 0)
 		sqlite3_bind_int64(st, i, now);
 	if ((i = sqlite3_bind_parameter_index(st, ":base")) > 0)
@@ -1180,21 +1213,24 @@ outbox_dead_run(struct outbox *ob, const char *sql, int64_t id, int64_t now)
 	return rc;
 }
 
-/* Move (retry) or drop (purge) dead letter id, 0 for all of them. */
-static int
-outbox_dead_take(struct outbox *ob, int64_t id, int retry, int keep,
-    int64_t now_ms, uint64_t *n)
+int
+outbox_dead_step(struct outbox *ob, int retry, int64_t now_ms,
+    struct outbox_dead_batch *b)
 {
 	int	rc, status;
 
-	*n = 0;
+	b->rows = b->bytes = 0;
+	b->last = b->after;
+	b->more = b->full = 0;
 	if (ob->in_tx)
 		abort();
 	if ((status = outbox_begin(ob)) != OUTBOX_OK)
 		return status;
-	if ((rc = outbox_dead_measure(ob, id)) != SQLITE_OK)
+	if ((rc = outbox_dead_measure(ob, retry, b)) != SQLITE_OK) {
+		b->rows = b->bytes = 0;
 		return outbox_dead_fail(ob, NULL, rc);
-	if (ob->ddead_rows == 0) {
+	}
+	if (b->rows == 0) {
 		outbox_rollback(ob);
 		return OUTBOX_OK;
 	}
@@ -1204,52 +1240,147 @@ outbox_dead_take(struct outbox *ob, int64_t id, int retry, int keep,
 		 * props already carry the message-id, so the new id changes
 		 * nothing downstream.
 		 */
-		rc = outbox_dead_run(ob, id != 0 && keep ?
+		rc = outbox_dead_run(ob, b->keep_attempts ?
 		    "INSERT INTO outbox (id, created, size, props, body, "
-		    "attempts) SELECT :base + 1, :now, size, props, body, "
-		    "attempts FROM dead WHERE id = :id" : id != 0 ?
-		    "INSERT INTO outbox (id, created, size, props, body) "
-		    "SELECT :base + 1, :now, size, props, body FROM dead "
-		    "WHERE id = :id" :
+		    "attempts) "
+		    "SELECT :base + row_number() OVER (ORDER BY id), :now, "
+		    "size, props, body, attempts FROM dead "
+		    "WHERE id > :after AND id <= :last ORDER BY id" :
 		    "INSERT INTO outbox (id, created, size, props, body) "
 		    "SELECT :base + row_number() OVER (ORDER BY id), :now, "
-		    "size, props, body FROM dead ORDER BY id",
-		    id, now_ms);
+		    "size, props, body FROM dead "
+		    "WHERE id > :after AND id <= :last ORDER BY id", b, now_ms);
 		if (rc != SQLITE_DONE)
-			return outbox_dead_fail(ob, NULL, rc);
-		ob->next_id += -ob->ddead_rows;
-		ob->drows = -ob->ddead_rows;
-		ob->dbytes = -ob->ddead_bytes;
+			goto fail;
+		ob->next_id += (int64_t)b->rows;
+		ob->drows = (int64_t)b->rows;
+		ob->dbytes = (int64_t)b->bytes;
 	}
-	rc = outbox_dead_run(ob, id != 0 ? "DELETE FROM dead WHERE id = :id" :
-	    "DELETE FROM dead", id, 0);
+	rc = outbox_dead_run(ob, "DELETE FROM dead "
+	    "WHERE id > :after AND id <= :last", b, 0);
 	if (rc != SQLITE_DONE)
-		return outbox_dead_fail(ob, NULL, rc);
-	*n = (uint64_t)-ob->ddead_rows;
+		goto fail;
+	ob->ddead_rows = -(int64_t)b->rows;
+	ob->ddead_bytes = -(int64_t)b->bytes;
 	if ((status = outbox_commit(ob)) != OUTBOX_OK)
-		*n = 0;
+		b->rows = b->bytes = 0;
+	return status;
+
+fail:
+	b->rows = b->bytes = 0;
+	return outbox_dead_fail(ob, NULL, rc);
+}
+
+int64_t
+outbox_dead_last(struct outbox *ob)
+{
+	int	rc;
+	int64_t	v;
+
+	v = outbox_query_int(ob->db, "SELECT coalesce(max(id), 0) FROM dead",
+	    &rc);
+	return rc == SQLITE_OK ? v : -1;
+}
+
+int
+outbox_delete_around(struct outbox *ob, int64_t after, int64_t upto,
+    const int64_t *keep, size_t nkeep)
+{
+	sqlite3_stmt	*stm = NULL, *std = NULL;
+	int64_t		 lo = after, hi;
+	size_t		 i = 0;
+	int		 rc, status;
+
+	if (ob->in_tx)
+		abort();
+	if ((status = outbox_begin(ob)) != OUTBOX_OK)
+		return status;
+	rc = sqlite3_prepare_v2(ob->db, "SELECT count(*), "
+	    "coalesce(sum(size), 0) FROM outbox WHERE id > ?1 AND id < ?2",
+	    -1, &stm, NULL);
+	if (rc == SQLITE_OK)
+		rc = sqlite3_prepare_v2(ob->db, "DELETE FROM outbox "
+		    "WHERE id > ?1 AND id < ?2", -1, &std, NULL);
+	/* The gaps between the kept ids, the last one up to upto. */
+	while (rc == SQLITE_OK && lo < upto) {
+		while (i < nkeep && keep[i] <= lo)
+			i++;
+		hi = i < nkeep && keep[i] <= upto ? keep[i] : upto + 1;
+		sqlite3_bind_int64(stm, 1, lo);
+		sqlite3_bind_int64(stm, 2, hi);
+		if ((rc = sqlite3_step(stm)) != SQLITE_ROW)
+			break;
+		ob->drows -= sqlite3_column_int64(stm, 0);
+		ob->dbytes -= sqlite3_column_int64(stm, 1);
+		sqlite3_reset(stm);
+		sqlite3_bind_int64(std, 1, lo);
+		sqlite3_bind_int64(std, 2, hi);
+		if ((rc = sqlite3_step(std)) != SQLITE_DONE)
+			break;
+		sqlite3_reset(std);
+		rc = SQLITE_OK;
+		lo = hi;
+	}
+	sqlite3_finalize(stm);
+	if (rc != SQLITE_OK)
+		return outbox_dead_fail(ob, std, rc);
+	sqlite3_finalize(std);
+	if (ob->drows == 0) {
+		outbox_rollback(ob);
+		return OUTBOX_OK;
+	}
+	return outbox_commit(ob);
+}
+
+/* Move (retry) or drop (purge) dead letter id, 0 for all of them, at once. */
+static int
+outbox_dead_take(struct outbox *ob, int64_t id, int retry, int64_t now_ms,
+    uint64_t *n)
+{
+	struct outbox_dead_batch	b;
+	int				status;
+
+	memset(&b, 0, sizeof(b));
+	b.after = id != 0 ? id - 1 : 0;
+	b.upto = id != 0 ? id : INT64_MAX;
+	b.max_rows = b.max_bytes = b.room = UINT64_MAX;
+	status = outbox_dead_step(ob, retry, now_ms, &b);
+	*n = b.rows;
 	return status;
 }
 
 int
 outbox_dead_retry(struct outbox *ob, int64_t id, int64_t now_ms, uint64_t *n)
 {
-	return outbox_dead_take(ob, id, 1, 0, now_ms, n);
+	return outbox_dead_take(ob, id, 1, now_ms, n);
 }
 
 int
 outbox_dead_requeue(struct outbox *ob, int64_t id, int64_t now_ms,
-    uint64_t *n)
+    uint64_t room, uint64_t *n)
 {
+	struct outbox_dead_batch	b;
+	int				status;
+
 	if (id == 0)
 		abort();
-	return outbox_dead_take(ob, id, 1, 1, now_ms, n);
+	memset(&b, 0, sizeof(b));
+	b.after = id - 1;
+	b.upto = id;
+	b.max_rows = b.max_bytes = UINT64_MAX;
+	b.room = room;
+	b.keep_attempts = 1;
+	status = outbox_dead_step(ob, 1, now_ms, &b);
+	*n = b.rows;
+	if (status == OUTBOX_OK && b.full && b.rows == 0)
+		return OUTBOX_EFULL;
+	return status;
 }
 
 int
 outbox_dead_purge(struct outbox *ob, int64_t id, uint64_t *n)
 {
-	return outbox_dead_take(ob, id, 0, 0, 0, n);
+	return outbox_dead_take(ob, id, 0, 0, n);
 }
 
 uint64_t

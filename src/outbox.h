@@ -25,6 +25,7 @@
 #define OUTBOX_OK	0
 #define OUTBOX_EFULL	-1	/* disk or database full: retryable */
 #define OUTBOX_EIO	-2	/* any other failure */
+#define OUTBOX_EDEADFULL -3	/* outbox_park(): dead-letter table full */
 
 struct outbox;
 struct outbox_reader;
@@ -124,6 +125,14 @@ const char *outbox_errmsg(const struct outbox *ob);
  */
 int	 outbox_park(struct outbox *ob, int64_t id, unsigned attempts,
 	    const char *reason, int64_t now_ms, unsigned *total);
+/*
+ * The dead-letter table's limit in bytes (0: none, the default).  A park
+ * that would take the table past it is refused with OUTBOX_EDEADFULL and
+ * changes nothing: the row stays in the outbox.  A dead letter larger than
+ * the whole limit is still parked into an empty table, so every refused
+ * message can be parked eventually.
+ */
+void	 outbox_set_dead_limit(struct outbox *ob, uint64_t max_bytes);
 
 struct outbox_dead {
 	int64_t		 id;		/* its outbox id when it was parked */
@@ -154,12 +163,46 @@ int	 outbox_dead_retry(struct outbox *ob, int64_t id, int64_t now_ms,
 	    uint64_t *n);
 /*
  * Like outbox_dead_retry() of one dead letter, keeping its attempts: the
- * relay's own retry of a refused message, which max_attempts bounds.
+ * relay's own retry of a refused message, which max_attempts bounds.  Only
+ * within room bytes (UINT64_MAX: no limit): OUTBOX_EFULL when it does not
+ * fit.
  */
 int	 outbox_dead_requeue(struct outbox *ob, int64_t id, int64_t now_ms,
-	    uint64_t *n);
+	    uint64_t room, uint64_t *n);
 /* Delete dead letter id (0: all); *n gets how many were deleted. */
 int	 outbox_dead_purge(struct outbox *ob, int64_t id, uint64_t *n);
+
+/*
+ * One bounded step of a retry or purge: the dead letters with after < id <=
+ * upto, lowest id first, in one transaction of at most max_rows rows and
+ * max_bytes bytes (the first row goes whatever its size, so one large dead
+ * letter is a batch of its own).  For a retry, room is a hard limit (the
+ * room left under the outbox's max_bytes; UINT64_MAX: none): a row that
+ * would exceed it stops the batch, before it or as its first row, and sets
+ * full.  more says that rows in the range are left after this batch.
+ */
+struct outbox_dead_batch {
+	int64_t		 after, upto;		/* in: the ids, (after, upto] */
+	uint64_t	 max_rows, max_bytes;	/* in: the batch's size */
+	uint64_t	 room;			/* in: retry only, hard */
+	uint64_t	 rows, bytes;		/* out: moved or deleted */
+	int64_t		 last;			/* out: the last id taken */
+	int		 more;			/* out: rows in range are left */
+	int		 full;			/* out: stopped by room */
+	int		 keep_attempts;		/* in: retry: the relay's own */
+};
+int	 outbox_dead_step(struct outbox *ob, int retry, int64_t now_ms,
+	    struct outbox_dead_batch *b);
+/* The highest id in the dead-letter table, 0 when empty, -1 on error. */
+int64_t	 outbox_dead_last(struct outbox *ob);
+/*
+ * Delete the confirmed rows with after < id <= upto except the nkeep ids
+ * in keep (ascending): refused rows that wait for room in the dead-letter
+ * table, in one transaction.  outbox_delete_upto() is the usual way; this
+ * one is for while rows wait.
+ */
+int	 outbox_delete_around(struct outbox *ob, int64_t after, int64_t upto,
+	    const int64_t *keep, size_t nkeep);
 /* Running totals of the dead-letter table. */
 uint64_t outbox_dead_rows(const struct outbox *ob);
 uint64_t outbox_dead_bytes(const struct outbox *ob);

@@ -423,9 +423,55 @@ proto_word(const char *p, size_t n, const char **rest, size_t *restlen)
 	return w;
 }
 
+/* What follows "DEAD LIST": "[max] [AFTER id]". */
+static int
+proto_parse_dead_list(const char *arg, size_t alen, struct proto_req *req)
+{
+	const char	*rest;
+	size_t		 wlen, rlen;
+	uint64_t	 num;
+	char		 q[64];
+
+	wlen = proto_word(arg, alen, &rest, &rlen);
+	if (wlen > 0 && !(wlen == 5 && strncasecmp(arg, "AFTER", 5) == 0)) {
+		if (proto_number(arg, wlen, 1, PROTO_DEAD_LIST_MAX,
+		    &num) == -1)
+			return proto_fail(req, PROTO_BAD, PROTO_E_BADREQ,
+			    "DEAD LIST: invalid count \"%s\" (expected 1 to "
+			    "%d)", proto_quote(q, sizeof(q), arg, wlen),
+			    PROTO_DEAD_LIST_MAX);
+		req->dead_max = (unsigned)num;
+		arg = rest;
+		alen = rlen;
+		wlen = proto_word(arg, alen, &rest, &rlen);
+	}
+	if (wlen == 0)
+		return PROTO_DONE;
+	if (!(wlen == 5 && strncasecmp(arg, "AFTER", 5) == 0))
+		return proto_fail(req, PROTO_BAD, PROTO_E_BADREQ,
+		    "DEAD LIST takes a count and AFTER <id>, not \"%s\"",
+		    proto_quote(q, sizeof(q), arg, wlen));
+	arg = rest;
+	alen = rlen;
+	wlen = proto_word(arg, alen, &rest, &rlen);
+	if (wlen == 0)
+		return proto_fail(req, PROTO_BAD, PROTO_E_BADREQ,
+		    "DEAD LIST AFTER needs an id");
+	if (proto_number(arg, wlen, 0, INT64_MAX, &num) == -1)
+		return proto_fail(req, PROTO_BAD, PROTO_E_BADREQ,
+		    "DEAD LIST AFTER: invalid id \"%s\" (expected a number)",
+		    proto_quote(q, sizeof(q), arg, wlen));
+	if (rlen != 0)
+		return proto_fail(req, PROTO_BAD, PROTO_E_BADREQ,
+		    "DEAD LIST takes at most a count and AFTER <id>");
+	req->dead_after = (int64_t)num;
+	return PROTO_DONE;
+}
+
 /*
- * "DEAD LIST [max]", "DEAD RETRY id|ALL", "DEAD PURGE id|ALL": arg is what
- * follows the verb, trimmed.  The line is complete, so every mistake is BAD.
+ * "DEAD LIST [max] [AFTER id]", "DEAD RETRY id|ALL", "DEAD PURGE id|ALL":
+ * arg is what follows the verb, trimmed.  The line is complete, so every
+ * mistake is BAD.
  */
 static int
 proto_parse_dead(const char *arg, size_t alen, struct proto_req *req)
@@ -454,24 +500,12 @@ proto_parse_dead(const char *arg, size_t alen, struct proto_req *req)
 
 	arg = rest;
 	alen = rlen;
+	if (req->dead_op == PROTO_DEAD_LIST)
+		return proto_parse_dead_list(arg, alen, req);
 	wlen = proto_word(arg, alen, &rest, &rlen);
 	if (rlen != 0)
 		return proto_fail(req, PROTO_BAD, PROTO_E_BADREQ,
-		    "DEAD %s takes %s", name, req->dead_op == PROTO_DEAD_LIST ?
-		    "at most one argument (a count)" :
-		    "one argument (an id or ALL)");
-	if (req->dead_op == PROTO_DEAD_LIST) {
-		if (wlen == 0)
-			return PROTO_DONE;
-		if (proto_number(arg, wlen, 1, PROTO_DEAD_LIST_MAX,
-		    &num) == -1)
-			return proto_fail(req, PROTO_BAD, PROTO_E_BADREQ,
-			    "DEAD LIST: invalid count \"%s\" (expected 1 to "
-			    "%d)", proto_quote(q, sizeof(q), arg, wlen),
-			    PROTO_DEAD_LIST_MAX);
-		req->dead_max = (unsigned)num;
-		return PROTO_DONE;
-	}
+		    "DEAD %s takes one argument (an id or ALL)", name);
 	if (wlen == 0)
 		return proto_fail(req, PROTO_BAD, PROTO_E_BADREQ,
 		    "DEAD %s needs a message id or ALL", name);
@@ -506,6 +540,7 @@ proto_parse(const char *buf, size_t len, const struct proto_limits *lim,
 	req->dead_op = 0;
 	req->dead_id = 0;
 	req->dead_max = 0;
+	req->dead_after = 0;
 	req->need = 0;
 	req->err_code = NULL;
 	req->err[0] = '\0';

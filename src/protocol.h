@@ -15,11 +15,17 @@
  *   PING\n     -> PONG\n
  *   STATS\n    -> STATS <n>\n then n bytes of "name value\n" lines
  *   RESET\n    -> OK\n  (clears the refusal latch, see SKIPPED)
- *   DEAD LIST [<max>]\n     -> DEAD <n>\n then n bytes, one line per dead
- *                            letter, TAB-separated: id, parked (Unix ms),
+ *   DEAD LIST [<max>] [AFTER <id>]\n
+ *                         -> DEAD <n>\n then n bytes, one line per dead
+ *                            letter with an id above <id> (default 0), in
+ *                            id order, TAB-separated: id, parked (Unix ms),
  *                            attempts, bytes, exchange, routing key,
  *                            message-id, reason (tabs/newlines in a field
- *                            become spaces; an empty field is "-")
+ *                            become spaces; an empty field is "-").  A page:
+ *                            at most <max> lines (default 1000) and at most
+ *                            what the daemon sends at once (at least one
+ *                            line); ask again AFTER the last id until a page
+ *                            is empty.
  *   DEAD RETRY <id>|ALL\n   -> OK <count>\n  (back to the outbox tail)
  *   DEAD PURGE <id>|ALL\n   -> OK <count>\n
  *   (an id that is not parked: ERR NOTFOUND)
@@ -143,6 +149,7 @@ struct proto_req {
 	enum proto_dead_op dead_op;	/* verb == PROTO_DEAD */
 	int64_t		 dead_id;	/* RETRY/PURGE: id, 0 for ALL */
 	unsigned	 dead_max;	/* LIST: at most this many, 0: default */
+	int64_t		 dead_after;	/* LIST: ids above this one */
 	size_t		 need;		/* INCOMPLETE: total bytes needed, 0 if unknown */
 	const char	*err_code;	/* BAD/FATAL: one of PROTO_E_* */
 	char		 err[256];	/* BAD/FATAL: human-readable reason */

@@ -913,7 +913,7 @@ usage(FILE *fp, int status)
 "      [--transient] [--mandatory] [--lines] [--print-id] [body]\n"
 "  pubrelay ping\n"
 "  pubrelay stats [--json | --prometheus | --raw]\n"
-"  pubrelay dead list [--max n] [--raw]\n"
+"  pubrelay dead list [--max n] [--after id] [--raw]\n"
 "  pubrelay dead retry id | --all\n"
 "  pubrelay dead purge id | --all\n"
 "\n"
@@ -958,6 +958,7 @@ enum {
 	OPT_JSON,
 	OPT_PROMETHEUS,
 	OPT_MAX,
+	OPT_AFTER,
 	OPT_ALL,
 };
 
@@ -1272,7 +1273,8 @@ client_recv_left(int fd, struct buf *in)
 }
 
 /*
- * Send one request and read the first line of its reply.  On success *line
+ * Send one request (on *fdp, or a new connection when it is -1) and read
+ * the first line of its reply.  On success *line
  * points into in, NUL-terminated, "\r\n" stripped, and *used is the bytes it
  * took.  An "ERR" reply is reported here: with notfound set (the DEAD
  * commands), NOTFOUND prints that instead of the daemon's text and every
@@ -1286,7 +1288,8 @@ client_request(const char *cmd, const char *req, struct buf *in, int *fdp,
 	size_t	 len, codelen;
 	int	 status, werr;
 
-	if ((status = client_connect(fdp)) != EX_OK)
+	/* The connection of an earlier request (dead list pages), or one. */
+	if (*fdp == -1 && (status = client_connect(fdp)) != EX_OK)
 		return status;
 	if ((status = client_send(*fdp, req, strlen(req))) == -1) {
 		werr = errno;
@@ -1444,6 +1447,7 @@ static const struct stats_key {
 	{ "outbox_max_bytes",		0, UNIT_LIMIT },
 	{ "oldest_age_ms",		0, UNIT_MS },
 	{ "dead_bytes",			0, UNIT_BYTES },
+	{ "dead_max_bytes",		0, UNIT_LIMIT },
 	{ "blocked_ms",			0, UNIT_MS },
 	{ "confirm_latency_ms_sum",	0, UNIT_MS },
 	{ "confirm_latency_count",	0, UNIT_MEAN },
@@ -1502,7 +1506,13 @@ static const struct prom_metric {
 	{ "dead_messages", "pubrelay_dead_messages", "", "gauge", 0,
 	  "Dead letters in the outbox file." },
 	{ "dead_bytes", "pubrelay_dead_bytes", "", "gauge", 0,
-	  "Size of the dead letters (property block and body)." },
+	  "Size of the dead letters (property block and body), the figure "
+	  "dead_max_bytes limits." },
+	{ "dead_max_bytes", "pubrelay_dead_max_bytes", "", "gauge", 0,
+	  "The [outbox] dead_max_bytes limit; 0 means no limit." },
+	{ "dead_waiting", "pubrelay_dead_waiting_messages", "", "gauge", 0,
+	  "Refused messages waiting to be parked, kept in the outbox: the "
+	  "dead-letter table is full (or cannot be written)." },
 	{ "reconnects", "pubrelay_reconnects_total", "", "counter", 0,
 	  "Successful broker connections after the first." },
 	{ "blocked_ms", "pubrelay_blocked_seconds_total", "", "counter", 1,
@@ -2142,20 +2152,44 @@ dead_table(const char *p, size_t len)
 	return rc;
 }
 
+/* The id a DEAD LIST line starts with; -1 when it has none. */
+static int64_t
+dead_line_id(const char *p, size_t len)
+{
+	char		 tmp[24];
+	size_t		 n;
+	uint64_t	 v;
+
+	for (n = 0; n < len && p[n] != '\t' && n < sizeof(tmp) - 1; n++)
+		tmp[n] = p[n];
+	tmp[n] = '\0';
+	if (util_parse_u64(tmp, 1, (uint64_t)INT64_MAX, &v) == -1)
+		return -1;
+	return (int64_t)v;
+}
+
+/*
+ * The daemon answers DEAD LIST a page at a time (what fits in its buffer
+ * for a client): ask for the next one after the last id until a page is
+ * empty or --max lines came.  --raw prints each page as it comes; the
+ * table needs them all for its column widths.
+ */
 static int
 cmd_dead_list(int argc, char **argv)
 {
 	static const struct option longopts[] = {
+		{ "after",	required_argument, NULL, OPT_AFTER },
 		{ "help",	no_argument,	   NULL, 'h' },
 		{ "max",	required_argument, NULL, OPT_MAX },
 		{ "raw",	no_argument,	   NULL, OPT_RAW },
 		{ NULL,		0,		   NULL, 0 }
 	};
-	struct buf	 in;
-	char		*line, text[512], req[64];
-	size_t		 used, i, nlines = 0;
-	uint64_t	 n = 0, max = 0;
-	int		 ch, fd = -1, status, raw = 0;
+	struct buf	 in, all;
+	char		*line, *page, text[512], req[80];
+	size_t		 used, i, nlines, start;
+	uint64_t	 n = 0, max = 0, total = 0, want, after = 0;
+	int64_t		 last;
+	int		 ch, fd = -1, status = EX_OK, raw = 0;
 
 	optind = 1;
 	opterr = 0;
@@ -2164,10 +2198,18 @@ cmd_dead_list(int argc, char **argv)
 		case 'h':
 			usage(stdout, EX_OK);
 		case OPT_MAX:
-			if (util_parse_u64(optarg, 1, PROTO_DEAD_LIST_MAX,
+			if (util_parse_u64(optarg, 1, (uint64_t)INT64_MAX,
 			    &max) == -1) {
-				client_warnx("--max %s: want 1 to %d", optarg,
-				    PROTO_DEAD_LIST_MAX);
+				client_warnx("--max %s: want a number above 0",
+				    optarg);
+				usage(stderr, EX_USAGE);
+			}
+			break;
+		case OPT_AFTER:
+			if (util_parse_u64(optarg, 0, (uint64_t)INT64_MAX,
+			    &after) == -1) {
+				client_warnx("--after %s: want a dead letter "
+				    "id", optarg);
 				usage(stderr, EX_USAGE);
 			}
 			break;
@@ -2183,34 +2225,65 @@ cmd_dead_list(int argc, char **argv)
 		usage(stderr, EX_USAGE);
 	}
 
-	if (max != 0)
-		snprintf(req, sizeof(req), "DEAD LIST %llu\n",
-		    (unsigned long long)max);
-	else
-		snprintf(req, sizeof(req), "DEAD LIST\n");
 	buf_init(&in);
-	status = client_request("dead list", req, &in, &fd, &line, &used,
-	    "no such dead letter");
-	if (status == EX_OK && (strncasecmp(line, "DEAD ", 5) != 0 ||
-	    util_parse_u64(line + 5, 0, CLIENT_MAX_DEAD, &n) == -1)) {
-		client_clean(text, sizeof(text), line, strlen(line));
-		client_warnx("unexpected reply to dead list: \"%s\"", text);
-		status = EX_PROTOCOL;
-	}
-	if (status == EX_OK)
-		status = client_recv(fd, &in, used + (size_t)n);
-	if (status == EX_OK && n > 0 && in.data[used + n - 1] != '\n') {
-		client_warnx("dead list: reply does not end in a newline");
-		status = EX_PROTOCOL;
-	}
-	if (status == EX_OK) {
-		for (i = 0; i < n; i++)
-			nlines += in.data[used + i] == '\n';
+	buf_init(&all);
+	while (status == EX_OK && (max == 0 || total < max)) {
+		want = max != 0 && max - total < PROTO_DEAD_LIST_MAX ?
+		    max - total : PROTO_DEAD_LIST_MAX;
+		snprintf(req, sizeof(req), "DEAD LIST %llu AFTER %llu\n",
+		    (unsigned long long)want, (unsigned long long)after);
+		buf_reset(&in);
+		status = client_request("dead list", req, &in, &fd, &line,
+		    &used, "no such dead letter");
+		if (status == EX_OK && (strncasecmp(line, "DEAD ", 5) != 0 ||
+		    util_parse_u64(line + 5, 0, CLIENT_MAX_DEAD, &n) == -1)) {
+			client_clean(text, sizeof(text), line, strlen(line));
+			client_warnx("unexpected reply to dead list: \"%s\"",
+			    text);
+			status = EX_PROTOCOL;
+		}
+		if (status == EX_OK)
+			status = client_recv(fd, &in, used + (size_t)n);
+		if (status != EX_OK || n == 0)
+			break;
+		page = in.data + used;
+		if (page[n - 1] != '\n') {
+			client_warnx("dead list: reply does not end in a "
+			    "newline");
+			status = EX_PROTOCOL;
+			break;
+		}
+		for (i = 0, nlines = 0, start = 0; i < n; i++) {
+			if (page[i] == '\n' && i + 1 < n) {
+				nlines++;
+				start = i + 1;
+			}
+		}
+		nlines++;
+		/* Pages go up by id: anything else would never end. */
+		last = dead_line_id(page + start, (size_t)n - start);
+		if (last == -1 || (uint64_t)last <= after) {
+			client_warnx("dead list: a page does not go on after "
+			    "id %llu", (unsigned long long)after);
+			status = EX_PROTOCOL;
+			break;
+		}
+		after = (uint64_t)last;
+		total += nlines;
 		if (raw)
-			fwrite(in.data + used, 1, (size_t)n, stdout);
-		else if (n == 0)
+			fwrite(page, 1, (size_t)n, stdout);
+		else if (all.len + n > CLIENT_MAX_DEAD) {
+			client_warnx("dead list: over %d MiB of dead letters "
+			    "for a table: use --raw, or --max and --after",
+			    CLIENT_MAX_DEAD / (1024 * 1024));
+			status = EX_SOFTWARE;
+		} else
+			buf_append(&all, page, (size_t)n);
+	}
+	if (status == EX_OK && !raw) {
+		if (all.len == 0)
 			printf("no dead letters\n");
-		else if (dead_table(in.data + used, (size_t)n) == -1) {
+		else if (dead_table(all.data, all.len) == -1) {
 			client_warnx("dead list: a line of the reply is not "
 			    "%d tab-separated fields", DEAD_FIELDS);
 			status = EX_PROTOCOL;
@@ -2218,13 +2291,13 @@ cmd_dead_list(int argc, char **argv)
 	}
 	if (status == EX_OK)
 		status = client_flush();
-	if (status == EX_OK && nlines == (max != 0 ? max :
-	    PROTO_DEAD_LIST_DEFAULT))
-		client_warnx("dead list: showing the first %zu; there may be "
-		    "more (--max)", nlines);
+	if (status == EX_OK && max != 0 && total == max)
+		client_warnx("dead list: showing the first %llu; there may be "
+		    "more (--max, --after)", (unsigned long long)total);
 	if (fd != -1)
 		close(fd);
 	buf_free(&in);
+	buf_free(&all);
 	return status;
 }
 

@@ -344,8 +344,11 @@ session_process(struct session *s)
 				break;
 			case PROTO_DEAD:
 				/* Runs between group commits, never inside. */
-				if (ingress_dead(s->ing, &s->req,
-				    bufferevent_get_output(s->bev)) != 0) {
+				out = bufferevent_get_output(s->bev);
+				n = evbuffer_get_length(out);
+				if (ingress_dead(s->ing, s, &s->req, out,
+				    n < s->max_buffer ? s->max_buffer - n :
+				    0) != 0) {
 					s->stalled = 1;
 					ingress_wait_first(s->ing, s);
 					return;

@@ -150,7 +150,7 @@ def check_queue(ctx, q, producer, n, allow_dups=True, broker=None):
 def dead_rows(relay):
     try:
         with H.RawClient(relay.sock, timeout=10) as c:
-            return c.dead_list()
+            return c.dead_list_all()
     except H.ProtocolError as e:
         raise Failure("DEAD LIST over the socket: %s" % e)
 

@@ -108,6 +108,8 @@ fuzz_check_done(const struct proto_req *req, const char *buf, size_t len,
 		CHECK(req->dead_max <= PROTO_DEAD_LIST_MAX);
 		CHECK(req->dead_id >= 0);
 		CHECK(req->dead_op == PROTO_DEAD_LIST || req->dead_max == 0);
+		CHECK(req->dead_after >= 0);
+		CHECK(req->dead_op == PROTO_DEAD_LIST || req->dead_after == 0);
 		return;
 	}
 	if (req->verb != PROTO_PUB) {

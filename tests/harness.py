@@ -952,11 +952,15 @@ class RawClient:
     DEAD_FIELDS = ("id", "parked_ms", "attempts", "bytes", "exchange",
                    "routing_key", "message_id", "reason")
 
-    def dead_list(self, max_rows=None):
-        """DEAD LIST: the parked messages as dicts (DEAD_FIELDS; numbers as
-        int, "-" as "")."""
-        self.send("DEAD LIST\n" if max_rows is None
-                  else "DEAD LIST %d\n" % max_rows)
+    def dead_list(self, max_rows=None, after=None):
+        """DEAD LIST: one page of the parked messages as dicts (DEAD_FIELDS;
+        numbers as int, "-" as "")."""
+        req = "DEAD LIST"
+        if max_rows is not None:
+            req += " %d" % max_rows
+        if after is not None:
+            req += " AFTER %d" % after
+        self.send(req + "\n")
         line = self.read_line()
         if line is None:
             raise ProtocolError("connection closed without a DEAD reply")
@@ -979,7 +983,21 @@ class RawClient:
                 if row[k] == "-":
                     row[k] = ""
             rows.append(row)
+        self.last_page_bytes = len(payload)
         return rows
+
+    def dead_list_all(self):
+        """Every dead letter, a page at a time until an empty one."""
+        rows, after = [], 0
+        while True:
+            page = self.dead_list(after=after)
+            if not page:
+                return rows
+            if page[0]["id"] <= after:
+                raise ProtocolError("DEAD LIST AFTER %d went back to %d"
+                                    % (after, page[0]["id"]))
+            rows += page
+            after = page[-1]["id"]
 
 
 class PipelinedStream:

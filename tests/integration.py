@@ -726,6 +726,234 @@ def outbox_full(ctx):
 
 
 # ---------------------------------------------------------------------------
+# 4b2. dead_bounded: the dead-letter table has a limit, lists page, and
+# DEAD RETRY ALL goes in batches within max_bytes
+
+
+def pub_all_ok(relay, reqs, what):
+    """Send the encoded PUBs pipelined; every reply must be OK."""
+    with H.RawClient(relay.sock, timeout=60) as c:
+        for i in range(0, len(reqs), 200):
+            c.send(b"".join(reqs[i:i + 200]))
+            for _ in reqs[i:i + 200]:
+                rep = c.read_line()
+                check(rep is not None and rep.startswith("OK "),
+                      "%s: reply %r" % (what, rep))
+
+
+def unroutable_reqs(q, key, n, body_len):
+    """n mandatory-unroutable PUBs (amq.direct, key bound by nobody yet),
+    with long message-ids so that a DEAD LIST line is long too."""
+    mids = ["%s-dead-%05d-%s" % (q, i, "m" * 80) for i in range(n)]
+    reqs = [H.encode_pub((b"%05d" % i) + b"d" * (body_len - 5),
+                         [("exchange", "amq.direct"), ("routing-key", key),
+                          ("message-id", mid)])
+            for i, mid in enumerate(mids)]
+    return mids, reqs
+
+
+@scenario
+def dead_bounded(ctx):
+    """[outbox] dead_max_bytes = 256K, max_bytes = 1M, [socket] max_buffer
+    = 64K, mandatory, max_attempts = 1.  800 unroutable messages of ~500
+    bytes: the dead table stops at its limit, the rest wait in the outbox
+    (stats dead_waiting, one log line), confirmed messages around them are
+    deleted; `dead list` shows every dead letter through pages no larger
+    than max_buffer.  Once bound, with the broker stopped and the outbox
+    filled, `dead retry --all` stops at max_bytes with FULL (the rest stay
+    parked) and, asked again once the broker is back, replays them all:
+    every refused message arrives.  A second relay
+    with 12000 dead letters (18 MB): `dead retry --all` goes in batches, and
+    another client's PUBs keep getting OKs while it runs."""
+    import re
+    import threading
+    N, LIMIT, MAXB, BUF = 800, 256 * 1024, 1024 * 1024, 64 * 1024
+    relay = ctx.relay(overrides={
+        "outbox": {"max_bytes": "1M", "dead_max_bytes": "256K",
+                   "sync": "normal"},
+        "socket": {"max_buffer": "64K"},
+        "publish": {"mandatory": "yes", "max_attempts": "1"}})
+    with ctx.consumer() as c:
+        q = c.declare(H.unique_queue("deadbound"))
+        qd = c.declare(H.unique_queue("deadbound-later"))
+    key = qd + "-key"
+    mids, reqs = unroutable_reqs(q, key, N, 300)
+    pub_all_ok(relay, reqs, "unroutable PUB")
+    st = relay.wait_stats(
+        lambda s: s.get("dead_messages", 0) + s.get("dead_waiting", 0) == N
+        and s.get("in_flight") == 0, 60,
+        "every refused message parked or waiting for room")
+    ctx.note("dead table full: %s" % H.fmt_stats(st))
+    check_eq(st.get("dead_max_bytes"), LIMIT, "stats dead_max_bytes")
+    check(st["dead_bytes"] <= LIMIT, "dead_bytes %d over dead_max_bytes %d"
+          % (st["dead_bytes"], LIMIT))
+    check(0 < st["dead_waiting"] < N and st["dead_bytes"] > LIMIT - 1024,
+          "the dead table stopped at its limit with messages waiting "
+          "(dead_messages %d, dead_waiting %d, dead_bytes %d)"
+          % (st["dead_messages"], st["dead_waiting"], st["dead_bytes"]))
+    check(st["outbox_messages"] >= st["dead_waiting"], "the waiting "
+          "messages are still in the outbox (%d < %d)"
+          % (st["outbox_messages"], st["dead_waiting"]))
+    full_lines = [ln for ln in relay.log_text().splitlines()
+                  if "dead-letter table full" in ln]
+    check_eq(len(full_lines), 1, "log lines about the full dead table (%r)"
+             % full_lines[:3])
+    ndead = st["dead_messages"]
+
+    # Every dead letter, through pages that fit in max_buffer.
+    with H.RawClient(relay.sock, timeout=30) as c:
+        page = c.dead_list(max_rows=100000)
+        first_bytes = c.last_page_bytes
+        rows = c.dead_list_all()
+    ctx.note("DEAD LIST 100000: %d rows in %d bytes; all: %d rows"
+             % (len(page), first_bytes, len(rows)))
+    check(first_bytes <= BUF, "a DEAD LIST page of %d bytes, over "
+          "max_buffer %d" % (first_bytes, BUF))
+    check(0 < len(page) < ndead, "the first page holds part of the %d dead "
+          "letters (%d)" % (ndead, len(page)))
+    check_eq(len(rows), ndead, "dead letters listed through pages")
+    check_eq(sorted(r["message_id"] for r in rows), sorted(mids[:ndead]),
+             "the paged listing: the first %d refused, each once" % ndead)
+    rc, out, err = relay.cmd("dead", "list", "--raw")
+    check_eq(rc, 0, "exit code of `pubrelay dead list --raw` (%s)"
+             % err.strip())
+    check_eq(len(out.splitlines()), ndead, "lines of `pubrelay dead list "
+             "--raw`")
+    check(len(out) > BUF, "the listing (%d bytes) is larger than "
+          "max_buffer" % len(out))
+    rc, out, err = relay.cmd("dead", "list")
+    check_eq(rc, 0, "exit code of `pubrelay dead list` (%s)" % err.strip())
+    check(all(m in out for m in (mids[0], mids[ndead - 1])), "`pubrelay "
+          "dead list` shows the first and the last dead letter")
+    rc, out, err = relay.cmd("dead", "list", "--max", "5", "--raw")
+    check_eq(len(out.splitlines()), 5, "`pubrelay dead list --max 5`")
+
+    # Confirmed messages around the waiting ones are deleted as usual.
+    pub_all_ok(relay, [H.encode_pub(b"r" * 1000, [("routing-key", q)])
+                       for _ in range(200)], "routable PUB")
+    accepted = 200
+    st = relay.wait_stats(lambda s: s.get("confirmed") == accepted
+                          and s.get("outbox_messages") == s.get("dead_waiting"),
+                          60, "the routable messages confirmed and deleted")
+    check_eq(st["dead_messages"], ndead, "dead_messages while full")
+
+    # Routable now.  With the broker away, fill the outbox: a retry stops
+    # at max_bytes with FULL, and the rest stay parked.
+    with ctx.consumer() as c:
+        c.ch.queue_bind(queue=qd, exchange="amq.direct", routing_key=key)
+    ctx.broker.stop_app()
+    try:
+        rep = None
+        with H.RawClient(relay.sock, timeout=30) as c:
+            for _ in range(5000):
+                rep = c.pub(b"r" * 1000, [("routing-key", q)])
+                if not rep.startswith("OK "):
+                    break
+                accepted += 1
+        ctx.note("routable messages accepted in all: %d, then %r"
+                 % (accepted, rep))
+        check(rep.startswith("ERR FULL "), "PUB into a full outbox: %r" % rep)
+        rc, out, err = relay.cmd("dead", "retry", "--all")
+        ctx.note("dead retry --all into a full outbox: rc=%d %s%s"
+                 % (rc, out.strip(), err.strip()))
+        check_eq(rc, 75, "exit code of `pubrelay dead retry --all` into a "
+                 "full outbox (%s)" % err.strip())
+        check("FULL" in err and "stay parked" in err, "the refusal says "
+              "FULL and that the rest stay parked: %r" % err)
+        st = relay.stats()
+        check(st["outbox_bytes"] <= MAXB, "outbox_bytes %d over max_bytes "
+              "after the retry" % st["outbox_bytes"])
+        check(st["dead_messages"] > 0, "dead letters left parked")
+    finally:
+        ctx.broker.start_app()
+
+    # Asked again as the outbox drains, everything goes.
+    deadline, tries = time.monotonic() + 90, 1
+    while True:
+        check(time.monotonic() < deadline, "dead letters left after 90s: "
+              "%s" % H.fmt_stats(relay.stats()))
+        st = relay.stats()
+        if st["dead_messages"] == 0 and st["dead_waiting"] == 0:
+            break
+        rc, out, err = relay.cmd("dead", "retry", "--all")
+        tries += 1
+        check(rc in (0, 75), "exit code of `pubrelay dead retry --all`: %d "
+              "(%s)" % (rc, err.strip()))
+        time.sleep(0.2)
+    ctx.note("all replayed after %d retries" % tries)
+    relay.wait_drained(60)
+    with ctx.consumer() as c:
+        got = c.drain(qd)
+        routed = c.drain(q)
+    check_eq(sorted(set(p.message_id for _, p in got)), sorted(mids),
+             "every refused message arrives once bound (message-ids)")
+    check_eq(len(routed), accepted, "the routable messages in their queue")
+    check_eq(relay.term(), 0, "pubrelayd exit code after SIGTERM")
+
+    # Batches: a large table replays while another client is served.
+    M = 12000
+    relay = ctx.relay(name=ctx.name + "-big", overrides={
+        "outbox": {"sync": "normal"},
+        "publish": {"mandatory": "yes", "max_attempts": "1"}})
+    with ctx.consumer() as c:
+        qb = c.declare(H.unique_queue("deadbound-big"))
+    key = qb + "-key"
+    mids, reqs = unroutable_reqs(qb, key, M, 1500)
+    pub_all_ok(relay, reqs, "unroutable PUB")
+    st = relay.wait_stats(lambda s: s.get("dead_messages") == M, 120,
+                          "%d dead letters" % M)
+    ctx.note("parked: %s" % H.fmt_stats(st))
+    with ctx.consumer() as c:
+        c.ch.queue_bind(queue=qb, exchange="amq.direct", routing_key=key)
+        qo = c.declare(H.unique_queue("deadbound-other"))
+    oks, stop, errors = [], threading.Event(), []
+
+    def other():
+        try:
+            with H.RawClient(relay.sock, timeout=30) as c:
+                while not stop.is_set():
+                    rep = c.pub(b"other", [("routing-key", qo)])
+                    if not rep.startswith("OK "):
+                        errors.append(rep)
+                        return
+                    oks.append(time.monotonic())
+        except Exception as e:      # reported below
+            errors.append(repr(e))
+
+    t = threading.Thread(target=other, daemon=True)
+    t.start()
+    H.wait_until(lambda: len(oks) >= 20 or errors, 30, "the other client's "
+                 "first OKs")
+    # Over a socket of its own: the window is the request's, not a process
+    # start's as well.
+    with H.RawClient(relay.sock, timeout=120) as c:
+        t0 = time.monotonic()
+        rep = c.request("DEAD RETRY ALL\n")
+        t1 = time.monotonic()
+    stop.set()
+    t.join(30)
+    check(not errors, "the other client: %r" % errors[:1])
+    during = [x for x in oks if t0 < x < t1]
+    gaps = [b - a for a, b in zip(during, during[1:])]
+    ctx.note("DEAD RETRY ALL of %d: %.2fs, %r; the other client got %d OKs "
+             "meanwhile (longest gap %.1f ms)"
+             % (M, t1 - t0, rep, len(during), max(gaps or [0]) * 1000))
+    check_eq(rep, "OK %d" % M, "reply to DEAD RETRY ALL")
+    check(len(during) >= 10, "the other client got %d OKs while %d dead "
+          "letters were replayed: it must be served between batches"
+          % (len(during), M))
+    check(re.search(r"\b%d dead letters replayed \(all\)" % M,
+                    relay.log_text()) is not None,
+          "log line about the replay")
+    relay.wait_drained(120)
+    with ctx.consumer() as c:
+        got = c.drain(qb)
+    check_eq(len(set(p.message_id for _, p in got)), M,
+             "every replayed message arrives")
+    check_eq(relay.term(), 0, "pubrelayd exit code after SIGTERM")
+
+
+# ---------------------------------------------------------------------------
 # 4c. broker_hung: a broker that accepts TCP and never speaks AMQP
 
 
@@ -786,12 +1014,14 @@ def broker_hung(ctx):
 
 class FakeDaemon:
     """A daemon socket that answers each connection's first line (with its
-    "\n") with answer(line), then reads until the client closes."""
+    "\n") with answer(line), then reads until the client closes, answering
+    every further line with more(line) when more is given."""
 
-    def __init__(self, answer):
+    def __init__(self, answer, more=None):
         import socket
         import threading
         self.answer = answer
+        self.more = more
         self.path = os.path.join(H.mkdtemp("pubrelay-fake-"), "s.sock")
         self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
         self.sock.bind(self.path)
@@ -821,10 +1051,19 @@ class FakeDaemon:
                         got += chunk
                     c.sendall(self.answer(got[:got.index(b"\n") + 1]
                                           if b"\n" in got else got))
+                    got = got[got.index(b"\n") + 1:] if b"\n" in got \
+                        else b""
                     # Closing with a request unread would reset the
                     # connection, and the client might lose the reply.
-                    while c.recv(65536):
-                        pass
+                    while True:
+                        while self.more is not None and b"\n" in got:
+                            i = got.index(b"\n") + 1
+                            c.sendall(self.more(got[:i]))
+                            got = got[i:]
+                        chunk = c.recv(65536)
+                        if not chunk:
+                            break
+                        got += chunk
                 except OSError:
                     pass
 
@@ -834,11 +1073,12 @@ class FakeDaemon:
         self.sock.close()
 
 
-def run_against_fake(cl, args, reply):
+def run_against_fake(cl, args, reply, more=None):
     """The client cl run with args against a FakeDaemon that answers
-    reply: the CompletedProcess."""
+    reply (and later lines with more, if given): the CompletedProcess."""
     import subprocess
-    fake = FakeDaemon(lambda line: reply)
+    fake = FakeDaemon(lambda line: reply,
+                      more and (lambda line: more))
     try:
         return subprocess.run([cl, "-s", fake.path] + args,
                               capture_output=True, timeout=30)
@@ -1078,7 +1318,9 @@ def client_exit_codes(ctx):
         (["dead", "list"], b"DEAD %d\n%s" % (len(dead), dead), None),
     ]
     for args, reply, want in cases:
-        p = run_against_fake(cl, args, reply)
+        # dead list asks for the page after the last id it got: empty.
+        p = run_against_fake(cl, args, reply,
+                             b"DEAD 0\n" if args[0] == "dead" else None)
         what = "%s: %r shown" % (" ".join(args), evil)
         check_eq(p.returncode, 0, "%s: exit code (%s)"
                  % (what, p.stderr.decode(errors="replace").strip()))
@@ -1476,6 +1718,8 @@ PROM_MAP = {
     "parked": ("pubrelay_parked_total", "counter", 1),
     "dead_messages": ("pubrelay_dead_messages", "gauge", 1),
     "dead_bytes": ("pubrelay_dead_bytes", "gauge", 1),
+    "dead_max_bytes": ("pubrelay_dead_max_bytes", "gauge", 1),
+    "dead_waiting": ("pubrelay_dead_waiting_messages", "gauge", 1),
     "reconnects": ("pubrelay_reconnects_total", "counter", 1),
     "blocked_ms": ("pubrelay_blocked_seconds_total", "counter", 1000),
     "confirm_latency_ms_sum": ("pubrelay_confirm_latency_seconds_sum",

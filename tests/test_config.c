@@ -230,6 +230,8 @@ test_defaults(void)
 	is_str(cf.outbox_path, PUBRELAY_OUTBOX_PATH, "defaults: outbox path");
 	ok(cf.max_bytes == 1024ULL * 1024 * 1024, "defaults: max_bytes 1G");
 	ok(cf.min_free == 64ULL * 1024 * 1024, "defaults: min_free 64M");
+	ok(cf.dead_max_bytes == 64ULL * 1024 * 1024,
+	    "defaults: dead_max_bytes 64M");
 	is_int(cf.sync_full, 1, "defaults: sync full");
 	is_int(cf.window, 256, "defaults: window");
 	is_int(cf.persistent, 1, "defaults: persistent");
@@ -305,6 +307,7 @@ test_every_key(void)
 	    "path = /tmp/x/outbox.db\n"
 	    "max_bytes = 0\n"
 	    "min_free = 512K\n"
+	    "dead_max_bytes = 2M\n"
 	    "sync = normal\n"
 	    "[publish]\n"
 	    "window = 1\n"
@@ -335,6 +338,7 @@ test_every_key(void)
 	is_str(r.cf.outbox_path, "/tmp/x/outbox.db", "outbox path");
 	is_int(r.cf.max_bytes, 0, "max_bytes 0: unlimited");
 	is_int(r.cf.min_free, 512 * 1024, "min_free 512K");
+	is_int(r.cf.dead_max_bytes, 2 * 1024 * 1024, "dead_max_bytes 2M");
 	is_int(r.cf.sync_full, 0, "sync normal");
 	is_int(r.cf.window, 1, "window 1");
 	is_int(r.cf.persistent, 0, "persistent no");
@@ -1456,6 +1460,8 @@ test_example(void)
 	    "example: outbox path as packaged");
 	ok(r.cf.max_bytes == d.max_bytes, "example: max_bytes default");
 	ok(r.cf.min_free == d.min_free, "example: min_free default");
+	ok(r.cf.dead_max_bytes == d.dead_max_bytes,
+	    "example: dead_max_bytes default");
 	is_int(r.cf.sync_full, d.sync_full, "example: sync default");
 	is_int(r.cf.window, d.window, "example: window default");
 	is_int(r.cf.persistent, d.persistent, "example: persistent default");

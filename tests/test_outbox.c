@@ -1356,7 +1356,8 @@ test_requeue(void)
 	is_int(outbox_park(ob, a, 1, "NO_ROUTE", 100, &total), OUTBOX_OK,
 	    "parked once");
 	is_int(total, 1, "attempt 1");
-	is_int(outbox_dead_requeue(ob, a, 200, &n), OUTBOX_OK, "retried by "
+	is_int(outbox_dead_requeue(ob, a, 200, UINT64_MAX, &n), OUTBOX_OK,
+	    "retried by "
 	    "the relay");
 	is_int(n, 1, "one moved");
 	memset(&rc, 0, sizeof(rc));
@@ -1571,6 +1572,232 @@ test_error_kept(void)
 	outbox_close(ob);
 }
 
+/* Rows of 30 bytes: a 14-byte block with its own message-id, 16 of body. */
+static int64_t
+insert_sized(struct outbox *ob, int i)
+{
+	char	body[32];
+
+	snprintf(body, sizeof(body), "body-%011d", i);
+	return insert_one(ob, "message-id: m\n", body, 1000 + i);
+}
+
+static void
+test_dead_limit(void)
+{
+	struct outbox	*ob;
+	char		 err[512], big[256];
+	int64_t		 ids[6], bigid;
+	uint64_t	 n, rows, bytes;
+	int		 i;
+
+	if (outbox_open(&ob, path_in("deadlimit.db"), 1, err,
+	    sizeof(err)) != 0) {
+		ok(0, "open: %s", err);
+		return;
+	}
+	for (i = 0; i < 6; i++)
+		ids[i] = insert_sized(ob, i);
+	is_int(outbox_bytes(ob), 6 * 30, "six rows of 30 bytes");
+	outbox_set_dead_limit(ob, 100);
+	for (i = 0; i < 3; i++)
+		is_int(outbox_park(ob, ids[i], 1, "NO_ROUTE", 5000, &total), OUTBOX_OK,
+		    "park %d of 30 bytes under a limit of 100", i + 1);
+	rows = outbox_rows(ob);
+	bytes = outbox_bytes(ob);
+	is_int(outbox_park(ob, ids[3], 1, "NO_ROUTE", 5000, &total), OUTBOX_EDEADFULL,
+	    "a park past the dead-letter limit is refused");
+	is_int(outbox_dead_rows(ob), 3, "the dead table stops at its limit");
+	is_int(outbox_dead_bytes(ob), 90, "dead bytes stay under the limit");
+	is_int(outbox_rows(ob), rows, "the refused park leaves its row in "
+	    "the outbox");
+	is_int(outbox_bytes(ob), bytes, "where it still counts in the total");
+	is_int(outbox_park(ob, ids[3], 1, "NO_ROUTE", 5000, &total), OUTBOX_EDEADFULL,
+	    "still full when asked again");
+	is_int(outbox_dead_purge(ob, ids[0], &n), OUTBOX_OK, "purge one");
+	is_int(outbox_park(ob, ids[3], 1, "NO_ROUTE", 5000, &total), OUTBOX_OK,
+	    "with room again the same row parks");
+	is_int(outbox_rows(ob), rows - 1, "and leaves the outbox");
+	is_int(outbox_dead_bytes(ob), 90, "dead bytes back at 90");
+
+	/* One dead letter larger than the whole limit: into an empty table. */
+	is_int(outbox_dead_purge(ob, 0, &n), OUTBOX_OK, "purge all");
+	memset(big, 'x', sizeof(big) - 1);
+	big[sizeof(big) - 1] = '\0';
+	bigid = insert_one(ob, "message-id: m\n", big, 2000);
+	is_int(outbox_park(ob, bigid, 1, "NO_ROUTE", 5000, &total), OUTBOX_OK,
+	    "a dead letter larger than the limit parks into an empty table");
+	is_int(outbox_park(ob, ids[4], 1, "NO_ROUTE", 5000, &total), OUTBOX_EDEADFULL,
+	    "after which the table is full");
+	outbox_set_dead_limit(ob, 0);
+	is_int(outbox_park(ob, ids[4], 1, "NO_ROUTE", 5000, &total), OUTBOX_OK,
+	    "limit 0: no limit");
+	is_int(outbox_dead_rows(ob), 2, "two dead letters");
+	outbox_close(ob);
+}
+
+static void
+test_dead_step(void)
+{
+	struct outbox			*ob;
+	struct outbox_reader		*r;
+	struct outbox_dead_batch	 b;
+	struct collect			 c;
+	char				 err[512], big[256];
+	int64_t				 ids[10], upto, late, bigid;
+	uint64_t			 orows;
+	int				 i;
+
+	if (outbox_open(&ob, path_in("deadstep.db"), 1, err,
+	    sizeof(err)) != 0) {
+		ok(0, "open: %s", err);
+		return;
+	}
+	for (i = 0; i < 10; i++) {
+		ids[i] = insert_sized(ob, i);
+		outbox_park(ob, ids[i], 1, "NO_ROUTE", 5000, &total);
+	}
+	is_int(outbox_dead_rows(ob), 10, "ten dead letters");
+	is_int(outbox_dead_last(ob), ids[9], "outbox_dead_last: the highest id");
+	upto = ids[9];
+	late = insert_sized(ob, 10);
+	outbox_park(ob, late, 1, "NO_ROUTE", 5000, &total);	/* after the snapshot */
+
+	memset(&b, 0, sizeof(b));
+	b.upto = upto;
+	b.max_rows = 4;
+	b.max_bytes = b.room = UINT64_MAX;
+	is_int(outbox_dead_step(ob, 1, 6000, &b), OUTBOX_OK, "retry a batch");
+	ok(b.rows == 4 && b.bytes == 120 && b.more && !b.full,
+	    "at most max_rows move (%llu rows, %llu bytes, more %d)",
+	    (unsigned long long)b.rows, (unsigned long long)b.bytes, b.more);
+	is_int(b.last, ids[3], "the lowest ids first");
+	is_int(outbox_dead_rows(ob), 7, "dead rows drop by the batch");
+	is_int(outbox_dead_bytes(ob), 7 * 30, "dead bytes drop by the batch");
+	is_int(outbox_rows(ob), 4, "the batch is in the outbox");
+	is_int(outbox_bytes(ob), 120, "and counts in its total");
+
+	b.max_rows = UINT64_MAX;
+	b.max_bytes = 50;
+	is_int(outbox_dead_step(ob, 1, 6000, &b), OUTBOX_OK, "byte-bound batch");
+	ok(b.rows == 1 && b.more, "max_bytes 50 takes one 30-byte row "
+	    "(%llu)", (unsigned long long)b.rows);
+
+	b.max_bytes = UINT64_MAX;
+	b.room = 70;
+	is_int(outbox_dead_step(ob, 1, 6000, &b), OUTBOX_OK, "room-bound batch");
+	ok(b.rows == 2 && b.full && b.more, "room 70 takes two rows and says "
+	    "full (%llu rows, full %d)", (unsigned long long)b.rows, b.full);
+	b.room = 20;
+	orows = outbox_rows(ob);
+	is_int(outbox_dead_step(ob, 1, 6000, &b), OUTBOX_OK, "no room");
+	ok(b.rows == 0 && b.full, "nothing moves past the room (%llu)",
+	    (unsigned long long)b.rows);
+	is_int(outbox_rows(ob), orows, "the outbox is unchanged");
+	is_int(outbox_dead_rows(ob), 4, "three left parked, and the late one");
+
+	/* A purge frees room: the outbox's room does not bind it. */
+	b.max_rows = 2;
+	b.room = 0;
+	is_int(outbox_dead_step(ob, 0, 0, &b), OUTBOX_OK, "purge a batch");
+	ok(b.rows == 2 && b.more && !b.full, "purge of two (%llu)",
+	    (unsigned long long)b.rows);
+	is_int(outbox_rows(ob), orows, "a purge adds nothing to the outbox");
+	b.max_rows = UINT64_MAX;
+	b.room = UINT64_MAX;
+	is_int(outbox_dead_step(ob, 1, 6000, &b), OUTBOX_OK, "the rest");
+	ok(b.rows == 1 && !b.more && !b.full, "the last one up to the "
+	    "snapshot, and nothing more (%llu, more %d)",
+	    (unsigned long long)b.rows, b.more);
+	is_int(outbox_dead_rows(ob), 1, "the dead letter parked after the "
+	    "snapshot stays");
+	is_int(outbox_dead_last(ob), late, "it is the one left");
+	is_int(outbox_dead_step(ob, 1, 6000, &b), OUTBOX_OK, "an empty range");
+	ok(b.rows == 0 && !b.more && !b.full, "moves nothing");
+
+	/* A dead letter over max_bytes is a batch of its own. */
+	memset(big, 'y', sizeof(big) - 1);
+	big[sizeof(big) - 1] = '\0';
+	bigid = insert_one(ob, "message-id: m\n", big, 3000);
+	outbox_park(ob, bigid, 1, "NO_ROUTE", 5000, &total);
+	b.upto = INT64_MAX;
+	b.max_bytes = 100;
+	is_int(outbox_dead_step(ob, 1, 6000, &b), OUTBOX_OK, "a large row");
+	ok(b.rows == 1 && b.last == late && b.more, "first the small one, "
+	    "then stop before the large (%llu)", (unsigned long long)b.rows);
+	is_int(outbox_dead_step(ob, 1, 6000, &b), OUTBOX_OK, "again");
+	ok(b.rows == 1 && b.last == bigid && !b.more, "the large one alone");
+	is_int(outbox_dead_last(ob), 0, "outbox_dead_last: 0 when empty");
+
+	/* Replayed in dead id order, and the totals survive a restart. */
+	ok(outbox_reader_open(&r, path_in("deadstep.db"), err,
+	    sizeof(err)) == 0, "reader");
+	memset(&c, 0, sizeof(c));
+	is_int(outbox_reader_fetch(r, 0, 64, collect_cb, &c), 10,
+	    "all ten not purged are back in the outbox");
+	for (i = 0; i < 9; i++)
+		if (strncmp(c.bodies[i], "body-", 5) != 0 ||
+		    atoi(c.bodies[i] + 5) != (i < 7 ? i : i + 2))
+			break;
+	is_int(i, 9, "in the order they were parked");
+	outbox_reader_close(r);
+	orows = outbox_rows(ob);
+	outbox_close(ob);
+	if (outbox_open(&ob, path_in("deadstep.db"), 1, err,
+	    sizeof(err)) != 0) {
+		ok(0, "reopen: %s", err);
+		return;
+	}
+	is_int(outbox_rows(ob), orows, "outbox rows survive a restart");
+	is_int(outbox_dead_rows(ob), 0, "dead rows survive a restart");
+	is_int(outbox_dead_bytes(ob), 0, "dead bytes survive a restart");
+	outbox_close(ob);
+}
+
+static void
+test_delete_around(void)
+{
+	struct outbox		*ob;
+	struct outbox_reader	*r;
+	struct collect		 c;
+	char			 err[512];
+	int64_t			 ids[10], keep[3];
+	int			 i;
+
+	if (outbox_open(&ob, path_in("around.db"), 1, err, sizeof(err)) != 0) {
+		ok(0, "open: %s", err);
+		return;
+	}
+	for (i = 0; i < 10; i++)
+		ids[i] = insert_sized(ob, i);
+	keep[0] = ids[2];
+	keep[1] = ids[6];
+	keep[2] = ids[9];		/* above upto: not in the range */
+	is_int(outbox_delete_around(ob, ids[0], ids[8], keep, 3), OUTBOX_OK,
+	    "delete around two waiting rows");
+	is_int(outbox_rows(ob), 4, "the first (before the range), the two "
+	    "kept and the last (after it) are left");
+	is_int(outbox_bytes(ob), 4 * 30, "and the bytes follow");
+	ok(outbox_reader_open(&r, path_in("around.db"), err, sizeof(err)) == 0,
+	    "reader");
+	memset(&c, 0, sizeof(c));
+	outbox_reader_fetch(r, 0, 64, collect_cb, &c);
+	ok(c.n == 4 && c.ids[0] == ids[0] && c.ids[1] == ids[2] &&
+	    c.ids[2] == ids[6] && c.ids[3] == ids[9], "exactly those rows");
+	outbox_reader_close(r);
+	is_int(outbox_delete_around(ob, ids[8], ids[8], keep, 3), OUTBOX_OK,
+	    "an empty range");
+	is_int(outbox_rows(ob), 4, "deletes nothing");
+	outbox_close(ob);
+	if (outbox_open(&ob, path_in("around.db"), 1, err, sizeof(err)) != 0) {
+		ok(0, "reopen: %s", err);
+		return;
+	}
+	is_int(outbox_rows(ob), 4, "the count survives a restart");
+	is_int(outbox_bytes(ob), 4 * 30, "the bytes too");
+	outbox_close(ob);
+}
+
 static void
 write_file(const char *p, const char *data, size_t n)
 {
@@ -1704,6 +1931,9 @@ main(void)
 
 	test_dead();
 	test_park_full_block();
+	test_dead_limit();
+	test_dead_step();
+	test_delete_around();
 	test_migration();
 	test_migration_v2();
 	test_fold();

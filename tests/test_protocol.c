@@ -1384,20 +1384,26 @@ test_dead(void)
 		enum proto_dead_op	 op;
 		int64_t			 id;
 		unsigned		 max;
+		int64_t			 after;
 	} good[] = {
-		{ "DEAD LIST\n", PROTO_DEAD_LIST, 0, 0 },
-		{ "dead list\r\n", PROTO_DEAD_LIST, 0, 0 },
-		{ "Dead List 1\n", PROTO_DEAD_LIST, 0, 1 },
-		{ "DEAD LIST 100000\n", PROTO_DEAD_LIST, 0, 100000 },
-		{ "DEAD\tLIST\t 25 \t\n", PROTO_DEAD_LIST, 0, 25 },
-		{ "DEAD RETRY 1\n", PROTO_DEAD_RETRY, 1, 0 },
+		{ "DEAD LIST\n", PROTO_DEAD_LIST, 0, 0, 0 },
+		{ "dead list\r\n", PROTO_DEAD_LIST, 0, 0, 0 },
+		{ "Dead List 1\n", PROTO_DEAD_LIST, 0, 1, 0 },
+		{ "DEAD LIST 100000\n", PROTO_DEAD_LIST, 0, 100000, 0 },
+		{ "DEAD\tLIST\t 25 \t\n", PROTO_DEAD_LIST, 0, 25, 0 },
+		{ "DEAD RETRY 1\n", PROTO_DEAD_RETRY, 1, 0, 0 },
 		{ "dead retry 9223372036854775807\n", PROTO_DEAD_RETRY,
-		    INT64_MAX, 0 },
-		{ "DEAD RETRY ALL\n", PROTO_DEAD_RETRY, 0, 0 },
-		{ "DEAD retry all\n", PROTO_DEAD_RETRY, 0, 0 },
-		{ "DEAD PURGE 42\n", PROTO_DEAD_PURGE, 42, 0 },
-		{ "DEAD PURGE All\r\n", PROTO_DEAD_PURGE, 0, 0 },
-		{ "\nDEAD  purge  7  \n", PROTO_DEAD_PURGE, 7, 0 },
+		    INT64_MAX, 0, 0 },
+		{ "DEAD RETRY ALL\n", PROTO_DEAD_RETRY, 0, 0, 0 },
+		{ "DEAD retry all\n", PROTO_DEAD_RETRY, 0, 0, 0 },
+		{ "DEAD PURGE 42\n", PROTO_DEAD_PURGE, 42, 0, 0 },
+		{ "DEAD PURGE All\r\n", PROTO_DEAD_PURGE, 0, 0, 0 },
+		{ "\nDEAD  purge  7  \n", PROTO_DEAD_PURGE, 7, 0, 0 },
+		{ "DEAD LIST 50 AFTER 1234\n", PROTO_DEAD_LIST, 0, 50, 1234 },
+		{ "dead list after 9\n", PROTO_DEAD_LIST, 0, 0, 9 },
+		{ "DEAD LIST AFTER 0\n", PROTO_DEAD_LIST, 0, 0, 0 },
+		{ "DEAD LIST 1 AFTER 9223372036854775807\n", PROTO_DEAD_LIST,
+		    0, 1, INT64_MAX },
 	};
 	static const struct {
 		const char	*in;
@@ -1414,7 +1420,15 @@ test_dead(void)
 		{ "DEAD LIST 100001\n", "invalid count \"100001\"" },
 		{ "DEAD LIST -1\n", "invalid count \"-1\"" },
 		{ "DEAD LIST ten\n", "invalid count \"ten\"" },
-		{ "DEAD LIST 1 2\n", "DEAD LIST takes at most one argument" },
+		{ "DEAD LIST 1 2\n", "DEAD LIST takes a count and AFTER <id>, "
+		    "not \"2\"" },
+		{ "DEAD LIST AFTER\n", "DEAD LIST AFTER needs an id" },
+		{ "DEAD LIST 5 AFTER\n", "DEAD LIST AFTER needs an id" },
+		{ "DEAD LIST AFTER -1\n", "DEAD LIST AFTER: invalid id \"-1\"" },
+		{ "DEAD LIST AFTER 3 4\n", "takes at most a count and AFTER" },
+		{ "DEAD LIST AFTER 3 5\n", "takes at most a count and AFTER" },
+		{ "DEAD LIST AFTER 3 AFTER 4\n", "takes at most a count" },
+		{ "DEAD LIST 5 6 AFTER 3\n", "not \"6\"" },
 		{ "DEAD RETRY\n", "DEAD RETRY needs a message id or ALL" },
 		{ "DEAD PURGE\n", "DEAD PURGE needs a message id or ALL" },
 		{ "DEAD RETRY 0\n", "DEAD RETRY: invalid id \"0\" (expected a "
@@ -1433,12 +1447,14 @@ test_dead(void)
 	for (i = 0; i < sizeof(good) / sizeof(good[0]); i++) {
 		c = 0;
 		req.dead_id = req.dead_max = 77;
+		req.dead_after = 77;
 		is_int(parse_s(good[i].in, &req, &c), PROTO_DONE,
 		    "dead %zu: done", i);
 		is_int(req.verb, PROTO_DEAD, "dead %zu: verb", i);
 		is_int(req.dead_op, good[i].op, "dead %zu: subcommand", i);
 		is_int(req.dead_id, good[i].id, "dead %zu: id", i);
 		is_int(req.dead_max, good[i].max, "dead %zu: max", i);
+		is_int(req.dead_after, good[i].after, "dead %zu: after", i);
 		is_int(c, strlen(good[i].in), "dead %zu: consumed", i);
 	}
 	for (i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
@@ -1466,6 +1482,9 @@ test_dead(void)
 	parse_s("DEAD PURGE 5\n", &req, &c);
 	is_int(parse_s("DEAD LIST\n", &req, &c), PROTO_DONE, "list after purge");
 	ok(req.dead_id == 0 && req.dead_max == 0, "dead fields are reset");
+	parse_s("DEAD LIST 3 AFTER 8\n", &req, &c);
+	is_int(parse_s("DEAD LIST\n", &req, &c), PROTO_DONE, "list again");
+	ok(req.dead_after == 0 && req.dead_max == 0, "AFTER is reset");
 	parse_s("DEAD LIST 9\n", &req, &c);
 	is_int(parse_s("PING\n", &req, &c), PROTO_DONE, "ping after list");
 	ok(req.dead_op == 0 && req.dead_max == 0, "dead fields are reset "
