@@ -456,36 +456,47 @@ def tls_broker_hung(w, notes):
     window probes) with the TLS link up, then a backlog of 1 MB messages
     (SO_SNDBUF capped): the publisher writes into the stopped broker and
     waits inside rabbitmq-c's TLS write.  The link is given up within a few
-    heartbeats, and after SIGCONT everything arrives in order."""
+    heartbeats, and after SIGCONT everything arrives in order.  The same
+    over amqp://, where the relay waits in its own write loop."""
     hb = 3
-    keys = w.tls_keys()
-    keys["heartbeat"] = "%ds" % hb
-    r = w.relay("tls-hung", keys, w.uri(), log_level="debug",
-                env=small_sndbuf_env(w))
-    q = "tls-broker-hung"
-    w.queue(q)
-    r.wait_stats(lambda s: s.get("state") == "connected", 30, "link up")
-    bodies = big_bodies(0, 30, pad=1000000)
-    pid = w.broker.os_pid()
-    os.kill(pid, signal.SIGSTOP)
-    try:
-        pub_pipelined(r, q, bodies)
-        t0 = time.monotonic()
-        st = r.wait_stats(lambda s: s.get("state") != "connected", 20 * hb,
-                          "the link to a stopped broker to be given up")
-        took = time.monotonic() - t0
-        notes.append("given up %.1f s after SIGSTOP (heartbeat %d s): %s"
-                     % (took, hb, st.get("last_error")))
-        check(took <= 6 * hb, "given up after %.1f s, want <= %d s"
-              % (took, 6 * hb))
-        check(st.get("last_error"), "no last_error: %s" % H.fmt_stats(st))
-    finally:
-        os.kill(pid, signal.SIGCONT)
-    st = r.wait_drained(120)
-    check(st.get("reconnects", 0) >= 1, "reconnects %r" % st.get("reconnects"))
-    dups = check_first_deliveries(w, q, bodies)
-    notes.append("%d messages after SIGCONT, %d again" % (len(bodies), dups))
-    stop(r)
+    for scheme in ("amqps", "amqp"):
+        if scheme == "amqps":
+            keys, uri = w.tls_keys(), w.uri()
+        else:
+            keys, uri = {}, "amqp://%s:%s@localhost:%d" % (
+                USER, PASSWORD, w.broker.port)
+        keys["heartbeat"] = "%ds" % hb
+        r = w.relay("%s-hung" % scheme, keys, uri, log_level="debug",
+                    env=small_sndbuf_env(w))
+        q = "%s-broker-hung" % scheme
+        w.queue(q)
+        r.wait_stats(lambda s: s.get("state") == "connected", 30, "link up")
+        bodies = big_bodies(0, 30, pad=1000000)
+        pid = w.broker.os_pid()
+        os.kill(pid, signal.SIGSTOP)
+        try:
+            t0 = time.monotonic()
+            pub_pipelined(r, q, bodies)
+            st = r.wait_stats(lambda s: s.get("state") != "connected",
+                              20 * hb, "the %s link to a stopped broker to "
+                              "be given up" % scheme)
+            took = time.monotonic() - t0
+            notes.append("%s: given up %.1f s after SIGSTOP (heartbeat "
+                         "%d s): %s" % (scheme, took, hb,
+                                        st.get("last_error")))
+            check(took <= 6 * hb, "%s: given up after %.1f s, want <= %d s"
+                  % (scheme, took, 6 * hb))
+            check(st.get("last_error"), "no last_error: %s"
+                  % H.fmt_stats(st))
+        finally:
+            os.kill(pid, signal.SIGCONT)
+        st = r.wait_drained(120)
+        check(st.get("reconnects", 0) >= 1, "reconnects %r"
+              % st.get("reconnects"))
+        dups = check_first_deliveries(w, q, bodies)
+        notes.append("%d messages after SIGCONT, %d again"
+                     % (len(bodies), dups))
+        stop(r)
 
 
 def tls_blocked_long(w, notes):
