@@ -496,6 +496,10 @@ def tls_broker_hung(w, notes):
         dups = check_first_deliveries(w, q, bodies)
         notes.append("%d messages after SIGCONT, %d again"
                      % (len(bodies), dups))
+        warned = [ln for ln in r.log_text().splitlines()
+                  if "warning: broker " in ln and "sent nothing" in ln]
+        check(len(warned) == 1, "%s: the silence is warned about %d times"
+              % (scheme, len(warned)))
         stop(r)
 
 
