@@ -79,7 +79,8 @@
  * Unconfirmed bytes: bounds memory and what a go-back sends again.  Not a
  * bound below SO_SNDBUF (Linux grows a send buffer up to tcp_wmem's maximum,
  * 4 MiB by default, less under memory pressure): a write can still wait
- * for room, which pub_writev() does with the link watched.
+ * for room, for as long as the broker's heartbeats say it lives
+ * (pub_watchdog_cb()).
  */
 #define PUB_MAX_INFLIGHT_BYTES	(4 * 1024 * 1024)
 #define PUB_STOP_GRACE_MS	1000		/* wait for confirms at stop */
@@ -92,6 +93,7 @@
 #define PUB_NOTIFY_MS		20	/* confirmed ids reach main so late */
 /* A generated message-id: "<instance>-<id>", an id of up to 19 digits. */
 #define PUB_MID_MAX		(OUTBOX_INSTANCE_LEN + 1 + 19 + 1)
+#define PUB_WATCHDOG_MS		1000	/* the main thread looks at the link */
 
 enum slot_state {
 	SLOT_PENDING = 0,
@@ -143,10 +145,20 @@ struct publisher {
 	struct event_base	*base;
 	struct event		*ev_wake;
 	struct event		*ev_confirmed;	/* on the main base */
+	struct event		*ev_watchdog;	/* on the main base */
 
 	/* Shared with the main thread. */
 	atomic_int		 stopping;
 	atomic_int		 sockfd;	/* to shutdown() a stuck call */
+	/*
+	 * The link as the watchdog sees it.  The fd is cleared under the lock
+	 * before it is closed, so the watchdog never touches a reused one.
+	 */
+	pthread_mutex_t		 link_lock;
+	int			 watched;	/* logged in: judge the silence */
+	int			 window_held;	/* TCP_USER_TIMEOUT off */
+	unsigned		 cut_silent_ms;	/* the watchdog gave up the link */
+	int			 cut_outq;	/* bytes that waited then */
 	atomic_int_fast64_t	 confirmed_shared;
 	atomic_size_t		 frame_max_shared; /* the last negotiated */
 	pthread_mutex_t		 park_lock;	/* parks, for the main thread */
@@ -210,7 +222,6 @@ struct publisher {
 	uint64_t		 ret_desthash;	/* of its exchange and key */
 	amqp_table_entry_t	 hdrs[PROTO_MAX_HEADERS];
 	int			 ever_connected;
-	int			 window_held;	/* TCP_USER_TIMEOUT off */
 	int			 read_logged;	/* a failed outbox read, logged */
 };
 
@@ -453,7 +464,12 @@ pub_teardown(struct publisher *p)
 		p->ev_read = NULL;
 	}
 	if (p->conn != NULL) {
+		pthread_mutex_lock(&p->link_lock);
 		atomic_store(&p->sockfd, -1);
+		p->watched = 0;
+		p->window_held = 0;
+		p->cut_silent_ms = 0;
+		pthread_mutex_unlock(&p->link_lock);
 		amqp_destroy_connection(p->conn);
 		p->conn = NULL;
 	}
@@ -484,6 +500,8 @@ pub_fail(struct publisher *p, const char *fmt, ...)
 	struct timeval	 tv;
 	uint64_t	 delay;
 	va_list		 ap;
+	unsigned	 silent;
+	int		 outq;
 	int		 was_up = p->state == LINK_CONNECTED ||
 			    p->state == LINK_BLOCKED;
 	int		 was_connecting = p->state == LINK_CONNECTING;
@@ -491,6 +509,16 @@ pub_fail(struct publisher *p, const char *fmt, ...)
 	va_start(ap, fmt);
 	vsnprintf(why, sizeof(why), fmt, ap);
 	va_end(ap);
+	/* The watchdog's reason, not the broken socket it left behind. */
+	pthread_mutex_lock(&p->link_lock);
+	silent = p->cut_silent_ms;
+	outq = p->cut_outq;
+	pthread_mutex_unlock(&p->link_lock);
+	if (silent > 0)
+		snprintf(why, sizeof(why), "broker sent nothing for %u.%u s "
+		    "(%s) while %d bytes waited to be sent: giving up the link",
+		    silent / 1000, silent % 1000 / 100, p->cf->heartbeat ?
+		    "2 x heartbeat" : "60 s, heartbeat 0", outq);
 
 	pub_masked_uri(p, uri, sizeof(uri));
 	last = p->last_logged[p->order[p->uri_idx]];
@@ -528,6 +556,11 @@ pub_fail(struct publisher *p, const char *fmt, ...)
 	evtimer_add(p->ev_retry, &tv);
 }
 
+/*
+ * How long a broker may send nothing while bytes wait to be sent to it: 2 x
+ * heartbeat, four of the heartbeats it sends when idle (every heartbeat / 2).
+ * Without heartbeats a live broker may be silent for ever: a fixed 60 s.
+ */
 static unsigned int
 pub_user_timeout(const struct config *cf)
 {
@@ -541,9 +574,10 @@ pub_tune_socket(int fd, const struct config *cf)
 	unsigned int	 uto;
 
 	/*
-	 * A dead peer must not hold amqp_basic_publish() forever (0.11 waits
-	 * for the send buffer without a deadline): bound unacknowledged data.
-	 * Suspended while the peer holds its window closed: pub_watch_window().
+	 * A peer that acknowledges nothing (a dead host, a cut cable) ends the
+	 * connection in the kernel after the user timeout, whatever call the
+	 * publisher waits in.  Suspended while the peer holds its window
+	 * closed: pub_watch_window().
 	 */
 	uto = pub_user_timeout(cf);
 	idle = cf->heartbeat ? (int)cf->heartbeat : 30;
@@ -561,27 +595,24 @@ pub_tune_socket(int fd, const struct config *cf)
  * probes, yet Linux aborts such a connection once the window has stayed
  * closed for the user timeout: the relay would drop the link and send a
  * whole window again every 2 x heartbeat for as long as the alarm lasts.
- * So, from the tick and from a write that waited a second for room: while
- * everything sent has been acknowledged, bytes wait in the send queue and
- * the probes are being answered, the timeout is off; it is back as soon as
- * one of these stops holding (a peer that stops answering the probes too
- * is dead: the next probe then ends the connection).
+ * So, from the watchdog: while everything sent has been acknowledged, bytes
+ * wait in the send queue and the probes are being answered, the timeout is
+ * off; it is back as soon as one of these stops holding (a peer that stops
+ * answering the probes too is dead: the next probe then ends the
+ * connection).  A stopped broker's kernel answers the probes as well: the
+ * watchdog tells it apart by its silence.  Under link_lock.
  */
 #define PUB_PROBES_UNANSWERED	3
 
 static void
-pub_watch_window(struct publisher *p, int fd)
+pub_watch_window(struct publisher *p, int fd, const struct tcp_info *ti,
+    int outq)
 {
-	struct tcp_info	ti;
-	socklen_t	len = sizeof(ti);
 	unsigned int	uto;
-	int		outq, held;
+	int		held;
 
-	if (fd < 0 || getsockopt(fd, IPPROTO_TCP, TCP_INFO, &ti, &len) == -1 ||
-	    ioctl(fd, TIOCOUTQ, &outq) == -1)
-		return;
-	held = ti.tcpi_unacked == 0 && outq > 0 &&
-	    ti.tcpi_probes < PUB_PROBES_UNANSWERED;
+	held = ti->tcpi_unacked == 0 && outq > 0 &&
+	    ti->tcpi_probes < PUB_PROBES_UNANSWERED;
 	if (held == p->window_held)
 		return;
 	uto = held ? 0 : pub_user_timeout(p->cf);
@@ -594,6 +625,54 @@ pub_watch_window(struct publisher *p, int fd)
 		    "waiting): no TCP_USER_TIMEOUT while it answers", outq);
 	else
 		log_debug("broker window: TCP_USER_TIMEOUT %u ms again", uto);
+}
+
+/*
+ * Main thread, every PUB_WATCHDOG_MS.  The publisher thread can wait inside
+ * a library write with no deadline: rabbitmq-c 0.11 polls for room for
+ * ever in amqp_basic_publish() (TLS) and in the heartbeat it sends from
+ * amqp_simple_wait_frame_noblock(), and checks no heartbeat meanwhile.  So
+ * the link is judged from here, from the kernel's view of the socket, with
+ * no AMQP: bytes wait to be sent and the broker sent nothing at all (not
+ * even a heartbeat, which a broker in a resource alarm goes on sending)
+ * for pub_user_timeout(): the broker is hung or gone.  shutdown(2) makes
+ * whatever the publisher waits in fail at once (as at stop), and pub_fail()
+ * logs this reason.  The bytes received wait in the kernel's receive queue
+ * while the publisher is stuck, so tcpi_last_data_recv sees them without
+ * reading the socket.  Bounded: while bytes wait, the link is given up at
+ * most pub_user_timeout() + PUB_WATCHDOG_MS after the broker's last byte,
+ * whatever call the publisher waits in, plain TCP or TLS; with nothing
+ * waiting no write can hold the publisher, and its tick drains, where the
+ * library checks the heartbeat.
+ */
+static void
+pub_watchdog_cb(evutil_socket_t unused, short what, void *arg)
+{
+	struct publisher	*p = arg;
+	struct tcp_info		 ti;
+	struct linger		 rst = { 1, 0 };
+	socklen_t		 len = sizeof(ti);
+	int			 fd, outq;
+
+	(void)unused;
+	(void)what;
+	pthread_mutex_lock(&p->link_lock);
+	fd = atomic_load(&p->sockfd);
+	if (fd == -1 || p->cut_silent_ms > 0 ||
+	    getsockopt(fd, IPPROTO_TCP, TCP_INFO, &ti, &len) == -1 ||
+	    ioctl(fd, TIOCOUTQ, &outq) == -1)
+		goto out;
+	pub_watch_window(p, fd, &ti, outq);
+	if (p->watched && outq > 0 &&
+	    ti.tcpi_last_data_recv >= pub_user_timeout(p->cf)) {
+		p->cut_silent_ms = ti.tcpi_last_data_recv;
+		p->cut_outq = outq;
+		/* What still waits must not reach a broker that resumes. */
+		setsockopt(fd, SOL_SOCKET, SO_LINGER, &rst, sizeof(rst));
+		shutdown(fd, SHUT_RDWR);
+	}
+ out:
+	pthread_mutex_unlock(&p->link_lock);
 }
 
 static void pub_read_cb(evutil_socket_t, short, void *);
@@ -811,7 +890,6 @@ pub_connect(struct publisher *p)
 	fd = amqp_get_sockfd(p->conn);
 	atomic_store(&p->sockfd, fd);
 	pub_tune_socket(fd, p->cf);
-	p->window_held = 0;
 	amqp_set_handshake_timeout(p->conn, &tv);
 	amqp_set_rpc_timeout(p->conn, &tv);
 
@@ -869,6 +947,9 @@ pub_connect(struct publisher *p)
 		return;
 	}
 	amqp_maybe_release_buffers(p->conn);
+	pthread_mutex_lock(&p->link_lock);
+	p->watched = 1;
+	pthread_mutex_unlock(&p->link_lock);
 	/* TLS goes through the library; plain TCP is written in batches. */
 	p->direct = !ci.ssl;
 	p->frame_max = (size_t)amqp_get_frame_max(p->conn);
@@ -1523,8 +1604,9 @@ pub_window(const struct publisher *p)
  * Write iov out in full on the AMQP socket.  The socket is rabbitmq-c's, so
  * this must finish before the library is called again (it would interleave
  * its own frames); a full send buffer is waited for in poll(), which the
- * main thread ends at shutdown with shutdown(2) on the fd, and TCP_USER_TIMEOUT
- * ends for a dead peer.  Returns 0, or -1 after pub_fail().
+ * main thread ends with shutdown(2) on the fd at stop and for a silent
+ * broker (pub_watchdog_cb()), and TCP_USER_TIMEOUT ends for a dead peer.
+ * Returns 0, or -1 after pub_fail().
  */
 static int
 pub_writev(struct publisher *p, struct iovec *iov, int n)
@@ -1564,8 +1646,6 @@ pub_writev(struct publisher *p, struct iovec *iov, int n)
 				    strerror(errno));
 				return -1;
 			}
-			if (rc == 0)	/* a second without room */
-				pub_watch_window(p, fd);
 			continue;
 		}
 		while (n > 0 && (size_t)w >= iov->iov_len) {
@@ -1999,8 +2079,6 @@ pub_tick_cb(evutil_socket_t fd, short what, void *arg)
 	(void)fd;
 	(void)what;
 	/* Heartbeats are sent and checked only inside library calls. */
-	if (p->conn != NULL)
-		pub_watch_window(p, amqp_get_sockfd(p->conn));
 	if (p->conn != NULL && pub_drain(p) == 0) {
 		pub_check_healthy(p);
 		pub_check_confirms(p);
@@ -2133,6 +2211,7 @@ publisher_start(const struct publisher_params *pp, char *err, size_t errlen)
 {
 	struct publisher	*p;
 	struct timespec		 ts;
+	struct timeval		 watchdog_tv;
 	int			 rc;
 
 	p = xcalloc(1, sizeof(*p));
@@ -2149,6 +2228,7 @@ publisher_start(const struct publisher_params *pp, char *err, size_t errlen)
 	p->state = LINK_DISCONNECTED;
 	pub_init_order(p);
 	atomic_store(&p->sockfd, -1);
+	pthread_mutex_init(&p->link_lock, NULL);
 	clock_gettime(CLOCK_REALTIME, &ts);
 	backoff_init(&p->retry_backoff, p->cf->reconnect_min_ms,
 	    p->cf->reconnect_max_ms, (uint64_t)ts.tv_nsec * 7919 + 1);
@@ -2172,11 +2252,16 @@ publisher_start(const struct publisher_params *pp, char *err, size_t errlen)
 	p->ev_resume = evtimer_new(p->base, pub_resume_cb, p);
 	p->ev_notify = evtimer_new(p->base, pub_notify_cb, p);
 	p->ev_confirmed = event_new(pp->main_base, -1, 0, pub_confirmed_cb, p);
+	p->ev_watchdog = event_new(pp->main_base, -1, EV_PERSIST,
+	    pub_watchdog_cb, p);
 	if (!p->ev_wake || !p->ev_tick || !p->ev_retry || !p->ev_grace ||
-	    !p->ev_resume || !p->ev_notify || !p->ev_confirmed) {
+	    !p->ev_resume || !p->ev_notify || !p->ev_confirmed ||
+	    !p->ev_watchdog) {
 		snprintf(err, errlen, "cannot create publisher events");
 		goto fail;
 	}
+	watchdog_tv = pub_tv(PUB_WATCHDOG_MS);
+	event_add(p->ev_watchdog, &watchdog_tv);
 	rc = pthread_create(&p->thread, NULL, pub_thread, p);
 	if (rc != 0) {
 		snprintf(err, errlen, "pthread_create: %s", strerror(rc));
@@ -2185,6 +2270,8 @@ publisher_start(const struct publisher_params *pp, char *err, size_t errlen)
 	return p;
 
  fail:
+	if (p->ev_watchdog)
+		event_free(p->ev_watchdog);
 	if (p->ev_confirmed)
 		event_free(p->ev_confirmed);
 	if (p->ev_wake)
@@ -2205,6 +2292,7 @@ publisher_start(const struct publisher_params *pp, char *err, size_t errlen)
 	buf_free(&p->wbuf);
 	buf_free(&p->stage);
 	free(p->ring);
+	pthread_mutex_destroy(&p->link_lock);
 	free(p);
 	return NULL;
 }
@@ -2266,6 +2354,7 @@ publisher_stop(struct publisher *p, unsigned timeout_ms, int64_t *confirmed)
 {
 	int	fd;
 
+	event_del(p->ev_watchdog);	/* the stop judges the link now */
 	atomic_store(&p->stopping, 1);
 	publisher_wake(p);
 	if (pub_join(p, timeout_ms) != 0) {
@@ -2288,6 +2377,7 @@ publisher_stop(struct publisher *p, unsigned timeout_ms, int64_t *confirmed)
 		}
 	}
 	*confirmed = pub_deliver(p);
+	event_free(p->ev_watchdog);
 	event_free(p->ev_confirmed);
 	event_free(p->ev_wake);
 	event_free(p->ev_tick);
@@ -2305,6 +2395,7 @@ publisher_stop(struct publisher *p, unsigned timeout_ms, int64_t *confirmed)
 	free(p->ring);
 	free(p->parks);
 	pthread_mutex_destroy(&p->park_lock);
+	pthread_mutex_destroy(&p->link_lock);
 	free(p);
 	return 0;
 }

@@ -14,6 +14,11 @@ until the test tells it otherwise:
               connections keep forwarding
     drop      accept new connections and never answer them (a blackhole);
               existing connections keep forwarding
+    hold      forward the broker's bytes, and at most `allow` more bytes of
+              the clients' (hold(allow)), then stop reading them: a live
+              broker that stops reading with its buffers full (a resource
+              alarm).  With FaultProxy(rcvbuf=N) the held bytes the kernel
+              takes are few.
 
 and, at any time:
 
@@ -43,7 +48,7 @@ import struct
 import sys
 import threading
 
-MODES = ("pass", "freeze", "refuse", "drop")
+MODES = ("pass", "freeze", "refuse", "drop", "hold")
 BUF_MAX = 1 << 20           # bytes buffered per direction before reading stops
 RECV_SIZE = 65536
 
@@ -83,10 +88,11 @@ class _Pair:
 
 class FaultProxy:
     def __init__(self, target_port, target_host="127.0.0.1", listen_port=0,
-                 name="faultproxy"):
+                 name="faultproxy", rcvbuf=None):
         self.target = (target_host, target_port)
         self.name = name
         self.mode = "pass"
+        self.allow = 0              # client bytes still read in "hold"
         self.accepted = 0           # connections accepted since start
         self.refused = 0            # connections reset at accept (refuse)
         self.upstream_failures = 0  # connects to the target that failed
@@ -98,6 +104,9 @@ class FaultProxy:
         self._sel = selectors.DefaultSelector()
         self._lsock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
         self._lsock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        if rcvbuf is not None:      # accepted sockets inherit it
+            self._lsock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF,
+                                   rcvbuf)
         self._lsock.bind(("127.0.0.1", listen_port))
         self._lsock.listen(128)
         self._lsock.setblocking(False)
@@ -151,6 +160,10 @@ class FaultProxy:
     def drop(self):
         return self.set_mode("drop")
 
+    def hold(self, allow=0):
+        """Read at most allow more bytes from the clients, then none."""
+        return self._call(self._set_hold, allow)
+
     def reset(self):
         """RST every current connection; returns how many were reset."""
         return self._call(self._reset_all)
@@ -187,6 +200,10 @@ class FaultProxy:
         old, self.mode = self.mode, mode
         self._note("mode", "%s -> %s" % (old, mode))
         return old
+
+    def _set_hold(self, allow):
+        self.allow = allow
+        return self._set_mode("hold")
 
     def _reset_all(self):
         n = 0
@@ -261,7 +278,8 @@ class FaultProxy:
             return w            # nothing moves; sockets stay open
         ev_c = 0
         ev_u = 0
-        if not pr.client_eof and len(pr.to_up) < BUF_MAX:
+        if (not pr.client_eof and len(pr.to_up) < BUF_MAX
+                and (self.mode != "hold" or self.allow > 0)):
             ev_c |= selectors.EVENT_READ
         if pr.to_client and not pr.client_shut:
             ev_c |= selectors.EVENT_WRITE
@@ -300,8 +318,11 @@ class FaultProxy:
             return
         is_client = sock is pr.client
         if mask & selectors.EVENT_READ:
+            size = RECV_SIZE
+            if is_client and self.mode == "hold":
+                size = min(size, self.allow)
             try:
-                data = sock.recv(RECV_SIZE)
+                data = sock.recv(size) if size > 0 else None
             except (BlockingIOError, InterruptedError):
                 data = None
             except OSError:
@@ -317,6 +338,8 @@ class FaultProxy:
                     pr.up_eof = True
             elif data:
                 (pr.to_up if is_client else pr.to_client).extend(data)
+                if is_client and self.mode == "hold":
+                    self.allow -= len(data)
         if mask & selectors.EVENT_WRITE:
             buf = pr.to_client if is_client else pr.to_up
             if buf:

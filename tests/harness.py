@@ -1140,6 +1140,7 @@ class Relay:
         self.ini = os.path.join(self.dir, "pubrelay.ini")
         self.logpath = os.path.join(self.dir, "pubrelayd.log")
         self.proc = None
+        self.env = None     # pubrelayd's environment; None: the test's
         self.starts = 0
         sections = {
             "broker": {
@@ -1168,7 +1169,7 @@ class Relay:
         logf.flush()
         self.proc = spawn([self.bin, "-c", self.ini], cwd=self.dir,
                           stdin=subprocess.DEVNULL, stdout=logf,
-                          stderr=subprocess.STDOUT)
+                          stderr=subprocess.STDOUT, env=self.env)
         logf.close()
         with open(self.logpath, "ab") as logf:
             logf.write(b"==== harness: pid %d\n" % self.proc.pid)

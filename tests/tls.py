@@ -41,6 +41,7 @@ import traceback
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 import harness as H  # noqa: E402
+from faultproxy import FaultProxy  # noqa: E402
 from harness import log  # noqa: E402
 from scenarios import Failure, check, sanitizer_reports  # noqa: E402
 
@@ -145,10 +146,14 @@ class World:
                                             self.tls_port)
         return "amqps://%s@%s:%d" % (USER, host, self.tls_port)
 
-    def relay(self, name, broker_keys, uri):
+    def relay(self, name, broker_keys, uri, log_level=None, env=None):
         keys = {"connect_timeout": "5s"}
         keys.update(broker_keys)
-        r = H.Relay(self.broker, name, overrides={"broker": keys}, uri=uri)
+        over = {"broker": keys}
+        if log_level is not None:
+            over["log"] = {"level": log_level}
+        r = H.Relay(self.broker, name, overrides=over, uri=uri)
+        r.env = env
         self.relays.append(r)
         r.start()
         return r
@@ -179,6 +184,22 @@ class World:
                 time.sleep(0.1)
                 continue
             got.append(body.decode())
+        conn.close()
+        return got
+
+    def drain_queue(self, name, quiet=2.0):
+        """Every message in a queue, until it stays empty for quiet s."""
+        conn = self.broker.connect()
+        ch = conn.channel()
+        got = []
+        last = time.monotonic()
+        while time.monotonic() - last < quiet:
+            method, props, body = ch.basic_get(name, auto_ack=True)
+            if method is None:
+                time.sleep(0.1)
+                continue
+            got.append(body.decode())
+            last = time.monotonic()
         conn.close()
         return got
 
@@ -349,6 +370,210 @@ def no_client_cert(w, notes):
           "a message reached the queue without a client certificate")
 
 
+# Loopback's send buffer grows to 4 MiB (net.ipv4.tcp_wmem), as much as
+# pubrelayd keeps in flight, and the broker reads the first message of an
+# alarm: a TLS publish would seldom wait inside rabbitmq-c's write.  A
+# preloaded socket() caps SO_SNDBUF, as a smaller tcp_wmem or a slow path
+# would, so that it does.
+SNDBUF_SHIM = r"""
+#define _GNU_SOURCE
+#include <sys/socket.h>
+#include <dlfcn.h>
+#include <stdlib.h>
+
+int
+socket(int domain, int type, int protocol)
+{
+	static int	(*real)(int, int, int);
+	const char	*v = getenv("PUBRELAY_TEST_SNDBUF");
+	int		 fd, n;
+
+	if (real == NULL)
+		real = (int (*)(int, int, int))dlsym(RTLD_NEXT, "socket");
+	fd = real(domain, type, protocol);
+	if (fd != -1 && domain != AF_UNIX && (type & 0xf) == SOCK_STREAM &&
+	    v != NULL && (n = atoi(v)) > 0)
+		setsockopt(fd, SOL_SOCKET, SO_SNDBUF, &n, sizeof(n));
+	return fd;
+}
+"""
+
+
+def small_sndbuf_env(w, size=262144):
+    """An environment for pubrelayd whose TCP sockets get SO_SNDBUF size."""
+    so = os.path.join(w.certs.dir, "sndbuf.so")
+    if not os.path.exists(so):
+        src = os.path.join(w.certs.dir, "sndbuf.c")
+        with open(src, "w") as f:
+            f.write(SNDBUF_SHIM)
+        p = subprocess.run(["cc", "-shared", "-fPIC", "-o", so, src, "-ldl"],
+                           stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                           timeout=120)
+        if p.returncode != 0:
+            raise H.HarnessError("cannot build the SO_SNDBUF shim: %s"
+                                 % p.stdout.decode("utf-8", "replace"))
+    env = dict(os.environ)
+    env["LD_PRELOAD"] = so
+    env["PUBRELAY_TEST_SNDBUF"] = str(size)
+    # A sanitizer build wants its runtime first; the shim does not mind.
+    env["ASAN_OPTIONS"] = (env.get("ASAN_OPTIONS", "") +
+                           ":verify_asan_link_order=0").lstrip(":")
+    return env
+
+
+def big_bodies(first, n, pad=65536):
+    """n bodies of pad bytes, numbered from first (the number leads)."""
+    return [("%06d " % i).ljust(pad, "x") for i in range(first, first + n)]
+
+
+def pub_pipelined(relay, queue, bodies):
+    """All the PUBs in one write, then every reply: OK, or a Failure."""
+    reqs = [H.encode_pub(b, [("routing-key", queue)]) for b in bodies]
+    with H.RawClient(relay.sock, timeout=60) as c:
+        c.send(b"".join(reqs))
+        replies = [c.read_line() for _ in reqs]
+    bad = [(i, r) for i, r in enumerate(replies)
+           if r is None or not r.startswith("OK ")]
+    check(not bad, "replies other than OK: %r" % bad[:3])
+
+
+def check_first_deliveries(w, q, bodies):
+    """Every body reached q, first deliveries in order (a republished
+    suffix may show up twice)."""
+    got = w.drain_queue(q)
+    seen, first = set(), []
+    for b in got:
+        if b not in seen:
+            seen.add(b)
+            first.append(b)
+    check(first == bodies, "first deliveries: %d of %d, in order: %s"
+          % (len(first), len(bodies), first == bodies[:len(first)]))
+    return len(got) - len(first)
+
+
+def tls_broker_hung(w, notes):
+    """The broker's VM SIGSTOPped (its kernel still ACKs and answers the
+    window probes) with the TLS link up, then a backlog of 1 MB messages
+    (SO_SNDBUF capped): the publisher writes into the stopped broker and
+    waits inside rabbitmq-c's TLS write.  The link is given up within a few
+    heartbeats, and after SIGCONT everything arrives in order.  The same
+    over amqp://, where the relay waits in its own write loop."""
+    hb = 3
+    for scheme in ("amqps", "amqp"):
+        if scheme == "amqps":
+            keys, uri = w.tls_keys(), w.uri()
+        else:
+            keys, uri = {}, "amqp://%s:%s@localhost:%d" % (
+                USER, PASSWORD, w.broker.port)
+        keys["heartbeat"] = "%ds" % hb
+        r = w.relay("%s-hung" % scheme, keys, uri, log_level="debug",
+                    env=small_sndbuf_env(w))
+        q = "%s-broker-hung" % scheme
+        w.queue(q)
+        r.wait_stats(lambda s: s.get("state") == "connected", 30, "link up")
+        bodies = big_bodies(0, 30, pad=1000000)
+        pid = w.broker.os_pid()
+        os.kill(pid, signal.SIGSTOP)
+        try:
+            t0 = time.monotonic()
+            pub_pipelined(r, q, bodies)
+            st = r.wait_stats(lambda s: s.get("state") != "connected",
+                              20 * hb, "the %s link to a stopped broker to "
+                              "be given up" % scheme)
+            took = time.monotonic() - t0
+            notes.append("%s: given up %.1f s after SIGSTOP (heartbeat "
+                         "%d s): %s" % (scheme, took, hb,
+                                        st.get("last_error")))
+            check(took <= 6 * hb, "%s: given up after %.1f s, want <= %d s"
+                  % (scheme, took, 6 * hb))
+            check(st.get("last_error"), "no last_error: %s"
+                  % H.fmt_stats(st))
+        finally:
+            os.kill(pid, signal.SIGCONT)
+        st = r.wait_drained(120)
+        check(st.get("reconnects", 0) >= 1, "reconnects %r"
+              % st.get("reconnects"))
+        dups = check_first_deliveries(w, q, bodies)
+        notes.append("%d messages after SIGCONT, %d again"
+                     % (len(bodies), dups))
+        warned = [ln for ln in r.log_text().splitlines()
+                  if "warning: broker " in ln and "sent nothing" in ln]
+        check(len(warned) == 1, "%s: the silence is warned about %d times"
+              % (scheme, len(warned)))
+        stop(r)
+
+
+def tls_blocked_long(w, notes):
+    """A memory alarm of 6 heartbeats over TLS, twice: the broker stops
+    reading but goes on heartbeating, so the link stays (no reconnect) and
+    OKs keep coming.  First the relay reads connection.blocked and waits in
+    its loop (state blocked).  Then it is restarted during the alarm with
+    1 MB messages in the outbox, SO_SNDBUF capped, and a proxy that lets
+    only 1.5 MB more reach the broker (its buffers full): it writes 5 MB at
+    once and waits inside rabbitmq-c's TLS write, with connection.blocked
+    unread behind it (state connected).  When the alarm clears, everything
+    arrives in order."""
+    hb = 3
+    keys = w.tls_keys()
+    keys["heartbeat"] = "%ds" % hb
+    px = FaultProxy(w.tls_port, rcvbuf=65536).start()
+    q = "tls-blocked-long"
+    w.queue(q)
+    bodies = []
+
+    def hold(r, what, states):
+        t0 = time.monotonic()
+        n = 0
+        while time.monotonic() - t0 < 6 * hb:
+            more = big_bodies(len(bodies), 1, pad=100)
+            ok0 = time.monotonic()
+            pub_pipelined(r, q, more)
+            check(time.monotonic() - ok0 < 2, "%s: an OK took %.1f s"
+                  % (what, time.monotonic() - ok0))
+            bodies.extend(more)
+            st = r.stats()
+            check(st.get("state") in states and st.get("reconnects") == 0,
+                  "%s, %.0f s into the alarm: %s"
+                  % (what, time.monotonic() - t0, H.fmt_stats(st)))
+            n += 1
+            time.sleep(0.5)
+        notes.append("%s: %.0f s (heartbeat %d s), state %s, %d OKs"
+                     % (what, time.monotonic() - t0, hb, st.get("state"), n))
+
+    try:
+        r = w.relay("tls-blocked", keys, "amqps://%s:%s@localhost:%d"
+                    % (USER, PASSWORD, px.port), log_level="debug")
+        r.wait_stats(lambda s: s.get("state") == "connected", 30, "link up")
+        try:
+            w.broker.memory_alarm(True)
+            H.wait_until(lambda: w.broker.alarms(), 20, "the memory alarm")
+            more = big_bodies(0, 20, pad=1000000)
+            pub_pipelined(r, q, more)
+            bodies.extend(more)
+            r.wait_stats(lambda s: s.get("state") == "blocked", 30,
+                         "state blocked")
+            hold(r, "blocked", ("blocked",))
+            stop(r)
+            px.hold(1500000)
+            r.env = small_sndbuf_env(w)
+            r.start()
+            r.wait_stats(lambda s: s.get("in_flight", 0) > 0, 10,
+                         "messages in flight after the restart")
+            hold(r, "restarted, buffers full", ("connected", "blocked"))
+        finally:
+            w.broker.memory_alarm(False)
+            px.passthrough()
+        st = r.wait_drained(120)
+        check(st.get("reconnects") == 0, "reconnects %r after the alarm"
+              % st.get("reconnects"))
+        dups = check_first_deliveries(w, q, bodies)
+        notes.append("%d messages after the alarm, %d again"
+                     % (len(bodies), dups))
+        stop(r)
+    finally:
+        px.stop()
+
+
 def stop(relay):
     """SIGTERM: exit 0, and no sanitizer report in the log (for a build
     with --enable-sanitizers)."""
@@ -435,6 +660,8 @@ CHECKS = [
     ("closed_port", closed_port),
     ("no_verify_hostname", no_verify_hostname),
     ("no_client_cert", no_client_cert),
+    ("tls_broker_hung", tls_broker_hung),
+    ("tls_blocked_long", tls_blocked_long),
     ("secrets", secrets),
 ]
 
