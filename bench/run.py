@@ -418,23 +418,7 @@ def bench_latency(b):
     say("3. latency")
     rate = 2000
     n = scaled(40000, 5000)         # 20 s at 2000/s by default
-    q = b.queue("bench-lat")
-    r = b.relay("latency", True, sync="full", window=256)
-    b.quiesce()
-    r.start()
-    r.wait_stats(lambda s: s.get("state") == "connected", 30,
-                 "relay to connect")
-    cons = subprocess.Popen([tool("amqp_consume"), "127.0.0.1",
-                             str(b.broker.port), q, str(n), "10"],
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)
-    if cons.stdout.readline().decode().strip() != "ready":
-        raise harness.HarnessError("amqp_consume did not start: %s"
-                                   % cons.stderr.read().decode())
-    out = loadgen(r, 4, n // 4, 100, depth=256, rate=rate, key=q, stamp=1)
-    cout, _ = cons.communicate(timeout=120)
-    e2e = kv(cout.decode().strip().splitlines()[-1])
-    b.finish(r)
-    b.drop_queue(q)
+    out, e2e = latency_run(b, "latency", n, rate, k=4)
     label = "%d msg/s, 4 clients, 100 B, sync=full" % rate
     row("3", "OK latency p50 / p99 / p99.9, " + label,
         "%.2f / %.2f / %.2f" % (out["p50_us"] / 1000, out["p99_us"] / 1000,
@@ -445,11 +429,12 @@ def bench_latency(b):
         "ms (%d of %d received)" % (e2e["msgs"], n))
 
 
-def latency_run(b, name, n, rate, poison_rate=0):
-    """One client streams n stamped 100 B messages at rate msg/s to a fresh
-    relay; with poison_rate, another client sends that many mandatory
-    messages a second that no queue takes, until the stream is done.
-    Returns amqp_consume's send -> consumer figures of the stream."""
+def latency_run(b, name, n, rate, k=1, poison_rate=0):
+    """k clients stream n stamped 100 B messages at rate msg/s in all to a
+    fresh relay (sync = full, window 256); with poison_rate, another client
+    sends that many mandatory messages a second that no queue takes, until
+    the stream is done.  Returns loadgen's figures (the OKs) and
+    amqp_consume's (send -> consumer) of the stream."""
     q = b.queue("bench-%s" % name)
     r = b.relay(name, True, sync="full", window=256)
     b.quiesce()
@@ -474,7 +459,7 @@ def latency_run(b, name, n, rate, poison_rate=0):
     t = threading.Thread(target=poison, daemon=True)
     if poison_rate:
         t.start()
-    loadgen(r, 1, n, 100, depth=256, rate=rate, key=q, stamp=1)
+    out = loadgen(r, k, n // k, 100, depth=256, rate=rate, key=q, stamp=1)
     cout, _ = cons.communicate(timeout=120)
     stop.set()
     if poison_rate:
@@ -485,7 +470,7 @@ def latency_run(b, name, n, rate, poison_rate=0):
     e2e = kv(cout.decode().strip().splitlines()[-1])
     e2e["poison"] = sent[0]
     e2e["parked"] = st.get("parked", 0)
-    return e2e
+    return out, e2e
 
 
 def bench_poison(b):
@@ -493,8 +478,8 @@ def bench_poison(b):
     refused messages (issue #18): the refused ones must not hold it up."""
     say("3b. latency beside refused messages")
     rate, n = 1000, scaled(20000, 5000)     # 20 s at 1000/s by default
-    alone = latency_run(b, "stream-alone", n, rate)
-    mixed = latency_run(b, "stream-poison", n, rate, poison_rate=2)
+    _, alone = latency_run(b, "stream-alone", n, rate)
+    _, mixed = latency_run(b, "stream-poison", n, rate, poison_rate=2)
     label = "%d msg/s, 1 client, 100 B" % rate
     row("3b", "send -> consumer p50 / p99, " + label + ", alone",
         "%.2f / %.2f" % (alone["p50_us"] / 1000, alone["p99_us"] / 1000),

@@ -124,6 +124,7 @@ static int	outbox_step(sqlite3_stmt *);
 static int64_t	outbox_wal_target(struct outbox *);
 static int	outbox_begin_tx(struct outbox *);
 static int	outbox_fail(struct outbox *, int);
+static void	outbox_keep_error(struct outbox *);
 static int	outbox_write_reserved(struct outbox *, int64_t);
 static void	outbox_commit_done(struct outbox *, int);
 static int	outbox_write_counters(struct outbox *);
@@ -741,6 +742,30 @@ outbox_begin(struct outbox *ob)
 	return OUTBOX_OK;
 }
 
+/*
+ * A transaction the relay makes of its own accord, moving rows between its
+ * tables (a park, its own retry of a dead letter), need not be durable by
+ * itself, like a delete: lost to a power cut, the row is where it was
+ * before, and is refused and parked again.  So with sync = full it is not
+ * synced (the next commit of new rows syncs the log, it with it), and the
+ * main thread, which answers every client, waits for no flush of its own.
+ */
+static int
+outbox_begin_lazy(struct outbox *ob)
+{
+	if (!ob->sync_full)
+		return outbox_begin(ob);	/* which may reserve ids */
+	if (!ob->sync_lowered) {
+		if (outbox_exec(ob->db, "PRAGMA synchronous = NORMAL") !=
+		    SQLITE_OK) {
+			outbox_keep_error(ob);
+			return OUTBOX_EIO;
+		}
+		ob->sync_lowered = 1;
+	}
+	return outbox_begin_tx(ob);
+}
+
 void
 outbox_test_reserve_ids(struct outbox *ob, int64_t n)
 {
@@ -1017,7 +1042,7 @@ outbox_park(struct outbox *ob, int64_t id, unsigned attempts,
 
 	if (ob->in_tx)
 		abort();
-	if ((status = outbox_begin(ob)) != OUTBOX_OK)
+	if ((status = outbox_begin_lazy(ob)) != OUTBOX_OK)
 		return status;
 	*total = 0;
 	if ((rc = sqlite3_prepare_v2(ob->db, "SELECT size, props, "
@@ -1224,7 +1249,8 @@ outbox_dead_step(struct outbox *ob, int retry, int64_t now_ms,
 	b->more = b->full = 0;
 	if (ob->in_tx)
 		abort();
-	if ((status = outbox_begin(ob)) != OUTBOX_OK)
+	if ((status = b->keep_attempts ? outbox_begin_lazy(ob) :
+	    outbox_begin(ob)) != OUTBOX_OK)
 		return status;
 	if ((rc = outbox_dead_measure(ob, retry, b)) != SQLITE_OK) {
 		b->rows = b->bytes = 0;

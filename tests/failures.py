@@ -162,6 +162,13 @@ def dead_row_for(relay, message_id):
     return rows[0]
 
 
+def own_broker(tag, conf):
+    """A private node of the scenario's own, with conf lines appended to
+    its rabbitmq.conf (stopped at exit if the scenario does not)."""
+    return H.Broker(extra_conf=conf, name="pubrelaytest-%s-%d"
+                    % (tag, os.getpid())).start()
+
+
 def wait_parked_for_good(relay, mids, attempts, timeout=60):
     """Wait until each message-id in mids is a dead letter with `attempts`
     attempts: parked at its first refusal, retried by the relay on its own
@@ -955,11 +962,8 @@ def blocked_wal(ctx):
     message producers send, outside max_bytes.  48 MiB more accepted during
     the alarm: the log stays under 16 MiB (its working size is 4 MiB); then
     everything arrives in order."""
-    b = H.Broker(extra_conf=["tcp_listen_options.recbuf = 16384",
-                             "tcp_listen_options.sndbuf = 16384"],
-                 name="pubrelaytest-smallbuf-%d" % os.getpid())
-    H.on_exit(b.stop)
-    b.start()
+    b = own_broker("smallbuf", ["tcp_listen_options.recbuf = 16384",
+                                "tcp_listen_options.sndbuf = 16384"])
     relay = ctx.relay(overrides={"log": {"level": "debug"}}, broker=b)
     wal = relay.outbox + "-wal"
     with ctx.consumer(b) as c:
@@ -1067,10 +1071,7 @@ def frame_max_park(ctx):
     with the reason when it reaches the head of the window, and the
     messages around it are delivered in order without a reconnect.  Once
     the limit is known, such a message is refused at once with TOOBIG."""
-    b = H.Broker(extra_conf=["frame_max = 4096"],
-                 name="pubrelaytest-frame-%d" % os.getpid())
-    H.on_exit(b.stop)
-    b.start()
+    b = own_broker("frame", ["frame_max = 4096"])
     with ctx.consumer(b) as c:
         q = c.declare(H.unique_queue("frame-max"))
     big = [("routing-key", q), ("message-id", "too-big-1")] + [

@@ -1181,6 +1181,7 @@ test_syncs(void)
 	struct outbox	*ob;
 	char		 err[512];
 	int64_t		 id;
+	uint64_t	 n64;
 	int		 n;
 
 	vfs_install();
@@ -1202,6 +1203,19 @@ test_syncs(void)
 		n = nsyncs;
 		insert_one(ob, "", "three", 3);
 		ok(nsyncs > n, "and the one after (%d syncs)", nsyncs - n);
+		id = insert_one(ob, "", "four", 4);
+		n = nsyncs;
+		is_int(outbox_park(ob, id, 1, "NO_ROUTE", 5, &total), OUTBOX_OK,
+		    "park a row");
+		is_int(nsyncs - n, 0, "the park is not synced by itself");
+		n = nsyncs;
+		is_int(outbox_dead_requeue(ob, id, 6, UINT64_MAX, &n64),
+		    OUTBOX_OK, "the relay retries it");
+		is_int(nsyncs - n, 0, "nor is that");
+		n = nsyncs;
+		insert_one(ob, "", "five", 5);
+		ok(nsyncs > n, "the next commit of a new row is (%d syncs)",
+		    nsyncs - n);
 		outbox_close(ob);
 	}
 	ok(outbox_open(&ob, path_in("nosync.db"), 0, err, sizeof(err)) == 0,
