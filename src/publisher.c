@@ -2358,10 +2358,16 @@ publisher_stop(struct publisher *p, unsigned timeout_ms, int64_t *confirmed)
 	atomic_store(&p->stopping, 1);
 	publisher_wake(p);
 	if (pub_join(p, timeout_ms) != 0) {
-		/* Stuck in a blocking library call: make its socket fail. */
+		/*
+		 * Stuck in a blocking library call: make its socket fail.
+		 * Under the lock, as the watchdog: never a descriptor that
+		 * was closed and given to another file meanwhile.
+		 */
+		pthread_mutex_lock(&p->link_lock);
 		fd = atomic_load(&p->sockfd);
 		if (fd != -1)
 			shutdown(fd, SHUT_RDWR);
+		pthread_mutex_unlock(&p->link_lock);
 		if (pub_join(p, 1000) != 0) {
 			log_warnx("publisher thread did not stop; exiting "
 			    "without it (unconfirmed messages stay in the "
