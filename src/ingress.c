@@ -99,6 +99,7 @@ struct ingress {
 	struct ingress_retry	*retries;	/* ingress_retry_cb() */
 	size_t			 nretries, capretries;
 	struct event		*ev_retry;
+	unsigned		 retry_logged;	/* a retry that failed, said */
 	time_t			 park_log_minute;	/* parked for good: */
 	unsigned		 park_log_n, park_log_quiet;	/* lines, not */
 	int			 dead_full;	/* a park found the table full */
@@ -551,13 +552,18 @@ ingress_retry_cb(evutil_socket_t fd, short what, void *arg)
 		status = outbox_dead_requeue(ing->ob, r->id, now,
 		    ingress_room(ing), &n);
 		if (status != OUTBOX_OK) {
-			/* Full, or a failing disk: later, as for a delete. */
-			log_msg(ing->delete_logged ? LOG_DEBUG : LOG_WARNING,
+			/* Full, or a failing disk: later; said once. */
+			log_msg(ing->retry_logged++ ? LOG_DEBUG : LOG_WARNING,
 			    "outbox: cannot retry dead letter %" PRId64
-			    ": %s", r->id, outbox_errmsg(ing->ob));
+			    " yet: %s", r->id, status == OUTBOX_EFULL ?
+			    "no room under max_bytes" : outbox_errmsg(ing->ob));
 			r->due_ms = now + INGRESS_DELETE_RETRY_MS;
 			i++;
 			continue;
+		}
+		if (ing->retry_logged) {
+			log_notice("outbox: dead letters are retried again");
+			ing->retry_logged = 0;
 		}
 		moved += n;	/* 0: purged or replayed by hand meanwhile */
 		*r = ing->retries[--ing->nretries];
