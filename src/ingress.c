@@ -19,7 +19,6 @@
 #include "log.h"
 #include "outbox.h"
 #include "protocol.h"
-#include "publisher.h"
 #include "session.h"
 #include "stats.h"
 #include "users.h"
@@ -73,7 +72,7 @@ struct ingress {
 	struct outbox		*ob;
 	const struct config	*cf;
 	struct relay_stats	*st;
-	struct publisher	*pub;
+	struct ingress_link	 link;		/* the broker side, as main wired it */
 	struct users		*users;		/* per-uid connections and bytes */
 	struct event		*ev_commit;
 	struct event		*ev_delete;
@@ -111,6 +110,15 @@ struct ingress {
 };
 
 static void ingress_commit_cb(evutil_socket_t, short, void *);
+
+/* New rows for the broker side. */
+static void
+ingress_wake_link(struct ingress *ing)
+{
+	if (ing->link.wake != NULL)
+		ing->link.wake(ing->link.arg);
+}
+
 static void ingress_delete_cb(evutil_socket_t, short, void *);
 static void ingress_retry_cb(evutil_socket_t, short, void *);
 static uint64_t ingress_room(struct ingress *);
@@ -156,9 +164,12 @@ ingress_users(struct ingress *ing)
 }
 
 void
-ingress_set_publisher(struct ingress *ing, struct publisher *pub)
+ingress_set_link(struct ingress *ing, const struct ingress_link *link)
 {
-	ing->pub = pub;
+	if (link != NULL)
+		ing->link = *link;
+	else
+		memset(&ing->link, 0, sizeof(ing->link));
 }
 
 void
@@ -272,7 +283,8 @@ ingress_insert(struct ingress *ing, struct user *u,
 		return -1;
 	}
 	/* Never publishable to this broker: not FULL, it would never fit. */
-	if (ing->pub != NULL && !publisher_fits(ing->pub, pub, err, errlen)) {
+	if (ing->link.fits != NULL &&
+	    !ing->link.fits(ing->link.arg, pub, err, errlen)) {
 		*code = PROTO_E_TOOBIG;
 		return -1;
 	}
@@ -572,8 +584,7 @@ ingress_retry_cb(evutil_socket_t fd, short what, void *arg)
 	if (moved > 0) {
 		log_debug("%" PRIu64 " dead letter%s retried", moved,
 		    moved == 1 ? "" : "s");
-		if (ing->pub != NULL)
-			publisher_wake(ing->pub);
+		ingress_wake_link(ing);
 	}
 	if (done == INGRESS_REQUEUE_MAX)
 		evtimer_add(ing->ev_retry, &soon);
@@ -834,8 +845,8 @@ ingress_commit(struct ingress *ing)
 	}
 	free(list);
 
-	if (ok && ing->pub != NULL)
-		publisher_wake(ing->pub);
+	if (ok)
+		ingress_wake_link(ing);
 	if (ing->nparks > 0 && !ing->in_tx)
 		ingress_run_parks(ing);
 	if (ing->delete_due && !ing->in_tx)
@@ -1068,8 +1079,8 @@ ingress_dead_moved(struct ingress *ing, int retry, uint64_t n)
 {
 	if (n == 0)
 		return;
-	if (retry && ing->pub != NULL)
-		publisher_wake(ing->pub);
+	if (retry)
+		ingress_wake_link(ing);
 	if (ing->nparks > 0)
 		ingress_run_parks(ing);		/* room for them, perhaps */
 }

@@ -17,7 +17,6 @@ struct event_base;
 struct outbox;
 struct proto_pub;
 struct proto_req;
-struct publisher;
 struct relay_stats;
 struct session;
 struct ingress;
@@ -29,7 +28,18 @@ struct ingress *ingress_new(struct event_base *base, struct outbox *ob,
 struct event_base *ingress_base(struct ingress *ing);
 /* Who holds what, per uid (the listener counts connections in it). */
 struct users *ingress_users(struct ingress *ing);
-void	ingress_set_publisher(struct ingress *ing, struct publisher *pub);
+/*
+ * What ingress needs of the broker side, wired by main (ingress knows no
+ * AMQP): wake it when rows were committed, and ask whether a message fits
+ * the broker's frames (NULL: all do).  NULL unwires it (shutdown).
+ */
+struct ingress_link {
+	void	(*wake)(void *arg);
+	int	(*fits)(void *arg, const struct proto_pub *m, char *err,
+		    size_t errlen);
+	void	*arg;
+};
+void	ingress_set_link(struct ingress *ing, const struct ingress_link *link);
 void	ingress_free(struct ingress *ing);
 
 /*

@@ -94,6 +94,19 @@ daemon_confirmed_cb(int64_t upto, void *arg)
 	ingress_confirmed(d->ing, upto);
 }
 
+/* Ingress to publisher: main wires the two sides; neither knows the other. */
+static void
+daemon_wake_cb(void *arg)
+{
+	publisher_wake(arg);
+}
+
+static int
+daemon_fits_cb(void *arg, const struct proto_pub *m, char *err, size_t errlen)
+{
+	return publisher_fits(arg, m, err, errlen);
+}
+
 /* A notification to systemd; a failure is logged once, not per ping. */
 static void
 daemon_notify(struct daemon *d, const char *what)
@@ -286,6 +299,7 @@ main(int argc, char *argv[])
 {
 	struct daemon			 d;
 	struct publisher_params		 pp;
+	struct ingress_link		 link;
 	char				 err[512], path[256];
 	char				 msg[sizeof(d.status) + 32];
 	int64_t				 confirmed = 0;
@@ -428,7 +442,10 @@ main(int argc, char *argv[])
 		rc = EX_SOFTWARE;
 		goto fail;
 	}
-	ingress_set_publisher(d.ing, d.pub);
+	link.wake = daemon_wake_cb;
+	link.fits = daemon_fits_cb;
+	link.arg = d.pub;
+	ingress_set_link(d.ing, &link);
 
 	d.ev_term = evsignal_new(d.base, SIGTERM, daemon_signal_cb, &d);
 	d.ev_int = evsignal_new(d.base, SIGINT, daemon_signal_cb, &d);
@@ -473,7 +490,7 @@ main(int argc, char *argv[])
 		d.pub = NULL;
 	/* Fewer duplicates after a restart. */
 	ingress_delete_now(d.ing, confirmed);
-	ingress_set_publisher(d.ing, NULL);
+	ingress_set_link(d.ing, NULL);
 	event_free(d.ev_term);
 	event_free(d.ev_int);
 	event_free(d.ev_hup);
