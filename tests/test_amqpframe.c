@@ -237,7 +237,7 @@ test_header_size(void)
 	amqp_bytes_t		 body = { 3, "abc" };
 	struct buf		 b;
 	struct frame		 f[4];
-	char			 key[64][8], value[100];
+	char			 key[64][16], value[100];
 	size_t			 size;
 	int			 i;
 
