@@ -439,37 +439,73 @@ ingress_retry_delay(const struct config *cf, unsigned n)
 	return d < cf->reconnect_max_ms ? d : cf->reconnect_max_ms;
 }
 
+/*
+ * The schedule is a binary min-heap on due_ms: a burst of refusals adds
+ * thousands of entries, and each park and each pass must cost O(log n),
+ * not a scan of them all.
+ */
 static void
-ingress_retry_arm(struct ingress *ing)
+ingress_retry_swap(struct ingress *ing, size_t a, size_t b)
 {
-	struct timeval	 tv;
-	int64_t		 next = INT64_MAX, wait;
-	size_t		 i;
+	struct ingress_retry	t = ing->retries[a];
 
-	for (i = 0; i < ing->nretries; i++)
-		if (ing->retries[i].due_ms < next)
-			next = ing->retries[i].due_ms;
-	if (ing->nretries == 0)
-		return;
-	wait = next - ingress_now_ms();
-	if (wait < 0)
-		wait = 0;
-	tv.tv_sec = (time_t)(wait / 1000);
-	tv.tv_usec = (suseconds_t)(wait % 1000) * 1000;
-	evtimer_add(ing->ev_retry, &tv);
+	ing->retries[a] = ing->retries[b];
+	ing->retries[b] = t;
 }
 
 static void
 ingress_retry_add(struct ingress *ing, int64_t id, int64_t due_ms)
 {
+	size_t	i;
+
 	if (ing->nretries == ing->capretries) {
 		ing->capretries = ing->capretries ? ing->capretries * 2 : 16;
 		ing->retries = xrealloc(ing->retries,
 		    ing->capretries * sizeof(*ing->retries));
 	}
-	ing->retries[ing->nretries].id = id;
-	ing->retries[ing->nretries].due_ms = due_ms;
-	ing->nretries++;
+	i = ing->nretries++;
+	ing->retries[i].id = id;
+	ing->retries[i].due_ms = due_ms;
+	for (; i > 0 && ing->retries[(i - 1) / 2].due_ms >
+	    ing->retries[i].due_ms; i = (i - 1) / 2)
+		ingress_retry_swap(ing, i, (i - 1) / 2);
+}
+
+/* Take the earliest entry off the schedule. */
+static void
+ingress_retry_pop(struct ingress *ing)
+{
+	size_t	i = 0, c;
+
+	ing->retries[0] = ing->retries[--ing->nretries];
+	for (;;) {
+		c = 2 * i + 1;
+		if (c >= ing->nretries)
+			break;
+		if (c + 1 < ing->nretries &&
+		    ing->retries[c + 1].due_ms < ing->retries[c].due_ms)
+			c++;
+		if (ing->retries[i].due_ms <= ing->retries[c].due_ms)
+			break;
+		ingress_retry_swap(ing, i, c);
+		i = c;
+	}
+}
+
+static void
+ingress_retry_arm(struct ingress *ing)
+{
+	struct timeval	 tv;
+	int64_t		 wait;
+
+	if (ing->nretries == 0)
+		return;
+	wait = ing->retries[0].due_ms - ingress_now_ms();
+	if (wait < 0)
+		wait = 0;
+	tv.tv_sec = (time_t)(wait / 1000);
+	tv.tv_usec = (suseconds_t)(wait % 1000) * 1000;
+	evtimer_add(ing->ev_retry, &tv);
 }
 
 /*
@@ -542,11 +578,12 @@ ingress_retry_cb(evutil_socket_t fd, short what, void *arg)
 {
 	struct ingress	*ing = arg;
 	struct timeval	 soon = { 0, 10 * 1000 };
+	struct timeval	 later = { INGRESS_DELETE_RETRY_MS / 1000,
+			    (INGRESS_DELETE_RETRY_MS % 1000) * 1000 };
 	int64_t		 now = ingress_now_ms();
 	uint64_t	 n, moved = 0;
-	size_t		 i = 0;
 	unsigned	 done = 0;
-	int		 status;
+	int		 status, stuck = 0;
 
 	(void)fd;
 	(void)what;
@@ -554,39 +591,40 @@ ingress_retry_cb(evutil_socket_t fd, short what, void *arg)
 		evtimer_add(ing->ev_retry, &soon);
 		return;
 	}
-	while (i < ing->nretries && done < INGRESS_REQUEUE_MAX) {
-		struct ingress_retry *r = &ing->retries[i];
+	while (ing->nretries > 0 && done < INGRESS_REQUEUE_MAX &&
+	    ing->retries[0].due_ms <= now) {
+		struct ingress_retry *r = &ing->retries[0];
 
-		if (r->due_ms > now) {
-			i++;
-			continue;
-		}
+		done++;
 		status = outbox_dead_requeue(ing->ob, r->id, now,
 		    ingress_room(ing), &n);
 		if (status != OUTBOX_OK) {
-			/* Full, or a failing disk: later; said once. */
+			/*
+			 * Full, or a failing disk: the others would fail the
+			 * same way.  In a second, said once.
+			 */
 			log_msg(ing->retry_logged++ ? LOG_DEBUG : LOG_WARNING,
 			    "outbox: cannot retry dead letter %" PRId64
 			    " yet: %s", r->id, status == OUTBOX_EFULL ?
 			    "no room under max_bytes" : outbox_errmsg(ing->ob));
-			r->due_ms = now + INGRESS_DELETE_RETRY_MS;
-			i++;
-			continue;
+			stuck = 1;
+			break;
 		}
 		if (ing->retry_logged) {
 			log_notice("outbox: dead letters are retried again");
 			ing->retry_logged = 0;
 		}
 		moved += n;	/* 0: purged or replayed by hand meanwhile */
-		*r = ing->retries[--ing->nretries];
-		done++;
+		ingress_retry_pop(ing);
 	}
 	if (moved > 0) {
 		log_debug("%" PRIu64 " dead letter%s retried", moved,
 		    moved == 1 ? "" : "s");
 		ingress_wake_link(ing);
 	}
-	if (done == INGRESS_REQUEUE_MAX)
+	if (stuck)
+		evtimer_add(ing->ev_retry, &later);
+	else if (done == INGRESS_REQUEUE_MAX)
 		evtimer_add(ing->ev_retry, &soon);
 	else
 		ingress_retry_arm(ing);
@@ -628,11 +666,6 @@ ingress_run_parks(struct ingress *ing)
 			ing->dead_full_at = outbox_dead_bytes(ing->ob);
 			break;
 		}
-		if (ing->dead_full) {
-			log_notice("dead-letter table has room again: parking "
-			    "resumes");
-			ing->dead_full = 0;
-		}
 		if (status != OUTBOX_OK) {
 			/* Retried every 100 ms and at each commit: log once. */
 			log_msg(ing->park_logged ? LOG_DEBUG : LOG_WARNING,
@@ -640,6 +673,11 @@ ingress_run_parks(struct ingress *ing)
 			    "will try again", pk->id, outbox_errmsg(ing->ob));
 			ing->park_logged = 1;
 			break;
+		}
+		if (ing->dead_full) {
+			log_notice("dead-letter table has room again: parking "
+			    "resumes");
+			ing->dead_full = 0;
 		}
 		if (ing->park_logged) {
 			log_notice("outbox: parked id %" PRId64 " after failed "
@@ -727,7 +765,7 @@ static void
 ingress_delete(struct ingress *ing)
 {
 	uint64_t before;
-	int64_t	upto;
+	int64_t	upto, kept = INT64_MAX;	/* the lowest row deleted around */
 	size_t	i;
 	int	status, around = 0;
 
@@ -745,9 +783,11 @@ ingress_delete(struct ingress *ing)
 		if (ing->parks[i].id > upto)
 			continue;
 		/* Waiting for room may last: delete around those rows. */
-		if (ing->dead_full)
+		if (ing->dead_full) {
 			around = 1;
-		else
+			if (ing->parks[i].id < kept)
+				kept = ing->parks[i].id;
+		} else
 			upto = ing->parks[i].id - 1;
 		evtimer_add(ing->ev_delete, &tv);	/* try again */
 	}
@@ -781,7 +821,8 @@ ingress_delete(struct ingress *ing)
 		outbox_checkpoint(ing->ob);
 	ing->deleted_upto = upto;
 	ing->deleted += before - outbox_rows(ing->ob);
-	users_deleted(ing->users, upto);
+	/* A row deleted around is still its user's. */
+	users_deleted(ing->users, around && kept <= upto ? kept - 1 : upto);
 	if (ing->full_logged && (ing->cf->max_bytes == 0 ||
 	    outbox_bytes(ing->ob) < ing->cf->max_bytes)) {
 		log_notice("outbox has room again");

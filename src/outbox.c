@@ -1260,6 +1260,16 @@ outbox_dead_step(struct outbox *ob, int retry, int64_t now_ms,
 		outbox_rollback(ob);
 		return OUTBOX_OK;
 	}
+	/* As outbox_insert(): never past the reserved ids (sync = normal). */
+	if (retry && !ob->sync_full && ob->next_id - 1 + (int64_t)b->rows >
+	    (ob->reserving > ob->reserved ? ob->reserving : ob->reserved)) {
+		snprintf(ob->err, sizeof(ob->err), "more rows in one "
+		    "transaction than message ids reserved (%" PRId64 ")",
+		    ob->reserve_ids);
+		b->rows = b->bytes = 0;
+		outbox_rollback(ob);
+		return OUTBOX_EIO;
+	}
 	if (retry) {
 		/*
 		 * New rows at the tail, with new ids in dead id order.  The
@@ -1319,7 +1329,8 @@ outbox_delete_around(struct outbox *ob, int64_t after, int64_t upto,
 
 	if (ob->in_tx)
 		abort();
-	if ((status = outbox_begin(ob)) != OUTBOX_OK)
+	/* Not synced by itself, as outbox_delete_upto(). */
+	if ((status = outbox_begin_lazy(ob)) != OUTBOX_OK)
 		return status;
 	rc = sqlite3_prepare_v2(ob->db, "SELECT count(*), "
 	    "coalesce(sum(size), 0) FROM outbox WHERE id > ?1 AND id < ?2",

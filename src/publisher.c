@@ -149,7 +149,7 @@ struct publisher {
 
 	/* Shared with the main thread. */
 	atomic_int		 stopping;
-	atomic_int		 sockfd;	/* to shutdown() a stuck call */
+	atomic_int		 sockfd;	/* a dup of the socket: shutdown() */
 	/*
 	 * The link as the watchdog sees it.  The fd is cleared under the lock
 	 * before it is closed, so the watchdog never touches a reused one.
@@ -464,8 +464,11 @@ pub_teardown(struct publisher *p)
 		p->ev_read = NULL;
 	}
 	if (p->conn != NULL) {
+		int	wfd;
+
 		pthread_mutex_lock(&p->link_lock);
-		atomic_store(&p->sockfd, -1);
+		if ((wfd = atomic_exchange(&p->sockfd, -1)) != -1)
+			close(wfd);
 		p->watched = 0;
 		p->window_held = 0;
 		p->cut_silent_ms = 0;
@@ -888,7 +891,16 @@ pub_connect(struct publisher *p)
 		amqp_tcp_socket_set_sockfd(sock, fd);
 	}
 	fd = amqp_get_sockfd(p->conn);
-	atomic_store(&p->sockfd, fd);
+	/*
+	 * The main thread's copy (watchdog, stop): rabbitmq-c closes its own
+	 * descriptor by itself on some failures (a heartbeat or RPC timeout),
+	 * and the number could be another file's before pub_teardown() runs.
+	 * A duplicate stays this socket until pub_teardown() closes it, and
+	 * shutdown() through it ends the library's waits as well.
+	 */
+	pthread_mutex_lock(&p->link_lock);
+	atomic_store(&p->sockfd, fcntl(fd, F_DUPFD_CLOEXEC, 0));
+	pthread_mutex_unlock(&p->link_lock);
 	pub_tune_socket(fd, p->cf);
 	amqp_set_handshake_timeout(p->conn, &tv);
 	amqp_set_rpc_timeout(p->conn, &tv);
@@ -1161,6 +1173,14 @@ pub_advance(struct publisher *p)
 		p->first_tag++;
 		n++;
 	}
+	/*
+	 * Nothing left in flight: rows after the last confirmed one up to
+	 * sent_id were parked and skipped, and no later confirm will come to
+	 * pass over them.
+	 */
+	if (!p->broken && p->first_tag == p->next_tag &&
+	    p->sent_id > p->confirmed_id)
+		p->confirmed_id = p->sent_id;
 	if (p->confirmed_id != before) {
 		atomic_fetch_add(&p->st->confirmed, n);
 		atomic_store(&p->st->in_flight, p->next_tag - p->first_tag);

@@ -143,12 +143,20 @@ test_skipped(void)
 	struct publisher	*p = mkpub(8);
 
 	p->confirmed_id = p->sent_id = 20;
+	pub_park(p, 21, 1, "test");
 	pub_skipped(p, 21);
 	is_int(p->confirmed_id, 21, "nothing in flight: confirmed moves on");
 	send_one(p, 22, "a");
+	pub_park(p, 23, 1, "test");
 	pub_skipped(p, 23);
 	is_int(p->sent_id, 23, "in flight: publishing goes on after it");
 	is_int(p->confirmed_id, 21, "and the prefix waits for 22's confirm");
+	p->ring[p->first_tag % p->cap].state = SLOT_ACKED;
+	p->unresolved--;
+	pub_advance(p);
+	is_int(p->confirmed_id, 23, "22 confirmed: the prefix passes the "
+	    "parked 23 too, with nothing after it");
+	is_int(p->nskip, 0, "nothing left to skip");
 	freepub(p);
 }
 
