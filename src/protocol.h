@@ -3,46 +3,19 @@
  * no allocation in the parser, so unit tests and fuzzers reach it directly and
  * the client shares the encoder with the daemon.
  *
- * Wire format (text-framed, length-prefixed bodies; lines end in "\n", a "\r"
- * before it is ignored; verbs and property names are case-insensitive; empty
- * lines between requests are ignored):
+ * pubrelay-protocol(7) describes the protocol in full, for client authors;
+ * keep it in step with this parser.  In short (one reply per request, in
+ * request order; any request may get "ERR <CODE> <text>" instead):
  *
- *   PUB <body-length>\n
- *   <name>: <value>\n          zero or more property lines
- *   \n                         end of the property block
- *   <body-length bytes>\n      the body (binary-safe), then "\n" or "\r\n"
- *
- *   PING\n     -> PONG\n
- *   STATS\n    -> STATS <n>\n then n bytes of "name value\n" lines
- *   RESET\n    -> OK\n  (clears the refusal latch, see SKIPPED)
- *   DEAD LIST [<max>] [AFTER <id>]\n
- *                         -> DEAD <n>\n then n bytes, one line per dead
- *                            letter with an id above <id> (default 0), in
- *                            id order, TAB-separated: id, parked (Unix ms),
- *                            attempts, bytes, exchange, routing key,
- *                            message-id, reason (tabs/newlines in a field
- *                            become spaces; an empty field is "-").  A page:
- *                            at most <max> lines (default 1000) and at most
- *                            what the daemon sends at once (at least one
- *                            line); ask again AFTER the last id until a page
- *                            is empty.
- *   DEAD RETRY <id>|ALL\n   -> OK <count>\n  (back to the outbox tail)
- *   DEAD PURGE <id>|ALL\n   -> OK <count>\n
- *   (an id that is not parked: ERR NOTFOUND)
- *
- * Property names: exchange, routing-key, mandatory (yes/no, true/false,
- * on/off, 1/0), content-type, content-encoding, header ("NAME=VALUE", may
- * repeat), delivery-mode (1 or 2), priority (0-255), correlation-id,
- * reply-to, expiration (decimal milliseconds), message-id, timestamp
- * (decimal Unix seconds), type, app-id.
- * The value is the rest of the line after ':' and any spaces or tabs.
- * Exchange and routing key default to "" (the default exchange).  Short
- * strings (everything but header values) are at most 255 bytes.  A property
- * other than header may appear once.
- *
- * Replies, one per request, in request order:
- *   OK <message-id>\n           PUB was committed to the outbox (durable)
- *   ERR <CODE> <text>\n         with CODE one of PROTO_E_* below
+ *   PUB <length>\n                     -> OK <message-id>\n
+ *   <name>: <value>\n ...              (property names: prop_defs[])
+ *   \n
+ *   <length bytes>\n
+ *   PING\n                             -> PONG\n
+ *   STATS\n                            -> STATS <n>\n + n bytes
+ *   RESET\n                            -> OK\n
+ *   DEAD LIST [<max>] [AFTER <id>]\n   -> DEAD <n>\n + n bytes
+ *   DEAD RETRY|PURGE <id>|ALL\n        -> OK <count>\n
  */
 #ifndef PUBRELAY_PROTOCOL_H
 #define PUBRELAY_PROTOCOL_H
