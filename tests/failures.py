@@ -10,7 +10,12 @@ Same conventions as integration.py: one private RabbitMQ node for the run
 (a second, independent one only when `failover` runs), a fresh pubrelayd per
 scenario in its own temp dir, one TAP line per scenario, a scenario fails
 (never skips) when something it needs cannot be set up.  Some scenarios need
-root (they mount a tmpfs).  See tests/README.md ("Failure suite").
+root: the disk scenarios and the read-only case mount small tmpfs file
+systems (`mount -t tmpfs -o size=2m`, unmounted at the end of the
+scenario); where mounting is impossible they fail, naming the reason.
+After each scenario both nodes are put back in service (VM running, app
+started, memory watermark back at 0.4).  About 4 minutes on 2 cores.
+`--list -v` says what each scenario proves.
 """
 
 import os
@@ -351,7 +356,14 @@ def nack_run(ctx, window):
 @scenario
 def nack_window1(ctx):
     """window = 1: strict order even with nacks; no duplicates either (a
-    nacked message was not enqueued, and nothing is published behind it)."""
+    nacked message was not enqueued, and nothing is published behind it).
+
+    A durable queue with `x-max-length = 100`, `x-overflow = reject-publish`
+    and a consumer acking one message every 2 ms, so the broker nacks for real;
+    `[publish] window = 1`, 2 producers of 1,000 lines. Proves: `nacked > 0`
+    (else the test proved nothing), `reconnects == 0` (a nack is handled on the
+    same connection), every message arrives, each producer's deliveries
+    strictly in order and without duplicates."""
     per, st = nack_run(ctx, 1)
     for p in range(2):
         check(p in per, "no message of producer %d arrived" % p)
@@ -362,7 +374,10 @@ def nack_window1(ctx):
 def nack_window64(ctx):
     """window = 64: every message arrives; first deliveries may be reordered
     by a nack inside the window (the documented exception), so only
-    completeness is asserted and the reordering is reported."""
+    completeness is asserted and the reordering is reported.
+
+    Also: no reconnect; duplicates, like reordered first deliveries, are only
+    reported."""
     per, st = nack_run(ctx, 64)
     for p in range(2):
         check(p in per, "no message of producer %d arrived" % p)
@@ -390,7 +405,18 @@ def return_park(ctx):
     the others arrive in order; no reconnect.  `pubrelay dead list` shows them;
     after binding a queue `pubrelay dead retry ID` replays one (it arrives
     with the same message-id, at the tail); `pubrelay dead purge --all`
-    deletes the other."""
+    deletes the other.
+
+    `mandatory = yes`, `on_unroutable` at its default (park), `max_attempts =
+    3`; two unroutable messages (amq.direct, no binding) among 15 routable
+    ones, pipelined. Proves: both parked at their first return and retried by
+    the relay until each has `attempts == 3`, a reason with `NO_ROUTE`, its
+    exchange and routing key (`DEAD LIST` on the socket), shown by `pubrelay
+    dead list`, logged once as parked; `returned >= 6`; no reconnect; the 15
+    others arrive in order. After binding the routing key, `pubrelay dead retry
+    ID` replays one: it arrives once with the same message-id; a retry of an
+    unknown id exits non-zero; `pubrelay dead purge --all` empties the table
+    (`dead_messages == 0`, empty list)."""
     MAX = 3
     relay = ctx.relay(overrides={"publish": {"mandatory": "yes",
                                              "max_attempts": str(MAX)}})
@@ -471,7 +497,13 @@ def return_park(ctx):
 def return_retry(ctx):
     """on_unroutable = retry, window = 1: an unroutable message is retried
     with backoff and holds the ones behind it (nothing is parked); once a
-    binding makes it routable, everything arrives in order."""
+    binding makes it routable, everything arrives in order.
+
+    `on_unroutable = retry`, `max_attempts = 2`, `window = 1`: the 6th of 15
+    messages is unroutable: it is returned again and again (>= 4 times) without
+    being parked, the 9 behind it wait (`backlog == 10`, only 5 in the queue);
+    after a binding everything arrives in order, exactly once, with the
+    message-ids of the OK replies."""
     relay = ctx.relay(overrides={"publish": {
         "mandatory": "yes", "on_unroutable": "retry", "max_attempts": "2",
         "window": "1"}})
@@ -516,7 +548,18 @@ def return_same_id(ctx):
     key and body size, A's header matching the binding and B's not (the
     return cannot tell them apart: the relay republishes one at a time, so
     every A arrives, first deliveries in order, and exactly the 20 B are
-    parked, as a binding added for them and `DEAD RETRY ALL` show)."""
+    parked, as a binding added for them and `DEAD RETRY ALL` show).
+
+    `mandatory = yes`, `window = 64`, `max_attempts = 1` (a wrong match parks
+    the wrong message at once); 20 pairs, each A routed to a durable queue and
+    B, with A's message-id, unroutable. With different routing keys: exactly
+    the 20 B are parked (their routing key), the A arrive once each, in order.
+    Through a headers exchange (same exchange, routing key, message-id and body
+    size; only A's header matches the binding), where the return cannot tell
+    the two apart: 20 parked, no reconnect, every A arrives (first deliveries
+    in order, duplicates allowed), and after a binding for B's header `pubrelay
+    dead retry --all` delivers exactly the 20 B, once each, in order. The old
+    match by message-id alone parked the A and lost the B."""
     relay = ctx.relay(overrides={"publish": {"mandatory": "yes",
                                              "window": "64",
                                              "max_attempts": "1"}})
@@ -687,7 +730,11 @@ def rejected_404_park(ctx):
     """on_rejected = park: a message to a missing exchange (channel closed
     with 404) is parked with NOT_FOUND after max_attempts; the others go on
     in order; at most one reconnect.  Declaring the exchange and `pubrelay
-    dead retry --all` delivers it."""
+    dead retry --all` delivers it.
+
+    In numbers: the message sits between 20 others, is parked at once and kept
+    with `attempts == 3` (logged once as parked), `reconnects <= 1`; `dead
+    retry --all` delivers it with its message-id."""
     relay = ctx.relay(overrides={"publish": {"on_rejected": "park",
                                              "max_attempts": "3"}})
     with ctx.consumer() as c:
@@ -710,7 +757,10 @@ def rejected_404_park(ctx):
 def rejected_404_retry(ctx):
     """on_rejected = retry: the message to the missing exchange is retried
     with backoff (nothing parked, no reconnect storm) and holds the ones
-    behind it; once the exchange exists everything arrives in order."""
+    behind it; once the exchange exists everything arrives in order.
+
+    In numbers: it holds the 9 behind it, `backlog == 10` after 4 s of retries
+    beyond `max_attempts`, `reconnects <= 1`; then all 20 arrive in order."""
     # debug: every attempt is logged ("refused (attempt N)"), not the first
     relay = ctx.relay(overrides={"publish": {"on_rejected": "retry",
                                              "max_attempts": "2"},
@@ -803,7 +853,12 @@ def blocked(ctx):
     outbox grows), no reconnect; when the alarm clears it drains, in order,
     exactly once.  Then again, and SIGTERM while blocked: exit 0 within a few
     seconds, the backlog is there after the restart (blocked again), and it
-    drains once the alarm clears."""
+    drains once the alarm clears.
+
+    In numbers: the alarm is `set_vm_memory_high_watermark absolute 1`, 2,000
+    OKs come in under 10 s, the watermark goes back to 0.4; SIGTERM while
+    blocked exits 0 in under 5 s and the backlog after the restart is the
+    same."""
     b = ctx.broker
     relay = ctx.relay()
     with ctx.consumer() as c:
@@ -1144,7 +1199,14 @@ def stall_freeze(ctx):
     (last_error names the heartbeat or the confirm timeout), reconnects
     once the proxy passes again, and everything arrives (duplicates only of
     the unconfirmed suffix).  Then a freeze of an idle link: the heartbeat
-    alone detects it."""
+    alone detects it.
+
+    Through `faultproxy.py`, `heartbeat = 2`, `confirm_timeout = 5s`: the proxy
+    freezes during a stream (2 paced producers, 20,000 lines each): the relay
+    leaves `connected` within 10 s with `last_error` naming the heartbeat or
+    the confirm timeout; after the proxy passes again it reconnects and every
+    message arrives, duplicates only of the unconfirmed suffix. Then a freeze
+    of the idle link: detected by the heartbeat within 10 s."""
     px = ctx.proxy()
     relay = ctx.relay(uri=ctx.broker.uri(port=px.port),
                       overrides=STALL_OVERRIDES)
@@ -1202,7 +1264,10 @@ def stall_confirm_timeout(ctx):
 def stall_reset(ctx):
     """The proxy resets every connection (RST both ways) mid-stream, then
     refuses new connections for 3 s (each attempt is reset), then passes:
-    the relay reconnects and everything arrives in order."""
+    the relay reconnects and everything arrives in order.
+
+    While the proxy refuses, the attempts are seen and reset and `state` is not
+    `connected`."""
     px = ctx.proxy()
     relay = ctx.relay(uri=ctx.broker.uri(port=px.port),
                       overrides=STALL_OVERRIDES)
@@ -1249,7 +1314,10 @@ def failover(ctx):
        first uri, so the relay goes back to the first.
     Per producer, the deliveries of the node it started on, followed by
     those of the node it ended on, are in order with duplicates only of a
-    republished suffix."""
+    republished suffix.
+
+    In B: STATS `broker` unchanged, no reconnect, and a whole producer lands on
+    the second."""
     b1, b2 = ctx.broker, ctx.broker2()
     relay = ctx.relay(uri=[b1.uri(), b2.uri()],
                       overrides={"broker": {"connect_timeout": "2s"}})
@@ -1408,7 +1476,15 @@ def disk_full_drain(ctx):
     broker comes back: the relay must drain the outbox and accept again by
     itself (deleting confirmed rows on a full disk is the catch), and a
     client resending from the first refused line gets everything in, in
-    order, exactly once."""
+    order, exactly once.
+
+    The outbox on a 24 MB tmpfs with `min_free = 16M`, the broker down, 1 KB
+    lines until the client exits 75 naming FULL (its count of accepted lines
+    equals the ids `--print-id` printed); `backlog` equals that count, a raw
+    PUB gets `ERR FULL`, the connection still answers PING. The broker comes
+    back: the outbox must drain (deleting confirmed rows on a full disk) and
+    the relay accept again by itself; a client resending from the first refused
+    line gets all 12,000 in, in order, exactly once."""
     b = ctx.broker
     fs = ctx.tmpfs("24m")
     with ctx.consumer() as c:
@@ -1527,7 +1603,13 @@ def park_disk_full(ctx):
     outbox's disk is full: parking it fails and is tried again (every
     100 ms and at each commit), logged once as a warning, not each time;
     the message is neither lost nor deleted as confirmed.  Once the disk
-    has room it is parked (a notice says so) and the rest arrived."""
+    has room it is parked (a notice says so) and the rest arrived.
+
+    A message the broker returns (`mandatory = yes`, `max_attempts = 1`) while
+    the outbox's 8 MB tmpfs is full: the park fails and is retried, one warning
+    for ten attempts (the rest at debug), nothing parked, lost or deleted; once
+    the disk has room it is parked (a notice says so), with its NO_ROUTE
+    reason, and the other ten arrive."""
     b = ctx.broker
     fs = ctx.tmpfs("8m")
     with ctx.consumer() as c:
@@ -1612,7 +1694,16 @@ def outbox_unreadable(ctx):
     are published; the failure is logged once as a warning naming the
     file, then at debug level, though it is tried again at every commit,
     tick and ack; nothing is published past it.  Once the page reads again
-    a notice says so and every message arrives in order, exactly once."""
+    a notice says so and every message arrives in order, exactly once.
+
+    The leaf page holding row 100 of 300 is damaged on disk (its page type
+    byte) after a clean stop; new commits still work (they touch the last leaf
+    only). The rows before the page, read in the fetch that fails, are
+    published (the old publisher kept them encoded and unsent); the read fails
+    at every commit: one warning naming the outbox for ten or more failures
+    (the rest at debug), nothing published past it; once the byte is back a
+    notice says reading works again and all 311 messages arrive in order,
+    exactly once, without a reconnect."""
     b = ctx.broker
     with ctx.consumer() as c:
         q = c.declare(H.unique_queue("unreadable"))
@@ -1737,7 +1828,15 @@ def startup_errors(ctx):
     by a running pubrelayd (which goes on working); an outbox on a read-only
     file system (fine again once writable); an outbox with a newer schema
     (user_version 99); an outbox in a directory that does not exist (not
-    created)."""
+    created).
+
+    Exit 73, the outbox named in the error, the file's bytes unchanged and no
+    socket created, for: 16 KB of garbage; another application's SQLite
+    database; an outbox written by pubrelayd whose `user_version` was set to
+    99; a path in a missing directory (not created); an outbox locked by a
+    running pubrelayd (which goes on accepting); an outbox on a tmpfs remounted
+    read-only (and once it is writable again the relay starts and finds its
+    backlog)."""
     d = H.mkdtemp("pubrelay-startup-")
     sock = os.path.join(d, "pubrelay.sock")
 
@@ -1818,7 +1917,13 @@ def shutdown_outage(ctx):
     after the restart the backlog is there and drains in order, exactly
     once.  Then SIGTERM in the middle of a stream whose link is frozen
     (the proxy forwards nothing; heartbeat and confirm timeout far away):
-    the same."""
+    the same.
+
+    SIGTERM with the broker's app stopped: exit 0 in under 5 s, the 2,000
+    messages are the backlog after the restart and arrive in order, exactly
+    once. Then SIGTERM in the middle of a stream whose link the proxy froze
+    (heartbeat and confirm timeout far away, so the relay still thinks it is
+    connected): exit 0 in under 5 s, and after a restart everything arrives."""
     b = ctx.broker
     with ctx.consumer() as c:
         q = c.declare(H.unique_queue("shutdown"))
@@ -1886,7 +1991,9 @@ def shutdown_stuck_connect(ctx):
     the SYNs; connect_timeout 30 s): pubrelayd exits 0 after its 2 + 1 s
     grace without the thread, saying so, without a crash from the thread
     it leaves behind; after a restart on the real broker the backlog is
-    there and drains in order."""
+    there and drains in order.
+
+    The exit comes within 8 s of the SIGTERM."""
     import socket
     b = ctx.broker
     with ctx.consumer() as c:
@@ -1926,7 +2033,15 @@ def shutdown_stuck_connect(ctx):
 def socket_in_place(ctx):
     """A socket file left by a crash (nobody listens: connect refused) is
     replaced; one a daemon answers on is left alone: the second daemon
-    exits 71 naming the path, the first still answers on it."""
+    exits 71 naming the path, the first still answers on it.
+
+    A socket file nobody listens on (connect refused) is replaced; on one a
+    daemon answers, a second daemon exits 71 naming the path and the first
+    still answers on the same file; a daemon run as `nobody`, who may write the
+    directory but not connect to root's 0600 socket (`EACCES`), must not take
+    the path either (needs root); as `nobody` with `[socket] group = root` it
+    exits 71 naming the chown, the group and the error, and leaves no socket
+    file."""
     import socket
     d = H.mkdtemp("pubrelay-sockfile-")
     sock = os.path.join(d, "pubrelay.sock")

@@ -6,7 +6,13 @@ Prints TAP.  Run by `make check` (automake's TAP driver) or by hand:
     PUBRELAYD=./pubrelayd PUBRELAY=./pubrelay /usr/bin/python3 \
         tests/integration.py [SCENARIO ...]
 
-See tests/README.md for the scenarios and the environment variables.
+`--list [-v]` prints the scenarios and what each proves (their
+docstrings); tests/README.md has the environment variables.
+
+Needs rabbitmq-server (Debian's 3.10; one node for the run, booted in about
+7-10 s) and python3-pika.  The whole suite takes about 50 s on 2 cores
+(boot included), 65 s with two suites running side by side; the aim is
+under 6 minutes.  Orders are checked per producer with harness.check_order.
 """
 
 import os
@@ -221,6 +227,17 @@ STATS_KEYS = ("state", "outbox_messages", "backlog", "outbox_bytes", "in_flight"
 
 @scenario
 def stream_100k(ctx):
+    """4 concurrent `pubrelay publish --lines --print-id` clients, 25,000 lines
+    each, to a durable queue through the default exchange, plus messages over a
+    raw connection with every property set (content-type and -encoding, three
+    headers, delivery-mode, priority, correlation-id, reply-to, a long
+    expiration, message-id, timestamp, type, app-id, mandatory), binary bodies
+    with NULs and newlines, an empty body, and one through `amq.direct`.
+    Proves: everything arrives exactly once, each client's messages in order,
+    bodies and properties intact (headers as strings, capitalised property
+    names accepted), the default is persistent, every message carries a
+    message-id, the generated ones distinct and equal to the id in the client's
+    OK reply; no nacks or returns; SIGTERM exits 0."""
     P, N = 4, 25000
     relay = ctx.relay()
     with ctx.consumer() as c:
@@ -359,7 +376,14 @@ def wait_link_down(ctx, relay):
 
 @scenario
 def broker_restart(ctx):
-    """stop_app, then start_app, in the middle of a stream."""
+    """stop_app, then start_app, in the middle of a stream.
+
+    2 paced producers of 20,000 lines; after 5,000 confirms the broker's app is
+    stopped (`rabbitmqctl stop_app`), the relay must notice (`state` leaves
+    `connected`), then it is started again. Proves: producers are not disturbed
+    by the outage, everything arrives, in order with duplicates only of the
+    unconfirmed suffix, a republished message keeps its message-id, and
+    `reconnects >= 1`."""
     def fault(relay):
         ctx.broker.stop_app()
         wait_link_down(ctx, relay)
@@ -370,7 +394,11 @@ def broker_restart(ctx):
 @scenario
 def broker_kill(ctx):
     """SIGKILL of the broker's Erlang VM, then a fresh node on the same data,
-    in the middle of a stream."""
+    in the middle of a stream.
+
+    As `broker_restart`, but with `kill -9` of the broker's Erlang VM and a new
+    node on the same data dir and ports (confirmed persistent messages must
+    survive the crash; the relay republishes the rest)."""
     def fault(relay):
         ctx.broker.kill()
         wait_link_down(ctx, relay)
@@ -397,6 +425,11 @@ def broker_close_connections(ctx):
 
 @scenario
 def relay_kill(ctx):
+    """A raw pipelined client streams 60,000 PUBs; after 10,000 OKs `pubrelayd`
+    is SIGKILLed; it is restarted on the same outbox and the client resends
+    everything it has no OK for. Proves: every OK'd message arrives (OK means
+    durable), in order, duplicates only of a suffix, and its message-id is the
+    one in its OK reply."""
     relay_kill_run(ctx, ctx.relay())
 
 
@@ -452,6 +485,10 @@ def relay_kill_run(ctx, relay):
 
 @scenario
 def broker_down_from_start(ctx):
+    """The broker's app is stopped before the relay starts; 5,000 lines are
+    accepted quickly (under 15 s) while STATS shows `outbox_messages == 5000`,
+    `confirmed == 0` and a state other than `connected`; after `start_app` the
+    outbox drains and all 5,000 arrive in order, exactly once."""
     N = 5000
     b = ctx.broker
     with ctx.consumer() as c:
@@ -496,7 +533,10 @@ def down_logged_once(ctx):
     every ~100 ms, and each uri's failure is logged once at warning level
     (then at debug, "(again)"), not once per attempt, naming the cause
     (Connection refused); when one comes up the relay connects and says
-    after how many attempts."""
+    after how many attempts.
+
+    With `reconnect_min = 50ms`: after ten attempts that failed again, exactly
+    one warning per `uri` is in the log; the cause is also in `last_error`."""
     b = ctx.broker
     p1, p2 = H.free_port(), H.free_port()
     relay = ctx.relay(uri=[b.uri(port=p1), b.uri(port=p2)], overrides={
@@ -546,7 +586,10 @@ def accept_flood(ctx):
     pubrelay exits 0, and no connection was refused for max_clients
     (clients_refused 0).
     Accepting until EAGAIN filled max_clients with sessions whose peers had
-    already gone, and refused everyone else."""
+    already gone, and refused everyone else.
+
+    The old client exited 75 ("daemon busy") on such a refused connect; the old
+    listener was the one that accepted until EAGAIN."""
     import subprocess
     relay = ctx.relay(overrides={"socket": {"max_clients": "256"}})
     rk = [("routing-key", "nowhere")]
@@ -596,7 +639,13 @@ def out_of_fds(ctx):
     lowered to leave it two free descriptors): accept pauses and tries again every
     second, logged once as a warning however long it lasts (the rest at
     debug); a client connected before goes on; once descriptors are free
-    it accepts again and says so."""
+    it accepts again and says so.
+
+    The running daemon's `RLIMIT_NOFILE` lowered to what it uses + 2
+    (`prlimit`, needs root), six clients connect: accept pauses and retries
+    each second, one warning for four pauses (the rest at debug), a client
+    connected before still answers; with descriptors back it logs that it
+    accepts again and a new client gets PONG."""
     import resource
     check(os.geteuid() == 0, "out_of_fds needs root to set another "
           "process's RLIMIT_NOFILE")
@@ -643,6 +692,13 @@ def out_of_fds(ctx):
 
 @scenario
 def outbox_full(ctx):
+    """`max_bytes = 20K` with the broker down: `pubrelay publish --lines` exits
+    75 naming FULL and how many (a prefix) were accepted; STATS backlog equals
+    that count; a raw PUB gets `ERR FULL` and the connection still answers
+    PING; a message larger than the whole outbox gets `ERR TOOBIG` (not FULL:
+    retrying cannot help; `pubrelay` exits 65). Once the broker is back, a
+    client that resends from the first refused line gets all 5,000 in, in
+    order, exactly once (the relay recovers by itself)."""
     import re
     b = ctx.broker
     with ctx.consumer() as c:
@@ -959,6 +1015,10 @@ def dead_bounded(ctx):
 
 @scenario
 def broker_hung(ctx):
+    """The URI points at a socket that accepts and never speaks AMQP (login
+    hangs for `connect_timeout = 30s`): 2,000 OKs still come at once, state is
+    `connecting`, SIGTERM exits 0 in under 10 s, and the backlog is there after
+    a restart."""
     import socket
     import threading
     hung = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
@@ -1089,6 +1149,20 @@ def run_against_fake(cl, args, reply, more=None):
 
 @scenario
 def client_exit_codes(ctx):
+    """The `pubrelay` contract against the real daemon: ping via `-s` and
+    `$PUBRELAY_SOCKET`, `--print-id`, stdin bodies (66 for a closed stdin, an
+    empty body for an empty one), 65 for TOOBIG (and a repeated `--header`
+    named; a 300 MB body or line is refused at 128 MiB, read no further (under
+    200 MB written to its stdin), never sent), 64 for usage errors (an empty
+    `-s` too), 75 for an unreachable daemon (no such path, or a socket nobody
+    listens on), 72 for a `-s` that is not a socket (a regular file, a
+    directory, a path through a file), 74 for every command (`-h` and `-V` too)
+    whose standard output is `/dev/full`, the stats table; and, against a fake
+    daemon, 76 for malformed replies (`OK` without a message-id or with one
+    over 255 bytes, a NUL in a reply line to publish, ping, stats and dead
+    retry), and control characters (C1 in UTF-8 too) and bytes that are not
+    UTF-8 shown as `?` in `--print-id` ids (from the real daemon too), the
+    stats table and the dead letter table."""
     import socket
     import subprocess
     relay = ctx.relay(overrides={"socket": {"max_message_size": "1K"}})
@@ -1339,7 +1413,15 @@ def client_exit_codes(ctx):
 def client_bodies(ctx):
     """One-shot publishes whose request, body or reply outgrow the client's
     first buffers (on its stack; heap after): every byte arrives, in order,
-    with the properties given, and a long reply is read whole."""
+    with the properties given, and a long reply is read whole.
+
+    One-shot publishes whose request, body or reply outgrow the client's first
+    buffers (kept on its stack, moved to the heap as they grow): stdin bodies
+    of 1 byte to 300,000 around the 1 KiB first read and the 64 KiB chunks,
+    argument bodies that take the request across 2 KiB, 40 headers, all
+    consumed byte for byte in order with their ids and headers; and, from a
+    fake daemon, a 3,000-byte `ERR` reply to publish and to ping read whole
+    (65, 76)."""
     relay = ctx.relay()
     cl = H.binary("PUBRELAY")
     with ctx.consumer() as c:
@@ -1607,6 +1689,21 @@ def bad_protocol(ctx):
 
 @scenario
 def bad_input(ctx):
+    """`pubrelayd -t` on a config with an unknown key, a bad number, a bad
+    `sync` value and an unknown section exits 78 and prints `FILE:LINE:` with
+    `[section] key` for each; on a good config prints `configuration OK` and
+    exits 0 (creating no socket); on a missing file fails naming the file (with
+    and without `-t`); the long options (`--check --config`, `--version`), an
+    extra argument and an unknown option exit 64 naming it, `-V` and `-h` into
+    `/dev/full` exit 74. Over the socket: an unknown verb gets `ERR UNKNOWN`
+    and the connection works on; a PUB with an unknown property gets `ERR
+    BADREQ` naming it, later PUBs `ERR SKIPPED` until `RESET` (`OK`); a body
+    over `max_message_size = 1K` gets `ERR TOOBIG`, connection kept, its body
+    skipped exactly (a pipelined PUB, PING, RESET, PUB, unknown verb, PUB, PING
+    after it get SKIPPED, PONG, OK, OK, UNKNOWN, OK, PONG, in order); `PUB abc`
+    gets `ERR PROTO` and the connection is closed. Another connection is
+    unaffected throughout, and exactly the accepted messages reach the queue,
+    in order per connection."""
     bad_configs(ctx)
     bad_protocol(ctx)
 
@@ -1779,6 +1876,10 @@ class FakeStatsDaemon(FakeDaemon):
 
 @scenario
 def stats_formats(ctx):
+    """`pubrelay stats` as a table, `--raw` (the STATS body), `--json` (every
+    key, typed) and `--prometheus` (checked line by line against the text
+    exposition format, values converted to base units); two format flags are a
+    usage error; no daemon gives `pubrelay_up 0`."""
     import json
     import subprocess
     from fractions import Fraction
@@ -2028,6 +2129,12 @@ def reachable_client(relay):
 
 @scenario
 def allow_lists(ctx):
+    """With `allow_users = root` a client run as `nobody` gets `ERR DENIED`
+    (exit 77, logged once per uid with its pid) while root publishes;
+    `allow_groups` admits by primary and supplementary group; 300 refused uids
+    (and one again) give 256 log lines, the last saying that further uids are
+    not logged, and `clients_refused` 301. Needs root (to run a client as
+    another user); fails otherwise."""
     import subprocess
     # Running a client as another user takes root: CI and the README's
     # test command run as root; elsewhere this fails rather than pass
@@ -2144,6 +2251,12 @@ def allow_lists(ctx):
 
 @scenario
 def limits(ctx):
+    """`max_headers`, `max_line`, `idle_timeout` (a half-sent request is
+    closed, an idle connection kept, one idle after empty lines too),
+    `max_clients` (`ERR LIMIT`) and `max_buffer` (a client that never reads its
+    replies is paused, not buffered without bound); five client turnovers at
+    `max_clients` log one warning, not five, and STATS `clients_refused` counts
+    every refusal."""
     import socket as S
     relay = ctx.relay(overrides={"socket": {
         "max_headers": "2", "max_line": "512", "idle_timeout": "1s",
@@ -2356,7 +2469,16 @@ def connect_as(path, uid, timeout=10):
 @scenario
 def user_limits(ctx):
     """[socket] max_clients_per_user and [outbox] max_bytes_per_user, with
-    clients of two uids: one at its limits, the other unaffected."""
+    clients of two uids: one at its limits, the other unaffected.
+
+    Clients of two uids (connected by a child run as each): with
+    `max_clients_per_user = 2` the third client of uid A gets `ERR LIMIT`
+    naming its uid and the key (5 refusals, one log line, `clients_refused` 5)
+    while uid B connects and publishes, and A gets in again once one of its
+    clients left; with `max_bytes_per_user = 2K` and the broker stopped, A gets
+    `ERR FULL` naming its uid and the key, on each of its connections (one log
+    line), while B gets OK; after the drain A gets OK again, and every OK'd
+    message is delivered once. Needs root; fails otherwise."""
     check(os.geteuid() == 0, "user_limits needs root to connect as other "
           "uids")
     A, B = 30500, 30501
@@ -2480,7 +2602,16 @@ def uri_order(ctx):
     namespace, needs root) the logged order is a permutation of the uris,
     the same on a restart under the same name, the connection is made with
     its first uri, a message goes through, and the eight hosts do not all
-    pick the same first node."""
+    pick the same first node.
+
+    Four `uri` keys name the same node as four users, so the connection's user
+    (`rabbitmqctl list_connections`) shows which was taken. `ordered` (the
+    default): the first uri, and the order logged as written. `shuffle`, eight
+    relays each under its own host name (a UTS namespace, needs root): the
+    logged order is a permutation, the connection is made with its first uri, a
+    message goes through, the same order and first uri after a restart (read
+    from the restart's own log line), every relay exits 0, and the eight do not
+    all start with the same uri."""
     b = ctx.broker
     users = ["order%d" % i for i in range(4)]
     for u in users:

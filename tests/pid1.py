@@ -27,31 +27,10 @@ shipped plus the broker's uri: the outbox and the socket go where the unit
 makes room for them ($STATE_DIRECTORY, $RUNTIME_DIRECTORY), whatever prefix
 the build was configured with (make check's default is /usr/local).
 
-- boot: the socket unit listens at its path, group pubrelay, mode 0660; the
-  service is not started yet;
-- activation: a client of the group pubrelay starts the service through the
-  socket; its messages arrive in order; the main process runs as pubrelay;
-  a client outside the group is refused by the socket's mode;
-- sandbox: the running daemon has no capabilities, no_new_privs, a seccomp
-  filter; the outbox directory is 0700 and the outbox 0600, both pubrelay's;
-  the status line says it is connected; the journal has its start-up lines;
-- reload: `systemctl reload` keeps the process and logs the reload;
-- stop_reactivate: `systemctl stop` ends it cleanly (status 0, Result
-  success) and leaves the socket listening; the next client starts it again;
-- backlog_restart: with the broker's AMQP app stopped, accepted messages
-  survive `systemctl restart` in the state directory and arrive in order
-  once the broker is back;
-- watchdog: a main loop stopped with SIGSTOP is killed by the watchdog
-  (WatchdogSec=30s) and restarted (Restart=on-failure); nothing accepted is
-  lost;
-- socket_group: with pubrelayd.socket masked and `[socket] group` set, the
-  shipped filter denies chown() and the service fails, saying so; the
-  drop-in the units' comment gives (SystemCallFilter=@chown) makes it work;
-- default_outbox_left: a file at the build's compiled-in outbox path (made
-  for the check, or, in a build that compiles in the unit's path, the
-  outbox used so far) while [outbox] path names another: every start
-  warns, naming both paths, unless another process holds its lock as a
-  daemon does.
+Each check's docstring says what it proves: `pid1.py --list -v`.  They
+run in order, about 80 s in all (the watchdog check about 30 s of it):
+later checks expect the state the earlier ones leave, but start the service
+when it is not running, so a subset works.
 
 A drop-in next to the units sets LimitCORE=0 (the watchdog check aborts the
 daemon).
@@ -528,12 +507,15 @@ def check_fn(fn):
             if notes:
                 log("%s: %s" % (fn.__name__, "; ".join(notes)))
     scenario.__name__ = fn.__name__
+    scenario.__doc__ = fn.__doc__
     CHECKS(scenario)
     return fn
 
 
 @check_fn
 def boot(w, notes):
+    """The socket unit listens at its path, group pubrelay, mode 0660; the
+    service is not started yet."""
     check_eq(w.show("pubrelayd.socket", "SubState"), "listening",
              "pubrelayd.socket")
     check_eq(w.show("pubrelayd.service", "ActiveState"), "inactive",
@@ -545,6 +527,9 @@ def boot(w, notes):
 
 @check_fn
 def activation(w, notes):
+    """A client of the group pubrelay starts the service through the
+    socket; its messages arrive in order; the main process runs as
+    pubrelay; a client outside the group is refused by the socket's mode."""
     sent = bodies("act", 20)
     w.publish_ok(sent)
     w.wait_active()     # READY=1 may reach systemd after the first OK
@@ -562,6 +547,10 @@ def activation(w, notes):
 
 @check_fn
 def sandbox(w, notes):
+    """The running daemon has no capabilities, no_new_privs, a seccomp
+    filter; the outbox directory is 0700 and the outbox 0600, both
+    pubrelay's; the status line says it is connected; the journal has its
+    start-up lines."""
     st = w.proc_status(w.main_pid())
     check_eq(st.get("CapEff", "").strip(), "0" * 16, "CapEff")
     check_eq(st.get("NoNewPrivs", "").strip(), "1", "NoNewPrivs")
@@ -581,6 +570,7 @@ def sandbox(w, notes):
 
 @check_fn
 def reload(w, notes):
+    """`systemctl reload` keeps the process and logs the reload."""
     pid = w.main_pid()
     rc, out = w.systemctl("reload", "pubrelayd.service")
     check(rc == 0, "systemctl reload: %d %s" % (rc, out))
@@ -594,6 +584,8 @@ def reload(w, notes):
 
 @check_fn
 def stop_reactivate(w, notes):
+    """`systemctl stop` ends it cleanly (status 0, Result success) and
+    leaves the socket listening; the next client starts it again."""
     pid = w.main_pid()
     t0 = time.monotonic()
     rc, out = w.systemctl("stop", "pubrelayd.service")
@@ -616,6 +608,9 @@ def stop_reactivate(w, notes):
 
 @check_fn
 def backlog_restart(w, notes):
+    """With the broker's AMQP app stopped, accepted messages survive
+    `systemctl restart` in the state directory and arrive in order once the
+    broker is back."""
     w.broker.stop_app()
     try:
         sent = bodies("backlog", 10)
@@ -635,6 +630,10 @@ def backlog_restart(w, notes):
 
 @check_fn
 def watchdog(w, notes):
+    """A main loop stopped with SIGSTOP is killed by the watchdog
+    (WatchdogSec=30s, "Watchdog timeout" in the journal) and restarted
+    (Restart=on-failure, a new main pid; about 30 s); nothing accepted is
+    lost."""
     pid = w.main_pid()
     # Confirmed rows still in the outbox would be published again after the
     # kill (at least once): that is not what this check is about.
@@ -659,6 +658,10 @@ def watchdog(w, notes):
 
 @check_fn
 def socket_group(w, notes):
+    """With pubrelayd.socket masked and `[socket] group` set, the shipped
+    filter denies chown() and the service fails (status 71/OSERR), saying
+    so; the drop-in the units' comment gives (SystemCallFilter=@chown)
+    makes it work."""
     for args in (("stop", "pubrelayd.socket", "pubrelayd.service"),):
         rc, out = w.systemctl(*args)
         check(rc == 0, "systemctl %s: %s" % (" ".join(args), out))
@@ -725,6 +728,12 @@ def socket_group(w, notes):
 
 @check_fn
 def default_outbox_left(w, notes):
+    """A file at the build's compiled-in outbox path while [outbox] path
+    names another: every start warns, naming both paths, unless another
+    process holds its lock as a daemon does.
+
+    The file is made for the check or, in a build that compiles in the
+    unit's path, is the outbox used so far."""
     default = w.compiled_outbox()
     check("/" + default.strip("/").split("/")[0] in w.tops,
           "%s: not under an overlaid directory %s" % (default, w.tops))

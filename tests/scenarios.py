@@ -1,5 +1,5 @@
-"""scenarios.py: the TAP driver shared by integration.py, failures.py and
-cluster.py.
+"""scenarios.py: the TAP driver shared by integration.py, failures.py,
+cluster.py and pid1.py, and the `--list` of every scenario suite.
 
 A suite registers its scenarios with a Registry and hands run() what differs
 between suites: how to set up the broker(s) for the run, how to make a
@@ -11,11 +11,18 @@ scenario, the relays' logs and stats on failure, killing what the scenario
 left running, and the sanitizer reports in the relays' logs (a scenario
 whose relay logged one fails even if its checks passed).
 
+`--list` (listing() below; systemd.py, tls.py and soak.py, which have
+their own loops, call it too) prints each scenario's name and the first
+paragraph of its docstring, `--list -v` all of it, and starts nothing.  The
+docstring is the one description of a scenario (what it does, what it
+proves): a scenario without one makes `--list` fail.
+
 A scenario's context must have `relays` (the harness.Relay objects it
 started).  A scenario fails (never skips) when something it needs cannot
 be set up.
 """
 
+import inspect
 import signal
 import sys
 import time
@@ -73,6 +80,46 @@ class Registry:
         return [n for n, _ in self.items]
 
 
+def listing(prog, items, argv):
+    """Handle `--list [-v]` (and -h) for a suite's [(name, fn)] items.
+
+    Returns None when argv asks for neither (the suite runs), else the exit
+    code: 0 when listed, 2 when a scenario has no docstring."""
+    args = argv[1:]
+    if any(a in ("-h", "--help") for a in args):
+        print("usage: %s [SCENARIO ...]\n       %s --list [-v]\n"
+              "scenarios: %s" % (prog, prog, " ".join(n for n, _ in items)))
+        return 0
+    if "--list" not in args:
+        return None
+    signal.signal(signal.SIGPIPE, signal.SIG_DFL)   # `--list | head`
+    rest = [a for a in args if a not in ("--list", "-v", "--verbose")]
+    if rest:
+        sys.stderr.write("%s: --list takes only -v, not %s\n"
+                         % (prog, " ".join(rest)))
+        return 2
+    verbose = "-v" in args or "--verbose" in args
+    missing = []
+    for name, fn in items:
+        doc = inspect.cleandoc(fn.__doc__ or "").strip()
+        if not doc:
+            missing.append(name)
+            continue
+        if not verbose:
+            doc = doc.split("\n\n")[0]
+        print(name)
+        for ln in doc.splitlines():
+            print(("    " + ln).rstrip())
+        if verbose:
+            print()
+    if missing:
+        sys.stderr.write("%s: FAIL: scenario(s) without a docstring: %s "
+                         "(every scenario says what it proves)\n"
+                         % (prog, " ".join(missing)))
+        return 2
+    return 0
+
+
 def _alarm(signum, frame):
     raise ScenarioTimeout("scenario still running after %ds: aborted"
                           % SCENARIO_TIMEOUT)
@@ -93,12 +140,11 @@ def run(prog, registry, argv, setup, make_ctx, report=_noop, cleanup=_noop,
     broker(s) back in service (an exception fails the scenarios after).
     teardown(env) -> a word for the final line ("broker stop").
     Returns the exit code: 0 when every scenario passed."""
+    rc = listing(prog, registry.items, argv)
+    if rc is not None:
+        return rc
     names = registry.names()
     wanted = argv[1:]
-    if any(w in ("-h", "--help") for w in wanted):
-        print("usage: %s [SCENARIO ...]\nscenarios: %s"
-              % (prog, " ".join(names)))
-        return 0
     unknown = [w for w in wanted if w not in names]
     if unknown:
         print("Bail out! unknown scenario(s): %s (known: %s)"

@@ -1,5 +1,8 @@
 #!/usr/bin/python3
-"""soak.py: a fault-injection soak test of pubrelayd (TAP, one test).
+"""soak.py: a fault-injection soak test of pubrelayd (TAP, one test): four
+producers through a relay while the broker, the link and the relay itself
+fail at random for PUBRELAY_SOAK_SECONDS; nothing accepted may be lost, and
+each producer's first deliveries must be in order.
 
 Four producers stream lines through `pubrelay publish --lines --print-id`
 while faults are injected every 2-5 s (seeded: first each kind once in a
@@ -24,6 +27,19 @@ producer's first deliveries are in order; duplicates are counted.  Summary:
 
     soak: messages=N faults=F lost=0 out_of_order=0 duplicates=D
 
+Details: each producer is a succession of `pubrelay -t 10 publish --lines
+--print-id` runs fed about 250 lines/s, through a relay (`heartbeat = 2`,
+`confirm_timeout = 5s`, default window) that reaches its own private broker
+through faultproxy.py; proxy_freeze lasts 2-6 s, memory_alarm 2-5 s, and
+all of it comes from one seed, printed at the start (the same seed gives the
+same fault sequence).  A producer resends after 0.2-0.5 s.  Any client exit
+code other than 0 and 75, a client hanging after its input ended, or a
+client whose "N accepted" disagrees with the ids it printed is a failure;
+so are lost or out_of_order not 0, a sanitizer report in the relay's log,
+and an exit code other than 0 after the final SIGTERM.  It also reports the
+relay's counters summed over its restarts (a broker nack on these plain
+queues is not expected; their count is printed when there are any).
+
 Environment: PUBRELAYD, PUBRELAY (required), PUBRELAY_SOAK_SECONDS (length of
 the fault phase, default 90), PUBRELAY_SOAK_SEED (default: from the clock),
 PUBRELAY_KEEP_TMP.
@@ -46,6 +62,7 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 import harness as H  # noqa: E402
 from harness import log  # noqa: E402
+from scenarios import listing  # noqa: E402
 from faultproxy import FaultProxy  # noqa: E402
 
 PRODUCERS = 4
@@ -367,7 +384,15 @@ class Soak:
         return problems
 
 
-def main():
+def main(argv):
+    # One scenario; this module's docstring describes it.
+    rc = listing("soak.py", [("soak", sys.modules[__name__])], argv)
+    if rc is not None:
+        return rc
+    if argv[1:] not in ([], ["soak"]):
+        print("Bail out! unknown scenario(s): %s (known: soak)"
+              % " ".join(argv[1:]))
+        return 2
     seconds = int(os.environ.get("PUBRELAY_SOAK_SECONDS", "90"))
     seed_env = os.environ.get("PUBRELAY_SOAK_SEED", "")
     seed = int(seed_env) if seed_env else int(time.time() * 1000) % 1000000
@@ -430,4 +455,4 @@ def main():
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(main(sys.argv))

@@ -6,23 +6,7 @@ Prints TAP.  Run by `make check`, or by hand after `make`:
     PUBRELAYD=$PWD/pubrelayd PUBRELAY=$PWD/pubrelay \\
         /usr/bin/python3 tests/systemd.py [CHECK ...]
 
-- install: `make install DESTDIR=R` puts the units, the sysusers.d file, the
-  man pages and the config where they belong, with the paths substituted;
-- sysusers: `systemd-sysusers --root=R` creates the user and group pubrelay;
-- verify: `systemd-analyze verify --root=R` on the installed units is silent
-  (R gets a copy of the host's system unit directory, for sysinit.target and
-  friends, and of the host's ExecReload= binary /bin/kill: --root looks for
-  everything inside R; SYSTEMD_UNIT_PATH adds the unit directory, which
-  systemd does not search under distcheck's prefix);
-- security: `systemd-analyze security --offline=true` exposure stays low;
-- notify, notify_abstract: READY=1 (once the socket answers), STATUS=,
-  WATCHDOG=1 (WATCHDOG_USEC=1000000), RELOADING=1/READY=1 on SIGHUP and
-  STOPPING=1 on SIGTERM, on a NOTIFY_SOCKET datagram socket the test binds
-  (a path; an abstract '@' name);
-- activation: `systemd-socket-activate -l PATH pubrelayd -c INI` answers on
-  PATH, ignores [socket] path, and leaves PATH in place when it exits;
-- activation_refused: a passed socket that is not a listening stream socket
-  is an error (exit 71), not silently ignored.
+Each check's docstring says what it proves: `systemd.py --list -v`.
 
 The daemon points at amqp://127.0.0.1:1 (nothing listens there).  A missing
 tool (make, systemd-analyze, systemd-sysusers, systemd-socket-activate; all
@@ -44,7 +28,7 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 import harness as H  # noqa: E402
 from harness import log  # noqa: E402
-from scenarios import Failure, check  # noqa: E402
+from scenarios import Failure, check, listing  # noqa: E402
 
 CHECK_TIMEOUT = 120         # seconds; a check taking longer fails
 MAX_EXPOSURE = 2.0          # systemd-analyze security; 1.1 with systemd 252
@@ -264,6 +248,11 @@ def check_fn(fn):
 
 @check_fn
 def install(ctx):
+    """`make install DESTDIR=R` puts the units, the sysusers.d file, the
+    man pages and the config where they belong, with the paths substituted
+    (no @VAR@ left): the service is Type=notify, User=/Group=pubrelay, its
+    ExecStart= daemon and `-c` config exist at those paths; the socket is
+    SocketGroup=pubrelay, SocketMode=0660, Service=pubrelayd.service."""
     root, files = installed_root()
     service = one(files, "pubrelayd.service")
     socket_unit = one(files, "pubrelayd.socket")
@@ -301,6 +290,8 @@ def install(ctx):
 
 @check_fn
 def sysusers(ctx):
+    """`systemd-sysusers --root=R` creates the user and group pubrelay
+    (a system uid, the user in the group)."""
     sysusers_bin = tool("systemd-sysusers")
     root, files = installed_root()
     conf = one(files, "pubrelay.conf")
@@ -352,6 +343,13 @@ def analyze_env(root, unit):
 
 @check_fn
 def verify(ctx):
+    """`systemd-analyze verify --root=R` on the installed units is silent,
+    and does notice a misspelt key.
+
+    R gets a copy of the host's system unit directory, for sysinit.target
+    and friends, and of the host's ExecReload= binary /bin/kill: --root
+    looks for everything inside R; SYSTEMD_UNIT_PATH adds the unit
+    directory, which systemd does not search under distcheck's prefix."""
     analyze = tool("systemd-analyze")
     root, files = verify_root()
     units = [one(files, "pubrelayd.service"), one(files, "pubrelayd.socket")]
@@ -374,6 +372,8 @@ def verify(ctx):
 
 @check_fn
 def security(ctx):
+    """`systemd-analyze security --offline=true` exposure stays low: at most
+    MAX_EXPOSURE (2.0; 1.1 with systemd 252)."""
     analyze = tool("systemd-analyze")
     root, files = verify_root()
     unit = one(files, "pubrelayd.service")
@@ -396,6 +396,10 @@ def wait_exit_ok(d):
 
 @check_fn
 def notify(ctx):
+    """READY=1 (once the socket answers), STATUS= (with the backlog),
+    WATCHDOG=1 (WATCHDOG_USEC=1000000), RELOADING=1/READY=1 on SIGHUP and
+    STOPPING=1 on SIGTERM, on a NOTIFY_SOCKET datagram socket the test
+    binds at a path; exit 0."""
     with Daemon("notify") as d, \
             Notify(os.path.join(d.dir, "notify")) as n:
         d.start([H.binary("PUBRELAYD"), "-c", d.ini],
@@ -494,6 +498,8 @@ def journal_checks(d):
 
 @check_fn
 def notify_abstract(ctx):
+    """The same on an abstract '@' NOTIFY_SOCKET name: READY=1 and
+    STOPPING=1; with WATCHDOG_PID naming another process, no WATCHDOG=1."""
     with Daemon("notify-abstract") as d, \
             Notify("@pubrelay-test-%d-%d" % (os.getpid(),
                                              int(time.time()))) as n:
@@ -512,6 +518,9 @@ def notify_abstract(ctx):
 
 @check_fn
 def activation(ctx):
+    """`systemd-socket-activate -l PATH pubrelayd -c INI` answers on PATH
+    (more than one connection), ignores [socket] path, says "socket
+    activation" in its log, and leaves PATH in place when it exits."""
     activate = tool("systemd-socket-activate")
     with Daemon("activation") as d, \
             Notify(os.path.join(d.dir, "notify")) as n:
@@ -539,6 +548,10 @@ def activation(ctx):
 
 @check_fn
 def activation_refused(ctx):
+    """A passed socket that is not a listening stream socket (a datagram
+    socket as LISTEN_FDS=1) is an error (exit 71, EX_OSERR, "not a
+    listening" in the log), not silently ignored; no [socket] path is bound
+    instead."""
     with Daemon("activation-refused") as d, \
             socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as s:
         s.bind(os.path.join(d.dir, "dgram.sock"))
@@ -557,6 +570,9 @@ def activation_refused(ctx):
 
 
 def main(argv):
+    rc = listing('systemd.py', CHECKS, argv)
+    if rc is not None:
+        return rc
     names = argv[1:]
     unknown = [a for a in names if a not in dict(CHECKS)]
     if unknown:

@@ -13,22 +13,11 @@ listener on 127.0.0.1 (ssl_options.verify = verify_peer,
 fail_if_no_peer_cert = true: the broker wants the client certificate) beside
 its plain one, which the test uses to declare and read the queue (pika).
 
-- verified: amqps://localhost with ca_file, cert_file and key_file (and the
-  password from a 0600 password_file) publishes, the messages arrive in
-  order, and the password is in neither the log nor STATS;
-- wrong_ca: ca_file is the other CA: no connection; last_error and the log
-  say the certificate verification failed; accepted messages stay queued;
-- hostname: amqps://127.0.0.1 with the "localhost" certificate: no
-  connection; last_error names the hostname verification;
-- no_verify_hostname: the same with verify_hostname = no connects and
-  publishes;
-- no_client_cert: without cert_file/key_file the broker refuses the link;
-- secrets: `pubrelayd -t` refuses a config readable by others holding a
-  password in a uri, a password_file readable by others, a key_file
-  readable by others, cert_file without key_file, an unreadable ca_file
-  (each error naming FILE:LINE, the key and the file, never the password),
-  and accepts the same files once they are 0600.
-"""
+Each check's docstring says what it proves: `tls.py --list -v`.
+tls_broker_hung and tls_blocked_long run pubrelayd with a preloaded socket()
+(built with `cc`) that caps SO_SNDBUF at 256 KiB: loopback's 4 MiB would
+hold the whole window.  Every relay must exit 0 on SIGTERM with no
+sanitizer report in its log."""
 
 import os
 import shutil
@@ -43,7 +32,7 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import harness as H  # noqa: E402
 from faultproxy import FaultProxy  # noqa: E402
 from harness import log  # noqa: E402
-from scenarios import Failure, check, sanitizer_reports  # noqa: E402
+from scenarios import Failure, check, listing, sanitizer_reports  # noqa: E402
 
 CHECK_TIMEOUT = 180         # seconds; a check taking longer fails
 USER = "tlsuser"
@@ -242,6 +231,9 @@ def wait_failure(relay, words, what):
 
 
 def verified(w, notes):
+    """amqps://localhost with ca_file, cert_file and key_file (and the
+    password from a 0600 password_file) publishes, the messages arrive in
+    order, and the password is in neither the log nor STATS."""
     pwfile = os.path.join(w.certs.dir, "password")
     write_private(pwfile, PASSWORD + "\n")
     keys = w.tls_keys()
@@ -282,6 +274,9 @@ def verified(w, notes):
 
 
 def wrong_ca(w, notes):
+    """ca_file is the other CA: no connection; last_error and the log say
+    the certificate verification failed; accepted messages stay queued
+    (the backlog is kept)."""
     r = w.relay("tls-wrong-ca", w.tls_keys(ca="other-ca.pem"), w.uri())
     q = "tls-wrong-ca"
     w.queue(q)
@@ -296,6 +291,8 @@ def wrong_ca(w, notes):
 
 
 def hostname(w, notes):
+    """amqps://127.0.0.1 with the "localhost" certificate: no connection;
+    last_error names the hostname verification; the backlog is kept."""
     r = w.relay("tls-hostname", w.tls_keys(), w.uri(host="127.0.0.1"))
     q = "tls-hostname"
     w.queue(q)
@@ -339,6 +336,8 @@ def closed_port(w, notes):
 
 
 def no_verify_hostname(w, notes):
+    """The same as hostname with verify_hostname = no: it connects and
+    publishes."""
     keys = w.tls_keys()
     keys["verify_hostname"] = "no"
     r = w.relay("tls-nohost", keys, w.uri(host="127.0.0.1"))
@@ -352,6 +351,8 @@ def no_verify_hostname(w, notes):
 
 
 def no_client_cert(w, notes):
+    """Without cert_file/key_file the broker refuses the link: the login
+    fails, last_error hints at cert_file, the backlog is kept."""
     r = w.relay("tls-nocert", w.tls_keys(client=False), w.uri())
     q = "tls-no-client-cert"
     w.queue(q)
@@ -457,7 +458,9 @@ def tls_broker_hung(w, notes):
     (SO_SNDBUF capped): the publisher writes into the stopped broker and
     waits inside rabbitmq-c's TLS write.  The link is given up within a few
     heartbeats, and after SIGCONT everything arrives in order.  The same
-    over amqp://, where the relay waits in its own write loop."""
+    over amqp://, where the relay waits in its own write loop.
+
+    With `heartbeat = 3s` the link is given up within 6 heartbeats."""
     hb = 3
     for scheme in ("amqps", "amqp"):
         if scheme == "amqps":
@@ -594,6 +597,11 @@ def run_check_config(path):
 
 
 def secrets(w, notes):
+    """`pubrelayd -t` refuses a config readable by others holding a
+    password in a uri, a password_file readable by others, a key_file
+    readable by others, cert_file without key_file, an unreadable ca_file
+    (each error naming FILE:LINE, the key and the file, never the
+    password), and accepts the same files once they are 0600."""
     d = H.mkdtemp("pubrelay-secrets-")
     c = w.certs
     ini = os.path.join(d, "pubrelay.ini")
@@ -667,6 +675,9 @@ CHECKS = [
 
 
 def main(argv):
+    rc = listing('tls.py', CHECKS, argv)
+    if rc is not None:
+        return rc
     names = argv[1:]
     unknown = [a for a in names if a not in dict(CHECKS)]
     if unknown:
