@@ -5,10 +5,13 @@
 # grow back into a copy of facts whose home is elsewhere (the scenarios'
 # docstrings, the man pages).  One "FILE BYTES" pair per line, FILE relative
 # to the source tree; a file over its budget, or missing, fails.
-# README.md (budget 8192) joins the list once it is cut to size.
+# The budgets are issue #19's.
 set -u
 
 budgets='
+README.md 8192
+docs/PERFORMANCE.md 12288
+docs/DEPLOYMENT.md 25600
 tests/README.md 6144
 '
 
