@@ -63,10 +63,6 @@ struct ingress_job {
 	uint64_t	 done;		/* rows moved or deleted */
 };
 
-static const char *ingress_state_names[] = {
-	"disconnected", "connecting", "connected", "blocked", "stopped",
-};
-
 struct ingress {
 	struct event_base	*base;
 	struct outbox		*ob;
@@ -969,7 +965,7 @@ ingress_stats(struct ingress *ing, struct evbuffer *out)
 	if (state < 0 || state > LINK_STOPPED)
 		state = LINK_DISCONNECTED;
 
-	evbuffer_add_printf(out, "state %s\n", ingress_state_names[state]);
+	evbuffer_add_printf(out, "state %s\n", proto_link_state(state));
 	evbuffer_add_printf(out, "broker %s\n", broker);
 	evbuffer_add_printf(out, "last_error %s\n", last_error);
 	evbuffer_add_printf(out, "outbox_messages %" PRIu64 "\n",

@@ -965,3 +965,15 @@ proto_dead_line(struct buf *out, int64_t id, int64_t parked_ms,
 	proto_dead_field(out, reason, reason != NULL ? strlen(reason) : 0);
 	buf_append(out, "\n", 1);
 }
+
+const char *const proto_link_states[PROTO_LINK_STATES] = {
+	"disconnected", "connecting", "connected", "blocked", "stopped",
+};
+
+const char *
+proto_link_state(int state)
+{
+	if (state < 0 || state >= PROTO_LINK_STATES)
+		return "unknown";
+	return proto_link_states[state];
+}

@@ -136,6 +136,15 @@ struct proto_req {
  *      (an oversized body is skipped as it arrives without being buffered).
  * FATAL: req->err_code/err set; the caller replies and closes.
  */
+/*
+ * The values of STATS "state", the broker link's, in the order of enum
+ * link_state (stats.h): one list for the daemon, its log and the client.
+ */
+#define PROTO_LINK_STATES	5
+extern const char *const proto_link_states[PROTO_LINK_STATES];
+/* Its name, "unknown" out of range. */
+const char *proto_link_state(int state);
+
 int	proto_parse(const char *buf, size_t len, const struct proto_limits *lim,
 	    struct proto_req *req, size_t *consumed);
 

@@ -228,14 +228,7 @@ struct publisher {
 static const char *
 pub_state_name(enum link_state s)
 {
-	switch (s) {
-	case LINK_DISCONNECTED:	return "disconnected";
-	case LINK_CONNECTING:	return "connecting";
-	case LINK_CONNECTED:	return "connected";
-	case LINK_BLOCKED:	return "blocked";
-	case LINK_STOPPED:	return "stopped";
-	}
-	return "unknown";
+	return proto_link_state((int)s);
 }
 
 static struct timeval
@@ -257,28 +250,19 @@ pub_now_ms(void)
 	return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
 }
 
-/* FNV-1a: enough to tell the messages in flight apart. */
-static uint64_t
-pub_hash(uint64_t h, const void *p, size_t n)
-{
-	const unsigned char	*c = p;
-
-	while (n-- > 0)
-		h = (h ^ *c++) * 0x100000001b3ULL;
-	return h;
-}
-
-#define PUB_HASH_INIT	0xcbf29ce484222325ULL
+/* The STATS "state" names of protocol.c, in the order of enum link_state. */
+_Static_assert(LINK_STOPPED + 1 == PROTO_LINK_STATES,
+    "enum link_state and proto_link_states[] differ");
 
 /* Where a message went, as a basic.return names it. */
 static uint64_t
 pub_dest_hash(amqp_bytes_t exchange, amqp_bytes_t rkey)
 {
 	uint64_t	len = exchange.len;
-	uint64_t	h = pub_hash(PUB_HASH_INIT, &len, sizeof(len));
+	uint64_t	h = util_fnv1a(UTIL_FNV_INIT, &len, sizeof(len));
 
-	h = pub_hash(h, exchange.bytes, exchange.len);
-	return pub_hash(h, rkey.bytes, rkey.len);
+	h = util_fnv1a(h, exchange.bytes, exchange.len);
+	return util_fnv1a(h, rkey.bytes, rkey.len);
 }
 
 /*
@@ -289,10 +273,10 @@ pub_dest_hash(amqp_bytes_t exchange, amqp_bytes_t rkey)
 static uint64_t
 pub_return_hash(amqp_bytes_t mid, uint64_t desthash, uint64_t body_size)
 {
-	uint64_t	h = pub_hash(PUB_HASH_INIT, mid.bytes, mid.len);
+	uint64_t	h = util_fnv1a(UTIL_FNV_INIT, mid.bytes, mid.len);
 
-	h = pub_hash(h, &desthash, sizeof(desthash));
-	return pub_hash(h, &body_size, sizeof(body_size));
+	h = util_fnv1a(h, &desthash, sizeof(desthash));
+	return util_fnv1a(h, &body_size, sizeof(body_size));
 }
 
 static void
@@ -1329,7 +1313,7 @@ pub_park_exchange(struct publisher *p)
 	name += strlen("exchange '");
 	if ((end = strchr(name, '\'')) == NULL)
 		return 0;
-	h = pub_hash(PUB_HASH_INIT, name, (size_t)(end - name));
+	h = util_fnv1a(UTIL_FNV_INIT, name, (size_t)(end - name));
 	for (t = p->first_tag; t < p->next_tag; t++) {
 		struct pub_slot *sl = &p->ring[t % p->cap];
 
@@ -1886,7 +1870,7 @@ pub_row(struct publisher *p, const struct outbox_row *row)
 	s->sent_ms = pub_now_ms();
 	s->rethash = pub_return_hash(bp.message_id, pub_dest_hash(
 	    pub_bytes(m.exchange), pub_bytes(m.routing_key)), row->blen);
-	s->exhash = pub_hash(PUB_HASH_INIT, m.exchange.p, m.exchange.len);
+	s->exhash = util_fnv1a(UTIL_FNV_INIT, m.exchange.p, m.exchange.len);
 	p->next_tag++;
 	p->unresolved++;
 	p->sent_id = row->id;

@@ -1454,11 +1454,6 @@ static const struct stats_key {
 	{ "uptime_s",			0, UNIT_SECONDS },
 };
 
-/* The values of "state", in the order of enum link_state (stats.h). */
-static const char *const stats_states[] = {
-	"disconnected", "connecting", "connected", "blocked", "stopped",
-};
-
 /*
  * The Prometheus metrics, in output order: base units (ms become seconds),
  * counters end in _total.  The two confirm latency keys are the _sum and
@@ -1783,12 +1778,13 @@ stats_prometheus(const struct stats_body *b)
 	size_t				 i, nstates, cur;
 
 	prom_up(1);
-	nstates = sizeof(stats_states) / sizeof(stats_states[0]);
+	nstates = PROTO_LINK_STATES;
 	cur = nstates;
 	if ((kv = stats_find(b, "state")) != NULL && kv->val != NULL)
 		for (cur = 0; cur < nstates; cur++)
-			if (kv->vlen == strlen(stats_states[cur]) &&
-			    memcmp(kv->val, stats_states[cur], kv->vlen) == 0)
+			if (kv->vlen == strlen(proto_link_states[cur]) &&
+			    memcmp(kv->val, proto_link_states[cur],
+			    kv->vlen) == 0)
 				break;
 	if (cur < nstates) {
 		prom_family("pubrelay_link_state", "gauge",
@@ -1796,7 +1792,7 @@ stats_prometheus(const struct stats_body *b)
 		    "others.");
 		for (i = 0; i < nstates; i++)
 			printf("pubrelay_link_state{state=\"%s\"} %d\n",
-			    stats_states[i], i == cur);
+			    proto_link_states[i], i == cur);
 	}
 	for (i = 0; i < sizeof(prom_metrics) / sizeof(prom_metrics[0]); i++) {
 		m = &prom_metrics[i];

@@ -68,7 +68,7 @@ send_one(struct publisher *p, int64_t id, const char *ex)
 	memset(sl, 0, sizeof(*sl));
 	sl->id = id;
 	sl->state = SLOT_PENDING;
-	sl->exhash = pub_hash(PUB_HASH_INIT, ex, strlen(ex));
+	sl->exhash = util_fnv1a(UTIL_FNV_INIT, ex, strlen(ex));
 	p->next_tag++;
 	p->unresolved++;
 	p->sent_id = id;
