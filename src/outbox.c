@@ -907,12 +907,6 @@ outbox_delete_upto(struct outbox *ob, int64_t upto)
 	int	status;
 
 	ob->err[0] = '\0';
-	if (ob->sync_full && !ob->sync_lowered) {
-		if (outbox_exec(ob->db, "PRAGMA synchronous = NORMAL") !=
-		    SQLITE_OK)
-			return OUTBOX_EIO;
-		ob->sync_lowered = 1;
-	}
 	status = outbox_delete_tx(ob, upto);
 	if (ob->sync_lowered)
 		outbox_sync_restore(ob);	/* or at the next begin */
@@ -924,8 +918,7 @@ outbox_delete_tx(struct outbox *ob, int64_t upto)
 {
 	int	rc, status;
 
-	/* Not outbox_begin(): it would put synchronous back to FULL. */
-	if ((status = outbox_begin_tx(ob)) != OUTBOX_OK)
+	if ((status = outbox_begin_lazy(ob)) != OUTBOX_OK)
 		return status;
 	sqlite3_bind_int64(ob->st_range, 1, upto);
 	rc = sqlite3_step(ob->st_range);

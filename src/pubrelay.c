@@ -1497,7 +1497,8 @@ static const struct prom_metric {
 	  "Messages returned by the broker (basic.return), every attempt "
 	  "counted." },
 	{ "parked", "pubrelay_parked_total", "", "counter", 0,
-	  "Messages parked as dead letters." },
+	  "Messages parked as dead letters; one the relay retries counts "
+	  "once for each refusal." },
 	{ "dead_messages", "pubrelay_dead_messages", "", "gauge", 0,
 	  "Dead letters in the outbox file." },
 	{ "dead_bytes", "pubrelay_dead_bytes", "", "gauge", 0,

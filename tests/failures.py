@@ -174,6 +174,18 @@ def own_broker(tag, conf):
                     % (tag, os.getpid())).start()
 
 
+def restart_blocked(relay, what):
+    """Once the relay is blocked by the broker's alarm, SIGTERM it (exit 0)
+    and start it again in the alarm; its log's length before the start."""
+    wait_stat(relay, "state", lambda v: v == "blocked", 30,
+              "state blocked " + what)
+    check_eq(relay.term(timeout=20), 0, "exit code after SIGTERM while "
+             "blocked")
+    mark = len(relay.log_text())
+    relay.restart()
+    return mark
+
+
 def wait_parked_for_good(relay, mids, attempts, timeout=60):
     """Wait until each message-id in mids is a dead letter with `attempts`
     attempts: parked at its first refusal, retried by the relay on its own
@@ -984,12 +996,7 @@ def blocked_long(ctx):
         b.memory_alarm(True)
         H.wait_until(lambda: b.alarms(), 20, "the memory alarm to be raised")
         pipelined(3000, 300, 65536)
-        wait_stat(relay, "state", lambda v: v == "blocked", 30,
-                  "state blocked during the 2nd alarm")
-        check_eq(relay.term(timeout=20), 0, "exit code after SIGTERM while "
-                 "blocked")
-        mark = len(relay.log_text())
-        relay.restart()
+        mark = restart_blocked(relay, "during the 2nd alarm")
         alarm_outlasts_timeout("300 x 64 KiB, restarted")
         held = [ln for ln in relay.log_text()[mark:].splitlines()
                 if "holds its receive window closed" in ln]
@@ -1037,12 +1044,7 @@ def blocked_wal(ctx):
         H.wait_until(lambda: b.alarms(), 20, "the memory alarm to be raised")
         for k in range(4):
             pipelined(k)
-        wait_stat(relay, "state", lambda v: v == "blocked", 30,
-                  "state blocked")
-        check_eq(relay.term(timeout=20), 0, "exit code after SIGTERM while "
-                 "blocked")
-        mark = len(relay.log_text())
-        relay.restart()
+        mark = restart_blocked(relay, "with 8 MiB queued")
         H.wait_until(lambda: "holds its receive window closed" in
                      relay.log_text()[mark:], 30, "the restarted relay to "
                      "wait in a write into the closed window (debug line)")
