@@ -17,6 +17,7 @@
 #include "config.h"
 #include "ingress.h"
 #include "log.h"
+#include "metrics.h"
 #include "outbox.h"
 #include "protocol.h"
 #include "session.h"
@@ -939,20 +940,20 @@ ingress_delete_now(struct ingress *ing, int64_t upto)
 }
 
 void
-ingress_stats(struct ingress *ing, struct evbuffer *out)
+ingress_stats(struct ingress *ing, struct metrics_snap *m)
 {
 	struct relay_stats	*st = ing->st;
-	char			 broker[256], last_error[256];
 	int64_t			 oldest, age = 0;
 	uint64_t		 confirmed, pending, backlog, blocked;
 	int64_t			 since, now_mono;
 	struct timespec		 mono;
 	int			 state;
 
+	memset(m, 0, sizeof(*m));
 	pthread_mutex_lock(&st->lock);
-	snprintf(broker, sizeof(broker), "%s", st->broker[0] ? st->broker : "-");
-	snprintf(last_error, sizeof(last_error), "%s",
-	    st->last_error[0] ? st->last_error : "-");
+	snprintf(m->str[M_BROKER], sizeof(m->str[M_BROKER]), "%s", st->broker);
+	snprintf(m->str[M_LAST_ERROR], sizeof(m->str[M_LAST_ERROR]), "%s",
+	    st->last_error);
 	pthread_mutex_unlock(&st->lock);
 
 	oldest = outbox_oldest_ms(ing->ob);
@@ -964,51 +965,34 @@ ingress_stats(struct ingress *ing, struct evbuffer *out)
 	state = atomic_load(&st->link_state);
 	if (state < 0 || state > LINK_STOPPED)
 		state = LINK_DISCONNECTED;
+	snprintf(m->str[M_STATE], sizeof(m->str[M_STATE]), "%s",
+	    proto_link_state(state));
 
-	evbuffer_add_printf(out, "state %s\n", proto_link_state(state));
-	evbuffer_add_printf(out, "broker %s\n", broker);
-	evbuffer_add_printf(out, "last_error %s\n", last_error);
-	evbuffer_add_printf(out, "outbox_messages %" PRIu64 "\n",
-	    outbox_rows(ing->ob));
+	m->v[M_OUTBOX_MESSAGES] = outbox_rows(ing->ob);
 	/*
 	 * Rows still stored, less those confirmed and waiting for their
 	 * batched delete (every row deleted was confirmed in this run).
 	 */
 	confirmed = atomic_load(&st->confirmed);
 	pending = confirmed > ing->deleted ? confirmed - ing->deleted : 0;
-	backlog = outbox_rows(ing->ob);
-	backlog = backlog > pending ? backlog - pending : 0;
-	evbuffer_add_printf(out, "backlog %" PRIu64 "\n", backlog);
-	evbuffer_add_printf(out, "outbox_bytes %" PRIu64 "\n",
-	    outbox_bytes(ing->ob));
-	evbuffer_add_printf(out, "outbox_max_bytes %" PRIu64 "\n",
-	    ing->cf->max_bytes);
-	evbuffer_add_printf(out, "oldest_age_ms %" PRId64 "\n", age);
-	evbuffer_add_printf(out, "in_flight %" PRIu64 "\n",
-	    (uint64_t)atomic_load(&st->in_flight));
-	evbuffer_add_printf(out, "accepted %" PRIu64 "\n",
-	    (uint64_t)atomic_load(&st->accepted));
-	evbuffer_add_printf(out, "refused %" PRIu64 "\n",
-	    (uint64_t)atomic_load(&st->refused));
-	evbuffer_add_printf(out, "published %" PRIu64 "\n",
-	    (uint64_t)atomic_load(&st->published));
-	evbuffer_add_printf(out, "confirmed %" PRIu64 "\n",
-	    (uint64_t)atomic_load(&st->confirmed));
-	evbuffer_add_printf(out, "nacked %" PRIu64 "\n",
-	    (uint64_t)atomic_load(&st->nacked));
-	evbuffer_add_printf(out, "returned %" PRIu64 "\n",
-	    (uint64_t)atomic_load(&st->returned));
-	evbuffer_add_printf(out, "parked %" PRIu64 "\n",
-	    (uint64_t)atomic_load(&st->parked));
-	evbuffer_add_printf(out, "dead_messages %" PRIu64 "\n",
-	    outbox_dead_rows(ing->ob));
-	evbuffer_add_printf(out, "dead_bytes %" PRIu64 "\n",
-	    outbox_dead_bytes(ing->ob));
-	evbuffer_add_printf(out, "dead_max_bytes %" PRIu64 "\n",
-	    ing->cf->dead_max_bytes);
-	evbuffer_add_printf(out, "dead_waiting %zu\n", ing->nparks);
-	evbuffer_add_printf(out, "reconnects %" PRIu64 "\n",
-	    (uint64_t)atomic_load(&st->reconnects));
+	backlog = m->v[M_OUTBOX_MESSAGES];
+	m->v[M_BACKLOG] = backlog > pending ? backlog - pending : 0;
+	m->v[M_OUTBOX_BYTES] = outbox_bytes(ing->ob);
+	m->v[M_OUTBOX_MAX_BYTES] = ing->cf->max_bytes;
+	m->v[M_OLDEST_AGE_MS] = (uint64_t)age;
+	m->v[M_IN_FLIGHT] = atomic_load(&st->in_flight);
+	m->v[M_ACCEPTED] = atomic_load(&st->accepted);
+	m->v[M_REFUSED] = atomic_load(&st->refused);
+	m->v[M_PUBLISHED] = atomic_load(&st->published);
+	m->v[M_CONFIRMED] = confirmed;
+	m->v[M_NACKED] = atomic_load(&st->nacked);
+	m->v[M_RETURNED] = atomic_load(&st->returned);
+	m->v[M_PARKED] = atomic_load(&st->parked);
+	m->v[M_DEAD_MESSAGES] = outbox_dead_rows(ing->ob);
+	m->v[M_DEAD_BYTES] = outbox_dead_bytes(ing->ob);
+	m->v[M_DEAD_MAX_BYTES] = ing->cf->dead_max_bytes;
+	m->v[M_DEAD_WAITING] = ing->nparks;
+	m->v[M_RECONNECTS] = atomic_load(&st->reconnects);
 	blocked = atomic_load(&st->blocked_ms);
 	since = atomic_load(&st->blocked_since);
 	if (since > 0) {
@@ -1017,16 +1001,12 @@ ingress_stats(struct ingress *ing, struct evbuffer *out)
 		if (now_mono > since)
 			blocked += (uint64_t)(now_mono - since);
 	}
-	evbuffer_add_printf(out, "blocked_ms %" PRIu64 "\n", blocked);
-	evbuffer_add_printf(out, "confirm_latency_ms_sum %" PRIu64 "\n",
-	    (uint64_t)atomic_load(&st->confirm_ms_sum));
-	evbuffer_add_printf(out, "confirm_latency_count %" PRIu64 "\n",
-	    (uint64_t)atomic_load(&st->confirm_count));
-	evbuffer_add_printf(out, "clients %u\n", session_count());
-	evbuffer_add_printf(out, "clients_refused %" PRIu64 "\n",
-	    (uint64_t)atomic_load(&st->clients_refused));
-	evbuffer_add_printf(out, "uptime_s %lld\n",
-	    (long long)(time(NULL) - ing->started));
+	m->v[M_BLOCKED_MS] = blocked;
+	m->v[M_CONFIRM_MS_SUM] = atomic_load(&st->confirm_ms_sum);
+	m->v[M_CONFIRM_COUNT] = atomic_load(&st->confirm_count);
+	m->v[M_CLIENTS_REFUSED] = atomic_load(&st->clients_refused);
+	if (time(NULL) > ing->started)
+		m->v[M_UPTIME_S] = (uint64_t)(time(NULL) - ing->started);
 }
 
 void

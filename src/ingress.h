@@ -14,6 +14,7 @@
 struct config;
 struct evbuffer;
 struct event_base;
+struct metrics_snap;
 struct outbox;
 struct proto_pub;
 struct proto_req;
@@ -80,8 +81,11 @@ void	ingress_wait_first(struct ingress *ing, struct session *s);
 void	ingress_confirmed(struct ingress *ing, int64_t upto);
 /* Delete confirmed rows now (shutdown). */
 void	ingress_delete_now(struct ingress *ing, int64_t upto);
-/* The STATS reply body: "name value\n" lines. */
-void	ingress_stats(struct ingress *ing, struct evbuffer *out);
+/*
+ * The STATS values of the outbox and the link, all but M_CLIENTS (the
+ * sessions count themselves): metrics.h formats them.
+ */
+void	ingress_stats(struct ingress *ing, struct metrics_snap *m);
 /* A PUB was answered with an error other than SKIPPED (STATS refused). */
 void	ingress_count_refused(struct ingress *ing);
 /* A connection was refused at accept: LIMIT or DENIED (STATS). */

@@ -28,6 +28,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "metrics.h"
 #include "protocol.h"
 #include "util.h"
 
@@ -1397,8 +1398,8 @@ cmd_ping(int argc, char **argv)
 }
 
 /*
- * pubrelay stats.  The daemon sends "name value\n" lines (ingress_stats() in
- * ingress.c); the client shows them as a table, as JSON or in the Prometheus
+ * pubrelay stats.  The daemon sends "name value\n" lines (metrics.h holds
+ * the fields, their units and Prometheus names); the client shows them as a table, as JSON or in the Prometheus
  * text format.  A key the client does not know is shown in the table, passed
  * through in JSON and left out of the Prometheus output, so a newer daemon's
  * keys do no harm.
@@ -1422,111 +1423,6 @@ struct stats_kv {
 struct stats_body {
 	struct stats_kv	*kv;
 	size_t		 n;
-};
-
-/* How the table shows a value. */
-enum stats_unit {
-	UNIT_NONE = 0,		/* as sent */
-	UNIT_BYTES,
-	UNIT_LIMIT,		/* bytes, 0 meaning no limit */
-	UNIT_MS,
-	UNIT_SECONDS,
-	UNIT_MEAN,		/* confirm_latency_count: and the mean */
-};
-
-/* The keys that are strings, and those the table shows with a unit. */
-static const struct stats_key {
-	const char	*name;
-	int		 string;	/* never a JSON number */
-	enum stats_unit	 unit;
-} stats_keys[] = {
-	{ "state",			1, UNIT_NONE },
-	{ "broker",			1, UNIT_NONE },
-	{ "last_error",			1, UNIT_NONE },
-	{ "outbox_bytes",		0, UNIT_BYTES },
-	{ "outbox_max_bytes",		0, UNIT_LIMIT },
-	{ "oldest_age_ms",		0, UNIT_MS },
-	{ "dead_bytes",			0, UNIT_BYTES },
-	{ "dead_max_bytes",		0, UNIT_LIMIT },
-	{ "blocked_ms",			0, UNIT_MS },
-	{ "confirm_latency_ms_sum",	0, UNIT_MS },
-	{ "confirm_latency_count",	0, UNIT_MEAN },
-	{ "uptime_s",			0, UNIT_SECONDS },
-};
-
-/*
- * The Prometheus metrics, in output order: base units (ms become seconds),
- * counters end in _total.  The two confirm latency keys are the _sum and
- * _count of one summary (without quantiles), so they share a name.
- */
-static const struct prom_metric {
-	const char	*key;		/* the STATS key */
-	const char	*name;		/* the metric family */
-	const char	*suffix;	/* sample name = name + suffix */
-	const char	*type;
-	int		 ms;		/* key in ms, metric in seconds */
-	const char	*help;
-} prom_metrics[] = {
-	{ "outbox_messages", "pubrelay_outbox_messages", "", "gauge", 0,
-	  "Messages in the outbox: not yet confirmed, or confirmed and not "
-	  "yet deleted." },
-	{ "backlog", "pubrelay_backlog_messages", "", "gauge", 0,
-	  "Messages in the outbox the broker has not confirmed yet." },
-	{ "outbox_bytes", "pubrelay_outbox_bytes", "", "gauge", 0,
-	  "Size of the outbox messages (property block and body), the figure "
-	  "max_bytes limits." },
-	{ "outbox_max_bytes", "pubrelay_outbox_max_bytes", "", "gauge", 0,
-	  "The [outbox] max_bytes limit; 0 means no limit." },
-	{ "oldest_age_ms", "pubrelay_oldest_message_age_seconds", "", "gauge",
-	  1, "Age of the oldest message in the outbox; 0 when it is empty." },
-	{ "in_flight", "pubrelay_in_flight_messages", "", "gauge", 0,
-	  "Messages published and not yet confirmed on the current broker "
-	  "connection." },
-	{ "accepted", "pubrelay_accepted_total", "", "counter", 0,
-	  "Messages committed to the outbox and acknowledged to clients." },
-	{ "refused", "pubrelay_refused_total", "", "counter", 0,
-	  "Messages refused with an error (FULL, STORE, BAD..., TOOBIG), "
-	  "the SKIPPED ones that follow a refusal not counted." },
-	{ "published", "pubrelay_published_total", "", "counter", 0,
-	  "basic.publish calls, republishes included." },
-	{ "confirmed", "pubrelay_confirmed_total", "", "counter", 0,
-	  "Messages confirmed by the broker." },
-	{ "nacked", "pubrelay_nacked_total", "", "counter", 0,
-	  "Messages nacked by the broker (each is retried)." },
-	{ "returned", "pubrelay_returned_total", "", "counter", 0,
-	  "Messages returned by the broker (basic.return), every attempt "
-	  "counted." },
-	{ "parked", "pubrelay_parked_total", "", "counter", 0,
-	  "Messages parked as dead letters; one the relay retries counts "
-	  "once for each refusal." },
-	{ "dead_messages", "pubrelay_dead_messages", "", "gauge", 0,
-	  "Dead letters in the outbox file." },
-	{ "dead_bytes", "pubrelay_dead_bytes", "", "gauge", 0,
-	  "Size of the dead letters (property block and body), the figure "
-	  "dead_max_bytes limits." },
-	{ "dead_max_bytes", "pubrelay_dead_max_bytes", "", "gauge", 0,
-	  "The [outbox] dead_max_bytes limit; 0 means no limit." },
-	{ "dead_waiting", "pubrelay_dead_waiting_messages", "", "gauge", 0,
-	  "Refused messages waiting to be parked, kept in the outbox: the "
-	  "dead-letter table is full (or cannot be written)." },
-	{ "reconnects", "pubrelay_reconnects_total", "", "counter", 0,
-	  "Successful broker connections after the first." },
-	{ "blocked_ms", "pubrelay_blocked_seconds_total", "", "counter", 1,
-	  "Time the broker has blocked publishing (connection.blocked), the "
-	  "current block included." },
-	{ "confirm_latency_ms_sum", "pubrelay_confirm_latency_seconds", "_sum",
-	  "summary", 1, "Time from publish to confirm of the confirmed "
-	  "messages, time blocked excluded." },
-	{ "confirm_latency_count", "pubrelay_confirm_latency_seconds",
-	  "_count", "summary", 0, "Time from publish to confirm of the "
-	  "confirmed messages, time blocked excluded." },
-	{ "clients", "pubrelay_clients", "", "gauge", 0,
-	  "Open client connections, the one asking included." },
-	{ "clients_refused", "pubrelay_clients_refused_total", "", "counter",
-	  0, "Connections refused at accept: over max_clients (LIMIT) or not "
-	  "in allow_users/allow_groups (DENIED)." },
-	{ "uptime_s", "pubrelay_uptime_seconds", "", "gauge", 0,
-	  "Seconds since pubrelayd started." },
 };
 
 static int
@@ -1612,15 +1508,10 @@ stats_find(const struct stats_body *b, const char *name)
 	return NULL;
 }
 
-static const struct stats_key *
+static const struct metric *
 stats_key_of(const struct stats_kv *kv)
 {
-	size_t	i;
-
-	for (i = 0; i < sizeof(stats_keys) / sizeof(stats_keys[0]); i++)
-		if (stats_name_is(kv, stats_keys[i].name))
-			return &stats_keys[i];
-	return NULL;
+	return metric_find(kv->name, kv->nlen);
 }
 
 /*
@@ -1723,7 +1614,7 @@ static void
 stats_json(const struct stats_body *b)
 {
 	const struct stats_kv	*kv;
-	const struct stats_key	*k;
+	const struct metric	*k;
 	size_t			 i;
 	int			 first = 1;
 
@@ -1739,7 +1630,7 @@ stats_json(const struct stats_body *b)
 		k = stats_key_of(kv);
 		if (kv->val == NULL || (kv->vlen == 1 && kv->val[0] == '-'))
 			fputs("null", stdout);
-		else if ((k == NULL || !k->string) &&
+		else if ((k == NULL || k->unit != MU_STRING) &&
 		    stats_json_int(kv->val, kv->vlen))
 			fwrite(kv->val, 1, kv->vlen, stdout);
 		else
@@ -1772,7 +1663,7 @@ static void
 stats_prometheus(const struct stats_body *b)
 {
 	const struct stats_kv		*kv;
-	const struct prom_metric	*m;
+	const struct metric		*m;
 	const char			*last = NULL;
 	char				 num[32];
 	uint64_t			 v;
@@ -1795,13 +1686,14 @@ stats_prometheus(const struct stats_body *b)
 			printf("pubrelay_link_state{state=\"%s\"} %d\n",
 			    proto_link_states[i], i == cur);
 	}
-	for (i = 0; i < sizeof(prom_metrics) / sizeof(prom_metrics[0]); i++) {
-		m = &prom_metrics[i];
-		if (stats_u64(stats_find(b, m->key), &v) == -1)
+	for (i = 0; i < M_COUNT; i++) {
+		m = &metrics[i];
+		if (m->prom == NULL ||
+		    stats_u64(stats_find(b, m->key), &v) == -1)
 			continue;
-		if (last == NULL || strcmp(last, m->name) != 0)
-			prom_family(m->name, m->type, m->help);
-		last = m->name;
+		if (last == NULL || strcmp(last, m->prom) != 0)
+			prom_family(m->prom, m->type, m->help);
+		last = m->prom;
 		if (!m->ms || v % 1000 == 0)
 			snprintf(num, sizeof(num), "%llu",
 			    (unsigned long long)(m->ms ? v / 1000 : v));
@@ -1814,7 +1706,7 @@ stats_prometheus(const struct stats_body *b)
 			while (num[n - 1] == '0')
 				num[--n] = '\0';
 		}
-		printf("%s%s %s\n", m->name, m->suffix, num);
+		printf("%s%s %s\n", m->prom, m->suffix, num);
 	}
 }
 
@@ -1845,22 +1737,23 @@ stats_human(const struct stats_body *b, const struct stats_kv *kv,
 	static const char *const units[] = {
 		"KiB", "MiB", "GiB", "TiB", "PiB", "EiB",
 	};
-	const struct stats_key	*k = stats_key_of(kv);
+	const struct metric	*k = stats_key_of(kv);
 	char			 d[64];
 	uint64_t		 v, sum;
 	double			 x;
 	size_t			 u;
 
-	if (k == NULL || k->unit == UNIT_NONE || stats_u64(kv, &v) == -1)
+	if (k == NULL || k->unit == MU_NONE || k->unit == MU_STRING ||
+	    stats_u64(kv, &v) == -1)
 		return -1;
 	switch (k->unit) {
-	case UNIT_LIMIT:
+	case MU_LIMIT:
 		if (v == 0) {
 			snprintf(out, outlen, "0 (no limit)");
 			break;
 		}
 		/* FALLTHROUGH */
-	case UNIT_BYTES:
+	case MU_BYTES:
 		if (v < 1024) {
 			snprintf(out, outlen, "%llu B", (unsigned long long)v);
 			break;
@@ -1872,7 +1765,7 @@ stats_human(const struct stats_body *b, const struct stats_kv *kv,
 		snprintf(out, outlen, "%llu B (%.1f %s)",
 		    (unsigned long long)v, x, units[u]);
 		break;
-	case UNIT_MS:
+	case MU_MS:
 		if (v < 1000) {
 			snprintf(out, outlen, "%llu ms", (unsigned long long)v);
 			break;
@@ -1881,7 +1774,7 @@ stats_human(const struct stats_body *b, const struct stats_kv *kv,
 		snprintf(out, outlen, "%llu ms (%s)", (unsigned long long)v,
 		    d);
 		break;
-	case UNIT_SECONDS:
+	case MU_SECONDS:
 		if (v < 60 || v > UINT64_MAX / 1000) {
 			snprintf(out, outlen, "%llu s", (unsigned long long)v);
 			break;
@@ -1889,7 +1782,7 @@ stats_human(const struct stats_body *b, const struct stats_kv *kv,
 		stats_duration(v * 1000, d, sizeof(d));
 		snprintf(out, outlen, "%llu s (%s)", (unsigned long long)v, d);
 		break;
-	case UNIT_MEAN:
+	case MU_MEAN:
 		if (v == 0 || stats_u64(stats_find(b,
 		    "confirm_latency_ms_sum"), &sum) == -1) {
 			snprintf(out, outlen, "%llu", (unsigned long long)v);
@@ -1898,7 +1791,8 @@ stats_human(const struct stats_body *b, const struct stats_kv *kv,
 		snprintf(out, outlen, "%llu (mean %.1f ms)",
 		    (unsigned long long)v, (double)sum / (double)v);
 		break;
-	case UNIT_NONE:
+	case MU_NONE:
+	case MU_STRING:
 		return -1;
 	}
 	return 0;

@@ -20,6 +20,7 @@
 #include "ingress.h"
 #include "listener.h"
 #include "log.h"
+#include "metrics.h"
 #include "outbox.h"
 #include "publisher.h"
 #include "sdnotify.h"
@@ -119,19 +120,15 @@ daemon_notify(struct daemon *d, const char *what)
 	}
 }
 
-/* The status line from the STATS lines; 1 when it changed. */
+/* The status line from the STATS values; 1 when it changed. */
 static int
 daemon_status_update(struct daemon *d)
 {
-	struct evbuffer	*b = evbuffer_new();
-	char		 line[sizeof(d->status)];
+	struct metrics_snap	m;
+	char			line[sizeof(d->status)];
 
-	if (b == NULL)
-		return 0;
-	ingress_stats(d->ing, b);
-	evbuffer_add(b, "", 1);
-	status_line((const char *)evbuffer_pullup(b, -1), line, sizeof(line));
-	evbuffer_free(b);
+	ingress_stats(d->ing, &m);
+	status_line(&m, line, sizeof(line));
 	if (strcmp(line, d->status) == 0)
 		return 0;
 	memcpy(d->status, line, sizeof(d->status));

@@ -34,6 +34,7 @@
 #include "config.h"
 #include "ingress.h"
 #include "log.h"
+#include "metrics.h"
 #include "protocol.h"
 #include "session.h"
 #include "users.h"
@@ -190,6 +191,22 @@ session_error(struct session *s, const char *code, const char *text)
 	session_reply(s, "ERR %s %s\n", code, text);
 }
 
+/* The STATS reply: "STATS <length>" and the body metrics.c formats. */
+static void
+session_stats(struct session *s)
+{
+	struct metrics_snap	m;
+	struct buf		body;
+
+	ingress_stats(s->ing, &m);
+	m.v[M_CLIENTS] = nsessions;
+	buf_init(&body);
+	metrics_format(&m, &body);
+	session_reply(s, "STATS %zu\n", body.len);
+	bufferevent_write(s->bev, body.data, body.len);
+	buf_free(&body);
+}
+
 /* Close once what was answered has been written. */
 static void
 session_close_after_flush(struct session *s)
@@ -331,12 +348,7 @@ session_process(struct session *s)
 				session_reply(s, "PONG\n");
 				break;
 			case PROTO_STATS:
-				out = evbuffer_new();
-				ingress_stats(s->ing, out);
-				session_reply(s, "STATS %zu\n",
-				    evbuffer_get_length(out));
-				bufferevent_write_buffer(s->bev, out);
-				evbuffer_free(out);
+				session_stats(s);
 				break;
 			case PROTO_RESET:
 				s->refused = 0;

@@ -14,6 +14,7 @@
 #include <unistd.h>
 
 #include "sdnotify.h"
+#include "metrics.h"
 #include "status.h"
 #include "tap.h"
 
@@ -282,46 +283,49 @@ test_listen(void)
 	    "a closed descriptor: refused (%s)", err);
 }
 
+/* A snapshot with the fields status_line() reads. */
+static const char *
+status_of(const char *state, const char *broker, const char *error,
+    uint64_t backlog, uint64_t dead, size_t outlen)
+{
+	static char		out[1024];
+	struct metrics_snap	m;
+
+	memset(&m, 0, sizeof(m));
+	snprintf(m.str[M_STATE], sizeof(m.str[M_STATE]), "%s", state);
+	snprintf(m.str[M_BROKER], sizeof(m.str[M_BROKER]), "%s", broker);
+	snprintf(m.str[M_LAST_ERROR], sizeof(m.str[M_LAST_ERROR]), "%s",
+	    error);
+	m.v[M_BACKLOG] = backlog;
+	m.v[M_DEAD_MESSAGES] = dead;
+	status_line(&m, out, outlen);
+	return out;
+}
+
 static void
 test_status(void)
 {
-	char	out[1024];
-
-	status_line("state connected\nbroker amqp://guest:***@mq1:5672\n"
-	    "last_error -\noutbox_messages 12\nbacklog 12\ndead_messages 0\n",
-	    out, sizeof(out));
-	is_str(out, "connected to amqp://guest:***@mq1:5672; backlog 12",
+	is_str(status_of("connected", "amqp://guest:***@mq1:5672", "", 12, 0,
+	    1024), "connected to amqp://guest:***@mq1:5672; backlog 12",
 	    "connected");
-	status_line("state disconnected\nbroker amqp://guest:***@mq1:5672\n"
-	    "last_error connection refused\nbacklog 40\ndead_messages 2\n",
-	    out, sizeof(out));
-	is_str(out, "broker unreachable: connection refused; backlog 40; "
+	is_str(status_of("disconnected", "amqp://guest:***@mq1:5672",
+	    "connection refused", 40, 2, 1024),
+	    "broker unreachable: connection refused; backlog 40; "
 	    "2 dead letters", "disconnected after an error, dead letters");
-	status_line("state connecting\nbroker amqp://mq2:5672\n"
-	    "last_error connection refused\nbacklog 40\ndead_messages 1\n",
-	    out, sizeof(out));
-	is_str(out, "broker unreachable: connection refused; backlog 40; "
+	is_str(status_of("connecting", "amqp://mq2:5672", "connection refused",
+	    40, 1, 1024), "broker unreachable: connection refused; backlog 40; "
 	    "1 dead letter", "reconnecting reads as unreachable too");
-	status_line("state connecting\nbroker amqp://mq1:5672\n"
-	    "last_error -\nbacklog 0\n", out, sizeof(out));
-	is_str(out, "connecting to amqp://mq1:5672; backlog 0",
-	    "first connection");
-	status_line("state blocked\nbroker amqp://mq1:5672\n"
-	    "last_error low on memory\nbacklog 7\n", out, sizeof(out));
-	is_str(out, "blocked by the broker: low on memory; backlog 7",
+	is_str(status_of("connecting", "amqp://mq1:5672", "", 0, 0, 1024),
+	    "connecting to amqp://mq1:5672; backlog 0", "first connection");
+	is_str(status_of("blocked", "amqp://mq1:5672", "low on memory", 7, 0,
+	    1024), "blocked by the broker: low on memory; backlog 7",
 	    "blocked");
-	status_line("state disconnected\nbroker -\nlast_error -\nbacklog 0",
-	    out, sizeof(out));
-	is_str(out, "not connected yet; backlog 0", "before the first attempt, "
-	    "no final newline");
-	status_line("", out, sizeof(out));
-	is_str(out, "-; backlog -", "no lines at all");
-	status_line("backlog_x 9\nstate connected\nbroker b\nbacklog 3\n", out,
-	    sizeof(out));
-	is_str(out, "connected to b; backlog 3", "keys match whole names");
-	status_line("state connected\nbroker amqp://mq1:5672\nbacklog 5\n",
-	    out, 20);
-	is_int(strlen(out), 19, "cut to the buffer");
+	is_str(status_of("disconnected", "", "", 0, 0, 1024),
+	    "not connected yet; backlog 0", "before the first attempt");
+	is_str(status_of("connected", "", "", 3, 0, 1024),
+	    "connected to -; backlog 3", "no broker yet reads as -");
+	is_int(strlen(status_of("connected", "amqp://mq1:5672", "", 5, 0, 20)),
+	    19, "cut to the buffer");
 }
 
 int
