@@ -1,5 +1,5 @@
 /*
- * ingress.c: group commit, deletion of confirmed rows, STATS.
+ * ingress.c: group commit, deletion of confirmed rows, the STATS values.
  *
  * The commit event is activated by the first insert of a loop turn; libevent
  * queues it behind the read callbacks already active in that turn, so every
@@ -20,7 +20,6 @@
 #include "metrics.h"
 #include "outbox.h"
 #include "protocol.h"
-#include "session.h"
 #include "stats.h"
 #include "users.h"
 #include "util.h"
@@ -57,7 +56,7 @@ struct ingress_retry {
 
 /* A DEAD RETRY/PURGE ALL under way, one batch at a time; one at a time. */
 struct ingress_job {
-	struct session	*s;		/* who asked; NULL: none */
+	void		*s;		/* who asked (a waiter); NULL: none */
 	int		 retry;		/* or purge */
 	int64_t		 after;		/* ids up to it are done */
 	int64_t		 upto;		/* the last id parked when it began */
@@ -79,7 +78,8 @@ struct ingress {
 	uint64_t		 tx_bytes;
 	uint64_t		 wal_excess;	/* outbox_wal_excess(), per turn */
 	time_t			 wal_reclaimed;	/* last outbox_reclaim_wal() */
-	struct session		**waiting;	/* sessions with held OKs */
+	ingress_done_fn		 done;		/* tells a waiter, as main wired it */
+	void			**waiting;	/* waiters: held OKs, DEAD */
 	size_t			 nwaiting, capwaiting;
 	int64_t			 delete_upto;	/* confirmed, to delete */
 	int64_t			 deleted_upto;
@@ -124,11 +124,12 @@ static void ingress_dead_cb(evutil_socket_t, short, void *);
 
 struct ingress *
 ingress_new(struct event_base *base, struct outbox *ob, const struct config *cf,
-    struct relay_stats *st)
+    struct relay_stats *st, ingress_done_fn done)
 {
 	struct ingress	*ing;
 
 	ing = xcalloc(1, sizeof(*ing));
+	ing->done = done;
 	ing->base = base;
 	ing->ob = ob;
 	ing->cf = cf;
@@ -406,7 +407,7 @@ ingress_insert(struct ingress *ing, struct user *u,
 }
 
 void
-ingress_wait(struct ingress *ing, struct session *s)
+ingress_wait(struct ingress *ing, void *s)
 {
 	if (ing->nwaiting == ing->capwaiting) {
 		ing->capwaiting = ing->capwaiting ? ing->capwaiting * 2 : 64;
@@ -417,7 +418,7 @@ ingress_wait(struct ingress *ing, struct session *s)
 }
 
 void
-ingress_wait_first(struct ingress *ing, struct session *s)
+ingress_wait_first(struct ingress *ing, void *s)
 {
 	ingress_wait(ing, s);
 	memmove(ing->waiting + 1, ing->waiting,
@@ -711,7 +712,7 @@ ingress_park(struct ingress *ing, int64_t id, unsigned attempts,
 }
 
 void
-ingress_forget(struct ingress *ing, struct session *s)
+ingress_forget(struct ingress *ing, void *s)
 {
 	size_t	i;
 
@@ -830,7 +831,7 @@ ingress_delete(struct ingress *ing)
 static void
 ingress_commit(struct ingress *ing)
 {
-	struct session	**list;
+	void		**list;
 	const char	*code = NULL;
 	char		 err[256];
 	size_t		 i, n;
@@ -879,7 +880,7 @@ ingress_commit(struct ingress *ing)
 		 * sessions freed before the commit were cleared by
 		 * ingress_forget().
 		 */
-		session_committed(list[i], ok, code, err);
+		ing->done(list[i], ok, code, err);
 	}
 	free(list);
 
@@ -1210,7 +1211,7 @@ ingress_dead_batch(struct ingress *ing, struct evbuffer *out)
 }
 
 int
-ingress_dead(struct ingress *ing, struct session *s,
+ingress_dead(struct ingress *ing, void *s,
     const struct proto_req *req, struct evbuffer *out, size_t room)
 {
 	struct ingress_job	*job = &ing->job;
@@ -1250,7 +1251,7 @@ static void
 ingress_dead_cb(evutil_socket_t fd, short what, void *arg)
 {
 	struct ingress	 *ing = arg;
-	struct session	**list;
+	void		**list;
 	size_t		  i, n;
 
 	(void)fd;
@@ -1263,6 +1264,6 @@ ingress_dead_cb(evutil_socket_t fd, short what, void *arg)
 	ing->nwaiting = ing->capwaiting = 0;
 	for (i = 0; i < n; i++)
 		if (list[i] != NULL)
-			session_committed(list[i], 1, NULL, NULL);
+			ing->done(list[i], 1, NULL, NULL);
 	free(list);
 }

@@ -3,7 +3,8 @@
  * is inserted into one open transaction; a commit event queued behind the
  * turn's read callbacks commits it, and only then are the OKs released to the
  * sessions.  Also deletes the rows the publisher reports confirmed (the main
- * thread holds the one writer connection) and formats STATS.  Knows no AMQP.
+ * thread holds the one writer connection) and gathers the STATS values.
+ * Knows no AMQP, and no sessions: a waiter is told through a callback.
  */
 #ifndef PUBRELAY_INGRESS_H
 #define PUBRELAY_INGRESS_H
@@ -19,13 +20,22 @@ struct outbox;
 struct proto_pub;
 struct proto_req;
 struct relay_stats;
-struct session;
 struct ingress;
 struct user;
 struct users;
 
+/*
+ * How a waiter (ingress_wait()) is told that the transaction holding its
+ * replies committed (ok) or was rolled back (code, PROTO_E_*, and err set),
+ * or, for a DEAD request that waited, that it may ask again (ok).  The
+ * waiter is opaque here: main wires session_committed().
+ */
+typedef void (*ingress_done_fn)(void *waiter, int ok, const char *code,
+	    const char *err);
+
 struct ingress *ingress_new(struct event_base *base, struct outbox *ob,
-	    const struct config *cf, struct relay_stats *st);
+	    const struct config *cf, struct relay_stats *st,
+	    ingress_done_fn done);
 struct event_base *ingress_base(struct ingress *ing);
 /* Who holds what, per uid (the listener counts connections in it). */
 struct users *ingress_users(struct ingress *ing);
@@ -54,10 +64,10 @@ void	ingress_free(struct ingress *ing);
 int	ingress_insert(struct ingress *ing, struct user *u,
 	    const struct proto_pub *pub, struct evbuffer *held,
 	    const char **code, char *err, size_t errlen);
-/* s has replies held on the open transaction. */
-void	ingress_wait(struct ingress *ing, struct session *s);
-/* s is going away: it is told nothing more. */
-void	ingress_forget(struct ingress *ing, struct session *s);
+/* Waiter s has replies held on the open transaction: done() tells it. */
+void	ingress_wait(struct ingress *ing, void *s);
+/* Waiter s is going away: it is told nothing more. */
+void	ingress_forget(struct ingress *ing, void *s);
 /* Commit the open transaction now (shutdown). */
 void	ingress_flush(struct ingress *ing);
 /*
@@ -67,16 +77,16 @@ void	ingress_flush(struct ingress *ing);
 void	ingress_park(struct ingress *ing, int64_t id, unsigned attempts,
 	    const char *reason);
 /*
- * DEAD LIST/RETRY/PURGE for session s.  Appends the whole reply to out and
+ * DEAD LIST/RETRY/PURGE for waiter s.  Appends the whole reply to out and
  * returns 0, or returns 1 when the caller is to wait (ingress_wait_first())
  * and ask again: while a group commit is open, between two batches of a
  * DEAD RETRY/PURGE ALL, and while another one runs.  A DEAD LIST reply
  * takes at most room bytes (at least one line).
  */
-int	ingress_dead(struct ingress *ing, struct session *s,
+int	ingress_dead(struct ingress *ing, void *s,
 	    const struct proto_req *req, struct evbuffer *out, size_t room);
 /* Like ingress_wait(), ahead of the sessions already waiting. */
-void	ingress_wait_first(struct ingress *ing, struct session *s);
+void	ingress_wait_first(struct ingress *ing, void *s);
 /* Rows up to upto are confirmed: delete them soon, in batches. */
 void	ingress_confirmed(struct ingress *ing, int64_t upto);
 /* Delete confirmed rows now (shutdown). */

@@ -411,7 +411,7 @@ main(int argc, char *argv[])
 		log_notice("outbox %s: %llu messages (%llu bytes) waiting",
 		    d.cf.outbox_path, (unsigned long long)outbox_rows(d.ob),
 		    (unsigned long long)outbox_bytes(d.ob));
-	d.ing = ingress_new(d.base, d.ob, &d.cf, &d.stats);
+	d.ing = ingress_new(d.base, d.ob, &d.cf, &d.stats, session_committed);
 	if (lfd >= 0) {
 		log_info("socket activation: using the socket %s passed by the "
 		    "service manager; [socket] path and mode are the socket "

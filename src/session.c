@@ -404,9 +404,9 @@ session_process(struct session *s)
  * refusals stay as they are.
  */
 void
-session_committed(struct session *s, int ok, const char *code,
-    const char *err)
+session_committed(void *arg, int ok, const char *code, const char *err)
 {
+	struct session	*s = arg;
 	struct evbuffer	*out = bufferevent_get_output(s->bev);
 	char		*line;
 	size_t		 n;

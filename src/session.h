@@ -20,9 +20,11 @@ struct user;
  */
 struct session *session_new(struct ingress *ing, int fd,
 	    const struct config *cf, const struct ucred *uc, struct user *u);
-/* The transaction holding s's messages committed (ok) or was rolled back. */
-void	session_committed(struct session *s, int ok, const char *code,
-	    const char *err);
+/*
+ * The transaction holding s's messages committed (ok) or was rolled back:
+ * ingress's done callback (ingress_done_fn), s a struct session.
+ */
+void	session_committed(void *s, int ok, const char *code, const char *err);
 /* Number of open sessions. */
 unsigned session_count(void);
 /*
