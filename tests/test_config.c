@@ -1325,7 +1325,7 @@ test_example(void)
 	/* Every key the parser knows (config_key()), as "section/name". */
 	char		 keys[64][80];
 	size_t		 nkeys = 0;
-	const char	*ksec, *kname;
+	const struct config_key *k;
 	struct result	 r;
 	struct config	 d;
 	const char	*srcdir;
@@ -1345,11 +1345,12 @@ test_example(void)
 		    t != NULL ? (int)(t - f) : 0, f);
 	}
 	diag("example: %s", example);
-	while (nkeys < 64 && config_key(nkeys, &ksec, &kname)) {
-		snprintf(keys[nkeys], sizeof(keys[nkeys]), "%s/%s", ksec, kname);
+	while (nkeys < 64 && (k = config_key(nkeys)) != NULL) {
+		snprintf(keys[nkeys], sizeof(keys[nkeys]), "%s/%s", k->section,
+		    k->name);
 		nkeys++;
 	}
-	ok(nkeys >= 30 && !config_key(nkeys, &ksec, &kname),
+	ok(nkeys >= 30 && config_key(nkeys) == NULL,
 	    "config_key() lists the parser's keys (%zu)", nkeys);
 
 	/* r.path names the shipped file here: never result_free() it. */
