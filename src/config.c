@@ -22,6 +22,7 @@
 #include <pwd.h>
 #include <stdarg.h>
 #include <stdbool.h>
+#include <stddef.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -72,6 +73,9 @@
 #define CONFIG_MAX_ATTEMPTS_MAX		1000
 #define CONFIG_PEM_MAX			(16 * 1024 * 1024)	/* ca_file and the like */
 
+/* Room for every row of config_keys[] (checked where the table is). */
+#define CONFIG_KEYS_MAX			64
+
 struct config_parse {
 	struct config	*cf;
 	const char	*path;
@@ -85,23 +89,16 @@ struct config_parse {
 	int		 section_ok;	/* and it names a section we know */
 	char		 section[CONFIG_SECTION_MAX + 1];
 	const char	*key;		/* the key being set, for config_keyerr() */
-	/* Lines of keys checked only once the whole file is read. */
-	int		 password_line;
+	/*
+	 * For the checks made once the whole file is read, by row of
+	 * config_keys[]: the line each key was last given on, and the line
+	 * its value was last taken from (0: never).
+	 */
+	int		 given_line[CONFIG_KEYS_MAX];
+	int		 taken_line[CONFIG_KEYS_MAX];
 	int		 uri_password_line;	/* first uri holding a password */
 	int		 tls_line;		/* first amqps:// uri */
-	int		 cert_line;
-	int		 key_line;
 	mode_t		 file_mode;		/* of the config file itself */
-	int		 reconnect_min_line;
-	int		 reconnect_max_line;
-	int		 clients_per_user_line;
-	int		 bytes_per_user_line;
-};
-
-struct config_key {
-	const char	*section;
-	const char	*name;
-	void		(*set)(struct config_parse *, const char *);
 };
 
 static const char *const config_sections[] = {
@@ -300,13 +297,15 @@ config_uri_has_password(const char *v)
 	return at != NULL && memchr(auth, ':', (size_t)(at - auth)) != NULL;
 }
 
-static void
-config_set_uri(struct config_parse *p, const char *v)
+static int
+config_set_uri(struct config_parse *p, const struct config_key *k,
+    const char *v)
 {
 	struct amqp_connection_info	 ci;
 	char				 masked[256], *copy;
-	int				 rc;
+	int				 ret = -1;
 
+	(void)k;
 	/* Error lines end up in logs: never print a password. */
 	util_mask_uri(v, masked, sizeof(masked));
 	if (p->uri_password_line == 0 && config_uri_has_password(v))
@@ -314,12 +313,11 @@ config_set_uri(struct config_parse *p, const char *v)
 	if (p->cf->nuris >= CONFIG_MAX_URIS) {
 		config_keyerr(p, "too many uri keys: '%s' is past the limit of %d",
 		    masked, CONFIG_MAX_URIS);
-		return;
+		return -1;
 	}
 	copy = xstrdup(v);		/* amqp_parse_url() cuts its input up */
 	amqp_default_connection_info(&ci);
-	rc = amqp_parse_url(copy, &ci);
-	if (rc != AMQP_STATUS_OK)
+	if (amqp_parse_url(copy, &ci) != AMQP_STATUS_OK)
 		config_keyerr(p, "invalid AMQP URI '%s' (expected "
 		    "amqp://user:password@host:port/vhost)",
 		    masked);
@@ -337,70 +335,30 @@ config_set_uri(struct config_parse *p, const char *v)
 		if (ci.ssl && p->tls_line == 0)
 			p->tls_line = p->lineno;
 		p->cf->uris[p->cf->nuris++] = xstrdup(v);
+		ret = 0;
 	}
 	free(copy);
+	return ret;
 }
 
-static void
-config_set_uri_order(struct config_parse *p, const char *v)
+/* The char * field of key k, which owns its string. */
+static char **
+config_str_field(struct config_parse *p, const struct config_key *k)
 {
-	if (strcasecmp(v, "ordered") == 0)
-		p->cf->uri_shuffle = 0;
-	else if (strcasecmp(v, "shuffle") == 0)
-		p->cf->uri_shuffle = 1;
-	else
-		config_keyerr(p, "invalid value '%s' (expected ordered or "
-		    "shuffle)", v);
+	return (char **)(void *)((char *)p->cf + k->offset);
 }
 
-static void
-config_set_password_file(struct config_parse *p, const char *v)
+static int
+config_set_password_file(struct config_parse *p, const struct config_key *k,
+    const char *v)
 {
 	if (*v == '\0') {
 		config_keyerr(p, "empty path");
-		return;
+		return -1;
 	}
 	/* Read once the file is parsed, so only the last one counts. */
-	config_set_str(&p->cf->password_file, v);
-	p->password_line = p->lineno;
-}
-
-static void
-config_set_heartbeat(struct config_parse *p, const char *v)
-{
-	uint64_t	ms;
-
-	if (config_duration(p, v, 0, CONFIG_HEARTBEAT_MAX_MS, &ms) == -1)
-		return;
-	/* AMQP negotiates the heartbeat in whole seconds. */
-	if (ms % 1000 != 0) {
-		config_keyerr(p, "%s is not a whole number of seconds", v);
-		return;
-	}
-	p->cf->heartbeat = (unsigned)(ms / 1000);
-}
-
-static void
-config_set_connect_timeout(struct config_parse *p, const char *v)
-{
-	config_duration(p, v, CONFIG_CONNECT_TIMEOUT_MIN_MS,
-	    CONFIG_CONNECT_TIMEOUT_MAX_MS, &p->cf->connect_timeout_ms);
-}
-
-static void
-config_set_reconnect_min(struct config_parse *p, const char *v)
-{
-	if (config_duration(p, v, CONFIG_RECONNECT_MIN_MS,
-	    CONFIG_RECONNECT_MAX_MS, &p->cf->reconnect_min_ms) == 0)
-		p->reconnect_min_line = p->lineno;
-}
-
-static void
-config_set_reconnect_max(struct config_parse *p, const char *v)
-{
-	if (config_duration(p, v, CONFIG_RECONNECT_MIN_MS,
-	    CONFIG_RECONNECT_MAX_MS, &p->cf->reconnect_max_ms) == 0)
-		p->reconnect_max_line = p->lineno;
+	config_set_str(config_str_field(p, k), v);
+	return 0;
 }
 
 /*
@@ -465,45 +423,39 @@ config_read_pem(struct config_parse *p, const char *v, struct stat *st)
 	return NULL;
 }
 
-static void
-config_set_cert(struct config_parse *p, const char *v, char **dst)
+/* ca_file, cert_file: a readable PEM file holding a certificate. */
+static int
+config_set_cert(struct config_parse *p, const struct config_key *k,
+    const char *v)
 {
 	struct stat	 st;
 	char		*pem;
+	int		 rc = -1;
 
 	if ((pem = config_read_pem(p, v, &st)) == NULL)
-		return;
+		return -1;
 	if (strstr(pem, "-----BEGIN CERTIFICATE-----") == NULL &&
 	    strstr(pem, "-----BEGIN TRUSTED CERTIFICATE-----") == NULL)
 		config_keyerr(p, "'%s' holds no PEM certificate (no "
 		    "-----BEGIN CERTIFICATE----- line)", v);
-	else
-		config_set_str(dst, v);
+	else {
+		config_set_str(config_str_field(p, k), v);
+		rc = 0;
+	}
 	free(pem);
+	return rc;
 }
 
-static void
-config_set_ca_file(struct config_parse *p, const char *v)
-{
-	config_set_cert(p, v, &p->cf->ca_file);
-}
-
-static void
-config_set_cert_file(struct config_parse *p, const char *v)
-{
-	p->cert_line = p->lineno;
-	config_set_cert(p, v, &p->cf->cert_file);
-}
-
-static void
-config_set_key_file(struct config_parse *p, const char *v)
+static int
+config_set_key_file(struct config_parse *p, const struct config_key *k,
+    const char *v)
 {
 	struct stat	 st;
 	char		*pem;
+	int		 rc = -1;
 
-	p->key_line = p->lineno;
 	if ((pem = config_read_pem(p, v, &st)) == NULL)
-		return;
+		return -1;
 	/* A secret like password_file: the same rule (see pubrelay.ini(5)). */
 	if (st.st_mode & S_IROTH)
 		config_keyerr(p, "'%s' is readable by others (mode %04o): a "
@@ -518,47 +470,42 @@ config_set_key_file(struct config_parse *p, const char *v)
 		config_keyerr(p, "'%s' is an encrypted private key, which "
 		    "pubrelayd cannot unlock; store it unencrypted (openssl pkey "
 		    "-in KEY -out NEWKEY), readable by pubrelayd alone", v);
-	else
-		config_set_str(&p->cf->key_file, v);
+	else {
+		config_set_str(config_str_field(p, k), v);
+		rc = 0;
+	}
 	explicit_bzero(pem, strlen(pem));
 	free(pem);
+	return rc;
 }
 
-static void
-config_set_verify_peer(struct config_parse *p, const char *v)
-{
-	config_bool(p, v, &p->cf->verify_peer);
-}
-
-static void
-config_set_verify_hostname(struct config_parse *p, const char *v)
-{
-	config_bool(p, v, &p->cf->verify_hostname);
-}
-
-static void
-config_set_socket_path(struct config_parse *p, const char *v)
+static int
+config_set_socket_path(struct config_parse *p, const struct config_key *k,
+    const char *v)
 {
 	struct sockaddr_un	sun;
 	size_t			len = strlen(v);
 
 	if (*v != '/') {
 		config_keyerr(p, "'%s' is not an absolute path", v);
-		return;
+		return -1;
 	}
 	if (len >= sizeof(sun.sun_path)) {
 		config_keyerr(p, "path is too long for a Unix socket (%zu bytes, "
 		    "at most %zu)", len, sizeof(sun.sun_path) - 1);
-		return;
+		return -1;
 	}
-	config_set_str(&p->cf->socket_path, v);
+	config_set_str(config_str_field(p, k), v);
+	return 0;
 }
 
-static void
-config_set_socket_mode(struct config_parse *p, const char *v)
+static int
+config_set_socket_mode(struct config_parse *p, const struct config_key *k,
+    const char *v)
 {
 	unsigned	mode;
 
+	(void)k;
 	if (util_parse_mode(v, &mode) == -1)
 		config_keyerr(p, "invalid file mode '%s' (expected octal such as "
 		    "0660)", v);
@@ -566,43 +513,21 @@ config_set_socket_mode(struct config_parse *p, const char *v)
 		config_keyerr(p, "mode %04o lets no one connect (connecting "
 		    "takes write permission on the socket; expected such as "
 		    "0660)", (unsigned)mode);
-	else
+	else {
 		p->cf->socket_mode = mode;
-}
-
-static void
-config_set_max_clients(struct config_parse *p, const char *v)
-{
-	uint64_t	n;
-
-	if (config_number(p, v, 1, CONFIG_MAX_CLIENTS_MAX, &n) == 0)
-		p->cf->max_clients = (unsigned)n;
-}
-
-static void
-config_set_max_clients_per_user(struct config_parse *p, const char *v)
-{
-	uint64_t	n;
-
-	if (config_number(p, v, 0, CONFIG_MAX_CLIENTS_MAX, &n) == 0) {
-		p->cf->max_clients_per_user = (unsigned)n;
-		p->clients_per_user_line = p->lineno;
+		return 0;
 	}
-}
-
-static void
-config_set_max_message_size(struct config_parse *p, const char *v)
-{
-	config_size(p, v, 1, CONFIG_MAX_MESSAGE_MAX,
-	    &p->cf->max_message_size);
+	return -1;
 }
 
 /*
- * A list of user or group names or numeric ids, split on commas and blanks,
- * resolved now: an unknown name is an error, not a silent never-match.
+ * allow_users, allow_groups: a list of user or group names or numeric ids,
+ * split on commas and blanks, resolved now: an unknown name is an error, not
+ * a silent never-match.  The ids that resolved are kept either way.
  */
-static void
-config_set_ids(struct config_parse *p, const char *v, int groups)
+static int
+config_set_ids(struct config_parse *p, const struct config_key *k,
+    const char *v)
 {
 	struct config	*cf = p->cf;
 	char		*copy, *tok, *save;
@@ -611,13 +536,16 @@ config_set_ids(struct config_parse *p, const char *v, int groups)
 	uint64_t	 id;
 	struct passwd	*pw;
 	struct group	*gr;
+	int		 groups, rc = 0;
 
+	groups = k->offset == offsetof(struct config, allow_gids);
 	copy = xstrdup(v);
 	ids = xcalloc(CONFIG_MAX_IDS, sizeof(*ids));
 	for (tok = strtok_r(copy, ", \t", &save); tok != NULL;
 	    tok = strtok_r(NULL, ", \t", &save)) {
 		if (n == CONFIG_MAX_IDS) {
 			config_keyerr(p, "more than %d entries", CONFIG_MAX_IDS);
+			rc = -1;
 			break;
 		}
 		if (util_parse_u64(tok, 0, UINT32_MAX - 1, &id) == 0)
@@ -626,9 +554,11 @@ config_set_ids(struct config_parse *p, const char *v, int groups)
 			ids[n++] = (unsigned)gr->gr_gid;
 		else if (!groups && (pw = getpwnam(tok)) != NULL)
 			ids[n++] = (unsigned)pw->pw_uid;
-		else
+		else {
 			config_keyerr(p, "unknown %s '%s'", groups ? "group" :
 			    "user", tok);
+			rc = -1;
+		}
 	}
 	free(copy);
 	if (groups) {
@@ -645,29 +575,20 @@ config_set_ids(struct config_parse *p, const char *v, int groups)
 		cf->nallow_uids = n;
 	}
 	free(ids);
+	return rc;
 }
 
-static void
-config_set_allow_users(struct config_parse *p, const char *v)
-{
-	config_set_ids(p, v, 0);
-}
-
-static void
-config_set_allow_groups(struct config_parse *p, const char *v)
-{
-	config_set_ids(p, v, 1);
-}
-
-static void
-config_set_socket_group(struct config_parse *p, const char *v)
+static int
+config_set_socket_group(struct config_parse *p, const struct config_key *k,
+    const char *v)
 {
 	struct group	*gr;
 	uint64_t	 id;
 
+	(void)k;
 	if (*v == '\0') {		/* the daemon's group */
 		p->cf->socket_has_group = 0;
-		return;
+		return 0;
 	}
 	if (util_parse_u64(v, 0, UINT32_MAX - 1, &id) == 0)
 		p->cf->socket_gid = (gid_t)id;
@@ -675,212 +596,156 @@ config_set_socket_group(struct config_parse *p, const char *v)
 		p->cf->socket_gid = gr->gr_gid;
 	else {
 		config_keyerr(p, "unknown group '%s'", v);
-		return;
+		return -1;
 	}
 	p->cf->socket_has_group = 1;
+	return 0;
 }
 
-static void
-config_set_max_headers(struct config_parse *p, const char *v)
-{
-	uint64_t	n;
-
-	if (config_number(p, v, 1, PROTO_MAX_HEADERS, &n) == 0)
-		p->cf->max_headers = (unsigned)n;
-}
-
-static void
-config_set_max_line(struct config_parse *p, const char *v)
-{
-	uint64_t	n;
-
-	if (config_size(p, v, CONFIG_MAX_LINE_MIN, PROTO_MAX_LINE, &n) == 0)
-		p->cf->max_line = (unsigned)n;
-}
-
-static void
-config_set_max_buffer(struct config_parse *p, const char *v)
-{
-	config_size(p, v, CONFIG_MAX_BUFFER_MIN, CONFIG_MAX_BUFFER_MAX,
-	    &p->cf->max_buffer);
-}
-
-static void
-config_set_idle_timeout(struct config_parse *p, const char *v)
-{
-	config_duration(p, v, 0, CONFIG_IDLE_TIMEOUT_MAX_MS,
-	    &p->cf->idle_timeout_ms);
-}
-
-static void
-config_set_outbox_path(struct config_parse *p, const char *v)
+static int
+config_set_outbox_path(struct config_parse *p, const struct config_key *k,
+    const char *v)
 {
 	if (*v == '\0') {
 		config_keyerr(p, "empty path");
-		return;
+		return -1;
 	}
 	if (*v != '/') {	/* as [socket] path: never relative to a cwd */
 		config_keyerr(p, "'%s' is not an absolute path", v);
-		return;
+		return -1;
 	}
-	config_set_str(&p->cf->outbox_path, v);
+	config_set_str(config_str_field(p, k), v);
+	return 0;
 }
 
-static void
-config_set_max_bytes(struct config_parse *p, const char *v)
+/* The level names are log.c's: they are not repeated as a CONFIG_ENUM. */
+static int
+config_set_log_level(struct config_parse *p, const struct config_key *k,
+    const char *v)
 {
-	config_size(p, v, 0, UINT64_MAX, &p->cf->max_bytes);
-}
-
-static void
-config_set_max_bytes_per_user(struct config_parse *p, const char *v)
-{
-	if (config_size(p, v, 0, UINT64_MAX, &p->cf->max_bytes_per_user) == 0)
-		p->bytes_per_user_line = p->lineno;
-}
-
-static void
-config_set_min_free(struct config_parse *p, const char *v)
-{
-	config_size(p, v, 0, UINT64_MAX, &p->cf->min_free);
-}
-
-static void
-config_set_dead_max_bytes(struct config_parse *p, const char *v)
-{
-	config_size(p, v, 0, UINT64_MAX, &p->cf->dead_max_bytes);
-}
-
-static void
-config_set_sync(struct config_parse *p, const char *v)
-{
-	if (strcasecmp(v, "full") == 0)
-		p->cf->sync_full = 1;
-	else if (strcasecmp(v, "normal") == 0)
-		p->cf->sync_full = 0;
-	else
-		config_keyerr(p, "invalid value '%s' (expected full or normal)",
-		    v);
-}
-
-static void
-config_set_window(struct config_parse *p, const char *v)
-{
-	uint64_t	n;
-
-	if (config_number(p, v, 1, CONFIG_WINDOW_MAX, &n) == 0)
-		p->cf->window = (unsigned)n;
-}
-
-static void
-config_set_persistent(struct config_parse *p, const char *v)
-{
-	config_bool(p, v, &p->cf->persistent);
-}
-
-static void
-config_set_mandatory(struct config_parse *p, const char *v)
-{
-	config_bool(p, v, &p->cf->mandatory);
-}
-
-static void
-config_set_confirm_timeout(struct config_parse *p, const char *v)
-{
-	config_duration(p, v, CONFIG_CONFIRM_TIMEOUT_MIN_MS,
-	    CONFIG_CONFIRM_TIMEOUT_MAX_MS, &p->cf->confirm_timeout_ms);
-}
-
-static void
-config_policy(struct config_parse *p, const char *v, int *out)
-{
-	if (strcasecmp(v, "park") == 0)
-		*out = POLICY_PARK;
-	else if (strcasecmp(v, "retry") == 0)
-		*out = POLICY_RETRY;
-	else
-		config_keyerr(p, "invalid value '%s' (expected park or retry)",
-		    v);
-}
-
-static void
-config_set_on_unroutable(struct config_parse *p, const char *v)
-{
-	config_policy(p, v, &p->cf->on_unroutable);
-}
-
-static void
-config_set_on_rejected(struct config_parse *p, const char *v)
-{
-	config_policy(p, v, &p->cf->on_rejected);
-}
-
-static void
-config_set_max_attempts(struct config_parse *p, const char *v)
-{
-	uint64_t	n;
-
-	if (config_number(p, v, 1, CONFIG_MAX_ATTEMPTS_MAX, &n) == 0)
-		p->cf->max_attempts = (unsigned)n;
-}
-
-static void
-config_set_log_level(struct config_parse *p, const char *v)
-{
-	if (log_level_parse(v, &p->cf->log_level) == -1)
+	(void)k;
+	if (log_level_parse(v, &p->cf->log_level) == -1) {
 		config_keyerr(p, "invalid log level '%s' (expected error, "
 		    "warning, notice, info or debug)", v);
+		return -1;
+	}
+	return 0;
 }
 
-static const struct config_key config_keys[] = {
-	{ "broker",	"uri",			config_set_uri },
-	{ "broker",	"uri_order",		config_set_uri_order },
-	{ "broker",	"password_file",	config_set_password_file },
-	{ "broker",	"heartbeat",		config_set_heartbeat },
-	{ "broker",	"connect_timeout",	config_set_connect_timeout },
-	{ "broker",	"reconnect_min",	config_set_reconnect_min },
-	{ "broker",	"reconnect_max",	config_set_reconnect_max },
-	{ "broker",	"ca_file",		config_set_ca_file },
-	{ "broker",	"cert_file",		config_set_cert_file },
-	{ "broker",	"key_file",		config_set_key_file },
-	{ "broker",	"verify_peer",		config_set_verify_peer },
-	{ "broker",	"verify_hostname",	config_set_verify_hostname },
-	{ "socket",	"path",			config_set_socket_path },
-	{ "socket",	"mode",			config_set_socket_mode },
-	{ "socket",	"max_clients",		config_set_max_clients },
-	{ "socket",	"max_clients_per_user",	config_set_max_clients_per_user },
-	{ "socket",	"max_message_size",	config_set_max_message_size },
-	{ "socket",	"group",		config_set_socket_group },
-	{ "socket",	"allow_users",		config_set_allow_users },
-	{ "socket",	"allow_groups",		config_set_allow_groups },
-	{ "socket",	"max_headers",		config_set_max_headers },
-	{ "socket",	"max_line",		config_set_max_line },
-	{ "socket",	"max_buffer",		config_set_max_buffer },
-	{ "socket",	"idle_timeout",		config_set_idle_timeout },
-	{ "outbox",	"path",			config_set_outbox_path },
-	{ "outbox",	"max_bytes",		config_set_max_bytes },
-	{ "outbox",	"max_bytes_per_user",	config_set_max_bytes_per_user },
-	{ "outbox",	"min_free",		config_set_min_free },
-	{ "outbox",	"dead_max_bytes",	config_set_dead_max_bytes },
-	{ "outbox",	"sync",			config_set_sync },
-	{ "publish",	"window",		config_set_window },
-	{ "publish",	"persistent",		config_set_persistent },
-	{ "publish",	"mandatory",		config_set_mandatory },
-	{ "publish",	"confirm_timeout",	config_set_confirm_timeout },
-	{ "publish",	"on_unroutable",	config_set_on_unroutable },
-	{ "publish",	"on_rejected",		config_set_on_rejected },
-	{ "publish",	"max_attempts",		config_set_max_attempts },
-	{ "log",	"level",		config_set_log_level },
+static const struct config_enum config_uri_orders[] = {
+	{ "ordered", 0 }, { "shuffle", 1 }, { NULL, 0 },
+};
+static const struct config_enum config_syncs[] = {
+	{ "full", 1 }, { "normal", 0 }, { NULL, 0 },
+};
+static const struct config_enum config_policies[] = {
+	{ "park", POLICY_PARK }, { "retry", POLICY_RETRY }, { NULL, 0 },
 };
 
-int
-config_key(size_t i, const char **section, const char **name)
+/* offsetof and sizeof a field of struct config: two columns of a row. */
+#define F(field)	offsetof(struct config, field), \
+			sizeof(((struct config *)NULL)->field)
+
+/*
+ * Every key: section, name, type, field, min, max (in the type's unit: ms
+ * for durations), names of an enum, setter of a custom key.  The defaults
+ * are config_defaults()'s.  Only [log] level is re-read on SIGHUP, and
+ * pubrelayd.c's daemon_reload() says so where it takes it.
+ */
+static const struct config_key config_keys[] = {
+	{ "broker", "uri", CONFIG_CUSTOM, F(uris), 0, 0,
+	    NULL, config_set_uri },
+	{ "broker", "uri_order", CONFIG_ENUM, F(uri_shuffle), 0, 0,
+	    config_uri_orders, NULL },
+	{ "broker", "password_file", CONFIG_CUSTOM, F(password_file), 0, 0,
+	    NULL, config_set_password_file },
+	{ "broker", "heartbeat", CONFIG_SECONDS, F(heartbeat),
+	    0, CONFIG_HEARTBEAT_MAX_MS, NULL, NULL },
+	{ "broker", "connect_timeout", CONFIG_DURATION, F(connect_timeout_ms),
+	    CONFIG_CONNECT_TIMEOUT_MIN_MS, CONFIG_CONNECT_TIMEOUT_MAX_MS,
+	    NULL, NULL },
+	{ "broker", "reconnect_min", CONFIG_DURATION, F(reconnect_min_ms),
+	    CONFIG_RECONNECT_MIN_MS, CONFIG_RECONNECT_MAX_MS, NULL, NULL },
+	{ "broker", "reconnect_max", CONFIG_DURATION, F(reconnect_max_ms),
+	    CONFIG_RECONNECT_MIN_MS, CONFIG_RECONNECT_MAX_MS, NULL, NULL },
+	{ "broker", "ca_file", CONFIG_CUSTOM, F(ca_file), 0, 0,
+	    NULL, config_set_cert },
+	{ "broker", "cert_file", CONFIG_CUSTOM, F(cert_file), 0, 0,
+	    NULL, config_set_cert },
+	{ "broker", "key_file", CONFIG_CUSTOM, F(key_file), 0, 0,
+	    NULL, config_set_key_file },
+	{ "broker", "verify_peer", CONFIG_BOOL, F(verify_peer), 0, 1,
+	    NULL, NULL },
+	{ "broker", "verify_hostname", CONFIG_BOOL, F(verify_hostname), 0, 1,
+	    NULL, NULL },
+
+	{ "socket", "path", CONFIG_CUSTOM, F(socket_path), 0, 0,
+	    NULL, config_set_socket_path },
+	{ "socket", "mode", CONFIG_CUSTOM, F(socket_mode), 0, 0,
+	    NULL, config_set_socket_mode },
+	{ "socket", "max_clients", CONFIG_NUMBER, F(max_clients),
+	    1, CONFIG_MAX_CLIENTS_MAX, NULL, NULL },
+	{ "socket", "max_clients_per_user", CONFIG_NUMBER,
+	    F(max_clients_per_user), 0, CONFIG_MAX_CLIENTS_MAX, NULL, NULL },
+	{ "socket", "max_message_size", CONFIG_SIZE, F(max_message_size),
+	    1, CONFIG_MAX_MESSAGE_MAX, NULL, NULL },
+	{ "socket", "group", CONFIG_CUSTOM, F(socket_gid), 0, 0,
+	    NULL, config_set_socket_group },
+	{ "socket", "allow_users", CONFIG_CUSTOM, F(allow_uids), 0, 0,
+	    NULL, config_set_ids },
+	{ "socket", "allow_groups", CONFIG_CUSTOM, F(allow_gids), 0, 0,
+	    NULL, config_set_ids },
+	{ "socket", "max_headers", CONFIG_NUMBER, F(max_headers),
+	    1, PROTO_MAX_HEADERS, NULL, NULL },
+	{ "socket", "max_line", CONFIG_SIZE, F(max_line),
+	    CONFIG_MAX_LINE_MIN, PROTO_MAX_LINE, NULL, NULL },
+	{ "socket", "max_buffer", CONFIG_SIZE, F(max_buffer),
+	    CONFIG_MAX_BUFFER_MIN, CONFIG_MAX_BUFFER_MAX, NULL, NULL },
+	{ "socket", "idle_timeout", CONFIG_DURATION, F(idle_timeout_ms),
+	    0, CONFIG_IDLE_TIMEOUT_MAX_MS, NULL, NULL },
+
+	{ "outbox", "path", CONFIG_CUSTOM, F(outbox_path), 0, 0,
+	    NULL, config_set_outbox_path },
+	{ "outbox", "max_bytes", CONFIG_SIZE, F(max_bytes), 0, UINT64_MAX,
+	    NULL, NULL },
+	{ "outbox", "max_bytes_per_user", CONFIG_SIZE, F(max_bytes_per_user),
+	    0, UINT64_MAX, NULL, NULL },
+	{ "outbox", "min_free", CONFIG_SIZE, F(min_free), 0, UINT64_MAX,
+	    NULL, NULL },
+	{ "outbox", "dead_max_bytes", CONFIG_SIZE, F(dead_max_bytes),
+	    0, UINT64_MAX, NULL, NULL },
+	{ "outbox", "sync", CONFIG_ENUM, F(sync_full), 0, 0,
+	    config_syncs, NULL },
+
+	{ "publish", "window", CONFIG_NUMBER, F(window), 1, CONFIG_WINDOW_MAX,
+	    NULL, NULL },
+	{ "publish", "persistent", CONFIG_BOOL, F(persistent), 0, 1,
+	    NULL, NULL },
+	{ "publish", "mandatory", CONFIG_BOOL, F(mandatory), 0, 1,
+	    NULL, NULL },
+	{ "publish", "confirm_timeout", CONFIG_DURATION, F(confirm_timeout_ms),
+	    CONFIG_CONFIRM_TIMEOUT_MIN_MS, CONFIG_CONFIRM_TIMEOUT_MAX_MS,
+	    NULL, NULL },
+	{ "publish", "on_unroutable", CONFIG_ENUM, F(on_unroutable), 0, 0,
+	    config_policies, NULL },
+	{ "publish", "on_rejected", CONFIG_ENUM, F(on_rejected), 0, 0,
+	    config_policies, NULL },
+	{ "publish", "max_attempts", CONFIG_NUMBER, F(max_attempts),
+	    1, CONFIG_MAX_ATTEMPTS_MAX, NULL, NULL },
+
+	{ "log", "level", CONFIG_CUSTOM, F(log_level), 0, 0,
+	    NULL, config_set_log_level },
+};
+#undef F
+
+#define CONFIG_NKEYS	(sizeof(config_keys) / sizeof(config_keys[0]))
+_Static_assert(CONFIG_NKEYS <= CONFIG_KEYS_MAX,
+    "struct config_parse has a line for every key");
+
+const struct config_key *
+config_key(size_t i)
 {
-	if (i >= sizeof(config_keys) / sizeof(config_keys[0]))
-		return 0;
-	*section = config_keys[i].section;
-	*name = config_keys[i].name;
-	return 1;
+	return i < CONFIG_NKEYS ? &config_keys[i] : NULL;
 }
 
 static const struct config_key *
@@ -888,12 +753,105 @@ config_find_key(const char *section, const char *name)
 {
 	size_t	i;
 
-	for (i = 0; i < sizeof(config_keys) / sizeof(config_keys[0]); i++) {
+	for (i = 0; i < CONFIG_NKEYS; i++) {
 		if (strcmp(config_keys[i].section, section) == 0 &&
 		    strcmp(config_keys[i].name, name) == 0)
 			return &config_keys[i];
 	}
 	return NULL;
+}
+
+/* The row of a key this file names itself: a typo is a bug, caught here. */
+static size_t
+config_key_index(const char *section, const char *name)
+{
+	const struct config_key	*k = config_find_key(section, name);
+
+	if (k == NULL)
+		abort();
+	return (size_t)(k - config_keys);
+}
+
+/* "a or b", "a, b or c": the names of an enum, as an error lists them. */
+static void
+config_enum_names(const struct config_enum *e, char *out, size_t len)
+{
+	size_t	i, n, used = 0;
+
+	for (n = 0; e[n].name != NULL; n++)
+		;
+	out[0] = '\0';
+	for (i = 0; i < n && used < len; i++)
+		used += (size_t)snprintf(out + used, len - used, "%s%s",
+		    i == 0 ? "" : i + 1 == n ? " or " : ", ", e[i].name);
+}
+
+static int
+config_set_enum(struct config_parse *p, const struct config_key *k,
+    const char *v, int *out)
+{
+	const struct config_enum	*e;
+	char				 names[256];
+
+	for (e = k->names; e->name != NULL; e++) {
+		if (strcasecmp(v, e->name) == 0) {
+			*out = e->value;
+			return 0;
+		}
+	}
+	config_enum_names(k->names, names, sizeof(names));
+	config_keyerr(p, "invalid value '%s' (expected %s)", v, names);
+	return -1;
+}
+
+/*
+ * Any key's value, read by the type of its row into its field of struct
+ * config.  0 when taken; -1 when reported, the field left as it was.
+ */
+static int
+config_set_value(struct config_parse *p, const struct config_key *k,
+    const char *v)
+{
+	void		*field = (char *)p->cf + k->offset;
+	uint64_t	 n = 0;
+	int		 rc = -1;
+
+	switch (k->type) {
+	case CONFIG_BOOL:
+		return config_bool(p, v, field);
+	case CONFIG_ENUM:
+		return config_set_enum(p, k, v, field);
+	case CONFIG_CUSTOM:
+		return k->set(p, k, v);
+	case CONFIG_NUMBER:
+		rc = config_number(p, v, k->min, k->max, &n);
+		break;
+	case CONFIG_SIZE:
+		rc = config_size(p, v, k->min, k->max, &n);
+		break;
+	case CONFIG_DURATION:
+		rc = config_duration(p, v, k->min, k->max, &n);
+		break;
+	case CONFIG_SECONDS:
+		if ((rc = config_duration(p, v, k->min, k->max, &n)) == -1)
+			break;
+		/* AMQP negotiates the heartbeat in whole seconds. */
+		if (n % 1000 != 0) {
+			config_keyerr(p, "%s is not a whole number of seconds",
+			    v);
+			return -1;
+		}
+		n /= 1000;
+		break;
+	}
+	if (rc == -1)
+		return -1;
+	/* max fits the field: tests/test_config.c checks every row. */
+	if (k->size == sizeof(uint64_t))
+		*(uint64_t *)field = n;
+	else
+		*(unsigned *)field = (unsigned)n;
+	return 0;
 }
 
 static int
@@ -1104,7 +1062,9 @@ config_handler_cb(void *arg, const char *section, const char *name,
 		return 1;
 	}
 	p->key = k->name;
-	k->set(p, value);
+	p->given_line[k - config_keys] = p->lineno;
+	if (config_set_value(p, k, value) == 0)
+		p->taken_line[k - config_keys] = p->lineno;
 	p->key = NULL;
 	/* Errors are counted here; a 0 would only make inih note the line. */
 	return 1;
@@ -1127,10 +1087,12 @@ config_read_password(struct config_parse *p)
 	size_t		 len = 0, linelen;
 	ssize_t		 n;
 	int		 fd;
+	int		 line = p->taken_line[config_key_index("broker",
+			    "password_file")];
 
 	if ((fd = open(cf->password_file,
 	    O_RDONLY | O_CLOEXEC | O_NOCTTY | O_NONBLOCK)) == -1) {
-		config_err(p, p->password_line, "broker", "password_file",
+		config_err(p, line, "broker", "password_file",
 		    "cannot open '%s': %s", cf->password_file, strerror(errno));
 		return;
 	}
@@ -1140,7 +1102,7 @@ config_read_password(struct config_parse *p)
 	 */
 	if (fstat(fd, &st) == 0 && S_ISREG(st.st_mode) &&
 	    (st.st_mode & S_IROTH)) {
-		config_err(p, p->password_line, "broker", "password_file",
+		config_err(p, line, "broker", "password_file",
 		    "'%s' is readable by others (mode %04o): chmod o-r '%s'",
 		    cf->password_file, (unsigned)(st.st_mode & 07777),
 		    cf->password_file);
@@ -1148,7 +1110,7 @@ config_read_password(struct config_parse *p)
 		return;
 	}
 	if ((buf = malloc(CONFIG_PASSWORD_MAX + 2)) == NULL) {
-		config_err(p, p->password_line, "broker", "password_file",
+		config_err(p, line, "broker", "password_file",
 		    "cannot read '%s': %s", cf->password_file,
 		    strerror(ENOMEM));
 		close(fd);
@@ -1161,19 +1123,19 @@ config_read_password(struct config_parse *p)
 			continue;
 		if (n == -1 && (errno == EAGAIN || errno == EWOULDBLOCK)) {
 			if (len == 0)
-				config_err(p, p->password_line, "broker",
+				config_err(p, line, "broker",
 				    "password_file", "'%s' has nothing to read "
 				    "(a pipe or device, not a file)",
 				    cf->password_file);
 			else
-				config_err(p, p->password_line, "broker",
+				config_err(p, line, "broker",
 				    "password_file", "the first line of '%s' "
 				    "is not complete (a pipe whose writer has "
 				    "not ended it)", cf->password_file);
 			goto out;
 		}
 		if (n == -1) {
-			config_err(p, p->password_line, "broker",
+			config_err(p, line, "broker",
 			    "password_file", "cannot read '%s': %s",
 			    cf->password_file, strerror(errno));
 			goto out;
@@ -1187,19 +1149,19 @@ config_read_password(struct config_parse *p)
 	if (linelen > 0 && buf[linelen - 1] == '\r')
 		linelen--;
 	if (linelen > CONFIG_PASSWORD_MAX) {
-		config_err(p, p->password_line, "broker", "password_file",
+		config_err(p, line, "broker", "password_file",
 		    "the first line of '%s' is longer than %d bytes",
 		    cf->password_file, CONFIG_PASSWORD_MAX);
 		goto out;
 	}
 	if (linelen == 0) {
-		config_err(p, p->password_line, "broker", "password_file",
+		config_err(p, line, "broker", "password_file",
 		    "'%s' is empty: the password must be on its first line",
 		    cf->password_file);
 		goto out;
 	}
 	if (memchr(buf, '\0', linelen) != NULL) {
-		config_err(p, p->password_line, "broker", "password_file",
+		config_err(p, line, "broker", "password_file",
 		    "the first line of '%s' holds a NUL byte",
 		    cf->password_file);
 		goto out;
@@ -1209,7 +1171,7 @@ config_read_password(struct config_parse *p)
 		free(cf->password);
 	}
 	if ((cf->password = strndup(buf, linelen)) == NULL)
-		config_err(p, p->password_line, "broker", "password_file",
+		config_err(p, line, "broker", "password_file",
 		    "cannot read '%s': %s", cf->password_file,
 		    strerror(ENOMEM));
  out:
@@ -1234,12 +1196,16 @@ static void
 config_check_tls(struct config_parse *p)
 {
 	struct config	*cf = p->cf;
+	int		 cert_line, key_line;
 
-	if (p->cert_line > 0 && p->key_line == 0)
-		config_err(p, p->cert_line, "broker", "cert_file", "a client "
+	/* Given, even with a bad value: that one is reported already. */
+	cert_line = p->given_line[config_key_index("broker", "cert_file")];
+	key_line = p->given_line[config_key_index("broker", "key_file")];
+	if (cert_line > 0 && key_line == 0)
+		config_err(p, cert_line, "broker", "cert_file", "a client "
 		    "certificate needs its key: key_file is missing");
-	else if (p->key_line > 0 && p->cert_line == 0)
-		config_err(p, p->key_line, "broker", "key_file", "a client "
+	else if (key_line > 0 && cert_line == 0)
+		config_err(p, key_line, "broker", "key_file", "a client "
 		    "key needs its certificate: cert_file is missing");
 	if (p->tls_line > 0 && cf->verify_peer && cf->ca_file == NULL &&
 	    access(CONFIG_DEFAULT_CA_FILE, R_OK) == -1)
@@ -1254,17 +1220,19 @@ config_check_reconnect(struct config_parse *p)
 {
 	struct config	*cf = p->cf;
 	char		 a[32], b[32];
-	int		 line;
+	int		 line, min_line, max_line;
 	const char	*key;
 
 	if (cf->reconnect_min_ms <= cf->reconnect_max_ms)
 		return;
+	min_line = p->taken_line[config_key_index("broker", "reconnect_min")];
+	max_line = p->taken_line[config_key_index("broker", "reconnect_max")];
 	/* Blame the later of the two lines: it made them disagree. */
-	if (p->reconnect_min_line > p->reconnect_max_line) {
-		line = p->reconnect_min_line;
+	if (min_line > max_line) {
+		line = min_line;
 		key = "reconnect_min";
 	} else {
-		line = p->reconnect_max_line;
+		line = max_line;
 		key = "reconnect_max";
 	}
 	config_err(p, line, "broker", key, "reconnect_min (%s) is greater than "
@@ -1284,12 +1252,14 @@ config_check_per_user(struct config_parse *p)
 	char		 a[32], b[32];
 
 	if (cf->max_clients_per_user > cf->max_clients)
-		config_err(p, p->clients_per_user_line, "socket",
+		config_err(p, p->taken_line[config_key_index("socket",
+		    "max_clients_per_user")], "socket",
 		    "max_clients_per_user", "%u is more than max_clients (%u): "
 		    "it could never apply", cf->max_clients_per_user,
 		    cf->max_clients);
 	if (cf->max_bytes > 0 && cf->max_bytes_per_user > cf->max_bytes)
-		config_err(p, p->bytes_per_user_line, "outbox",
+		config_err(p, p->taken_line[config_key_index("outbox",
+		    "max_bytes_per_user")], "outbox",
 		    "max_bytes_per_user", "%s is more than max_bytes (%s): it "
 		    "could never apply", config_fmt_size(cf->max_bytes_per_user,
 		    a, sizeof(a)), config_fmt_size(cf->max_bytes, b, sizeof(b)));
@@ -1427,7 +1397,8 @@ config_load(struct config *cf, const char *path, FILE *errf)
 		config_err(&p, rc, NULL, "syntax error", "line not understood");
 	}
 
-	if (cf->password_file != NULL && p.password_line > 0)
+	if (cf->password_file != NULL &&
+	    p.taken_line[config_key_index("broker", "password_file")] > 0)
 		config_read_password(&p);
 	config_check_reconnect(&p);
 	config_check_per_user(&p);

@@ -102,9 +102,43 @@ void	config_defaults(struct config *cf);
 int	config_load(struct config *cf, const char *path, FILE *errf);
 void	config_free(struct config *cf);
 /*
- * The i-th key config_load() knows (from 0): 1 with *section and *name set,
- * 0 past the last.  For the tests that hold the docs to the parser.
+ * The keys config_load() knows, one row each: how a value is read, where it
+ * goes in struct config and its limits.  The parser, the error messages and
+ * the tests that hold the docs to the parser all read this one table.
  */
-int	config_key(size_t i, const char **section, const char **name);
+enum config_type {
+	CONFIG_BOOL,		/* int: yes or no */
+	CONFIG_NUMBER,		/* unsigned: decimal, min to max */
+	CONFIG_SIZE,		/* bytes, units K, M, G, T; min to max */
+	CONFIG_DURATION,	/* uint64_t ms; min to max in ms */
+	CONFIG_SECONDS,		/* unsigned s: a duration in whole seconds;
+				   min to max in ms */
+	CONFIG_ENUM,		/* int: the value of one of names[] */
+	CONFIG_CUSTOM,		/* set() reads and checks the value */
+};
+
+struct config_parse;
+
+struct config_enum {
+	const char	*name;		/* case-insensitive */
+	int		 value;
+};
+
+struct config_key {
+	const char		*section;
+	const char		*name;
+	enum config_type	 type;
+	size_t			 offset;	/* of the field in struct config */
+	size_t			 size;		/* of that field */
+	uint64_t		 min;		/* numeric types */
+	uint64_t		 max;
+	const struct config_enum *names;	/* CONFIG_ENUM: NULL-terminated */
+	/* CONFIG_CUSTOM: 0 when the value was taken, -1 when reported. */
+	int			(*set)(struct config_parse *,
+				    const struct config_key *, const char *);
+};
+
+/* The i-th row of the table (from 0), NULL past the last. */
+const struct config_key *config_key(size_t i);
 
 #endif

@@ -5,8 +5,10 @@
  */
 #include <sys/stat.h>
 
+#include <ctype.h>
 #include <errno.h>
 #include <fcntl.h>
+#include <limits.h>
 #include <stdarg.h>
 #include <stdint.h>
 #include <stdio.h>
@@ -75,6 +77,19 @@ tmp_write(const char *data, size_t len)
 	}
 	close(fd);
 	return path;
+}
+
+/* A file of the source tree: from $PUBRELAY_SRCDIR, or beside this one. */
+static char *
+srcdir_path(const char *rel)
+{
+	const char	*srcdir, *f = __FILE__, *t;
+
+	if ((srcdir = getenv("PUBRELAY_SRCDIR")) != NULL)
+		return strfmt("%s/%s", srcdir, rel);
+	/* Run by hand: __FILE__ is the path make gave the compiler. */
+	t = strstr(f, "tests/test_config.c");
+	return strfmt("%.*s%s", t != NULL ? (int)(t - f) : 0, f, rel);
 }
 
 static void
@@ -1325,31 +1340,23 @@ test_example(void)
 	/* Every key the parser knows (config_key()), as "section/name". */
 	char		 keys[64][80];
 	size_t		 nkeys = 0;
-	const char	*ksec, *kname;
+	const struct config_key *k;
 	struct result	 r;
 	struct config	 d;
-	const char	*srcdir;
 	char		*example, *line = NULL, *text, section[64] = "";
 	char		 seen[64];
 	size_t		 cap = 0, len, j;
 	FILE		*in, *out;
 	int		 password_line = 0;
 
-	if ((srcdir = getenv("PUBRELAY_SRCDIR")) != NULL) {
-		example = strfmt("%s/etc/pubrelay.ini", srcdir);
-	} else {
-		/* Run by hand: __FILE__ is the path make gave the compiler. */
-		const char *f = __FILE__, *t = strstr(f, "tests/test_config.c");
-
-		example = strfmt("%.*setc/pubrelay.ini",
-		    t != NULL ? (int)(t - f) : 0, f);
-	}
+	example = srcdir_path("etc/pubrelay.ini");
 	diag("example: %s", example);
-	while (nkeys < 64 && config_key(nkeys, &ksec, &kname)) {
-		snprintf(keys[nkeys], sizeof(keys[nkeys]), "%s/%s", ksec, kname);
+	while (nkeys < 64 && (k = config_key(nkeys)) != NULL) {
+		snprintf(keys[nkeys], sizeof(keys[nkeys]), "%s/%s", k->section,
+		    k->name);
 		nkeys++;
 	}
-	ok(nkeys >= 30 && !config_key(nkeys, &ksec, &kname),
+	ok(nkeys >= 30 && config_key(nkeys) == NULL,
 	    "config_key() lists the parser's keys (%zu)", nkeys);
 
 	/* r.path names the shipped file here: never result_free() it. */
@@ -1476,6 +1483,300 @@ test_example(void)
 	is_int(r.cf.log_level, d.log_level, "example: level default");
 	config_free(&d);
 	result_free(&r);
+}
+
+/* As config.c writes limits in messages: as they would be in the file. */
+static const char *
+fmt_ms(uint64_t ms, char *out, size_t len)
+{
+	if (ms != 0 && ms % 3600000 == 0)
+		snprintf(out, len, "%lluh", (unsigned long long)(ms / 3600000));
+	else if (ms != 0 && ms % 60000 == 0)
+		snprintf(out, len, "%llum", (unsigned long long)(ms / 60000));
+	else if (ms % 1000 == 0)
+		snprintf(out, len, "%llus", (unsigned long long)(ms / 1000));
+	else
+		snprintf(out, len, "%llums", (unsigned long long)ms);
+	return out;
+}
+
+static const char *
+fmt_size(uint64_t n, char *out, size_t len)
+{
+	static const char	units[] = "GMK";
+	int			i;
+
+	for (i = 0; i < 3; i++) {
+		if (n != 0 && n % (1ULL << (10 * (3 - i))) == 0) {
+			snprintf(out, len, "%llu%c",
+			    (unsigned long long)(n >> (10 * (3 - i))), units[i]);
+			return out;
+		}
+	}
+	snprintf(out, len, "%llu", (unsigned long long)n);
+	return out;
+}
+
+static uint64_t
+key_field(const struct config *cf, const struct config_key *k)
+{
+	const char	*field = (const char *)cf + k->offset;
+	uint64_t	 u64;
+	unsigned	 u;
+
+	if (k->size == sizeof(uint64_t)) {
+		memcpy(&u64, field, sizeof(u64));
+		return u64;
+	}
+	memcpy(&u, field, sizeof(u));
+	return u;
+}
+
+static int
+key_numeric(const struct config_key *k)
+{
+	return k->type == CONFIG_NUMBER || k->type == CONFIG_SIZE ||
+	    k->type == CONFIG_DURATION || k->type == CONFIG_SECONDS;
+}
+
+/*
+ * Line 9 sets key k to n (in the table's unit) over lines that keep the
+ * checks across keys quiet whatever the value: reconnect_min <=
+ * reconnect_max, max_clients_per_user <= max_clients, max_bytes_per_user
+ * <= max_bytes.
+ */
+static void
+key_try(const struct config_key *k, uint64_t n, int good)
+{
+	struct result	 r;
+	char		 val[32], lo[32], hi[32], *text;
+	int		 dur = k->type == CONFIG_DURATION ||
+			    k->type == CONFIG_SECONDS;
+
+	snprintf(val, sizeof(val), dur ? "%llums" : "%llu",
+	    (unsigned long long)n);
+	text = strfmt("[broker]\nreconnect_min = 10ms\nreconnect_max = 1h\n"
+	    "[socket]\nmax_clients = 100000\n[outbox]\nmax_bytes = 0\n"
+	    "[%s]\n%s = %s\n", k->section, k->name, val);
+	load(&r, text);
+	free(text);
+	if (good) {
+		ok(r.rc == 0 && key_field(&r.cf, k) ==
+		    (k->type == CONFIG_SECONDS ? n / 1000 : n),
+		    "[%s] %s = %s is taken", k->section, k->name, val);
+		if (r.rc != 0)
+			diag("%s", r.errs);
+	} else {
+		if (dur) {
+			fmt_ms(k->min, lo, sizeof(lo));
+			fmt_ms(k->max, hi, sizeof(hi));
+		} else if (k->type == CONFIG_SIZE) {
+			fmt_size(k->min, lo, sizeof(lo));
+			fmt_size(k->max, hi, sizeof(hi));
+		} else {
+			snprintf(lo, sizeof(lo), "%llu",
+			    (unsigned long long)k->min);
+			snprintf(hi, sizeof(hi), "%llu",
+			    (unsigned long long)k->max);
+		}
+		ok(r.rc == 1 && has_error(&r, 9, "[%s] %s: %s is out of range "
+		    "(expected %s to %s)", k->section, k->name, val, lo, hi),
+		    "[%s] %s = %s is refused, naming the range", k->section,
+		    k->name, val);
+	}
+	result_free(&r);
+}
+
+/* Every numeric key of the table: min and max taken, one past refused. */
+static void
+test_key_ranges(void)
+{
+	const struct config_key	*k;
+	size_t			 i, n = 0;
+	uint64_t		 fieldmax;
+
+	for (i = 0; (k = config_key(i)) != NULL; i++) {
+		if (!key_numeric(k))
+			continue;
+		n++;
+		/* The setter stores max without a check of its own. */
+		fieldmax = k->size == sizeof(uint64_t) ? UINT64_MAX :
+		    k->type == CONFIG_SECONDS ? UINT_MAX * 1000ULL : UINT_MAX;
+		ok(k->size == sizeof(uint64_t) || k->size == sizeof(unsigned),
+		    "[%s] %s: a field of unsigned or uint64_t", k->section,
+		    k->name);
+		ok(k->min <= k->max && k->max <= fieldmax,
+		    "[%s] %s: min <= max, and max fits the field", k->section,
+		    k->name);
+		key_try(k, k->min, 1);
+		key_try(k, k->max, 1);
+		if (k->min > 0)
+			key_try(k, k->min - 1, 0);
+		if (k->max < UINT64_MAX)
+			key_try(k, k->max + 1, 0);
+	}
+	ok(n >= 15, "%zu numeric keys in the table", n);
+}
+
+/* "a or b", "a, b or c", as the enum's error message lists the names. */
+static void
+enum_list(const struct config_key *k, char *out, size_t len)
+{
+	size_t	i, n, used = 0;
+
+	for (n = 0; k->names[n].name != NULL; n++)
+		;
+	out[0] = '\0';
+	for (i = 0; i < n && used < len; i++)
+		used += (size_t)snprintf(out + used, len - used, "%s%s",
+		    i == 0 ? "" : i + 1 == n ? " or " : ", ", k->names[i].name);
+}
+
+/* Every enum and boolean key: each name taken, in any case; others refused. */
+static void
+test_key_words(void)
+{
+	const struct config_key	*k;
+	const struct config_enum *e;
+	struct result		 r;
+	char			 word[64], names[256], *text;
+	size_t			 i, j;
+	int			 v;
+
+	for (i = 0; (k = config_key(i)) != NULL; i++) {
+		if (k->type != CONFIG_ENUM && k->type != CONFIG_BOOL)
+			continue;
+		for (e = k->names; e != NULL && e->name != NULL; e++) {
+			for (j = 0; e->name[j] != '\0' && j + 1 < sizeof(word);
+			    j++)
+				word[j] = (char)toupper((unsigned char)e->name[j]);
+			word[j] = '\0';
+			text = strfmt("[%s]\n%s = %s\n", k->section, k->name,
+			    word);
+			load(&r, text);
+			free(text);
+			memcpy(&v, (const char *)&r.cf + k->offset, sizeof(v));
+			ok(r.rc == 0 && v == e->value, "[%s] %s = %s is taken",
+			    k->section, k->name, word);
+			result_free(&r);
+		}
+		text = strfmt("[%s]\n%s = sometimes\n", k->section, k->name);
+		load(&r, text);
+		free(text);
+		if (k->type == CONFIG_BOOL)
+			ok(r.rc == 1 && has_error(&r, 2, "[%s] %s: invalid "
+			    "boolean 'sometimes' (expected yes or no)",
+			    k->section, k->name), "[%s] %s = sometimes is "
+			    "refused", k->section, k->name);
+		else {
+			enum_list(k, names, sizeof(names));
+			ok(r.rc == 1 && has_error(&r, 2, "[%s] %s: invalid "
+			    "value 'sometimes' (expected %s)", k->section,
+			    k->name, names), "[%s] %s = sometimes is refused, "
+			    "naming the choices", k->section, k->name);
+		}
+		result_free(&r);
+	}
+}
+
+/*
+ * pubrelay.ini(5) and the table agree: each key of the table is documented
+ * once, under its section, with its type ("Ar size", "Cm full | normal"),
+ * and the man page documents no key the parser does not know.  (The keys
+ * of etc/pubrelay.ini are held to the table by test_example.)
+ */
+static void
+test_key_docs(void)
+{
+	const struct config_key	*k;
+	const struct config_enum *e;
+	char			*path, *line = NULL, section[32] = "";
+	char			 name[64], want[256];
+	char			 docs[64][2][256];	/* section/name, type */
+	size_t			 cap = 0, ndocs = 0, i, j, found;
+	FILE			*in;
+	int			 off;
+
+	path = srcdir_path("man/pubrelay.ini.5");
+	if ((in = fopen(path, "r")) == NULL) {
+		ok(0, "open %s: %s", path, strerror(errno));
+		free(path);
+		return;
+	}
+	free(path);
+	while (getline(&line, &cap, in) != -1) {
+		line[strcspn(line, "\n")] = '\0';
+		if (strncmp(line, ".Sh ", 4) == 0) {
+			/* ".Sh BROKER" documents [broker]. */
+			for (j = 0; line[4 + j] != '\0' &&
+			    j + 1 < sizeof(section); j++)
+				section[j] = (char)tolower(
+				    (unsigned char)line[4 + j]);
+			section[j] = '\0';
+			continue;
+		}
+		off = 0;
+		if (sscanf(line, ".It Ic %63s No = %n", name, &off) != 1 ||
+		    off == 0 || ndocs == 64)
+			continue;
+		snprintf(docs[ndocs][0], sizeof(docs[ndocs][0]), "%s/%s",
+		    section, name);
+		snprintf(docs[ndocs][1], sizeof(docs[ndocs][1]), "%s",
+		    line + off);
+		ndocs++;
+	}
+	free(line);
+	fclose(in);
+	ok(ndocs >= 30, "pubrelay.ini(5) documents %zu keys", ndocs);
+
+	for (i = 0; (k = config_key(i)) != NULL; i++) {
+		snprintf(want, sizeof(want), "%s/%s", k->section, k->name);
+		for (found = 0, j = 0; j < ndocs; j++)
+			if (strcmp(docs[j][0], want) == 0)
+				found = found == 0 ? j + 1 : SIZE_MAX;
+		ok(found > 0 && found != SIZE_MAX, "pubrelay.ini(5) documents "
+		    "[%s] %s once, under %s", k->section, k->name, k->section);
+		if (found == 0 || found == SIZE_MAX)
+			continue;
+		want[0] = '\0';
+		switch (k->type) {
+		case CONFIG_BOOL:
+			snprintf(want, sizeof(want), "Ar boolean");
+			break;
+		case CONFIG_NUMBER:
+			snprintf(want, sizeof(want), "Ar number");
+			break;
+		case CONFIG_SIZE:
+			snprintf(want, sizeof(want), "Ar size");
+			break;
+		case CONFIG_DURATION:
+		case CONFIG_SECONDS:
+			snprintf(want, sizeof(want), "Ar duration");
+			break;
+		case CONFIG_ENUM:
+			snprintf(want, sizeof(want), "Cm");
+			for (e = k->names; e->name != NULL; e++)
+				snprintf(want + strlen(want), sizeof(want) -
+				    strlen(want), "%s %s", e == k->names ? "" :
+				    " |", e->name);
+			break;
+		case CONFIG_CUSTOM:
+			break;
+		}
+		if (want[0] != '\0')
+			is_str(docs[found - 1][1], want, "pubrelay.ini(5) gives "
+			    "[%s] %s its type", k->section, k->name);
+	}
+	for (j = 0; j < ndocs; j++) {
+		for (i = 0; (k = config_key(i)) != NULL; i++) {
+			snprintf(want, sizeof(want), "%s/%s", k->section,
+			    k->name);
+			if (strcmp(docs[j][0], want) == 0)
+				break;
+		}
+		ok(k != NULL, "%s in pubrelay.ini(5) is a key of the parser",
+		    docs[j][0]);
+	}
 }
 
 /* [socket] group, allow_users, allow_groups: names and ids, resolved. */
@@ -1667,6 +1968,9 @@ main(void)
 	test_socket_access();
 	test_socket_limits();
 	test_per_user();
+	test_key_ranges();
+	test_key_words();
+	test_key_docs();
 
 	if (rmdir(tmpdir) == -1)
 		ok(0, "temp dir left empty: %s", strerror(errno));
