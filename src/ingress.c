@@ -1,5 +1,6 @@
 /*
  * ingress.c: group commit, deletion of confirmed rows, the STATS values.
+ * The dead letters are dead.c's: it learns from here when no commit is open.
  *
  * The commit event is activated by the first insert of a loop turn; libevent
  * queues it behind the read callbacks already active in that turn, so every
@@ -15,6 +16,7 @@
 #include <event2/event.h>
 
 #include "config.h"
+#include "dead.h"
 #include "ingress.h"
 #include "log.h"
 #include "metrics.h"
@@ -26,43 +28,6 @@
 
 #define INGRESS_DELETE_DELAY_MS	100	/* batch deletes of confirmed rows */
 #define INGRESS_DELETE_RETRY_MS	1000	/* after a failed delete */
-#define INGRESS_REQUEUE_MAX	64	/* dead letters retried per turn */
-#define INGRESS_PARK_LOGS	10	/* parked for good: lines a minute */
-/*
- * DEAD LIST replies are pages of at most this much (or max_buffer's room):
- * formatting one is a few ms of the main thread at most.
- */
-#define INGRESS_DEAD_PAGE_BYTES	(256 * 1024)
-/*
- * DEAD RETRY/PURGE ALL go a transaction of at most this much per loop
- * turn, so the other clients are served between two of them: 2-5 ms for
- * rows of 2 KiB with sync = normal on a small machine (more when SQLite's
- * automatic checkpoint falls into one, as for any commit).
- */
-#define INGRESS_DEAD_BATCH_ROWS	256
-#define INGRESS_DEAD_BATCH_BYTES (512 * 1024)
-
-struct ingress_park {
-	int64_t		 id;
-	unsigned	 attempts;
-	char		*reason;
-};
-
-/* A dead letter the relay retries on its own, and when. */
-struct ingress_retry {
-	int64_t		 id;
-	int64_t		 due_ms;	/* CLOCK_REALTIME, like parked times */
-};
-
-/* A DEAD RETRY/PURGE ALL under way, one batch at a time; one at a time. */
-struct ingress_job {
-	void		*s;		/* who asked (a waiter); NULL: none */
-	int		 retry;		/* or purge */
-	int64_t		 after;		/* ids up to it are done */
-	int64_t		 upto;		/* the last id parked when it began */
-	uint64_t	 done;		/* rows moved or deleted */
-};
-
 struct ingress {
 	struct event_base	*base;
 	struct outbox		*ob;
@@ -87,21 +52,9 @@ struct ingress {
 	int			 full_logged;
 	int			 disk_logged;	/* below min_free */
 	int			 delete_logged;
-	int			 park_logged;	/* a failed park, logged */
 	int			 begin_logged;	/* a failed BEGIN, logged */
 	int			 fail_logged;	/* a failing write, logged */
-	struct ingress_park	*parks;		/* waiting for no open commit */
-	size_t			 nparks, capparks;
-	struct ingress_retry	*retries;	/* ingress_retry_cb() */
-	size_t			 nretries, capretries;
-	struct event		*ev_retry;
-	unsigned		 retry_logged;	/* a retry that failed, said */
-	time_t			 park_log_minute;	/* parked for good: */
-	unsigned		 park_log_n, park_log_quiet;	/* lines, not */
-	int			 dead_full;	/* a park found the table full */
-	uint64_t		 dead_full_at;	/* its dead_bytes then */
-	struct ingress_job	 job;
-	struct event		*ev_dead;	/* the job's next batch */
+	struct dead		*dead;		/* dead letters */
 	time_t			 started;
 	uint64_t		 deleted;	/* rows deleted as confirmed */
 };
@@ -117,16 +70,49 @@ ingress_wake_link(struct ingress *ing)
 }
 
 static void ingress_delete_cb(evutil_socket_t, short, void *);
-static void ingress_retry_cb(evutil_socket_t, short, void *);
-static uint64_t ingress_room(struct ingress *);
-static void ingress_load_retries(struct ingress *);
-static void ingress_dead_cb(evutil_socket_t, short, void *);
+
+/* The dead letters' hooks: dead.h. */
+static int
+ingress_tx_open(void *arg)
+{
+	struct ingress	*ing = arg;
+
+	return ing->in_tx;
+}
+
+static void
+ingress_wake_cb(void *arg)
+{
+	ingress_wake_link(arg);
+}
+
+/*
+ * Resume the waiters told to wait and ask again by a DEAD command (no
+ * transaction is open, so none of them holds an OK).
+ */
+static void
+ingress_resume_cb(void *arg)
+{
+	struct ingress	 *ing = arg;
+	void		**list;
+	size_t		  i, n;
+
+	list = ing->waiting;
+	n = ing->nwaiting;
+	ing->waiting = NULL;
+	ing->nwaiting = ing->capwaiting = 0;
+	for (i = 0; i < n; i++)
+		if (list[i] != NULL)
+			ing->done(list[i], 1, NULL, NULL);
+	free(list);
+}
 
 struct ingress *
 ingress_new(struct event_base *base, struct outbox *ob, const struct config *cf,
     struct relay_stats *st, ingress_done_fn done)
 {
-	struct ingress	*ing;
+	struct ingress		*ing;
+	struct dead_hooks	 hooks;
 
 	ing = xcalloc(1, sizeof(*ing));
 	ing->done = done;
@@ -139,13 +125,13 @@ ingress_new(struct event_base *base, struct outbox *ob, const struct config *cf,
 
 	ing->ev_commit = event_new(base, -1, 0, ingress_commit_cb, ing);
 	ing->ev_delete = evtimer_new(base, ingress_delete_cb, ing);
-	ing->ev_retry = evtimer_new(base, ingress_retry_cb, ing);
-	ing->ev_dead = evtimer_new(base, ingress_dead_cb, ing);
-	if (ing->ev_commit == NULL || ing->ev_delete == NULL ||
-	    ing->ev_retry == NULL || ing->ev_dead == NULL)
+	if (ing->ev_commit == NULL || ing->ev_delete == NULL)
 		abort();
-	outbox_set_dead_limit(ob, cf->dead_max_bytes);
-	ingress_load_retries(ing);
+	hooks.tx_open = ingress_tx_open;
+	hooks.wake = ingress_wake_cb;
+	hooks.resume = ingress_resume_cb;
+	hooks.arg = ing;
+	ing->dead = dead_new(base, ob, cf, &hooks);
 	return ing;
 }
 
@@ -159,6 +145,12 @@ struct users *
 ingress_users(struct ingress *ing)
 {
 	return ing->users;
+}
+
+struct dead *
+ingress_dead(struct ingress *ing)
+{
+	return ing->dead;
 }
 
 void
@@ -177,13 +169,8 @@ ingress_free(struct ingress *ing)
 		return;
 	event_free(ing->ev_commit);
 	event_free(ing->ev_delete);
-	event_free(ing->ev_retry);
-	free(ing->retries);
-	event_free(ing->ev_dead);
+	dead_free(ing->dead);
 	free(ing->waiting);
-	while (ing->nparks > 0)
-		free(ing->parks[--ing->nparks].reason);
-	free(ing->parks);
 	users_free(ing->users);
 	free(ing);
 }
@@ -201,15 +188,8 @@ static const char *
 ingress_store_error(struct ingress *ing, int status, const char **code,
     char *err, size_t errlen)
 {
-	if (status == OUTBOX_EFULL) {
-		*code = PROTO_E_FULL;
-		snprintf(err, errlen, "outbox full: disk full (%s); retry later",
-		    outbox_errmsg(ing->ob));
-	} else {
-		*code = PROTO_E_STORE;
-		snprintf(err, errlen, "outbox write failed (%s); retry later",
-		    outbox_errmsg(ing->ob));
-	}
+	*code = proto_store_error(status == OUTBOX_EFULL,
+	    outbox_errmsg(ing->ob), err, errlen);
 	return *code;
 }
 
@@ -426,291 +406,6 @@ ingress_wait_first(struct ingress *ing, void *s)
 	ing->waiting[0] = s;
 }
 
-/* Wait before the relay's own retry of a message refused n times. */
-static uint64_t
-ingress_retry_delay(const struct config *cf, unsigned n)
-{
-	uint64_t	d = cf->reconnect_min_ms;
-
-	while (--n > 0 && d < cf->reconnect_max_ms)
-		d *= 2;
-	return d < cf->reconnect_max_ms ? d : cf->reconnect_max_ms;
-}
-
-/*
- * The schedule is a binary min-heap on due_ms: a burst of refusals adds
- * thousands of entries, and each park and each pass must cost O(log n),
- * not a scan of them all.
- */
-static void
-ingress_retry_swap(struct ingress *ing, size_t a, size_t b)
-{
-	struct ingress_retry	t = ing->retries[a];
-
-	ing->retries[a] = ing->retries[b];
-	ing->retries[b] = t;
-}
-
-static void
-ingress_retry_add(struct ingress *ing, int64_t id, int64_t due_ms)
-{
-	size_t	i;
-
-	if (ing->nretries == ing->capretries) {
-		ing->capretries = ing->capretries ? ing->capretries * 2 : 16;
-		ing->retries = xrealloc(ing->retries,
-		    ing->capretries * sizeof(*ing->retries));
-	}
-	i = ing->nretries++;
-	ing->retries[i].id = id;
-	ing->retries[i].due_ms = due_ms;
-	for (; i > 0 && ing->retries[(i - 1) / 2].due_ms >
-	    ing->retries[i].due_ms; i = (i - 1) / 2)
-		ingress_retry_swap(ing, i, (i - 1) / 2);
-}
-
-/* Take the earliest entry off the schedule. */
-static void
-ingress_retry_pop(struct ingress *ing)
-{
-	size_t	i = 0, c;
-
-	ing->retries[0] = ing->retries[--ing->nretries];
-	for (;;) {
-		c = 2 * i + 1;
-		if (c >= ing->nretries)
-			break;
-		if (c + 1 < ing->nretries &&
-		    ing->retries[c + 1].due_ms < ing->retries[c].due_ms)
-			c++;
-		if (ing->retries[i].due_ms <= ing->retries[c].due_ms)
-			break;
-		ingress_retry_swap(ing, i, c);
-		i = c;
-	}
-}
-
-static void
-ingress_retry_arm(struct ingress *ing)
-{
-	struct timeval	 tv;
-	int64_t		 wait;
-
-	if (ing->nretries == 0)
-		return;
-	wait = ing->retries[0].due_ms - ingress_now_ms();
-	if (wait < 0)
-		wait = 0;
-	tv.tv_sec = (time_t)(wait / 1000);
-	tv.tv_usec = (suseconds_t)(wait % 1000) * 1000;
-	evtimer_add(ing->ev_retry, &tv);
-}
-
-/*
- * Dead letter id was refused total times in all.  Under max_attempts the
- * relay retries it after a backoff, away from the stream it was refused in
- * (it goes to the tail); else it stays parked, and that is logged: at most
- * INGRESS_PARK_LOGS lines a minute, however many a client sends.
- */
-static void
-ingress_parked(struct ingress *ing, int64_t id, unsigned total,
-    const char *reason)
-{
-	time_t	minute = time(NULL) / 60;
-
-	if (total < ing->cf->max_attempts) {
-		log_debug("outbox id %" PRId64 " parked (attempt %u of %u: %s); "
-		    "retried in %" PRIu64 " ms", id, total,
-		    ing->cf->max_attempts, reason,
-		    ingress_retry_delay(ing->cf, total));
-		ingress_retry_add(ing, id, ingress_now_ms() +
-		    (int64_t)ingress_retry_delay(ing->cf, total));
-		ingress_retry_arm(ing);
-		return;
-	}
-	if (minute != ing->park_log_minute) {
-		if (ing->park_log_quiet > 0)
-			log_warnx("%u more messages parked as dead letters in "
-			    "the last minute (pubrelay dead list)",
-			    ing->park_log_quiet);
-		ing->park_log_minute = minute;
-		ing->park_log_n = ing->park_log_quiet = 0;
-	}
-	if (ing->park_log_n++ < INGRESS_PARK_LOGS)
-		log_warnx("outbox id %" PRId64 " parked as a dead letter after "
-		    "%u attempt%s: %s", id, total, total == 1 ? "" : "s",
-		    reason);
-	else
-		ing->park_log_quiet++;
-}
-
-/* Dead letters parked before this start that still have attempts left. */
-static int
-ingress_load_retry_cb(void *arg, const struct outbox_dead *d)
-{
-	struct ingress	*ing = arg;
-
-	if (d->attempts > 0 && d->attempts < ing->cf->max_attempts)
-		ingress_retry_add(ing, d->id, d->parked_ms +
-		    (int64_t)ingress_retry_delay(ing->cf, d->attempts));
-	return 0;
-}
-
-static void
-ingress_load_retries(struct ingress *ing)
-{
-	if (ing->cf->max_attempts > 1 && outbox_dead_rows(ing->ob) > 0 &&
-	    outbox_dead_foreach(ing->ob, 0, INT32_MAX, 0,
-	    ingress_load_retry_cb, ing) == -1)
-		log_warnx("outbox: cannot read the dead letters to retry: %s",
-		    outbox_errmsg(ing->ob));
-	ingress_retry_arm(ing);
-}
-
-/*
- * Retry the dead letters that are due, a few at a time: each is one
- * transaction of its own.  Never inside a group commit.
- */
-static void
-ingress_retry_cb(evutil_socket_t fd, short what, void *arg)
-{
-	struct ingress	*ing = arg;
-	struct timeval	 soon = { 0, 10 * 1000 };
-	struct timeval	 later = { INGRESS_DELETE_RETRY_MS / 1000,
-			    (INGRESS_DELETE_RETRY_MS % 1000) * 1000 };
-	int64_t		 now = ingress_now_ms();
-	uint64_t	 n, moved = 0;
-	unsigned	 done = 0;
-	int		 status, stuck = 0;
-
-	(void)fd;
-	(void)what;
-	if (ing->in_tx) {
-		evtimer_add(ing->ev_retry, &soon);
-		return;
-	}
-	while (ing->nretries > 0 && done < INGRESS_REQUEUE_MAX &&
-	    ing->retries[0].due_ms <= now) {
-		struct ingress_retry *r = &ing->retries[0];
-
-		done++;
-		status = outbox_dead_requeue(ing->ob, r->id, now,
-		    ingress_room(ing), &n);
-		if (status != OUTBOX_OK) {
-			/*
-			 * Full, or a failing disk: the others would fail the
-			 * same way.  In a second, said once.
-			 */
-			log_msg(ing->retry_logged++ ? LOG_DEBUG : LOG_WARNING,
-			    "outbox: cannot retry dead letter %" PRId64
-			    " yet: %s", r->id, status == OUTBOX_EFULL ?
-			    "no room under max_bytes" : outbox_errmsg(ing->ob));
-			stuck = 1;
-			break;
-		}
-		if (ing->retry_logged) {
-			log_notice("outbox: dead letters are retried again");
-			ing->retry_logged = 0;
-		}
-		moved += n;	/* 0: purged or replayed by hand meanwhile */
-		ingress_retry_pop(ing);
-	}
-	if (moved > 0) {
-		log_debug("%" PRIu64 " dead letter%s retried", moved,
-		    moved == 1 ? "" : "s");
-		ingress_wake_link(ing);
-	}
-	if (stuck)
-		evtimer_add(ing->ev_retry, &later);
-	else if (done == INGRESS_REQUEUE_MAX)
-		evtimer_add(ing->ev_retry, &soon);
-	else
-		ingress_retry_arm(ing);
-}
-
-/* Park what the publisher gave up on; a failure keeps it queued. */
-static void
-ingress_run_parks(struct ingress *ing)
-{
-	size_t	i, done = 0;
-	int	status;
-
-	/* Full: nothing to try until dead letters are retried or purged. */
-	if (ing->dead_full && outbox_dead_bytes(ing->ob) >= ing->dead_full_at)
-		return;
-	for (i = 0; i < ing->nparks; i++) {
-		struct ingress_park *pk = &ing->parks[i];
-		unsigned total;
-
-		status = outbox_park(ing->ob, pk->id, pk->attempts, pk->reason,
-		    ingress_now_ms(), &total);
-		if (status == OUTBOX_EDEADFULL) {
-			/*
-			 * Nothing is dropped: the row stays in the outbox,
-			 * counted in max_bytes (deletes go around it), so
-			 * producers get FULL if refused messages keep coming.
-			 * Once an episode: every commit and delete comes back
-			 * here.
-			 */
-			if (!ing->dead_full)
-				log_warnx("dead-letter table full (dead_max_bytes "
-				    "%" PRIu64 ", %" PRIu64 " dead letters): "
-				    "outbox id %" PRId64 " and what is refused "
-				    "after it stay in the outbox, counted in "
-				    "max_bytes, until dead letters are retried "
-				    "or purged", ing->cf->dead_max_bytes,
-				    outbox_dead_rows(ing->ob), pk->id);
-			ing->dead_full = 1;
-			ing->dead_full_at = outbox_dead_bytes(ing->ob);
-			break;
-		}
-		if (status != OUTBOX_OK) {
-			/* Retried every 100 ms and at each commit: log once. */
-			log_msg(ing->park_logged ? LOG_DEBUG : LOG_WARNING,
-			    "outbox: cannot park id %" PRId64 " (%s); "
-			    "will try again", pk->id, outbox_errmsg(ing->ob));
-			ing->park_logged = 1;
-			break;
-		}
-		if (ing->dead_full) {
-			log_notice("dead-letter table has room again: parking "
-			    "resumes");
-			ing->dead_full = 0;
-		}
-		if (ing->park_logged) {
-			log_notice("outbox: parked id %" PRId64 " after failed "
-			    "attempts", pk->id);
-			ing->park_logged = 0;
-		}
-		if (total > 0)
-			ingress_parked(ing, pk->id, total, pk->reason);
-		free(pk->reason);
-		done++;
-	}
-	memmove(ing->parks, ing->parks + done,
-	    (ing->nparks - done) * sizeof(*ing->parks));
-	ing->nparks -= done;
-}
-
-void
-ingress_park(struct ingress *ing, int64_t id, unsigned attempts,
-    const char *reason)
-{
-	struct ingress_park	*pk;
-
-	if (ing->nparks == ing->capparks) {
-		ing->capparks = ing->capparks ? ing->capparks * 2 : 8;
-		ing->parks = xrealloc(ing->parks,
-		    ing->capparks * sizeof(*ing->parks));
-	}
-	pk = &ing->parks[ing->nparks++];
-	pk->id = id;
-	pk->attempts = attempts;
-	pk->reason = xstrdup(reason);
-	if (!ing->in_tx)
-		ingress_run_parks(ing);
-}
-
 void
 ingress_forget(struct ingress *ing, void *s)
 {
@@ -719,81 +414,42 @@ ingress_forget(struct ingress *ing, void *s)
 	for (i = 0; i < ing->nwaiting; i++)
 		if (ing->waiting[i] == s)
 			ing->waiting[i] = NULL;
-	if (ing->job.s == s) {
-		struct timeval	tv = { 0, 0 };
-
-		/* What was done stays done; whoever waits for it goes on. */
-		log_info("DEAD %s ALL: the client left after %" PRIu64 " dead "
-		    "letters; stopped", ing->job.retry ? "RETRY" : "PURGE",
-		    ing->job.done);
-		ing->job.s = NULL;
-		evtimer_add(ing->ev_dead, &tv);
-	}
-}
-
-/*
- * While refused rows wait for room in the dead-letter table, the confirmed
- * ones around them go as usual: the outbox then holds only what waits (in
- * max_bytes) and what the broker has not confirmed.
- */
-static int
-ingress_delete_around(struct ingress *ing, int64_t upto)
-{
-	int64_t	*keep;
-	size_t	 i, j, n = 0;
-	int	 status;
-
-	keep = xcalloc(ing->nparks, sizeof(*keep));
-	for (i = 0; i < ing->nparks; i++) {
-		if (ing->parks[i].id > upto)
-			continue;
-		/* Ascending; parks come nearly in order, so this is short. */
-		for (j = n; j > 0 && keep[j - 1] > ing->parks[i].id; j--)
-			keep[j] = keep[j - 1];
-		keep[j] = ing->parks[i].id;
-		n++;
-	}
-	status = outbox_delete_around(ing->ob, ing->deleted_upto, upto, keep,
-	    n);
-	free(keep);
-	return status;
+	dead_forget(ing->dead, s);
 }
 
 static void
 ingress_delete(struct ingress *ing)
 {
-	uint64_t before;
-	int64_t	upto, kept = INT64_MAX;	/* the lowest row deleted around */
-	size_t	i;
-	int	status, around = 0;
+	struct timeval	 soon = { 0, INGRESS_DELETE_DELAY_MS * 1000 };
+	uint64_t	 before;
+	int64_t		 upto, kept, *keep;
+	size_t		 nkeep;
+	int		 status;
 
 	ing->delete_due = 0;
-	if (ing->nparks > 0)
-		ingress_run_parks(ing);
 	upto = ing->delete_upto;
 	/*
-	 * A row waiting to be parked must not be deleted as confirmed (the
-	 * publisher may park in any order: the lowest id counts).
+	 * Rows waiting to be parked stay (deleted around while the dead-letter
+	 * table is full, else upto stops below them): try again soon.
 	 */
-	for (i = 0; i < ing->nparks; i++) {
-		struct timeval tv = { 0, INGRESS_DELETE_DELAY_MS * 1000 };
-
-		if (ing->parks[i].id > upto)
-			continue;
-		/* Waiting for room may last: delete around those rows. */
-		if (ing->dead_full) {
-			around = 1;
-			if (ing->parks[i].id < kept)
-				kept = ing->parks[i].id;
-		} else
-			upto = ing->parks[i].id - 1;
-		evtimer_add(ing->ev_delete, &tv);	/* try again */
-	}
-	if (upto <= ing->deleted_upto)
+	nkeep = dead_hold(ing->dead, &upto, &keep);
+	if (nkeep > 0)
+		evtimer_add(ing->ev_delete, &soon);
+	if (upto <= ing->deleted_upto) {
+		free(keep);
 		return;
+	}
+	/* The lowest row deleted around, if any. */
+	kept = keep != NULL ? keep[0] : INT64_MAX;
 	before = outbox_rows(ing->ob);
-	status = around ? ingress_delete_around(ing, upto) :
-	    outbox_delete_upto(ing->ob, upto);
+	/*
+	 * While refused rows wait for room in the dead-letter table, the
+	 * confirmed ones around them go as usual: the outbox then holds only
+	 * what waits (in max_bytes) and what the broker has not confirmed.
+	 */
+	status = keep != NULL ? outbox_delete_around(ing->ob, ing->deleted_upto,
+	    upto, keep, nkeep) : outbox_delete_upto(ing->ob, upto);
+	free(keep);
 	if (status != OUTBOX_OK) {
 		struct timeval tv = { INGRESS_DELETE_RETRY_MS / 1000,
 		    (INGRESS_DELETE_RETRY_MS % 1000) * 1000 };
@@ -820,7 +476,7 @@ ingress_delete(struct ingress *ing)
 	ing->deleted_upto = upto;
 	ing->deleted += before - outbox_rows(ing->ob);
 	/* A row deleted around is still its user's. */
-	users_deleted(ing->users, around && kept <= upto ? kept - 1 : upto);
+	users_deleted(ing->users, kept <= upto ? kept - 1 : upto);
 	if (ing->full_logged && (ing->cf->max_bytes == 0 ||
 	    outbox_bytes(ing->ob) < ing->cf->max_bytes)) {
 		log_notice("outbox has room again");
@@ -864,8 +520,7 @@ ingress_commit(struct ingress *ing)
 	ing->tx_bytes = 0;
 	users_commit(ing->users, ok);
 
-	if (ing->nparks > 0)
-		ingress_run_parks(ing);
+	dead_run_parks(ing->dead);
 
 	/* Sessions resumed below may open the next transaction. */
 	list = ing->waiting;
@@ -877,7 +532,7 @@ ingress_commit(struct ingress *ing)
 			continue;
 		/*
 		 * Only list[i] itself can be freed by its own processing, and
-		 * sessions freed before the commit were cleared by
+		 * waiters freed before the commit were cleared by
 		 * ingress_forget().
 		 */
 		ing->done(list[i], ok, code, err);
@@ -886,8 +541,7 @@ ingress_commit(struct ingress *ing)
 
 	if (ok)
 		ingress_wake_link(ing);
-	if (ing->nparks > 0 && !ing->in_tx)
-		ingress_run_parks(ing);
+	dead_run_parks(ing->dead);	/* unless a session opened one */
 	if (ing->delete_due && !ing->in_tx)
 		ingress_delete(ing);
 }
@@ -992,7 +646,7 @@ ingress_stats(struct ingress *ing, struct metrics_snap *m)
 	m->v[M_DEAD_MESSAGES] = outbox_dead_rows(ing->ob);
 	m->v[M_DEAD_BYTES] = outbox_dead_bytes(ing->ob);
 	m->v[M_DEAD_MAX_BYTES] = ing->cf->dead_max_bytes;
-	m->v[M_DEAD_WAITING] = ing->nparks;
+	m->v[M_DEAD_WAITING] = dead_waiting(ing->dead);
 	m->v[M_RECONNECTS] = atomic_load(&st->reconnects);
 	blocked = atomic_load(&st->blocked_ms);
 	since = atomic_load(&st->blocked_since);
@@ -1020,250 +674,4 @@ void
 ingress_count_client_refused(struct ingress *ing)
 {
 	atomic_fetch_add(&ing->st->clients_refused, 1);
-}
-
-struct ingress_list {
-	struct buf	 b;
-	unsigned	 n;
-	size_t		 budget;	/* bytes the page may take */
-};
-
-static int
-ingress_dead_line_cb(void *arg, const struct outbox_dead *d)
-{
-	struct ingress_list	*l = arg;
-	struct proto_pub	 m;
-	char			 err[128];
-	size_t			 start = l->b.len;
-
-	if (proto_parse_props(d->props, d->plen, &m, err, sizeof(err)) == -1)
-		proto_pub_init(&m);
-	proto_dead_line(&l->b, d->id, d->parked_ms, d->attempts,
-	    outbox_row_size(d->plen, d->blen), &m, d->reason);
-	/* The page is full: this line opens the next one. */
-	if (l->n > 0 && l->b.len > l->budget) {
-		l->b.len = start;
-		l->b.data[start] = '\0';
-		return 1;
-	}
-	l->n++;
-	return 0;
-}
-
-/* DEAD LIST: one page, within room (what the client's buffer has left). */
-static void
-ingress_dead_list(struct ingress *ing, const struct proto_req *req,
-    struct evbuffer *out, size_t room)
-{
-	struct ingress_list	 l;
-	int			 max;
-
-	buf_init(&l.b);
-	l.n = 0;
-	l.budget = room < INGRESS_DEAD_PAGE_BYTES ? room :
-	    INGRESS_DEAD_PAGE_BYTES;
-	l.budget = l.budget > 32 ? l.budget - 32 : 0;	/* "DEAD <n>\n" */
-	max = req->dead_max ? (int)req->dead_max : PROTO_DEAD_LIST_DEFAULT;
-	if (outbox_dead_foreach(ing->ob, req->dead_after, max, 0,
-	    ingress_dead_line_cb, &l) == -1) {
-		evbuffer_add_printf(out, "ERR %s cannot read the dead letters: "
-		    "%s\n", PROTO_E_STORE, outbox_errmsg(ing->ob));
-		buf_free(&l.b);
-		return;
-	}
-	evbuffer_add_printf(out, "DEAD %zu\n", l.b.len);
-	evbuffer_add(out, l.b.data ? l.b.data : "", l.b.len);
-	buf_free(&l.b);
-}
-
-/*
- * Room under max_bytes for rows moved back from the dead-letter table,
- * counted as ingress_insert() counts it: the write-ahead log's excess too.
- */
-static uint64_t
-ingress_room(struct ingress *ing)
-{
-	uint64_t	used;
-
-	if (ing->cf->max_bytes == 0)
-		return UINT64_MAX;
-	used = outbox_bytes(ing->ob) + outbox_wal_excess(ing->ob);
-	return used < ing->cf->max_bytes ? ing->cf->max_bytes - used : 0;
-}
-
-/* After rows left the dead-letter table: wake who may use them. */
-static void
-ingress_dead_moved(struct ingress *ing, int retry, uint64_t n)
-{
-	if (n == 0)
-		return;
-	if (retry)
-		ingress_wake_link(ing);
-	if (ing->nparks > 0)
-		ingress_run_parks(ing);		/* room for them, perhaps */
-}
-
-static void
-ingress_dead_error(struct ingress *ing, int status, struct evbuffer *out,
-    const char *what, uint64_t done)
-{
-	const char	*code;
-	char		 err[256];
-
-	ingress_store_error(ing, status, &code, err, sizeof(err));
-	if (done > 0)
-		evbuffer_add_printf(out, "ERR %s %s (%" PRIu64 " dead letters "
-		    "%s before it)\n", code, err, done, what);
-	else
-		evbuffer_add_printf(out, "ERR %s %s\n", code, err);
-}
-
-/* DEAD RETRY/PURGE <id>: one row, one transaction. */
-static void
-ingress_dead_one(struct ingress *ing, const struct proto_req *req,
-    struct evbuffer *out)
-{
-	struct outbox_dead_batch	 b;
-	int				 retry, status;
-
-	retry = req->dead_op == PROTO_DEAD_RETRY;
-	memset(&b, 0, sizeof(b));
-	b.after = req->dead_id - 1;
-	b.upto = req->dead_id;
-	b.max_rows = 1;
-	b.max_bytes = UINT64_MAX;
-	b.room = ingress_room(ing);
-	status = outbox_dead_step(ing->ob, retry, ingress_now_ms(), &b);
-	if (status != OUTBOX_OK) {
-		ingress_dead_error(ing, status, out, "", 0);
-		return;
-	}
-	if (b.full) {
-		evbuffer_add_printf(out, "ERR %s outbox full (max_bytes %" PRIu64
-		    " reached): dead letter %" PRId64 " stays parked; retry "
-		    "later\n", PROTO_E_FULL, ing->cf->max_bytes, req->dead_id);
-		return;
-	}
-	if (b.rows == 0) {
-		evbuffer_add_printf(out, "ERR %s no dead letter with id %" PRId64
-		    "\n", PROTO_E_NOTFOUND, req->dead_id);
-		return;
-	}
-	log_notice("1 dead letter %s", retry ? "replayed" : "purged");
-	ingress_dead_moved(ing, retry, b.rows);
-	evbuffer_add_printf(out, "OK 1\n");
-}
-
-/*
- * One batch of the DEAD RETRY/PURGE ALL under way: 1 when there is more
- * (the next batch runs on a later loop turn), 0 with the reply in out.
- * It takes the dead letters parked before it began, not those parked while
- * it runs (a replay the broker refuses again would go round for ever).
- */
-static int
-ingress_dead_batch(struct ingress *ing, struct evbuffer *out)
-{
-	struct ingress_job		*job = &ing->job;
-	struct outbox_dead_batch	 b;
-	struct timeval			 tv = { 0, 0 };
-	const char			*what;
-	int				 status;
-
-	what = job->retry ? "replayed" : "purged";
-	memset(&b, 0, sizeof(b));
-	b.after = job->after;
-	b.upto = job->upto;
-	b.max_rows = INGRESS_DEAD_BATCH_ROWS;
-	b.max_bytes = INGRESS_DEAD_BATCH_BYTES;
-	b.room = ingress_room(ing);
-	status = outbox_dead_step(ing->ob, job->retry, ingress_now_ms(), &b);
-	job->done += b.rows;
-	if (b.rows > 0)
-		job->after = b.last;
-	ingress_dead_moved(ing, job->retry, b.rows);
-	/*
-	 * Short of room, go on while rows still move: the parks that waited
-	 * for room in the dead-letter table free as much in the outbox.
-	 */
-	if (status == OUTBOX_OK && b.more && (!b.full || b.rows > 0)) {
-		evtimer_add(ing->ev_dead, &tv);
-		return 1;
-	}
-
-	job->s = NULL;
-	if (ing->nwaiting > 0)		/* another DEAD ALL waits for this one */
-		evtimer_add(ing->ev_dead, &tv);
-	if (job->done > 0 || b.full)
-		log_notice("%" PRIu64 " dead letter%s %s (all)%s", job->done,
-		    job->done == 1 ? "" : "s", what, b.full ? "; the outbox "
-		    "is full (max_bytes), the rest stay parked" : "");
-	if (status != OUTBOX_OK)
-		ingress_dead_error(ing, status, out, what, job->done);
-	else if (b.full)
-		evbuffer_add_printf(out, "ERR %s outbox full (max_bytes %" PRIu64
-		    " reached) after %" PRIu64 " dead letters %s; %" PRIu64
-		    " stay parked: retry later\n", PROTO_E_FULL,
-		    ing->cf->max_bytes, job->done, what,
-		    outbox_dead_rows(ing->ob));
-	else
-		evbuffer_add_printf(out, "OK %" PRIu64 "\n", job->done);
-	return 0;
-}
-
-int
-ingress_dead(struct ingress *ing, void *s,
-    const struct proto_req *req, struct evbuffer *out, size_t room)
-{
-	struct ingress_job	*job = &ing->job;
-	int64_t			 upto;
-
-	if (ing->in_tx)
-		return 1;
-	if (req->dead_op == PROTO_DEAD_LIST) {
-		ingress_dead_list(ing, req, out, room);
-		return 0;
-	}
-	if (req->dead_id != 0) {
-		ingress_dead_one(ing, req, out);
-		return 0;
-	}
-	if (job->s != NULL && job->s != s)
-		return 1;		/* one at a time: resumed when it ends */
-	if (job->s == NULL) {
-		if ((upto = outbox_dead_last(ing->ob)) == -1) {
-			ingress_dead_error(ing, OUTBOX_EIO, out, "", 0);
-			return 0;
-		}
-		memset(job, 0, sizeof(*job));
-		job->s = s;
-		job->retry = req->dead_op == PROTO_DEAD_RETRY;
-		job->upto = upto;
-	}
-	return ingress_dead_batch(ing, out);
-}
-
-/*
- * The next batch of a DEAD ALL: resume the sessions waiting while no
- * transaction is open (none of them holds an OK then).  With one open, its
- * commit resumes them.
- */
-static void
-ingress_dead_cb(evutil_socket_t fd, short what, void *arg)
-{
-	struct ingress	 *ing = arg;
-	void		**list;
-	size_t		  i, n;
-
-	(void)fd;
-	(void)what;
-	if (ing->in_tx)
-		return;
-	list = ing->waiting;
-	n = ing->nwaiting;
-	ing->waiting = NULL;
-	ing->nwaiting = ing->capwaiting = 0;
-	for (i = 0; i < n; i++)
-		if (list[i] != NULL)
-			ing->done(list[i], 1, NULL, NULL);
-	free(list);
 }

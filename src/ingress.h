@@ -13,12 +13,12 @@
 #include <stdint.h>
 
 struct config;
+struct dead;
 struct evbuffer;
 struct event_base;
 struct metrics_snap;
 struct outbox;
 struct proto_pub;
-struct proto_req;
 struct relay_stats;
 struct ingress;
 struct user;
@@ -39,6 +39,8 @@ struct ingress *ingress_new(struct event_base *base, struct outbox *ob,
 struct event_base *ingress_base(struct ingress *ing);
 /* Who holds what, per uid (the listener counts connections in it). */
 struct users *ingress_users(struct ingress *ing);
+/* Its dead letters (dead.h): ingress runs them between group commits. */
+struct dead *ingress_dead(struct ingress *ing);
 /*
  * What ingress needs of the broker side, wired by main (ingress knows no
  * AMQP): wake it when rows were committed, and ask whether a message fits
@@ -71,21 +73,9 @@ void	ingress_forget(struct ingress *ing, void *s);
 /* Commit the open transaction now (shutdown). */
 void	ingress_flush(struct ingress *ing);
 /*
- * The publisher gave up on id: park it in the dead-letter table, before any
- * delete passes it (queued while a group commit is open).
+ * Like ingress_wait(), ahead of the sessions already waiting: for a DEAD
+ * command told to wait and ask again (dead_request()).
  */
-void	ingress_park(struct ingress *ing, int64_t id, unsigned attempts,
-	    const char *reason);
-/*
- * DEAD LIST/RETRY/PURGE for waiter s.  Appends the whole reply to out and
- * returns 0, or returns 1 when the caller is to wait (ingress_wait_first())
- * and ask again: while a group commit is open, between two batches of a
- * DEAD RETRY/PURGE ALL, and while another one runs.  A DEAD LIST reply
- * takes at most room bytes (at least one line).
- */
-int	ingress_dead(struct ingress *ing, void *s,
-	    const struct proto_req *req, struct evbuffer *out, size_t room);
-/* Like ingress_wait(), ahead of the sessions already waiting. */
 void	ingress_wait_first(struct ingress *ing, void *s);
 /* Rows up to upto are confirmed: delete them soon, in batches. */
 void	ingress_confirmed(struct ingress *ing, int64_t upto);

@@ -966,6 +966,18 @@ proto_dead_line(struct buf *out, int64_t id, int64_t parked_ms,
 	buf_append(out, "\n", 1);
 }
 
+const char *
+proto_store_error(int full, const char *why, char *err, size_t errlen)
+{
+	if (full) {
+		snprintf(err, errlen, "outbox full: disk full (%s); retry later",
+		    why);
+		return PROTO_E_FULL;
+	}
+	snprintf(err, errlen, "outbox write failed (%s); retry later", why);
+	return PROTO_E_STORE;
+}
+
 const char *const proto_link_states[PROTO_LINK_STATES] = {
 	"disconnected", "connecting", "connected", "blocked", "stopped",
 };

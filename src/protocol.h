@@ -175,4 +175,12 @@ void	proto_dead_line(struct buf *out, int64_t id, int64_t parked_ms,
 	    unsigned attempts, uint64_t bytes, const struct proto_pub *props,
 	    const char *reason);
 
+/*
+ * The error of a reply to a failed outbox write, why being the store's
+ * message: into err, and its code returned (FULL when the disk or the
+ * database is full, else STORE).
+ */
+const char *proto_store_error(int full, const char *why, char *err,
+	    size_t errlen);
+
 #endif

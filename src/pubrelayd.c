@@ -17,6 +17,7 @@
 #include <event2/thread.h>
 
 #include "config.h"
+#include "dead.h"
 #include "ingress.h"
 #include "listener.h"
 #include "log.h"
@@ -84,7 +85,7 @@ daemon_park_cb(int64_t id, unsigned attempts, const char *reason, void *arg)
 {
 	struct daemon	*d = arg;
 
-	ingress_park(d->ing, id, attempts, reason);
+	dead_park(ingress_dead(d->ing), id, attempts, reason);
 }
 
 static void

@@ -32,6 +32,7 @@
 #include <event2/event.h>
 
 #include "config.h"
+#include "dead.h"
 #include "ingress.h"
 #include "log.h"
 #include "metrics.h"
@@ -358,9 +359,9 @@ session_process(struct session *s)
 				/* Runs between group commits, never inside. */
 				out = bufferevent_get_output(s->bev);
 				n = evbuffer_get_length(out);
-				if (ingress_dead(s->ing, s, &s->req, out,
-				    n < s->max_buffer ? s->max_buffer - n :
-				    0) != 0) {
+				if (dead_request(ingress_dead(s->ing), s,
+				    &s->req, out, n < s->max_buffer ?
+				    s->max_buffer - n : 0) != 0) {
 					s->stalled = 1;
 					ingress_wait_first(s->ing, s);
 					return;
