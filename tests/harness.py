@@ -33,6 +33,10 @@ class HarnessError(Exception):
     """A setup step or a wait of the harness failed (not the product)."""
 
 
+class Failure(Exception):
+    """An assertion about the product failed (scenarios.Failure)."""
+
+
 def log(msg):
     """A TAP diagnostic line (stdout, so the TAP driver keeps it in the log)."""
     for line in str(msg).splitlines() or [""]:
