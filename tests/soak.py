@@ -331,32 +331,19 @@ class Soak:
         return self.verdict(prods, msgs)
 
     def verdict(self, prods, msgs):
-        per = collections.defaultdict(list)
-        foreign = 0
-        for body, _ in msgs:
-            ps = H.parse_seq(body)
-            if ps is None:
-                foreign += 1
-            else:
-                per[ps[0]].append(ps[1])
+        # Not check_delivery(): every problem is reported, not the first.
+        per, other = H.split_by_producer(msgs)
+        foreign = len(other)
         total_msgs = lost = ooo = dups = 0
         problems = []
         for p in prods:
-            seqs = per.get(p.pid, [])
+            seqs = [d[0] for d in per.get(p.pid, [])]
             rep = H.check_order(seqs, range(p.acked), first=0,
                                 last=p.generated - 1)
-            seen, hi, p_ooo = set(), None, 0
-            for s in seqs:
-                if s not in seen:
-                    if hi is not None and s < hi:
-                        p_ooo += 1
-                    seen.add(s)
-                    hi = s if hi is None else max(hi, s)
-            p_lost = len(set(range(p.acked)) - seen)
             total_msgs += p.acked
-            lost += p_lost
-            ooo += p_ooo
-            dups += len(seqs) - len(seen)
+            lost += rep.lost
+            ooo += rep.out_of_order
+            dups += rep.duplicates
             self.note("producer %d: %d accepted (%d generated) in %d runs "
                       "(exit codes %s); %s"
                       % (p.pid, p.acked, p.generated, p.runs,

@@ -211,11 +211,7 @@ class Daemon:
             H.reap(self.proc)
 
     def log_text(self):
-        try:
-            with open(self.logpath, "rb") as f:
-                return f.read().decode("utf-8", "replace")
-        except OSError:
-            return ""
+        return H.read_text(self.logpath)
 
 
 def daemon_env(**extra):
