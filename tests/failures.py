@@ -1165,6 +1165,27 @@ STALL_OVERRIDES = {"broker": {"heartbeat": "2", "connect_timeout": "2s"},
                    "publish": {"confirm_timeout": "5s"}}
 
 
+def wait_reconnected(relay, what, before=0):
+    """Wait until the relay has reconnected (reconnects > before) after
+    what, and is connected."""
+    relay.wait_stats(lambda s: s.get("reconnects", 0) > before
+                     and s.get("state") == "connected", 30,
+                     "pubrelayd to reconnect after the %s" % what)
+
+
+def stall_stream(ctx, tag, overrides, fault):
+    """A relay with overrides reaches the broker through a fresh fault
+    proxy; stream_with_fault() with fault(px, relay).  Returns (px, relay)
+    for more after it."""
+    px = ctx.proxy()
+    relay = ctx.relay(uri=ctx.broker.uri(port=px.port), overrides=overrides)
+    with ctx.consumer() as c:
+        q = c.declare(H.unique_queue(tag))
+    stream_with_fault(ctx, relay, q, lambda relay: fault(px, relay))
+    ctx.note("proxy: %s" % px.stats())
+    return px, relay
+
+
 @scenario
 def stall_freeze(ctx):
     """heartbeat = 2, confirm_timeout = 5s.  The proxy freezes (no bytes,
@@ -1180,31 +1201,20 @@ def stall_freeze(ctx):
     the confirm timeout; after the proxy passes again it reconnects and every
     message arrives, duplicates only of the unconfirmed suffix. Then a freeze
     of the idle link: detected by the heartbeat within 10 s."""
-    px = ctx.proxy()
-    relay = ctx.relay(uri=ctx.broker.uri(port=px.port),
-                      overrides=STALL_OVERRIDES)
-    with ctx.consumer() as c:
-        q = c.declare(H.unique_queue("freeze"))
-
-    def fault(relay):
+    def fault(px, relay):
         # heartbeat 2 and confirm_timeout 5s: within 10 s
         freeze_noticed(ctx, px, relay, "frozen link", 10,
                        r"heartbeat|confirm")
         time.sleep(2)
         px.passthrough()
-        relay.wait_stats(lambda s: s.get("reconnects", 0) >= 1
-                         and s.get("state") == "connected", 30,
-                         "pubrelayd to reconnect after the freeze")
-    stream_with_fault(ctx, relay, q, fault)
-    ctx.note("proxy: %s" % px.stats())
+        wait_reconnected(relay, "freeze")
+    px, relay = stall_stream(ctx, "freeze", STALL_OVERRIDES, fault)
 
     # An idle link: only heartbeats can tell.
     r0 = relay.stats().get("reconnects", 0)
     freeze_noticed(ctx, px, relay, "frozen idle link", 10, r"heartbeat")
     px.passthrough()
-    relay.wait_stats(lambda s: s.get("reconnects", 0) > r0
-                     and s.get("state") == "connected", 30,
-                     "pubrelayd to reconnect after the idle freeze")
+    wait_reconnected(relay, "idle freeze", r0)
     check_eq(relay.term(), 0, "pubrelayd exit code after SIGTERM")
 
 
@@ -1214,22 +1224,14 @@ def stall_confirm_timeout(ctx):
     stream is detected by the confirm timeout alone (within about 6 s,
     last_error names it), the relay reconnects once the proxy passes again,
     and everything arrives."""
-    px = ctx.proxy()
-    relay = ctx.relay(uri=ctx.broker.uri(port=px.port), overrides={
-        "broker": {"heartbeat": "30", "connect_timeout": "2s"},
-        "publish": {"confirm_timeout": "3s"}})
-    with ctx.consumer() as c:
-        q = c.declare(H.unique_queue("confirmto"))
-
-    def fault(relay):
+    def fault(px, relay):
         # heartbeat 30, confirm_timeout 3s: the confirm timeout, by 6 s
         freeze_noticed(ctx, px, relay, "frozen link", 6, r"confirm")
         px.passthrough()
-        relay.wait_stats(lambda s: s.get("reconnects", 0) >= 1
-                         and s.get("state") == "connected", 30,
-                         "pubrelayd to reconnect after the freeze")
-    stream_with_fault(ctx, relay, q, fault)
-    ctx.note("proxy: %s" % px.stats())
+        wait_reconnected(relay, "freeze")
+    px, relay = stall_stream(ctx, "confirmto", {
+        "broker": {"heartbeat": "30", "connect_timeout": "2s"},
+        "publish": {"confirm_timeout": "3s"}}, fault)
     check_eq(relay.term(), 0, "pubrelayd exit code after SIGTERM")
 
 
@@ -1241,13 +1243,7 @@ def stall_reset(ctx):
 
     While the proxy refuses, the attempts are seen and reset and `state` is not
     `connected`."""
-    px = ctx.proxy()
-    relay = ctx.relay(uri=ctx.broker.uri(port=px.port),
-                      overrides=STALL_OVERRIDES)
-    with ctx.consumer() as c:
-        q = c.declare(H.unique_queue("reset"))
-
-    def fault(relay):
+    def fault(px, relay):
         px.refuse()
         n = px.reset()
         check(n >= 1, "the proxy had no connection to reset")
@@ -1262,11 +1258,8 @@ def stall_reset(ctx):
         check(relay.stats().get("state") != "connected",
               "state connected while the proxy refuses every connection")
         px.passthrough()
-        relay.wait_stats(lambda s: s.get("reconnects", 0) >= 1
-                         and s.get("state") == "connected", 30,
-                         "pubrelayd to reconnect after the reset")
-    stream_with_fault(ctx, relay, q, fault)
-    ctx.note("proxy: %s" % px.stats())
+        wait_reconnected(relay, "reset")
+    px, relay = stall_stream(ctx, "reset", STALL_OVERRIDES, fault)
     check_eq(relay.term(), 0, "pubrelayd exit code after SIGTERM")
 
 
