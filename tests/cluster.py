@@ -35,8 +35,6 @@ from harness import log  # noqa: E402
 Failure = I.Failure
 check = I.check
 check_eq = I.check_eq
-check_producer = I.check_producer
-split_by_producer = I.split_by_producer
 lines_for = I.lines_for
 
 CLUSTER_SIZE = 3
@@ -151,19 +149,6 @@ def short(node):
                             node.port)
 
 
-def stable_ids(p, deliveries):
-    """Every delivery of one number carries the same message-id (the
-    republished copies keep the original's)."""
-    ids = {}
-    for seq, mid, _ in deliveries:
-        check(mid, "producer %d seq %d arrived without a message-id"
-              % (p, seq))
-        if ids.setdefault(seq, mid) != mid:
-            raise Failure("producer %d seq %d: republished with another "
-                          "message-id (%r, then %r)"
-                          % (p, seq, ids[seq], mid))
-
-
 # ---------------------------------------------------------------------------
 # 1. quorum_basic
 
@@ -194,14 +179,8 @@ def quorum_basic(ctx):
     check_eq(st.get("nacked", 0), 0, "stats nacked")
     with ctx.consumer() as c:
         msgs = c.drain(q)
-    per, other = split_by_producer(msgs)
-    check_eq(len(other), 0, "foreign messages in the queue")
-    for p in range(P):
-        check(p in per, "no message of producer %d arrived" % p)
-        check_producer(ctx, p, per[p], range(N), 0, N - 1, allow_dups=False)
-        stable_ids(p, per[p])
-        dm = [s for s, _, pr in per[p] if pr.delivery_mode != 2]
-        check(not dm, "producer %d: non-persistent messages %s" % (p, dm[:5]))
+    H.check_delivery(msgs, {p: N for p in range(P)}, allow_dups=False,
+                     same_ids=True, persistent=True, note=ctx.note)
     ctx.note("messages=%d duplicates=0" % len(msgs))
     delete_queue(ctx, q)
     check_eq(relay.term(), 0, "pubrelayd exit code after SIGTERM")
@@ -306,7 +285,7 @@ def follow_cluster(ctx):
     the relay was never restarted, `reconnects >= 2`, nothing parked. A pika
     consumer on a node that was never killed reads the queue: every accepted
     line arrived, each producer's in order with duplicates only of a
-    republished suffix (`harness.check_order`), every copy with the same
+    republished suffix (`harness.check_delivery`), every copy with the same
     message-id. It prints `messages=N delivered=D duplicates=X reconnects=R
     nacked=K`. When the relay connects to another node but confirms do not
     resume within 60 s, the failure reports the relay's counters since the move
@@ -375,17 +354,13 @@ def follow_cluster(ctx):
     sent = {p: pr.written() for p, pr in enumerate(prods)}
     with ctx.consumer(survivor) as c:
         msgs = c.drain(q, timeout=180)
-    per, other = split_by_producer(msgs)
-    check_eq(len(other), 0, "foreign messages in the queue")
-    dups = 0
+    per, reports = H.check_delivery(
+        msgs, {p: pr.accepted() for p, pr in enumerate(prods)}, sent=sent,
+        same_ids=True, note=ctx.note)
     for p in range(P):
-        n = sent[p]
-        check(n > 0 and p in per, "producer %d: %d sent, %d arrived"
-              % (p, n, len(per.get(p, []))))
-        rep = check_producer(ctx, p, per[p], range(prods[p].accepted()),
-                             0, n - 1)
-        stable_ids(p, per[p])
-        dups += rep.duplicates
+        check(sent[p] > 0 and p in per, "producer %d: %d sent, %d arrived"
+              % (p, sent[p], len(per.get(p, []))))
+    dups = sum(r.duplicates for r in reports.values())
     ctx.note("messages=%d delivered=%d duplicates=%d reconnects=%s "
              "nacked=%s (consumed from %s)"
              % (sum(sent.values()), len(msgs), dups, st.get("reconnects"),

@@ -37,9 +37,7 @@ from faultproxy import FaultProxy  # noqa: E402
 Failure = I.Failure
 check = I.check
 check_eq = I.check_eq
-check_producer = I.check_producer
 term_within = I.term_within
-split_by_producer = I.split_by_producer
 lines_for = I.lines_for
 
 
@@ -141,15 +139,12 @@ def pub_pipelined(relay, reqs, what="PUB"):
 
 def check_queue(ctx, q, producer, n, allow_dups=True, broker=None):
     """Everything in queue q: only producer's messages, 0 to n - 1 in
-    order (check_producer()).  Returns those deliveries."""
+    order (harness.check_delivery()).  Returns those deliveries."""
     with ctx.consumer(broker) as c:
         msgs = c.drain(q)
-    per, other = split_by_producer(msgs)
-    check_eq(len(other), 0, "foreign messages in the queue")
-    mine = per.get(producer, [])
-    check_producer(ctx, producer, mine, range(n), 0, n - 1,
-                   allow_dups=allow_dups)
-    return mine
+    per, _ = H.check_delivery(msgs, {producer: n}, allow_dups=allow_dups,
+                              note=ctx.note)
+    return per.get(producer, [])
 
 
 def dead_rows(relay):
@@ -282,22 +277,6 @@ class SlowConsumer:
         return self.got
 
 
-def first_delivery_stats(seqs, accepted):
-    """(lost, out_of_order, duplicates) of one producer's deliveries:
-    accepted numbers that never arrived; first deliveries that came after a
-    higher number; deliveries beyond the first of a number."""
-    seen, hi, ooo, dups = set(), None, 0, 0
-    for s in seqs:
-        if s in seen:
-            dups += 1
-            continue
-        if hi is not None and s < hi:
-            ooo += 1
-        seen.add(s)
-        hi = s if hi is None else max(hi, s)
-    return len(set(accepted) - seen), ooo, dups
-
-
 def stream_with_fault(ctx, relay, q, fault, P=2, N=20000, pace=(100, 0.05),
                       trigger=3000):
     """P paced producers stream N lines each; once `trigger` messages are
@@ -317,11 +296,7 @@ def stream_with_fault(ctx, relay, q, fault, P=2, N=20000, pace=(100, 0.05),
     ctx.note("drained: %s" % H.fmt_stats(st))
     with ctx.consumer() as c:
         msgs = c.drain(q)
-    per, other = split_by_producer(msgs)
-    check_eq(len(other), 0, "foreign messages in the queue")
-    for p in range(P):
-        check(p in per, "no message of producer %d arrived" % p)
-        check_producer(ctx, p, per[p], range(N), 0, N - 1)
+    H.check_delivery(msgs, {p: N for p in range(P)}, note=ctx.note)
     return st
 
 
@@ -360,9 +335,7 @@ def nack_run(ctx, window):
           % st.get("nacked"))
     check_eq(st.get("reconnects"), 0, "stats reconnects (a nack is handled "
              "on the same connection)")
-    per, other = split_by_producer(msgs)
-    check_eq(len(other), 0, "foreign messages in the queue")
-    return per, st
+    return msgs, st
 
 
 @scenario
@@ -376,10 +349,9 @@ def nack_window1(ctx):
     (else the test proved nothing), `reconnects == 0` (a nack is handled on the
     same connection), every message arrives, each producer's deliveries
     strictly in order and without duplicates."""
-    per, st = nack_run(ctx, 1)
-    for p in range(2):
-        check(p in per, "no message of producer %d arrived" % p)
-        check_producer(ctx, p, per[p], range(1000), 0, 999, allow_dups=False)
+    msgs, st = nack_run(ctx, 1)
+    H.check_delivery(msgs, {0: 1000, 1: 1000}, allow_dups=False,
+                     note=ctx.note)
 
 
 @scenario
@@ -390,18 +362,19 @@ def nack_window64(ctx):
 
     Also: no reconnect; duplicates, like reordered first deliveries, are only
     reported."""
-    per, st = nack_run(ctx, 64)
+    msgs, st = nack_run(ctx, 64)
+    per, other = H.split_by_producer(msgs)
+    check_eq(len(other), 0, "foreign messages in the queue")
     for p in range(2):
         check(p in per, "no message of producer %d arrived" % p)
-        seqs = [d[0] for d in per[p]]
-        lost, ooo, dups = first_delivery_stats(seqs, range(1000))
+        rep = H.check_order([d[0] for d in per[p]], range(1000), 0, 999)
         ctx.note("producer %d: %d delivered, lost=%d out_of_order=%d "
-                 "duplicates=%d" % (p, len(seqs), lost, ooo, dups))
-        check_eq(lost, 0, "producer %d: accepted messages that never arrived"
-                 % p)
-        bogus = [s for s in seqs if not 0 <= s < 1000]
-        check(not bogus, "producer %d: numbers never sent: %s"
-              % (p, bogus[:5]))
+                 "duplicates=%d" % (p, rep.delivered, rep.lost,
+                                    rep.out_of_order, rep.duplicates))
+        check_eq(rep.lost, 0, "producer %d: accepted messages that never "
+                 "arrived (%s)" % (p, rep))
+        check_eq(rep.unsent, 0, "producer %d: deliveries of numbers never "
+                 "sent (%s)" % (p, rep))
 
 
 # ---------------------------------------------------------------------------
@@ -817,9 +790,7 @@ def rejected_404_retry(ctx):
     finally:
         with ctx.consumer() as c:
             c.ch.exchange_delete(exchange=ex)
-    per, other = split_by_producer(msgs)
-    check_eq(len(other), 0, "foreign messages in the queue")
-    check_producer(ctx, 1, per.get(1, []), range(20), 0, 19)
+    per, _ = H.check_delivery(msgs, {1: 20}, note=ctx.note)
     I.check_ids_stable(1, per[1], dict(enumerate(mids)))
     check_eq(relay.term(), 0, "pubrelayd exit code after SIGTERM")
 
@@ -1194,6 +1165,27 @@ STALL_OVERRIDES = {"broker": {"heartbeat": "2", "connect_timeout": "2s"},
                    "publish": {"confirm_timeout": "5s"}}
 
 
+def wait_reconnected(relay, what, before=0):
+    """Wait until the relay has reconnected (reconnects > before) after
+    what, and is connected."""
+    relay.wait_stats(lambda s: s.get("reconnects", 0) > before
+                     and s.get("state") == "connected", 30,
+                     "pubrelayd to reconnect after the %s" % what)
+
+
+def stall_stream(ctx, tag, overrides, fault):
+    """A relay with overrides reaches the broker through a fresh fault
+    proxy; stream_with_fault() with fault(px, relay).  Returns (px, relay)
+    for more after it."""
+    px = ctx.proxy()
+    relay = ctx.relay(uri=ctx.broker.uri(port=px.port), overrides=overrides)
+    with ctx.consumer() as c:
+        q = c.declare(H.unique_queue(tag))
+    stream_with_fault(ctx, relay, q, lambda relay: fault(px, relay))
+    ctx.note("proxy: %s" % px.stats())
+    return px, relay
+
+
 @scenario
 def stall_freeze(ctx):
     """heartbeat = 2, confirm_timeout = 5s.  The proxy freezes (no bytes,
@@ -1209,31 +1201,20 @@ def stall_freeze(ctx):
     the confirm timeout; after the proxy passes again it reconnects and every
     message arrives, duplicates only of the unconfirmed suffix. Then a freeze
     of the idle link: detected by the heartbeat within 10 s."""
-    px = ctx.proxy()
-    relay = ctx.relay(uri=ctx.broker.uri(port=px.port),
-                      overrides=STALL_OVERRIDES)
-    with ctx.consumer() as c:
-        q = c.declare(H.unique_queue("freeze"))
-
-    def fault(relay):
+    def fault(px, relay):
         # heartbeat 2 and confirm_timeout 5s: within 10 s
         freeze_noticed(ctx, px, relay, "frozen link", 10,
                        r"heartbeat|confirm")
         time.sleep(2)
         px.passthrough()
-        relay.wait_stats(lambda s: s.get("reconnects", 0) >= 1
-                         and s.get("state") == "connected", 30,
-                         "pubrelayd to reconnect after the freeze")
-    stream_with_fault(ctx, relay, q, fault)
-    ctx.note("proxy: %s" % px.stats())
+        wait_reconnected(relay, "freeze")
+    px, relay = stall_stream(ctx, "freeze", STALL_OVERRIDES, fault)
 
     # An idle link: only heartbeats can tell.
     r0 = relay.stats().get("reconnects", 0)
     freeze_noticed(ctx, px, relay, "frozen idle link", 10, r"heartbeat")
     px.passthrough()
-    relay.wait_stats(lambda s: s.get("reconnects", 0) > r0
-                     and s.get("state") == "connected", 30,
-                     "pubrelayd to reconnect after the idle freeze")
+    wait_reconnected(relay, "idle freeze", r0)
     check_eq(relay.term(), 0, "pubrelayd exit code after SIGTERM")
 
 
@@ -1243,22 +1224,14 @@ def stall_confirm_timeout(ctx):
     stream is detected by the confirm timeout alone (within about 6 s,
     last_error names it), the relay reconnects once the proxy passes again,
     and everything arrives."""
-    px = ctx.proxy()
-    relay = ctx.relay(uri=ctx.broker.uri(port=px.port), overrides={
-        "broker": {"heartbeat": "30", "connect_timeout": "2s"},
-        "publish": {"confirm_timeout": "3s"}})
-    with ctx.consumer() as c:
-        q = c.declare(H.unique_queue("confirmto"))
-
-    def fault(relay):
+    def fault(px, relay):
         # heartbeat 30, confirm_timeout 3s: the confirm timeout, by 6 s
         freeze_noticed(ctx, px, relay, "frozen link", 6, r"confirm")
         px.passthrough()
-        relay.wait_stats(lambda s: s.get("reconnects", 0) >= 1
-                         and s.get("state") == "connected", 30,
-                         "pubrelayd to reconnect after the freeze")
-    stream_with_fault(ctx, relay, q, fault)
-    ctx.note("proxy: %s" % px.stats())
+        wait_reconnected(relay, "freeze")
+    px, relay = stall_stream(ctx, "confirmto", {
+        "broker": {"heartbeat": "30", "connect_timeout": "2s"},
+        "publish": {"confirm_timeout": "3s"}}, fault)
     check_eq(relay.term(), 0, "pubrelayd exit code after SIGTERM")
 
 
@@ -1270,13 +1243,7 @@ def stall_reset(ctx):
 
     While the proxy refuses, the attempts are seen and reset and `state` is not
     `connected`."""
-    px = ctx.proxy()
-    relay = ctx.relay(uri=ctx.broker.uri(port=px.port),
-                      overrides=STALL_OVERRIDES)
-    with ctx.consumer() as c:
-        q = c.declare(H.unique_queue("reset"))
-
-    def fault(relay):
+    def fault(px, relay):
         px.refuse()
         n = px.reset()
         check(n >= 1, "the proxy had no connection to reset")
@@ -1291,11 +1258,8 @@ def stall_reset(ctx):
         check(relay.stats().get("state") != "connected",
               "state connected while the proxy refuses every connection")
         px.passthrough()
-        relay.wait_stats(lambda s: s.get("reconnects", 0) >= 1
-                         and s.get("state") == "connected", 30,
-                         "pubrelayd to reconnect after the reset")
-    stream_with_fault(ctx, relay, q, fault)
-    ctx.note("proxy: %s" % px.stats())
+        wait_reconnected(relay, "reset")
+    px, relay = stall_stream(ctx, "reset", STALL_OVERRIDES, fault)
     check_eq(relay.term(), 0, "pubrelayd exit code after SIGTERM")
 
 
@@ -1382,26 +1346,26 @@ def failover(ctx):
             if not H.tcp_connectable(b.port):
                 b.start_app()
     with ctx.consumer(b1) as c:
-        per1, other1 = split_by_producer(c.drain(q))
+        per1, other1 = H.split_by_producer(c.drain(q))
         c.ch.queue_delete(queue=q)
     with ctx.consumer(b2) as c:
-        per2, other2 = split_by_producer(c.drain(q))
+        per2, other2 = H.split_by_producer(c.drain(q))
         c.ch.queue_delete(queue=q)
     check_eq(other1 + other2, [], "foreign messages in the queues")
     ctx.note("first node: %s" % {p: len(v) for p, v in per1.items()})
     ctx.note("second node: %s" % {p: len(v) for p, v in per2.items()})
     check(per1.get(1) and per2.get(1), "producer 1 should have messages on "
           "both nodes")
-    check_producer(ctx, 1, per1.get(1, []) + per2.get(1, []), range(10000),
-                   0, 9999)
+    H.check_producer(1, per1.get(1, []) + per2.get(1, []), 10000,
+                     note=ctx.note)
     check(not per1.get(2), "producer 2 (sent while both were up, the relay "
           "on the second) has %d messages on the first node"
           % len(per1.get(2, [])))
-    check_producer(ctx, 2, per2.get(2, []), range(2000), 0, 1999)
+    H.check_producer(2, per2.get(2, []), 2000, note=ctx.note)
     check(per1.get(3) and per2.get(3), "producer 3 should have messages on "
           "both nodes")
-    check_producer(ctx, 3, per2.get(3, []) + per1.get(3, []), range(10000),
-                   0, 9999)
+    H.check_producer(3, per2.get(3, []) + per1.get(3, []), 10000,
+                     note=ctx.note)
     check_eq(relay.term(), 0, "pubrelayd exit code after SIGTERM")
 
 
@@ -1979,10 +1943,7 @@ def shutdown_outage(ctx):
     ctx.note("drained: %s" % H.fmt_stats(st))
     with ctx.consumer() as c:
         msgs = c.drain(q)
-    per, other = split_by_producer(msgs)
-    check_eq(len(other), 0, "foreign messages in the queue")
-    check_eq(sorted(per), [2], "producers in the queue")
-    check_producer(ctx, 2, per.get(2, []), range(N), 0, N - 1)
+    H.check_delivery(msgs, {2: N}, note=ctx.note)
     check_eq(relay.term(), 0, "pubrelayd exit code after SIGTERM")
 
 

@@ -33,6 +33,10 @@ class HarnessError(Exception):
     """A setup step or a wait of the harness failed (not the product)."""
 
 
+class Failure(Exception):
+    """An assertion about the product failed (scenarios.Failure)."""
+
+
 def log(msg):
     """A TAP diagnostic line (stdout, so the TAP driver keeps it in the log)."""
     for line in str(msg).splitlines() or [""]:
@@ -245,6 +249,15 @@ def wait_until(pred, timeout, what, interval=0.05):
                 msg += " (last error: %s)" % (last_exc,)
             raise HarnessError(msg)
         time.sleep(interval)
+
+
+def read_text(path):
+    """A log file's text so far ("" while it does not exist)."""
+    try:
+        with open(path, "rb") as f:
+            return f.read().decode("utf-8", "replace")
+    except OSError:
+        return ""
 
 
 def tail(path, lines=40):
@@ -1267,11 +1280,7 @@ class Relay:
                 p.stderr.decode("utf-8", "replace"))
 
     def log_text(self):
-        try:
-            with open(self.logpath, "rb") as f:
-                return f.read().decode("utf-8", "replace")
-        except OSError:
-            return ""
+        return read_text(self.logpath)
 
     def dump_log(self, lines=40):
         log("---- pubrelayd log (%s), last %d lines:" % (self.logpath, lines))
@@ -1506,7 +1515,8 @@ class StreamProducer(LinesProducer):
 
 
 # ---------------------------------------------------------------------------
-# Ordering checker
+# Delivery checks: what producers were told was accepted against what a
+# consumer read.  check_delivery() is the one check the suites make.
 
 
 class OrderReport:
@@ -1516,6 +1526,9 @@ class OrderReport:
         self.runs = 0
         self.delivered = 0
         self.distinct = 0
+        self.lost = 0           # accepted numbers that never arrived
+        self.out_of_order = 0   # first deliveries after a higher number
+        self.unsent = 0         # deliveries of numbers never sent
 
     @property
     def ok(self):
@@ -1531,8 +1544,9 @@ class OrderReport:
         return s
 
 
-def check_order(delivered, accepted, first=0, last=None):
-    """Check one producer's delivery sequence.
+def check_order(delivered, accepted, first=0, last=None, allow_dups=True):
+    """Check one producer's delivery sequence; returns an OrderReport whose
+    problems name each offending delivery (#index), the first one first.
 
     delivered: sequence numbers in delivery order.  accepted: the numbers the
     producer got OK for (each must arrive).  first..last: the numbers that
@@ -1541,7 +1555,10 @@ def check_order(delivered, accepted, first=0, last=None):
     Rules: (a) every accepted number arrived; (b) first deliveries are in
     increasing order with no gap; (c) duplicates are only a republished
     suffix: the sequence splits into contiguous ascending runs and each run
-    after the first starts at or before (highest seen so far + 1).
+    after the first starts at or before (highest seen so far + 1); with
+    allow_dups False, (d) no number arrives twice (exactly once).
+    The counters (lost, out_of_order, duplicates, unsent) are kept for the
+    callers that report rather than fail (nack_window64, soak.py).
     """
     r = OrderReport()
     r.delivered = len(delivered)
@@ -1550,9 +1567,13 @@ def check_order(delivered, accepted, first=0, last=None):
     prev = None
     for i, s in enumerate(delivered):
         if s < first or (last is not None and s > last):
+            r.unsent += 1
             r.problems.append("#%d: %d was never sent" % (i, s))
         if s in seen:
             r.duplicates += 1
+            if not allow_dups:
+                r.problems.append("#%d: %d delivered again (exactly once "
+                                  "expected)" % (i, s))
         if prev is None:
             r.runs = 1
             if s != first:
@@ -1565,6 +1586,7 @@ def check_order(delivered, accepted, first=0, last=None):
                     "#%d: run starts at %d after %d, beyond highest+1 = %d "
                     "(gap or reordering)" % (i, s, prev, hi + 1))
         if s not in seen and hi is not None and s < hi:
+            r.out_of_order += 1
             r.problems.append("#%d: first delivery of %d after %d "
                               "(reordered)" % (i, s, hi))
         seen.add(s)
@@ -1572,7 +1594,101 @@ def check_order(delivered, accepted, first=0, last=None):
         prev = s
     r.distinct = len(seen)
     missing = sorted(set(accepted) - seen)
+    r.lost = len(missing)
     if missing:
         r.problems.append("%d accepted messages never arrived (first: %s)"
                           % (len(missing), missing[:10]))
     return r
+
+
+def split_by_producer(msgs):
+    """{producer: [(seq, message_id, props)]} in delivery order, and the
+    messages whose body is not a seq_line().  msgs: [(body, props)] as
+    Consumer.drain() returns them, or bare bodies (bytes or str)."""
+    per, other = {}, []
+    for m in msgs:
+        body, props = m if isinstance(m, tuple) else (m, None)
+        ps = parse_seq(body.encode() if isinstance(body, str) else body)
+        if ps is None:
+            other.append(m)
+        else:
+            per.setdefault(ps[0], []).append(
+                (ps[1], getattr(props, "message_id", None), props))
+    return per, other
+
+
+def _numbers(n):
+    return range(n) if isinstance(n, int) else n
+
+
+def check_producer(producer, deliveries, accepted, sent=None,
+                   allow_dups=True, note=None):
+    """check_order() of one producer's deliveries ([(seq, ...)] as
+    split_by_producer() gives them): a Failure naming the producer and its
+    first lost, duplicated or reordered message, else its OrderReport.
+
+    accepted: n (0 .. n-1 got OK) or the numbers; sent: how many were ever
+    sent (default: as many as accepted); note(text): where the report goes
+    (ctx.note)."""
+    accepted = _numbers(accepted)
+    if sent is None:
+        sent = max(accepted) + 1 if len(accepted) else 0
+    rep = check_order([d[0] for d in deliveries], accepted, first=0,
+                      last=sent - 1, allow_dups=allow_dups)
+    if note is not None:
+        note("producer %d: %s" % (producer, rep))
+    if not rep.ok:
+        raise Failure("producer %d: %s" % (producer, rep))
+    return rep
+
+
+def check_delivery(msgs, expected, sent=None, allow_dups=True, foreign=0,
+                   same_ids=False, persistent=False, note=None):
+    """Did the consumed messages bring every producer's accepted lines, in
+    producer order?  The one delivery check of the suites.
+
+    msgs: what a consumer read, in delivery order (Consumer.drain()'s
+    [(body, props)], or bodies), every one a seq_line().  expected:
+    {producer: accepted}, accepted n (lines 0 .. n-1 got OK) or the numbers.
+    sent: {producer: n} lines ever sent, when more were sent than accepted.
+    allow_dups: True, at least once: duplicates only of a republished
+    suffix (after a reconnect, a crash, a nack); False, exactly once (a run
+    without faults).  Every accepted line must arrive and first deliveries
+    be in order either way.  foreign: how many messages that are not
+    seq_line()s are expected among msgs.  same_ids: every delivery has a
+    message-id, its copies the same one.  persistent: every delivery has
+    delivery_mode 2.
+
+    A Failure names the first foreign message, unexpected producer, or
+    lost, duplicated or reordered line; else returns (per, reports):
+    split_by_producer()'s deliveries and each producer's OrderReport."""
+    per, other = split_by_producer(msgs)
+    if len(other) != foreign:
+        first = other[0] if other else b""
+        first = first[0] if isinstance(first, tuple) else first
+        raise Failure("%d foreign messages in the queue, want %d (first: %r)"
+                      % (len(other), foreign, first[:60]))
+    strays = sorted(set(per) - set(expected))
+    if strays:
+        raise Failure("messages of producer(s) %s, expected only %s"
+                      % (strays, sorted(expected)))
+    reports = {}
+    for p in sorted(expected):
+        mine = per.get(p, [])
+        reports[p] = check_producer(p, mine, expected[p],
+                                    sent=(sent or {}).get(p),
+                                    allow_dups=allow_dups, note=note)
+        ids = {}
+        for seq, mid, props in mine:
+            if same_ids and not mid:
+                raise Failure("producer %d seq %d arrived without a "
+                              "message-id" % (p, seq))
+            if same_ids and ids.setdefault(seq, mid) != mid:
+                raise Failure("producer %d seq %d: republished with another "
+                              "message-id (%r, then %r)"
+                              % (p, seq, ids[seq], mid))
+            if persistent and props.delivery_mode != 2:
+                raise Failure("producer %d seq %d: not persistent "
+                              "(delivery_mode %r)"
+                              % (p, seq, props.delivery_mode))
+    return per, reports

@@ -1,5 +1,6 @@
-"""scenarios.py: the TAP driver shared by integration.py, failures.py,
-cluster.py and pid1.py, and the `--list` of every scenario suite.
+"""scenarios.py: the TAP driver shared by every scenario suite
+(integration.py, failures.py, cluster.py, pid1.py, tls.py, systemd.py and
+soak.py), and their `--list`.
 
 A suite registers its scenarios with a Registry and hands run() what differs
 between suites: how to set up the broker(s) for the run, how to make a
@@ -11,14 +12,13 @@ scenario, the relays' logs and stats on failure, killing what the scenario
 left running, and the sanitizer reports in the relays' logs (a scenario
 whose relay logged one fails even if its checks passed).
 
-`--list` (listing() below; systemd.py, tls.py and soak.py, which have
-their own loops, call it too) prints each scenario's name and the first
+`--list` (listing() below) prints each scenario's name and the first
 paragraph of its docstring, `--list -v` all of it, and starts nothing.  The
 docstring is the one description of a scenario (what it does, what it
 proves): a scenario without one makes `--list` fail.
 
 A scenario's context must have `relays` (the harness.Relay objects it
-started).  A scenario fails (never skips) when something it needs cannot
+started); Ctx below is the least one.  A scenario fails (never skips) when something it needs cannot
 be set up.
 """
 
@@ -36,11 +36,10 @@ SCENARIO_TIMEOUT = 300     # seconds; a scenario taking longer fails
 # What ASan/UBSan/LSan print: a relay log holding one fails the scenario.
 SANITIZER_MARKS = ("ERROR: AddressSanitizer", "ERROR: LeakSanitizer",
                    "runtime error:", "SUMMARY: UndefinedBehaviorSanitizer",
-                   "SUMMARY: AddressSanitizer")
+                   "SUMMARY: AddressSanitizer", "WARNING: ThreadSanitizer")
 
 
-class Failure(Exception):
-    """An assertion about the product failed."""
+Failure = H.Failure     # an assertion about the product failed
 
 
 class ScenarioTimeout(Exception):
@@ -64,6 +63,18 @@ def sanitizer_reports(text):
         if any(m in ln for m in SANITIZER_MARKS):
             return lines[i:]
     return []
+
+
+class Ctx:
+    """The least context: the run's shared state (setup()'s), the relays
+    the scenario started, and notes (with run(tap_notes=True), shown on
+    its TAP line)."""
+
+    def __init__(self, world, name):
+        self.world = world
+        self.name = name
+        self.relays = []
+        self.notes = []
 
 
 class Registry:
@@ -120,9 +131,13 @@ def listing(prog, items, argv):
     return 0
 
 
-def _alarm(signum, frame):
-    raise ScenarioTimeout("scenario still running after %ds: aborted"
-                          % SCENARIO_TIMEOUT)
+def _time_limit(seconds, what):
+    """Raise ScenarioTimeout in the main thread after seconds."""
+    def alarm(signum, frame):
+        raise ScenarioTimeout("%s still running after %ds: aborted"
+                              % (what, seconds))
+    signal.signal(signal.SIGALRM, alarm)
+    signal.alarm(seconds)
 
 
 def _noop(*a):
@@ -130,15 +145,18 @@ def _noop(*a):
 
 
 def run(prog, registry, argv, setup, make_ctx, report=_noop, cleanup=_noop,
-        repair=_noop, teardown=_noop, log_lines=40):
+        repair=_noop, teardown=_noop, log_lines=40,
+        timeout=SCENARIO_TIMEOUT, tap_notes=False):
     """Run the scenarios argv names (all when none) and print TAP.
 
-    setup(names) -> env: starts the broker(s); an exception fails every
-    scenario with its text.  make_ctx(env, name) -> ctx.  report(env, ctx,
-    name): more to log when a scenario failed.  cleanup(ctx): after each
-    scenario, besides killing its relays.  repair(env, last): put the
-    broker(s) back in service (an exception fails the scenarios after).
-    teardown(env) -> a word for the final line ("broker stop").
+    setup(names) -> env: starts the broker(s), within timeout seconds; an
+    exception fails every scenario with its text.  make_ctx(env, name) ->
+    ctx.  report(env, ctx, name): more to log when a scenario failed.
+    cleanup(ctx): after each scenario, besides killing its relays.
+    repair(env, last): put the broker(s) back in service (an exception
+    fails the scenarios after).  teardown(env) -> a word for the final line
+    ("broker stop").  timeout: seconds a scenario may take.  tap_notes:
+    ctx.notes joined on the scenario's TAP line.
     Returns the exit code: 0 when every scenario passed."""
     rc = listing(prog, registry.items, argv)
     if rc is not None:
@@ -165,9 +183,15 @@ def run(prog, registry, argv, setup, make_ctx, report=_noop, cleanup=_noop,
         setup_error = str(e)
     if setup_error is None:
         try:
-            env = setup([n for n, _ in selected])
+            _time_limit(timeout, "setup")
+            try:
+                env = setup([n for n, _ in selected])
+            finally:
+                signal.alarm(0)
         except Exception as e:
             setup_error = str(e)
+            log("setup: FAILED: %s" % e)
+            log(traceback.format_exc())
 
     failed = 0
     for i, (name, fn) in enumerate(selected, 1):
@@ -181,8 +205,7 @@ def run(prog, registry, argv, setup, make_ctx, report=_noop, cleanup=_noop,
         t0 = time.monotonic()
         ok = True
         try:
-            signal.signal(signal.SIGALRM, _alarm)
-            signal.alarm(SCENARIO_TIMEOUT)
+            _time_limit(timeout, "scenario")
             try:
                 fn(ctx)
             finally:
@@ -228,7 +251,9 @@ def run(prog, registry, argv, setup, make_ctx, report=_noop, cleanup=_noop,
         log("%s: %.1fs" % (name, time.monotonic() - t0))
         if not ok:
             failed += 1
-        print("%s %d - %s" % ("ok" if ok else "not ok", i, name))
+        notes = getattr(ctx, "notes", None) if tap_notes else None
+        print("%s %d - %s%s" % ("ok" if ok else "not ok", i, name,
+                                ": " + "; ".join(notes) if notes else ""))
         sys.stdout.flush()
 
     t = time.monotonic()

@@ -51,7 +51,6 @@ import collections
 import os
 import random
 import re
-import signal
 import subprocess
 import sys
 import threading
@@ -62,7 +61,7 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 import harness as H  # noqa: E402
 from harness import log  # noqa: E402
-from scenarios import listing  # noqa: E402
+import scenarios as S  # noqa: E402
 from faultproxy import FaultProxy  # noqa: E402
 
 PRODUCERS = 4
@@ -71,10 +70,10 @@ FAULT_GAP = (2.0, 5.0)          # seconds between faults
 FAULTS = ("broker_kill", "close_connections", "proxy_freeze", "proxy_reset",
           "relay_kill", "memory_alarm")
 FINISH_TIMEOUT = 150            # producers finishing after the fault phase
+SECONDS = int(os.environ.get("PUBRELAY_SOAK_SECONDS", "90"))  # fault phase
 
 
-class Fail(Exception):
-    pass
+Fail = S.Failure
 
 
 class SoakProducer:
@@ -208,6 +207,7 @@ class Soak:
         # Relay counters summed over its restarts (they restart at zero).
         self.relay_totals = collections.Counter()
         self.t0 = None
+        self.relays = []        # for the driver: the relay, once started
 
     def note(self, msg):
         log("soak: %s" % msg)
@@ -272,6 +272,7 @@ class Soak:
                                             "connect_timeout": "2s"},
                                  "publish": {"confirm_timeout": "5s"}})
         H.on_exit(self.proxy.stop)
+        self.relays.append(self.relay)
         self.relay.start()
         with H.Consumer(self.broker) as c:
             self.queue = c.declare(H.unique_queue("soak"))
@@ -330,32 +331,19 @@ class Soak:
         return self.verdict(prods, msgs)
 
     def verdict(self, prods, msgs):
-        per = collections.defaultdict(list)
-        foreign = 0
-        for body, _ in msgs:
-            ps = H.parse_seq(body)
-            if ps is None:
-                foreign += 1
-            else:
-                per[ps[0]].append(ps[1])
+        # Not check_delivery(): every problem is reported, not the first.
+        per, other = H.split_by_producer(msgs)
+        foreign = len(other)
         total_msgs = lost = ooo = dups = 0
         problems = []
         for p in prods:
-            seqs = per.get(p.pid, [])
+            seqs = [d[0] for d in per.get(p.pid, [])]
             rep = H.check_order(seqs, range(p.acked), first=0,
                                 last=p.generated - 1)
-            seen, hi, p_ooo = set(), None, 0
-            for s in seqs:
-                if s not in seen:
-                    if hi is not None and s < hi:
-                        p_ooo += 1
-                    seen.add(s)
-                    hi = s if hi is None else max(hi, s)
-            p_lost = len(set(range(p.acked)) - seen)
             total_msgs += p.acked
-            lost += p_lost
-            ooo += p_ooo
-            dups += len(seqs) - len(seen)
+            lost += rep.lost
+            ooo += rep.out_of_order
+            dups += rep.duplicates
             self.note("producer %d: %d accepted (%d generated) in %d runs "
                       "(exit codes %s); %s"
                       % (p.pid, p.acked, p.generated, p.runs,
@@ -384,74 +372,46 @@ class Soak:
         return problems
 
 
-def main(argv):
-    # One scenario; this module's docstring describes it.
-    rc = listing("soak.py", [("soak", sys.modules[__name__])], argv)
-    if rc is not None:
-        return rc
-    if argv[1:] not in ([], ["soak"]):
-        print("Bail out! unknown scenario(s): %s (known: soak)"
-              % " ".join(argv[1:]))
-        return 2
-    seconds = int(os.environ.get("PUBRELAY_SOAK_SECONDS", "90"))
+def soak(ctx):
+    # The one scenario; this module's docstring describes it.
+    problems = ctx.run()
+    for pr in problems:
+        log("soak: FAILED: %s" % pr)
+    if problems:
+        raise Fail("%d problem(s), the first: %s" % (len(problems),
+                                                     problems[0]))
+    rc = ctx.relay.term()
+    if rc != 0:
+        raise Fail("pubrelayd exit code after SIGTERM: %s" % rc)
+
+
+soak.__doc__ = __doc__
+SCENARIOS = S.Registry()
+SCENARIOS(soak)
+
+
+def setup(names):
     seed_env = os.environ.get("PUBRELAY_SOAK_SEED", "")
     seed = int(seed_env) if seed_env else int(time.time() * 1000) % 1000000
-    print("1..1")
-    sys.stdout.flush()
-    t0 = time.monotonic()
+    return Soak(SECONDS, seed)
 
-    def alarm(signum, frame):
-        raise Fail("soak still running %ds after its start: aborted"
-                   % (seconds + 420))
-    signal.signal(signal.SIGALRM, alarm)
-    signal.alarm(seconds + 420)
-    soak = Soak(seconds, seed)
-    ok = True
-    try:
-        problems = soak.run()
-        if problems:
-            ok = False
-            for pr in problems:
-                log("soak: FAILED: %s" % pr)
-    except Exception as e:
-        ok = False
-        log("soak: %s: %s" % ("FAILED" if isinstance(e, (Fail, H.HarnessError))
-                              else "ERROR", e))
-        log(traceback.format_exc())
-        if soak.relay is not None:
-            if soak.relay.alive():
-                try:
-                    log("soak: relay stats: %s"
-                        % H.fmt_stats(soak.relay.stats()))
-                except Exception:
-                    pass
-            soak.relay.dump_log(60)
-        if soak.broker is not None:
-            soak.broker.dump_log(20)
-    finally:
-        signal.alarm(0)
-    if soak.relay is not None:
-        text = soak.relay.log_text()
-        marks = ("ERROR: AddressSanitizer", "ERROR: LeakSanitizer",
-                 "runtime error:", "WARNING: ThreadSanitizer")
-        bad = [ln for ln in text.splitlines() if any(m in ln for m in marks)]
-        if bad:
-            ok = False
-            log("soak: sanitizer report in %s:" % soak.relay.logpath)
-            log("\n".join(bad[:40]))
-        if soak.relay.alive():
-            rc = soak.relay.term()
-            if rc != 0:
-                ok = False
-                log("soak: pubrelayd exit code after SIGTERM: %s" % rc)
+
+def report(soak, ctx, name):
+    if soak.broker is not None:
+        soak.broker.dump_log(20)
+
+
+def teardown(soak):
     if soak.proxy is not None:
         soak.proxy.stop()
     if soak.broker is not None:
         soak.broker.stop()
-    log("soak: total %.1fs" % (time.monotonic() - t0))
-    print("%s 1 - soak" % ("ok" if ok else "not ok"))
-    sys.stdout.flush()
-    return 0 if ok else 1
+
+
+def main(argv):
+    return S.run("soak.py", SCENARIOS, argv, setup, lambda soak, name: soak,
+                 report=report, teardown=teardown, log_lines=60,
+                 timeout=SECONDS + 420)
 
 
 if __name__ == "__main__":

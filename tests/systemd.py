@@ -6,7 +6,8 @@ Prints TAP.  Run by `make check`, or by hand after `make`:
     PUBRELAYD=$PWD/pubrelayd PUBRELAY=$PWD/pubrelay \\
         /usr/bin/python3 tests/systemd.py [CHECK ...]
 
-Each check's docstring says what it proves: `systemd.py --list -v`.
+Each check's docstring says what it proves: `systemd.py --list -v`.  The
+shared driver (scenarios.py) runs them, each within 120 s.
 
 The daemon points at amqp://127.0.0.1:1 (nothing listens there).  A missing
 tool (make, systemd-analyze, systemd-sysusers, systemd-socket-activate; all
@@ -22,25 +23,17 @@ import stat
 import subprocess
 import sys
 import time
-import traceback
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 import harness as H  # noqa: E402
 from harness import log  # noqa: E402
-from scenarios import Failure, check, listing  # noqa: E402
+import scenarios as S  # noqa: E402
+from scenarios import Failure, check  # noqa: E402
 
 CHECK_TIMEOUT = 120         # seconds; a check taking longer fails
 MAX_EXPOSURE = 2.0          # systemd-analyze security; 1.1 with systemd 252
 DEAD_BROKER = "amqp://guest:guest@127.0.0.1:1"
-
-
-class CheckTimeout(Exception):
-    pass
-
-
-def _alarm(signum, frame):
-    raise CheckTimeout("check still running after %ds" % CHECK_TIMEOUT)
 
 
 def tool(name):
@@ -218,11 +211,7 @@ class Daemon:
             H.reap(self.proc)
 
     def log_text(self):
-        try:
-            with open(self.logpath, "rb") as f:
-                return f.read().decode("utf-8", "replace")
-        except OSError:
-            return ""
+        return H.read_text(self.logpath)
 
 
 def daemon_env(**extra):
@@ -238,12 +227,8 @@ def daemon_env(**extra):
 # Checks
 
 
-CHECKS = []
-
-
-def check_fn(fn):
-    CHECKS.append((fn.__name__, fn))
-    return fn
+CHECKS = S.Registry()
+check_fn = CHECKS
 
 
 @check_fn
@@ -285,7 +270,7 @@ def install(ctx):
           % (k.get("SocketGroup"), k.get("SocketMode")))
     check(k.get("Service") == ["pubrelayd.service"], "Service=%r"
           % k.get("Service"))
-    ctx.append("units in %s" % os.path.dirname(service))
+    ctx.notes.append("units in %s" % os.path.dirname(service))
 
 
 @check_fn
@@ -383,7 +368,7 @@ def security(ctx):
                   r"([0-9.]+)", out)
     check(m is not None, "no exposure level in:\n%s" % out[-3000:])
     level = float(m.group(1))
-    ctx.append("exposure %.1f" % level)
+    ctx.notes.append("exposure %.1f" % level)
     check(level <= MAX_EXPOSURE, "exposure %.1f above %.1f:\n%s"
           % (level, MAX_EXPOSURE,
              "\n".join(ln for ln in out.splitlines() if "\u2717" in ln)))
@@ -570,42 +555,10 @@ def activation_refused(ctx):
 
 
 def main(argv):
-    rc = listing('systemd.py', CHECKS, argv)
-    if rc is not None:
-        return rc
-    names = argv[1:]
-    unknown = [a for a in names if a not in dict(CHECKS)]
-    if unknown:
-        sys.stderr.write("unknown check(s): %s; known: %s\n"
-                         % (" ".join(unknown),
-                            " ".join(n for n, _ in CHECKS)))
-        return 2
-    selected = [(n, f) for n, f in CHECKS if not names or n in names]
-    print("1..%d" % len(selected))
-    sys.stdout.flush()
-    failed = 0
-    for i, (name, fn) in enumerate(selected, 1):
-        notes = []
-        ok = True
-        signal.signal(signal.SIGALRM, _alarm)
-        signal.alarm(CHECK_TIMEOUT)
-        try:
-            fn(notes)
-        except (Failure, H.HarnessError, CheckTimeout) as e:
-            ok = False
-            log("%s: FAILED: %s" % (name, e))
-        except Exception as e:
-            ok = False
-            log("%s: ERROR: %s" % (name, e))
-            log(traceback.format_exc())
-        finally:
-            signal.alarm(0)
-        if not ok:
-            failed += 1
-        print("%s %d - %s%s" % ("ok" if ok else "not ok", i, name,
-                                ": " + "; ".join(notes) if notes else ""))
-        sys.stdout.flush()
-    return 1 if failed else 0
+    # No broker: nothing to set up; a check's context holds its notes.
+    return S.run("systemd.py", CHECKS, argv, lambda names: {}, S.Ctx,
+                 teardown=lambda env: "nothing to stop",
+                 timeout=CHECK_TIMEOUT, tap_notes=True)
 
 
 if __name__ == "__main__":

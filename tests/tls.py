@@ -13,7 +13,8 @@ listener on 127.0.0.1 (ssl_options.verify = verify_peer,
 fail_if_no_peer_cert = true: the broker wants the client certificate) beside
 its plain one, which the test uses to declare and read the queue (pika).
 
-Each check's docstring says what it proves: `tls.py --list -v`.
+Each check's docstring says what it proves: `tls.py --list -v`.  The
+shared driver (scenarios.py) runs them, each within 180 s.
 tls_broker_hung and tls_blocked_long run pubrelayd with a preloaded socket()
 (built with `cc`) that caps SO_SNDBUF at 256 KiB: loopback's 4 MiB would
 hold the whole window.  Every relay must exit 0 on SIGTERM with no
@@ -25,26 +26,18 @@ import signal
 import subprocess
 import sys
 import time
-import traceback
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 import harness as H  # noqa: E402
 from faultproxy import FaultProxy  # noqa: E402
 from harness import log  # noqa: E402
-from scenarios import Failure, check, listing, sanitizer_reports  # noqa: E402
+import scenarios as S  # noqa: E402
+from scenarios import check, sanitizer_reports  # noqa: E402
 
 CHECK_TIMEOUT = 180         # seconds; a check taking longer fails
 USER = "tlsuser"
 PASSWORD = "tls-Secret-4711"   # must never show up in a log or STATS
-
-
-class CheckTimeout(Exception):
-    pass
-
-
-def _alarm(signum, frame):
-    raise CheckTimeout("check still running after %ds" % CHECK_TIMEOUT)
 
 
 def write_private(path, text, mode=0o600):
@@ -111,6 +104,9 @@ class Certs:
 
 
 class World:
+    """The run's broker and certificates; also each check's context (its
+    relays and the notes on its TAP line, reset before each check)."""
+
     def __init__(self):
         self.certs = Certs()
         self.tls_port = H.free_port()
@@ -128,6 +124,7 @@ class World:
                      "TLS port %d to accept connections" % self.tls_port)
         self.broker.add_user(USER, PASSWORD)
         self.relays = []
+        self.notes = []
 
     def uri(self, host="localhost", password=True):
         if password:
@@ -230,7 +227,7 @@ def wait_failure(relay, words, what):
 # Checks
 
 
-def verified(w, notes):
+def verified(w):
     """amqps://localhost with ca_file, cert_file and key_file (and the
     password from a 0600 password_file) publishes, the messages arrive in
     order, and the password is in neither the log nor STATS."""
@@ -269,11 +266,11 @@ def verified(w, notes):
     check(ssl == "true" and proto in ("tlsv1.2", "tlsv1.3")
           and "pubrelay-client" in subject,
           "the broker sees ssl=%s %s peer %s" % (ssl, proto, subject))
-    notes.append("%d messages over %s" % (len(bodies), proto))
+    w.notes.append("%d messages over %s" % (len(bodies), proto))
     stop(r)
 
 
-def wrong_ca(w, notes):
+def wrong_ca(w):
     """ca_file is the other CA: no connection; last_error and the log say
     the certificate verification failed; accepted messages stay queued
     (the backlog is kept)."""
@@ -284,13 +281,13 @@ def wrong_ca(w, notes):
     st = wait_failure(r, ["certificate verify failed"], "a wrong CA")
     check(st.get("backlog") == 1, "backlog %r, want 1" % st.get("backlog"))
     check_no_password(r)
-    notes.append("last_error: %s" % st.get("last_error"))
+    w.notes.append("last_error: %s" % st.get("last_error"))
     stop(r)
     check(w.read_queue(q, 1, timeout=1) == [],
           "a message reached the queue through an unverified link")
 
 
-def hostname(w, notes):
+def hostname(w):
     """amqps://127.0.0.1 with the "localhost" certificate: no connection;
     last_error names the hostname verification; the backlog is kept."""
     r = w.relay("tls-hostname", w.tls_keys(), w.uri(host="127.0.0.1"))
@@ -300,13 +297,13 @@ def hostname(w, notes):
     st = wait_failure(r, ["hostname verification failed"],
                       "a certificate for another host name")
     check(st.get("backlog") == 1, "backlog %r, want 1" % st.get("backlog"))
-    notes.append("last_error: %s" % st.get("last_error"))
+    w.notes.append("last_error: %s" % st.get("last_error"))
     stop(r)
     check(w.read_queue(q, 1, timeout=1) == [],
           "a message reached the queue through a link to the wrong host")
 
 
-def plain_port(w, notes):
+def plain_port(w):
     """amqps:// to the broker's plain AMQP port, the commonest mistake:
     the handshake fails and last_error says the port may not speak TLS."""
     uri = w.uri().replace(":%d" % w.tls_port, ":%d" % w.broker.port)
@@ -317,11 +314,11 @@ def plain_port(w, notes):
     st = wait_failure(r, ["TLS: handshake failed", "does not speak TLS"],
                       "amqps:// to a plain AMQP port")
     check(st.get("backlog") == 1, "backlog %r, want 1" % st.get("backlog"))
-    notes.append("last_error: %s" % st.get("last_error"))
+    w.notes.append("last_error: %s" % st.get("last_error"))
     stop(r)
 
 
-def closed_port(w, notes):
+def closed_port(w):
     """amqps:// to a port nothing listens on: last_error names the cause
     (Connection refused), not rabbitmq-c's "a socket error occurred"."""
     uri = w.uri().replace(":%d" % w.tls_port, ":%d" % H.free_port())
@@ -331,11 +328,11 @@ def closed_port(w, notes):
     publish(r, q, ["held back"])
     st = wait_failure(r, ["Connection refused"], "amqps:// to a closed port")
     check(st.get("backlog") == 1, "backlog %r, want 1" % st.get("backlog"))
-    notes.append("last_error: %s" % st.get("last_error"))
+    w.notes.append("last_error: %s" % st.get("last_error"))
     stop(r)
 
 
-def no_verify_hostname(w, notes):
+def no_verify_hostname(w):
     """The same as hostname with verify_hostname = no: it connects and
     publishes."""
     keys = w.tls_keys()
@@ -350,7 +347,7 @@ def no_verify_hostname(w, notes):
     stop(r)
 
 
-def no_client_cert(w, notes):
+def no_client_cert(w):
     """Without cert_file/key_file the broker refuses the link: the login
     fails, last_error hints at cert_file, the backlog is kept."""
     r = w.relay("tls-nocert", w.tls_keys(client=False), w.uri())
@@ -365,7 +362,7 @@ def no_client_cert(w, notes):
     check("cert_file?" in err or "closed" in err,
           "last_error neither hints at cert_file nor says closed: %r" % err)
     check(st.get("backlog") == 1, "backlog %r, want 1" % st.get("backlog"))
-    notes.append("last_error: %s" % st.get("last_error"))
+    w.notes.append("last_error: %s" % st.get("last_error"))
     stop(r)
     check(w.read_queue(q, 1, timeout=1) == [],
           "a message reached the queue without a client certificate")
@@ -423,8 +420,8 @@ def small_sndbuf_env(w, size=262144):
 
 
 def big_bodies(first, n, pad=65536):
-    """n bodies of pad bytes, numbered from first (the number leads)."""
-    return [("%06d " % i).ljust(pad, "x") for i in range(first, first + n)]
+    """n seq_line()s of pad bytes, numbered from first."""
+    return [H.seq_line(1, i, pad=pad) for i in range(first, first + n)]
 
 
 def pub_pipelined(relay, queue, bodies):
@@ -439,20 +436,13 @@ def pub_pipelined(relay, queue, bodies):
 
 
 def check_first_deliveries(w, q, bodies):
-    """Every body reached q, first deliveries in order (a republished
-    suffix may show up twice)."""
-    got = w.drain_queue(q)
-    seen, first = set(), []
-    for b in got:
-        if b not in seen:
-            seen.add(b)
-            first.append(b)
-    check(first == bodies, "first deliveries: %d of %d, in order: %s"
-          % (len(first), len(bodies), first == bodies[:len(first)]))
-    return len(got) - len(first)
+    """Every body (big_bodies() from 0) reached q, first deliveries in
+    order, duplicates only of a republished suffix; returns how many."""
+    per, reports = H.check_delivery(w.drain_queue(q), {1: len(bodies)})
+    return reports[1].duplicates
 
 
-def tls_broker_hung(w, notes):
+def tls_broker_hung(w):
     """The broker's VM SIGSTOPped (its kernel still ACKs and answers the
     window probes) with the TLS link up, then a backlog of 1 MB messages
     (SO_SNDBUF capped): the publisher writes into the stopped broker and
@@ -484,9 +474,9 @@ def tls_broker_hung(w, notes):
                               20 * hb, "the %s link to a stopped broker to "
                               "be given up" % scheme)
             took = time.monotonic() - t0
-            notes.append("%s: given up %.1f s after SIGSTOP (heartbeat "
-                         "%d s): %s" % (scheme, took, hb,
-                                        st.get("last_error")))
+            w.notes.append("%s: given up %.1f s after SIGSTOP (heartbeat "
+                           "%d s): %s" % (scheme, took, hb,
+                                          st.get("last_error")))
             check(took <= 6 * hb, "%s: given up after %.1f s, want <= %d s"
                   % (scheme, took, 6 * hb))
             check(st.get("last_error"), "no last_error: %s"
@@ -497,8 +487,8 @@ def tls_broker_hung(w, notes):
         check(st.get("reconnects", 0) >= 1, "reconnects %r"
               % st.get("reconnects"))
         dups = check_first_deliveries(w, q, bodies)
-        notes.append("%d messages after SIGCONT, %d again"
-                     % (len(bodies), dups))
+        w.notes.append("%d messages after SIGCONT, %d again"
+                       % (len(bodies), dups))
         warned = [ln for ln in r.log_text().splitlines()
                   if "warning: broker " in ln and "sent nothing" in ln]
         check(len(warned) == 1, "%s: the silence is warned about %d times"
@@ -506,7 +496,7 @@ def tls_broker_hung(w, notes):
         stop(r)
 
 
-def tls_blocked_long(w, notes):
+def tls_blocked_long(w):
     """A memory alarm of 6 heartbeats over TLS, twice: the broker stops
     reading but goes on heartbeating, so the link stays (no reconnect) and
     OKs keep coming.  First the relay reads connection.blocked and waits in
@@ -540,8 +530,8 @@ def tls_blocked_long(w, notes):
                   % (what, time.monotonic() - t0, H.fmt_stats(st)))
             n += 1
             time.sleep(0.5)
-        notes.append("%s: %.0f s (heartbeat %d s), state %s, %d OKs"
-                     % (what, time.monotonic() - t0, hb, st.get("state"), n))
+        w.notes.append("%s: %.0f s (heartbeat %d s), state %s, %d OKs"
+                       % (what, time.monotonic() - t0, hb, st.get("state"), n))
 
     try:
         r = w.relay("tls-blocked", keys, "amqps://%s:%s@localhost:%d"
@@ -570,8 +560,8 @@ def tls_blocked_long(w, notes):
         check(st.get("reconnects") == 0, "reconnects %r after the alarm"
               % st.get("reconnects"))
         dups = check_first_deliveries(w, q, bodies)
-        notes.append("%d messages after the alarm, %d again"
-                     % (len(bodies), dups))
+        w.notes.append("%d messages after the alarm, %d again"
+                       % (len(bodies), dups))
         stop(r)
     finally:
         px.stop()
@@ -596,7 +586,7 @@ def run_check_config(path):
             p.stderr.decode("utf-8", "replace"))
 
 
-def secrets(w, notes):
+def secrets(w):
     """`pubrelayd -t` refuses a config readable by others holding a
     password in a uri, a password_file readable by others, a key_file
     readable by others, cert_file without key_file, an unreadable ca_file
@@ -657,81 +647,35 @@ def secrets(w, notes):
             % (w.uri(password=False), missing) + base)
     expect(text, 0o644, "%s:3: [broker] ca_file: cannot open '%s': No such "
            "file or directory" % (ini, missing), "missing ca_file")
-    notes.append("7 configs")
+    w.notes.append("7 configs")
 
 
-CHECKS = [
-    ("verified", verified),
-    ("wrong_ca", wrong_ca),
-    ("hostname", hostname),
-    ("plain_port", plain_port),
-    ("closed_port", closed_port),
-    ("no_verify_hostname", no_verify_hostname),
-    ("no_client_cert", no_client_cert),
-    ("tls_broker_hung", tls_broker_hung),
-    ("tls_blocked_long", tls_blocked_long),
-    ("secrets", secrets),
-]
+CHECKS = S.Registry()
+for _fn in (verified, wrong_ca, hostname, plain_port, closed_port,
+            no_verify_hostname, no_client_cert, tls_broker_hung,
+            tls_blocked_long, secrets):
+    CHECKS(_fn)
+
+
+def setup(names):
+    w = World()
+    log("broker %s: AMQP on %d, TLS on %d (%.1f s); certificates in %s"
+        % (w.broker.node, w.broker.port, w.tls_port,
+           w.broker.boot_seconds or 0, w.certs.dir))
+    return w
+
+
+def make_ctx(w, name):
+    w.relays = []
+    w.notes = []
+    return w
 
 
 def main(argv):
-    rc = listing('tls.py', CHECKS, argv)
-    if rc is not None:
-        return rc
-    names = argv[1:]
-    unknown = [a for a in names if a not in dict(CHECKS)]
-    if unknown:
-        sys.stderr.write("unknown check(s): %s; known: %s\n"
-                         % (" ".join(unknown),
-                            " ".join(n for n, _ in CHECKS)))
-        return 2
-    selected = [(n, f) for n, f in CHECKS if not names or n in names]
-    print("1..%d" % len(selected))
-    sys.stdout.flush()
-    world = None
-    try:
-        signal.signal(signal.SIGALRM, _alarm)
-        signal.alarm(CHECK_TIMEOUT)
-        world = World()
-        log("broker %s: AMQP on %d, TLS on %d (%.1f s); certificates in %s"
-            % (world.broker.node, world.broker.port, world.tls_port,
-               world.broker.boot_seconds or 0, world.certs.dir))
-    except Exception as e:
-        log("setup: FAILED: %s" % e)
-        log(traceback.format_exc())
-        if world is not None:
-            world.broker.dump_log()
-    finally:
-        signal.alarm(0)
-    failed = 0
-    for i, (name, fn) in enumerate(selected, 1):
-        notes = []
-        ok = world is not None
-        if ok:
-            nrelays = len(world.relays)
-            signal.alarm(CHECK_TIMEOUT)
-            try:
-                fn(world, notes)
-            except (Failure, H.HarnessError, CheckTimeout) as e:
-                ok = False
-                log("%s: FAILED: %s" % (name, e))
-            except Exception as e:
-                ok = False
-                log("%s: ERROR: %s" % (name, e))
-                log(traceback.format_exc())
-            finally:
-                signal.alarm(0)
-            for r in world.relays[nrelays:]:
-                if not ok:
-                    r.dump_log()
-                if r.alive():
-                    r.kill()
-        if not ok:
-            failed += 1
-        print("%s %d - %s%s" % ("ok" if ok else "not ok", i, name,
-                                ": " + "; ".join(notes) if notes else ""))
-        sys.stdout.flush()
-    return 1 if failed else 0
+    return S.run("tls.py", CHECKS, argv, setup, make_ctx,
+                 report=lambda w, ctx, name: None,
+                 teardown=lambda w: w.broker.stop(),
+                 timeout=CHECK_TIMEOUT, tap_notes=True)
 
 
 if __name__ == "__main__":
