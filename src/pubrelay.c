@@ -60,12 +60,21 @@ static const char	*client_socket;
 static int		 client_stdin_closed;	/* fd 0 is our /dev/null */
 static uint64_t		 client_timeout_ms;	/* 0: wait for ever */
 #define CLIENT_TIMEOUT_MAX_MS	(8760ULL * 3600 * 1000)	/* -t: a year */
+/*
+ * Silence allowed on top of -t while the daemon holds a reply on purpose (a
+ * receipt, a WAIT): it owes one only when its own timer runs out.  -1: for
+ * ever (WAIT without a timeout).
+ */
+static int64_t		 client_grace_ms;
+#define CLIENT_DEFAULT_CONFIRM	"30s"		/* --confirm without a time */
+#define CLIENT_MAX_CONFIRM_MS	86400000ULL	/* confirm:, WAIT: a day */
 
 struct pub_opts {
 	struct proto_pub pub;		/* the properties; body per message */
 	char		 expiration[24];
 	int		 lines;
 	int		 print_id;
+	uint64_t	 confirm_ms;	/* --confirm: 0 without */
 };
 
 /* One publish: stdin lines (or one body) in, requests out, replies in. */
@@ -74,6 +83,7 @@ struct pub_run {
 	struct proto_pub *pub;
 	int		 lines;
 	int		 print_id;
+	uint64_t	 confirm_ms;	/* receipts asked for: 0 without */
 
 	struct buf	 lin;		/* stdin bytes not yet cut */
 	size_t		 lstart;	/* first byte of the next line */
@@ -94,7 +104,9 @@ struct pub_run {
 	uint64_t	 nread;		/* messages taken from the input */
 	uint64_t	 nsent;		/* requests encoded into out */
 	uint64_t	 nreplied;
-	uint64_t	 nok;
+	uint64_t	 nok;		/* accepted: OK, CONFIRMED, PARKED, TIMEOUT */
+	uint64_t	 nparked;	/* receipts: the broker refused */
+	uint64_t	 nunconfirmed;	/* receipts: TIMEOUT */
 
 	int		 stopped;	/* encode nothing more */
 	int		 status;	/* exit status of the first failure */
@@ -163,9 +175,10 @@ client_wait_ms(int64_t since)
 {
 	int64_t	left;
 
-	if (client_timeout_ms == 0)
+	if (client_timeout_ms == 0 || client_grace_ms == -1)
 		return -1;
-	left = since + (int64_t)client_timeout_ms - client_now();
+	left = since + (int64_t)client_timeout_ms + client_grace_ms -
+	    client_now();
 	if (left <= 0)
 		return 0;
 	return left > INT_MAX ? INT_MAX : (int)left;
@@ -174,8 +187,9 @@ client_wait_ms(int64_t since)
 static int
 client_expired(int64_t since)
 {
-	return client_timeout_ms != 0 &&
-	    client_now() - since >= (int64_t)client_timeout_ms;
+	return client_timeout_ms != 0 && client_grace_ms != -1 &&
+	    client_now() - since >= (int64_t)client_timeout_ms +
+	    client_grace_ms;
 }
 
 /*
@@ -196,12 +210,22 @@ client_room(struct buf *b)
 static void
 client_timeout_str(char *out, size_t outlen)
 {
-	if (client_timeout_ms % 1000 == 0)
-		snprintf(out, outlen, "%llu s",
-		    (unsigned long long)(client_timeout_ms / 1000));
+	uint64_t	ms = client_timeout_ms + (uint64_t)client_grace_ms;
+
+	if (ms % 1000 == 0)
+		snprintf(out, outlen, "%llu s", (unsigned long long)(ms / 1000));
 	else
-		snprintf(out, outlen, "%llu ms",
-		    (unsigned long long)client_timeout_ms);
+		snprintf(out, outlen, "%llu ms", (unsigned long long)ms);
+}
+
+/* A --confirm or wait --timeout as the user would write it: 30s, 500ms. */
+static void
+client_ms_str(uint64_t ms, char *out, size_t outlen)
+{
+	if (ms % 1000 == 0)
+		snprintf(out, outlen, "%llus", (unsigned long long)(ms / 1000));
+	else
+		snprintf(out, outlen, "%llums", (unsigned long long)ms);
 }
 
 /* Reply text comes from another process: keep control bytes off the tty. */
@@ -443,6 +467,28 @@ pub_label(const struct pub_run *r, uint64_t n, char *out, size_t outlen)
 		snprintf(out, outlen, "message");
 }
 
+/*
+ * Put "confirm: <ms>" first in the property block of the request encoded at
+ * out[mark..]: the encoder builds the block from message properties, and a
+ * receipt is a request to the daemon, not one of them.
+ */
+static void
+pub_add_confirm(struct pub_run *r, size_t mark)
+{
+	char	 line[40], *nl;
+	size_t	 at, n;
+
+	n = (size_t)snprintf(line, sizeof(line), "confirm: %llu\n",
+	    (unsigned long long)r->confirm_ms);
+	nl = memchr(r->out.data + mark, '\n', r->out.len - mark);
+	at = (size_t)(nl - r->out.data) + 1;
+	buf_reserve(&r->out, n);
+	memmove(r->out.data + at + n, r->out.data + at, r->out.len - at);
+	memcpy(r->out.data + at, line, n);
+	r->out.len += n;
+	r->out.data[r->out.len] = '\0';
+}
+
 static void
 pub_encode(struct pub_run *r, const char *body, size_t len)
 {
@@ -458,6 +504,8 @@ pub_encode(struct pub_run *r, const char *body, size_t len)
 		pub_fail(r, EX_DATAERR, "%s cannot be sent: %s", label, err);
 		return;
 	}
+	if (r->confirm_ms > 0)
+		pub_add_confirm(r, mark);
 	r->nsent++;
 }
 
@@ -581,11 +629,100 @@ pub_write(struct pub_run *r)
 	}
 }
 
+/* The replies that accept a PUB; a receipt is one of the last three. */
+enum pub_reply_kind {
+	PUB_R_OK = 0,
+	PUB_R_CONFIRMED,
+	PUB_R_PARKED,
+	PUB_R_TIMEOUT,
+	PUB_R_NONE,
+};
+
+static const struct {
+	const char	*word;		/* with the space before the id */
+	size_t		 len;
+} pub_reply_words[] = {
+	[PUB_R_OK]	  = { "OK ", 3 },
+	[PUB_R_CONFIRMED] = { "CONFIRMED ", 10 },
+	[PUB_R_PARKED]	  = { "PARKED ", 7 },
+	[PUB_R_TIMEOUT]	  = { "TIMEOUT ", 8 },
+};
+
+/*
+ * Which reply line is, and the length of the id after its word (all the
+ * rest of the line; PARKED is cut later).  A bare "OK" is an OK without an
+ * id, reported as such.
+ */
+static enum pub_reply_kind
+pub_reply_kind(const char *line, size_t len, size_t *idlen)
+{
+	size_t	i;
+
+	*idlen = 0;
+	if (len == 2 && strncmp(line, "OK", 2) == 0)
+		return PUB_R_OK;
+	for (i = 0; i < PUB_R_NONE; i++) {
+		if (len >= pub_reply_words[i].len &&
+		    strncmp(line, pub_reply_words[i].word,
+		    pub_reply_words[i].len) == 0) {
+			*idlen = len - pub_reply_words[i].len;
+			return (enum pub_reply_kind)i;
+		}
+	}
+	return PUB_R_NONE;
+}
+
+/*
+ * The id in "PARKED <id> <reason>": up to the first space, or the
+ * --message-id given when the line starts with it (an id of ours may hold
+ * spaces; a daemon's never does).
+ */
+static size_t
+pub_parked_idlen(const struct pub_run *r, const char *p, size_t n)
+{
+	const struct proto_str	*mid = &r->pub->message_id;
+	const char		*sp;
+
+	if (mid->p != NULL && mid->len < n && memcmp(p, mid->p, mid->len) == 0
+	    && p[mid->len] == ' ')
+		return mid->len;
+	if ((sp = memchr(p, ' ', n)) == NULL)
+		return 0;	/* no reason: not a PARKED line */
+	return (size_t)(sp - p);
+}
+
+/* A receipt other than CONFIRMED: said at once, for each message. */
+static void
+pub_receipt_report(struct pub_run *r, enum pub_reply_kind kind,
+    const char *id, const char *rest, size_t restlen)
+{
+	char	where[48], within[32], *reason;
+
+	where[0] = '\0';
+	if (r->lines)
+		snprintf(where, sizeof(where), " (line %llu)",
+		    (unsigned long long)r->nreplied);
+	if (kind == PUB_R_PARKED) {
+		r->nparked++;
+		/* rest is " <reason>": the space is checked above. */
+		reason = client_text(rest + 1, restlen - 1, NULL);
+		client_warnx("%s%s parked: %s", id, where, reason);
+		free(reason);
+	} else {
+		r->nunconfirmed++;
+		client_ms_str(r->confirm_ms, within, sizeof(within));
+		client_warnx("%s%s not confirmed within %s; it stays queued "
+		    "and will be delivered", id, where, within);
+	}
+}
+
 static void
 pub_reply(struct pub_run *r, const char *line, size_t len)
 {
-	char	 text[512], label[64], *id;
-	size_t	 codelen;
+	char			 text[512], label[64], *id;
+	const char		*idp;
+	size_t			 codelen, idlen;
+	enum pub_reply_kind	 kind;
 
 	if (len > 0 && line[len - 1] == '\r')
 		len--;
@@ -610,11 +747,24 @@ pub_reply(struct pub_run *r, const char *line, size_t len)
 		return;
 	}
 	r->nreplied++;
-	if (len >= 2 && strncmp(line, "OK", 2) == 0 &&
-	    (len == 2 || line[2] == ' ')) {
+	kind = pub_reply_kind(line, len, &idlen);
+	/* A daemon that ignored confirm: would be no receipt at all. */
+	if (kind != PUB_R_NONE && (kind == PUB_R_OK) != (r->confirm_ms == 0)) {
+		client_clean(text, sizeof(text), line, len);
+		pub_fail(r, EX_PROTOCOL, "unexpected reply to a PUB %s "
+		    "confirm: \"%s\"", r->confirm_ms ? "with" : "without",
+		    text);
+		r->rdead = 1;
+		return;
+	}
+	if (kind != PUB_R_NONE) {
+		idp = line + pub_reply_words[kind].len;
 		/* The id is a property value: 1 to 255 bytes, no NUL. */
-		if (len <= 3 || len - 3 > PROTO_SHORTSTR_MAX ||
-		    memchr(line + 3, '\0', len - 3) != NULL) {
+		if (kind == PUB_R_PARKED)
+			idlen = pub_parked_idlen(r, idp,
+			    len - pub_reply_words[kind].len);
+		if (idlen == 0 || idlen > PROTO_SHORTSTR_MAX ||
+		    memchr(idp, '\0', idlen) != NULL) {
 			client_clean(text, sizeof(text), line, len);
 			pub_label(r, r->nreplied, label, sizeof(label));
 			pub_fail(r, EX_PROTOCOL, "%s: reply without a valid "
@@ -623,12 +773,14 @@ pub_reply(struct pub_run *r, const char *line, size_t len)
 			return;
 		}
 		r->nok++;
-		if (r->print_id) {
-			/* Often a terminal: no escape sequences from an id. */
-			id = client_text(line + 3, len - 3, NULL);
+		/* Often a terminal: no escape sequences from an id. */
+		id = client_text(idp, idlen, NULL);
+		if (r->print_id)
 			puts(id);
-			free(id);
-		}
+		if (kind == PUB_R_PARKED || kind == PUB_R_TIMEOUT)
+			pub_receipt_report(r, kind, id, idp + idlen,
+			    (size_t)(line + len - (idp + idlen)));
+		free(id);
 		return;
 	}
 	if (client_err_split(line, len, &codelen) == 0) {
@@ -760,6 +912,27 @@ pub_loop(struct pub_run *r)
 	}
 }
 
+/*
+ * After a run without failures: 0 when every receipt said CONFIRMED, else
+ * 65 if any message was parked (the broker refused it: retrying the same
+ * will not help), else 75 (only slow: each will still be delivered).
+ * Each one was reported as its receipt came; --lines adds the count.
+ */
+static int
+pub_receipts_status(const struct pub_run *r)
+{
+	if (r->nparked == 0 && r->nunconfirmed == 0)
+		return EX_OK;
+	if (r->lines)
+		client_warnx("%llu of %llu messages not confirmed: %llu "
+		    "parked, %llu not confirmed in time",
+		    (unsigned long long)(r->nparked + r->nunconfirmed),
+		    (unsigned long long)r->nok,
+		    (unsigned long long)r->nparked,
+		    (unsigned long long)r->nunconfirmed);
+	return r->nparked > 0 ? EX_DATAERR : EX_TEMPFAIL;
+}
+
 static int
 pub_report(struct pub_run *r)
 {
@@ -779,7 +952,7 @@ pub_report(struct pub_run *r)
 	if (fflush(stdout) == EOF || ferror(stdout))
 		pub_fail(r, EX_IOERR, "standard output: %s", strerror(errno));
 	if (r->status == EX_OK)
-		return EX_OK;
+		return pub_receipts_status(r);
 
 	if (!r->lines)
 		client_warnx("%s", r->why);
@@ -845,6 +1018,9 @@ pub_run(struct pub_opts *o, const char *body)
 	r.pub = &o->pub;
 	r.lines = o->lines;
 	r.print_id = o->print_id;
+	r.confirm_ms = o->confirm_ms;
+	/* The daemon holds each reply until the receipt: up to that long. */
+	client_grace_ms = (int64_t)o->confirm_ms;
 	buf_init(&r.lin);
 	buf_init_on(&r.out, first_out, sizeof(first_out));
 	/* --lines takes replies in bulk: recv() them into a whole chunk. */
@@ -911,12 +1087,14 @@ usage(FILE *fp, int status)
 "      [--content-type type] [--content-encoding encoding]\n"
 "      [--message-id id] [--correlation-id id] [--reply-to queue]\n"
 "      [--expiration ms] [--priority 0-255] [--type type] [--app-id id]\n"
-"      [--transient] [--mandatory] [--lines] [--print-id] [body]\n"
+"      [--transient] [--mandatory] [--lines] [--print-id]\n"
+"      [--confirm[=timeout]] [body]\n"
 "  pubrelay ping\n"
 "  pubrelay stats [--json | --prometheus | --raw]\n"
 "  pubrelay dead list [--max n] [--after id] [--raw]\n"
 "  pubrelay dead retry id | --all\n"
 "  pubrelay dead purge id | --all\n"
+"  pubrelay wait [--timeout timeout]\n"
 "\n"
 "  -s socket   daemon socket (default $PUBRELAY_SOCKET, else %s)\n"
 "  -t timeout  give up after this long without progress (default %s s,\n"
@@ -924,7 +1102,9 @@ usage(FILE *fp, int status)
 "\n"
 "publish sends body, or all of standard input; with --lines every line of\n"
 "standard input is a message.  dead lists the messages the broker refused\n"
-"for good, replays them (retry) or deletes them (purge).  See pubrelay(1).\n",
+"for good, replays them (retry) or deletes them (purge).  --confirm waits\n"
+"for the broker's confirm of each message; wait for that of every message\n"
+"accepted so far.  See pubrelay(1).\n",
 	    PUBRELAY_SOCKET_PATH, CLIENT_DEFAULT_TIMEOUT);
 	/* exit() flushes too, but says nothing when that fails. */
 	if (fp == stdout && status == EX_OK)
@@ -961,6 +1141,8 @@ enum {
 	OPT_MAX,
 	OPT_AFTER,
 	OPT_ALL,
+	OPT_CONFIRM,
+	OPT_TIMEOUT,
 };
 
 /*
@@ -1008,6 +1190,21 @@ opt_str(struct proto_str *s, const char *arg)
 	s->len = strlen(arg);
 }
 
+/* A --confirm or wait --timeout: what the daemon takes, else a usage error. */
+static uint64_t
+opt_receipt_ms(const char *opt, const char *arg)
+{
+	uint64_t	ms;
+
+	if (util_parse_duration_ms(arg, &ms) == -1 || ms == 0 ||
+	    ms > CLIENT_MAX_CONFIRM_MS) {
+		client_warnx("%s %s: want a duration from 1ms to 24h, such as "
+		    "30s or 500ms", opt, arg);
+		usage(stderr, EX_USAGE);
+	}
+	return ms;
+}
+
 static int
 cmd_publish(int argc, char **argv)
 {
@@ -1029,6 +1226,7 @@ cmd_publish(int argc, char **argv)
 		{ "mandatory",	      no_argument,	 NULL, OPT_MANDATORY },
 		{ "lines",	      no_argument,	 NULL, OPT_LINES },
 		{ "print-id",	      no_argument,	 NULL, OPT_PRINT_ID },
+		{ "confirm",	      optional_argument, NULL, OPT_CONFIRM },
 		{ NULL,		      0,		 NULL, 0 }
 	};
 	static struct pub_opts	 o;	/* big: the header array */
@@ -1120,6 +1318,10 @@ cmd_publish(int argc, char **argv)
 			break;
 		case OPT_PRINT_ID:
 			o.print_id = 1;
+			break;
+		case OPT_CONFIRM:
+			o.confirm_ms = opt_receipt_ms("--confirm", optarg != NULL
+			    ? optarg : CLIENT_DEFAULT_CONFIRM);
 			break;
 		default:
 			opt_error(ch, argc, argv, PUBLISH_OPTS);
@@ -2263,6 +2465,78 @@ cmd_dead_move(int argc, char **argv, const char *verb, const char *done)
 	return status;
 }
 
+/*
+ * pubrelay wait: a barrier.  "OK <dead>" once every message accepted before
+ * it is confirmed or parked, <dead> the dead letters among them and earlier
+ * ones; "TIMEOUT" when --timeout ran out first.
+ */
+static int
+cmd_wait(int argc, char **argv)
+{
+	static const struct option longopts[] = {
+		{ "timeout",	required_argument, NULL, OPT_TIMEOUT },
+		{ "help",	no_argument,	   NULL, 'h' },
+		{ NULL,		0,		   NULL, 0 }
+	};
+	struct buf	 in;
+	char		*line, first_in[CLIENT_FIRST_IN], req[512], within[32];
+	size_t		 used;
+	uint64_t	 ms = 0, n;
+	int		 ch, fd = -1, status;
+
+	optind = 1;
+	opterr = 0;
+	while ((ch = getopt_long(argc, argv, HELP_OPTS, longopts, NULL)) != -1) {
+		switch (ch) {
+		case 'h':
+			usage(stdout, EX_OK);
+		case OPT_TIMEOUT:
+			ms = opt_receipt_ms("--timeout", optarg);
+			break;
+		default:
+			opt_error(ch, argc, argv, HELP_OPTS);
+		}
+	}
+	if (optind != argc) {
+		client_warnx("wait: too many arguments");
+		usage(stderr, EX_USAGE);
+	}
+	if (ms > 0)
+		snprintf(req, sizeof(req), "WAIT %llu\n", (unsigned long long)ms);
+	else
+		snprintf(req, sizeof(req), "WAIT\n");
+
+	buf_init_on(&in, first_in, sizeof(first_in));
+	if ((status = client_connect(&fd)) != EX_OK)
+		goto done;
+	/* Connected: the reply may take the whole wait, for ever without one. */
+	client_grace_ms = ms > 0 ? (int64_t)ms : -1;
+	status = client_request("wait", req, &in, &fd, &line, &used, NULL);
+	if (status != EX_OK)
+		goto done;
+	client_ms_str(ms, within, sizeof(within));
+	if (strcmp(line, "TIMEOUT") == 0) {
+		client_warnx("wait: the messages accepted before it were not "
+		    "all confirmed within %s; they stay queued", within);
+		status = EX_TEMPFAIL;
+	} else if (strncmp(line, "OK ", 3) != 0 ||
+	    util_parse_u64(line + 3, 0, UINT64_MAX, &n) == -1) {
+		client_clean(req, sizeof(req), line, strlen(line));
+		client_warnx("unexpected reply to wait: \"%s\"", req);
+		status = EX_PROTOCOL;
+	} else if (n > 0) {
+		client_warnx("%llu dead letters among the messages accepted "
+		    "before the wait (pubrelay dead list)",
+		    (unsigned long long)n);
+		status = EX_DATAERR;
+	}
+done:
+	if (fd != -1)
+		close(fd);
+	buf_free(&in);
+	return status;
+}
+
 static int
 cmd_dead(int argc, char **argv)
 {
@@ -2366,6 +2640,8 @@ main(int argc, char **argv)
 		return cmd_stats(argc, argv);
 	if (strcmp(argv[0], "dead") == 0)
 		return cmd_dead(argc, argv);
+	if (strcmp(argv[0], "wait") == 0)
+		return cmd_wait(argc, argv);
 	client_warnx("%s: unknown command", argv[0]);
 	usage(stderr, EX_USAGE);
 }
