@@ -24,6 +24,7 @@
 #include "metrics.h"
 #include "outbox.h"
 #include "publisher.h"
+#include "receipt.h"
 #include "sdnotify.h"
 #include "session.h"
 #include "stats.h"
@@ -86,6 +87,7 @@ daemon_park_cb(int64_t id, unsigned attempts, const char *reason, void *arg)
 	struct daemon	*d = arg;
 
 	dead_park(ingress_dead(d->ing), id, attempts, reason);
+	receipts_parked(ingress_receipts(d->ing), id, reason);
 }
 
 static void
@@ -200,6 +202,7 @@ daemon_shutdown(struct daemon *d, const char *sig)
 	d->lst = NULL;
 	session_drain_all();		/* parse nothing more */
 	ingress_flush(d->ing);		/* the turn in progress commits */
+	receipts_shutdown(ingress_receipts(d->ing)); /* still queued */
 	session_close_all();		/* answers go out, then close */
 	evtimer_add(d->ev_done, &tv);
 }
