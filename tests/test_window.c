@@ -515,6 +515,19 @@ test_close_exchange(void)
 	    "parked");
 	is_state(&w, WINDOW_PROBING, "probing for the culprit");
 	window_free(&w);
+
+	/* A message to it acked out of order did not close the channel. */
+	mkwin(&w, 8, 1, 1);
+	send_h(&w, 101, "a", 1);
+	send_h(&w, 102, "x", 2);
+	send_h(&w, 103, "x", 3);
+	ack(&w, 2, 0);
+	window_channel_closed(&w, "channel closed by broker: 404 NOT_FOUND - "
+	    "no exchange 'x' in vhost '/'");
+	window_recover(&w);
+	ok(rec.nparks == 1 && rec.park_id[0] == 103, "only the unacked 103 "
+	    "is parked (%d parks)", rec.nparks);
+	window_free(&w);
 }
 
 /* A window reset forgets a nack that broke the old window (issue #18). */
