@@ -8,7 +8,8 @@
  *
  * The confirm window (slots, acks and nacks, returns, go-back-N, probing)
  * is pure code in window.c; window.h describes it.  This file feeds it
- * what the broker says and does what it asks (struct window_ops).
+ * what the broker says and does what it asks (struct window_ops).  The
+ * connection is opened by link.c (TCP or TLS, login, confirm channel).
  */
 #include <sys/ioctl.h>
 #include <sys/socket.h>
@@ -16,7 +17,6 @@
 #include <poll.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
-#include <netdb.h>
 
 #include <errno.h>
 #include <fcntl.h>
@@ -31,12 +31,11 @@
 #include <unistd.h>
 
 #include <amqp.h>
-#include <amqp_ssl_socket.h>
-#include <amqp_tcp_socket.h>
 #include <event2/event.h>
 
 #include "backoff.h"
 #include "config.h"
+#include "link.h"
 #include "log.h"
 #include "outbox.h"
 #include "protocol.h"
@@ -47,9 +46,7 @@
 #include "window.h"
 
 #define PUB_CHANNEL		1
-#define PUB_FRAME_MAX		131072
 #define PUB_FETCH_MAX		256		/* rows per outbox read */
-#define PUB_PROBE_MS		2000	/* a TLS connect failed: ask why */
 #define PUB_STOP_GRACE_MS	1000		/* wait for confirms at stop */
 #define PUB_HEALTHY_MS		5000		/* link up this long: reset backoff */
 #define PUB_REASON_MAX		256
@@ -300,40 +297,6 @@ pub_masked_uri(struct publisher *p, char *out, size_t n)
 	util_mask_uri(p->cf->uris[p->order[p->uri_idx]], out, n);
 }
 
-static const char *
-pub_reply_text(amqp_rpc_reply_t r, char *buf, size_t n)
-{
-	switch (r.reply_type) {
-	case AMQP_RESPONSE_NORMAL:
-		snprintf(buf, n, "ok");
-		break;
-	case AMQP_RESPONSE_NONE:
-		snprintf(buf, n, "missing RPC reply");
-		break;
-	case AMQP_RESPONSE_LIBRARY_EXCEPTION:
-		snprintf(buf, n, "%s", amqp_error_string2(r.library_error));
-		break;
-	case AMQP_RESPONSE_SERVER_EXCEPTION:
-		if (r.reply.id == AMQP_CONNECTION_CLOSE_METHOD) {
-			amqp_connection_close_t *m = r.reply.decoded;
-
-			snprintf(buf, n, "connection closed by broker: %u %.*s",
-			    m->reply_code, (int)m->reply_text.len,
-			    (const char *)m->reply_text.bytes);
-		} else if (r.reply.id == AMQP_CHANNEL_CLOSE_METHOD) {
-			amqp_channel_close_t *m = r.reply.decoded;
-
-			snprintf(buf, n, "channel closed by broker: %u %.*s",
-			    m->reply_code, (int)m->reply_text.len,
-			    (const char *)m->reply_text.bytes);
-		} else
-			snprintf(buf, n, "unexpected server method 0x%08x",
-			    r.reply.id);
-		break;
-	}
-	return buf;
-}
-
 static void
 pub_teardown(struct publisher *p)
 {
@@ -433,38 +396,6 @@ pub_fail(struct publisher *p, const char *fmt, ...)
 }
 
 /*
- * How long a broker may send nothing while bytes wait to be sent to it: 2 x
- * heartbeat, four of the heartbeats it sends when idle (every heartbeat / 2).
- * Without heartbeats a live broker may be silent for ever: a fixed 60 s.
- */
-static unsigned int
-pub_user_timeout(const struct config *cf)
-{
-	return cf->heartbeat ? cf->heartbeat * 2000 : 60000;
-}
-
-static void
-pub_tune_socket(int fd, const struct config *cf)
-{
-	int		 on = 1, idle, intvl = 5, cnt = 3;
-	unsigned int	 uto;
-
-	/*
-	 * A peer that acknowledges nothing (a dead host, a cut cable) ends the
-	 * connection in the kernel after the user timeout, whatever call the
-	 * publisher waits in.  Suspended while the peer holds its window
-	 * closed: pub_watch_window().
-	 */
-	uto = pub_user_timeout(cf);
-	idle = cf->heartbeat ? (int)cf->heartbeat : 30;
-	setsockopt(fd, IPPROTO_TCP, TCP_USER_TIMEOUT, &uto, sizeof(uto));
-	setsockopt(fd, SOL_SOCKET, SO_KEEPALIVE, &on, sizeof(on));
-	setsockopt(fd, IPPROTO_TCP, TCP_KEEPIDLE, &idle, sizeof(idle));
-	setsockopt(fd, IPPROTO_TCP, TCP_KEEPINTVL, &intvl, sizeof(intvl));
-	setsockopt(fd, IPPROTO_TCP, TCP_KEEPCNT, &cnt, sizeof(cnt));
-}
-
-/*
  * TCP_USER_TIMEOUT is there for a dead peer.  A live broker that stops
  * reading (connection.blocked in a resource alarm, which can last hours, or
  * plain overload) closes its receive window and answers the kernel's window
@@ -491,7 +422,7 @@ pub_watch_window(struct publisher *p, int fd, const struct tcp_info *ti,
 	    ti->tcpi_probes < PUB_PROBES_UNANSWERED;
 	if (held == p->window_held)
 		return;
-	uto = held ? 0 : pub_user_timeout(p->cf);
+	uto = held ? 0 : link_user_timeout(p->cf);
 	if (setsockopt(fd, IPPROTO_TCP, TCP_USER_TIMEOUT, &uto,
 	    sizeof(uto)) == -1)
 		return;
@@ -511,12 +442,12 @@ pub_watch_window(struct publisher *p, int fd, const struct tcp_info *ti,
  * the link is judged from here, from the kernel's view of the socket, with
  * no AMQP: bytes wait to be sent and the broker sent nothing at all (not
  * even a heartbeat, which a broker in a resource alarm goes on sending)
- * for pub_user_timeout(): the broker is hung or gone.  shutdown(2) makes
+ * for link_user_timeout(): the broker is hung or gone.  shutdown(2) makes
  * whatever the publisher waits in fail at once (as at stop), and pub_fail()
  * logs this reason.  The bytes received wait in the kernel's receive queue
  * while the publisher is stuck, so tcpi_last_data_recv sees them without
  * reading the socket.  Bounded: while bytes wait, the link is given up at
- * most pub_user_timeout() + PUB_WATCHDOG_MS after the broker's last byte,
+ * most link_user_timeout() + PUB_WATCHDOG_MS after the broker's last byte,
  * whatever call the publisher waits in, plain TCP or TLS; with nothing
  * waiting no write can hold the publisher, and its tick drains, where the
  * library checks the heartbeat.
@@ -540,7 +471,7 @@ pub_watchdog_cb(evutil_socket_t unused, short what, void *arg)
 		goto out;
 	pub_watch_window(p, fd, &ti, outq);
 	if (p->watched && outq > 0 &&
-	    ti.tcpi_last_data_recv >= pub_user_timeout(p->cf)) {
+	    ti.tcpi_last_data_recv >= link_user_timeout(p->cf)) {
 		p->cut_silent_ms = ti.tcpi_last_data_recv;
 		p->cut_outq = outq;
 		/* What still waits must not reach a broker that resumes. */
@@ -555,288 +486,55 @@ static void pub_read_cb(evutil_socket_t, short, void *);
 static void pub_fill(struct publisher *p);
 
 /*
- * An amqps:// socket: CA, client certificate, verification, TLS 1.2 or
- * later.  The files were checked at config load; they are read again here,
- * at each connect, so renewed certificates are picked up.  NULL on failure,
- * with why set.
+ * The main thread's copy of the socket (watchdog, stop): rabbitmq-c closes
+ * its own descriptor by itself on some failures (a heartbeat or RPC
+ * timeout), and the number could be another file's before pub_teardown()
+ * runs.  A duplicate stays this socket until pub_teardown() closes it, and
+ * shutdown() through it ends the library's waits as well.  Taken before
+ * the login, which can wait on a hung broker.
  */
-/*
- * A TCP connection to host:port within timeout_ms, each address in turn, as
- * rabbitmq-c's amqp_socket_open_noblock() makes it (non-blocking, close on
- * exec, no Nagle, keepalive), but keeping why a connect failed: 0.11 says
- * "a socket error occurred" for refused, unreachable and out of
- * descriptors alike.  The socket, or -1 with why set.
- */
-static int
-pub_tcp_connect(const char *host, int port, int64_t timeout_ms, char *why,
-    size_t n)
+static void
+pub_opened_cb(void *arg, int fd)
 {
-	struct addrinfo	 hints, *res, *ai;
-	struct pollfd	 pfd;
-	socklen_t	 sl;
-	char		 service[16];
-	int64_t		 deadline = pub_now_ms() + timeout_ms, left;
-	int		 fd = -1, rc, err = 0, one = 1;
+	struct publisher	*p = arg;
 
-	memset(&hints, 0, sizeof(hints));
-	hints.ai_family = AF_UNSPEC;
-	hints.ai_socktype = SOCK_STREAM;
-	hints.ai_protocol = IPPROTO_TCP;
-	snprintf(service, sizeof(service), "%d", port);
-	if ((rc = getaddrinfo(host, service, &hints, &res)) != 0) {
-		snprintf(why, n, "cannot resolve %s: %s", host,
-		    rc == EAI_SYSTEM ? strerror(errno) : gai_strerror(rc));
-		return -1;
-	}
-	for (ai = res; ai != NULL && err != ETIMEDOUT; ai = ai->ai_next) {
-		fd = socket(ai->ai_family, ai->ai_socktype | SOCK_NONBLOCK |
-		    SOCK_CLOEXEC, ai->ai_protocol);
-		if (fd == -1) {
-			err = errno;
-			continue;
-		}
-		(void)setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one,
-		    sizeof(one));
-		(void)setsockopt(fd, SOL_SOCKET, SO_KEEPALIVE, &one,
-		    sizeof(one));
-		if (connect(fd, ai->ai_addr, ai->ai_addrlen) == 0)
-			break;
-		if ((err = errno) == EINPROGRESS) {
-			pfd.fd = fd;
-			pfd.events = POLLOUT;
-			do {
-				left = deadline - pub_now_ms();
-				rc = left > 0 ? poll(&pfd, 1, (int)left) : 0;
-			} while (rc == -1 && errno == EINTR);
-			sl = sizeof(err);
-			if (rc == 0)
-				err = ETIMEDOUT;	/* for all addresses */
-			else if (rc == -1)
-				err = errno;
-			else if (getsockopt(fd, SOL_SOCKET, SO_ERROR, &err,
-			    &sl) == -1)
-				err = errno;
-			else if (err == 0)
-				break;
-		}
-		close(fd);
-		fd = -1;
-	}
-	freeaddrinfo(res);
-	if (fd == -1)
-		snprintf(why, n, "%s", err == ETIMEDOUT ? "timed out" :
-		    strerror(err));
-	return fd;
-}
-
-static amqp_socket_t *
-pub_tls_socket(struct publisher *p, char *why, size_t n)
-{
-	const struct config	*cf = p->cf;
-	const char		*ca;
-	amqp_socket_t		*sock;
-	int			 rc;
-
-	if ((sock = amqp_ssl_socket_new(p->conn)) == NULL) {
-		snprintf(why, n, "TLS: cannot create the TLS socket");
-		return NULL;
-	}
-	rc = amqp_ssl_socket_set_ssl_versions(sock, AMQP_TLSv1_2,
-	    AMQP_TLSvLATEST);
-	if (rc != AMQP_STATUS_OK) {
-		snprintf(why, n, "TLS: cannot require TLS 1.2 or later: %s",
-		    amqp_error_string2(rc));
-		return NULL;
-	}
-	amqp_ssl_socket_set_verify_peer(sock, cf->verify_peer != 0);
-	amqp_ssl_socket_set_verify_hostname(sock, cf->verify_hostname != 0);
-	ca = cf->ca_file != NULL ? cf->ca_file : CONFIG_DEFAULT_CA_FILE;
-	if (cf->verify_peer || cf->ca_file != NULL) {
-		rc = amqp_ssl_socket_set_cacert(sock, ca);
-		if (rc != AMQP_STATUS_OK) {
-			snprintf(why, n, "TLS: cannot load the CA certificates "
-			    "in %s (ca_file): %s", ca, amqp_error_string2(rc));
-			return NULL;
-		}
-	}
-	if (cf->cert_file != NULL && cf->key_file != NULL) {
-		rc = amqp_ssl_socket_set_key(sock, cf->cert_file,
-		    cf->key_file);
-		if (rc != AMQP_STATUS_OK) {
-			snprintf(why, n, "TLS: cannot load the client "
-			    "certificate %s (cert_file) with the key %s "
-			    "(key_file; do they match?): %s", cf->cert_file,
-			    cf->key_file, amqp_error_string2(rc));
-			return NULL;
-		}
-	}
-	return sock;
-}
-
-/* What a failed TLS open means (rabbitmq-c's text says little). */
-static const char *
-pub_tls_open_error(int rc)
-{
-	switch (rc) {
-	case AMQP_STATUS_SSL_PEER_VERIFY_FAILED:
-		return "TLS: certificate verify failed: the broker's "
-		    "certificate is not signed by a CA in ca_file, or expired";
-	case AMQP_STATUS_SSL_HOSTNAME_VERIFY_FAILED:
-		return "TLS: hostname verification failed: the broker's "
-		    "certificate is not for the host in the uri";
-	case AMQP_STATUS_SSL_CONNECTION_FAILED:
-		return "TLS: handshake failed: the port does not speak TLS "
-		    "(amqps:// wants the broker's TLS listener, 5671 by "
-		    "default), no common TLS version (1.2 or later), or the "
-		    "client certificate was refused or missing";
-	default:
-		return amqp_error_string2(rc);
-	}
+	pthread_mutex_lock(&p->link_lock);
+	atomic_store(&p->sockfd, fcntl(fd, F_DUPFD_CLOEXEC, 0));
+	pthread_mutex_unlock(&p->link_lock);
 }
 
 static void
 pub_connect(struct publisher *p)
 {
-	struct amqp_connection_info	 ci;
-	amqp_socket_t			*sock;
-	amqp_rpc_reply_t		 r;
-	amqp_table_entry_t		 caps[3], props[3];
-	amqp_table_t			 client_props;
-	struct timeval			 tv;
-	char				*url, uri[256], why[256];
-	const char			*password;
-	int				 rc, fd;
+	struct link_params	 lp;
+	char			 uri[256], why[256];
+	int			 fd, tls;
 
 	pub_enter_state(p, LINK_CONNECTING, NULL);
 	pub_masked_uri(p, uri, sizeof(uri));
 	pub_set_shared_string(p, p->st->broker, sizeof(p->st->broker), uri);
 
-	url = xstrdup(p->cf->uris[p->order[p->uri_idx]]);
-	amqp_default_connection_info(&ci);
-	if (amqp_parse_url(url, &ci) != AMQP_STATUS_OK) {
-		free(url);
-		pub_fail(p, "cannot parse the URI");
-		return;
-	}
-	password = p->cf->password != NULL ? p->cf->password : ci.password;
-
 	p->conn = amqp_new_connection();
 	if (p->conn == NULL) {
-		free(url);
 		pub_fail(p, "out of memory creating the connection");
 		return;
 	}
-	if (ci.ssl)
-		sock = pub_tls_socket(p, why, sizeof(why));
-	else if ((sock = amqp_tcp_socket_new(p->conn)) == NULL)
-		snprintf(why, sizeof(why), "out of memory creating the socket");
-	if (sock == NULL) {
-		free(url);
+	memset(&lp, 0, sizeof(lp));
+	lp.cf = p->cf;
+	lp.uri = p->cf->uris[p->order[p->uri_idx]];
+	lp.channel = PUB_CHANNEL;
+	lp.opened_cb = pub_opened_cb;
+	lp.arg = p;
+	if (link_open(p->conn, &lp, &tls, why, sizeof(why)) == -1) {
 		pub_fail(p, "%s", why);
 		return;
 	}
-	tv = pub_tv(p->cf->connect_timeout_ms);
-	if (ci.ssl) {
-		rc = amqp_socket_open_noblock(sock, ci.host, ci.port, &tv);
-		if (rc == AMQP_STATUS_SOCKET_ERROR && (fd = pub_tcp_connect(
-		    ci.host, ci.port, PUB_PROBE_MS, why, sizeof(why))) != -1) {
-			close(fd);	/* it works now: no cause to tell */
-			snprintf(why, sizeof(why), "%s",
-			    pub_tls_open_error(rc));
-		} else if (rc != AMQP_STATUS_SOCKET_ERROR)
-			snprintf(why, sizeof(why), "%s",
-			    pub_tls_open_error(rc));
-		/* else: the cause, from a plain connect like rabbitmq-c's */
-		if (rc != AMQP_STATUS_OK) {
-			pub_fail(p, "connect to %s:%d: %s", ci.host, ci.port,
-			    why);
-			free(url);
-			return;
-		}
-	} else {
-		if ((fd = pub_tcp_connect(ci.host, ci.port,
-		    p->cf->connect_timeout_ms, why, sizeof(why))) == -1) {
-			pub_fail(p, "connect to %s:%d: %s", ci.host, ci.port,
-			    why);
-			free(url);
-			return;
-		}
-		amqp_tcp_socket_set_sockfd(sock, fd);
-	}
 	fd = amqp_get_sockfd(p->conn);
-	/*
-	 * The main thread's copy (watchdog, stop): rabbitmq-c closes its own
-	 * descriptor by itself on some failures (a heartbeat or RPC timeout),
-	 * and the number could be another file's before pub_teardown() runs.
-	 * A duplicate stays this socket until pub_teardown() closes it, and
-	 * shutdown() through it ends the library's waits as well.
-	 */
-	pthread_mutex_lock(&p->link_lock);
-	atomic_store(&p->sockfd, fcntl(fd, F_DUPFD_CLOEXEC, 0));
-	pthread_mutex_unlock(&p->link_lock);
-	pub_tune_socket(fd, p->cf);
-	amqp_set_handshake_timeout(p->conn, &tv);
-	amqp_set_rpc_timeout(p->conn, &tv);
-
-	/* Advertise connection.blocked so resource alarms are reported. */
-	caps[0].key = amqp_cstring_bytes("connection.blocked");
-	caps[0].value.kind = AMQP_FIELD_KIND_BOOLEAN;
-	caps[0].value.value.boolean = 1;
-	caps[1].key = amqp_cstring_bytes("publisher_confirms");
-	caps[1].value.kind = AMQP_FIELD_KIND_BOOLEAN;
-	caps[1].value.value.boolean = 1;
-	caps[2].key = amqp_cstring_bytes("basic.nack");
-	caps[2].value.kind = AMQP_FIELD_KIND_BOOLEAN;
-	caps[2].value.value.boolean = 1;
-	props[0].key = amqp_cstring_bytes("product");
-	props[0].value.kind = AMQP_FIELD_KIND_UTF8;
-	props[0].value.value.bytes = amqp_cstring_bytes("pubrelay");
-	props[1].key = amqp_cstring_bytes("version");
-	props[1].value.kind = AMQP_FIELD_KIND_UTF8;
-	props[1].value.value.bytes = amqp_cstring_bytes(PACKAGE_VERSION);
-	props[2].key = amqp_cstring_bytes("capabilities");
-	props[2].value.kind = AMQP_FIELD_KIND_TABLE;
-	props[2].value.value.table.num_entries = 3;
-	props[2].value.value.table.entries = caps;
-	client_props.num_entries = 3;
-	client_props.entries = props;
-
-	r = amqp_login_with_properties(p->conn, ci.vhost, 0, PUB_FRAME_MAX,
-	    (int)p->cf->heartbeat, &client_props, AMQP_SASL_METHOD_PLAIN,
-	    ci.user, password);
-	free(url);
-	if (r.reply_type != AMQP_RESPONSE_NORMAL) {
-		/* TLS 1.3: a refused client certificate shows up here. */
-		if (ci.ssl && r.reply_type == AMQP_RESPONSE_LIBRARY_EXCEPTION &&
-		    r.library_error == AMQP_STATUS_SSL_ERROR)
-			pub_fail(p, "login: TLS: %s (did the broker refuse or "
-			    "miss the client certificate, cert_file?)",
-			    amqp_error_string2(r.library_error));
-		else
-			pub_fail(p, "login: %s",
-			    pub_reply_text(r, why, sizeof(why)));
-		return;
-	}
-	amqp_channel_open(p->conn, PUB_CHANNEL);
-	r = amqp_get_rpc_reply(p->conn);
-	if (r.reply_type != AMQP_RESPONSE_NORMAL) {
-		pub_fail(p, "channel.open: %s",
-		    pub_reply_text(r, why, sizeof(why)));
-		return;
-	}
-	amqp_confirm_select(p->conn, PUB_CHANNEL);
-	r = amqp_get_rpc_reply(p->conn);
-	if (r.reply_type != AMQP_RESPONSE_NORMAL) {
-		pub_fail(p, "confirm.select: %s",
-		    pub_reply_text(r, why, sizeof(why)));
-		return;
-	}
-	amqp_maybe_release_buffers(p->conn);
 	pthread_mutex_lock(&p->link_lock);
 	p->watched = 1;
 	pthread_mutex_unlock(&p->link_lock);
 	/* TLS goes through the library; plain TCP is written in batches. */
-	p->direct = !ci.ssl;
+	p->direct = !tls;
 	p->frame_max = (size_t)amqp_get_frame_max(p->conn);
 	atomic_store(&p->frame_max_shared, p->frame_max);
 	buf_reset(&p->wbuf);
@@ -960,21 +658,10 @@ pub_resolve(struct publisher *p, uint64_t tag, int multiple, int nack)
 static int
 pub_channel_open(struct publisher *p)
 {
-	amqp_rpc_reply_t	 r;
-	char			 why[256];
+	char	why[256];
 
-	amqp_channel_open(p->conn, PUB_CHANNEL);
-	r = amqp_get_rpc_reply(p->conn);
-	if (r.reply_type != AMQP_RESPONSE_NORMAL) {
-		pub_fail(p, "channel.open: %s", pub_reply_text(r, why,
-		    sizeof(why)));
-		return -1;
-	}
-	amqp_confirm_select(p->conn, PUB_CHANNEL);
-	r = amqp_get_rpc_reply(p->conn);
-	if (r.reply_type != AMQP_RESPONSE_NORMAL) {
-		pub_fail(p, "confirm.select: %s", pub_reply_text(r, why,
-		    sizeof(why)));
+	if (link_channel_open(p->conn, PUB_CHANNEL, why, sizeof(why)) == -1) {
+		pub_fail(p, "%s", why);
 		return -1;
 	}
 	return 0;
@@ -1007,7 +694,7 @@ pub_channel_renew(struct publisher *p)
 	    why);
 	r = amqp_channel_close(p->conn, PUB_CHANNEL, AMQP_REPLY_SUCCESS);
 	if (r.reply_type != AMQP_RESPONSE_NORMAL) {
-		pub_fail(p, "channel.close: %s", pub_reply_text(r, why,
+		pub_fail(p, "channel.close: %s", link_reply_text(r, why,
 		    sizeof(why)));
 		return;
 	}
