@@ -475,7 +475,7 @@ window_match_return(struct window *w, uint64_t h, const char *mid,
  * the unconfirmed messages caused it: those to that exchange, each of which
  * would close the channel again.  Park them all; how many.
  */
-unsigned
+static unsigned
 window_park_exchange(struct window *w)
 {
 	const char	*name, *end;

@@ -141,7 +141,8 @@ void	window_enter(struct window *w, enum window_state s, const char *why);
 /*
  * Forget every outstanding tag and resume from the oldest unconfirmed row.
  * A new channel numbers tags from 1 again; on the same channel they go on.
- * Does not change the state.
+ * A window broken by a nack or a return is open (or probing) again: the
+ * break of a forgotten window is no reason to go back.
  */
 void	window_reset(struct window *w, int new_channel);
 /* The link is gone: forget the tags and every pending step. */
@@ -177,8 +178,6 @@ void	window_park(struct window *w, int64_t id, unsigned attempts,
 int	window_parked(const struct window *w, int64_t id);
 /* Parked row id was not published: go on after it. */
 void	window_skipped(struct window *w, int64_t id);
-/* Park the unconfirmed messages to the exchange chan_reason names. */
-unsigned window_park_exchange(struct window *w);
 
 /* The oldest pending slot, or NULL. */
 const struct pub_slot *window_oldest_pending(const struct window *w);
