@@ -112,6 +112,16 @@ ingress_resume_cb(void *arg)
 	free(list);
 }
 
+/* Receipts started or stopped waiting: tell the broker side. */
+static void
+ingress_eager(void *arg, int on)
+{
+	struct ingress	*ing = arg;
+
+	if (ing->link.eager != NULL)
+		ing->link.eager(ing->link.arg, on);
+}
+
 struct ingress *
 ingress_new(struct event_base *base, struct outbox *ob, const struct config *cf,
     struct relay_stats *st, ingress_done_fn done)
@@ -138,6 +148,7 @@ ingress_new(struct event_base *base, struct outbox *ob, const struct config *cf,
 	hooks.arg = ing;
 	ing->dead = dead_new(base, ob, cf, &hooks);
 	ing->receipts = receipts_new(base, ob);
+	receipts_on_waiting(ing->receipts, ingress_eager, ing);
 	ing->committed_id = outbox_last_id(ob);
 	return ing;
 }

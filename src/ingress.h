@@ -57,6 +57,8 @@ struct ingress_link {
 	void	(*wake)(void *arg);
 	int	(*fits)(void *arg, const struct proto_pub *m, char *err,
 		    size_t errlen);
+	/* Receipts wait (on): hand confirms over at once, not batched. */
+	void	(*eager)(void *arg, int on);
 	void	*arg;
 };
 void	ingress_set_link(struct ingress *ing, const struct ingress_link *link);

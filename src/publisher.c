@@ -94,6 +94,7 @@ struct publisher {
 
 	/* Shared with the main thread. */
 	atomic_int		 stopping;
+	atomic_int		 eager;		/* receipts wait: no batching */
 	atomic_int		 sockfd;	/* a dup of the socket: shutdown() */
 	/*
 	 * The link as the watchdog sees it.  The fd is cleared under the lock
@@ -560,8 +561,9 @@ pub_connect(struct publisher *p)
  * The main thread needs the confirmed prefix only to delete rows, which it
  * batches every 100 ms: waking it for every confirm cost a context switch
  * per few messages at small windows (perf of a window-16 drain).  So the
- * value is handed over at most every PUB_NOTIFY_MS; parks go at once
- * (pub_park_cb), and the value stored here is what a stop reads.
+ * value is handed over at most every PUB_NOTIFY_MS, unless clients wait
+ * for confirms (p->eager); parks go at once (pub_park_cb), and the value
+ * stored here is what a stop reads.
  */
 static void
 pub_confirmed_to_cb(void *arg, int64_t id)
@@ -570,7 +572,9 @@ pub_confirmed_to_cb(void *arg, int64_t id)
 	struct timeval		 tv = { 0, PUB_NOTIFY_MS * 1000 };
 
 	atomic_store(&p->confirmed_shared, id);
-	if (!evtimer_pending(p->ev_notify, NULL))
+	if (atomic_load(&p->eager))
+		event_active(p->ev_confirmed, EV_READ, 0);
+	else if (!evtimer_pending(p->ev_notify, NULL))
 		evtimer_add(p->ev_notify, &tv);
 }
 
@@ -1559,6 +1563,12 @@ void
 publisher_wake(struct publisher *p)
 {
 	event_active(p->ev_wake, EV_READ, 0);
+}
+
+void
+publisher_set_eager(struct publisher *p, int on)
+{
+	atomic_store(&p->eager, on);
 }
 
 /*

@@ -111,6 +111,12 @@ daemon_fits_cb(void *arg, const struct proto_pub *m, char *err, size_t errlen)
 	return publisher_fits(arg, m, err, errlen);
 }
 
+static void
+daemon_eager_cb(void *arg, int on)
+{
+	publisher_set_eager(arg, on);
+}
+
 /* A notification to systemd; a failure is logged once, not per ping. */
 static void
 daemon_notify(struct daemon *d, const char *what)
@@ -445,6 +451,7 @@ main(int argc, char *argv[])
 	}
 	link.wake = daemon_wake_cb;
 	link.fits = daemon_fits_cb;
+	link.eager = daemon_eager_cb;
 	link.arg = d.pub;
 	ingress_set_link(d.ing, &link);
 

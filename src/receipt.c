@@ -36,6 +36,8 @@ struct receipts {
 	size_t			 nheap, capheap;
 	struct receipt		**barriers;
 	size_t			 nbarriers, capbarriers;
+	void			(*on_waiting)(void *, int);
+	void			*on_waiting_arg;
 };
 
 struct receipts *
@@ -124,16 +126,30 @@ receipt_unlink(struct receipts *r, struct receipt *rc)
 			r->barriers[i] = last;
 			last->idx = i;
 		}
-		return;
+	} else if ((last = r->heap[--r->nheap]) != rc) {
+		heap_set(r, i, last);
+		if (i > 0 && r->heap[(i - 1) / 2]->id > last->id)
+			heap_up(r, i);
+		else
+			heap_down(r, i);
 	}
-	last = r->heap[--r->nheap];
-	if (last == rc)
-		return;
-	heap_set(r, i, last);
-	if (i > 0 && r->heap[(i - 1) / 2]->id > last->id)
-		heap_up(r, i);
-	else
-		heap_down(r, i);
+	if (r->nheap + r->nbarriers == 0 && r->on_waiting != NULL)
+		r->on_waiting(r->on_waiting_arg, 0);
+}
+
+/* rc was added: the first one waiting? */
+static void
+receipt_linked(struct receipts *r)
+{
+	if (r->nheap + r->nbarriers == 1 && r->on_waiting != NULL)
+		r->on_waiting(r->on_waiting_arg, 1);
+}
+
+void
+receipts_on_waiting(struct receipts *r, void (*fn)(void *, int), void *arg)
+{
+	r->on_waiting = fn;
+	r->on_waiting_arg = arg;
 }
 
 /* Unlinked rc: tell its waiter, then free it. */
@@ -208,6 +224,7 @@ receipt_wait_id(struct receipts *r, int64_t id, unsigned timeout_ms,
 	}
 	r->heap[r->nheap++] = rc;
 	heap_up(r, r->nheap - 1);
+	receipt_linked(r);
 	return rc;
 }
 
@@ -241,6 +258,7 @@ receipt_wait_upto(struct receipts *r, int64_t upto, unsigned timeout_ms,
 	}
 	rc->idx = r->nbarriers;
 	r->barriers[r->nbarriers++] = rc;
+	receipt_linked(r);
 	return rc;
 }
 

@@ -61,6 +61,13 @@ void	receipts_parked(struct receipts *r, int64_t id, const char *reason);
 void	receipts_check(struct receipts *r);
 /* Shutdown: every waiter is told RECEIPT_SHUTDOWN. */
 void	receipts_shutdown(struct receipts *r);
+/*
+ * fn(arg, 1) when a receipt starts waiting with none before, fn(arg, 0)
+ * when the last one is told: main has the publisher hand confirms over at
+ * once meanwhile.
+ */
+void	receipts_on_waiting(struct receipts *r, void (*fn)(void *, int),
+	    void *arg);
 /* Receipts waiting (STATS). */
 size_t	receipts_waiting(const struct receipts *r);
 
