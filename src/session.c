@@ -389,6 +389,23 @@ session_rq_flush(struct session *s)
 
 static void session_maybe_done(struct session *);
 
+/*
+ * The replies waiting to be written, those behind a receipt included, are
+ * down to half of max_buffer again: read on.  From session_write_cb() and
+ * when a receipt's fate let replies go.
+ */
+static void
+session_catch_up(struct session *s)
+{
+	if (!s->backlogged || session_queued(s) > s->max_buffer / 2)
+		return;
+	s->backlogged = 0;
+	bufferevent_setwatermark(s->bev, EV_WRITE, 0, 0);
+	if (!s->eof && !s->draining)
+		bufferevent_enable(s->bev, EV_READ);
+	session_process(s);
+}
+
 /* receipt_fn: the fate of a PUB with "confirm:" or of a WAIT. */
 static void
 session_receipt_cb(void *arg, enum receipt_fate fate, const char *reason,
@@ -423,8 +440,9 @@ session_receipt_cb(void *arg, enum receipt_fate fate, const char *reason,
 	if (s->stalled || s->pending > 0)
 		return;
 	if (s->backlogged)
-		return;		/* session_write_cb() reads on */
-	session_maybe_done(s);
+		session_catch_up(s);
+	else
+		session_maybe_done(s);
 }
 
 /* A reply that waits for a fate: the ones after it queue behind it. */
@@ -742,14 +760,7 @@ session_write_cb(struct bufferevent *bev, void *arg)
 			session_free(s, "closed by daemon");
 		return;
 	}
-	if (s->backlogged && evbuffer_get_length(bufferevent_get_output(bev))
-	    <= s->max_buffer / 2) {
-		s->backlogged = 0;
-		bufferevent_setwatermark(bev, EV_WRITE, 0, 0);
-		if (!s->eof && !s->draining)
-			bufferevent_enable(bev, EV_READ);
-		session_process(s);
-	}
+	session_catch_up(s);
 }
 
 /* Nothing but the empty lines the protocol allows between requests. */
