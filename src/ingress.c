@@ -702,6 +702,7 @@ ingress_stats(struct ingress *ing, struct metrics_snap *m)
 	m->v[M_CONFIRM_MS_SUM] = atomic_load(&st->confirm_ms_sum);
 	m->v[M_CONFIRM_COUNT] = atomic_load(&st->confirm_count);
 	m->v[M_CLIENTS_REFUSED] = atomic_load(&st->clients_refused);
+	m->v[M_RECEIPTS_WAITING] = receipts_waiting(ing->receipts);
 	if (time(NULL) > ing->started)
 		m->v[M_UPTIME_S] = (uint64_t)(time(NULL) - ing->started);
 }
