@@ -22,6 +22,7 @@
 #include "metrics.h"
 #include "outbox.h"
 #include "protocol.h"
+#include "receipt.h"
 #include "stats.h"
 #include "users.h"
 #include "util.h"
@@ -57,6 +58,10 @@ struct ingress {
 	struct dead		*dead;		/* dead letters */
 	time_t			 started;
 	uint64_t		 deleted;	/* rows deleted as confirmed */
+	struct receipts		*receipts;	/* confirm: and WAIT */
+	int64_t			 last_id;	/* the last row inserted */
+	int64_t			 tx_last_id;	/* ... in the open transaction */
+	int64_t			 committed_id;	/* ... and committed */
 };
 
 static void ingress_commit_cb(evutil_socket_t, short, void *);
@@ -107,6 +112,16 @@ ingress_resume_cb(void *arg)
 	free(list);
 }
 
+/* Receipts started or stopped waiting: tell the broker side. */
+static void
+ingress_eager(void *arg, int on)
+{
+	struct ingress	*ing = arg;
+
+	if (ing->link.eager != NULL)
+		ing->link.eager(ing->link.arg, on);
+}
+
 struct ingress *
 ingress_new(struct event_base *base, struct outbox *ob, const struct config *cf,
     struct relay_stats *st, ingress_done_fn done)
@@ -132,6 +147,9 @@ ingress_new(struct event_base *base, struct outbox *ob, const struct config *cf,
 	hooks.resume = ingress_resume_cb;
 	hooks.arg = ing;
 	ing->dead = dead_new(base, ob, cf, &hooks);
+	ing->receipts = receipts_new(base, ob);
+	receipts_on_waiting(ing->receipts, ingress_eager, ing);
+	ing->committed_id = outbox_last_id(ob);
 	return ing;
 }
 
@@ -153,6 +171,24 @@ ingress_dead(struct ingress *ing)
 	return ing->dead;
 }
 
+struct receipts *
+ingress_receipts(struct ingress *ing)
+{
+	return ing->receipts;
+}
+
+int64_t
+ingress_inserted_id(const struct ingress *ing)
+{
+	return ing->last_id;
+}
+
+int64_t
+ingress_committed_id(const struct ingress *ing)
+{
+	return ing->committed_id;
+}
+
 void
 ingress_set_link(struct ingress *ing, const struct ingress_link *link)
 {
@@ -170,6 +206,7 @@ ingress_free(struct ingress *ing)
 	event_free(ing->ev_commit);
 	event_free(ing->ev_delete);
 	dead_free(ing->dead);
+	receipts_free(ing->receipts);
 	free(ing->waiting);
 	users_free(ing->users);
 	free(ing);
@@ -375,6 +412,7 @@ ingress_insert(struct ingress *ing, struct user *u,
 	}
 	ing->tx_count++;
 	ing->tx_bytes += size;
+	ing->last_id = ing->tx_last_id = id;
 	if (u != NULL && ing->cf->max_bytes_per_user > 0)
 		users_insert(ing->users, u, id, size);
 	if (pub->message_id.p != NULL)
@@ -501,6 +539,8 @@ ingress_commit(struct ingress *ing)
 	ok = status == OUTBOX_OK;
 	if (ok) {
 		atomic_fetch_add(&ing->st->accepted, ing->tx_count);
+		if (ing->tx_last_id > ing->committed_id)
+			ing->committed_id = ing->tx_last_id;
 		if (ing->fail_logged) {
 			log_notice("outbox writes succeed again");
 			ing->fail_logged = 0;
@@ -542,6 +582,7 @@ ingress_commit(struct ingress *ing)
 	if (ok)
 		ingress_wake_link(ing);
 	dead_run_parks(ing->dead);	/* unless a session opened one */
+	receipts_check(ing->receipts);	/* parks may have moved rows */
 	if (ing->delete_due && !ing->in_tx)
 		ingress_delete(ing);
 }
@@ -578,6 +619,7 @@ ingress_confirmed(struct ingress *ing, int64_t upto)
 {
 	struct timeval	tv = { 0, INGRESS_DELETE_DELAY_MS * 1000 };
 
+	receipts_confirmed(ing->receipts, upto);
 	if (upto <= ing->delete_upto)
 		return;
 	ing->delete_upto = upto;
@@ -660,6 +702,7 @@ ingress_stats(struct ingress *ing, struct metrics_snap *m)
 	m->v[M_CONFIRM_MS_SUM] = atomic_load(&st->confirm_ms_sum);
 	m->v[M_CONFIRM_COUNT] = atomic_load(&st->confirm_count);
 	m->v[M_CLIENTS_REFUSED] = atomic_load(&st->clients_refused);
+	m->v[M_RECEIPTS_WAITING] = receipts_waiting(ing->receipts);
 	if (time(NULL) > ing->started)
 		m->v[M_UPTIME_S] = (uint64_t)(time(NULL) - ing->started);
 }

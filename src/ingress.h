@@ -19,6 +19,7 @@ struct event_base;
 struct metrics_snap;
 struct outbox;
 struct proto_pub;
+struct receipts;
 struct relay_stats;
 struct ingress;
 struct user;
@@ -41,6 +42,12 @@ struct event_base *ingress_base(struct ingress *ing);
 struct users *ingress_users(struct ingress *ing);
 /* Its dead letters (dead.h): ingress runs them between group commits. */
 struct dead *ingress_dead(struct ingress *ing);
+/* Receipts (confirm: and WAIT), told of confirms by ingress_confirmed(). */
+struct receipts *ingress_receipts(struct ingress *ing);
+/* The outbox id of the row the last successful ingress_insert() added. */
+int64_t	ingress_inserted_id(const struct ingress *ing);
+/* The last row committed (rows from before a restart included). */
+int64_t	ingress_committed_id(const struct ingress *ing);
 /*
  * What ingress needs of the broker side, wired by main (ingress knows no
  * AMQP): wake it when rows were committed, and ask whether a message fits
@@ -50,6 +57,8 @@ struct ingress_link {
 	void	(*wake)(void *arg);
 	int	(*fits)(void *arg, const struct proto_pub *m, char *err,
 		    size_t errlen);
+	/* Receipts wait (on): hand confirms over at once, not batched. */
+	void	(*eager)(void *arg, int on);
 	void	*arg;
 };
 void	ingress_set_link(struct ingress *ing, const struct ingress_link *link);

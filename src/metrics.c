@@ -93,6 +93,10 @@ const struct metric metrics[M_COUNT] = {
 	  "pubrelay_clients_refused_total", "", "counter", 0,
 	  "Connections refused at accept: over max_clients (LIMIT) or not in "
 	  "allow_users/allow_groups (DENIED)." },
+	[M_RECEIPTS_WAITING] = { "receipts_waiting", MU_NONE,
+	  "pubrelay_receipts_waiting", "", "gauge", 0,
+	  "Replies waiting for the broker's confirm: PUBs with confirm: and "
+	  "WAITs." },
 	[M_UPTIME_S] = { "uptime_s", MU_SECONDS, "pubrelay_uptime_seconds", "",
 	  "gauge", 0, "Seconds since pubrelayd started." },
 };

@@ -963,6 +963,65 @@ outbox_oldest_ms(struct outbox *ob)
 	return v;
 }
 
+/* One integer from sql with ?1 = v; dflt when no row or on error. */
+static int64_t
+outbox_query_id(struct outbox *ob, const char *sql, int64_t v,
+    int64_t dflt)
+{
+	sqlite3_stmt	*st;
+	int64_t		 r = dflt;
+
+	if (sqlite3_prepare_v2(ob->db, sql, -1, &st, NULL) != SQLITE_OK)
+		return dflt;
+	sqlite3_bind_int64(st, 1, v);
+	if (sqlite3_step(st) == SQLITE_ROW &&
+	    sqlite3_column_type(st, 0) != SQLITE_NULL)
+		r = sqlite3_column_int64(st, 0);
+	sqlite3_finalize(st);
+	return r;
+}
+
+int64_t
+outbox_first_above(struct outbox *ob, int64_t id)
+{
+	return outbox_query_id(ob,
+	    "SELECT id FROM outbox WHERE id > ?1 ORDER BY id LIMIT 1", id, 0);
+}
+
+int64_t
+outbox_last_id(struct outbox *ob)
+{
+	return outbox_query_id(ob, "SELECT max(id) FROM outbox WHERE ?1",
+	    1, 0);
+}
+
+int
+outbox_dead_reason(struct outbox *ob, int64_t id, char *buf, size_t n)
+{
+	sqlite3_stmt	*st;
+	int		 found = 0;
+
+	if (sqlite3_prepare_v2(ob->db, "SELECT reason FROM dead WHERE id = ?1",
+	    -1, &st, NULL) != SQLITE_OK)
+		return 0;
+	sqlite3_bind_int64(st, 1, id);
+	if (sqlite3_step(st) == SQLITE_ROW) {
+		snprintf(buf, n, "%s", (const char *)sqlite3_column_text(st, 0));
+		found = 1;
+	}
+	sqlite3_finalize(st);
+	return found;
+}
+
+uint64_t
+outbox_dead_upto(struct outbox *ob, int64_t id)
+{
+	int64_t	n = outbox_query_id(ob,
+	    "SELECT count(*) FROM dead WHERE id <= ?1", id, 0);
+
+	return n > 0 ? (uint64_t)n : 0;
+}
+
 const char *
 outbox_errmsg(const struct outbox *ob)
 {

@@ -106,6 +106,15 @@ uint64_t outbox_bytes(const struct outbox *ob);
 uint64_t outbox_row_size(size_t plen, size_t blen);
 /* Creation time (ms) of the oldest row; -1 when empty or on error. */
 int64_t	 outbox_oldest_ms(struct outbox *ob);
+/*
+ * Receipts: the first row above id (0: none), the highest row id (0: none),
+ * the dead letters with ids up to id.  One query each, on the main thread.
+ */
+int64_t	 outbox_first_above(struct outbox *ob, int64_t id);
+int64_t	 outbox_last_id(struct outbox *ob);
+uint64_t outbox_dead_upto(struct outbox *ob, int64_t id);
+/* 1 with dead letter id's reason in buf; 0 when id is no dead letter. */
+int	 outbox_dead_reason(struct outbox *ob, int64_t id, char *buf, size_t n);
 /* Last SQLite error text. */
 const char *outbox_errmsg(const struct outbox *ob);
 

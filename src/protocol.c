@@ -36,6 +36,7 @@ enum prop_kind {
 	PROP_PRIORITY,
 	PROP_TIMESTAMP,
 	PROP_HEADER,
+	PROP_CONFIRM,
 };
 
 /* The encoder writes properties in this order. */
@@ -62,6 +63,7 @@ static const struct prop_def {
 	{ "type",	      PROP_STR, offsetof(struct proto_pub, type) },
 	{ "app-id",	      PROP_STR, offsetof(struct proto_pub, app_id) },
 	{ "header",	      PROP_HEADER, 0 },
+	{ "confirm",	      PROP_CONFIRM, 0 },	/* pubrelayd's own */
 };
 #define PROP_NDEFS	(sizeof(prop_defs) / sizeof(prop_defs[0]))
 
@@ -74,6 +76,7 @@ static const struct {
 	{ "STATS", PROTO_STATS },
 	{ "RESET", PROTO_RESET },
 	{ "DEAD",  PROTO_DEAD },
+	{ "WAIT",  PROTO_WAIT },
 };
 
 static const struct {
@@ -308,6 +311,16 @@ proto_prop_line(struct proto_pub *pub, const char *p, size_t n,
 		}
 		pub->priority = (int)num;
 		break;
+	case PROP_CONFIRM:
+		if (proto_number(v, vlen, 1, PROTO_WAIT_MAX_MS, &num) == -1) {
+			proto_errf(err, errlen, "%s: \"%s\" is not a number of "
+			    "milliseconds from 1 to %d", d->name,
+			    proto_quote(q, sizeof(q), v, vlen),
+			    PROTO_WAIT_MAX_MS);
+			return -1;
+		}
+		pub->confirm_ms = (unsigned)num;
+		break;
 	case PROP_TIMESTAMP:
 		if (proto_number(v, vlen, 0, UINT64_MAX, &num) == -1) {
 			proto_errf(err, errlen, "%s: \"%s\" is not a decimal "
@@ -541,6 +554,7 @@ proto_parse(const char *buf, size_t len, const struct proto_limits *lim,
 	req->dead_id = 0;
 	req->dead_max = 0;
 	req->dead_after = 0;
+	req->wait_ms = 0;
 	req->need = 0;
 	req->err_code = NULL;
 	req->err[0] = '\0';
@@ -606,6 +620,18 @@ proto_parse(const char *buf, size_t len, const struct proto_limits *lim,
 	if (req->verb == PROTO_DEAD) {
 		*consumed = off + next;
 		return proto_parse_dead(arg, alen, req);
+	}
+	if (req->verb == PROTO_WAIT && alen > 0) {
+		uint64_t	num;
+
+		*consumed = off + next;
+		if (proto_number(arg, alen, 1, PROTO_WAIT_MAX_MS, &num) == -1)
+			return proto_fail(req, PROTO_BAD, PROTO_E_BADREQ,
+			    "WAIT: invalid time \"%s\" (expected milliseconds "
+			    "from 1 to %d)", proto_quote(q, sizeof(q), arg,
+			    alen), PROTO_WAIT_MAX_MS);
+		req->wait_ms = (unsigned)num;
+		return PROTO_DONE;
 	}
 	if (req->verb != PROTO_PUB) {
 		if (alen != 0) {
@@ -815,6 +841,13 @@ proto_encode_prop(struct buf *out, const struct proto_pub *pub,
 		if (pub->priority < 0 || pub->priority > 255)
 			break;
 		buf_printf(out, "%s: %d\n", d->name, pub->priority);
+		return 0;
+	case PROP_CONFIRM:
+		if (pub->confirm_ms == 0)
+			return 0;
+		if (pub->confirm_ms > PROTO_WAIT_MAX_MS)
+			break;
+		buf_printf(out, "%s: %u\n", d->name, pub->confirm_ms);
 		return 0;
 	case PROP_TIMESTAMP:
 		if (!pub->has_timestamp)

@@ -16,6 +16,10 @@
  *   RESET\n                            -> OK\n
  *   DEAD LIST [<max>] [AFTER <id>]\n   -> DEAD <n>\n + n bytes
  *   DEAD RETRY|PURGE <id>|ALL\n        -> OK <count>\n
+ *   WAIT [<ms>]\n                      -> OK <dead>\n | TIMEOUT\n
+ * A PUB with "confirm: <ms>" is answered once the broker confirmed it:
+ *   CONFIRMED <message-id>\n | PARKED <message-id> <reason>\n |
+ *   TIMEOUT <message-id>\n
  */
 #ifndef PUBRELAY_PROTOCOL_H
 #define PUBRELAY_PROTOCOL_H
@@ -55,6 +59,7 @@
 #define PROTO_MAX_STORED_BLOCK	(PROTO_MAX_BLOCK + PROTO_PARK_ID_ROOM)
 #define PROTO_DEAD_LIST_MAX	100000	/* DEAD LIST <max> */
 #define PROTO_DEAD_LIST_DEFAULT	1000	/* DEAD LIST without a max */
+#define PROTO_WAIT_MAX_MS	86400000 /* confirm: and WAIT, at most a day */
 
 struct proto_str {
 	const char	*p;		/* borrowed; NULL when absent */
@@ -83,6 +88,7 @@ struct proto_pub {
 	int		 priority;	/* -1 unset, 0..255 */
 	int		 has_timestamp;
 	uint64_t	 timestamp;
+	unsigned	 confirm_ms;	/* "confirm:", 0: answer OK at commit */
 	unsigned	 nheaders;
 	struct proto_header headers[PROTO_MAX_HEADERS];
 	struct proto_str props;		/* the raw property block (stored as is) */
@@ -95,6 +101,7 @@ enum proto_verb {
 	PROTO_STATS,
 	PROTO_RESET,
 	PROTO_DEAD,
+	PROTO_WAIT,
 };
 
 enum proto_dead_op {
@@ -123,6 +130,7 @@ struct proto_req {
 	int64_t		 dead_id;	/* RETRY/PURGE: id, 0 for ALL */
 	unsigned	 dead_max;	/* LIST: at most this many, 0: default */
 	int64_t		 dead_after;	/* LIST: ids above this one */
+	unsigned	 wait_ms;	/* WAIT: time limit, 0: none */
 	size_t		 need;		/* INCOMPLETE: total bytes needed, 0 if unknown */
 	const char	*err_code;	/* BAD/FATAL: one of PROTO_E_* */
 	char		 err[256];	/* BAD/FATAL: human-readable reason */

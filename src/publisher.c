@@ -6,35 +6,10 @@
  * nothing but this thread.  States (enum link_state) change only through
  * pub_enter_state(), which logs each transition once.
  *
- * Window bookkeeping: delivery tags are consecutive from 1 on the channel, so
- * the unconfirmed messages are tags [first_tag, next_tag) and slot tag % cap of
- * a ring holds each one's outbox id.  Confirms may name single tags out of
- * order; the confirmed prefix advances only over acked slots, so "confirmed up
- * to id X" is always a prefix of the outbox (parked dead letters aside).
- *
- * Failures of one message, without losing the link:
- * - nack: the window "breaks" at the nacked slot.  Nothing more is published;
- *   once every outstanding tag is resolved, publishing goes back to the
- *   nacked message after a backoff (go-back-N, tags go on increasing).
- * - basic.return (unroutable): the slot is marked; when the prefix reaches it
- *   the message is parked at once (policy park: the stream goes on, and the
- *   main thread retries it later from the dead-letter table, up to
- *   max_attempts) or the window breaks there as for a nack (policy retry).
- *   A parked row leaves no gap: the confirmed prefix passes over it with the
- *   next confirm, the park having reached the main thread first, and a row
- *   read again before the main thread moved it is skipped (p->skip).
- *   When nacks come back PUB_NACK_RENEW times with nothing confirmed in
- *   between, the channel is closed and a new one opened: RabbitMQ 3.10 keeps
- *   per-channel state that can nack for ever (a quorum queue's leader
- *   cached on the channel, on a node that died; tests/cluster.py).
- * - channel.close (404, 403, 406): when the reply names an exchange (no such
- *   exchange, access refused to it), every unconfirmed message to it is
- *   taken for a culprit and parked (policy park), and the others are
- *   republished with the full window.  Otherwise which message caused it is
- *   unknown with a window, so the channel is reopened and the unconfirmed
- *   messages are republished one at a time ("probe", window 1) up to the
- *   last one sent; a message that closes the channel in probe mode is the
- *   culprit and is parked or retried by policy.
+ * The confirm window (slots, acks and nacks, returns, go-back-N, probing)
+ * is pure code in window.c; window.h describes it.  This file feeds it
+ * what the broker says and does what it asks (struct window_ops).  The
+ * connection is opened by link.c (TCP or TLS, login, confirm channel).
  */
 #include <sys/ioctl.h>
 #include <sys/socket.h>
@@ -42,7 +17,6 @@
 #include <poll.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
-#include <netdb.h>
 
 #include <errno.h>
 #include <fcntl.h>
@@ -57,12 +31,11 @@
 #include <unistd.h>
 
 #include <amqp.h>
-#include <amqp_ssl_socket.h>
-#include <amqp_tcp_socket.h>
 #include <event2/event.h>
 
 #include "backoff.h"
 #include "config.h"
+#include "link.h"
 #include "log.h"
 #include "outbox.h"
 #include "protocol.h"
@@ -70,48 +43,20 @@
 #include "publisher.h"
 #include "stats.h"
 #include "util.h"
+#include "window.h"
 
 #define PUB_CHANNEL		1
-#define PUB_FRAME_MAX		131072
 #define PUB_FETCH_MAX		256		/* rows per outbox read */
-#define PUB_PROBE_MS		2000	/* a TLS connect failed: ask why */
-/*
- * Unconfirmed bytes: bounds memory and what a go-back sends again.  Not a
- * bound below SO_SNDBUF (Linux grows a send buffer up to tcp_wmem's maximum,
- * 4 MiB by default, less under memory pressure): a write can still wait
- * for room, for as long as the broker's heartbeats say it lives
- * (pub_watchdog_cb()).
- */
-#define PUB_MAX_INFLIGHT_BYTES	(4 * 1024 * 1024)
 #define PUB_STOP_GRACE_MS	1000		/* wait for confirms at stop */
 #define PUB_HEALTHY_MS		5000		/* link up this long: reset backoff */
 #define PUB_REASON_MAX		256
 #define PUB_WBUF_FLUSH		(256 * 1024)	/* write the batch at this size */
 #define PUB_COPY_MAX		(16 * 1024)	/* bigger bodies: not copied */
 #define PUB_STAGE_BYTES		(256 * 1024)	/* rows read at a time */
-#define PUB_NACK_RENEW		3	/* go-backs on nacks, no progress */
 #define PUB_NOTIFY_MS		20	/* confirmed ids reach main so late */
 /* A generated message-id: "<instance>-<id>", an id of up to 19 digits. */
 #define PUB_MID_MAX		(OUTBOX_INSTANCE_LEN + 1 + 19 + 1)
 #define PUB_WATCHDOG_MS		1000	/* the main thread looks at the link */
-
-enum slot_state {
-	SLOT_PENDING = 0,
-	SLOT_ACKED,
-	SLOT_NACKED,
-};
-
-struct pub_slot {
-	int64_t		 id;
-	int64_t		 sent_ms;	/* for the confirm timeout */
-	uint64_t	 rethash;	/* what a basic.return names of it */
-	uint64_t	 exhash;	/* its exchange's name */
-	char		*reason;	/* set when returned */
-	uint32_t	 size;
-	uint8_t		 state;
-	uint8_t		 returned;
-	uint8_t		 ambiguous;	/* returned, or one like it after it */
-};
 
 /* A row read from the outbox, its bytes in p->stage. */
 struct pub_staged {
@@ -149,6 +94,7 @@ struct publisher {
 
 	/* Shared with the main thread. */
 	atomic_int		 stopping;
+	atomic_int		 eager;		/* receipts wait: no batching */
 	atomic_int		 sockfd;	/* a dup of the socket: shutdown() */
 	/*
 	 * The link as the watchdog sees it.  The fd is cleared under the lock
@@ -183,31 +129,10 @@ struct publisher {
 	size_t			 nstaged, capstaged;
 	uint64_t		 stage_room;	/* bytes left to read */
 	int			 stage_full;	/* the read stopped for room */
-	int64_t			*skip;		/* parked ids above confirmed_id */
-	size_t			 nskip, capskip;
 	int			 uri_idx;	/* into order[] */
 	int			 order[CONFIG_MAX_URIS]; /* uri_order */
 	struct backoff		 backoff;
-	struct pub_slot		*ring;
-	unsigned		 cap;
-	uint64_t		 next_tag;
-	uint64_t		 first_tag;
-	uint64_t		 inflight_bytes;
-	uint64_t		 unresolved;	/* tags neither acked nor nacked */
-	int64_t			 confirmed_id;
-	int64_t			 sent_id;
-	int			 broken;	/* go back once all are resolved */
-	int			 paused;	/* waiting for ev_resume */
-	int64_t			 probe_until;	/* window 1 up to this id */
-	int64_t			 fail_id;	/* attempts of the failing id */
-	unsigned		 fail_attempts;
-	struct backoff		 retry_backoff;
-	int			 chan_closed;	/* channel.close seen */
-	int			 nack_break;	/* the window broke on a nack */
-	unsigned		 nack_rounds;	/* such go-backs, no progress */
-	int			 renew;		/* open a new channel */
-	int			 episode;	/* failures logged since progress */
-	char			 chan_reason[PUB_REASON_MAX];
+	struct window		 win;		/* the confirm window */
 	struct timespec		 connected_at;
 	int			 healthy;
 	unsigned		 failures;	/* attempts since last success */
@@ -268,7 +193,7 @@ pub_dest_hash(amqp_bytes_t exchange, amqp_bytes_t rkey)
 /*
  * What matches a basic.return to a message in flight: its message-id, where
  * it went and its size.  Two in flight alike in all of these are told apart
- * by republishing one at a time (pub_match_return()).
+ * by republishing one at a time (window_match_return()).
  */
 static uint64_t
 pub_return_hash(amqp_bytes_t mid, uint64_t desthash, uint64_t body_size)
@@ -373,73 +298,6 @@ pub_masked_uri(struct publisher *p, char *out, size_t n)
 	util_mask_uri(p->cf->uris[p->order[p->uri_idx]], out, n);
 }
 
-static const char *
-pub_reply_text(amqp_rpc_reply_t r, char *buf, size_t n)
-{
-	switch (r.reply_type) {
-	case AMQP_RESPONSE_NORMAL:
-		snprintf(buf, n, "ok");
-		break;
-	case AMQP_RESPONSE_NONE:
-		snprintf(buf, n, "missing RPC reply");
-		break;
-	case AMQP_RESPONSE_LIBRARY_EXCEPTION:
-		snprintf(buf, n, "%s", amqp_error_string2(r.library_error));
-		break;
-	case AMQP_RESPONSE_SERVER_EXCEPTION:
-		if (r.reply.id == AMQP_CONNECTION_CLOSE_METHOD) {
-			amqp_connection_close_t *m = r.reply.decoded;
-
-			snprintf(buf, n, "connection closed by broker: %u %.*s",
-			    m->reply_code, (int)m->reply_text.len,
-			    (const char *)m->reply_text.bytes);
-		} else if (r.reply.id == AMQP_CHANNEL_CLOSE_METHOD) {
-			amqp_channel_close_t *m = r.reply.decoded;
-
-			snprintf(buf, n, "channel closed by broker: %u %.*s",
-			    m->reply_code, (int)m->reply_text.len,
-			    (const char *)m->reply_text.bytes);
-		} else
-			snprintf(buf, n, "unexpected server method 0x%08x",
-			    r.reply.id);
-		break;
-	}
-	return buf;
-}
-
-/*
- * Forget every outstanding tag and resume from the oldest unconfirmed row.
- * A new channel numbers tags from 1 again; on the same channel they go on.
- */
-static void
-pub_window_reset(struct publisher *p, int new_channel)
-{
-	uint64_t	t;
-
-	for (t = p->first_tag; t < p->next_tag; t++) {
-		struct pub_slot *sl = &p->ring[t % p->cap];
-
-		free(sl->reason);
-		sl->reason = NULL;
-	}
-	if (new_channel)
-		p->next_tag = 1;
-	buf_reset(&p->wbuf);	/* frames of forgotten tags: never sent */
-	p->first_tag = p->next_tag;
-	p->unresolved = 0;
-	p->inflight_bytes = 0;
-	p->broken = 0;
-	/*
-	 * A nack that broke the forgotten window is no reason to go back
-	 * again, and nacks counted on an old channel none to renew the new.
-	 */
-	p->nack_break = 0;
-	if (new_channel)
-		p->nack_rounds = 0;
-	p->sent_id = p->confirmed_id;
-	atomic_store(&p->st->in_flight, 0);
-}
-
 static void
 pub_teardown(struct publisher *p)
 {
@@ -460,14 +318,9 @@ pub_teardown(struct publisher *p)
 		amqp_destroy_connection(p->conn);
 		p->conn = NULL;
 	}
-	buf_reset(&p->wbuf);
-	pub_window_reset(p, 1);
+	buf_reset(&p->wbuf);	/* frames of forgotten tags: never sent */
+	window_lost(&p->win);
 	p->ret_state = RET_NONE;
-	p->chan_closed = 0;
-	p->renew = 0;
-	p->nack_break = 0;
-	p->nack_rounds = 0;
-	p->paused = 0;
 	evtimer_del(p->ev_resume);
 }
 
@@ -544,38 +397,6 @@ pub_fail(struct publisher *p, const char *fmt, ...)
 }
 
 /*
- * How long a broker may send nothing while bytes wait to be sent to it: 2 x
- * heartbeat, four of the heartbeats it sends when idle (every heartbeat / 2).
- * Without heartbeats a live broker may be silent for ever: a fixed 60 s.
- */
-static unsigned int
-pub_user_timeout(const struct config *cf)
-{
-	return cf->heartbeat ? cf->heartbeat * 2000 : 60000;
-}
-
-static void
-pub_tune_socket(int fd, const struct config *cf)
-{
-	int		 on = 1, idle, intvl = 5, cnt = 3;
-	unsigned int	 uto;
-
-	/*
-	 * A peer that acknowledges nothing (a dead host, a cut cable) ends the
-	 * connection in the kernel after the user timeout, whatever call the
-	 * publisher waits in.  Suspended while the peer holds its window
-	 * closed: pub_watch_window().
-	 */
-	uto = pub_user_timeout(cf);
-	idle = cf->heartbeat ? (int)cf->heartbeat : 30;
-	setsockopt(fd, IPPROTO_TCP, TCP_USER_TIMEOUT, &uto, sizeof(uto));
-	setsockopt(fd, SOL_SOCKET, SO_KEEPALIVE, &on, sizeof(on));
-	setsockopt(fd, IPPROTO_TCP, TCP_KEEPIDLE, &idle, sizeof(idle));
-	setsockopt(fd, IPPROTO_TCP, TCP_KEEPINTVL, &intvl, sizeof(intvl));
-	setsockopt(fd, IPPROTO_TCP, TCP_KEEPCNT, &cnt, sizeof(cnt));
-}
-
-/*
  * TCP_USER_TIMEOUT is there for a dead peer.  A live broker that stops
  * reading (connection.blocked in a resource alarm, which can last hours, or
  * plain overload) closes its receive window and answers the kernel's window
@@ -602,7 +423,7 @@ pub_watch_window(struct publisher *p, int fd, const struct tcp_info *ti,
 	    ti->tcpi_probes < PUB_PROBES_UNANSWERED;
 	if (held == p->window_held)
 		return;
-	uto = held ? 0 : pub_user_timeout(p->cf);
+	uto = held ? 0 : link_user_timeout(p->cf);
 	if (setsockopt(fd, IPPROTO_TCP, TCP_USER_TIMEOUT, &uto,
 	    sizeof(uto)) == -1)
 		return;
@@ -622,12 +443,12 @@ pub_watch_window(struct publisher *p, int fd, const struct tcp_info *ti,
  * the link is judged from here, from the kernel's view of the socket, with
  * no AMQP: bytes wait to be sent and the broker sent nothing at all (not
  * even a heartbeat, which a broker in a resource alarm goes on sending)
- * for pub_user_timeout(): the broker is hung or gone.  shutdown(2) makes
+ * for link_user_timeout(): the broker is hung or gone.  shutdown(2) makes
  * whatever the publisher waits in fail at once (as at stop), and pub_fail()
  * logs this reason.  The bytes received wait in the kernel's receive queue
  * while the publisher is stuck, so tcpi_last_data_recv sees them without
  * reading the socket.  Bounded: while bytes wait, the link is given up at
- * most pub_user_timeout() + PUB_WATCHDOG_MS after the broker's last byte,
+ * most link_user_timeout() + PUB_WATCHDOG_MS after the broker's last byte,
  * whatever call the publisher waits in, plain TCP or TLS; with nothing
  * waiting no write can hold the publisher, and its tick drains, where the
  * library checks the heartbeat.
@@ -651,7 +472,7 @@ pub_watchdog_cb(evutil_socket_t unused, short what, void *arg)
 		goto out;
 	pub_watch_window(p, fd, &ti, outq);
 	if (p->watched && outq > 0 &&
-	    ti.tcpi_last_data_recv >= pub_user_timeout(p->cf)) {
+	    ti.tcpi_last_data_recv >= link_user_timeout(p->cf)) {
 		p->cut_silent_ms = ti.tcpi_last_data_recv;
 		p->cut_outq = outq;
 		/* What still waits must not reach a broker that resumes. */
@@ -666,296 +487,61 @@ static void pub_read_cb(evutil_socket_t, short, void *);
 static void pub_fill(struct publisher *p);
 
 /*
- * An amqps:// socket: CA, client certificate, verification, TLS 1.2 or
- * later.  The files were checked at config load; they are read again here,
- * at each connect, so renewed certificates are picked up.  NULL on failure,
- * with why set.
+ * The main thread's copy of the socket (watchdog, stop): rabbitmq-c closes
+ * its own descriptor by itself on some failures (a heartbeat or RPC
+ * timeout), and the number could be another file's before pub_teardown()
+ * runs.  A duplicate stays this socket until pub_teardown() closes it, and
+ * shutdown() through it ends the library's waits as well.  Taken before
+ * the login, which can wait on a hung broker.
  */
-/*
- * A TCP connection to host:port within timeout_ms, each address in turn, as
- * rabbitmq-c's amqp_socket_open_noblock() makes it (non-blocking, close on
- * exec, no Nagle, keepalive), but keeping why a connect failed: 0.11 says
- * "a socket error occurred" for refused, unreachable and out of
- * descriptors alike.  The socket, or -1 with why set.
- */
-static int
-pub_tcp_connect(const char *host, int port, int64_t timeout_ms, char *why,
-    size_t n)
+static void
+pub_opened_cb(void *arg, int fd)
 {
-	struct addrinfo	 hints, *res, *ai;
-	struct pollfd	 pfd;
-	socklen_t	 sl;
-	char		 service[16];
-	int64_t		 deadline = pub_now_ms() + timeout_ms, left;
-	int		 fd = -1, rc, err = 0, one = 1;
+	struct publisher	*p = arg;
 
-	memset(&hints, 0, sizeof(hints));
-	hints.ai_family = AF_UNSPEC;
-	hints.ai_socktype = SOCK_STREAM;
-	hints.ai_protocol = IPPROTO_TCP;
-	snprintf(service, sizeof(service), "%d", port);
-	if ((rc = getaddrinfo(host, service, &hints, &res)) != 0) {
-		snprintf(why, n, "cannot resolve %s: %s", host,
-		    rc == EAI_SYSTEM ? strerror(errno) : gai_strerror(rc));
-		return -1;
-	}
-	for (ai = res; ai != NULL && err != ETIMEDOUT; ai = ai->ai_next) {
-		fd = socket(ai->ai_family, ai->ai_socktype | SOCK_NONBLOCK |
-		    SOCK_CLOEXEC, ai->ai_protocol);
-		if (fd == -1) {
-			err = errno;
-			continue;
-		}
-		(void)setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one,
-		    sizeof(one));
-		(void)setsockopt(fd, SOL_SOCKET, SO_KEEPALIVE, &one,
-		    sizeof(one));
-		if (connect(fd, ai->ai_addr, ai->ai_addrlen) == 0)
-			break;
-		if ((err = errno) == EINPROGRESS) {
-			pfd.fd = fd;
-			pfd.events = POLLOUT;
-			do {
-				left = deadline - pub_now_ms();
-				rc = left > 0 ? poll(&pfd, 1, (int)left) : 0;
-			} while (rc == -1 && errno == EINTR);
-			sl = sizeof(err);
-			if (rc == 0)
-				err = ETIMEDOUT;	/* for all addresses */
-			else if (rc == -1)
-				err = errno;
-			else if (getsockopt(fd, SOL_SOCKET, SO_ERROR, &err,
-			    &sl) == -1)
-				err = errno;
-			else if (err == 0)
-				break;
-		}
-		close(fd);
-		fd = -1;
-	}
-	freeaddrinfo(res);
-	if (fd == -1)
-		snprintf(why, n, "%s", err == ETIMEDOUT ? "timed out" :
-		    strerror(err));
-	return fd;
-}
-
-static amqp_socket_t *
-pub_tls_socket(struct publisher *p, char *why, size_t n)
-{
-	const struct config	*cf = p->cf;
-	const char		*ca;
-	amqp_socket_t		*sock;
-	int			 rc;
-
-	if ((sock = amqp_ssl_socket_new(p->conn)) == NULL) {
-		snprintf(why, n, "TLS: cannot create the TLS socket");
-		return NULL;
-	}
-	rc = amqp_ssl_socket_set_ssl_versions(sock, AMQP_TLSv1_2,
-	    AMQP_TLSvLATEST);
-	if (rc != AMQP_STATUS_OK) {
-		snprintf(why, n, "TLS: cannot require TLS 1.2 or later: %s",
-		    amqp_error_string2(rc));
-		return NULL;
-	}
-	amqp_ssl_socket_set_verify_peer(sock, cf->verify_peer != 0);
-	amqp_ssl_socket_set_verify_hostname(sock, cf->verify_hostname != 0);
-	ca = cf->ca_file != NULL ? cf->ca_file : CONFIG_DEFAULT_CA_FILE;
-	if (cf->verify_peer || cf->ca_file != NULL) {
-		rc = amqp_ssl_socket_set_cacert(sock, ca);
-		if (rc != AMQP_STATUS_OK) {
-			snprintf(why, n, "TLS: cannot load the CA certificates "
-			    "in %s (ca_file): %s", ca, amqp_error_string2(rc));
-			return NULL;
-		}
-	}
-	if (cf->cert_file != NULL && cf->key_file != NULL) {
-		rc = amqp_ssl_socket_set_key(sock, cf->cert_file,
-		    cf->key_file);
-		if (rc != AMQP_STATUS_OK) {
-			snprintf(why, n, "TLS: cannot load the client "
-			    "certificate %s (cert_file) with the key %s "
-			    "(key_file; do they match?): %s", cf->cert_file,
-			    cf->key_file, amqp_error_string2(rc));
-			return NULL;
-		}
-	}
-	return sock;
-}
-
-/* What a failed TLS open means (rabbitmq-c's text says little). */
-static const char *
-pub_tls_open_error(int rc)
-{
-	switch (rc) {
-	case AMQP_STATUS_SSL_PEER_VERIFY_FAILED:
-		return "TLS: certificate verify failed: the broker's "
-		    "certificate is not signed by a CA in ca_file, or expired";
-	case AMQP_STATUS_SSL_HOSTNAME_VERIFY_FAILED:
-		return "TLS: hostname verification failed: the broker's "
-		    "certificate is not for the host in the uri";
-	case AMQP_STATUS_SSL_CONNECTION_FAILED:
-		return "TLS: handshake failed: the port does not speak TLS "
-		    "(amqps:// wants the broker's TLS listener, 5671 by "
-		    "default), no common TLS version (1.2 or later), or the "
-		    "client certificate was refused or missing";
-	default:
-		return amqp_error_string2(rc);
-	}
+	pthread_mutex_lock(&p->link_lock);
+	atomic_store(&p->sockfd, fcntl(fd, F_DUPFD_CLOEXEC, 0));
+	pthread_mutex_unlock(&p->link_lock);
 }
 
 static void
 pub_connect(struct publisher *p)
 {
-	struct amqp_connection_info	 ci;
-	amqp_socket_t			*sock;
-	amqp_rpc_reply_t		 r;
-	amqp_table_entry_t		 caps[3], props[3];
-	amqp_table_t			 client_props;
-	struct timeval			 tv;
-	char				*url, uri[256], why[256];
-	const char			*password;
-	int				 rc, fd;
+	struct link_params	 lp;
+	char			 uri[256], why[256];
+	int			 fd, tls;
 
 	pub_enter_state(p, LINK_CONNECTING, NULL);
 	pub_masked_uri(p, uri, sizeof(uri));
 	pub_set_shared_string(p, p->st->broker, sizeof(p->st->broker), uri);
 
-	url = xstrdup(p->cf->uris[p->order[p->uri_idx]]);
-	amqp_default_connection_info(&ci);
-	if (amqp_parse_url(url, &ci) != AMQP_STATUS_OK) {
-		free(url);
-		pub_fail(p, "cannot parse the URI");
-		return;
-	}
-	password = p->cf->password != NULL ? p->cf->password : ci.password;
-
 	p->conn = amqp_new_connection();
 	if (p->conn == NULL) {
-		free(url);
 		pub_fail(p, "out of memory creating the connection");
 		return;
 	}
-	if (ci.ssl)
-		sock = pub_tls_socket(p, why, sizeof(why));
-	else if ((sock = amqp_tcp_socket_new(p->conn)) == NULL)
-		snprintf(why, sizeof(why), "out of memory creating the socket");
-	if (sock == NULL) {
-		free(url);
+	memset(&lp, 0, sizeof(lp));
+	lp.cf = p->cf;
+	lp.uri = p->cf->uris[p->order[p->uri_idx]];
+	lp.channel = PUB_CHANNEL;
+	lp.opened_cb = pub_opened_cb;
+	lp.arg = p;
+	if (link_open(p->conn, &lp, &tls, why, sizeof(why)) == -1) {
 		pub_fail(p, "%s", why);
 		return;
 	}
-	tv = pub_tv(p->cf->connect_timeout_ms);
-	if (ci.ssl) {
-		rc = amqp_socket_open_noblock(sock, ci.host, ci.port, &tv);
-		if (rc == AMQP_STATUS_SOCKET_ERROR && (fd = pub_tcp_connect(
-		    ci.host, ci.port, PUB_PROBE_MS, why, sizeof(why))) != -1) {
-			close(fd);	/* it works now: no cause to tell */
-			snprintf(why, sizeof(why), "%s",
-			    pub_tls_open_error(rc));
-		} else if (rc != AMQP_STATUS_SOCKET_ERROR)
-			snprintf(why, sizeof(why), "%s",
-			    pub_tls_open_error(rc));
-		/* else: the cause, from a plain connect like rabbitmq-c's */
-		if (rc != AMQP_STATUS_OK) {
-			pub_fail(p, "connect to %s:%d: %s", ci.host, ci.port,
-			    why);
-			free(url);
-			return;
-		}
-	} else {
-		if ((fd = pub_tcp_connect(ci.host, ci.port,
-		    p->cf->connect_timeout_ms, why, sizeof(why))) == -1) {
-			pub_fail(p, "connect to %s:%d: %s", ci.host, ci.port,
-			    why);
-			free(url);
-			return;
-		}
-		amqp_tcp_socket_set_sockfd(sock, fd);
-	}
 	fd = amqp_get_sockfd(p->conn);
-	/*
-	 * The main thread's copy (watchdog, stop): rabbitmq-c closes its own
-	 * descriptor by itself on some failures (a heartbeat or RPC timeout),
-	 * and the number could be another file's before pub_teardown() runs.
-	 * A duplicate stays this socket until pub_teardown() closes it, and
-	 * shutdown() through it ends the library's waits as well.
-	 */
-	pthread_mutex_lock(&p->link_lock);
-	atomic_store(&p->sockfd, fcntl(fd, F_DUPFD_CLOEXEC, 0));
-	pthread_mutex_unlock(&p->link_lock);
-	pub_tune_socket(fd, p->cf);
-	amqp_set_handshake_timeout(p->conn, &tv);
-	amqp_set_rpc_timeout(p->conn, &tv);
-
-	/* Advertise connection.blocked so resource alarms are reported. */
-	caps[0].key = amqp_cstring_bytes("connection.blocked");
-	caps[0].value.kind = AMQP_FIELD_KIND_BOOLEAN;
-	caps[0].value.value.boolean = 1;
-	caps[1].key = amqp_cstring_bytes("publisher_confirms");
-	caps[1].value.kind = AMQP_FIELD_KIND_BOOLEAN;
-	caps[1].value.value.boolean = 1;
-	caps[2].key = amqp_cstring_bytes("basic.nack");
-	caps[2].value.kind = AMQP_FIELD_KIND_BOOLEAN;
-	caps[2].value.value.boolean = 1;
-	props[0].key = amqp_cstring_bytes("product");
-	props[0].value.kind = AMQP_FIELD_KIND_UTF8;
-	props[0].value.value.bytes = amqp_cstring_bytes("pubrelay");
-	props[1].key = amqp_cstring_bytes("version");
-	props[1].value.kind = AMQP_FIELD_KIND_UTF8;
-	props[1].value.value.bytes = amqp_cstring_bytes(PACKAGE_VERSION);
-	props[2].key = amqp_cstring_bytes("capabilities");
-	props[2].value.kind = AMQP_FIELD_KIND_TABLE;
-	props[2].value.value.table.num_entries = 3;
-	props[2].value.value.table.entries = caps;
-	client_props.num_entries = 3;
-	client_props.entries = props;
-
-	r = amqp_login_with_properties(p->conn, ci.vhost, 0, PUB_FRAME_MAX,
-	    (int)p->cf->heartbeat, &client_props, AMQP_SASL_METHOD_PLAIN,
-	    ci.user, password);
-	free(url);
-	if (r.reply_type != AMQP_RESPONSE_NORMAL) {
-		/* TLS 1.3: a refused client certificate shows up here. */
-		if (ci.ssl && r.reply_type == AMQP_RESPONSE_LIBRARY_EXCEPTION &&
-		    r.library_error == AMQP_STATUS_SSL_ERROR)
-			pub_fail(p, "login: TLS: %s (did the broker refuse or "
-			    "miss the client certificate, cert_file?)",
-			    amqp_error_string2(r.library_error));
-		else
-			pub_fail(p, "login: %s",
-			    pub_reply_text(r, why, sizeof(why)));
-		return;
-	}
-	amqp_channel_open(p->conn, PUB_CHANNEL);
-	r = amqp_get_rpc_reply(p->conn);
-	if (r.reply_type != AMQP_RESPONSE_NORMAL) {
-		pub_fail(p, "channel.open: %s",
-		    pub_reply_text(r, why, sizeof(why)));
-		return;
-	}
-	amqp_confirm_select(p->conn, PUB_CHANNEL);
-	r = amqp_get_rpc_reply(p->conn);
-	if (r.reply_type != AMQP_RESPONSE_NORMAL) {
-		pub_fail(p, "confirm.select: %s",
-		    pub_reply_text(r, why, sizeof(why)));
-		return;
-	}
-	amqp_maybe_release_buffers(p->conn);
 	pthread_mutex_lock(&p->link_lock);
 	p->watched = 1;
 	pthread_mutex_unlock(&p->link_lock);
 	/* TLS goes through the library; plain TCP is written in batches. */
-	p->direct = !ci.ssl;
+	p->direct = !tls;
 	p->frame_max = (size_t)amqp_get_frame_max(p->conn);
 	atomic_store(&p->frame_max_shared, p->frame_max);
 	buf_reset(&p->wbuf);
 
 	p->ev_read = event_new(p->base, fd, EV_READ | EV_PERSIST, pub_read_cb, p);
 	event_add(p->ev_read, NULL);
-	p->next_tag = p->first_tag = 1;
-	p->sent_id = p->confirmed_id;
 	clock_gettime(CLOCK_MONOTONIC, &p->connected_at);
 	if (p->failures > 0)
 		log_notice("connected to broker %s after %u failed attempt%s",
@@ -975,23 +561,20 @@ pub_connect(struct publisher *p)
  * The main thread needs the confirmed prefix only to delete rows, which it
  * batches every 100 ms: waking it for every confirm cost a context switch
  * per few messages at small windows (perf of a window-16 drain).  So the
- * value is handed over at most every PUB_NOTIFY_MS; parks go at once
- * (pub_park), and the value stored here is what a stop reads.
+ * value is handed over at most every PUB_NOTIFY_MS, unless clients wait
+ * for confirms (p->eager); parks go at once (pub_park_cb), and the value
+ * stored here is what a stop reads.
  */
 static void
-pub_publish_confirmed(struct publisher *p)
+pub_confirmed_to_cb(void *arg, int64_t id)
 {
-	struct timeval	tv = { 0, PUB_NOTIFY_MS * 1000 };
-	size_t		i, n = 0;
+	struct publisher	*p = arg;
+	struct timeval		 tv = { 0, PUB_NOTIFY_MS * 1000 };
 
-	/* Parked ids the prefix passed need no skipping any more. */
-	for (i = 0; i < p->nskip; i++)
-		if (p->skip[i] > p->confirmed_id)
-			p->skip[n++] = p->skip[i];
-	p->nskip = n;
-
-	atomic_store(&p->confirmed_shared, p->confirmed_id);
-	if (!evtimer_pending(p->ev_notify, NULL))
+	atomic_store(&p->confirmed_shared, id);
+	if (atomic_load(&p->eager))
+		event_active(p->ev_confirmed, EV_READ, 0);
+	else if (!evtimer_pending(p->ev_notify, NULL))
 		evtimer_add(p->ev_notify, &tv);
 }
 
@@ -1014,51 +597,13 @@ pub_mark_healthy(struct publisher *p)
 	}
 }
 
-/*
- * Republish what is in flight one message at a time: after a failure it
- * finds the culprit without a storm of duplicates behind it, and an
- * overloaded broker (nacks) gets a gentler stream.
- */
+/* The window parked id: hand it to the main thread at once. */
 static void
-pub_probe(struct publisher *p)
+pub_park_cb(void *arg, int64_t id, unsigned attempts, const char *reason)
 {
-	if (p->sent_id > p->probe_until)
-		p->probe_until = p->sent_id;
-}
+	struct publisher	*p = arg;
+	struct pub_park		*pk;
 
-/* Count an attempt of id; a new failing id starts again from 1. */
-static unsigned
-pub_attempt(struct publisher *p, int64_t id)
-{
-	if (p->fail_id != id) {
-		p->fail_id = id;
-		p->fail_attempts = 0;
-	}
-	return ++p->fail_attempts;
-}
-
-/*
- * Give up on id for good: the main thread moves it to the dead-letter table
- * before it deletes anything past it (parks are handed over first).
- */
-static void
-pub_park(struct publisher *p, int64_t id, unsigned attempts,
-    const char *reason)
-{
-	struct pub_park	*pk;
-	size_t		 i;
-
-	/* The main thread logs what became of it (retried later, or not). */
-	log_debug("outbox id %" PRId64 " refused: %s; parking it", id, reason);
-	if (p->nskip == p->capskip) {
-		p->capskip = p->capskip ? p->capskip * 2 : 16;
-		p->skip = xrealloc(p->skip, p->capskip * sizeof(*p->skip));
-	}
-	/* Mostly in increasing order; a channel's culprits may come after. */
-	for (i = p->nskip; i > 0 && p->skip[i - 1] > id; i--)
-		p->skip[i] = p->skip[i - 1];
-	p->skip[i] = id;
-	p->nskip++;
 	pthread_mutex_lock(&p->park_lock);
 	if (p->nparks == p->capparks) {
 		p->capparks = p->capparks ? p->capparks * 2 : 8;
@@ -1074,302 +619,65 @@ pub_park(struct publisher *p, int64_t id, unsigned attempts,
 }
 
 static void
+pub_progress_cb(void *arg)
+{
+	pub_mark_healthy(arg);
+}
+
+static void
 pub_resume_cb(evutil_socket_t fd, short what, void *arg)
 {
 	struct publisher	*p = arg;
 
 	(void)fd;
 	(void)what;
-	p->paused = 0;
+	window_resume(&p->win);
 	pub_fill(p);
 }
 
-/* Publish nothing for a backoff delay, then go on from sent_id. */
+/* The window went back: publish nothing for ms, then go on. */
 static void
-pub_pause(struct publisher *p)
+pub_pause_cb(void *arg, uint64_t ms)
 {
-	struct timeval	tv = pub_tv(backoff_next(&p->retry_backoff));
+	struct publisher	*p = arg;
+	struct timeval		 tv = pub_tv(ms);
 
-	p->paused = 1;
+	buf_reset(&p->wbuf);	/* frames of forgotten tags: never sent */
 	evtimer_add(p->ev_resume, &tv);
 }
 
-/*
- * Advance the confirmed prefix over resolved slots.  A nacked slot, or a
- * returned one that is to be retried, breaks the window there; once every
- * tag is resolved, publishing goes back to it after a backoff.
- */
-static void
-pub_advance(struct publisher *p)
-{
-	int64_t		 before = p->confirmed_id;
-	uint64_t	 n = 0;		/* wraps back at a park */
-	int64_t		 now = pub_now_ms();
-	unsigned	 attempts;
-
-	while (!p->broken && p->first_tag < p->next_tag) {
-		struct pub_slot *sl = &p->ring[p->first_tag % p->cap];
-
-		if (sl->state == SLOT_PENDING)
-			break;
-		if (sl->state == SLOT_NACKED) {
-			p->broken = 1;
-			p->nack_break = 1;
-			break;
-		}
-		if (sl->returned && sl->ambiguous) {
-			/* Not counted as an attempt: it may have been routed. */
-			log_msg(p->episode++ ? LOG_DEBUG : LOG_NOTICE,
-			    "outbox id %" PRId64 " or a message like it behind "
-			    "it (same message-id, destination and size) was %s; "
-			    "republishing from it one at a time", sl->id,
-			    sl->reason ? sl->reason : "returned by the broker");
-			pub_probe(p);
-			p->broken = 1;
-			break;
-		}
-		if (sl->returned) {
-			attempts = pub_attempt(p, sl->id);
-			if (p->cf->on_unroutable == POLICY_PARK) {
-				/* Not in the way of the messages behind it. */
-				pub_park(p, sl->id, 1, sl->reason ?
-				    sl->reason : "returned by the broker");
-				n--;	/* parked, not confirmed */
-			} else {
-				log_msg(p->episode++ ? LOG_DEBUG : LOG_NOTICE,
-				    "outbox id %" PRId64 " returned (attempt "
-				    "%u): %s; retrying", sl->id, attempts,
-				    sl->reason ? sl->reason : "");
-				pub_probe(p);
-				p->broken = 1;
-				break;
-			}
-		}
-		if (!sl->returned) {
-			atomic_fetch_add(&p->st->confirm_ms_sum,
-			    (uint64_t)(now - sl->sent_ms));
-			atomic_fetch_add(&p->st->confirm_count, 1);
-		}
-		p->confirmed_id = sl->id;
-		p->inflight_bytes -= sl->size;
-		free(sl->reason);
-		sl->reason = NULL;
-		p->first_tag++;
-		n++;
-	}
-	/*
-	 * Nothing left in flight: rows after the last confirmed one up to
-	 * sent_id were parked and skipped, and no later confirm will come to
-	 * pass over them.
-	 */
-	if (!p->broken && p->first_tag == p->next_tag &&
-	    p->sent_id > p->confirmed_id)
-		p->confirmed_id = p->sent_id;
-	if (p->confirmed_id != before) {
-		atomic_fetch_add(&p->st->confirmed, n);
-		atomic_store(&p->st->in_flight, p->next_tag - p->first_tag);
-		pub_mark_healthy(p);
-		p->nack_rounds = 0;
-		if (!p->broken) {
-			backoff_reset(&p->retry_backoff);
-			p->episode = 0;
-		}
-	}
-	if (p->confirmed_id != before)
-		pub_publish_confirmed(p);
-	if (p->broken && p->unresolved == 0 && p->conn != NULL) {
-		/* Go back: republish from the oldest unconfirmed message. */
-		if (p->nack_break && ++p->nack_rounds >= PUB_NACK_RENEW) {
-			p->nack_rounds = 0;
-			p->renew = 1;	/* after the frames at hand */
-		}
-		p->nack_break = 0;
-		pub_window_reset(p, 0);
-		pub_pause(p);
-	}
-}
-
-/* basic.ack or basic.nack: tag, or every tag up to it with multiple. */
+/* basic.ack or basic.nack.  Returns 0, or -1 after pub_fail(). */
 static int
 pub_resolve(struct publisher *p, uint64_t tag, int multiple, int nack)
 {
-	uint64_t	t, from, n = 0;
-
-	if (multiple && tag == 0)
-		tag = p->next_tag - 1;		/* everything outstanding */
-	if (tag >= p->next_tag || (tag == 0 && !multiple)) {
+	if (window_resolve(&p->win, tag, multiple, nack, pub_now_ms()) == -1) {
 		pub_fail(p, "broker confirmed unknown delivery tag %" PRIu64,
 		    tag);
 		return -1;
 	}
-	from = multiple ? p->first_tag : tag;
-	for (t = from; t <= tag; t++) {
-		struct pub_slot *sl;
-
-		if (t < p->first_tag)
-			continue;
-		sl = &p->ring[t % p->cap];
-		if (sl->state != SLOT_PENDING)
-			continue;
-		sl->state = nack ? SLOT_NACKED : SLOT_ACKED;
-		p->unresolved--;
-		n++;
-	}
-	if (nack && n > 0) {
-		atomic_fetch_add(&p->st->nacked, n);
-		/* One line per episode, not one per nack of a storm. */
-		log_msg(p->episode++ ? LOG_DEBUG : LOG_NOTICE, "broker nacked "
-		    "%" PRIu64 " message%s (delivery tag %" PRIu64 "%s); "
-		    "republishing from the first, one at a time", n,
-		    n == 1 ? "" : "s", tag, multiple ? ", multiple" : "");
-		pub_probe(p);
-	}
-	pub_advance(p);
 	return 0;
-}
-
-/*
- * Match a basic.return to the message in flight it names.  The broker
- * returns a message before it acks it, so that message is still pending.
- * When more than one pending message fits (a message-id used twice, to the
- * same place, with bodies of one size) the return cannot say which: the
- * first of them is marked ambiguous, and once it is acked the window goes
- * back to it and republishes one at a time, where a return names one
- * message.  A return that fits none is treated the same way from the
- * oldest pending message (or, when it is the only one, is its return): a
- * return is never taken for a confirm.
- */
-static void
-pub_match_return(struct publisher *p, uint64_t h, const char *mid,
-    const char *reason)
-{
-	struct pub_slot	*first = NULL, *oldest = NULL;
-	unsigned	 n = 0, pending = 0;
-	uint64_t	 t;
-
-	for (t = p->first_tag; t < p->next_tag; t++) {
-		struct pub_slot *sl = &p->ring[t % p->cap];
-
-		if (sl->state != SLOT_PENDING || sl->returned)
-			continue;
-		if (pending++ == 0)
-			oldest = sl;
-		if (sl->rethash == h && n++ == 0)
-			first = sl;
-	}
-	if (first == NULL) {
-		log_warnx("basic.return for message %s, which matches nothing "
-		    "in flight%s", mid, pending > 1 ? ": republishing from "
-		    "the oldest unconfirmed message one at a time" : "");
-		if ((first = oldest) == NULL)
-			return;
-		n = pending;
-	}
-	first->returned = 1;
-	first->ambiguous = n > 1;
-	free(first->reason);
-	first->reason = xstrdup(reason);
 }
 
 /* Open the channel in confirm mode.  Returns 0, or -1 after pub_fail(). */
 static int
 pub_channel_open(struct publisher *p)
 {
-	amqp_rpc_reply_t	 r;
-	char			 why[256];
+	char	why[256];
 
-	amqp_channel_open(p->conn, PUB_CHANNEL);
-	r = amqp_get_rpc_reply(p->conn);
-	if (r.reply_type != AMQP_RESPONSE_NORMAL) {
-		pub_fail(p, "channel.open: %s", pub_reply_text(r, why,
-		    sizeof(why)));
-		return -1;
-	}
-	amqp_confirm_select(p->conn, PUB_CHANNEL);
-	r = amqp_get_rpc_reply(p->conn);
-	if (r.reply_type != AMQP_RESPONSE_NORMAL) {
-		pub_fail(p, "confirm.select: %s", pub_reply_text(r, why,
-		    sizeof(why)));
+	if (link_channel_open(p->conn, PUB_CHANNEL, why, sizeof(why)) == -1) {
+		pub_fail(p, "%s", why);
 		return -1;
 	}
 	return 0;
 }
 
-/*
- * A channel.close that names an exchange (404 "no exchange 'x' in vhost
- * ...", 403 "access to exchange 'x' in vhost ... refused") tells which of
- * the unconfirmed messages caused it: those to that exchange, each of which
- * would close the channel again.  Park them all; how many.
- */
-static unsigned
-pub_park_exchange(struct publisher *p)
-{
-	const char	*name, *end;
-	uint64_t	 h, t;
-	unsigned	 n = 0;
-
-	if ((name = strstr(p->chan_reason, "exchange '")) == NULL)
-		return 0;
-	name += strlen("exchange '");
-	if ((end = strchr(name, '\'')) == NULL)
-		return 0;
-	h = util_fnv1a(UTIL_FNV_INIT, name, (size_t)(end - name));
-	for (t = p->first_tag; t < p->next_tag; t++) {
-		struct pub_slot *sl = &p->ring[t % p->cap];
-
-		if (sl->state == SLOT_ACKED || sl->exhash != h)
-			continue;
-		pub_park(p, sl->id, 1, p->chan_reason);
-		n++;
-	}
-	return n;
-}
-
-/*
- * After channel.close: open the channel again.  The first time, republish
- * the unconfirmed messages one by one to find the culprit; in probe mode
- * the one message in flight is the culprit.
- */
+/* After channel.close: tell the window, then open the channel again. */
 static void
 pub_channel_recover(struct publisher *p)
 {
-	unsigned		 attempts, parked;
-	int			 culprit = 0;
-
-	p->chan_closed = 0;
-	p->renew = 0;		/* a new channel it is anyway */
-	if (p->confirmed_id < p->probe_until && p->unresolved == 1 &&
-	    p->next_tag - p->first_tag == 1) {
-		struct pub_slot *sl = &p->ring[p->first_tag % p->cap];
-
-		culprit = 1;
-		attempts = pub_attempt(p, sl->id);
-		if (p->cf->on_rejected == POLICY_PARK) {
-			pub_park(p, sl->id, 1, p->chan_reason);
-			p->confirmed_id = sl->id;
-			pub_publish_confirmed(p);
-			culprit = 0;	/* parked: go on at once */
-		} else
-			log_msg(p->episode++ ? LOG_DEBUG : LOG_NOTICE,
-			    "outbox id %" PRId64 " refused (attempt %u): %s; "
-			    "retrying", sl->id, attempts, p->chan_reason);
-	} else if (p->sent_id > p->confirmed_id &&
-	    p->cf->on_rejected == POLICY_PARK &&
-	    (parked = pub_park_exchange(p)) > 0) {
-		log_msg(p->episode++ ? LOG_DEBUG : LOG_NOTICE, "%s; parked "
-		    "the %u unconfirmed message%s to that exchange, "
-		    "republishing the others", p->chan_reason, parked,
-		    parked == 1 ? "" : "s");
-	} else if (p->sent_id > p->confirmed_id) {
-		pub_probe(p);
-		log_msg(p->episode++ ? LOG_DEBUG : LOG_NOTICE, "%s; "
-		    "republishing outbox ids %" PRId64 "..%" PRId64 " one at a "
-		    "time to find the message", p->chan_reason,
-		    p->confirmed_id + 1, p->probe_until);
-	}
-	pub_window_reset(p, 1);
-	if (pub_channel_open(p) == 0 && culprit)
-		pub_pause(p);
+	window_recover(&p->win);
+	buf_reset(&p->wbuf);	/* frames of forgotten tags: never sent */
+	(void)pub_channel_open(p);
 }
 
 /*
@@ -1383,19 +691,19 @@ pub_channel_renew(struct publisher *p)
 	amqp_rpc_reply_t	 r;
 	char			 why[256];
 
-	p->renew = 0;
 	snprintf(why, sizeof(why), "broker nacked %d times in a row with "
-	    "nothing confirmed; opening a new channel", PUB_NACK_RENEW);
-	log_msg(p->episode++ ? LOG_DEBUG : LOG_NOTICE, "%s", why);
+	    "nothing confirmed; opening a new channel", WINDOW_NACK_RENEW);
+	log_msg(window_episode_prio(&p->win), "%s", why);
 	pub_set_shared_string(p, p->st->last_error, sizeof(p->st->last_error),
 	    why);
 	r = amqp_channel_close(p->conn, PUB_CHANNEL, AMQP_REPLY_SUCCESS);
 	if (r.reply_type != AMQP_RESPONSE_NORMAL) {
-		pub_fail(p, "channel.close: %s", pub_reply_text(r, why,
+		pub_fail(p, "channel.close: %s", link_reply_text(r, why,
 		    sizeof(why)));
 		return;
 	}
-	pub_window_reset(p, 1);
+	window_renewed(&p->win);
+	buf_reset(&p->wbuf);
 	(void)pub_channel_open(p);
 }
 
@@ -1448,31 +756,28 @@ pub_method(struct publisher *p, amqp_method_t *m)
 	}
 	case AMQP_CONNECTION_UNBLOCKED_METHOD:
 		if (p->state == LINK_BLOCKED) {
-			uint64_t t;
-			int64_t now = pub_now_ms();
-
 			/* Time blocked does not count against confirms. */
-			for (t = p->first_tag; t < p->next_tag; t++)
-				p->ring[t % p->cap].sent_ms = now;
+			window_restamp(&p->win, pub_now_ms());
 			pub_enter_state(p, LINK_CONNECTED, "unblocked");
 		}
 		return 0;
 	case AMQP_CHANNEL_CLOSE_METHOD: {
 		amqp_channel_close_t *c = m->decoded;
 		amqp_channel_close_ok_t ok = { 0 };
+		char why[WINDOW_REASON_MAX];
 
 		/* A message was refused; the connection itself is fine. */
-		snprintf(p->chan_reason, sizeof(p->chan_reason),
-		    "channel closed by broker: %u %.*s", c->reply_code,
-		    (int)c->reply_text.len, (const char *)c->reply_text.bytes);
+		snprintf(why, sizeof(why), "channel closed by broker: %u %.*s",
+		    c->reply_code, (int)c->reply_text.len,
+		    (const char *)c->reply_text.bytes);
 		pub_set_shared_string(p, p->st->last_error,
-		    sizeof(p->st->last_error), p->chan_reason);
+		    sizeof(p->st->last_error), why);
 		if (amqp_send_method(p->conn, PUB_CHANNEL,
 		    AMQP_CHANNEL_CLOSE_OK_METHOD, &ok) != AMQP_STATUS_OK) {
-			pub_fail(p, "%s; channel.close-ok failed", p->chan_reason);
+			pub_fail(p, "%s; channel.close-ok failed", why);
 			return -1;
 		}
-		p->chan_closed = 1;
+		window_channel_closed(&p->win, why);
 		return 0;
 	}
 	case AMQP_CONNECTION_CLOSE_METHOD: {
@@ -1510,8 +815,8 @@ pub_returned(struct publisher *p, amqp_basic_properties_t *bp,
 	    "(exchange '%s', routing key '%s')", p->ret_code, p->ret_text,
 	    p->ret_exchange, p->ret_rkey);
 	log_debug("message %s %s", mid, reason);
-	pub_match_return(p, pub_return_hash(midb, p->ret_desthash, body_size),
-	    mid, reason);
+	window_match_return(&p->win, pub_return_hash(midb, p->ret_desthash,
+	    body_size), mid, reason);
 }
 
 static int
@@ -1575,14 +880,14 @@ pub_drain(struct publisher *p)
 		}
 		if (pub_frame(p, &f) == -1)
 			return -1;
-		if (p->chan_closed)
+		if (p->win.state == WINDOW_CLOSED)
 			break;
 	}
 	if (p->conn != NULL)
 		amqp_maybe_release_buffers(p->conn);
-	if (p->conn != NULL && p->chan_closed)
+	if (p->conn != NULL && p->win.state == WINDOW_CLOSED)
 		pub_channel_recover(p);
-	else if (p->conn != NULL && p->renew)
+	else if (p->conn != NULL && p->win.state == WINDOW_RENEW)
 		pub_channel_renew(p);
 	return p->conn != NULL ? 0 : -1;
 }
@@ -1595,13 +900,6 @@ pub_bytes(struct proto_str s)
 	b.len = s.len;
 	b.bytes = (void *)(uintptr_t)s.p;
 	return b;
-}
-
-/* The window: 1 while probing for a message that closes the channel. */
-static uint64_t
-pub_window(const struct publisher *p)
-{
-	return p->confirmed_id < p->probe_until ? 1 : p->cap;
 }
 
 /*
@@ -1720,33 +1018,6 @@ pub_direct(struct publisher *p, amqp_bytes_t exchange, amqp_bytes_t rk,
 	return 0;
 }
 
-/* Whether id was parked and is not yet passed by the confirmed prefix. */
-static int
-pub_parked(const struct publisher *p, int64_t id)
-{
-	size_t	i;
-
-	for (i = 0; i < p->nskip; i++)
-		if (p->skip[i] == id)
-			return 1;
-	return 0;
-}
-
-/*
- * Parked row id is not published: go on after it.  With nothing in flight
- * it is the oldest unconfirmed row, and the prefix passes over it now.
- */
-static void
-pub_skipped(struct publisher *p, int64_t id)
-{
-	if (id > p->sent_id)
-		p->sent_id = id;
-	if (p->next_tag == p->first_tag && p->confirmed_id < id) {
-		p->confirmed_id = id;
-		pub_publish_confirmed(p);
-	}
-}
-
 /*
  * The AMQP properties of message m into bp (pointing into m, hdrs and mid,
  * the message-id used when m has none).
@@ -1811,8 +1082,8 @@ pub_unsendable(struct publisher *p, int64_t id, size_t header_size)
 	snprintf(reason, sizeof(reason), "properties too large for the "
 	    "broker: a %zu-byte content header frame, frame_max is %zu",
 	    header_size, p->frame_max);
-	pub_park(p, id, 1, reason);
-	pub_skipped(p, id);
+	window_park(&p->win, id, 1, reason);
+	window_skipped(&p->win, id);
 }
 
 /* Publish one outbox row; 1: stop (window full or link lost). */
@@ -1823,11 +1094,12 @@ pub_row(struct publisher *p, const struct outbox_row *row)
 	amqp_basic_properties_t	 bp;
 	amqp_bytes_t		 body;
 	char			 err[256], mid[PUB_MID_MAX];
+	uint64_t		 rethash;
 	int			 rc, mandatory;
-	struct pub_slot		*s;
 
-	if (pub_parked(p, row->id)) {
-		pub_skipped(p, row->id);	/* not moved out by main yet */
+	if (window_parked(&p->win, row->id)) {
+		/* Not moved out by main yet. */
+		window_skipped(&p->win, row->id);
 		return 0;
 	}
 
@@ -1859,27 +1131,11 @@ pub_row(struct publisher *p, const struct outbox_row *row)
 		pub_fail(p, "publish: %s", amqp_error_string2(rc));
 		return 1;
 	}
-	s = &p->ring[p->next_tag % p->cap];
-	s->id = row->id;
-	s->size = (uint32_t)(row->plen + row->blen);
-	s->state = SLOT_PENDING;
-	s->returned = 0;
-	s->ambiguous = 0;
-	free(s->reason);
-	s->reason = NULL;
-	s->sent_ms = pub_now_ms();
-	s->rethash = pub_return_hash(bp.message_id, pub_dest_hash(
+	rethash = pub_return_hash(bp.message_id, pub_dest_hash(
 	    pub_bytes(m.exchange), pub_bytes(m.routing_key)), row->blen);
-	s->exhash = util_fnv1a(UTIL_FNV_INIT, m.exchange.p, m.exchange.len);
-	p->next_tag++;
-	p->unresolved++;
-	p->sent_id = row->id;
-	p->inflight_bytes += s->size;
-	atomic_fetch_add(&p->st->published, 1);
-	atomic_store(&p->st->in_flight, p->next_tag - p->first_tag);
-
-	return p->next_tag - p->first_tag >= pub_window(p) ||
-	    p->inflight_bytes >= PUB_MAX_INFLIGHT_BYTES;
+	return window_sent(&p->win, row->id, (uint32_t)(row->plen + row->blen),
+	    rethash, util_fnv1a(UTIL_FNV_INIT, m.exchange.p, m.exchange.len),
+	    pub_now_ms());
 }
 
 /*
@@ -1922,13 +1178,13 @@ pub_stage_cb(void *arg, const struct outbox_row *row)
 static int
 pub_stage(struct publisher *p, int want)
 {
-	uint64_t	room = PUB_MAX_INFLIGHT_BYTES - p->inflight_bytes;
+	uint64_t	room = WINDOW_MAX_BYTES - p->win.inflight_bytes;
 
 	buf_reset(&p->stage);
 	p->nstaged = 0;
 	p->stage_full = 0;
 	p->stage_room = room < PUB_STAGE_BYTES ? room : PUB_STAGE_BYTES;
-	return outbox_reader_fetch(p->reader, p->sent_id, want, pub_stage_cb,
+	return outbox_reader_fetch(p->reader, p->win.sent_id, want, pub_stage_cb,
 	    p);
 }
 
@@ -1964,12 +1220,12 @@ pub_fill(struct publisher *p)
 	int		want, n;
 
 	while (p->state == LINK_CONNECTED && !atomic_load(&p->stopping) &&
-	    !p->paused && !p->broken) {
-		uint64_t inflight = p->next_tag - p->first_tag;
+	    window_can_send(&p->win)) {
+		uint64_t inflight = window_inflight(&p->win);
 
-		win = pub_window(p);
+		win = window_limit(&p->win);
 		if (inflight >= win ||
-		    p->inflight_bytes >= PUB_MAX_INFLIGHT_BYTES)
+		    p->win.inflight_bytes >= WINDOW_MAX_BYTES)
 			break;
 		want = (int)(win - inflight);
 		if (want > PUB_FETCH_MAX)
@@ -2003,8 +1259,8 @@ pub_fill(struct publisher *p)
 		if (pub_flush(p) == -1 || pub_drain(p) == -1)
 			return;
 		if (n < want && !p->stage_full &&
-		    p->next_tag - p->first_tag < win &&
-		    p->inflight_bytes < PUB_MAX_INFLIGHT_BYTES)
+		    window_inflight(&p->win) < win &&
+		    p->win.inflight_bytes < WINDOW_MAX_BYTES)
 			break;		/* caught up with the outbox */
 	}
 	/* One big row must not keep its copy for the life of the link. */
@@ -2037,29 +1293,25 @@ pub_check_healthy(struct publisher *p)
 static void
 pub_check_confirms(struct publisher *p)
 {
-	uint64_t	t;
-	int64_t		waited;
+	const struct pub_slot	*sl;
+	int64_t			 waited;
 
-	if (p->state != LINK_CONNECTED || p->unresolved == 0)
+	if (p->state != LINK_CONNECTED || p->win.unresolved == 0)
 		return;
-	for (t = p->first_tag; t < p->next_tag; t++) {
-		struct pub_slot *sl = &p->ring[t % p->cap];
-
-		if (sl->state != SLOT_PENDING)
-			continue;
-		waited = pub_now_ms() - sl->sent_ms;
-		if (waited > (int64_t)p->cf->confirm_timeout_ms)
-			pub_fail(p, "no confirm for outbox id %" PRId64 " in "
-			    "%" PRId64 " ms (confirm_timeout)", sl->id, waited);
-		return;		/* the oldest pending one decides */
-	}
+	/* The oldest pending one decides. */
+	if ((sl = window_oldest_pending(&p->win)) == NULL)
+		return;
+	waited = pub_now_ms() - sl->sent_ms;
+	if (waited > (int64_t)p->cf->confirm_timeout_ms)
+		pub_fail(p, "no confirm for outbox id %" PRId64 " in "
+		    "%" PRId64 " ms (confirm_timeout)", sl->id, waited);
 }
 
 static void
 pub_stop_if_done(struct publisher *p)
 {
 	if (atomic_load(&p->stopping) &&
-	    (p->conn == NULL || p->unresolved == 0))
+	    (p->conn == NULL || p->win.unresolved == 0))
 		event_base_loopbreak(p->base);
 }
 
@@ -2122,7 +1374,7 @@ pub_wake_cb(evutil_socket_t fd, short what, void *arg)
 	(void)fd;
 	(void)what;
 	if (atomic_load(&p->stopping)) {
-		if (p->conn == NULL || p->unresolved == 0) {
+		if (p->conn == NULL || p->win.unresolved == 0) {
 			event_base_loopbreak(p->base);
 			return;
 		}
@@ -2216,26 +1468,32 @@ publisher_start(const struct publisher_params *pp, char *err, size_t errlen)
 	struct publisher	*p;
 	struct timespec		 ts;
 	struct timeval		 watchdog_tv;
+	struct window_ops	 ops;
 	int			 rc;
 
 	p = xcalloc(1, sizeof(*p));
+	ops.park = pub_park_cb;
+	ops.confirmed = pub_confirmed_to_cb;
+	ops.progress = pub_progress_cb;
+	ops.pause = pub_pause_cb;
+	ops.arg = p;
 	p->cf = pp->cf;
 	snprintf(p->instance, sizeof(p->instance), "%s", pp->instance);
 	p->st = pp->stats;
 	p->confirmed_cb = pp->confirmed_cb;
 	p->cb_arg = pp->cb_arg;
-	p->cap = p->cf->window;
 	buf_init(&p->wbuf);
 	buf_init(&p->stage);
-	p->ring = xcalloc(p->cap, sizeof(*p->ring));
-	p->next_tag = p->first_tag = 1;
 	p->state = LINK_DISCONNECTED;
 	pub_init_order(p);
 	atomic_store(&p->sockfd, -1);
 	pthread_mutex_init(&p->link_lock, NULL);
 	clock_gettime(CLOCK_REALTIME, &ts);
-	backoff_init(&p->retry_backoff, p->cf->reconnect_min_ms,
-	    p->cf->reconnect_max_ms, (uint64_t)ts.tv_nsec * 7919 + 1);
+	window_init(&p->win, p->cf->window,
+	    p->cf->on_unroutable == POLICY_PARK,
+	    p->cf->on_rejected == POLICY_PARK, p->cf->reconnect_min_ms,
+	    p->cf->reconnect_max_ms, (uint64_t)ts.tv_nsec * 7919 + 1, p->st,
+	    &ops);
 	pthread_mutex_init(&p->park_lock, NULL);
 	p->park_cb = pp->park_cb;
 	backoff_init(&p->backoff, p->cf->reconnect_min_ms,
@@ -2295,7 +1553,7 @@ publisher_start(const struct publisher_params *pp, char *err, size_t errlen)
 	outbox_reader_close(p->reader);
 	buf_free(&p->wbuf);
 	buf_free(&p->stage);
-	free(p->ring);
+	window_free(&p->win);
 	pthread_mutex_destroy(&p->link_lock);
 	free(p);
 	return NULL;
@@ -2305,6 +1563,12 @@ void
 publisher_wake(struct publisher *p)
 {
 	event_active(p->ev_wake, EV_READ, 0);
+}
+
+void
+publisher_set_eager(struct publisher *p, int on)
+{
+	atomic_store(&p->eager, on);
 }
 
 /*
@@ -2397,12 +1661,10 @@ publisher_stop(struct publisher *p, unsigned timeout_ms, int64_t *confirmed)
 	event_free(p->ev_notify);
 	event_base_free(p->base);
 	outbox_reader_close(p->reader);
-	pub_window_reset(p, 1);		/* frees slot reasons */
+	window_free(&p->win);
 	buf_free(&p->wbuf);
 	buf_free(&p->stage);
 	free(p->staged);
-	free(p->skip);
-	free(p->ring);
 	free(p->parks);
 	pthread_mutex_destroy(&p->park_lock);
 	pthread_mutex_destroy(&p->link_lock);

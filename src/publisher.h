@@ -44,6 +44,11 @@ struct publisher *publisher_start(const struct publisher_params *pp,
 /* Main thread: new rows were committed. */
 void	 publisher_wake(struct publisher *p);
 /*
+ * Main thread: clients wait for confirms (on): hand each confirmed prefix
+ * over at once rather than batched every few ms.
+ */
+void	 publisher_set_eager(struct publisher *p, int on);
+/*
  * Main thread: whether message m's properties fit one frame of the broker
  * last connected to (1 when none was yet); 0 with the reason in err.
  */

@@ -24,6 +24,7 @@
 #include "metrics.h"
 #include "outbox.h"
 #include "publisher.h"
+#include "receipt.h"
 #include "sdnotify.h"
 #include "session.h"
 #include "stats.h"
@@ -86,6 +87,7 @@ daemon_park_cb(int64_t id, unsigned attempts, const char *reason, void *arg)
 	struct daemon	*d = arg;
 
 	dead_park(ingress_dead(d->ing), id, attempts, reason);
+	receipts_parked(ingress_receipts(d->ing), id, reason);
 }
 
 static void
@@ -107,6 +109,12 @@ static int
 daemon_fits_cb(void *arg, const struct proto_pub *m, char *err, size_t errlen)
 {
 	return publisher_fits(arg, m, err, errlen);
+}
+
+static void
+daemon_eager_cb(void *arg, int on)
+{
+	publisher_set_eager(arg, on);
 }
 
 /* A notification to systemd; a failure is logged once, not per ping. */
@@ -200,6 +208,7 @@ daemon_shutdown(struct daemon *d, const char *sig)
 	d->lst = NULL;
 	session_drain_all();		/* parse nothing more */
 	ingress_flush(d->ing);		/* the turn in progress commits */
+	receipts_shutdown(ingress_receipts(d->ing)); /* still queued */
 	session_close_all();		/* answers go out, then close */
 	evtimer_add(d->ev_done, &tv);
 }
@@ -442,6 +451,7 @@ main(int argc, char *argv[])
 	}
 	link.wake = daemon_wake_cb;
 	link.fits = daemon_fits_cb;
+	link.eager = daemon_eager_cb;
 	link.arg = d.pub;
 	ingress_set_link(d.ing, &link);
 

@@ -37,6 +37,7 @@
 #include "log.h"
 #include "metrics.h"
 #include "protocol.h"
+#include "receipt.h"
 #include "session.h"
 #include "users.h"
 #include "util.h"
@@ -45,6 +46,32 @@
 #define SESSION_READ_IOV	4
 #define SESSION_SKIPPED_TEXT \
 	"an earlier message on this connection was refused; send RESET to go on"
+
+/*
+ * A reply that waits for a fate: a PUB's with "confirm:" (committed, its
+ * message-id known) or a WAIT's.  Replies behind it go to its after buffer,
+ * so that they leave in request order; only the last one's grows.
+ */
+struct sreceipt {
+	TAILQ_ENTRY(sreceipt)	 entry;
+	struct session		*s;
+	struct receipt		*rc;		/* NULL once told */
+	int			 wait;		/* a WAIT's, or a PUB's */
+	char			*line;		/* the reply, once known */
+	struct evbuffer		*after;
+	char			 mid[PROTO_SHORTSTR_MAX + 1];
+};
+TAILQ_HEAD(sreceipts, sreceipt);
+
+/* A held OK that becomes a receipt at commit: line number, row, limit. */
+struct sconfirm {
+	size_t		 line;
+	int64_t		 id;
+	unsigned	 ms;
+};
+
+/* What a waiting receipt counts for against max_buffer, beside its after. */
+#define SESSION_RECEIPT_COST	(sizeof(struct sreceipt) + 64)
 
 struct session {
 	TAILQ_ENTRY(session)	 entry;
@@ -66,6 +93,14 @@ struct session {
 	int			 backlogged;	/* output over max_buffer */
 	size_t			 max_buffer;
 	size_t			 in_max;	/* input high-water mark */
+	size_t			 held_lines;	/* replies in held */
+	struct sconfirm		*confirms;	/* which of them wait for a fate */
+	size_t			 nconfirms, capconfirms;
+	struct sreceipts	 rq;		/* replies waiting for a fate */
+	size_t			 nrq;
+	size_t			 rq_sealed;	/* bytes in after buffers but
+						   the last one's */
+	int			 telling;	/* no flush from the callback */
 	uint64_t		 idle_ms;
 	struct proto_req	 req;
 };
@@ -118,6 +153,7 @@ session_new(struct ingress *ing, int fd, const struct config *cf,
 	s->lim.max_line = cf->max_line;
 	s->lim.max_headers = cf->max_headers;
 	s->max_buffer = (size_t)cf->max_buffer;
+	TAILQ_INIT(&s->rq);
 	s->idle_ms = cf->idle_timeout_ms;
 	s->held = evbuffer_new();
 	s->bev = bufferevent_socket_new(ingress_base(ing), fd,
@@ -161,7 +197,18 @@ session_new(struct ingress *ing, int fd, const struct config *cf,
 static void
 session_free(struct session *s, const char *why)
 {
+	struct sreceipt	*sr;
+
 	log_debug("%s: closed (%s)", s->who, why);
+	while ((sr = TAILQ_FIRST(&s->rq)) != NULL) {
+		TAILQ_REMOVE(&s->rq, sr, entry);
+		if (sr->rc != NULL)
+			receipt_cancel(ingress_receipts(s->ing), sr->rc);
+		evbuffer_free(sr->after);
+		free(sr->line);
+		free(sr);
+	}
+	free(s->confirms);
 	ingress_forget(s->ing, s);
 	if (s->user != NULL)
 		users_disconnect(ingress_users(s->ing), s->user);
@@ -170,6 +217,27 @@ session_free(struct session *s, const char *why)
 	bufferevent_free(s->bev);
 	evbuffer_free(s->held);
 	free(s);
+}
+
+/* Where the next reply goes: behind the last one waiting for a fate. */
+static struct evbuffer *
+session_out(struct session *s)
+{
+	if (TAILQ_EMPTY(&s->rq))
+		return bufferevent_get_output(s->bev);
+	return TAILQ_LAST(&s->rq, sreceipts)->after;
+}
+
+/* Replies not yet written, those waiting for a fate included. */
+static size_t
+session_queued(struct session *s)
+{
+	size_t	n = evbuffer_get_length(bufferevent_get_output(s->bev));
+
+	if (!TAILQ_EMPTY(&s->rq))
+		n += s->rq_sealed + s->nrq * SESSION_RECEIPT_COST +
+		    evbuffer_get_length(TAILQ_LAST(&s->rq, sreceipts)->after);
+	return n;
 }
 
 static void
@@ -182,7 +250,7 @@ session_reply(struct session *s, const char *fmt, ...)
 	va_list	ap;
 
 	va_start(ap, fmt);
-	evbuffer_add_vprintf(bufferevent_get_output(s->bev), fmt, ap);
+	evbuffer_add_vprintf(session_out(s), fmt, ap);
 	va_end(ap);
 }
 
@@ -204,7 +272,7 @@ session_stats(struct session *s)
 	buf_init(&body);
 	metrics_format(&m, &body);
 	session_reply(s, "STATS %zu\n", body.len);
-	bufferevent_write(s->bev, body.data, body.len);
+	evbuffer_add(session_out(s), body.data, body.len);
 	buf_free(&body);
 }
 
@@ -233,9 +301,10 @@ session_must_wait(struct session *s)
 static void
 session_pub_error(struct session *s, const char *code, const char *text)
 {
-	if (s->pending > 0)
+	if (s->pending > 0) {
 		evbuffer_add_printf(s->held, "ERR %s %s\n", code, text);
-	else
+		s->held_lines++;
+	} else
 		session_error(s, code, text);
 }
 
@@ -256,15 +325,164 @@ session_pub(struct session *s, const struct proto_pub *pub)
 		session_pub_error(s, code, err);
 		return;
 	}
+	if (pub->confirm_ms > 0) {
+		struct sconfirm	*c;
+
+		if (s->nconfirms == s->capconfirms) {
+			s->capconfirms = s->capconfirms ?
+			    s->capconfirms * 2 : 16;
+			s->confirms = xrealloc(s->confirms,
+			    s->capconfirms * sizeof(*s->confirms));
+		}
+		c = &s->confirms[s->nconfirms++];
+		c->line = s->held_lines;
+		c->id = ingress_inserted_id(s->ing);
+		c->ms = pub->confirm_ms;
+	}
+	s->held_lines++;
 	if (s->pending++ == 0)
 		ingress_wait(s->ing, s);
+}
+
+/*
+ * Write what was answered at once rather than on the next loop turn (the
+ * bufferevent writes whatever is left, and sees any error, when the socket
+ * is next writable).  A socket bufferevent freezes the start of its output
+ * so that only it drains it; it unfreezes it around its own writes, as here.
+ */
+static void
+session_write_now(struct session *s)
+{
+	struct evbuffer	*out = bufferevent_get_output(s->bev);
+
+	if (evbuffer_get_length(out) > 0) {
+		evbuffer_unfreeze(out, 1);
+		(void)evbuffer_write(out, bufferevent_getfd(s->bev));
+		evbuffer_freeze(out, 1);
+	}
+}
+
+/* Send the replies whose fate is known, in order; 1 when any was. */
+static int
+session_rq_flush(struct session *s)
+{
+	struct evbuffer	*out = bufferevent_get_output(s->bev);
+	struct sreceipt	*sr;
+	int		 any = 0;
+
+	while ((sr = TAILQ_FIRST(&s->rq)) != NULL && sr->line != NULL) {
+		TAILQ_REMOVE(&s->rq, sr, entry);
+		s->nrq--;
+		if (!TAILQ_EMPTY(&s->rq))
+			s->rq_sealed -= evbuffer_get_length(sr->after);
+		else
+			s->rq_sealed = 0;
+		evbuffer_add(out, sr->line, strlen(sr->line));
+		evbuffer_add_buffer(out, sr->after);
+		evbuffer_free(sr->after);
+		free(sr->line);
+		free(sr);
+		any = 1;
+	}
+	return any;
+}
+
+static void session_maybe_done(struct session *);
+
+/*
+ * The replies waiting to be written, those behind a receipt included, are
+ * down to half of max_buffer again: read on.  From session_write_cb() and
+ * when a receipt's fate let replies go.
+ */
+static void
+session_catch_up(struct session *s)
+{
+	if (!s->backlogged || session_queued(s) > s->max_buffer / 2)
+		return;
+	s->backlogged = 0;
+	bufferevent_setwatermark(s->bev, EV_WRITE, 0, 0);
+	if (!s->eof && !s->draining)
+		bufferevent_enable(s->bev, EV_READ);
+	session_process(s);
+}
+
+/* receipt_fn: the fate of a PUB with "confirm:" or of a WAIT. */
+static void
+session_receipt_cb(void *arg, enum receipt_fate fate, const char *reason,
+    uint64_t n)
+{
+	struct sreceipt	*sr = arg;
+	struct session	*s = sr->s;
+	char		 line[PROTO_SHORTSTR_MAX + 320];
+
+	sr->rc = NULL;
+	if (sr->wait) {
+		if (fate == RECEIPT_CONFIRMED)
+			snprintf(line, sizeof(line), "OK %llu\n", (unsigned long long)n);
+		else if (fate == RECEIPT_SHUTDOWN)
+			snprintf(line, sizeof(line), "ERR %s pubrelayd is stopping; retry "
+			    "later\n", PROTO_E_SHUTDOWN);
+		else
+			snprintf(line, sizeof(line), "TIMEOUT\n");
+	} else if (fate == RECEIPT_CONFIRMED)
+		snprintf(line, sizeof(line), "CONFIRMED %s\n", sr->mid);
+	else if (fate == RECEIPT_PARKED)
+		snprintf(line, sizeof(line), "PARKED %s %s\n", sr->mid,
+		    reason != NULL ? reason : "refused by the broker");
+	else
+		snprintf(line, sizeof(line), "TIMEOUT %s\n", sr->mid);
+	sr->line = xstrdup(line);
+	if (s->telling || TAILQ_FIRST(&s->rq) != sr)
+		return;
+	/* The first in line: it and what follows go out now. */
+	session_rq_flush(s);
+	session_write_now(s);
+	if (s->stalled || s->pending > 0)
+		return;
+	if (s->backlogged)
+		session_catch_up(s);
+	else
+		session_maybe_done(s);
+}
+
+/* A reply that waits for a fate: the ones after it queue behind it. */
+static struct sreceipt *
+session_receipt_add(struct session *s, int wait, const char *mid)
+{
+	struct sreceipt	*sr = xcalloc(1, sizeof(*sr));
+
+	sr->s = s;
+	sr->wait = wait;
+	if (mid != NULL)
+		snprintf(sr->mid, sizeof(sr->mid), "%s", mid);
+	if ((sr->after = evbuffer_new()) == NULL)
+		abort();
+	if (!TAILQ_EMPTY(&s->rq))
+		s->rq_sealed += evbuffer_get_length(TAILQ_LAST(&s->rq,
+		    sreceipts)->after);
+	TAILQ_INSERT_TAIL(&s->rq, sr, entry);
+	s->nrq++;
+	return sr;
+}
+
+/* WAIT: everything committed so far confirmed or parked. */
+static void
+session_wait(struct session *s, unsigned ms)
+{
+	struct sreceipt	*sr = session_receipt_add(s, 1, NULL);
+
+	s->telling = 1;
+	sr->rc = receipt_wait_upto(ingress_receipts(s->ing),
+	    ingress_committed_id(s->ing), ms, session_receipt_cb, sr);
+	s->telling = 0;
+	session_rq_flush(s);
 }
 
 /* After the client's EOF: close once every request has been answered. */
 static void
 session_maybe_done(struct session *s)
 {
-	if (s->closing || s->pending > 0)
+	if (s->closing || s->pending > 0 || !TAILQ_EMPTY(&s->rq))
 		return;
 	if (s->draining) {
 		/* Say why the next request, if any, went unanswered. */
@@ -307,8 +525,7 @@ session_process(struct session *s)
 		return;
 	}
 	while (!s->closing && !s->stalled) {
-		if (evbuffer_get_length(bufferevent_get_output(s->bev)) >
-		    s->max_buffer) {
+		if (session_queued(s) > s->max_buffer) {
 			session_backlog(s);
 			return;
 		}
@@ -355,10 +572,13 @@ session_process(struct session *s)
 				s->refused = 0;
 				session_reply(s, "OK\n");
 				break;
+			case PROTO_WAIT:
+				session_wait(s, s->req.wait_ms);
+				break;
 			case PROTO_DEAD:
 				/* Runs between group commits, never inside. */
-				out = bufferevent_get_output(s->bev);
-				n = evbuffer_get_length(out);
+				out = session_out(s);
+				n = session_queued(s);
 				if (dead_request(ingress_dead(s->ing), s,
 				    &s->req, out, n < s->max_buffer ?
 				    s->max_buffer - n : 0) != 0) {
@@ -408,18 +628,40 @@ void
 session_committed(void *arg, int ok, const char *code, const char *err)
 {
 	struct session	*s = arg;
-	struct evbuffer	*out = bufferevent_get_output(s->bev);
 	char		*line;
 	size_t		 n;
 	int		 first = 1;
 
-	if (ok)
-		evbuffer_add_buffer(out, s->held);
-	else {
+	s->telling = 1;
+	if (ok && s->nconfirms == 0)
+		evbuffer_add_buffer(session_out(s), s->held);
+	else if (ok) {
+		/* The OKs of PUBs with "confirm:" become receipts. */
+		size_t		 k = 0, no = 0;
+		struct sreceipt	*sr;
+		struct sconfirm	*c;
+
+		while ((line = evbuffer_readln(s->held, &n,
+		    EVBUFFER_EOL_LF)) != NULL) {
+			c = k < s->nconfirms ? &s->confirms[k] : NULL;
+			if (c != NULL && c->line == no &&
+			    strncmp(line, "OK ", 3) == 0) {
+				sr = session_receipt_add(s, 0, line + 3);
+				sr->rc = receipt_wait_id(
+				    ingress_receipts(s->ing), c->id, c->ms,
+				    session_receipt_cb, sr);
+				k++;
+			} else
+				evbuffer_add_printf(session_out(s), "%s\n",
+				    line);
+			free(line);
+			no++;
+		}
+	} else {
 		while ((line = evbuffer_readln(s->held, &n,
 		    EVBUFFER_EOL_LF)) != NULL) {
 			if (strncmp(line, "OK", 2) == 0) {
-				evbuffer_add_printf(out, "ERR %s %s\n",
+				evbuffer_add_printf(session_out(s), "ERR %s %s\n",
 				    first ? code : PROTO_E_SKIPPED,
 				    first ? err : SESSION_SKIPPED_TEXT);
 				if (first)
@@ -427,22 +669,16 @@ session_committed(void *arg, int ok, const char *code, const char *err)
 				first = 0;
 				s->refused = 1;
 			} else
-				evbuffer_add_printf(out, "%s\n", line);
+				evbuffer_add_printf(session_out(s), "%s\n", line);
 			free(line);
 		}
 	}
-	/*
-	 * The answers went durable just now: send them at once rather than
-	 * on the next loop turn (the bufferevent writes whatever is left, and
-	 * sees any error, when the socket is next writable).  A socket
-	 * bufferevent freezes the start of its output so that only it drains
-	 * it; it unfreezes it around its own writes, as here.
-	 */
-	if (evbuffer_get_length(out) > 0) {
-		evbuffer_unfreeze(out, 1);
-		(void)evbuffer_write(out, bufferevent_getfd(s->bev));
-		evbuffer_freeze(out, 1);
-	}
+	s->telling = 0;
+	s->nconfirms = 0;
+	s->held_lines = 0;
+	session_rq_flush(s);
+	/* The answers went durable just now: send them at once. */
+	session_write_now(s);
 	s->pending = 0;
 	if (s->stalled) {
 		s->stalled = 0;
@@ -524,14 +760,7 @@ session_write_cb(struct bufferevent *bev, void *arg)
 			session_free(s, "closed by daemon");
 		return;
 	}
-	if (s->backlogged && evbuffer_get_length(bufferevent_get_output(bev))
-	    <= s->max_buffer / 2) {
-		s->backlogged = 0;
-		bufferevent_setwatermark(bev, EV_WRITE, 0, 0);
-		if (!s->eof && !s->draining)
-			bufferevent_enable(bev, EV_READ);
-		session_process(s);
-	}
+	session_catch_up(s);
 }
 
 /* Nothing but the empty lines the protocol allows between requests. */

@@ -1772,6 +1772,7 @@ PROM_MAP = {
                               "summary", 1),
     "clients": ("pubrelay_clients", "gauge", 1),
     "clients_refused": ("pubrelay_clients_refused_total", "counter", 1),
+    "receipts_waiting": ("pubrelay_receipts_waiting", "gauge", 1),
     "uptime_s": ("pubrelay_uptime_seconds", "gauge", 1),
 }
 

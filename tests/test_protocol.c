@@ -1491,6 +1491,91 @@ test_dead(void)
 	    "for other verbs");
 }
 
+/* Receipts: WAIT [ms] and the confirm: property (issue #20). */
+static void
+test_receipts(void)
+{
+	static const struct {
+		const char	*in;
+		unsigned	 ms;
+	} waits[] = {
+		{ "WAIT\n", 0 },
+		{ "wait\r\n", 0 },
+		{ "WAIT 1\n", 1 },
+		{ "WAIT  \t30000 \n", 30000 },
+		{ "WAIT 86400000\n", 86400000 },
+	};
+	static const struct {
+		const char	*in;
+		const char	*errpart;
+	} badwaits[] = {
+		{ "WAIT 0\n", "WAIT: invalid time \"0\" (expected milliseconds "
+		    "from 1 to 86400000)" },
+		{ "WAIT 86400001\n", "invalid time \"86400001\"" },
+		{ "WAIT 5s\n", "invalid time \"5s\"" },
+		{ "WAIT 1 2\n", "invalid time \"1 2\"" },
+		{ "WAIT -1\n", "invalid time \"-1\"" },
+	};
+	static const char *const badconfirm[] = {
+		"0", "86400001", "1.5", "", "30s", "-4",
+	};
+	struct proto_req	 req;
+	struct proto_pub	 pub;
+	struct buf		 out;
+	char			 in[256], err[256];
+	size_t			 i, c;
+
+	for (i = 0; i < sizeof(waits) / sizeof(waits[0]); i++) {
+		req.wait_ms = 77;
+		is_int(parse_s(waits[i].in, &req, &c), PROTO_DONE,
+		    "wait %zu: done", i);
+		ok(req.verb == PROTO_WAIT && req.wait_ms == waits[i].ms &&
+		    c == strlen(waits[i].in), "wait %zu: %u ms, line consumed",
+		    i, req.wait_ms);
+	}
+	for (i = 0; i < sizeof(badwaits) / sizeof(badwaits[0]); i++) {
+		is_int(parse_s(badwaits[i].in, &req, &c), PROTO_BAD,
+		    "bad wait %zu: BAD", i);
+		ok(req.err_code != NULL && strcmp(req.err_code,
+		    PROTO_E_BADREQ) == 0 && strstr(req.err,
+		    badwaits[i].errpart) != NULL && c == strlen(badwaits[i].in),
+		    "bad wait %zu: BADREQ '%s', the line consumed", i, req.err);
+	}
+	parse_s("WAIT 5\n", &req, &c);
+	parse_s("PING\n", &req, &c);
+	is_int(req.wait_ms, 0, "wait_ms is reset for other verbs");
+
+	is_int(parse_s("PUB 1\nconfirm: 2500\n\nx\n", &req, &c), PROTO_DONE,
+	    "a PUB with confirm:");
+	is_int(req.pub.confirm_ms, 2500, "confirm_ms");
+	is_int(parse_s("PUB 1\n\nx\n", &req, &c), PROTO_DONE, "a PUB without");
+	is_int(req.pub.confirm_ms, 0, "confirm_ms 0: OK at commit");
+	for (i = 0; i < sizeof(badconfirm) / sizeof(badconfirm[0]); i++) {
+		snprintf(in, sizeof(in), "PUB 1\nconfirm: %s\n\nx\n",
+		    badconfirm[i]);
+		is_int(parse_s(in, &req, &c), PROTO_BAD, "confirm: '%s' is BAD",
+		    badconfirm[i]);
+		ok(strstr(req.err, "confirm: ") == req.err &&
+		    strstr(req.err, "milliseconds from 1 to 86400000") != NULL,
+		    "confirm: '%s': '%s'", badconfirm[i], req.err);
+	}
+	is_int(parse_s("PUB 1\nconfirm: 5\nconfirm: 6\n\nx\n", &req, &c),
+	    PROTO_BAD, "confirm: twice is BAD");
+
+	/* The client's encoder writes it; the parser reads it back. */
+	proto_pub_init(&pub);
+	pub.confirm_ms = 30000;
+	pub.body.p = "hi";
+	pub.body.len = 2;
+	buf_init(&out);
+	ok(proto_encode_pub(&out, &pub, err, sizeof(err)) == 0, "encoded");
+	buf_append(&out, "", 1);
+	ok(strstr(out.data, "\nconfirm: 30000\n") != NULL, "as confirm: 30000");
+	ok(parse_s(out.data, &req, &c) == PROTO_DONE &&
+	    req.pub.confirm_ms == 30000, "and parsed back");
+	buf_free(&out);
+}
+
 static void
 test_dead_line(void)
 {
@@ -1569,6 +1654,7 @@ main(void)
 	test_parse_props();
 	test_dead();
 	test_dead_line();
+	test_receipts();
 	free(cur);
 	return done_testing();
 }

@@ -1,10 +1,8 @@
 /*
- * test_publisher.c: the publisher's window bookkeeping, without a broker.
- *
- * publisher.c keeps the window's logic in static functions beside the link;
- * until it is pure code of its own (issue #19) this test includes the file
- * and drives those functions on a publisher built by hand: no thread, no
- * connection, an event base that never runs.
+ * test_publisher.c: what publisher.c does with the window's decisions,
+ * without a broker.  The window itself is tested in test_window.c; this
+ * test includes publisher.c and drives its glue on a publisher built by
+ * hand: no thread, no connection, an event base that never runs.
  */
 #include "../src/publisher.c"
 
@@ -12,6 +10,9 @@
 
 static struct config		cf;
 static struct relay_stats	st;
+
+/* What the owner (the main thread) was handed, in order. */
+static char	handed[256];
 
 static void
 noop_cb(evutil_socket_t fd, short what, void *arg)
@@ -21,150 +22,112 @@ noop_cb(evutil_socket_t fd, short what, void *arg)
 	(void)arg;
 }
 
+static void
+owner_park_cb(int64_t id, unsigned attempts, const char *reason, void *arg)
+{
+	size_t	n = strlen(handed);
+
+	(void)arg;
+	snprintf(handed + n, sizeof(handed) - n, "park %" PRId64 "/%u (%s); ",
+	    id, attempts, reason);
+}
+
+static void
+owner_confirmed_cb(int64_t upto, void *arg)
+{
+	size_t	n = strlen(handed);
+
+	(void)arg;
+	snprintf(handed + n, sizeof(handed) - n, "confirmed %" PRId64 "; ",
+	    upto);
+}
+
 static struct publisher *
 mkpub(unsigned cap)
 {
 	struct publisher	*p = xcalloc(1, sizeof(*p));
+	struct window_ops	 ops = { pub_park_cb, pub_confirmed_to_cb,
+				     pub_progress_cb, pub_pause_cb, p };
 
 	cf.on_rejected = POLICY_PARK;
 	cf.on_unroutable = POLICY_PARK;
 	cf.max_attempts = 3;
 	p->cf = &cf;
 	p->st = &st;
-	p->cap = cap;
-	p->ring = xcalloc(cap, sizeof(*p->ring));
-	p->next_tag = p->first_tag = 1;
+	p->park_cb = owner_park_cb;
+	p->confirmed_cb = owner_confirmed_cb;
+	window_init(&p->win, cap, 1, 1, 100, 1000, 1, &st, &ops);
 	buf_init(&p->wbuf);
 	buf_init(&p->stage);
 	pthread_mutex_init(&p->park_lock, NULL);
 	p->base = event_base_new();
 	p->ev_confirmed = event_new(p->base, -1, 0, noop_cb, NULL);
 	p->ev_notify = evtimer_new(p->base, noop_cb, NULL);
+	p->ev_resume = evtimer_new(p->base, noop_cb, NULL);
 	return p;
 }
 
 static void
 freepub(struct publisher *p)
 {
-	pub_window_reset(p, 1);
+	window_free(&p->win);
 	event_free(p->ev_confirmed);
 	event_free(p->ev_notify);
+	event_free(p->ev_resume);
 	event_base_free(p->base);
 	buf_free(&p->wbuf);
 	buf_free(&p->stage);
-	free(p->ring);
 	free(p->parks);
-	free(p->skip);
 	pthread_mutex_destroy(&p->park_lock);
 	free(p);
 }
 
-/* Put a message with outbox id to exchange ex in flight. */
-static void
-send_one(struct publisher *p, int64_t id, const char *ex)
-{
-	struct pub_slot	*sl = &p->ring[p->next_tag % p->cap];
-
-	memset(sl, 0, sizeof(*sl));
-	sl->id = id;
-	sl->state = SLOT_PENDING;
-	sl->exhash = util_fnv1a(UTIL_FNV_INIT, ex, strlen(ex));
-	p->next_tag++;
-	p->unresolved++;
-	p->sent_id = id;
-}
-
-/* A window reset forgets a nack that broke the old window (issue #18). */
-static void
-test_nack_flags(void)
-{
-	struct publisher	*p = mkpub(8);
-
-	p->nack_break = 1;
-	p->nack_rounds = 2;
-	pub_window_reset(p, 0);
-	is_int(p->nack_break, 0, "a go-back on the channel forgets the flag");
-	is_int(p->nack_rounds, 2, "and keeps the count of such go-backs");
-	p->nack_break = 1;
-	pub_window_reset(p, 1);
-	is_int(p->nack_break, 0, "a new channel forgets the flag");
-	is_int(p->nack_rounds, 0, "and the count: it was the old channel's");
-	freepub(p);
-}
-
 /*
- * A channel.close that names an exchange parks the unconfirmed messages to
- * it, and nothing else; they are skipped when read again, until the
- * confirmed prefix passes them.
+ * The window's parks reach the main thread before a confirmed prefix that
+ * covers them: the owner moves a row to the dead-letter table before it
+ * deletes past it.
  */
 static void
-test_park_exchange(void)
+test_park_before_confirmed(void)
 {
 	struct publisher	*p = mkpub(8);
-	struct pub_park		*pk;
 
-	send_one(p, 11, "a");
-	send_one(p, 12, "x");
-	send_one(p, 13, "");
-	send_one(p, 14, "x");
-	p->ring[1 % p->cap].state = SLOT_ACKED;	/* 11: acked */
-	snprintf(p->chan_reason, sizeof(p->chan_reason), "channel closed by "
-	    "broker: 404 NOT_FOUND - no exchange 'x' in vhost '/'");
-	is_int(pub_park_exchange(p), 2, "404: two messages to 'x' parked");
-	pk = p->parks;
-	ok(p->nparks == 2 && pk[0].id == 12 && pk[1].id == 14,
-	    "ids 12 and 14, in order");
-	ok(strstr(pk[0].reason, "NOT_FOUND") != NULL, "with the reply: %s",
-	    pk[0].reason);
-	ok(pub_parked(p, 12) && pub_parked(p, 14) && !pub_parked(p, 13),
-	    "skipped when read again, the others not");
-	p->confirmed_id = 12;
-	pub_publish_confirmed(p);
-	ok(!pub_parked(p, 12) && pub_parked(p, 14), "the prefix past 12: "
-	    "only 14 left to skip");
-
-	p->nparks = 0;
-	snprintf(p->chan_reason, sizeof(p->chan_reason), "channel closed by "
-	    "broker: 403 ACCESS_REFUSED - access to exchange 'a' in vhost "
-	    "'/' refused for user 'u'");
-	is_int(pub_park_exchange(p), 0, "403 for 'a': its only message was "
-	    "acked, nothing to park");
-	snprintf(p->chan_reason, sizeof(p->chan_reason), "channel closed by "
-	    "broker: 406 PRECONDITION_FAILED - invalid expiration");
-	is_int(pub_park_exchange(p), 0, "406 names no exchange: nothing "
-	    "parked (the probe finds the culprit)");
+	(void)window_sent(&p->win, 1, 10, 1, 1, 0);
+	(void)window_sent(&p->win, 2, 10, 2, 1, 0);
+	window_match_return(&p->win, 2, "m2", "returned: 312 NO_ROUTE");
+	is_int(pub_resolve(p, 2, 1, 0), 0, "multiple ack of tag 2");
+	is_int(p->nparks, 1, "one park queued for the main thread");
+	is_int(atomic_load(&p->st->parked), 1, "counted");
+	is_int(atomic_load(&p->confirmed_shared), 2, "confirmed 2 stored");
+	ok(evtimer_pending(p->ev_notify, NULL), "main is told within "
+	    "PUB_NOTIFY_MS");
+	is_int(pub_deliver(p), 2, "delivered up to 2");
+	is_str(handed, "park 2/1 (returned: 312 NO_ROUTE); confirmed 2; ",
+	    "the park first, then the prefix");
+	is_int(p->nparks, 0, "the queue is empty");
+	ok(p->healthy, "a confirm marks the link healthy");
 	freepub(p);
 }
 
-/* A parked row with nothing in flight: the prefix passes over it at once. */
+/* A go-back asks for a pause: the resume timer runs. */
 static void
-test_skipped(void)
+test_pause_timer(void)
 {
 	struct publisher	*p = mkpub(8);
 
-	p->confirmed_id = p->sent_id = 20;
-	pub_park(p, 21, 1, "test");
-	pub_skipped(p, 21);
-	is_int(p->confirmed_id, 21, "nothing in flight: confirmed moves on");
-	send_one(p, 22, "a");
-	pub_park(p, 23, 1, "test");
-	pub_skipped(p, 23);
-	is_int(p->sent_id, 23, "in flight: publishing goes on after it");
-	is_int(p->confirmed_id, 21, "and the prefix waits for 22's confirm");
-	p->ring[p->first_tag % p->cap].state = SLOT_ACKED;
-	p->unresolved--;
-	pub_advance(p);
-	is_int(p->confirmed_id, 23, "22 confirmed: the prefix passes the "
-	    "parked 23 too, with nothing after it");
-	is_int(p->nskip, 0, "nothing left to skip");
+	(void)window_sent(&p->win, 1, 10, 1, 1, 0);
+	ok(!evtimer_pending(p->ev_resume, NULL), "no pause yet");
+	is_int(pub_resolve(p, 1, 0, 1), 0, "a nack of tag 1");
+	ok(evtimer_pending(p->ev_resume, NULL), "the resume timer runs");
+	is_int(p->win.state, WINDOW_PAUSED, "the window is paused");
 	freepub(p);
 }
 
 int
 main(void)
 {
-	test_nack_flags();
-	test_park_exchange();
-	test_skipped();
+	log_init(LOG_ERR, "test_publisher");
+	test_park_before_confirmed();
+	test_pause_timer();
 	return done_testing();
 }

@@ -19,7 +19,7 @@ srcdir=${PUBRELAY_SRCDIR:-.}
 builddir=${PUBRELAY_BUILDDIR:-.}
 suites=${*:-unit integration failures cluster tls}
 unit="test_util test_protocol test_backoff test_config test_outbox \
-test_sdnotify test_amqpframe test_users test_publisher"
+test_sdnotify test_amqpframe test_users test_publisher test_window"
 
 if ! command -v valgrind >/dev/null 2>&1; then
 	# Not a pass without having looked: scripts/install-deps.sh has it.
