@@ -67,14 +67,12 @@ static uint64_t		 client_timeout_ms;	/* 0: wait for ever */
  */
 static int64_t		 client_grace_ms;
 #define CLIENT_DEFAULT_CONFIRM	"30s"		/* --confirm without a time */
-#define CLIENT_MAX_CONFIRM_MS	86400000ULL	/* confirm:, WAIT: a day */
 
 struct pub_opts {
 	struct proto_pub pub;		/* the properties; body per message */
 	char		 expiration[24];
 	int		 lines;
 	int		 print_id;
-	uint64_t	 confirm_ms;	/* --confirm: 0 without */
 };
 
 /* One publish: stdin lines (or one body) in, requests out, replies in. */
@@ -467,28 +465,6 @@ pub_label(const struct pub_run *r, uint64_t n, char *out, size_t outlen)
 		snprintf(out, outlen, "message");
 }
 
-/*
- * Put "confirm: <ms>" first in the property block of the request encoded at
- * out[mark..]: the encoder builds the block from message properties, and a
- * receipt is a request to the daemon, not one of them.
- */
-static void
-pub_add_confirm(struct pub_run *r, size_t mark)
-{
-	char	 line[40], *nl;
-	size_t	 at, n;
-
-	n = (size_t)snprintf(line, sizeof(line), "confirm: %llu\n",
-	    (unsigned long long)r->confirm_ms);
-	nl = memchr(r->out.data + mark, '\n', r->out.len - mark);
-	at = (size_t)(nl - r->out.data) + 1;
-	buf_reserve(&r->out, n);
-	memmove(r->out.data + at + n, r->out.data + at, r->out.len - at);
-	memcpy(r->out.data + at, line, n);
-	r->out.len += n;
-	r->out.data[r->out.len] = '\0';
-}
-
 static void
 pub_encode(struct pub_run *r, const char *body, size_t len)
 {
@@ -504,8 +480,6 @@ pub_encode(struct pub_run *r, const char *body, size_t len)
 		pub_fail(r, EX_DATAERR, "%s cannot be sent: %s", label, err);
 		return;
 	}
-	if (r->confirm_ms > 0)
-		pub_add_confirm(r, mark);
 	r->nsent++;
 }
 
@@ -1018,9 +992,9 @@ pub_run(struct pub_opts *o, const char *body)
 	r.pub = &o->pub;
 	r.lines = o->lines;
 	r.print_id = o->print_id;
-	r.confirm_ms = o->confirm_ms;
+	r.confirm_ms = o->pub.confirm_ms;
 	/* The daemon holds each reply until the receipt: up to that long. */
-	client_grace_ms = (int64_t)o->confirm_ms;
+	client_grace_ms = (int64_t)o->pub.confirm_ms;
 	buf_init(&r.lin);
 	buf_init_on(&r.out, first_out, sizeof(first_out));
 	/* --lines takes replies in bulk: recv() them into a whole chunk. */
@@ -1197,7 +1171,7 @@ opt_receipt_ms(const char *opt, const char *arg)
 	uint64_t	ms;
 
 	if (util_parse_duration_ms(arg, &ms) == -1 || ms == 0 ||
-	    ms > CLIENT_MAX_CONFIRM_MS) {
+	    ms > PROTO_WAIT_MAX_MS) {
 		client_warnx("%s %s: want a duration from 1ms to 24h, such as "
 		    "30s or 500ms", opt, arg);
 		usage(stderr, EX_USAGE);
@@ -1320,8 +1294,8 @@ cmd_publish(int argc, char **argv)
 			o.print_id = 1;
 			break;
 		case OPT_CONFIRM:
-			o.confirm_ms = opt_receipt_ms("--confirm", optarg != NULL
-			    ? optarg : CLIENT_DEFAULT_CONFIRM);
+			o.pub.confirm_ms = (unsigned)opt_receipt_ms("--confirm",
+			    optarg != NULL ? optarg : CLIENT_DEFAULT_CONFIRM);
 			break;
 		default:
 			opt_error(ch, argc, argv, PUBLISH_OPTS);
