@@ -2667,6 +2667,266 @@ def uri_order(ctx):
 sanitizer_reports = S.sanitizer_reports
 
 
+# ---------------------------------------------------------------------------
+# Receipts: publish --confirm, wait (issue #20)
+
+
+def lines_data(lines):
+    return ("\n".join(lines) + "\n").encode()
+
+
+@scenario
+def confirm_basic(ctx):
+    """`pubrelay publish --confirm` exits 0 and the message is already in the
+    queue when the command returns (a passive declare right after, no sleep);
+    `--lines --confirm` with 200 lines exits 0 with all 200 in the queue when
+    it returns, each arriving exactly once, in order, persistent."""
+    N = 200
+    relay = ctx.relay()
+    with ctx.consumer() as c:
+        q = c.declare(H.unique_queue("confirm"))
+        rc, out, err = relay.cmd("publish", "-k", q, "--confirm",
+                                 "--print-id", "single")
+        check_eq(rc, 0, "publish --confirm exit code (stderr %r)" % err)
+        check(out.strip() != "", "--print-id printed no message-id")
+        check_eq(c.count(q), 1, "messages queued when publish --confirm "
+                 "returned")
+        t0 = time.monotonic()
+        rc, out, err = relay.cmd("publish", "-k", q, "--lines", "--confirm",
+                                 "--print-id",
+                                 data=lines_data(lines_for(1, N)))
+        ctx.note("%d lines confirmed in %.2fs" % (N, time.monotonic() - t0))
+        check_eq(rc, 0, "publish --lines --confirm exit code (stderr %r)"
+                 % err)
+        check_eq(len(out.splitlines()), N, "--print-id ids for %d lines" % N)
+        check_eq(c.count(q), N + 1, "messages queued when publish --lines "
+                 "--confirm returned")
+    relay.wait_drained(60)
+    with ctx.consumer() as c:
+        msgs = c.drain(q)
+    H.check_delivery(msgs, {1: N}, allow_dups=False, foreign=1,
+                     persistent=True, note=ctx.note)
+    check_eq(relay.term(), 0, "pubrelayd exit code after SIGTERM")
+
+
+@scenario
+def confirm_timeout(ctx):
+    """With the broker's app stopped, `publish --confirm=2s` exits 75 within a
+    few seconds, saying the message stays queued; after `start_app` that
+    message arrives, once."""
+    relay = ctx.relay()
+    with ctx.consumer() as c:
+        q = c.declare(H.unique_queue("confirmto"))
+    ctx.broker.stop_app()
+    try:
+        wait_link_down(ctx, relay)
+        t0 = time.monotonic()
+        rc, out, err = relay.cmd("publish", "-k", q, "--confirm=2s",
+                                 "--print-id", H.seq_line(1, 0))
+        took = time.monotonic() - t0
+        ctx.note("--confirm=2s with the broker down: exit %d after %.1fs: "
+                 "%s" % (rc, took, err.strip()))
+        check_eq(rc, 75, "publish --confirm=2s exit code with the broker "
+                 "down (stderr %r)" % err)
+        check(1.5 <= took < 6, "publish --confirm=2s returned after %.1fs"
+              % took)
+        mid = out.strip()
+        check(mid != "", "--print-id printed no message-id")
+        check("%s not confirmed within 2s" % mid in err and "queued" in err,
+              "stderr does not say the message stays queued: %r" % err)
+    finally:
+        ctx.broker.start_app()
+    relay.wait_drained(60)
+    with ctx.consumer() as c:
+        msgs = c.drain(q)
+    per, _ = H.check_delivery(msgs, {1: 1}, allow_dups=False,
+                              note=ctx.note)
+    check_eq(per[1][0][1], mid, "message-id of the delivered message")
+    check_eq(relay.term(), 0, "pubrelayd exit code after SIGTERM")
+
+
+@scenario
+def confirm_parked(ctx):
+    """max_attempts = 1.  `publish --confirm` to a missing exchange exits 65
+    and names the 404; a `--mandatory` message nobody receives exits 65 and
+    names the 312; `--lines --confirm` of three such lines exits 65 and
+    reports each by line number; `pubrelay wait` then exits 65 counting the
+    five dead letters, and `dead list` shows them."""
+    relay = ctx.relay(overrides={"publish": {"max_attempts": "1"}})
+    with ctx.consumer() as c:
+        q = c.declare(H.unique_queue("parked"))
+    key = q + "-nobody"
+    rc, out, err = relay.cmd("publish", "-e", "no_such_exchange", "-k", key,
+                             "--confirm=20s", "--print-id", "to nowhere")
+    ctx.note("missing exchange: exit %d: %s" % (rc, err.strip()))
+    check_eq(rc, 65, "publish --confirm to a missing exchange (stderr %r)"
+             % err)
+    mid = out.strip()
+    check(("%s parked: " % mid) in err and "404" in err,
+          "stderr does not name the message and the 404: %r" % err)
+
+    rc, out, err = relay.cmd("publish", "-e", "amq.direct", "-k", key,
+                             "--mandatory", "--confirm=20s", "unroutable")
+    ctx.note("unroutable: exit %d: %s" % (rc, err.strip()))
+    check_eq(rc, 65, "publish --mandatory --confirm, unroutable (stderr %r)"
+             % err)
+    check("parked: " in err and "312" in err,
+          "stderr does not name the 312: %r" % err)
+
+    rc, out, err = relay.cmd("publish", "-e", "amq.direct", "-k", key,
+                             "--mandatory", "--confirm=20s", "--lines",
+                             data=b"a\nb\nc\n")
+    check_eq(rc, 65, "publish --lines --confirm of 3 unroutable lines "
+             "(stderr %r)" % err)
+    for n in (1, 2, 3):
+        check(("(line %d) parked: " % n) in err, "line %d not reported as "
+              "parked: %r" % (n, err))
+
+    rc, out, err = relay.cmd("wait", "--timeout", "30s")
+    check_eq(rc, 65, "wait after 5 parked messages (stderr %r)" % err)
+    check("5 dead letters" in err, "wait does not count 5 dead letters: %r"
+          % err)
+    with relay.client() as cl:
+        rows = cl.dead_list_all()
+    check_eq(len(rows), 5, "dead letters listed")
+    check_eq(relay.term(), 0, "pubrelayd exit code after SIGTERM")
+
+
+@scenario
+def wait_barrier(ctx):
+    """With the broker's app stopped, 500 lines are published without
+    --confirm (exit 0); `pubrelay wait --timeout 1s` exits 75; `pubrelay wait
+    --timeout 60s` started then has not returned 2 s later; after
+    `start_app` it exits 0 and at that moment the queue holds all 500, which
+    arrive exactly once, in order."""
+    import subprocess
+    N = 500
+    relay = ctx.relay()
+    with ctx.consumer() as c:
+        q = c.declare(H.unique_queue("waitbar"))
+    ctx.broker.stop_app()
+    waiter = None
+    try:
+        wait_link_down(ctx, relay)
+        rc, out, err = relay.cmd("publish", "-k", q, "--lines",
+                                 data=lines_data(lines_for(1, N)))
+        check_eq(rc, 0, "publish --lines with the broker down (stderr %r)"
+                 % err)
+        t0 = time.monotonic()
+        rc, out, err = relay.cmd("wait", "--timeout", "1s")
+        took = time.monotonic() - t0
+        check_eq(rc, 75, "wait --timeout 1s with the broker down (stderr "
+                 "%r)" % err)
+        check(0.8 <= took < 5, "wait --timeout 1s returned after %.1fs"
+              % took)
+        waiter = H.spawn([H.binary("PUBRELAY"), "-s", relay.sock, "wait",
+                          "--timeout", "60s"], stdin=subprocess.DEVNULL,
+                         stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+        deadline = time.monotonic() + 2
+        while time.monotonic() < deadline:
+            if waiter.poll() is not None:
+                raise Failure("wait returned %s with the broker down: %r"
+                              % (waiter.returncode, waiter.stderr.read()))
+            time.sleep(0.05)
+    except BaseException:
+        if waiter is not None:
+            H.reap(waiter, timeout=0)
+        raise
+    finally:
+        ctx.broker.start_app()
+    with ctx.consumer() as c:
+        try:
+            _, err = waiter.communicate(timeout=60)
+        finally:
+            rc = H.reap(waiter, timeout=5)
+        n = c.count(q)
+        check_eq(rc, 0, "wait exit code once the broker is back (stderr %r)"
+                 % err)
+        check_eq(n, N, "messages queued when wait returned")
+        msgs = c.drain(q)
+    H.check_delivery(msgs, {1: N}, allow_dups=False, note=ctx.note)
+    check_eq(relay.term(), 0, "pubrelayd exit code after SIGTERM")
+
+
+@scenario
+def confirm_pipelined(ctx):
+    """A raw client sends 100 requests in one write, PUB with confirm:, PUB,
+    PING in turn: the replies come in request order, CONFIRMED for the first
+    kind, OK for the second, PONG.  Then, with the broker's app stopped, a
+    client's `confirm: 4000` PUB and the PING after it wait while another
+    client's plain PUBs are answered OK at once; the first gets TIMEOUT with
+    the same message-id the deliveries carry, then PONG.  Everything
+    arrives once the broker is back."""
+    relay = ctx.relay()
+    with ctx.consumer() as c:
+        q = c.declare(H.unique_queue("pipeconf"))
+    reqs, kinds, seq = [], [], 0
+    for i in range(100):
+        if i % 3 == 2:
+            reqs.append(b"PING\n")
+            kinds.append("PONG")
+            continue
+        props = [("routing-key", q)]
+        if i % 3 == 0:
+            props.append(("confirm", "20000"))
+        reqs.append(H.encode_pub(H.seq_line(1, seq), props))
+        kinds.append("CONFIRMED" if i % 3 == 0 else "OK")
+        seq += 1
+    with relay.client(timeout=30) as cl:
+        cl.send(b"".join(reqs))
+        replies = [cl.read_line() for _ in reqs]
+    bad = [(i, want, got) for i, (want, got) in enumerate(zip(kinds, replies))
+           if got is None or got.split(" ")[0] != want
+           or (want != "PONG" and len(got.split(" ")) != 2)]
+    check(not bad, "replies out of order or of the wrong kind (request, "
+          "wanted, got): %r" % bad[:5])
+
+    ctx.broker.stop_app()
+    try:
+        wait_link_down(ctx, relay)
+        a = relay.client(timeout=30)
+        b = relay.client(timeout=10)
+        try:
+            a.send(H.encode_pub(H.seq_line(2, 0), [("routing-key", q),
+                                                   ("confirm", "4000")])
+                   + b"PING\n")
+            t0 = time.monotonic()
+            for i in range(20):
+                rep = b.pub(H.seq_line(3, i), [("routing-key", q)])
+                check(rep.startswith("OK "), "plain PUB %d while a receipt "
+                      "waits: %r" % (i, rep))
+            took = time.monotonic() - t0
+            check(took < 2, "20 plain PUBs took %.1fs while a receipt "
+                  "waited" % took)
+            a.sock.settimeout(0.2)
+            try:
+                early = a.sock.recv(100)
+            except OSError:
+                early = b""
+            check_eq(early, b"", "a reply before the receipt's time was up")
+            a.sock.settimeout(30)
+            rep = a.read_line()
+            took = time.monotonic() - t0
+            check(rep is not None and rep.startswith("TIMEOUT "),
+                  "reply to the confirm PUB with the broker down: %r" % rep)
+            check(3 <= took < 10, "TIMEOUT after %.1fs, want about 4" % took)
+            check_eq(a.read_line(), "PONG", "reply to the PING after it")
+            timed_out_id = rep.split(" ", 1)[1]
+        finally:
+            a.close()
+            b.close()
+    finally:
+        ctx.broker.start_app()
+    relay.wait_drained(60)
+    with ctx.consumer() as c:
+        msgs = c.drain(q)
+    per, _ = H.check_delivery(msgs, {1: seq, 2: 1, 3: 20}, allow_dups=False,
+                              note=ctx.note)
+    check_eq(per[2][0][1], timed_out_id, "message-id of the message whose "
+             "receipt timed out")
+    check_eq(relay.term(), 0, "pubrelayd exit code after SIGTERM")
+
+
 def ensure_broker(broker):
     """Put the shared broker back in service after a scenario that faulted
     it (and failed half-way)."""
