@@ -898,12 +898,12 @@ pub_receipts_status(const struct pub_run *r)
 	if (r->nparked == 0 && r->nunconfirmed == 0)
 		return EX_OK;
 	if (r->lines)
-		client_warnx("%llu of %llu messages not confirmed: %llu "
-		    "parked, %llu not confirmed in time",
+		client_warnx("%llu messages not confirmed (%llu parked, %llu "
+		    "not in time) among the %llu accepted",
 		    (unsigned long long)(r->nparked + r->nunconfirmed),
-		    (unsigned long long)r->nok,
 		    (unsigned long long)r->nparked,
-		    (unsigned long long)r->nunconfirmed);
+		    (unsigned long long)r->nunconfirmed,
+		    (unsigned long long)r->nok);
 	return r->nparked > 0 ? EX_DATAERR : EX_TEMPFAIL;
 }
 
