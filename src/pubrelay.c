@@ -102,7 +102,7 @@ struct pub_run {
 	uint64_t	 nread;		/* messages taken from the input */
 	uint64_t	 nsent;		/* requests encoded into out */
 	uint64_t	 nreplied;
-	uint64_t	 nok;		/* accepted: OK, CONFIRMED, PARKED, TIMEOUT */
+	uint64_t	 nok;		/* accepted: OK or any receipt */
 	uint64_t	 nparked;	/* receipts: the broker refused */
 	uint64_t	 nunconfirmed;	/* receipts: TIMEOUT */
 
@@ -2476,7 +2476,8 @@ cmd_wait(int argc, char **argv)
 		usage(stderr, EX_USAGE);
 	}
 	if (ms > 0)
-		snprintf(req, sizeof(req), "WAIT %llu\n", (unsigned long long)ms);
+		snprintf(req, sizeof(req), "WAIT %llu\n",
+		    (unsigned long long)ms);
 	else
 		snprintf(req, sizeof(req), "WAIT\n");
 
