@@ -1764,6 +1764,8 @@ PROM_MAP = {
     "dead_bytes": ("pubrelay_dead_bytes", "gauge", 1),
     "dead_max_bytes": ("pubrelay_dead_max_bytes", "gauge", 1),
     "dead_waiting": ("pubrelay_dead_waiting_messages", "gauge", 1),
+    "idempotency_keys": ("pubrelay_idempotency_keys", "gauge", 1),
+    "idempotency_hits": ("pubrelay_idempotency_hits_total", "counter", 1),
     "reconnects": ("pubrelay_reconnects_total", "counter", 1),
     "blocked_ms": ("pubrelay_blocked_seconds_total", "counter", 1000),
     "confirm_latency_ms_sum": ("pubrelay_confirm_latency_seconds_sum",
