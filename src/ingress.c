@@ -453,7 +453,8 @@ ingress_insert(struct ingress *ing, struct user *u,
 		if (keyed)
 			status = outbox_idem_put(ing->ob,
 			    pub->idempotency_key.p, pub->idempotency_key.len,
-			    mid, strlen(mid), now, known == 2);
+			    pub->message_id.p, pub->message_id.len, id, now,
+			    known == 2);
 	}
 	if (status != OUTBOX_OK) {
 		/*

@@ -50,7 +50,8 @@ struct outbox {
 	sqlite3_stmt	*st_begin, *st_commit, *st_rollback, *st_insert;
 	sqlite3_stmt	*st_counters, *st_range, *st_delete, *st_oldest;
 	sqlite3_stmt	*st_dead_counters, *st_reserve;
-	sqlite3_stmt	*st_idem_find, *st_idem_put, *st_idem_old;
+	sqlite3_stmt	*st_idem_find, *st_idem_put, *st_idem_replace;
+	sqlite3_stmt	*st_idem_old;
 	sqlite3_stmt	*st_idem_expired;
 };
 
@@ -106,11 +107,13 @@ static const char *outbox_schema =
  * Version 5: idempotency keys, the message-id the first OK named, and when
  * (ms): looked up by key, pruned by age.  Without rowid, the key is the
  * table's own b-tree: one insert writes it and the index, nothing else.
+ * mid is the client's message-id (text), or for a generated one the row id
+ * alone (an integer: "<instance>-" is the file's), a smaller record.
  */
 static const char *outbox_schema_idem =
 	"CREATE TABLE idem ("
 	"  key BLOB PRIMARY KEY,"
-	"  mid TEXT NOT NULL,"
+	"  mid NOT NULL,"
 	"  created INTEGER NOT NULL) WITHOUT ROWID;"
 	"CREATE INDEX idem_created ON idem (created);";
 
@@ -551,8 +554,10 @@ outbox_open(struct outbox **obp, const char *path, int sync_full, char *err,
 	    "VALUES ('reserved', ?1)", &ob->st_reserve) ||
 	    outbox_prepare(ob->db, "SELECT mid, created FROM idem WHERE key = "
 	    "?1", &ob->st_idem_find) ||
+	    outbox_prepare(ob->db, "INSERT INTO idem (key, mid, created) "
+	    "VALUES (?1, ?2, ?3)", &ob->st_idem_put) ||
 	    outbox_prepare(ob->db, "INSERT OR REPLACE INTO idem (key, mid, "
-	    "created) VALUES (?1, ?2, ?3)", &ob->st_idem_put) ||
+	    "created) VALUES (?1, ?2, ?3)", &ob->st_idem_replace) ||
 	    outbox_prepare(ob->db, "DELETE FROM idem WHERE key IN (SELECT key "
 	    "FROM idem ORDER BY created LIMIT ?1)", &ob->st_idem_old) ||
 	    outbox_prepare(ob->db, "DELETE FROM idem WHERE key IN (SELECT key "
@@ -629,6 +634,7 @@ outbox_close(struct outbox *ob)
 	sqlite3_finalize(ob->st_reserve);
 	sqlite3_finalize(ob->st_idem_find);
 	sqlite3_finalize(ob->st_idem_put);
+	sqlite3_finalize(ob->st_idem_replace);
 	sqlite3_finalize(ob->st_idem_old);
 	sqlite3_finalize(ob->st_idem_expired);
 	if (ob->db != NULL)
@@ -1030,8 +1036,14 @@ outbox_idem_find(struct outbox *ob, const void *key, size_t klen,
 	rc = sqlite3_step(st);
 	if (rc == SQLITE_ROW) {
 		if (sqlite3_column_int64(st, 1) >= since_ms) {
-			m = (const char *)sqlite3_column_text(st, 0);
-			snprintf(mid, midlen, "%s", m != NULL ? m : "");
+			if (sqlite3_column_type(st, 0) == SQLITE_INTEGER)
+				snprintf(mid, midlen, "%s-%" PRId64,
+				    ob->instance, (int64_t)
+				    sqlite3_column_int64(st, 0));
+			else {
+				m = (const char *)sqlite3_column_text(st, 0);
+				snprintf(mid, midlen, "%s", m != NULL ? m : "");
+			}
 			found = 1;
 		} else
 			found = 2;
@@ -1046,13 +1058,19 @@ outbox_idem_find(struct outbox *ob, const void *key, size_t klen,
 
 int
 outbox_idem_put(struct outbox *ob, const void *key, size_t klen,
-    const char *mid, size_t midlen, int64_t created_ms, int replace)
+    const char *mid, size_t midlen, int64_t id, int64_t created_ms,
+    int replace)
 {
-	sqlite3_stmt	*st = ob->st_idem_put;
+	/* Plain INSERT unless a stale key is there: cheaper than REPLACE. */
+	sqlite3_stmt	*st = replace ? ob->st_idem_replace : ob->st_idem_put;
 	int		 rc;
 
 	sqlite3_bind_blob64(st, 1, key, klen, SQLITE_STATIC);
-	sqlite3_bind_text64(st, 2, mid, midlen, SQLITE_STATIC, SQLITE_UTF8);
+	if (mid != NULL)
+		sqlite3_bind_text64(st, 2, mid, midlen, SQLITE_STATIC,
+		    SQLITE_UTF8);
+	else
+		sqlite3_bind_int64(st, 2, id);
 	sqlite3_bind_int64(st, 3, created_ms);
 	rc = sqlite3_step(st);
 	sqlite3_clear_bindings(st);

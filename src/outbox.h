@@ -223,11 +223,13 @@ uint64_t outbox_dead_bytes(const struct outbox *ob);
 int	 outbox_idem_find(struct outbox *ob, const void *key, size_t klen,
 	    int64_t since_ms, char *mid, size_t midlen);
 /*
- * Record key -> mid in the open transaction; replace says that an expired
- * entry (outbox_idem_find() 2) is overwritten.  OUTBOX_* status.
+ * Record key -> mid in the open transaction: the client's message-id, or
+ * (mid NULL) the generated "<instance>-<id>" of row id.  replace says that
+ * an expired entry (outbox_idem_find() 2) is overwritten.  OUTBOX_* status.
  */
 int	 outbox_idem_put(struct outbox *ob, const void *key, size_t klen,
-	    const char *mid, size_t midlen, int64_t created_ms, int replace);
+	    const char *mid, size_t midlen, int64_t id, int64_t created_ms,
+	    int replace);
 /*
  * Delete, in one short transaction of its own (never while a group commit
  * is open), at most batch keys, oldest first: those beyond max_keys (0: no

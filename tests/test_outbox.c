@@ -7,6 +7,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <signal.h>
+#include <inttypes.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -1831,8 +1832,8 @@ idem_put_one(struct outbox *ob, const char *key, const char *mid,
 	if (outbox_begin(ob) != OUTBOX_OK)
 		return -1;
 	if (outbox_insert(ob, "", 0, "b", 1, created, &id) != OUTBOX_OK ||
-	    outbox_idem_put(ob, key, strlen(key), mid, strlen(mid), created,
-	    replace) != OUTBOX_OK) {
+	    outbox_idem_put(ob, key, strlen(key), mid, mid ? strlen(mid) : 0,
+	    id, created, replace) != OUTBOX_OK) {
 		outbox_rollback(ob);
 		return -1;
 	}
@@ -1866,7 +1867,7 @@ test_idem(void)
 	ok(outbox_begin(ob) == OUTBOX_OK &&
 	    outbox_insert(ob, "", 0, "b", 1, 1000, &id) == OUTBOX_OK,
 	    "a row");
-	is_int(outbox_idem_put(ob, "k1", 2, "m-1", 3, 1000, 0), OUTBOX_OK,
+	is_int(outbox_idem_put(ob, "k1", 2, "m-1", 3, id, 1000, 0), OUTBOX_OK,
 	    "k1 put");
 	is_int(idem_find(ob, "k1", 0, mid), 1, "k1 known in its transaction");
 	is_str(mid, "m-1", "with its message-id");
@@ -1937,6 +1938,25 @@ test_idem(void)
 	is_int(idem_find(ob, "k1", 0, mid), 1, "k1 known after a restart");
 	is_str(mid, "m-2", "with its message-id");
 	ok(idem_put_one(ob, "k2", "m-3", 6000, 0) == 0, "k2 committed");
+
+	/* A generated message-id is kept as its row id, named in full. */
+	ok(idem_put_one(ob, "gen", NULL, 1000, 0) == 0, "key of a generated id");
+	is_int(idem_find(ob, "gen", 0, mid), 1, "found");
+	snprintf(key, sizeof(key), "%s-%" PRId64, outbox_instance(ob),
+	    sql_int(p, "SELECT max(id) FROM outbox"));
+	is_str(mid, key, "as <instance>-<id>");
+	is_int(sql_int(p, "SELECT typeof(mid) = 'integer' FROM idem WHERE "
+	    "key = CAST('gen' AS BLOB)"), 1, "stored as an integer");
+	is_int(sql_int(p, "SELECT typeof(mid) = 'text' FROM idem WHERE "
+	    "key = CAST('k1' AS BLOB)"), 1, "a client's stays text");
+	ok(idem_put_one(ob, "num", "123", 1000, 0) == 0, "message-id \"123\"");
+	is_int(sql_int(p, "SELECT typeof(mid) = 'text' FROM idem WHERE "
+	    "key = CAST('num' AS BLOB)"), 1, "stays text too");
+	is_int(outbox_begin(ob), OUTBOX_OK, "begin");
+	is_int(outbox_idem_put(ob, "gen", 3, "x", 1, 1, 1000, 0), OUTBOX_EIO,
+	    "a key stored twice without replace fails");
+	outbox_rollback(ob);
+
 	outbox_close(ob);
 
 	/* A version-4 outbox (no key table) gets an empty one. */
@@ -1949,7 +1969,7 @@ test_idem(void)
 	if (ob == NULL)
 		return;
 	is_int(outbox_migrated_from(ob), 4, "migrated from 4");
-	is_int(outbox_rows(ob), 12, "its rows kept");
+	is_int(outbox_rows(ob), 14, "its rows kept");
 	is_int(outbox_idem_keys(ob), 0, "no keys");
 	ok(idem_put_one(ob, "k3", "m-4", 7000, 0) == 0, "a key goes in");
 	is_int(idem_find(ob, "k3", 0, mid), 1, "and is found");
