@@ -1309,6 +1309,48 @@ test_enospc(void)
 }
 
 /*
+ * A key is known inside the transaction that writes it (a repeat within one
+ * group commit is answered from it), and a commit that fails takes it away
+ * with its row: the repeat, held on the same commit, fails with it, and a
+ * retry is a new message.
+ */
+static void
+test_idem_commit_fails(void)
+{
+	struct outbox	*ob;
+	char		 err[512], mid[300];
+	int64_t		 id;
+
+	vfs_install();
+	ok(outbox_open(&ob, path_in("idemfail.db"), 1, err, sizeof(err)) == 0,
+	    "idem fail: open");
+	if (ob != NULL) {
+		ok(outbox_begin(ob) == OUTBOX_OK &&
+		    outbox_insert(ob, "", 0, "one", 3, 1, &id) == OUTBOX_OK &&
+		    outbox_idem_put(ob, "K", 1, NULL, 0, id, 1, 0) == OUTBOX_OK,
+		    "a row and its key");
+		is_int(outbox_idem_find(ob, "K", 1, 0, mid, sizeof(mid)), 1,
+		    "a repeat in the same transaction finds it");
+		wal_sync_hook = enospc_hook;
+		lock_clobbers = 1;
+		is_int(outbox_commit(ob), OUTBOX_EFULL, "the commit fails");
+		wal_sync_hook = NULL;
+		lock_clobbers = 0;
+		is_int(outbox_idem_find(ob, "K", 1, 0, mid, sizeof(mid)), 0,
+		    "the key went with it");
+		is_int(outbox_idem_keys(ob), 0, "not counted");
+		ok(outbox_begin(ob) == OUTBOX_OK &&
+		    outbox_insert(ob, "", 0, "one", 3, 1, &id) == OUTBOX_OK &&
+		    outbox_idem_put(ob, "K", 1, NULL, 0, id, 1, 0) == OUTBOX_OK &&
+		    outbox_commit(ob) == OUTBOX_OK, "the retry is a new message");
+		is_int(outbox_idem_keys(ob), 1, "one key");
+		is_int(outbox_rows(ob), 1, "one row");
+		outbox_close(ob);
+	}
+	vfs_remove();
+}
+
+/*
  * Where SQLite cannot use write-ahead logging (no shared memory for its
  * index), the outbox does not open: a rollback journal would make every
  * commit wait for the publisher's reads.  Neither a new file nor an
@@ -2110,6 +2152,7 @@ main(void)
 	test_migration();
 	test_migration_v2();
 	test_idem();
+	test_idem_commit_fails();
 	test_fold();
 	test_reserve();
 	test_checkpoint_reader();
