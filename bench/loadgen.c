@@ -11,7 +11,10 @@
  * "OK" line.  With STAMP 1 every body starts with "T<CLOCK_REALTIME ns>"
  * for bench/amqp_consume.
  *
- * usage: loadgen SOCKET K N SIZE DEPTH RATE ROUTING_KEY STAMP
+ * With KEYS (optional) every request carries its own idempotency-key,
+ * "KEYS-<client>-<seq>", all of the same length.
+ *
+ * usage: loadgen SOCKET K N SIZE DEPTH RATE ROUTING_KEY STAMP [KEYS]
  * prints: msgs=.. secs=.. rate=.. errors=.. p50_us=.. p99_us=.. p999_us=.. max_us=..
  */
 #include <sys/socket.h>
@@ -79,7 +82,7 @@ main(int argc, char **argv)
 	struct client		*cl;
 	struct pollfd		*pfd;
 	char			*req, errline[256] = "";
-	size_t			 reqlen, hdrlen;
+	size_t			 reqlen, hdrlen, koff = 0;
 	uint64_t		 n, total, done = 0, errors = 0, nlat = 0;
 	int64_t			*lat, t0, t1, interval = 0;
 	unsigned		 k, depth, i;
@@ -87,9 +90,9 @@ main(int argc, char **argv)
 	double			 rate;
 	int			 stamp;
 
-	if (argc != 9) {
+	if (argc != 9 && argc != 10) {
 		fprintf(stderr, "usage: loadgen SOCKET K N SIZE DEPTH RATE "
-		    "ROUTING_KEY STAMP\n");
+		    "ROUTING_KEY STAMP [KEYS]\n");
 		return 2;
 	}
 	k = (unsigned)atoi(argv[2]);
@@ -104,8 +107,18 @@ main(int argc, char **argv)
 
 	/* One request, reused; a stamp is written into its body. */
 	req = malloc(size + 512);
-	hdrlen = (size_t)snprintf(req, 512, "PUB %ld\nrouting-key: %s\n\n",
-	    size, argv[7]);
+	if (argc == 10) {
+		if (strlen(argv[9]) > 200)
+			return 2;
+		/* <client>-<seq> is written over the zeros per request. */
+		hdrlen = (size_t)snprintf(req, 512, "PUB %ld\nrouting-key: %s\n"
+		    "idempotency-key: %s-", size, argv[7], argv[9]);
+		koff = hdrlen;
+		hdrlen += (size_t)snprintf(req + hdrlen, 512 - hdrlen,
+		    "000-000000000000\n\n");
+	} else
+		hdrlen = (size_t)snprintf(req, 512, "PUB %ld\nrouting-key: "
+		    "%s\n\n", size, argv[7]);
 	memset(req + hdrlen, 'x', size);
 	req[hdrlen + size] = '\n';
 	reqlen = hdrlen + size + 1;
@@ -154,6 +167,14 @@ main(int argc, char **argv)
 					snprintf(ts, sizeof(ts), "T%019" PRId64,
 					    real_ns());
 					memcpy(req + hdrlen, ts, 20);
+				}
+				if (koff > 0) {
+					char kb[24];
+
+					snprintf(kb, sizeof(kb), "%03u-%012"
+					    PRIu64, i % 1000, c->queued %
+					    UINT64_C(1000000000000));
+					memcpy(req + koff, kb, 16);
 				}
 				if (c->woff > 0 && c->woff == c->wlen)
 					c->woff = c->wlen = 0;

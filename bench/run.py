@@ -7,7 +7,7 @@ Environment:
   BENCH_BINDIR          where loadgen, sqlite_base, amqp_base, amqp_consume are
   BENCH_SCALE           multiplies every message count (default 1; 0.1 for a
                         quick run)
-  BENCH_ONLY            comma-separated sections to run (ingest, drain,
+  BENCH_ONLY            comma-separated sections to run (ingest, idem, drain,
                         latency, poison, memory, oneshot, quorum); default
                         all
   BENCH_PERF            1: record `perf record -g` of pubrelayd during the
@@ -218,9 +218,11 @@ class Bench:
                 return
 
 
-def loadgen(relay, k, n, size, depth=256, rate=0, key="bench", stamp=0):
+def loadgen(relay, k, n, size, depth=256, rate=0, key="bench", stamp=0,
+            idem=None):
     out, _ = run_tool([tool("loadgen"), relay.sock, str(k), str(n),
-                       str(size), str(depth), str(rate), key, str(stamp)])
+                       str(size), str(depth), str(rate), key, str(stamp)]
+                      + ([idem] if idem else []))
     return out
 
 
@@ -299,6 +301,42 @@ def bench_ingest(b):
                 row("1", "  relay CPU per message, %d clients, %s"
                     % (k, label), 1e6 * (c1 - c0) / out["msgs"], "us/msg")
                 b.finish(r)
+
+
+# ---------------------------------------------------------------------------
+# 1b. Ingest with idempotency keys (issue #20)
+
+def bench_idem(b):
+    """8 clients, 100 B, sync = full, every message with its own key,
+    against the same without keys: alternating runs, the best of each, so
+    that the noise of the machine does not pick the winner."""
+    say("1b. ingest with idempotency keys")
+    total, best = scaled(200000, 5000), {}
+    for rnd in range(2):
+        for keyed in (False, True):
+            r = b.relay("idem", False, sync="full")
+            r.start()
+            c0 = cpu_s(r.proc.pid)
+            out = loadgen(r, 8, total // 8, 100,
+                          idem="k%d" % rnd if keyed else None)
+            cpu = 1e6 * (cpu_s(r.proc.pid) - c0) / out["msgs"]
+            if out["errors"]:
+                raise harness.HarnessError("idem: %d errors" % out["errors"])
+            if keyed not in best or out["rate"] > best[keyed][0]["rate"]:
+                best[keyed] = (out, cpu)
+            b.finish(r)
+    (plain, pcpu), (keyed, kcpu) = best[False], best[True]
+    ratio = keyed["rate"] / plain["rate"]
+    row("1b", "relay ingest with keys, 8 clients, 100 B, sync=full "
+        "(vs without)", keyed["rate"], "msg/s", plain["rate"], ratio,
+        ">= 0.8 x without keys", ratio >= 0.8)
+    row("1b", "  OK latency p50/p99 with keys / without",
+        "%.1f/%.1f / %.1f/%.1f" % (keyed["p50_us"] / 1000,
+                                   keyed["p99_us"] / 1000,
+                                   plain["p50_us"] / 1000,
+                                   plain["p99_us"] / 1000), "ms")
+    row("1b", "  relay CPU per message with keys / without",
+        "%.2f / %.2f" % (kcpu, pcpu), "us/msg")
 
 
 # ---------------------------------------------------------------------------
@@ -664,7 +702,8 @@ def main():
     b = Bench()
     say("broker up in %.1fs on port %d" % (b.broker.boot_seconds,
                                            b.broker.port))
-    sections = [("ingest", bench_ingest), ("drain", bench_drain),
+    sections = [("ingest", bench_ingest), ("idem", bench_idem),
+                ("drain", bench_drain),
                 ("latency", bench_latency), ("poison", bench_poison),
                 ("memory", bench_memory),
                 ("oneshot", bench_oneshot), ("quorum", bench_quorum)]

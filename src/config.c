@@ -71,6 +71,8 @@
 #define CONFIG_CONFIRM_TIMEOUT_MIN_MS	1000ULL
 #define CONFIG_CONFIRM_TIMEOUT_MAX_MS	(3600ULL * 1000)
 #define CONFIG_MAX_ATTEMPTS_MAX		1000
+#define CONFIG_IDEM_WINDOW_MAX_MS	(366ULL * 24 * 3600 * 1000)
+#define CONFIG_IDEM_MAX_KEYS_MAX	1000000000ULL
 #define CONFIG_PEM_MAX			(16 * 1024 * 1024)	/* ca_file and the like */
 
 /* Room for every row of config_keys[] (checked where the table is). */
@@ -716,6 +718,10 @@ static const struct config_key config_keys[] = {
 	    0, UINT64_MAX, NULL, NULL },
 	{ "outbox", "sync", CONFIG_ENUM, F(sync_full), 0, 0,
 	    config_syncs, NULL },
+	{ "outbox", "idempotency_window", CONFIG_DURATION, F(idem_window_ms),
+	    0, CONFIG_IDEM_WINDOW_MAX_MS, NULL, NULL },
+	{ "outbox", "idempotency_max_keys", CONFIG_NUMBER, F(idem_max_keys),
+	    1, CONFIG_IDEM_MAX_KEYS_MAX, NULL, NULL },
 
 	{ "publish", "window", CONFIG_NUMBER, F(window), 1, CONFIG_WINDOW_MAX,
 	    NULL, NULL },
@@ -1341,6 +1347,8 @@ config_defaults(struct config *cf)
 	cf->max_bytes = CONFIG_DEFAULT_MAX_BYTES;
 	cf->min_free = CONFIG_DEFAULT_MIN_FREE;
 	cf->dead_max_bytes = CONFIG_DEFAULT_DEAD_MAX_BYTES;
+	cf->idem_window_ms = CONFIG_DEFAULT_IDEM_WINDOW;
+	cf->idem_max_keys = CONFIG_DEFAULT_IDEM_MAX_KEYS;
 	cf->sync_full = 1;
 	cf->window = CONFIG_DEFAULT_WINDOW;
 	cf->persistent = 1;

@@ -32,6 +32,8 @@
 #define CONFIG_DEFAULT_WINDOW		256
 #define CONFIG_DEFAULT_CONFIRM_TIMEOUT	30000		/* ms */
 #define CONFIG_DEFAULT_MAX_ATTEMPTS	3
+#define CONFIG_DEFAULT_IDEM_WINDOW	(24ULL * 3600 * 1000)	/* ms */
+#define CONFIG_DEFAULT_IDEM_MAX_KEYS	1000000
 
 /* What to do with a message the broker refuses for good. */
 enum config_policy {
@@ -78,6 +80,8 @@ struct config {
 	uint64_t	 max_bytes_per_user;	/* outbox bytes of one uid; 0: off */
 	uint64_t	 min_free;		/* refuse below this much disk */
 	uint64_t	 dead_max_bytes;	/* dead-letter table; 0: no limit */
+	uint64_t	 idem_window_ms;	/* keys remembered; 0: keys off */
+	uint64_t	 idem_max_keys;		/* at most this many kept */
 	int		 sync_full;		/* 1: full (default), 0: normal */
 	/* [publish] */
 	unsigned	 window;

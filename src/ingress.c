@@ -29,6 +29,15 @@
 
 #define INGRESS_DELETE_DELAY_MS	100	/* batch deletes of confirmed rows */
 #define INGRESS_DELETE_RETRY_MS	1000	/* after a failed delete */
+/*
+ * Idempotency keys go in short transactions between group commits: at most
+ * a batch at a time, a second apart, or soon after a full batch.
+ */
+#define INGRESS_PRUNE_MS	1000
+#define INGRESS_PRUNE_SOON_MS	10
+#define INGRESS_PRUNE_BATCH	2000
+/* The OK's message-id: a client's (a short string) or "<instance>-<id>". */
+#define INGRESS_MID_MAX		(PROTO_SHORTSTR_MAX + 1)
 struct ingress {
 	struct event_base	*base;
 	struct outbox		*ob;
@@ -38,6 +47,11 @@ struct ingress {
 	struct users		*users;		/* per-uid connections and bytes */
 	struct event		*ev_commit;
 	struct event		*ev_delete;
+	struct event		*ev_prune;	/* idempotency keys */
+	int			 prune_due;
+	int			 prune_logged;
+	uint64_t		 idem_hits;	/* STATS idempotency_hits */
+	unsigned		 tx_hits;	/* of the open transaction */
 	int			 in_tx;
 	int			 tx_failed;	/* OUTBOX_E*: rolled back */
 	unsigned		 tx_count;
@@ -75,6 +89,7 @@ ingress_wake_link(struct ingress *ing)
 }
 
 static void ingress_delete_cb(evutil_socket_t, short, void *);
+static void ingress_prune_cb(evutil_socket_t, short, void *);
 
 /* The dead letters' hooks: dead.h. */
 static int
@@ -140,8 +155,15 @@ ingress_new(struct event_base *base, struct outbox *ob, const struct config *cf,
 
 	ing->ev_commit = event_new(base, -1, 0, ingress_commit_cb, ing);
 	ing->ev_delete = evtimer_new(base, ingress_delete_cb, ing);
-	if (ing->ev_commit == NULL || ing->ev_delete == NULL)
+	ing->ev_prune = evtimer_new(base, ingress_prune_cb, ing);
+	if (ing->ev_commit == NULL || ing->ev_delete == NULL ||
+	    ing->ev_prune == NULL)
 		abort();
+	{
+		struct timeval tv = { INGRESS_PRUNE_MS / 1000, 0 };
+
+		evtimer_add(ing->ev_prune, &tv);
+	}
 	hooks.tx_open = ingress_tx_open;
 	hooks.wake = ingress_wake_cb;
 	hooks.resume = ingress_resume_cb;
@@ -205,6 +227,7 @@ ingress_free(struct ingress *ing)
 		return;
 	event_free(ing->ev_commit);
 	event_free(ing->ev_delete);
+	event_free(ing->ev_prune);
 	dead_free(ing->dead);
 	receipts_free(ing->receipts);
 	free(ing->waiting);
@@ -279,14 +302,92 @@ ingress_user_check(struct ingress *ing, struct user *u, uint64_t size,
 	return 0;
 }
 
+/* Open the group commit's transaction if none is: 0, or -1 refused. */
+static int
+ingress_begin(struct ingress *ing, const char **code, char *err,
+    size_t errlen)
+{
+	int	status;
+
+	if (ing->in_tx)
+		return 0;
+	status = outbox_begin(ing->ob);
+	if (status != OUTBOX_OK) {
+		/* Once, not once per message refused meanwhile. */
+		log_msg(ing->begin_logged ? LOG_DEBUG : LOG_WARNING,
+		    "outbox: cannot begin a transaction: %s",
+		    outbox_errmsg(ing->ob));
+		ing->begin_logged = 1;
+		ingress_store_error(ing, status, code, err, errlen);
+		return -1;
+	}
+	if (ing->begin_logged) {
+		log_notice("outbox: transactions begin again");
+		ing->begin_logged = 0;
+	}
+	ing->in_tx = 1;
+	ing->tx_failed = 0;
+	ing->tx_count = 0;
+	ing->tx_bytes = 0;
+	ing->tx_hits = 0;
+	event_active(ing->ev_commit, EV_READ, 0);
+	return 0;
+}
+
+/*
+ * A key seen within the window: the first message's OK again, nothing
+ * stored.  It is held on the open transaction like any OK: when the key was
+ * written by this same transaction and it fails, both are refused together.
+ */
+static int
+ingress_repeat(struct ingress *ing, const char *mid, int64_t id,
+    struct evbuffer *held, const char **code, char *err, size_t errlen)
+{
+	if (ingress_begin(ing, code, err, errlen) == -1)
+		return -1;
+	ing->tx_hits++;
+	ing->last_id = id;	/* a receipt waits for the first one */
+	evbuffer_add_printf(held, "OK %s\n", mid);
+	return 0;
+}
+
 int
 ingress_insert(struct ingress *ing, struct user *u,
     const struct proto_pub *pub, struct evbuffer *held, const char **code,
     char *err, size_t errlen)
 {
 	uint64_t	size, avail;
-	int64_t		id;
-	int		status;
+	int64_t		id, now = ingress_now_ms();
+	int		status, known = 0;
+	int		keyed = pub->idempotency_key.p != NULL &&
+			    ing->cf->idem_window_ms > 0;
+	char		mid[INGRESS_MID_MAX];
+
+	/*
+	 * A repeat is answered before any limit: it adds nothing, and its
+	 * producer, retrying, must hear the id it missed, not FULL.
+	 */
+	if (keyed) {
+		if (ing->in_tx && ing->tx_failed) {
+			ingress_store_error(ing, ing->tx_failed, code, err,
+			    errlen);
+			return -1;
+		}
+		known = outbox_idem_find(ing->ob, pub->idempotency_key.p,
+		    pub->idempotency_key.len,
+		    now - (int64_t)ing->cf->idem_window_ms, mid, sizeof(mid),
+		    &id);
+		if (known == -1) {
+			log_msg(ing->fail_logged++ ? LOG_DEBUG : LOG_WARNING,
+			    "outbox: idempotency key lookup failed: %s",
+			    outbox_errmsg(ing->ob));
+			ingress_store_error(ing, OUTBOX_EIO, code, err, errlen);
+			return -1;
+		}
+		if (known == 1)
+			return ingress_repeat(ing, mid, id, held, code, err,
+			    errlen);
+	}
 
 	size = outbox_row_size(pub->props.len, pub->body.len);
 	if (ing->cf->max_bytes > 0 && size > ing->cf->max_bytes) {
@@ -371,32 +472,29 @@ ingress_insert(struct ingress *ing, struct user *u,
 		return -1;
 	}
 	if (!ing->in_tx) {
-		status = outbox_begin(ing->ob);
-		if (status != OUTBOX_OK) {
-			/* Once, not once per message refused meanwhile. */
-			log_msg(ing->begin_logged ? LOG_DEBUG : LOG_WARNING,
-			    "outbox: cannot begin a transaction: %s",
-			    outbox_errmsg(ing->ob));
-			ing->begin_logged = 1;
-			ingress_store_error(ing, status, code, err, errlen);
+		if (ingress_begin(ing, code, err, errlen) == -1)
 			return -1;
-		}
-		if (ing->begin_logged) {
-			log_notice("outbox: transactions begin again");
-			ing->begin_logged = 0;
-		}
 		if (ing->disk_logged) {
 			log_notice("outbox disk has room again");
 			ing->disk_logged = 0;
 		}
-		ing->in_tx = 1;
-		ing->tx_failed = 0;
-		ing->tx_count = 0;
-		ing->tx_bytes = 0;
-		event_active(ing->ev_commit, EV_READ, 0);
 	}
 	status = outbox_insert(ing->ob, pub->props.p ? pub->props.p : "",
-	    pub->props.len, pub->body.p, pub->body.len, ingress_now_ms(), &id);
+	    pub->props.len, pub->body.p, pub->body.len, now, &id);
+	if (status == OUTBOX_OK) {
+		if (pub->message_id.p != NULL)
+			snprintf(mid, sizeof(mid), "%.*s",
+			    (int)pub->message_id.len, pub->message_id.p);
+		else
+			snprintf(mid, sizeof(mid), "%s-%" PRId64,
+			    outbox_instance(ing->ob), id);
+		/* In the row's transaction: both are durable, or neither. */
+		if (keyed)
+			status = outbox_idem_put(ing->ob,
+			    pub->idempotency_key.p, pub->idempotency_key.len,
+			    pub->message_id.p, pub->message_id.len, id, now,
+			    known == 2);
+	}
 	if (status != OUTBOX_OK) {
 		/*
 		 * SQLite may already have rolled the transaction back (disk
@@ -415,12 +513,7 @@ ingress_insert(struct ingress *ing, struct user *u,
 	ing->last_id = ing->tx_last_id = id;
 	if (u != NULL && ing->cf->max_bytes_per_user > 0)
 		users_insert(ing->users, u, id, size);
-	if (pub->message_id.p != NULL)
-		evbuffer_add_printf(held, "OK %.*s\n", (int)pub->message_id.len,
-		    pub->message_id.p);
-	else
-		evbuffer_add_printf(held, "OK %s-%" PRId64 "\n",
-		    outbox_instance(ing->ob), id);
+	evbuffer_add_printf(held, "OK %s\n", mid);
 	return 0;
 }
 
@@ -522,6 +615,53 @@ ingress_delete(struct ingress *ing)
 	}
 }
 
+/*
+ * Forget the idempotency keys past the window, and the oldest beyond
+ * idempotency_max_keys, a batch at a time.  With the window at 0, every
+ * key goes.
+ */
+static void
+ingress_prune(struct ingress *ing)
+{
+	struct timeval	tv = { INGRESS_PRUNE_MS / 1000, 0 };
+	uint64_t	n = 0;
+	int		status;
+
+	ing->prune_due = 0;
+	if (outbox_idem_keys(ing->ob) > 0) {
+		status = outbox_idem_prune(ing->ob, ingress_now_ms() -
+		    (int64_t)ing->cf->idem_window_ms, ing->cf->idem_max_keys,
+		    INGRESS_PRUNE_BATCH, &n);
+		if (status != OUTBOX_OK)
+			log_msg(ing->prune_logged++ ? LOG_DEBUG : LOG_WARNING,
+			    "outbox: cannot delete old idempotency keys: %s; "
+			    "retrying", outbox_errmsg(ing->ob));
+		else if (ing->prune_logged) {
+			log_notice("outbox: old idempotency keys deleted "
+			    "again");
+			ing->prune_logged = 0;
+		}
+		if (n == INGRESS_PRUNE_BATCH) {
+			tv.tv_sec = 0;
+			tv.tv_usec = INGRESS_PRUNE_SOON_MS * 1000;
+		}
+	}
+	evtimer_add(ing->ev_prune, &tv);
+}
+
+static void
+ingress_prune_cb(evutil_socket_t fd, short what, void *arg)
+{
+	struct ingress	*ing = arg;
+
+	(void)fd;
+	(void)what;
+	if (ing->in_tx)
+		ing->prune_due = 1;	/* done right after the commit */
+	else
+		ingress_prune(ing);
+}
+
 static void
 ingress_commit(struct ingress *ing)
 {
@@ -541,6 +681,7 @@ ingress_commit(struct ingress *ing)
 		atomic_fetch_add(&ing->st->accepted, ing->tx_count);
 		if (ing->tx_last_id > ing->committed_id)
 			ing->committed_id = ing->tx_last_id;
+		ing->idem_hits += ing->tx_hits;
 		if (ing->fail_logged) {
 			log_notice("outbox writes succeed again");
 			ing->fail_logged = 0;
@@ -558,6 +699,7 @@ ingress_commit(struct ingress *ing)
 	 */
 	ing->tx_count = 0;
 	ing->tx_bytes = 0;
+	ing->tx_hits = 0;
 	users_commit(ing->users, ok);
 
 	dead_run_parks(ing->dead);
@@ -585,6 +727,8 @@ ingress_commit(struct ingress *ing)
 	receipts_check(ing->receipts);	/* parks may have moved rows */
 	if (ing->delete_due && !ing->in_tx)
 		ingress_delete(ing);
+	if (ing->prune_due && !ing->in_tx)
+		ingress_prune(ing);
 }
 
 static void
@@ -689,6 +833,8 @@ ingress_stats(struct ingress *ing, struct metrics_snap *m)
 	m->v[M_DEAD_BYTES] = outbox_dead_bytes(ing->ob);
 	m->v[M_DEAD_MAX_BYTES] = ing->cf->dead_max_bytes;
 	m->v[M_DEAD_WAITING] = dead_waiting(ing->dead);
+	m->v[M_IDEM_KEYS] = outbox_idem_keys(ing->ob);
+	m->v[M_IDEM_HITS] = ing->idem_hits;
 	m->v[M_RECONNECTS] = atomic_load(&st->reconnects);
 	blocked = atomic_load(&st->blocked_ms);
 	since = atomic_load(&st->blocked_since);

@@ -73,6 +73,13 @@ const struct metric metrics[M_COUNT] = {
 	  "pubrelay_dead_waiting_messages", "", "gauge", 0,
 	  "Refused messages waiting to be parked, kept in the outbox: the "
 	  "dead-letter table is full (or cannot be written)." },
+	[M_IDEM_KEYS] = { "idempotency_keys", MU_NONE,
+	  "pubrelay_idempotency_keys", "", "gauge", 0,
+	  "Idempotency keys remembered in the outbox file." },
+	[M_IDEM_HITS] = { "idempotency_hits", MU_NONE,
+	  "pubrelay_idempotency_hits_total", "", "counter", 0,
+	  "Messages whose idempotency key was known: answered with the "
+	  "original message-id, nothing stored." },
 	[M_RECONNECTS] = { "reconnects", MU_NONE, "pubrelay_reconnects_total",
 	  "", "counter", 0, "Successful broker connections after the first." },
 	[M_BLOCKED_MS] = { "blocked_ms", MU_MS,

@@ -38,6 +38,8 @@ struct outbox {
 	uint64_t	 dead_rows, dead_bytes;	/* the dead-letter table's */
 	int64_t		 ddead_rows, ddead_bytes;
 	uint64_t	 dead_max_bytes;	/* 0: no limit */
+	uint64_t	 idem_keys;		/* committed keys */
+	int64_t		 didem;			/* the open transaction's */
 	int		 in_tx;
 	/* the failure's message, kept from the statements that follow it */
 	char		 err[256];
@@ -48,6 +50,9 @@ struct outbox {
 	sqlite3_stmt	*st_begin, *st_commit, *st_rollback, *st_insert;
 	sqlite3_stmt	*st_counters, *st_range, *st_delete, *st_oldest;
 	sqlite3_stmt	*st_dead_counters, *st_reserve;
+	sqlite3_stmt	*st_idem_find, *st_idem_put, *st_idem_replace;
+	sqlite3_stmt	*st_idem_old;
+	sqlite3_stmt	*st_idem_expired;
 };
 
 struct outbox_reader {
@@ -97,6 +102,22 @@ static const char *outbox_schema =
  * the main thread retries a dead letter on its own (ingress.c): a park adds
  * its attempts to them, so max_attempts holds across those retries.
  */
+
+/*
+ * Version 5: idempotency keys, the message-id the first OK named, and when
+ * (ms): looked up by key, pruned by age.  Without rowid, the key is the
+ * table's own b-tree: one insert writes it and the index, nothing else.
+ * mid is the client's message-id (text), or for a generated one the row id
+ * alone (an integer: "<instance>-" is the file's), a smaller record; id is
+ * the row either way, for a repeat's receipt (confirm:).
+ */
+static const char *outbox_schema_idem =
+	"CREATE TABLE idem ("
+	"  key BLOB PRIMARY KEY,"
+	"  mid NOT NULL,"
+	"  created INTEGER NOT NULL,"
+	"  id INTEGER NOT NULL DEFAULT 0) WITHOUT ROWID;"
+	"CREATE INDEX idem_created ON idem (created);";
 
 /*
  * Version 2.  A dead letter keeps the outbox id it had (for the operator and
@@ -179,16 +200,16 @@ outbox_random_hex(char *out, size_t n)
 static int
 outbox_create_schema(struct outbox *ob, char *err, size_t errlen)
 {
-	char	 sql[1024];
+	char	 sql[2048];
 	int	 rc;
 
 	outbox_random_hex(ob->instance, sizeof(ob->instance));
 	snprintf(sql, sizeof(sql),
-	    "BEGIN;%s%s"
+	    "BEGIN;%s%s%s"
 	    "INSERT INTO meta VALUES ('instance', '%s'), ('rows', 0), "
 	    "('bytes', 0), ('dead_rows', 0), ('dead_bytes', 0), ('mark', 0);"
 	    "PRAGMA application_id = %d; PRAGMA user_version = %d; COMMIT;",
-	    outbox_schema, outbox_schema_dead, ob->instance,
+	    outbox_schema, outbox_schema_dead, outbox_schema_idem, ob->instance,
 	    OUTBOX_APPLICATION_ID, OUTBOX_SCHEMA_VERSION);
 	if (strlen(sql) + 1 >= sizeof(sql))
 		abort();
@@ -207,8 +228,8 @@ outbox_create_schema(struct outbox *ob, char *err, size_t errlen)
  * it either untouched or migrated.  2 added the dead-letter table; 3 rebuilds
  * the outbox table without AUTOINCREMENT (a copy of the rows: SQLite cannot
  * drop it in place) and keeps the highest id ever given out as meta 'mark';
- * 4 adds outbox.attempts (the rebuild of 3 has it already).  The caller logs
- * it (outbox_migrated_from).
+ * 4 adds outbox.attempts (the rebuild of 3 has it already); 5 adds the
+ * idempotency keys.  The caller logs it (outbox_migrated_from).
  */
 static int
 outbox_migrate(struct outbox *ob, const char *path, int64_t from, char *err,
@@ -220,13 +241,14 @@ outbox_migrate(struct outbox *ob, const char *path, int64_t from, char *err,
 	if (from < 1 || from >= OUTBOX_SCHEMA_VERSION)
 		abort();
 	if (from >= 3)
-		snprintf(sql, sizeof(sql), "BEGIN IMMEDIATE;"
-		    "ALTER TABLE outbox ADD COLUMN attempts INTEGER NOT NULL "
-		    "DEFAULT 0;"
-		    "PRAGMA user_version = %d; COMMIT;", OUTBOX_SCHEMA_VERSION);
+		snprintf(sql, sizeof(sql), "BEGIN IMMEDIATE;%s%s"
+		    "PRAGMA user_version = %d; COMMIT;",
+		    from < 4 ? "ALTER TABLE outbox ADD COLUMN attempts INTEGER "
+		    "NOT NULL DEFAULT 0;" : "", outbox_schema_idem,
+		    OUTBOX_SCHEMA_VERSION);
 	else
 		snprintf(sql, sizeof(sql),
-		    "BEGIN IMMEDIATE;%s%s"
+		    "BEGIN IMMEDIATE;%s%s%s"
 		    "INSERT INTO meta SELECT 'mark', max("
 		    "  coalesce((SELECT seq FROM sqlite_sequence WHERE name = "
 		    "  'outbox'), 0), coalesce((SELECT max(id) FROM outbox), 0),"
@@ -240,7 +262,8 @@ outbox_migrate(struct outbox *ob, const char *path, int64_t from, char *err,
 		    "PRAGMA user_version = %d; COMMIT;",
 		    from < 2 ? outbox_schema_dead : "",
 		    from < 2 ? "INSERT INTO meta VALUES ('dead_rows', 0), "
-		    "('dead_bytes', 0);" : "", OUTBOX_SCHEMA_VERSION);
+		    "('dead_bytes', 0);" : "", outbox_schema_idem,
+		    OUTBOX_SCHEMA_VERSION);
 	if (strlen(sql) + 1 >= sizeof(sql))
 		abort();
 	rc = outbox_exec(ob->db, sql);
@@ -530,11 +553,30 @@ outbox_open(struct outbox **obp, const char *path, int sync_full, char *err,
 	    outbox_prepare(ob->db, "SELECT created FROM outbox ORDER BY id "
 	    "LIMIT 1", &ob->st_oldest) ||
 	    outbox_prepare(ob->db, "INSERT OR REPLACE INTO meta (key, value) "
-	    "VALUES ('reserved', ?1)", &ob->st_reserve)) {
+	    "VALUES ('reserved', ?1)", &ob->st_reserve) ||
+	    outbox_prepare(ob->db, "SELECT mid, created, id FROM idem WHERE "
+	    "key = ?1", &ob->st_idem_find) ||
+	    outbox_prepare(ob->db, "INSERT INTO idem (key, mid, created, "
+	    "id) VALUES (?1, ?2, ?3, ?4)", &ob->st_idem_put) ||
+	    outbox_prepare(ob->db, "INSERT OR REPLACE INTO idem (key, mid, "
+	    "created, id) VALUES (?1, ?2, ?3, ?4)", &ob->st_idem_replace) ||
+	    outbox_prepare(ob->db, "DELETE FROM idem WHERE key IN (SELECT key "
+	    "FROM idem ORDER BY created LIMIT ?1)", &ob->st_idem_old) ||
+	    outbox_prepare(ob->db, "DELETE FROM idem WHERE key IN (SELECT key "
+	    "FROM idem WHERE created < ?1 ORDER BY created LIMIT ?2)",
+	    &ob->st_idem_expired)) {
 		snprintf(err, errlen, "%s: cannot prepare statements: %s "
 		    "(corrupt outbox?)", path, sqlite3_errmsg(ob->db));
 		goto fail;
 	}
+	/* Once per start: a scan of the key table's smaller b-tree. */
+	v = outbox_query_int(ob->db, "SELECT count(*) FROM idem", &rc);
+	if (rc != SQLITE_OK) {
+		snprintf(err, errlen, "%s: cannot count idempotency keys: %s",
+		    path, sqlite3_errmsg(ob->db));
+		goto fail;
+	}
+	ob->idem_keys = (uint64_t)v;
 	*obp = ob;
 	return 0;
 
@@ -592,6 +634,11 @@ outbox_close(struct outbox *ob)
 	sqlite3_finalize(ob->st_oldest);
 	sqlite3_finalize(ob->st_dead_counters);
 	sqlite3_finalize(ob->st_reserve);
+	sqlite3_finalize(ob->st_idem_find);
+	sqlite3_finalize(ob->st_idem_put);
+	sqlite3_finalize(ob->st_idem_replace);
+	sqlite3_finalize(ob->st_idem_old);
+	sqlite3_finalize(ob->st_idem_expired);
 	if (ob->db != NULL)
 		sqlite3_close(ob->db);
 	if (ob->lockfd != -1)
@@ -695,6 +742,7 @@ outbox_begin_tx(struct outbox *ob)
 	ob->in_tx = 1;
 	ob->drows = ob->dbytes = ob->dins = 0;
 	ob->ddead_rows = ob->ddead_bytes = 0;
+	ob->didem = 0;
 	return OUTBOX_OK;
 }
 
@@ -877,8 +925,10 @@ outbox_commit_done(struct outbox *ob, int fold)
 	ob->bytes += ob->dbytes;
 	ob->dead_rows += ob->ddead_rows;
 	ob->dead_bytes += ob->ddead_bytes;
+	ob->idem_keys += (uint64_t)ob->didem;
 	ob->drows = ob->dbytes = ob->dins = 0;
 	ob->ddead_rows = ob->ddead_bytes = 0;
+	ob->didem = 0;
 }
 
 void
@@ -889,6 +939,7 @@ outbox_rollback(struct outbox *ob)
 	ob->in_tx = 0;
 	ob->drows = ob->dbytes = ob->dins = 0;
 	ob->ddead_rows = ob->ddead_bytes = 0;
+	ob->didem = 0;
 	outbox_sync_drop(ob);
 }
 
@@ -1032,6 +1083,126 @@ outbox_errmsg(const struct outbox *ob)
 	    ob->err[0] != '\0')
 		return ob->err;
 	return sqlite3_errmsg(ob->db);
+}
+
+int
+outbox_idem_find(struct outbox *ob, const void *key, size_t klen,
+    int64_t since_ms, char *mid, size_t midlen, int64_t *idp)
+{
+	sqlite3_stmt	*st = ob->st_idem_find;
+	const char	*m;
+	int		 rc, found = 0;
+
+	sqlite3_bind_blob64(st, 1, key, klen, SQLITE_STATIC);
+	rc = sqlite3_step(st);
+	if (rc == SQLITE_ROW) {
+		if (idp != NULL)
+			*idp = sqlite3_column_int64(st, 2);
+		if (sqlite3_column_int64(st, 1) >= since_ms) {
+			if (sqlite3_column_type(st, 0) == SQLITE_INTEGER)
+				snprintf(mid, midlen, "%s-%" PRId64,
+				    ob->instance, (int64_t)
+				    sqlite3_column_int64(st, 0));
+			else {
+				m = (const char *)sqlite3_column_text(st, 0);
+				snprintf(mid, midlen, "%s", m != NULL ? m : "");
+			}
+			found = 1;
+		} else
+			found = 2;
+	} else if (rc != SQLITE_DONE) {
+		outbox_keep_error(ob);
+		found = -1;
+	}
+	sqlite3_clear_bindings(st);
+	sqlite3_reset(st);
+	return found;
+}
+
+int
+outbox_idem_put(struct outbox *ob, const void *key, size_t klen,
+    const char *mid, size_t midlen, int64_t id, int64_t created_ms,
+    int replace)
+{
+	/* Plain INSERT unless a stale key is there: cheaper than REPLACE. */
+	sqlite3_stmt	*st = replace ? ob->st_idem_replace : ob->st_idem_put;
+	int		 rc;
+
+	sqlite3_bind_blob64(st, 1, key, klen, SQLITE_STATIC);
+	if (mid != NULL)
+		sqlite3_bind_text64(st, 2, mid, midlen, SQLITE_STATIC,
+		    SQLITE_UTF8);
+	else
+		sqlite3_bind_int64(st, 2, id);
+	sqlite3_bind_int64(st, 3, created_ms);
+	sqlite3_bind_int64(st, 4, id);
+	rc = sqlite3_step(st);
+	sqlite3_clear_bindings(st);
+	sqlite3_reset(st);
+	if (rc != SQLITE_DONE) {
+		outbox_keep_error(ob);
+		return outbox_status(rc);
+	}
+	if (!replace)
+		ob->didem++;
+	return OUTBOX_OK;
+}
+
+/*
+ * Like a delete, a prune need not be durable by itself: lost, the keys are
+ * pruned again.  So it is not synced (outbox_begin_lazy()).
+ */
+int
+outbox_idem_prune(struct outbox *ob, int64_t before_ms, uint64_t max_keys,
+    unsigned batch, uint64_t *n)
+{
+	uint64_t	over;
+	int64_t		gone = 0;
+	int		rc, status;
+
+	*n = 0;
+	ob->err[0] = '\0';
+	over = max_keys > 0 && ob->idem_keys > max_keys ?
+	    ob->idem_keys - max_keys : 0;
+	if (over > batch)
+		over = batch;
+	if ((status = outbox_begin_lazy(ob)) != OUTBOX_OK)
+		goto out;
+	if (over > 0) {
+		sqlite3_bind_int64(ob->st_idem_old, 1, (sqlite3_int64)over);
+		if ((rc = outbox_step(ob->st_idem_old)) != SQLITE_DONE) {
+			status = outbox_fail(ob, rc);
+			goto out;
+		}
+		gone = sqlite3_changes(ob->db);
+	}
+	if ((uint64_t)gone < batch) {
+		sqlite3_bind_int64(ob->st_idem_expired, 1, before_ms);
+		sqlite3_bind_int64(ob->st_idem_expired, 2,
+		    (sqlite3_int64)(batch - (uint64_t)gone));
+		if ((rc = outbox_step(ob->st_idem_expired)) != SQLITE_DONE) {
+			status = outbox_fail(ob, rc);
+			goto out;
+		}
+		gone += sqlite3_changes(ob->db);
+	}
+	if (gone == 0) {
+		outbox_rollback(ob);
+		goto out;
+	}
+	ob->didem = -gone;
+	if ((status = outbox_commit(ob)) == OUTBOX_OK)
+		*n = (uint64_t)gone;
+ out:
+	if (ob->sync_lowered)
+		outbox_sync_restore(ob);	/* or at the next begin */
+	return status;
+}
+
+uint64_t
+outbox_idem_keys(const struct outbox *ob)
+{
+	return ob->idem_keys;
 }
 
 /*

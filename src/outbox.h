@@ -12,8 +12,8 @@
 #include <stddef.h>
 #include <stdint.h>
 
-/* 2: dead-letter table; 3: own ids; 4: outbox.attempts */
-#define OUTBOX_SCHEMA_VERSION	4
+/* 2: dead-letter table; 3: own ids; 4: outbox.attempts; 5: idempotency keys */
+#define OUTBOX_SCHEMA_VERSION	5
 /* New rows that may go by before the totals are written again. */
 #define OUTBOX_FOLD_ROWS	1024
 /* With sync = normal, ids made durable ahead of use, a flush at a time. */
@@ -215,6 +215,40 @@ int	 outbox_delete_around(struct outbox *ob, int64_t after, int64_t upto,
 /* Running totals of the dead-letter table. */
 uint64_t outbox_dead_rows(const struct outbox *ob);
 uint64_t outbox_dead_bytes(const struct outbox *ob);
+
+/*
+ * Idempotency keys: a client's key and the message-id its first OK named,
+ * written in the group commit that holds its row, so both are durable or
+ * neither is.  They outlive the row: a repeat after the row was confirmed
+ * and deleted is still known.
+ */
+
+/*
+ * Look key up, the open transaction's own keys included: 1 when it is
+ * there with created >= since_ms (its message-id into mid, NUL-terminated,
+ * cut to midlen - 1 bytes, and its row into *idp unless idp is NULL), 2
+ * when it is there but older (expired, not yet pruned), 0 when unknown, -1
+ * on error.
+ */
+int	 outbox_idem_find(struct outbox *ob, const void *key, size_t klen,
+	    int64_t since_ms, char *mid, size_t midlen, int64_t *idp);
+/*
+ * Record key -> mid in the open transaction: the client's message-id, or
+ * (mid NULL) the generated "<instance>-<id>" of row id.  replace says that
+ * an expired entry (outbox_idem_find() 2) is overwritten.  OUTBOX_* status.
+ */
+int	 outbox_idem_put(struct outbox *ob, const void *key, size_t klen,
+	    const char *mid, size_t midlen, int64_t id, int64_t created_ms,
+	    int replace);
+/*
+ * Delete, in one short transaction of its own (never while a group commit
+ * is open), at most batch keys, oldest first: those beyond max_keys (0: no
+ * bound), then those created before before_ms.  *n gets how many went.
+ */
+int	 outbox_idem_prune(struct outbox *ob, int64_t before_ms,
+	    uint64_t max_keys, unsigned batch, uint64_t *n);
+/* Keys stored (committed), counted at open and kept up to date. */
+uint64_t outbox_idem_keys(const struct outbox *ob);
 
 /* One row as the reader hands it out; pointers valid during the callback. */
 struct outbox_row {

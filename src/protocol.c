@@ -63,6 +63,8 @@ static const struct prop_def {
 	{ "type",	      PROP_STR, offsetof(struct proto_pub, type) },
 	{ "app-id",	      PROP_STR, offsetof(struct proto_pub, app_id) },
 	{ "header",	      PROP_HEADER, 0 },
+	{ "idempotency-key",  PROP_STR,
+	    offsetof(struct proto_pub, idempotency_key) },
 	{ "confirm",	      PROP_CONFIRM, 0 },	/* pubrelayd's own */
 };
 #define PROP_NDEFS	(sizeof(prop_defs) / sizeof(prop_defs[0]))
@@ -268,9 +270,13 @@ proto_prop_line(struct proto_pub *pub, const char *p, size_t n,
 			    d->name, PROTO_SHORTSTR_MAX);
 			return -1;
 		}
-		/* It is what consumers de-duplicate on: empty would collide. */
+		/*
+		 * What consumers, or the daemon, de-duplicate on: empty
+		 * would collide.
+		 */
 		if (vlen == 0 &&
-		    d->off == offsetof(struct proto_pub, message_id)) {
+		    (d->off == offsetof(struct proto_pub, message_id) ||
+		    d->off == offsetof(struct proto_pub, idempotency_key))) {
 			proto_errf(err, errlen, "%s: empty", d->name);
 			return -1;
 		}
@@ -931,6 +937,10 @@ proto_encode_pub(struct buf *out, const struct proto_pub *pub, char *err,
 	}
 	if (pub->message_id.p != NULL && pub->message_id.len == 0) {
 		proto_errf(err, errlen, "message-id: empty");
+		return -1;
+	}
+	if (pub->idempotency_key.p != NULL && pub->idempotency_key.len == 0) {
+		proto_errf(err, errlen, "idempotency-key: empty");
 		return -1;
 	}
 	buf_printf(out, "PUB %zu\n", pub->body.len);

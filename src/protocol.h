@@ -83,6 +83,8 @@ struct proto_pub {
 	struct proto_str message_id;
 	struct proto_str type;
 	struct proto_str app_id;
+	/* Not an AMQP property: the daemon's de-duplication key. */
+	struct proto_str idempotency_key;
 	int		 mandatory;	/* -1 unset, 0, 1 */
 	int		 delivery_mode;	/* 0 unset, 1, 2 */
 	int		 priority;	/* -1 unset, 0..255 */

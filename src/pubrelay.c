@@ -73,7 +73,14 @@ struct pub_opts {
 	char		 expiration[24];
 	int		 lines;
 	int		 print_id;
+	const char	*key;		/* --idempotency-key */
 };
+
+/*
+ * --lines: line n gets the key "<KEY>:<n>" (from 1), so that a run again
+ * with the same key and input sends nothing twice.  Room for the digits.
+ */
+#define CLIENT_KEY_PREFIX_MAX	(PROTO_SHORTSTR_MAX - 21)
 
 /* One publish: stdin lines (or one body) in, requests out, replies in. */
 struct pub_run {
@@ -82,6 +89,7 @@ struct pub_run {
 	int		 lines;
 	int		 print_id;
 	uint64_t	 confirm_ms;	/* receipts asked for: 0 without */
+	const char	*key_prefix;	/* --lines --idempotency-key */
 
 	struct buf	 lin;		/* stdin bytes not yet cut */
 	size_t		 lstart;	/* first byte of the next line */
@@ -468,12 +476,18 @@ pub_label(const struct pub_run *r, uint64_t n, char *out, size_t outlen)
 static void
 pub_encode(struct pub_run *r, const char *body, size_t len)
 {
-	char	err[256], label[64];
+	char	err[256], label[64], key[PROTO_SHORTSTR_MAX + 1];
 	size_t	mark = r->out.len;
 
 	r->nread++;
 	r->pub->body.p = body;
 	r->pub->body.len = len;
+	if (r->key_prefix != NULL) {
+		snprintf(key, sizeof(key), "%s:%llu", r->key_prefix,
+		    (unsigned long long)r->nread);
+		r->pub->idempotency_key.p = key;
+		r->pub->idempotency_key.len = strlen(key);
+	}
 	if (proto_encode_pub(&r->out, r->pub, err, sizeof(err)) == -1) {
 		r->out.len = mark;
 		pub_label(r, r->nread, label, sizeof(label));
@@ -995,6 +1009,8 @@ pub_run(struct pub_opts *o, const char *body)
 	r.confirm_ms = o->pub.confirm_ms;
 	/* The daemon holds each reply until the receipt: up to that long. */
 	client_grace_ms = (int64_t)o->pub.confirm_ms;
+	if (o->lines)
+		r.key_prefix = o->key;
 	buf_init(&r.lin);
 	buf_init_on(&r.out, first_out, sizeof(first_out));
 	/* --lines takes replies in bulk: recv() them into a whole chunk. */
@@ -1061,8 +1077,8 @@ usage(FILE *fp, int status)
 "      [--content-type type] [--content-encoding encoding]\n"
 "      [--message-id id] [--correlation-id id] [--reply-to queue]\n"
 "      [--expiration ms] [--priority 0-255] [--type type] [--app-id id]\n"
-"      [--transient] [--mandatory] [--lines] [--print-id]\n"
-"      [--confirm[=timeout]] [body]\n"
+"      [--idempotency-key key] [--transient] [--mandatory] [--lines]\n"
+"      [--print-id] [--confirm[=timeout]] [body]\n"
 "  pubrelay ping\n"
 "  pubrelay stats [--json | --prometheus | --raw]\n"
 "  pubrelay dead list [--max n] [--after id] [--raw]\n"
@@ -1105,6 +1121,7 @@ enum {
 	OPT_PRIORITY,
 	OPT_TYPE,
 	OPT_APP_ID,
+	OPT_IDEM_KEY,
 	OPT_TRANSIENT,
 	OPT_MANDATORY,
 	OPT_LINES,
@@ -1196,6 +1213,7 @@ cmd_publish(int argc, char **argv)
 		{ "priority",	      required_argument, NULL, OPT_PRIORITY },
 		{ "type",	      required_argument, NULL, OPT_TYPE },
 		{ "app-id",	      required_argument, NULL, OPT_APP_ID },
+		{ "idempotency-key",  required_argument, NULL, OPT_IDEM_KEY },
 		{ "transient",	      no_argument,	 NULL, OPT_TRANSIENT },
 		{ "mandatory",	      no_argument,	 NULL, OPT_MANDATORY },
 		{ "lines",	      no_argument,	 NULL, OPT_LINES },
@@ -1281,6 +1299,9 @@ cmd_publish(int argc, char **argv)
 		case OPT_APP_ID:
 			opt_str(&o.pub.app_id, optarg);
 			break;
+		case OPT_IDEM_KEY:
+			o.key = optarg;
+			break;
 		case OPT_TRANSIENT:
 			o.pub.delivery_mode = 1;
 			break;
@@ -1313,6 +1334,14 @@ cmd_publish(int argc, char **argv)
 		    "--lines takes no body argument" : "too many arguments");
 		usage(stderr, EX_USAGE);
 	}
+	if (o.key != NULL && (o.key[0] == '\0' || strlen(o.key) >
+	    (o.lines ? CLIENT_KEY_PREFIX_MAX : PROTO_SHORTSTR_MAX))) {
+		client_warnx("publish: --idempotency-key: want 1 to %d bytes",
+		    o.lines ? CLIENT_KEY_PREFIX_MAX : PROTO_SHORTSTR_MAX);
+		usage(stderr, EX_USAGE);
+	}
+	if (o.key != NULL && !o.lines)
+		opt_str(&o.pub.idempotency_key, o.key);
 	/* One id for many messages would make consumers drop all but one. */
 	if (o.lines && o.pub.message_id.p != NULL) {
 		client_warnx("publish: --message-id cannot be used with "

@@ -50,7 +50,8 @@ fuzz_pub_same(const struct proto_pub *a, const struct proto_pub *b)
 	    !fuzz_str_same(&a->expiration, &b->expiration) ||
 	    !fuzz_str_same(&a->message_id, &b->message_id) ||
 	    !fuzz_str_same(&a->type, &b->type) ||
-	    !fuzz_str_same(&a->app_id, &b->app_id))
+	    !fuzz_str_same(&a->app_id, &b->app_id) ||
+	    !fuzz_str_same(&a->idempotency_key, &b->idempotency_key))
 		return 0;
 	if (a->mandatory != b->mandatory ||
 	    a->delivery_mode != b->delivery_mode ||

@@ -434,6 +434,183 @@ def relay_kill_run(ctx, relay):
 
 
 # ---------------------------------------------------------------------------
+# 3b. idempotency keys
+
+
+def idem_pub(c, seq, key, q, mid=None, producer=1):
+    props = [("routing-key", q), ("idempotency-key", key)]
+    if mid is not None:
+        props.append(("message-id", mid))
+    return c.pub(H.seq_line(producer, seq), props)
+
+
+@scenario
+def idem_keys(ctx):
+    """Messages with an idempotency-key property: a key sent again gets the
+    first message's "OK <id>" and stores nothing, within one group commit,
+    while the first waits in the outbox, after it was confirmed and deleted,
+    and after a restart; other keys are other messages; a client-given
+    message-id is what a repeat names.  `pubrelay publish --idempotency-key`
+    and its --lines form ("KEY:<line>") rerun with more input send only the
+    new lines.  Proves: the queue holds each keyed message exactly once, the
+    key never reaches the broker, STATS counts keys and hits."""
+    relay = ctx.relay()
+    with ctx.consumer() as c:
+        q = c.declare(H.unique_queue("idem"))
+    hits = 0
+    with relay.client() as c:
+        first = idem_pub(c, 0, "k0", q)
+        check(first.startswith("OK "), "first keyed PUB: %r" % first)
+        check_eq(idem_pub(c, 0, "k0", q), first, "the same key again")
+        hits += 1
+        other = idem_pub(c, 1, "k1", q)
+        check(other.startswith("OK ") and other != first,
+              "another key, another message: %r vs %r" % (other, first))
+        # A client-given message-id is the one a repeat names.
+        mine = idem_pub(c, 2, "k2", q, mid="mine-2")
+        check_eq(mine, "OK mine-2", "keyed PUB with a message-id")
+        check_eq(idem_pub(c, 2, "k2", q, mid="other"), "OK mine-2",
+                 "a repeat with another message-id")
+        hits += 1
+        # Three in one send: one group commit holds the key and its repeat.
+        c.send(b"".join(H.encode_pub(H.seq_line(1, 3),
+                                     [("routing-key", q),
+                                      ("idempotency-key", "k3")])
+                        for _ in range(3)))
+        r = [c.read_line() for _ in range(3)]
+        check(r[0].startswith("OK ") and r.count(r[0]) == 3,
+              "a key repeated within one commit: %r" % r)
+        hits += 2
+        # Keys compare byte for byte.
+        up = idem_pub(c, 4, "K0", q)
+        check(up.startswith("OK ") and up != first, "K0 is not k0: %r" % up)
+        check_eq(c.pub(H.seq_line(1, 9), [("routing-key", q),
+                                           ("idempotency-key", "")]),
+                 "ERR BADREQ idempotency-key: empty", "an empty key")
+    relay.wait_drained(60)
+    with relay.client() as c:
+        check_eq(idem_pub(c, 0, "k0", q), first,
+                 "k0 after its message was confirmed and deleted")
+        hits += 1
+    st = relay.stats()
+    check_eq(st.get("idempotency_keys"), 5, "STATS idempotency_keys")
+    check_eq(st.get("idempotency_hits"), hits, "STATS idempotency_hits")
+    check_eq(st.get("accepted"), 5, "STATS accepted (repeats not counted)")
+
+    # The client: one message, and --lines with a prefix, then a rerun.
+    args = ("publish", "-k", q, "--print-id")
+    rc, out, err = relay.cmd(*args, "--idempotency-key", "k1",
+                             H.seq_line(1, 1))
+    check_eq((rc, out.strip()), (0, other[3:]),
+             "pubrelay publish --idempotency-key k1 (exit, id; %s)" % err)
+    hits += 1
+    lines = "".join(line + "\n" for line in lines_for(2, 3))
+    rc, out1, err = relay.cmd(*args, "--lines", "--idempotency-key", "job",
+                              data=lines.encode())
+    check_eq(rc, 0, "publish --lines --idempotency-key job: %s" % err)
+    lines = "".join(line + "\n" for line in lines_for(2, 5))
+    rc, out2, err = relay.cmd(*args, "--lines", "--idempotency-key", "job",
+                              data=lines.encode())
+    check_eq(rc, 0, "the rerun with two more lines: %s" % err)
+    ids1, ids2 = out1.split(), out2.split()
+    check_eq(ids2[:3], ids1, "the rerun's first three ids")
+    check(len(set(ids2)) == 5, "five distinct ids: %r" % ids2)
+    hits += 3
+    with relay.client() as c:
+        check_eq(c.pub(H.seq_line(2, 1), [("routing-key", q),
+                                          ("idempotency-key", "job:2")]),
+                 "OK " + ids2[1], "line 2's key is job:2")
+        hits += 1
+
+    # A restart: the keys are in the outbox file.
+    check_eq(relay.term(), 0, "pubrelayd exit code after SIGTERM")
+    relay.restart()
+    with relay.client() as c:
+        check_eq(idem_pub(c, 0, "k0", q), first, "k0 after a restart")
+        check_eq(idem_pub(c, 2, "k2", q), "OK mine-2", "k2 after a restart")
+        check(idem_pub(c, 5, "k5", q) not in (first, other),
+              "a new key after a restart")
+    st = relay.wait_drained(60)
+    check_eq(st.get("idempotency_keys"), 11, "keys after the restart")
+    check_eq(st.get("idempotency_hits"), 2, "hits since the restart")
+    with ctx.consumer() as c:
+        msgs = c.drain(q)
+    H.check_delivery(msgs, {1: 6, 2: 5}, allow_dups=False, same_ids=True,
+                     note=ctx.note)
+    for body, props in msgs:
+        hdrs = props.headers or {}
+        check(not any("idempotency" in k.lower() for k in hdrs),
+              "the key reached the broker as a header: %r" % hdrs)
+    check_eq(relay.term(), 0, "pubrelayd exit code after SIGTERM")
+
+
+@scenario
+def idem_kill(ctx):
+    """Four raw pipelined clients stream 15,000 keyed PUBs each ("p<n>-<seq>"
+    keys); after 10,000 OKs in all `pubrelayd` is SIGKILLed, restarted on the
+    same outbox, and each client resends, with the same keys, everything it
+    had no OK for, and its last 100 OK'd messages too (a client that lost
+    track of its last replies).  Proves: the resent ones already stored get
+    the ids of their first OKs, and the queue holds every message at least
+    once and never under two message-ids (copies only from republishing,
+    under the same id)."""
+    N, P, AGAIN = 15000, 4, 100
+    relay = ctx.relay()
+    with ctx.consumer() as c:
+        q = c.declare(H.unique_queue("idemkill"))
+    reqs = {p: [H.encode_pub(H.seq_line(p, i),
+                             [("routing-key", q),
+                              ("idempotency-key", "p%d-%d" % (p, i))])
+                for i in range(N)] for p in range(1, P + 1)}
+    streams = {p: H.PipelinedStream(relay.sock, reqs[p], chunk=100,
+                                    pause=0.005).start()
+               for p in reqs}
+    H.wait_until(lambda: sum(s.ok_count() for s in streams.values())
+                 >= 10000, 60, "10000 OK replies before the kill",
+                 interval=0.005)
+    relay.kill()
+    oks, ok_ids = {}, {}
+    for p, s in streams.items():
+        s.join(30)
+        oks[p] = s.ok_count()
+        ok_ids[p] = dict(enumerate(s.ids[:oks[p]]))
+        bad = [r for r in s.replies if not r.startswith("OK ")]
+        check(not bad, "client %d: replies other than OK before the kill: "
+              "%r" % (p, bad[:3]))
+    ctx.note("SIGKILL after %r OK replies" % oks)
+    check(all(k < N for k in oks.values()),
+          "a stream ended before the kill: the test proves less")
+
+    relay.restart()
+    starts = {p: max(0, oks[p] - AGAIN) for p in reqs}
+    again = {p: H.PipelinedStream(relay.sock, reqs[p][starts[p]:]).start()
+             for p in reqs}
+    for p, s in again.items():
+        check(s.join(120), "client %d: the resend did not finish" % p)
+        check_eq(s.ok_count(), N - starts[p], "client %d: OK replies to "
+                 "the resend" % p)
+        for i in range(starts[p], oks[p]):
+            check_eq(s.ids[i - starts[p]], ok_ids[p][i],
+                     "client %d seq %d: id of the resent OK'd message"
+                     % (p, i))
+        ok_ids[p].update((starts[p] + j, mid) for j, mid in
+                         enumerate(s.ids))
+    st = relay.wait_drained(120)
+    ctx.note("drained: %s" % H.fmt_stats(st))
+    want_hits = sum(oks[p] - starts[p] for p in reqs)
+    check(st.get("idempotency_hits", 0) >= want_hits,
+          "idempotency_hits %s, want at least %d (the resent OK'd ones)"
+          % (st.get("idempotency_hits"), want_hits))
+    with ctx.consumer() as c:
+        msgs = c.drain(q)
+    per, _ = H.check_delivery(msgs, {p: N for p in reqs}, same_ids=True,
+                              note=ctx.note)
+    for p in reqs:
+        check_ids_stable(p, per[p], ok_ids[p])
+    check_eq(relay.term(), 0, "pubrelayd exit code after SIGTERM")
+
+
+# ---------------------------------------------------------------------------
 # 4. broker_down_from_start
 
 
@@ -1764,6 +1941,8 @@ PROM_MAP = {
     "dead_bytes": ("pubrelay_dead_bytes", "gauge", 1),
     "dead_max_bytes": ("pubrelay_dead_max_bytes", "gauge", 1),
     "dead_waiting": ("pubrelay_dead_waiting_messages", "gauge", 1),
+    "idempotency_keys": ("pubrelay_idempotency_keys", "gauge", 1),
+    "idempotency_hits": ("pubrelay_idempotency_hits_total", "counter", 1),
     "reconnects": ("pubrelay_reconnects_total", "counter", 1),
     "blocked_ms": ("pubrelay_blocked_seconds_total", "counter", 1000),
     "confirm_latency_ms_sum": ("pubrelay_confirm_latency_seconds_sum",

@@ -7,6 +7,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <signal.h>
+#include <inttypes.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -655,12 +656,12 @@ test_migration(void)
 	if (ob != NULL)
 		outbox_close(ob);
 	sqlite3_open(p3, &db);
-	sqlite3_exec(db, "PRAGMA user_version = 5", NULL, NULL, NULL);
+	sqlite3_exec(db, "PRAGMA user_version = 6", NULL, NULL, NULL);
 	sqlite3_close(db);
 	ok(outbox_open(&ob, p3, 1, err, sizeof(err)) == -1 &&
-	    strstr(err, "schema version 5 is newer") != NULL,
-	    "a version-5 outbox is refused: %s", err);
-	is_int(sql_int(p3, "PRAGMA user_version"), 5, "and left at version 5");
+	    strstr(err, "schema version 6 is newer") != NULL,
+	    "a version-6 outbox is refused: %s", err);
+	is_int(sql_int(p3, "PRAGMA user_version"), 6, "and left at version 6");
 	is_int(sql_int(p3, "SELECT count(*) FROM dead"), 0,
 	    "with its tables intact");
 }
@@ -1308,6 +1309,48 @@ test_enospc(void)
 }
 
 /*
+ * A key is known inside the transaction that writes it (a repeat within one
+ * group commit is answered from it), and a commit that fails takes it away
+ * with its row: the repeat, held on the same commit, fails with it, and a
+ * retry is a new message.
+ */
+static void
+test_idem_commit_fails(void)
+{
+	struct outbox	*ob;
+	char		 err[512], mid[300];
+	int64_t		 id;
+
+	vfs_install();
+	ok(outbox_open(&ob, path_in("idemfail.db"), 1, err, sizeof(err)) == 0,
+	    "idem fail: open");
+	if (ob != NULL) {
+		ok(outbox_begin(ob) == OUTBOX_OK &&
+		    outbox_insert(ob, "", 0, "one", 3, 1, &id) == OUTBOX_OK &&
+		    outbox_idem_put(ob, "K", 1, NULL, 0, id, 1, 0) == OUTBOX_OK,
+		    "a row and its key");
+		is_int(outbox_idem_find(ob, "K", 1, 0, mid, sizeof(mid), NULL), 1,
+		    "a repeat in the same transaction finds it");
+		wal_sync_hook = enospc_hook;
+		lock_clobbers = 1;
+		is_int(outbox_commit(ob), OUTBOX_EFULL, "the commit fails");
+		wal_sync_hook = NULL;
+		lock_clobbers = 0;
+		is_int(outbox_idem_find(ob, "K", 1, 0, mid, sizeof(mid), NULL), 0,
+		    "the key went with it");
+		is_int(outbox_idem_keys(ob), 0, "not counted");
+		ok(outbox_begin(ob) == OUTBOX_OK &&
+		    outbox_insert(ob, "", 0, "one", 3, 1, &id) == OUTBOX_OK &&
+		    outbox_idem_put(ob, "K", 1, NULL, 0, id, 1, 0) == OUTBOX_OK &&
+		    outbox_commit(ob) == OUTBOX_OK, "the retry is a new message");
+		is_int(outbox_idem_keys(ob), 1, "one key");
+		is_int(outbox_rows(ob), 1, "one row");
+		outbox_close(ob);
+	}
+	vfs_remove();
+}
+
+/*
  * Where SQLite cannot use write-ahead logging (no shared memory for its
  * index), the outbox does not open: a rollback journal would make every
  * commit wait for the publisher's reads.  Neither a new file nor an
@@ -1399,7 +1442,7 @@ test_requeue(void)
 	}
 	sqlite3_open(path_in("v3.db"), &db);
 	ok(sqlite3_exec(db, "ALTER TABLE outbox DROP COLUMN attempts; "
-	    "PRAGMA user_version = 3", NULL, NULL, NULL) == SQLITE_OK,
+	    "DROP TABLE idem; PRAGMA user_version = 3", NULL, NULL, NULL) == SQLITE_OK,
 	    "made a version-3 file");
 	sqlite3_close(db);
 	ok(outbox_open(&ob, path_in("v3.db"), 1, err, sizeof(err)) == 0,
@@ -1821,6 +1864,170 @@ write_file(const char *p, const char *data, size_t n)
 	fclose(f);
 }
 
+/* Put key -> mid with one row, in one transaction of its own. */
+static int
+idem_put_one(struct outbox *ob, const char *key, const char *mid,
+    int64_t created, int replace)
+{
+	int64_t	id;
+
+	if (outbox_begin(ob) != OUTBOX_OK)
+		return -1;
+	if (outbox_insert(ob, "", 0, "b", 1, created, &id) != OUTBOX_OK ||
+	    outbox_idem_put(ob, key, strlen(key), mid, mid ? strlen(mid) : 0,
+	    id, created, replace) != OUTBOX_OK) {
+		outbox_rollback(ob);
+		return -1;
+	}
+	return outbox_commit(ob) == OUTBOX_OK ? 0 : -1;
+}
+
+static int
+idem_find(struct outbox *ob, const char *key, int64_t since, char *mid)
+{
+	return outbox_idem_find(ob, key, strlen(key), since, mid, 300, NULL);
+}
+
+static void
+test_idem(void)
+{
+	struct outbox	*ob;
+	sqlite3		*db;
+	char		 err[512], mid[300], key[32], p[512];
+	uint64_t	 n;
+	int64_t		 id;
+	int		 i;
+
+	snprintf(p, sizeof(p), "%s", path_in("idem.db"));
+	ok(outbox_open(&ob, p, 1, err, sizeof(err)) == 0, "idem: open");
+	if (ob == NULL)
+		return;
+	is_int(outbox_idem_keys(ob), 0, "no keys in a new outbox");
+	is_int(idem_find(ob, "k1", 0, mid), 0, "k1 unknown");
+
+	/* Seen inside the transaction that writes it; gone with a rollback. */
+	ok(outbox_begin(ob) == OUTBOX_OK &&
+	    outbox_insert(ob, "", 0, "b", 1, 1000, &id) == OUTBOX_OK,
+	    "a row");
+	is_int(outbox_idem_put(ob, "k1", 2, "m-1", 3, id, 1000, 0), OUTBOX_OK,
+	    "k1 put");
+	is_int(idem_find(ob, "k1", 0, mid), 1, "k1 known in its transaction");
+	is_str(mid, "m-1", "with its message-id");
+	{
+		int64_t	got = -1;
+
+		outbox_idem_find(ob, "k1", 2, 0, mid, sizeof(mid), &got);
+		is_int(got, id, "and its row, for a repeat's receipt");
+	}
+	outbox_rollback(ob);
+	is_int(idem_find(ob, "k1", 0, mid), 0, "rolled back with its row");
+	is_int(outbox_idem_keys(ob), 0, "and not counted");
+	is_int(sql_int(p, "SELECT count(*) FROM outbox"), 0, "no row either");
+
+	ok(idem_put_one(ob, "k1", "m-1", 1000, 0) == 0, "k1 committed");
+	is_int(outbox_idem_keys(ob), 1, "one key");
+	is_int(idem_find(ob, "k1", 1000, mid), 1, "known at the window's edge");
+	is_str(mid, "m-1", "its message-id");
+	is_int(idem_find(ob, "k1", 1001, mid), 2, "expired after it");
+	is_int(idem_find(ob, "K1", 0, mid), 0, "keys are case-sensitive");
+	/* Keys are bytes: a prefix or a longer one is another key. */
+	is_int(outbox_idem_find(ob, "k1x", 2, 0, mid, sizeof(mid), NULL), 1,
+	    "by length: k1");
+	is_int(idem_find(ob, "k1x", 0, mid), 0, "k1x unknown");
+
+	/* The row goes (confirmed); the key stays. */
+	is_int(outbox_delete_upto(ob, INT64_MAX), OUTBOX_OK, "rows deleted");
+	is_int(idem_find(ob, "k1", 0, mid), 1, "key outlives its row");
+
+	/* An expired key is written over, not counted twice. */
+	ok(idem_put_one(ob, "k1", "m-2", 5000, 1) == 0, "k1 replaced");
+	is_int(outbox_idem_keys(ob), 1, "still one key");
+	is_int(idem_find(ob, "k1", 5000, mid), 1, "known again");
+	is_str(mid, "m-2", "under the new message-id");
+
+	/* Ten more, created 100..109 (older than k1). */
+	for (i = 0; i < 10; i++) {
+		snprintf(key, sizeof(key), "n%d", i);
+		idem_put_one(ob, key, key, 100 + i, 0);
+	}
+	is_int(outbox_idem_keys(ob), 11, "eleven keys");
+	is_int(outbox_idem_prune(ob, 0, 0, 100, &n), OUTBOX_OK,
+	    "prune: nothing old, no bound");
+	is_int(n, 0, "nothing pruned");
+	/* The bound: the oldest beyond it go, a batch at a time. */
+	is_int(outbox_idem_prune(ob, 0, 5, 4, &n), OUTBOX_OK, "prune to 5");
+	is_int(n, 4, "a batch of 4");
+	is_int(outbox_idem_keys(ob), 7, "seven left");
+	is_int(idem_find(ob, "n3", 0, mid), 0, "n3 (among the oldest) gone");
+	is_int(idem_find(ob, "n4", 0, mid), 1, "n4 kept");
+	is_int(outbox_idem_prune(ob, 0, 5, 4, &n), OUTBOX_OK, "prune again");
+	is_int(n, 2, "the other 2");
+	is_int(outbox_idem_keys(ob), 5, "at the bound");
+	is_int(sql_int(p, "SELECT count(*) FROM idem"), 5, "five stored");
+	/* The window: those created before the cut go. */
+	is_int(outbox_idem_prune(ob, 108, 5, 100, &n), OUTBOX_OK,
+	    "prune before 108");
+	is_int(n, 2, "n6, n7 pruned");
+	is_int(idem_find(ob, "n7", 0, mid), 0, "n7 gone");
+	is_int(idem_find(ob, "n8", 0, mid), 1, "n8 kept");
+	is_int(idem_find(ob, "k1", 0, mid), 1, "k1 kept");
+	is_int(outbox_idem_keys(ob), 3, "three left");
+	/* Both in one batch: the bound first, then the window. */
+	is_int(outbox_idem_prune(ob, 5000, 2, 100, &n), OUTBOX_OK,
+	    "prune bound and window");
+	is_int(n, 2, "n8, n9 pruned");
+	outbox_close(ob);
+
+	/* A restart: the keys and their count are where they were. */
+	ok(outbox_open(&ob, p, 1, err, sizeof(err)) == 0, "idem: reopen");
+	if (ob == NULL)
+		return;
+	is_int(outbox_idem_keys(ob), 1, "one key counted at open");
+	is_int(idem_find(ob, "k1", 0, mid), 1, "k1 known after a restart");
+	is_str(mid, "m-2", "with its message-id");
+	ok(idem_put_one(ob, "k2", "m-3", 6000, 0) == 0, "k2 committed");
+
+	/* A generated message-id is kept as its row id, named in full. */
+	ok(idem_put_one(ob, "gen", NULL, 1000, 0) == 0, "key of a generated id");
+	is_int(idem_find(ob, "gen", 0, mid), 1, "found");
+	snprintf(key, sizeof(key), "%s-%" PRId64, outbox_instance(ob),
+	    sql_int(p, "SELECT max(id) FROM outbox"));
+	is_str(mid, key, "as <instance>-<id>");
+	is_int(sql_int(p, "SELECT typeof(mid) = 'integer' FROM idem WHERE "
+	    "key = CAST('gen' AS BLOB)"), 1, "stored as an integer");
+	is_int(sql_int(p, "SELECT typeof(mid) = 'text' FROM idem WHERE "
+	    "key = CAST('k1' AS BLOB)"), 1, "a client's stays text");
+	ok(idem_put_one(ob, "num", "123", 1000, 0) == 0, "message-id \"123\"");
+	is_int(sql_int(p, "SELECT typeof(mid) = 'text' FROM idem WHERE "
+	    "key = CAST('num' AS BLOB)"), 1, "stays text too");
+	is_int(outbox_begin(ob), OUTBOX_OK, "begin");
+	is_int(outbox_idem_put(ob, "gen", 3, "x", 1, 1, 1000, 0), OUTBOX_EIO,
+	    "a key stored twice without replace fails");
+	outbox_rollback(ob);
+
+	outbox_close(ob);
+
+	/* A version-4 outbox (no key table) gets an empty one. */
+	sqlite3_open(p, &db);
+	ok(sqlite3_exec(db, "DROP TABLE idem; PRAGMA user_version = 4", NULL,
+	    NULL, NULL) == SQLITE_OK, "made a version-4 file");
+	sqlite3_close(db);
+	ok(outbox_open(&ob, p, 1, err, sizeof(err)) == 0,
+	    "version 4 opens: %s", ob ? "" : err);
+	if (ob == NULL)
+		return;
+	is_int(outbox_migrated_from(ob), 4, "migrated from 4");
+	is_int(outbox_rows(ob), 14, "its rows kept");
+	is_int(outbox_idem_keys(ob), 0, "no keys");
+	ok(idem_put_one(ob, "k3", "m-4", 7000, 0) == 0, "a key goes in");
+	is_int(idem_find(ob, "k3", 0, mid), 1, "and is found");
+	outbox_close(ob);
+	is_int(sql_int(p, "SELECT count(*) FROM sqlite_master WHERE name = "
+	    "'idem_created'"), 1, "with its index on created");
+	is_int(sql_int(p, "PRAGMA user_version"), OUTBOX_SCHEMA_VERSION,
+	    "now at version %d", OUTBOX_SCHEMA_VERSION);
+}
+
 int
 main(void)
 {
@@ -1950,6 +2157,8 @@ main(void)
 	test_delete_around();
 	test_migration();
 	test_migration_v2();
+	test_idem();
+	test_idem_commit_fails();
 	test_fold();
 	test_reserve();
 	test_checkpoint_reader();

@@ -76,6 +76,7 @@ pub_same(const struct proto_pub *a, const struct proto_pub *b, int body,
 	SAME(message_id);
 	SAME(type);
 	SAME(app_id);
+	SAME(idempotency_key);
 #undef SAME
 	*why = "scalar";
 	if (a->mandatory != b->mandatory ||
@@ -1633,6 +1634,61 @@ test_dead_line(void)
 	buf_free(&out);
 }
 
+/* idempotency-key: 1 to 255 bytes, once, kept out of the AMQP fields. */
+static void
+test_idempotency_key(void)
+{
+	struct proto_req	 req;
+	struct proto_pub	 pub, back;
+	struct buf		 b, out;
+	size_t			 c;
+	char			 err[256], key[300];
+
+	ok(parse_s("PUB 1\nidempotency-key: job-7:42\nIdempotency-Key2: x\n"
+	    "\nx\n", &req, &c) == PROTO_BAD, "unknown look-alike refused");
+	is_int(parse_s("PUB 1\nidempotency-key: job-7:42 \n\nx\n", &req, &c),
+	    PROTO_DONE, "idempotency-key parsed");
+	ok(streq(&req.pub.idempotency_key, "job-7:42 "),
+	    "idempotency-key value, trailing blank kept");
+	ok(req.pub.message_id.p == NULL, "no message-id implied");
+	is_int(parse_s("PUB 1\nIDEMPOTENCY-KEY: k\n\nx\n", &req, &c),
+	    PROTO_DONE, "name case-insensitive");
+	bad_prop("idempotency-key:\n", "idempotency-key: empty");
+	bad_prop("idempotency-key: a\nidempotency-key: a\n",
+	    "idempotency-key: given twice");
+	memset(key, 'k', 256);
+	key[256] = '\0';
+	buf_init(&b);
+	buf_printf(&b, "idempotency-key: %s\n", key);
+	bad_prop(b.data, "idempotency-key: longer than 255 bytes");
+	buf_reset(&b);
+	buf_printf(&b, "PUB 1\nidempotency-key: %.255s\n\nx\n", key);
+	is_int(parse_n(b.data, b.len, NOLIMIT, &req, &c), PROTO_DONE,
+	    "255-byte key taken");
+	is_int(req.pub.idempotency_key.len, 255, "all of it");
+	buf_free(&b);
+
+	/* The encoder writes it and the parser reads it back. */
+	proto_pub_init(&pub);
+	pub.idempotency_key.p = "batch:1";
+	pub.idempotency_key.len = 7;
+	pub.body.p = "x";
+	pub.body.len = 1;
+	buf_init(&out);
+	is_int(proto_encode_pub(&out, &pub, err, sizeof(err)), 0, "encoded");
+	ok(strstr(out.data, "\nidempotency-key: batch:1\n") != NULL,
+	    "encoded as a property line");
+	is_int(parse_n(out.data, out.len, NOLIMIT, &req, &c), PROTO_DONE,
+	    "encoded request parses");
+	ok(streq(&req.pub.idempotency_key, "batch:1"), "same key back");
+	is_int(proto_parse_props(req.pub.props.p, req.pub.props.len, &back,
+	    err, sizeof(err)), 0, "stored block parses");
+	ok(streq(&back.idempotency_key, "batch:1"), "stored block keeps it");
+	buf_free(&out);
+	pub.idempotency_key.len = 0;
+	refuse(&pub, "idempotency-key: empty");
+}
+
 int
 main(void)
 {
@@ -1651,6 +1707,7 @@ main(void)
 	test_pipeline();
 	test_round_trip();
 	test_encode_refusals();
+	test_idempotency_key();
 	test_parse_props();
 	test_dead();
 	test_dead_line();
