@@ -1604,8 +1604,8 @@ cmd_ping(int argc, char **argv)
 
 /*
  * pubrelay stats.  The daemon sends "name value\n" lines (metrics.h holds
- * the fields, their units and Prometheus names); the client shows them as a table, as JSON or in the Prometheus
- * text format.  A key the client does not know is shown in the table, passed
+ * the fields, their units and Prometheus names); the client shows them as a
+ * table, as JSON or in the Prometheus text format.  A key the client does not know is shown in the table, passed
  * through in JSON and left out of the Prometheus output, so a newer daemon's
  * keys do no harm.
  */

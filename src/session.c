@@ -413,25 +413,34 @@ session_receipt_cb(void *arg, enum receipt_fate fate, const char *reason,
 {
 	struct sreceipt	*sr = arg;
 	struct session	*s = sr->s;
-	char		 line[PROTO_SHORTSTR_MAX + 320];
+	struct buf	 line;
+	const char	*p;
 
 	sr->rc = NULL;
+	buf_init(&line);
 	if (sr->wait) {
 		if (fate == RECEIPT_CONFIRMED)
-			snprintf(line, sizeof(line), "OK %llu\n", (unsigned long long)n);
+			buf_printf(&line, "OK %llu\n", (unsigned long long)n);
 		else if (fate == RECEIPT_SHUTDOWN)
-			snprintf(line, sizeof(line), "ERR %s pubrelayd is stopping; retry "
+			buf_printf(&line, "ERR %s pubrelayd is stopping; retry "
 			    "later\n", PROTO_E_SHUTDOWN);
 		else
-			snprintf(line, sizeof(line), "TIMEOUT\n");
+			buf_appends(&line, "TIMEOUT\n");
 	} else if (fate == RECEIPT_CONFIRMED)
-		snprintf(line, sizeof(line), "CONFIRMED %s\n", sr->mid);
-	else if (fate == RECEIPT_PARKED)
-		snprintf(line, sizeof(line), "PARKED %s %s\n", sr->mid,
-		    reason != NULL ? reason : "refused by the broker");
-	else
-		snprintf(line, sizeof(line), "TIMEOUT %s\n", sr->mid);
-	sr->line = xstrdup(line);
+		buf_printf(&line, "CONFIRMED %s\n", sr->mid);
+	else if (fate == RECEIPT_PARKED) {
+		/* The reason on one line, whatever the broker wrote. */
+		buf_printf(&line, "PARKED %s ", sr->mid);
+		for (p = reason != NULL ? reason : "refused by the broker";
+		    *p != '\0'; p++)
+			buf_append(&line, *p == '\n' || *p == '\r' ||
+			    *p == '\t' ? " " : p, 1);
+		buf_append(&line, "\n", 1);
+	} else
+		buf_printf(&line, "TIMEOUT %s\n", sr->mid);
+	buf_append(&line, "", 1);
+	sr->line = xstrdup(line.data);
+	buf_free(&line);
 	if (s->telling || TAILQ_FIRST(&s->rq) != sr)
 		return;
 	/* The first in line: it and what follows go out now. */
