@@ -19,8 +19,8 @@
 #include "outbox.h"
 #include "protocol.h"
 #include "tap.h"
+#include "outbox_fixture.h"
 
-static char	dir[256];
 static int	tx;		/* a group commit is open */
 static int	wakes, resumes;
 
@@ -66,45 +66,6 @@ now_ms(void)
 	return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
 }
 
-static struct outbox *
-open_in(const char *name)
-{
-	struct outbox	*ob;
-	char		 p[512], err[512];
-
-	snprintf(p, sizeof(p), "%s/%s", dir, name);
-	if (outbox_open(&ob, p, 0, err, sizeof(err)) != 0) {
-		printf("Bail out! open %s: %s\n", p, err);
-		exit(1);
-	}
-	return ob;
-}
-
-/* n rows with bodies "<tag><i>"; their ids into ids (may be NULL). */
-static void
-insert_n(struct outbox *ob, int n, const char *tag, int64_t *ids)
-{
-	char	body[32];
-	int64_t	id;
-	int	i;
-
-	if (outbox_begin(ob) != OUTBOX_OK)
-		goto fail;
-	for (i = 0; i < n; i++) {
-		snprintf(body, sizeof(body), "%s%d", tag, i);
-		if (outbox_insert(ob, "exchange: ex\nrouting-key: q\n", 28,
-		    body, strlen(body), 1000 + i, &id) != OUTBOX_OK)
-			goto fail;
-		if (ids != NULL)
-			ids[i] = id;
-	}
-	if (outbox_commit(ob) == OUTBOX_OK)
-		return;
-fail:
-	printf("Bail out! insert: %s\n", outbox_errmsg(ob));
-	exit(1);
-}
-
 struct rows {
 	int	n;
 	int64_t	ids[16];
@@ -133,7 +94,7 @@ outbox_rows_of(const char *name, struct rows *r)
 	char			 p[512], err[512];
 
 	memset(r, 0, sizeof(*r));
-	snprintf(p, sizeof(p), "%s/%s", dir, name);
+	snprintf(p, sizeof(p), "%s/%s", fixture_dir, name);
 	if (outbox_reader_open(&rd, p, err, sizeof(err)) != 0) {
 		printf("Bail out! reader %s: %s\n", p, err);
 		exit(1);
@@ -528,14 +489,7 @@ test_bounded(void)
 int
 main(void)
 {
-	char	cmdline[600];
-
-	snprintf(dir, sizeof(dir), "%s/dead-test.XXXXXX",
-	    getenv("TMPDIR") ? getenv("TMPDIR") : "/tmp");
-	if (mkdtemp(dir) == NULL) {
-		perror("mkdtemp");
-		return 1;
-	}
+	fixture_init("dead-test");
 	log_init(LOG_ERR, "test_dead");
 	base = event_base_new();
 	config_defaults(&cf);
@@ -551,8 +505,6 @@ main(void)
 	test_bounded();
 
 	event_base_free(base);
-	snprintf(cmdline, sizeof(cmdline), "rm -rf '%s'", dir);
-	if (system(cmdline) != 0)
-		diag("cannot remove %s", dir);
+	fixture_done();
 	return done_testing();
 }

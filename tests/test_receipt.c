@@ -14,8 +14,8 @@
 #include "outbox.h"
 #include "receipt.h"
 #include "tap.h"
+#include "outbox_fixture.h"
 
-static char			 dir[256];
 static struct event_base	*base;
 
 /* What a waiter was told. */
@@ -38,41 +38,6 @@ tell(void *arg, enum receipt_fate fate, const char *reason, uint64_t n)
 	t->fate = fate;
 	snprintf(t->reason, sizeof(t->reason), "%s", reason ? reason : "");
 	t->dead = n;
-}
-
-static struct outbox *
-open_in(const char *name)
-{
-	struct outbox	*ob;
-	char		 p[512], err[512];
-
-	snprintf(p, sizeof(p), "%s/%s", dir, name);
-	if (outbox_open(&ob, p, 0, err, sizeof(err)) != 0) {
-		printf("Bail out! open %s: %s\n", p, err);
-		exit(1);
-	}
-	return ob;
-}
-
-static void
-insert_n(struct outbox *ob, int n, int64_t *ids)
-{
-	int64_t	id;
-	int	i;
-
-	if (outbox_begin(ob) != OUTBOX_OK)
-		goto fail;
-	for (i = 0; i < n; i++) {
-		if (outbox_insert(ob, "exchange: ex\n", 13, "b", 1, 1000 + i,
-		    &id) != OUTBOX_OK)
-			goto fail;
-		ids[i] = id;
-	}
-	if (outbox_commit(ob) == OUTBOX_OK)
-		return;
-fail:
-	printf("Bail out! insert: %s\n", outbox_errmsg(ob));
-	exit(1);
 }
 
 static void
@@ -98,7 +63,7 @@ test_confirms(void)
 	int		 i;
 
 	memset(t, 0, sizeof(t));
-	insert_n(ob, 6, ids);
+	insert_n(ob, 6, "r", ids);
 	/* Registered out of order: the heap sorts them. */
 	for (i = 5; i >= 0; i--)
 		ok(receipt_wait_id(r, ids[i], 0, tell, &t[i]) != NULL,
@@ -136,7 +101,7 @@ test_known_at_once(void)
 	int64_t		 ids[3];
 
 	memset(t, 0, sizeof(t));
-	insert_n(ob, 3, ids);
+	insert_n(ob, 3, "r", ids);
 	park(ob, ids[1]);
 	if (outbox_delete_upto(ob, ids[0]) != OUTBOX_OK)
 		printf("Bail out! delete\n");
@@ -166,10 +131,10 @@ test_barrier(void)
 	ok(receipt_wait_upto(r, 0, 0, tell, &t[0]) == NULL && t[0].n == 1 &&
 	    t[0].fate == RECEIPT_CONFIRMED && t[0].dead == 0,
 	    "an empty outbox: done at once");
-	insert_n(ob, 4, ids);
+	insert_n(ob, 4, "r", ids);
 	ok(receipt_wait_upto(r, ids[3], 0, tell, &t[1]) != NULL,
 	    "a barrier over four rows waits");
-	insert_n(ob, 2, more);
+	insert_n(ob, 2, "r", more);
 	receipts_confirmed(r, ids[1]);
 	is_int(t[1].n, 0, "half confirmed: waits");
 	/* The last of them parked: no confirm passes it until later. */
@@ -201,7 +166,7 @@ test_timeouts(void)
 	struct timeval	 tv = { 0, 300000 };
 
 	memset(t, 0, sizeof(t));
-	insert_n(ob, 3, ids);
+	insert_n(ob, 3, "r", ids);
 	(void)receipt_wait_id(r, ids[0], 50, tell, &t[0]);
 	rc = receipt_wait_id(r, ids[1], 50, tell, &t[1]);
 	(void)receipt_wait_id(r, ids[2], 0, tell, &t[2]);
@@ -235,7 +200,7 @@ test_many(void)
 	int64_t		 upto = 0;
 
 	memset(t, 0, sizeof(t));
-	insert_n(ob, 500, ids);
+	insert_n(ob, 500, "r", ids);
 	srand(7);
 	for (i = 0; i < 500; i++)
 		(void)receipt_wait_id(r, ids[(i * 7919) % 500], 0, tell,
@@ -263,14 +228,7 @@ test_many(void)
 int
 main(void)
 {
-	char	cmd[600];
-
-	snprintf(dir, sizeof(dir), "%s/receipt-test.XXXXXX",
-	    getenv("TMPDIR") ? getenv("TMPDIR") : "/tmp");
-	if (mkdtemp(dir) == NULL) {
-		perror("mkdtemp");
-		return 1;
-	}
+	fixture_init("receipt-test");
 	log_init(LOG_ERR, "test_receipt");
 	base = event_base_new();
 	test_confirms();
@@ -279,8 +237,6 @@ main(void)
 	test_timeouts();
 	test_many();
 	event_base_free(base);
-	snprintf(cmd, sizeof(cmd), "rm -rf '%s'", dir);
-	if (system(cmd) != 0)
-		diag("could not remove %s", dir);
+	fixture_done();
 	return done_testing();
 }
