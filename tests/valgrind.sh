@@ -18,8 +18,13 @@ set -u
 srcdir=${PUBRELAY_SRCDIR:-.}
 builddir=${PUBRELAY_BUILDDIR:-.}
 suites=${*:-unit integration failures cluster tls}
-unit="test_util test_protocol test_backoff test_config test_outbox \
-test_sdnotify test_amqpframe test_users test_publisher test_window"
+# The unit tests: Makefile.am's UNIT_TESTS (make check-valgrind passes it).
+unit=$(for t in ${PUBRELAY_UNIT_TESTS:-}; do basename "$t"; done)
+if [ -z "$unit" ]; then
+	echo "1..1"
+	echo "not ok 1 - PUBRELAY_UNIT_TESTS is empty: run make check-valgrind"
+	exit 1
+fi
 
 if ! command -v valgrind >/dev/null 2>&1; then
 	# Not a pass without having looked: scripts/install-deps.sh has it.
