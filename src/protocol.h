@@ -17,6 +17,9 @@
  *   DEAD LIST [<max>] [AFTER <id>]\n   -> DEAD <n>\n + n bytes
  *   DEAD RETRY|PURGE <id>|ALL\n        -> OK <count>\n
  *   WAIT [<ms>]\n                      -> OK <dead>\n | TIMEOUT\n
+ *   STATUS <message-id>\n              -> QUEUED|INFLIGHT|CONFIRMED <id>\n
+ *                                      | PARKED <id> <reason>\n
+ *                                      | UNKNOWN <id>\n
  * A PUB with "confirm: <ms>" is answered once the broker confirmed it:
  *   CONFIRMED <message-id>\n | PARKED <message-id> <reason>\n |
  *   TIMEOUT <message-id>\n
