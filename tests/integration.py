@@ -3106,6 +3106,108 @@ def confirm_pipelined(ctx):
     check_eq(relay.term(), 0, "pubrelayd exit code after SIGTERM")
 
 
+@scenario
+def status_query(ctx):
+    """max_attempts = 1.  `pubrelay status` of a message confirmed by
+    `publish --confirm` prints "confirmed <id>" and exits 0; of one parked
+    at a missing exchange "parked <id>: ..." naming the 404, exit 65; both
+    again after a relay restart.  With the broker's app stopped a new
+    message is "queued", exit 75, and "confirmed" once delivered.  An id
+    never given out, another instance's, a --message-id of the client's
+    own and a purged dead letter are "unknown", exit 66.  Raw STATUS gets
+    exactly CONFIRMED/PARKED/QUEUED/UNKNOWN <id>; STATUS without an id or
+    with one over 255 bytes is ERR BADREQ."""
+    relay = ctx.relay(overrides={"publish": {"max_attempts": "1"}})
+    with ctx.consumer() as c:
+        q = c.declare(H.unique_queue("status"))
+
+    def status(mid, want_rc, word):
+        rc, out, err = relay.cmd("status", mid)
+        check_eq(rc, want_rc, "status %s: exit code (stdout %r, stderr %r)"
+                 % (mid, out, err))
+        want = "%s %s" % (word, mid)
+        check(out == want + "\n" or (word == "parked" and
+                                     out.startswith(want + ": ")),
+              "status %s: stdout %r, want %r" % (mid, out, want))
+        return out
+
+    def raw(req):
+        with relay.client() as cl:
+            return cl.request(req)
+
+    rc, out, err = relay.cmd("publish", "-k", q, "--confirm=20s",
+                             "--print-id", "A")
+    check_eq(rc, 0, "publish --confirm A (stderr %r)" % err)
+    a = out.strip()
+    rc, out, err = relay.cmd("publish", "-e", "no_such_exchange", "-k", q,
+                             "--confirm=20s", "--print-id", "B")
+    check_eq(rc, 65, "publish --confirm B to a missing exchange (stderr %r)"
+             % err)
+    b = out.strip()
+    instance, _, b_row = b.rpartition("-")
+    check(re.fullmatch(r"[0-9a-f]{16}", instance) is not None
+          and b_row.isdigit() and a.startswith(instance + "-"),
+          "generated ids %r and %r are not <instance>-<row id>" % (a, b))
+
+    def a_and_b(when):
+        status(a, 0, "confirmed")
+        out = status(b, 65, "parked")
+        check("404" in out, "status of B %s does not name the 404: %r"
+              % (when, out))
+        check_eq(raw("STATUS %s\n" % a), "CONFIRMED %s" % a,
+                 "raw STATUS of A %s" % when)
+        line = raw("STATUS %s\n" % b)
+        check(line.startswith("PARKED %s " % b) and "404" in line,
+              "raw STATUS of B %s: %r" % (when, line))
+
+    a_and_b("before a restart")
+    check_eq(relay.term(), 0, "pubrelayd exit code after SIGTERM")
+    relay.restart()
+    a_and_b("after a restart")
+
+    ctx.broker.stop_app()
+    try:
+        wait_link_down(ctx, relay)
+        rc, out, err = relay.cmd("publish", "-k", q, "--print-id", "C")
+        check_eq(rc, 0, "publish C with the broker down (stderr %r)" % err)
+        cid = out.strip()
+        status(cid, 75, "queued")
+        check_eq(raw("STATUS %s\n" % cid), "QUEUED %s" % cid,
+                 "raw STATUS of C with the broker down")
+    finally:
+        ctx.broker.start_app()
+    relay.wait_drained(60)
+    status(cid, 0, "confirmed")
+
+    never = "%s-999999999" % instance
+    status(never, 66, "unknown")
+    check_eq(raw("STATUS %s\n" % never), "UNKNOWN %s" % never,
+             "raw STATUS of an id never given out")
+    other = "0000000000000000-1" if instance != "0" * 16 else \
+        "ffffffffffffffff-1"
+    status(other, 66, "unknown")
+    rc, out, err = relay.cmd("publish", "-k", q, "--confirm=20s",
+                             "--message-id", "status-own-id", "D")
+    check_eq(rc, 0, "publish --confirm --message-id D (stderr %r)" % err)
+    status("status-own-id", 66, "unknown")
+
+    line = raw("STATUS\n")
+    check(line.startswith("ERR BADREQ"), "STATUS without an id: %r" % line)
+    line = raw("STATUS %s\n" % ("x" * 256))
+    check(line.startswith("ERR BADREQ"), "STATUS with a 256-byte id: %r"
+          % line)
+
+    rc, out, err = relay.cmd("dead", "purge", b_row)
+    check_eq(rc, 0, "dead purge %s (stderr %r)" % (b_row, err))
+    status(b, 66, "unknown")
+
+    relay.wait_drained(60)
+    with ctx.consumer() as c:
+        bodies = sorted(body for body, _ in c.drain(q))
+    check_eq(bodies, [b"A", b"C", b"D"], "messages delivered")
+    check_eq(relay.term(), 0, "pubrelayd exit code after SIGTERM")
+
+
 def ensure_broker(broker):
     """Put the shared broker back in service after a scenario that faulted
     it (and failed half-way)."""
