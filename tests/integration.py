@@ -1286,7 +1286,11 @@ def client_exit_codes(ctx):
     over 255 bytes, a NUL in a reply line to publish, ping, stats and dead
     retry), and control characters (C1 in UTF-8 too) and bytes that are not
     UTF-8 shown as `?` in `--print-id` ids (from the real daemon too), the
-    stats table and the dead letter table."""
+    stats table and the dead letter table; `status` against a fake: each
+    state's line and exit status (75 for INFLIGHT too), 76 for a reply
+    naming another id or holding a NUL, 74 on `/dev/full`, 64 for an id it
+    cannot send (none, two, empty, over 255 bytes, a newline, a leading
+    blank)."""
     import socket
     import subprocess
     relay = ctx.relay(overrides={"socket": {"max_message_size": "1K"}})
@@ -1336,7 +1340,7 @@ def client_exit_codes(ctx):
     check_eq((rc, out.strip()), (0, "PONG"), "ping")
     # Whatever goes to standard output: 74 when it cannot be written.
     for args in (["-h"], ["-V"], ["publish", "-h"], ["stats", "--help"],
-                 ["dead", "-h"], ["dead", "list", "-h"],
+                 ["dead", "-h"], ["dead", "list", "-h"], ["status", "-h"],
                  s + ["ping"], s + ["stats"], s + ["stats", "--json"],
                  s + ["publish", "-k", "x", "--print-id", "b"],
                  s + ["publish", "-k", "x", "--print-id", "--lines"]):
@@ -1620,6 +1624,37 @@ def client_bodies_send(ctx, relay, cl, q, c):
                  "(%s)" % (args[0], len(reply), err.strip()[:100]))
         check(err.startswith(want_err), "%s answered %d bytes: %r"
               % (args[0], len(reply), err[:120]))
+
+    # status: each reply word to its line and exit status (INFLIGHT is
+    # hard to catch on a real daemon); a reply naming another id, or
+    # with a NUL, is not taken; the broker's reason is shown as text.
+    mid = "ce4c234c3cac8f0e-12"
+    for reply, want_rc, want_out in (
+            (b"INFLIGHT %s\n" % mid.encode(), 75, "inflight " + mid + "\n"),
+            (b"QUEUED %s\n" % mid.encode(), 75, "queued " + mid + "\n"),
+            (b"PARKED %s NO_ROUTE %s\n" % (mid.encode(), evil), 65,
+             "parked %s: NO_ROUTE %s\n" % (mid, shown)),
+            (b"UNKNOWN %s\n" % mid.encode(), 66, "unknown " + mid + "\n"),
+            (b"CONFIRMED %s-1\n" % mid.encode(), 76, ""),
+            (b"CONFIRMED %s\x00\n" % mid.encode(), 76, ""),
+            (b"PARKED %s\n" % mid.encode(), 76, ""),
+            (b"ERR BADREQ no id\n", 65, "")):
+        p = run_against_fake(cl, ["status", mid], reply)
+        check_eq((p.returncode, p.stdout.decode("utf-8")),
+                 (want_rc, want_out), "status answered %r (%s)"
+                 % (reply, p.stderr.decode(errors="replace").strip()))
+    for args in (["status"], ["status", "a", "b"], ["status", ""],
+                 ["status", "x" * 256], ["status", "a\nb"],
+                 ["status", " a"]):
+        rc, out, err = run(s + args)
+        check_eq((rc, out), (64, ""), "%r: usage error (%s)"
+                 % (args, err.strip()[:100]))
+    fake = FakeDaemon(lambda line: b"CONFIRMED %s\n" % mid.encode())
+    try:
+        rc, err = run_full(["-s", fake.path, "status", mid])
+    finally:
+        fake.close()
+    check_eq(rc, 74, "status to /dev/full (%s)" % err.strip())
 
 
 # ---------------------------------------------------------------------------
