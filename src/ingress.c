@@ -211,6 +211,46 @@ ingress_committed_id(const struct ingress *ing)
 	return ing->committed_id;
 }
 
+enum ingress_fate
+ingress_status(struct ingress *ing, const char *mid, size_t len,
+    char *reason, size_t n)
+{
+	const char	*inst = outbox_instance(ing->ob);
+	size_t		 ilen = strlen(inst), i;
+	int64_t		 id = 0, row;
+	int		 state;
+
+	/* Only the ids this outbox generates name a row: <instance>-<id>. */
+	if (len <= ilen + 1 || len > ilen + 1 + 18 ||
+	    memcmp(mid, inst, ilen) != 0 || mid[ilen] != '-' ||
+	    mid[ilen + 1] == '0')
+		return INGRESS_UNKNOWN;
+	for (i = ilen + 1; i < len; i++) {
+		if (mid[i] < '0' || mid[i] > '9')
+			return INGRESS_UNKNOWN;
+		id = id * 10 + (mid[i] - '0');
+	}
+	switch (outbox_fate_of(ing->ob, id, ing->delete_upto, &row, reason,
+	    n)) {
+	case OUTBOX_FATE_QUEUED:
+		/* Confirmed, its delete batched; or sent on this link. */
+		if (row <= ing->delete_upto)
+			return INGRESS_CONFIRMED;
+		state = atomic_load(&ing->st->link_state);
+		if ((state == LINK_CONNECTED || state == LINK_BLOCKED) &&
+		    row <= atomic_load(&ing->st->sent_id))
+			return INGRESS_INFLIGHT;
+		return INGRESS_QUEUED;
+	case OUTBOX_FATE_PARKED:
+		return INGRESS_PARKED;
+	case OUTBOX_FATE_CONFIRMED:
+		return INGRESS_CONFIRMED;
+	case OUTBOX_FATE_UNKNOWN:
+	default:
+		return INGRESS_UNKNOWN;
+	}
+}
+
 void
 ingress_set_link(struct ingress *ing, const struct ingress_link *link)
 {

@@ -49,6 +49,20 @@ int64_t	ingress_inserted_id(const struct ingress *ing);
 /* The last row committed (rows from before a restart included). */
 int64_t	ingress_committed_id(const struct ingress *ing);
 /*
+ * STATUS: what became of the message the daemon named mid[0..len) in an OK
+ * (PARKED: its reason into reason).  Only generated ids ("<instance>-<id>"
+ * of this outbox) are found; any other is UNKNOWN.
+ */
+enum ingress_fate {
+	INGRESS_UNKNOWN = 0,
+	INGRESS_QUEUED,
+	INGRESS_INFLIGHT,
+	INGRESS_CONFIRMED,
+	INGRESS_PARKED,
+};
+enum ingress_fate ingress_status(struct ingress *ing, const char *mid,
+	    size_t len, char *reason, size_t n);
+/*
  * What ingress needs of the broker side, wired by main (ingress knows no
  * AMQP): wake it when rows were committed, and ask whether a message fits
  * the broker's frames (NULL: all do).  NULL unwires it (shutdown).

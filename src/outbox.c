@@ -39,6 +39,7 @@ struct outbox {
 	int64_t		 ddead_rows, ddead_bytes;
 	uint64_t	 dead_max_bytes;	/* 0: no limit */
 	uint64_t	 idem_keys;		/* committed keys */
+	int64_t		 confirmed;		/* meta 'confirmed' */
 	int64_t		 didem;			/* the open transaction's */
 	int		 in_tx;
 	/* the failure's message, kept from the statements that follow it */
@@ -52,7 +53,7 @@ struct outbox {
 	sqlite3_stmt	*st_dead_counters, *st_reserve;
 	sqlite3_stmt	*st_idem_find, *st_idem_put, *st_idem_replace;
 	sqlite3_stmt	*st_idem_old;
-	sqlite3_stmt	*st_idem_expired;
+	sqlite3_stmt	*st_idem_expired, *st_confirmed;
 };
 
 struct outbox_reader {
@@ -117,7 +118,20 @@ static const char *outbox_schema_idem =
 	"  mid NOT NULL,"
 	"  created INTEGER NOT NULL,"
 	"  id INTEGER NOT NULL DEFAULT 0) WITHOUT ROWID;"
-	"CREATE INDEX idem_created ON idem (created);";
+	"CREATE INDEX idem_created ON idem (created);"
+/*
+ * And what STATUS needs to answer for a message-id after a restart: origin,
+ * the id the OK named, on a row moved back from the dead letters under a
+ * new id (NULL: its own); the purged dead letters (forgotten: "unknown",
+ * never "confirmed"); meta 'confirmed', the confirmed prefix as the last
+ * delete of confirmed rows left it.  Last in a migration: after the rebuild
+ * of version 3.
+ */
+	"ALTER TABLE outbox ADD COLUMN origin INTEGER;"
+	"ALTER TABLE dead ADD COLUMN origin INTEGER;"
+	"CREATE INDEX outbox_origin ON outbox (origin) WHERE origin NOT NULL;"
+	"CREATE INDEX dead_origin ON dead (origin) WHERE origin NOT NULL;"
+	"CREATE TABLE forgotten (id INTEGER PRIMARY KEY);";
 
 /*
  * Version 2.  A dead letter keeps the outbox id it had (for the operator and
@@ -229,7 +243,7 @@ outbox_create_schema(struct outbox *ob, char *err, size_t errlen)
  * the outbox table without AUTOINCREMENT (a copy of the rows: SQLite cannot
  * drop it in place) and keeps the highest id ever given out as meta 'mark';
  * 4 adds outbox.attempts (the rebuild of 3 has it already); 5 adds the
- * idempotency keys.  The caller logs it (outbox_migrated_from).
+ * idempotency keys and what STATUS needs.  The caller logs it (outbox_migrated_from).
  */
 static int
 outbox_migrate(struct outbox *ob, const char *path, int64_t from, char *err,
@@ -248,7 +262,7 @@ outbox_migrate(struct outbox *ob, const char *path, int64_t from, char *err,
 		    OUTBOX_SCHEMA_VERSION);
 	else
 		snprintf(sql, sizeof(sql),
-		    "BEGIN IMMEDIATE;%s%s%s"
+		    "BEGIN IMMEDIATE;%s%s"
 		    "INSERT INTO meta SELECT 'mark', max("
 		    "  coalesce((SELECT seq FROM sqlite_sequence WHERE name = "
 		    "  'outbox'), 0), coalesce((SELECT max(id) FROM outbox), 0),"
@@ -258,7 +272,7 @@ outbox_migrate(struct outbox *ob, const char *path, int64_t from, char *err,
 		    "  SELECT id, created, size, props, body FROM outbox "
 		    "  ORDER BY id;"
 		    "DROP TABLE outbox;"
-		    "ALTER TABLE outbox_v3 RENAME TO outbox;"
+		    "ALTER TABLE outbox_v3 RENAME TO outbox;%s"
 		    "PRAGMA user_version = %d; COMMIT;",
 		    from < 2 ? outbox_schema_dead : "",
 		    from < 2 ? "INSERT INTO meta VALUES ('dead_rows', 0), "
@@ -577,6 +591,15 @@ outbox_open(struct outbox **obp, const char *path, int sync_full, char *err,
 		goto fail;
 	}
 	ob->idem_keys = (uint64_t)v;
+	v = outbox_query_int(ob->db, "SELECT coalesce((SELECT value FROM meta "
+	    "WHERE key = 'confirmed'), 0)", &rc);
+	ob->confirmed = rc == SQLITE_OK && v > 0 ? v : 0;
+	if (outbox_prepare(ob->db, "INSERT OR REPLACE INTO meta (key, value) "
+	    "VALUES ('confirmed', ?1)", &ob->st_confirmed)) {
+		snprintf(err, errlen, "%s: cannot prepare statements: %s "
+		    "(corrupt outbox?)", path, sqlite3_errmsg(ob->db));
+		goto fail;
+	}
 	*obp = ob;
 	return 0;
 
@@ -634,6 +657,7 @@ outbox_close(struct outbox *ob)
 	sqlite3_finalize(ob->st_oldest);
 	sqlite3_finalize(ob->st_dead_counters);
 	sqlite3_finalize(ob->st_reserve);
+	sqlite3_finalize(ob->st_confirmed);
 	sqlite3_finalize(ob->st_idem_find);
 	sqlite3_finalize(ob->st_idem_put);
 	sqlite3_finalize(ob->st_idem_replace);
@@ -964,6 +988,30 @@ outbox_delete_upto(struct outbox *ob, int64_t upto)
 	return status;
 }
 
+/*
+ * A delete of confirmed rows also writes how far the confirms have got, in
+ * its transaction, for STATUS after a restart: a row lost with sync = normal
+ * was committed after it, so its id is above it.
+ */
+static int
+outbox_mark_confirmed(struct outbox *ob, int64_t upto)
+{
+	if (upto <= ob->confirmed)
+		return SQLITE_DONE;
+	sqlite3_bind_int64(ob->st_confirmed, 1, upto);
+	return outbox_step(ob->st_confirmed);
+}
+
+static int
+outbox_commit_confirmed(struct outbox *ob, int64_t upto)
+{
+	int	status = outbox_commit(ob);
+
+	if (status == OUTBOX_OK && upto > ob->confirmed)
+		ob->confirmed = upto;
+	return status;
+}
+
 static int
 outbox_delete_tx(struct outbox *ob, int64_t upto)
 {
@@ -986,9 +1034,10 @@ outbox_delete_tx(struct outbox *ob, int64_t upto)
 	}
 	sqlite3_bind_int64(ob->st_delete, 1, upto);
 	rc = outbox_step(ob->st_delete);
-	if (rc != SQLITE_DONE)
+	if (rc != SQLITE_DONE || (rc = outbox_mark_confirmed(ob, upto)) !=
+	    SQLITE_DONE)
 		return outbox_fail(ob, rc);
-	return outbox_commit(ob);
+	return outbox_commit_confirmed(ob, upto);
 }
 
 uint64_t
@@ -1044,6 +1093,44 @@ outbox_last_id(struct outbox *ob)
 {
 	return outbox_query_id(ob, "SELECT max(id) FROM outbox WHERE ?1",
 	    1, 0);
+}
+
+enum outbox_fate
+outbox_fate_of(struct outbox *ob, int64_t id, int64_t confirmed,
+    int64_t *row, char *reason, size_t n)
+{
+	sqlite3_stmt	*st;
+	int		 rc;
+
+	if (id <= 0 || id >= ob->next_id)
+		return OUTBOX_FATE_UNKNOWN;
+	/* Queued, under its own id or (moved back from the dead) a new one. */
+	if ((*row = outbox_query_id(ob, "SELECT id FROM outbox WHERE id = ?1 "
+	    "UNION ALL SELECT id FROM outbox WHERE origin = ?1 LIMIT 1", id,
+	    0)) > 0)
+		return OUTBOX_FATE_QUEUED;
+	rc = sqlite3_prepare_v2(ob->db, "SELECT reason FROM dead WHERE id = ?1 "
+	    "UNION ALL SELECT reason FROM dead WHERE origin = ?1 LIMIT 1", -1,
+	    &st, NULL);
+	if (rc != SQLITE_OK)
+		return OUTBOX_FATE_UNKNOWN;
+	sqlite3_bind_int64(st, 1, id);
+	rc = sqlite3_step(st);
+	if (rc == SQLITE_ROW)
+		snprintf(reason, n, "%s", (const char *)sqlite3_column_text(st,
+		    0));
+	sqlite3_finalize(st);
+	if (rc == SQLITE_ROW)
+		return OUTBOX_FATE_PARKED;
+	if (rc != SQLITE_DONE)
+		return OUTBOX_FATE_UNKNOWN;
+	if (outbox_query_id(ob, "SELECT 1 FROM forgotten WHERE id = ?1", id,
+	    0) == 1)
+		return OUTBOX_FATE_UNKNOWN;
+	/* Gone from both tables: only a confirm deletes it then. */
+	if (id <= ob->confirmed || id <= confirmed)
+		return OUTBOX_FATE_CONFIRMED;
+	return OUTBOX_FATE_UNKNOWN;
 }
 
 int
@@ -1303,8 +1390,9 @@ outbox_park(struct outbox *ob, int64_t id, unsigned attempts,
 
 	/* The body goes from table to table without a copy in memory. */
 	rc = sqlite3_prepare_v2(ob->db, "INSERT INTO dead (id, created, parked, "
-	    "attempts, reason, size, props, body) SELECT id, created, ?2, ?3, "
-	    "?4, ?5, ?6, body FROM outbox WHERE id = ?1", -1, &st, NULL);
+	    "attempts, reason, size, props, body, origin) SELECT id, created, "
+	    "?2, ?3, ?4, ?5, ?6, body, origin FROM outbox WHERE id = ?1", -1,
+	    &st, NULL);
 	if (rc == SQLITE_OK) {
 		sqlite3_bind_int64(st, 1, id);
 		sqlite3_bind_int64(st, 2, now_ms);
@@ -1501,13 +1589,15 @@ outbox_dead_step(struct outbox *ob, int retry, int64_t now_ms,
 		 */
 		rc = outbox_dead_run(ob, b->keep_attempts ?
 		    "INSERT INTO outbox (id, created, size, props, body, "
-		    "attempts) "
+		    "attempts, origin) "
 		    "SELECT :base + row_number() OVER (ORDER BY id), :now, "
-		    "size, props, body, attempts FROM dead "
+		    "size, props, body, attempts, coalesce(origin, id) "
+		    "FROM dead "
 		    "WHERE id > :after AND id <= :last ORDER BY id" :
-		    "INSERT INTO outbox (id, created, size, props, body) "
+		    "INSERT INTO outbox (id, created, size, props, body, "
+		    "origin) "
 		    "SELECT :base + row_number() OVER (ORDER BY id), :now, "
-		    "size, props, body FROM dead "
+		    "size, props, body, coalesce(origin, id) FROM dead "
 		    "WHERE id > :after AND id <= :last ORDER BY id", b, now_ms);
 		if (rc != SQLITE_DONE)
 			goto fail;
@@ -1515,6 +1605,11 @@ outbox_dead_step(struct outbox *ob, int retry, int64_t now_ms,
 		ob->drows = (int64_t)b->rows;
 		ob->dbytes = (int64_t)b->bytes;
 	}
+	/* Purged: STATUS says "unknown" of them from now on. */
+	if (!retry && (rc = outbox_dead_run(ob, "INSERT OR IGNORE INTO "
+	    "forgotten SELECT coalesce(origin, id) FROM dead "
+	    "WHERE id > :after AND id <= :last", b, 0)) != SQLITE_DONE)
+		goto fail;
 	rc = outbox_dead_run(ob, "DELETE FROM dead "
 	    "WHERE id > :after AND id <= :last", b, 0);
 	if (rc != SQLITE_DONE)
@@ -1589,7 +1684,9 @@ outbox_delete_around(struct outbox *ob, int64_t after, int64_t upto,
 		outbox_rollback(ob);
 		return OUTBOX_OK;
 	}
-	return outbox_commit(ob);
+	if ((rc = outbox_mark_confirmed(ob, upto)) != SQLITE_DONE)
+		return outbox_fail(ob, rc);
+	return outbox_commit_confirmed(ob, upto);
 }
 
 /* Move (retry) or drop (purge) dead letter id, 0 for all of them, at once. */

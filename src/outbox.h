@@ -113,6 +113,22 @@ int64_t	 outbox_oldest_ms(struct outbox *ob);
 int64_t	 outbox_first_above(struct outbox *ob, int64_t id);
 int64_t	 outbox_last_id(struct outbox *ob);
 uint64_t outbox_dead_upto(struct outbox *ob, int64_t id);
+/*
+ * What became of the message row id was when its OK was sent (STATUS):
+ * QUEUED (still in the outbox, as *row: its id, or a new one if it was
+ * moved back from the dead letters), PARKED (reason into reason), CONFIRMED
+ * (gone, and at or below the confirmed prefix: the stored one or
+ * confirmed, what main knows now), UNKNOWN (never given out, purged as a
+ * dead letter, or lost).
+ */
+enum outbox_fate {
+	OUTBOX_FATE_UNKNOWN = 0,
+	OUTBOX_FATE_QUEUED,
+	OUTBOX_FATE_PARKED,
+	OUTBOX_FATE_CONFIRMED,
+};
+enum outbox_fate outbox_fate_of(struct outbox *ob, int64_t id,
+	    int64_t confirmed, int64_t *row, char *reason, size_t n);
 /* 1 with dead letter id's reason in buf; 0 when id is no dead letter. */
 int	 outbox_dead_reason(struct outbox *ob, int64_t id, char *buf, size_t n);
 /* Last SQLite error text. */

@@ -79,6 +79,7 @@ static const struct {
 	{ "RESET", PROTO_RESET },
 	{ "DEAD",  PROTO_DEAD },
 	{ "WAIT",  PROTO_WAIT },
+	{ "STATUS", PROTO_STATUS },
 };
 
 static const struct {
@@ -561,6 +562,8 @@ proto_parse(const char *buf, size_t len, const struct proto_limits *lim,
 	req->dead_max = 0;
 	req->dead_after = 0;
 	req->wait_ms = 0;
+	req->status_mid.p = NULL;
+	req->status_mid.len = 0;
 	req->need = 0;
 	req->err_code = NULL;
 	req->err[0] = '\0';
@@ -626,6 +629,22 @@ proto_parse(const char *buf, size_t len, const struct proto_limits *lim,
 	if (req->verb == PROTO_DEAD) {
 		*consumed = off + next;
 		return proto_parse_dead(arg, alen, req);
+	}
+	if (req->verb == PROTO_STATUS) {
+		*consumed = off + next;
+		if (alen == 0)
+			return proto_fail(req, PROTO_BAD, PROTO_E_BADREQ,
+			    "STATUS needs a message-id");
+		if (alen > PROTO_SHORTSTR_MAX)
+			return proto_fail(req, PROTO_BAD, PROTO_E_BADREQ,
+			    "STATUS: message-id longer than %d bytes",
+			    PROTO_SHORTSTR_MAX);
+		if (memchr(arg, '\0', alen) != NULL)
+			return proto_fail(req, PROTO_BAD, PROTO_E_BADREQ,
+			    "STATUS: message-id contains a NUL byte");
+		req->status_mid.p = arg;
+		req->status_mid.len = alen;
+		return PROTO_DONE;
 	}
 	if (req->verb == PROTO_WAIT && alen > 0) {
 		uint64_t	num;

@@ -17,9 +17,9 @@
  *   DEAD LIST [<max>] [AFTER <id>]\n   -> DEAD <n>\n + n bytes
  *   DEAD RETRY|PURGE <id>|ALL\n        -> OK <count>\n
  *   WAIT [<ms>]\n                      -> OK <dead>\n | TIMEOUT\n
- *   STATUS <message-id>\n              -> QUEUED|INFLIGHT|CONFIRMED <id>\n
- *                                      | PARKED <id> <reason>\n
- *                                      | UNKNOWN <id>\n
+ *   STATUS <message-id>\n              -> QUEUED|INFLIGHT|CONFIRMED|UNKNOWN
+ *                                          <message-id>\n |
+ *                                          PARKED <message-id> <reason>\n
  * A PUB with "confirm: <ms>" is answered once the broker confirmed it:
  *   CONFIRMED <message-id>\n | PARKED <message-id> <reason>\n |
  *   TIMEOUT <message-id>\n
@@ -107,6 +107,7 @@ enum proto_verb {
 	PROTO_RESET,
 	PROTO_DEAD,
 	PROTO_WAIT,
+	PROTO_STATUS,
 };
 
 enum proto_dead_op {
@@ -136,6 +137,7 @@ struct proto_req {
 	unsigned	 dead_max;	/* LIST: at most this many, 0: default */
 	int64_t		 dead_after;	/* LIST: ids above this one */
 	unsigned	 wait_ms;	/* WAIT: time limit, 0: none */
+	struct proto_str status_mid;	/* STATUS: the message-id asked of */
 	size_t		 need;		/* INCOMPLETE: total bytes needed, 0 if unknown */
 	const char	*err_code;	/* BAD/FATAL: one of PROTO_E_* */
 	char		 err[256];	/* BAD/FATAL: human-readable reason */

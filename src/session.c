@@ -406,6 +406,53 @@ session_catch_up(struct session *s)
 	session_process(s);
 }
 
+/*
+ * "PARKED <message-id> <reason>\n": the reason on one line, whatever the
+ * broker wrote.
+ */
+static void
+session_parked_line(struct buf *line, const char *mid, size_t mlen,
+    const char *reason)
+{
+	const char	*p;
+
+	buf_appends(line, "PARKED ");
+	buf_append(line, mid, mlen);
+	buf_append(line, " ", 1);
+	for (p = reason != NULL ? reason : "refused by the broker";
+	    *p != '\0'; p++)
+		buf_append(line, *p == '\n' || *p == '\r' || *p == '\t' ?
+		    " " : p, 1);
+	buf_append(line, "\n", 1);
+}
+
+/* STATUS: what became of a message-id this daemon gave out. */
+static void
+session_status(struct session *s, const struct proto_str *mid)
+{
+	static const char *const words[] = {
+		[INGRESS_UNKNOWN] = "UNKNOWN",
+		[INGRESS_QUEUED] = "QUEUED",
+		[INGRESS_INFLIGHT] = "INFLIGHT",
+		[INGRESS_CONFIRMED] = "CONFIRMED",
+	};
+	struct buf		 line;
+	char			 reason[256];
+	enum ingress_fate	 f;
+
+	f = ingress_status(s->ing, mid->p, mid->len, reason, sizeof(reason));
+	buf_init(&line);
+	if (f == INGRESS_PARKED)
+		session_parked_line(&line, mid->p, mid->len, reason);
+	else {
+		buf_printf(&line, "%s ", words[f]);
+		buf_append(&line, mid->p, mid->len);
+		buf_append(&line, "\n", 1);
+	}
+	evbuffer_add(session_out(s), line.data, line.len);
+	buf_free(&line);
+}
+
 /* receipt_fn: the fate of a PUB with "confirm:" or of a WAIT. */
 static void
 session_receipt_cb(void *arg, enum receipt_fate fate, const char *reason,
@@ -414,7 +461,6 @@ session_receipt_cb(void *arg, enum receipt_fate fate, const char *reason,
 	struct sreceipt	*sr = arg;
 	struct session	*s = sr->s;
 	struct buf	 line;
-	const char	*p;
 
 	sr->rc = NULL;
 	buf_init(&line);
@@ -428,15 +474,9 @@ session_receipt_cb(void *arg, enum receipt_fate fate, const char *reason,
 			buf_appends(&line, "TIMEOUT\n");
 	} else if (fate == RECEIPT_CONFIRMED)
 		buf_printf(&line, "CONFIRMED %s\n", sr->mid);
-	else if (fate == RECEIPT_PARKED) {
-		/* The reason on one line, whatever the broker wrote. */
-		buf_printf(&line, "PARKED %s ", sr->mid);
-		for (p = reason != NULL ? reason : "refused by the broker";
-		    *p != '\0'; p++)
-			buf_append(&line, *p == '\n' || *p == '\r' ||
-			    *p == '\t' ? " " : p, 1);
-		buf_append(&line, "\n", 1);
-	} else
+	else if (fate == RECEIPT_PARKED)
+		session_parked_line(&line, sr->mid, strlen(sr->mid), reason);
+	else
 		buf_printf(&line, "TIMEOUT %s\n", sr->mid);
 	buf_append(&line, "", 1);
 	sr->line = xstrdup(line.data);
@@ -583,6 +623,9 @@ session_process(struct session *s)
 				break;
 			case PROTO_WAIT:
 				session_wait(s, s->req.wait_ms);
+				break;
+			case PROTO_STATUS:
+				session_status(s, &s->req.status_mid);
 				break;
 			case PROTO_DEAD:
 				/* Runs between group commits, never inside. */

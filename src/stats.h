@@ -31,6 +31,7 @@ struct relay_stats {
 	atomic_uint_fast64_t	parked;
 	atomic_uint_fast64_t	reconnects;
 	atomic_uint_fast64_t	in_flight;
+	atomic_int_fast64_t	sent_id;	/* the last row published (STATUS) */
 	atomic_uint_fast64_t	confirm_ms_sum;	/* publish -> confirm, summed */
 	atomic_uint_fast64_t	confirm_count;
 	atomic_uint_fast64_t	blocked_ms;	/* finished blocked periods */

@@ -123,6 +123,7 @@ window_forget(struct window *w, int new_channel)
 		w->nack_rounds = 0;
 	w->sent_id = w->confirmed_id;
 	atomic_store(&w->st->in_flight, 0);
+	atomic_store(&w->st->sent_id, w->sent_id);
 }
 
 void
@@ -179,6 +180,7 @@ window_sent(struct window *w, int64_t id, uint32_t size, uint64_t rethash,
 	w->next_tag++;
 	w->unresolved++;
 	w->sent_id = id;
+	atomic_store(&w->st->sent_id, id);
 	w->inflight_bytes += size;
 	atomic_fetch_add(&w->st->published, 1);
 	atomic_store(&w->st->in_flight, window_inflight(w));

@@ -21,6 +21,11 @@
 #include "protocol.h"
 #include "tap.h"
 
+/* SQL that takes a version-5 file back to version 4's tables. */
+#define UNDO_V5	"DROP TABLE idem; DROP INDEX outbox_origin; "		\
+	"DROP INDEX dead_origin; ALTER TABLE outbox DROP COLUMN origin; "	\
+	"ALTER TABLE dead DROP COLUMN origin; DROP TABLE forgotten; "
+
 static char	dir[256];
 static unsigned	total;		/* outbox_park()'s, where no check wants it */
 
@@ -1314,6 +1319,86 @@ test_enospc(void)
  * with its row: the repeat, held on the same commit, fails with it, and a
  * retry is a new message.
  */
+/* STATUS: what became of an id, across parks, retries, purges, reopens. */
+static void
+test_fate(void)
+{
+	struct outbox	*ob;
+	char		 err[512], reason[256];
+	int64_t		 a, b, c, row, last;
+	uint64_t	 n;
+	unsigned	 tot;
+
+	ok(outbox_open(&ob, path_in("fate.db"), 1, err, sizeof(err)) == 0,
+	    "fate: open");
+	if (ob == NULL)
+		return;
+	a = insert_one(ob, "", "a", 1);
+	b = insert_one(ob, "", "b", 2);
+	c = insert_one(ob, "", "c", 3);
+	is_int(outbox_fate_of(ob, a, 0, &row, reason, sizeof(reason)),
+	    OUTBOX_FATE_QUEUED, "a row in the outbox is queued");
+	is_int(row, a, "as itself");
+	is_int(outbox_fate_of(ob, c + 1, 0, &row, reason, sizeof(reason)),
+	    OUTBOX_FATE_UNKNOWN, "an id not given out yet is unknown");
+	is_int(outbox_fate_of(ob, 0, 0, &row, reason, sizeof(reason)),
+	    OUTBOX_FATE_UNKNOWN, "id 0 is unknown");
+
+	/* b refused and parked; a confirmed and deleted. */
+	is_int(outbox_park(ob, b, 1, "312 NO_ROUTE", 10, &tot), OUTBOX_OK,
+	    "b parked");
+	is_int(outbox_fate_of(ob, b, 0, &row, reason, sizeof(reason)),
+	    OUTBOX_FATE_PARKED, "a dead letter is parked");
+	is_str(reason, "312 NO_ROUTE", "with its reason");
+	is_int(outbox_fate_of(ob, a, a, &row, reason, sizeof(reason)),
+	    OUTBOX_FATE_QUEUED, "confirmed but not yet deleted: still a row "
+	    "(the caller knows the prefix)");
+	is_int(outbox_delete_upto(ob, a), OUTBOX_OK, "a deleted as confirmed");
+	is_int(outbox_fate_of(ob, a, 0, &row, reason, sizeof(reason)),
+	    OUTBOX_FATE_CONFIRMED, "gone and at or below the stored prefix: "
+	    "confirmed");
+
+	/* b moved back under a new id: its old id follows it. */
+	is_int(outbox_dead_retry(ob, b, 20, &n), OUTBOX_OK, "b retried");
+	is_int(outbox_fate_of(ob, b, 0, &row, reason, sizeof(reason)),
+	    OUTBOX_FATE_QUEUED, "b is queued again");
+	ok(row > c, "under a new id at the tail (%lld)", (long long)row);
+	last = row;
+	is_int(outbox_park(ob, last, 1, "404 NOT_FOUND", 30, &tot),
+	    OUTBOX_OK, "refused again");
+	is_int(outbox_fate_of(ob, b, 0, &row, reason, sizeof(reason)),
+	    OUTBOX_FATE_PARKED, "b's id finds it parked under the new one");
+	is_str(reason, "404 NOT_FOUND", "with the new reason");
+	is_int(outbox_dead_purge(ob, last, &n), OUTBOX_OK, "purged");
+	is_int(outbox_fate_of(ob, b, INT64_MAX, &row, reason, sizeof(reason)),
+	    OUTBOX_FATE_UNKNOWN, "a purged dead letter is unknown, even "
+	    "below the prefix");
+	is_int(outbox_fate_of(ob, c, 0, &row, reason, sizeof(reason)),
+	    OUTBOX_FATE_QUEUED, "c still queued");
+	outbox_close(ob);
+
+	/* What a restart finds. */
+	ok(outbox_open(&ob, path_in("fate.db"), 1, err, sizeof(err)) == 0,
+	    "fate: reopened");
+	if (ob == NULL)
+		return;
+	is_int(outbox_fate_of(ob, a, 0, &row, reason, sizeof(reason)),
+	    OUTBOX_FATE_CONFIRMED, "a: still confirmed after a reopen");
+	is_int(outbox_fate_of(ob, b, 0, &row, reason, sizeof(reason)),
+	    OUTBOX_FATE_UNKNOWN, "b: still unknown");
+	is_int(outbox_fate_of(ob, c, 0, &row, reason, sizeof(reason)),
+	    OUTBOX_FATE_QUEUED, "c: still queued");
+	is_int(outbox_delete_upto(ob, c), OUTBOX_OK, "c deleted as confirmed");
+	outbox_close(ob);
+	ok(outbox_open(&ob, path_in("fate.db"), 1, err, sizeof(err)) == 0,
+	    "fate: reopened again");
+	if (ob == NULL)
+		return;
+	is_int(outbox_fate_of(ob, c, 0, &row, reason, sizeof(reason)),
+	    OUTBOX_FATE_CONFIRMED, "c: confirmed after a reopen");
+	outbox_close(ob);
+}
+
 static void
 test_idem_commit_fails(void)
 {
@@ -1442,8 +1527,8 @@ test_requeue(void)
 	}
 	sqlite3_open(path_in("v3.db"), &db);
 	ok(sqlite3_exec(db, "ALTER TABLE outbox DROP COLUMN attempts; "
-	    "DROP TABLE idem; PRAGMA user_version = 3", NULL, NULL, NULL) == SQLITE_OK,
-	    "made a version-3 file");
+	    UNDO_V5 "PRAGMA user_version = 3", NULL, NULL, NULL) ==
+	    SQLITE_OK, "made a version-3 file");
 	sqlite3_close(db);
 	ok(outbox_open(&ob, path_in("v3.db"), 1, err, sizeof(err)) == 0,
 	    "it opens: %s", ob ? "" : err);
@@ -2009,7 +2094,7 @@ test_idem(void)
 
 	/* A version-4 outbox (no key table) gets an empty one. */
 	sqlite3_open(p, &db);
-	ok(sqlite3_exec(db, "DROP TABLE idem; PRAGMA user_version = 4", NULL,
+	ok(sqlite3_exec(db, UNDO_V5 "PRAGMA user_version = 4", NULL,
 	    NULL, NULL) == SQLITE_OK, "made a version-4 file");
 	sqlite3_close(db);
 	ok(outbox_open(&ob, p, 1, err, sizeof(err)) == 0,
@@ -2159,6 +2244,7 @@ main(void)
 	test_migration_v2();
 	test_idem();
 	test_idem_commit_fails();
+	test_fate();
 	test_fold();
 	test_reserve();
 	test_checkpoint_reader();

@@ -1523,7 +1523,7 @@ test_receipts(void)
 	struct proto_req	 req;
 	struct proto_pub	 pub;
 	struct buf		 out;
-	char			 in[256], err[256];
+	char			 in[300], err[256];
 	size_t			 i, c;
 
 	for (i = 0; i < sizeof(waits) / sizeof(waits[0]); i++) {
@@ -1562,6 +1562,26 @@ test_receipts(void)
 	}
 	is_int(parse_s("PUB 1\nconfirm: 5\nconfirm: 6\n\nx\n", &req, &c),
 	    PROTO_BAD, "confirm: twice is BAD");
+
+	/* STATUS <message-id>: the rest of the line, trimmed. */
+	is_int(parse_s("STATUS  ab12-7 \n", &req, &c), PROTO_DONE, "STATUS");
+	ok(req.verb == PROTO_STATUS && req.status_mid.len == 6 &&
+	    memcmp(req.status_mid.p, "ab12-7", 6) == 0, "its message-id");
+	is_int(parse_s("STATUS my id\n", &req, &c), PROTO_DONE,
+	    "a client's id with a blank");
+	is_int(req.status_mid.len, 5, "kept whole");
+	is_int(parse_s("STATUS\n", &req, &c), PROTO_BAD, "STATUS alone: BAD");
+	ok(strstr(req.err, "STATUS needs a message-id") != NULL, "%s",
+	    req.err);
+	memset(in, 'x', sizeof(in));
+	memcpy(in, "STATUS ", 7);
+	in[7 + 256] = '\n';
+	in[7 + 257] = '\0';
+	is_int(parse_s(in, &req, &c), PROTO_BAD, "a 256-byte id: BAD");
+	ok(strstr(req.err, "longer than 255 bytes") != NULL, "%s", req.err);
+	parse_s("STATUS x\n", &req, &c);
+	parse_s("PING\n", &req, &c);
+	ok(req.status_mid.p == NULL, "status_mid is reset for other verbs");
 
 	/* The client's encoder writes it; the parser reads it back. */
 	proto_pub_init(&pub);
