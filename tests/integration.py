@@ -3149,7 +3149,9 @@ def status_query(ctx):
     again after a relay restart.  With the broker's app stopped a new
     message is "queued", exit 75, and "confirmed" once delivered.  An id
     never given out, another instance's, a --message-id of the client's
-    own and a purged dead letter are "unknown", exit 66.  Raw STATUS gets
+    own and a purged dead letter are "unknown", exit 66 (B, replayed by
+    `dead retry` and parked again under a new id, is found by its own id
+    until purged under the new one).  Raw STATUS gets
     exactly CONFIRMED/PARKED/QUEUED/UNKNOWN <id>; STATUS without an id or
     with one over 255 bytes is ERR BADREQ."""
     relay = ctx.relay(overrides={"publish": {"max_attempts": "1"}})
@@ -3232,8 +3234,18 @@ def status_query(ctx):
     check(line.startswith("ERR BADREQ"), "STATUS with a 256-byte id: %r"
           % line)
 
-    rc, out, err = relay.cmd("dead", "purge", b_row)
-    check_eq(rc, 0, "dead purge %s (stderr %r)" % (b_row, err))
+    # Replayed, B is parked again under a new id, still found by its own.
+    rc, out, err = relay.cmd("dead", "retry", b_row)
+    check_eq(rc, 0, "dead retry %s (stderr %r)" % (b_row, err))
+    H.wait_until(lambda: relay.cmd("status", b)[0] != 75, 30,
+                 "B, replayed, to be parked again", interval=0.2)
+    status(b, 65, "parked")
+    with relay.client() as cl:
+        rows = [r for r in cl.dead_list_all() if r["message_id"] == b]
+    check(len(rows) == 1 and str(rows[0]["id"]) != b_row,
+          "B parked again under a new dead letter id: %r" % rows)
+    rc, out, err = relay.cmd("dead", "purge", rows[0]["id"])
+    check_eq(rc, 0, "dead purge %s (stderr %r)" % (rows[0]["id"], err))
     status(b, 66, "unknown")
 
     relay.wait_drained(60)
