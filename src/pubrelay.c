@@ -1085,6 +1085,7 @@ usage(FILE *fp, int status)
 "  pubrelay dead retry id | --all\n"
 "  pubrelay dead purge id | --all\n"
 "  pubrelay wait [--timeout timeout]\n"
+"  pubrelay status message-id\n"
 "\n"
 "  -s socket   daemon socket (default $PUBRELAY_SOCKET, else %s)\n"
 "  -t timeout  give up after this long without progress (default %s s,\n"
@@ -1094,7 +1095,9 @@ usage(FILE *fp, int status)
 "standard input is a message.  dead lists the messages the broker refused\n"
 "for good, replays them (retry) or deletes them (purge).  --confirm waits\n"
 "for the broker's confirm of each message; wait for that of every message\n"
-"accepted so far.  See pubrelay(1).\n",
+"accepted so far.  status tells what became of one message: confirmed\n"
+"(exit 0), parked (65), queued or inflight (75), unknown (66).\n"
+"See pubrelay(1).\n",
 	    PUBRELAY_SOCKET_PATH, CLIENT_DEFAULT_TIMEOUT);
 	/* exit() flushes too, but says nothing when that fails. */
 	if (fp == stdout && status == EX_OK)
@@ -2541,6 +2544,133 @@ done:
 	return status;
 }
 
+/* What STATUS answers, as printed and as exit status (pubrelay(1)). */
+static const struct {
+	const char	*reply;		/* the reply's word */
+	const char	*word;		/* what status prints */
+	int		 status;
+} status_states[] = {
+	{ "CONFIRMED",	"confirmed",	EX_OK },
+	{ "PARKED",	"parked",	EX_DATAERR },
+	{ "QUEUED",	"queued",	EX_TEMPFAIL },	/* not yet */
+	{ "INFLIGHT",	"inflight",	EX_TEMPFAIL },
+	{ "UNKNOWN",	"unknown",	EX_NOINPUT },	/* no such message */
+};
+
+/*
+ * Why id cannot be asked about, or NULL: STATUS takes 1 to 255 bytes; a
+ * control character could end or split the request line, and the parser
+ * drops blanks at either end, so the reply would name another id.
+ */
+static const char *
+status_id_error(const char *id, size_t len)
+{
+	size_t	i;
+
+	if (len == 0)
+		return "an empty message-id";
+	if (len > PROTO_SHORTSTR_MAX)
+		return "longer than 255 bytes";
+	for (i = 0; i < len; i++)
+		if ((unsigned char)id[i] < 0x20 || id[i] == 0x7f)
+			return "a control character in it";
+	if (id[0] == ' ' || id[len - 1] == ' ')
+		return "a blank at its start or end";
+	return NULL;
+}
+
+/*
+ * pubrelay status: "<state> <id>" on standard output ("parked <id>:
+ * <reason>"), the state also in the exit status.  The reply must name the
+ * id asked about: it is the one thing a script could confuse.
+ */
+static int
+cmd_status(int argc, char **argv)
+{
+	static const struct option longopts[] = {
+		{ "help",	no_argument,	NULL, 'h' },
+		{ NULL,		0,		NULL, 0 }
+	};
+	struct buf	 in;
+	const char	*id, *why, *p;
+	char		*line, *reason, text[512], first_in[CLIENT_FIRST_IN];
+	char		 req[PROTO_SHORTSTR_MAX + 16];
+	size_t		 used, idlen, wlen, i;
+	int		 ch, fd = -1, status;
+
+	optind = 1;
+	opterr = 0;
+	while ((ch = getopt_long(argc, argv, HELP_OPTS, longopts, NULL)) != -1) {
+		switch (ch) {
+		case 'h':
+			usage(stdout, EX_OK);
+		default:
+			opt_error(ch, argc, argv, HELP_OPTS);
+		}
+	}
+	argc -= optind;
+	argv += optind;
+	if (argc != 1) {
+		client_warnx("status: %s", argc == 0 ? "give a message-id" :
+		    "too many arguments");
+		usage(stderr, EX_USAGE);
+	}
+	id = argv[0];
+	idlen = strlen(id);
+	if ((why = status_id_error(id, idlen)) != NULL) {
+		client_clean(text, sizeof(text), id, idlen);
+		client_warnx("status: '%s' cannot be asked about: %s", text,
+		    why);
+		usage(stderr, EX_USAGE);
+	}
+	snprintf(req, sizeof(req), "STATUS %s\n", id);
+
+	buf_init_on(&in, first_in, sizeof(first_in));
+	/*
+	 * notfound set only so that every ERR code keeps its own status:
+	 * the status command's 75 must not also mean a BADREQ.
+	 */
+	status = client_request("status", req, &in, &fd, &line, &used,
+	    "no such message");
+	if (status != EX_OK)
+		goto done;
+	for (i = 0; i < sizeof(status_states) / sizeof(status_states[0]);
+	    i++) {
+		wlen = strlen(status_states[i].reply);
+		if (strncmp(line, status_states[i].reply, wlen) == 0 &&
+		    line[wlen] == ' ' &&
+		    strncmp(line + wlen + 1, id, idlen) == 0)
+			break;
+	}
+	if (i == sizeof(status_states) / sizeof(status_states[0]))
+		goto unexpected;
+	p = line + wlen + 1 + idlen;
+	status = status_states[i].status;
+	if (status == EX_DATAERR) {
+		/* "PARKED <id> <reason>": the reason may be empty, not gone. */
+		if (*p != ' ')
+			goto unexpected;
+		reason = client_text(p + 1, strlen(p + 1), NULL);
+		printf("%s %s: %s\n", status_states[i].word, id, reason);
+		free(reason);
+	} else if (*p != '\0')
+		goto unexpected;
+	else
+		printf("%s %s\n", status_states[i].word, id);
+	if (client_flush() != EX_OK)
+		status = EX_IOERR;
+	goto done;
+unexpected:
+	client_clean(text, sizeof(text), line, strlen(line));
+	client_warnx("unexpected reply to status %s: \"%s\"", id, text);
+	status = EX_PROTOCOL;
+done:
+	if (fd != -1)
+		close(fd);
+	buf_free(&in);
+	return status;
+}
+
 static int
 cmd_dead(int argc, char **argv)
 {
@@ -2646,6 +2776,8 @@ main(int argc, char **argv)
 		return cmd_dead(argc, argv);
 	if (strcmp(argv[0], "wait") == 0)
 		return cmd_wait(argc, argv);
+	if (strcmp(argv[0], "status") == 0)
+		return cmd_status(argc, argv);
 	client_warnx("%s: unknown command", argv[0]);
 	usage(stderr, EX_USAGE);
 }

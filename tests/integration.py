@@ -1286,7 +1286,11 @@ def client_exit_codes(ctx):
     over 255 bytes, a NUL in a reply line to publish, ping, stats and dead
     retry), and control characters (C1 in UTF-8 too) and bytes that are not
     UTF-8 shown as `?` in `--print-id` ids (from the real daemon too), the
-    stats table and the dead letter table."""
+    stats table and the dead letter table; `status` against a fake: each
+    state's line and exit status (75 for INFLIGHT too), 76 for a reply
+    naming another id or holding a NUL, 74 on `/dev/full`, 64 for an id it
+    cannot send (none, two, empty, over 255 bytes, a newline, a leading
+    blank)."""
     import socket
     import subprocess
     relay = ctx.relay(overrides={"socket": {"max_message_size": "1K"}})
@@ -1336,7 +1340,7 @@ def client_exit_codes(ctx):
     check_eq((rc, out.strip()), (0, "PONG"), "ping")
     # Whatever goes to standard output: 74 when it cannot be written.
     for args in (["-h"], ["-V"], ["publish", "-h"], ["stats", "--help"],
-                 ["dead", "-h"], ["dead", "list", "-h"],
+                 ["dead", "-h"], ["dead", "list", "-h"], ["status", "-h"],
                  s + ["ping"], s + ["stats"], s + ["stats", "--json"],
                  s + ["publish", "-k", "x", "--print-id", "b"],
                  s + ["publish", "-k", "x", "--print-id", "--lines"]):
@@ -1620,6 +1624,37 @@ def client_bodies_send(ctx, relay, cl, q, c):
                  "(%s)" % (args[0], len(reply), err.strip()[:100]))
         check(err.startswith(want_err), "%s answered %d bytes: %r"
               % (args[0], len(reply), err[:120]))
+
+    # status: each reply word to its line and exit status (INFLIGHT is
+    # hard to catch on a real daemon); a reply naming another id, or
+    # with a NUL, is not taken; the broker's reason is shown as text.
+    mid = "ce4c234c3cac8f0e-12"
+    for reply, want_rc, want_out in (
+            (b"INFLIGHT %s\n" % mid.encode(), 75, "inflight " + mid + "\n"),
+            (b"QUEUED %s\n" % mid.encode(), 75, "queued " + mid + "\n"),
+            (b"PARKED %s NO_ROUTE %s\n" % (mid.encode(), evil), 65,
+             "parked %s: NO_ROUTE %s\n" % (mid, shown)),
+            (b"UNKNOWN %s\n" % mid.encode(), 66, "unknown " + mid + "\n"),
+            (b"CONFIRMED %s-1\n" % mid.encode(), 76, ""),
+            (b"CONFIRMED %s\x00\n" % mid.encode(), 76, ""),
+            (b"PARKED %s\n" % mid.encode(), 76, ""),
+            (b"ERR BADREQ no id\n", 65, "")):
+        p = run_against_fake(cl, ["status", mid], reply)
+        check_eq((p.returncode, p.stdout.decode("utf-8")),
+                 (want_rc, want_out), "status answered %r (%s)"
+                 % (reply, p.stderr.decode(errors="replace").strip()))
+    for args in (["status"], ["status", "a", "b"], ["status", ""],
+                 ["status", "x" * 256], ["status", "a\nb"],
+                 ["status", " a"]):
+        rc, out, err = run(s + args)
+        check_eq((rc, out), (64, ""), "%r: usage error (%s)"
+                 % (args, err.strip()[:100]))
+    fake = FakeDaemon(lambda line: b"CONFIRMED %s\n" % mid.encode())
+    try:
+        rc, err = run_full(["-s", fake.path, "status", mid])
+    finally:
+        fake.close()
+    check_eq(rc, 74, "status to /dev/full (%s)" % err.strip())
 
 
 # ---------------------------------------------------------------------------
@@ -3103,6 +3138,120 @@ def confirm_pipelined(ctx):
                               note=ctx.note)
     check_eq(per[2][0][1], timed_out_id, "message-id of the message whose "
              "receipt timed out")
+    check_eq(relay.term(), 0, "pubrelayd exit code after SIGTERM")
+
+
+@scenario
+def status_query(ctx):
+    """max_attempts = 1.  `pubrelay status` of a message confirmed by
+    `publish --confirm` prints "confirmed <id>" and exits 0; of one parked
+    at a missing exchange "parked <id>: ..." naming the 404, exit 65; both
+    again after a relay restart.  With the broker's app stopped a new
+    message is "queued", exit 75, and "confirmed" once delivered.  An id
+    never given out, another instance's, a --message-id of the client's
+    own and a purged dead letter are "unknown", exit 66 (B, replayed by
+    `dead retry` and parked again under a new id, is found by its own id
+    until purged under the new one).  Raw STATUS gets
+    exactly CONFIRMED/PARKED/QUEUED/UNKNOWN <id>; STATUS without an id or
+    with one over 255 bytes is ERR BADREQ."""
+    relay = ctx.relay(overrides={"publish": {"max_attempts": "1"}})
+    with ctx.consumer() as c:
+        q = c.declare(H.unique_queue("status"))
+
+    def status(mid, want_rc, word):
+        rc, out, err = relay.cmd("status", mid)
+        check_eq(rc, want_rc, "status %s: exit code (stdout %r, stderr %r)"
+                 % (mid, out, err))
+        want = "%s %s" % (word, mid)
+        check(out == want + "\n" or (word == "parked" and
+                                     out.startswith(want + ": ")),
+              "status %s: stdout %r, want %r" % (mid, out, want))
+        return out
+
+    def raw(req):
+        with relay.client() as cl:
+            return cl.request(req)
+
+    rc, out, err = relay.cmd("publish", "-k", q, "--confirm=20s",
+                             "--print-id", "A")
+    check_eq(rc, 0, "publish --confirm A (stderr %r)" % err)
+    a = out.strip()
+    rc, out, err = relay.cmd("publish", "-e", "no_such_exchange", "-k", q,
+                             "--confirm=20s", "--print-id", "B")
+    check_eq(rc, 65, "publish --confirm B to a missing exchange (stderr %r)"
+             % err)
+    b = out.strip()
+    instance, _, b_row = b.rpartition("-")
+    check(re.fullmatch(r"[0-9a-f]{16}", instance) is not None
+          and b_row.isdigit() and a.startswith(instance + "-"),
+          "generated ids %r and %r are not <instance>-<row id>" % (a, b))
+
+    def a_and_b(when):
+        status(a, 0, "confirmed")
+        out = status(b, 65, "parked")
+        check("404" in out, "status of B %s does not name the 404: %r"
+              % (when, out))
+        check_eq(raw("STATUS %s\n" % a), "CONFIRMED %s" % a,
+                 "raw STATUS of A %s" % when)
+        line = raw("STATUS %s\n" % b)
+        check(line.startswith("PARKED %s " % b) and "404" in line,
+              "raw STATUS of B %s: %r" % (when, line))
+
+    a_and_b("before a restart")
+    check_eq(relay.term(), 0, "pubrelayd exit code after SIGTERM")
+    relay.restart()
+    a_and_b("after a restart")
+
+    ctx.broker.stop_app()
+    try:
+        wait_link_down(ctx, relay)
+        rc, out, err = relay.cmd("publish", "-k", q, "--print-id", "C")
+        check_eq(rc, 0, "publish C with the broker down (stderr %r)" % err)
+        cid = out.strip()
+        status(cid, 75, "queued")
+        check_eq(raw("STATUS %s\n" % cid), "QUEUED %s" % cid,
+                 "raw STATUS of C with the broker down")
+    finally:
+        ctx.broker.start_app()
+    relay.wait_drained(60)
+    status(cid, 0, "confirmed")
+
+    never = "%s-999999999" % instance
+    status(never, 66, "unknown")
+    check_eq(raw("STATUS %s\n" % never), "UNKNOWN %s" % never,
+             "raw STATUS of an id never given out")
+    other = "0000000000000000-1" if instance != "0" * 16 else \
+        "ffffffffffffffff-1"
+    status(other, 66, "unknown")
+    rc, out, err = relay.cmd("publish", "-k", q, "--confirm=20s",
+                             "--message-id", "status-own-id", "D")
+    check_eq(rc, 0, "publish --confirm --message-id D (stderr %r)" % err)
+    status("status-own-id", 66, "unknown")
+
+    line = raw("STATUS\n")
+    check(line.startswith("ERR BADREQ"), "STATUS without an id: %r" % line)
+    line = raw("STATUS %s\n" % ("x" * 256))
+    check(line.startswith("ERR BADREQ"), "STATUS with a 256-byte id: %r"
+          % line)
+
+    # Replayed, B is parked again under a new id, still found by its own.
+    rc, out, err = relay.cmd("dead", "retry", b_row)
+    check_eq(rc, 0, "dead retry %s (stderr %r)" % (b_row, err))
+    H.wait_until(lambda: relay.cmd("status", b)[0] != 75, 30,
+                 "B, replayed, to be parked again", interval=0.2)
+    status(b, 65, "parked")
+    with relay.client() as cl:
+        rows = [r for r in cl.dead_list_all() if r["message_id"] == b]
+    check(len(rows) == 1 and str(rows[0]["id"]) != b_row,
+          "B parked again under a new dead letter id: %r" % rows)
+    rc, out, err = relay.cmd("dead", "purge", rows[0]["id"])
+    check_eq(rc, 0, "dead purge %s (stderr %r)" % (rows[0]["id"], err))
+    status(b, 66, "unknown")
+
+    relay.wait_drained(60)
+    with ctx.consumer() as c:
+        bodies = sorted(body for body, _ in c.drain(q))
+    check_eq(bodies, [b"A", b"C", b"D"], "messages delivered")
     check_eq(relay.term(), 0, "pubrelayd exit code after SIGTERM")
 
 
