@@ -827,7 +827,7 @@ def bench_waiters(b):
     q = b.queue("bench-waiters")
     for blocked in (False, True):
         label = "blocked" if blocked else "draining"
-        best, seen = {}, {0: [], 64: []}
+        best, seen, cpus = {}, {0: [], 64: []}, {0: [], 64: []}
         try:
             if blocked:
                 b.broker.memory_alarm(True)
@@ -841,6 +841,7 @@ def bench_waiters(b):
                     out, cpu = ingest_beside_waits(b, r, q, preload, total,
                                                    nwait, blocked)
                     seen[nwait].append(out["rate"])
+                    cpus[nwait].append(cpu)
                     if (nwait not in best
                             or out["rate"] > best[nwait][0]["rate"]):
                         best[nwait] = (out, cpu)
@@ -850,12 +851,15 @@ def bench_waiters(b):
         say("  %s: none %s; 64 waiting %s msg/s" % (
             label, " ".join(fmt(x) for x in seen[0]),
             " ".join(fmt(x) for x in seen[64])))
-        (alone, acpu), (beside, bcpu) = best[0], best[64]
+        (alone, _), (beside, _) = best[0], best[64]
+        # The relay's CPU per message, median of the runs: steadier than
+        # the rate when others share the machine.
+        acpu, bcpu = pct(cpus[0], 0.5), pct(cpus[64], 0.5)
         ratio = beside["rate"] / alone["rate"]
         row("6c", "ingest 8 clients, 100 B, full, %s, beside 64 WAITs "
             "(vs none, best of 5)" % label, beside["rate"], "msg/s",
             alone["rate"], ratio, ">= 0.95 x none", ratio >= 0.95)
-        row("6c", "  OK p50/p99 beside / none; relay CPU",
+        row("6c", "  OK p50/p99 beside / none; relay CPU (median)",
             "%.1f/%.1f / %.1f/%.1f ms; %.2f / %.2f us/msg"
             % (beside["p50_us"] / 1000, beside["p99_us"] / 1000,
                alone["p50_us"] / 1000, alone["p99_us"] / 1000, bcpu, acpu),
