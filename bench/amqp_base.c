@@ -9,13 +9,13 @@
  * "quorum" (durable, x-queue-type=quorum); the queue is declared with it, so
  * an existing queue of the other type is a PRECONDITION_FAILED.
  *
- * usage: amqp_base HOST PORT QUEUE MESSAGES BODY_BYTES WINDOW [TYPE [PAUSE_US]]
+ * usage: amqp_base HOST PORT QUEUE MESSAGES BODY_BYTES WINDOW [TYPE [PAUSE]]
  * prints: msgs=N secs=S rate=R nacked=K
  *
- * With PAUSE_US (WINDOW must be 1) it sleeps that long before each publish,
- * as a one-shot client leaves the broker idle between messages, and also
- * prints p50_ms= and p99_ms=: publish to its confirm on the open
- * connection, what a receipt (issue #20) costs the broker's side.
+ * With PAUSE (microseconds; WINDOW must be 1) it sleeps that long before
+ * each publish, as a one-shot client leaves the broker idle between
+ * messages, and also prints p50_ms= and p99_ms=: publish to its confirm on
+ * the open connection, what a receipt (issue #20) costs the broker's side.
  */
 #include <inttypes.h>
 #include <stdio.h>
@@ -71,16 +71,16 @@ main(int argc, char **argv)
 
 	if (argc < 7 || argc > 9) {
 		fprintf(stderr, "usage: amqp_base HOST PORT QUEUE MESSAGES "
-		    "BODY_BYTES WINDOW [classic|quorum [PAUSE_US]]\n");
+		    "BODY_BYTES WINDOW [classic|quorum [PAUSE]]\n");
 		return 2;
 	}
-	if (argc == 8 && strcmp(argv[7], "quorum") == 0) {
+	if (argc >= 8 && strcmp(argv[7], "quorum") == 0) {
 		qarg.key = amqp_cstring_bytes("x-queue-type");
 		qarg.value.kind = AMQP_FIELD_KIND_UTF8;
 		qarg.value.value.bytes = amqp_cstring_bytes("quorum");
 		qargs.num_entries = 1;
 		qargs.entries = &qarg;
-	} else if (argc == 8 && strcmp(argv[7], "classic") != 0) {
+	} else if (argc >= 8 && strcmp(argv[7], "classic") != 0) {
 		fprintf(stderr, "amqp_base: queue type %s: not classic or "
 		    "quorum\n", argv[7]);
 		return 2;
@@ -91,7 +91,7 @@ main(int argc, char **argv)
 	if (argc == 9) {
 		pause_us = atol(argv[8]);
 		if (pause_us < 0 || window != 1 || n == 0) {
-			fprintf(stderr, "amqp_base: PAUSE_US needs WINDOW 1\n");
+			fprintf(stderr, "amqp_base: PAUSE needs WINDOW 1\n");
 			return 2;
 		}
 		lat = calloc(n, sizeof(*lat));

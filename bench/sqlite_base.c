@@ -11,9 +11,10 @@
  *
  * With PAUSE_US, it sleeps that long before every transaction, as a client
  * publishing one message now and then leaves the disk idle, and also prints
- * p50_ms= and p99_ms=, of the time of a transaction (begin to commit).  "presize"
- * first writes the write-ahead log to its size at the automatic checkpoint
- * with zeros and syncs it, as pubrelayd does at start-up with sync = full.
+ * p50_ms= and p99_ms= of the time of a transaction (begin to commit).
+ * "presize" first writes the write-ahead log to its size at the automatic
+ * checkpoint with zeros and syncs it, as pubrelayd does at start-up with
+ * sync = full.
  */
 #include <fcntl.h>
 #include <stdio.h>
