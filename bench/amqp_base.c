@@ -9,14 +9,20 @@
  * "quorum" (durable, x-queue-type=quorum); the queue is declared with it, so
  * an existing queue of the other type is a PRECONDITION_FAILED.
  *
- * usage: amqp_base HOST PORT QUEUE MESSAGES BODY_BYTES WINDOW [TYPE]
+ * usage: amqp_base HOST PORT QUEUE MESSAGES BODY_BYTES WINDOW [TYPE [PAUSE]]
  * prints: msgs=N secs=S rate=R nacked=K
+ *
+ * With PAUSE (microseconds; WINDOW must be 1) it sleeps that long before
+ * each publish, as a one-shot client leaves the broker idle between
+ * messages, and also prints p50_ms= and p99_ms=: publish to its confirm on
+ * the open connection, what a receipt (issue #20) costs the broker's side.
  */
 #include <inttypes.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
+#include <unistd.h>
 
 #include <amqp.h>
 #include <amqp_tcp_socket.h>
@@ -28,6 +34,14 @@ now(void)
 
 	clock_gettime(CLOCK_MONOTONIC, &ts);
 	return ts.tv_sec + ts.tv_nsec / 1e9;
+}
+
+static int
+cmp_double(const void *a, const void *b)
+{
+	double	x = *(const double *)a, y = *(const double *)b;
+
+	return x < y ? -1 : x > y;
 }
 
 static void
@@ -51,21 +65,22 @@ main(int argc, char **argv)
 	amqp_table_t		 qargs = amqp_empty_table;
 	char			 mid[64], *buf;
 	uint64_t		 n, sent = 0, acked = 0, nacked = 0, window, size;
-	double			 t0, t1;
+	double			 t0, t1, *lat = NULL;
+	long			 pause_us = -1;
 	int			 rc;
 
-	if (argc != 7 && argc != 8) {
+	if (argc < 7 || argc > 9) {
 		fprintf(stderr, "usage: amqp_base HOST PORT QUEUE MESSAGES "
-		    "BODY_BYTES WINDOW [classic|quorum]\n");
+		    "BODY_BYTES WINDOW [classic|quorum [PAUSE]]\n");
 		return 2;
 	}
-	if (argc == 8 && strcmp(argv[7], "quorum") == 0) {
+	if (argc >= 8 && strcmp(argv[7], "quorum") == 0) {
 		qarg.key = amqp_cstring_bytes("x-queue-type");
 		qarg.value.kind = AMQP_FIELD_KIND_UTF8;
 		qarg.value.value.bytes = amqp_cstring_bytes("quorum");
 		qargs.num_entries = 1;
 		qargs.entries = &qarg;
-	} else if (argc == 8 && strcmp(argv[7], "classic") != 0) {
+	} else if (argc >= 8 && strcmp(argv[7], "classic") != 0) {
 		fprintf(stderr, "amqp_base: queue type %s: not classic or "
 		    "quorum\n", argv[7]);
 		return 2;
@@ -73,6 +88,14 @@ main(int argc, char **argv)
 	n = strtoull(argv[4], NULL, 10);
 	size = strtoull(argv[5], NULL, 10);
 	window = strtoull(argv[6], NULL, 10);
+	if (argc == 9) {
+		pause_us = atol(argv[8]);
+		if (pause_us < 0 || window != 1 || n == 0) {
+			fprintf(stderr, "amqp_base: PAUSE needs WINDOW 1\n");
+			return 2;
+		}
+		lat = calloc(n, sizeof(*lat));
+	}
 	conn = amqp_new_connection();
 	sock = amqp_tcp_socket_new(conn);
 	if (amqp_socket_open(sock, argv[1], atoi(argv[2])) != AMQP_STATUS_OK) {
@@ -104,6 +127,10 @@ main(int argc, char **argv)
 			snprintf(mid, sizeof(mid),
 			    "0123456789abcdef0123456789abcdef-%" PRIu64, sent + 1);
 			bp.message_id = amqp_cstring_bytes(mid);
+			if (lat != NULL) {
+				usleep(pause_us);
+				lat[sent] = now();
+			}
 			rc = amqp_basic_publish(conn, 1, amqp_empty_bytes, queue,
 			    0, 0, &bp, body);
 			if (rc != AMQP_STATUS_OK) {
@@ -137,6 +164,8 @@ main(int argc, char **argv)
 				multiple = m->multiple;
 			}
 			done = multiple ? tag - (acked + nacked) : 1;
+			if (lat != NULL)
+				lat[acked + nacked] = now() - lat[acked + nacked];
 			if (nack)
 				nacked += done;
 			else
@@ -149,11 +178,18 @@ main(int argc, char **argv)
 		amqp_maybe_release_buffers(conn);
 	}
 	t1 = now();
-	printf("msgs=%" PRIu64 " secs=%.4f rate=%.0f nacked=%" PRIu64 "\n", n,
+	printf("msgs=%" PRIu64 " secs=%.4f rate=%.0f nacked=%" PRIu64, n,
 	    t1 - t0, n / (t1 - t0), nacked);
+	if (lat != NULL) {
+		qsort(lat, n, sizeof(*lat), cmp_double);
+		printf(" p50_ms=%.3f p99_ms=%.3f", 1000 * lat[n / 2],
+		    1000 * lat[n * 99 / 100]);
+	}
+	printf("\n");
 	amqp_channel_close(conn, 1, AMQP_REPLY_SUCCESS);
 	amqp_connection_close(conn, AMQP_REPLY_SUCCESS);
 	amqp_destroy_connection(conn);
 	free(buf);
+	free(lat);
 	return 0;
 }

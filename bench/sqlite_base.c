@@ -11,9 +11,10 @@
  *
  * With PAUSE_US, it sleeps that long before every transaction, as a client
  * publishing one message now and then leaves the disk idle, and also prints
- * p50_ms=, the median time of a transaction (begin to commit).  "presize"
- * first writes the write-ahead log to its size at the automatic checkpoint
- * with zeros and syncs it, as pubrelayd does at start-up with sync = full.
+ * p50_ms= and p99_ms= of the time of a transaction (begin to commit).
+ * "presize" first writes the write-ahead log to its size at the automatic
+ * checkpoint with zeros and syncs it, as pubrelayd does at start-up with
+ * sync = full.
  */
 #include <fcntl.h>
 #include <stdio.h>
@@ -158,7 +159,8 @@ main(int argc, char **argv)
 	printf("rows=%ld secs=%.4f rate=%.0f", rows, t1 - t0, rows / (t1 - t0));
 	if (ntx > 0) {
 		qsort(txs, ntx, sizeof(*txs), cmp_double);
-		printf(" p50_ms=%.3f", 1000 * txs[ntx / 2]);
+		printf(" p50_ms=%.3f p99_ms=%.3f", 1000 * txs[ntx / 2],
+		    1000 * txs[ntx * 99 / 100]);
 	}
 	printf("\n");
 	free(txs);
