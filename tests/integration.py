@@ -1536,6 +1536,36 @@ def client_exit_codes(ctx):
                       for c in out), "%s: no control characters: %r"
               % (what, out))
 
+    # status: each reply word to its line and exit status (INFLIGHT is
+    # hard to catch on a real daemon); a reply naming another id, or
+    # with a NUL, is not taken; the broker's reason is shown as text.
+    mid = "ce4c234c3cac8f0e-12"
+    for reply, want_rc, want_out in (
+            (b"INFLIGHT %s\n" % mid.encode(), 75, "inflight " + mid + "\n"),
+            (b"QUEUED %s\n" % mid.encode(), 75, "queued " + mid + "\n"),
+            (b"PARKED %s NO_ROUTE %s\n" % (mid.encode(), evil), 65,
+             "parked %s: NO_ROUTE %s\n" % (mid, shown)),
+            (b"UNKNOWN %s\n" % mid.encode(), 66, "unknown " + mid + "\n"),
+            (b"CONFIRMED %s-1\n" % mid.encode(), 76, ""),
+            (b"CONFIRMED %s\x00\n" % mid.encode(), 76, ""),
+            (b"PARKED %s\n" % mid.encode(), 76, ""),
+            (b"ERR BADREQ no id\n", 65, "")):
+        p = run_against_fake(cl, ["status", mid], reply)
+        check_eq((p.returncode, p.stdout.decode("utf-8")),
+                 (want_rc, want_out), "status answered %r (%s)"
+                 % (reply, p.stderr.decode(errors="replace").strip()))
+    for args in (["status"], ["status", "a", "b"], ["status", ""],
+                 ["status", "x" * 256], ["status", "a\nb"],
+                 ["status", " a"]):
+        rc, out, err = run(s + args)
+        check_eq((rc, out), (64, ""), "%r: usage error (%s)"
+                 % (args, err.strip()[:100]))
+    fake = FakeDaemon(lambda line: b"CONFIRMED %s\n" % mid.encode())
+    try:
+        rc, err = run_full(["-s", fake.path, "status", mid])
+    finally:
+        fake.close()
+    check_eq(rc, 74, "status to /dev/full (%s)" % err.strip())
 
 @scenario
 def client_bodies(ctx):
@@ -1624,37 +1654,6 @@ def client_bodies_send(ctx, relay, cl, q, c):
                  "(%s)" % (args[0], len(reply), err.strip()[:100]))
         check(err.startswith(want_err), "%s answered %d bytes: %r"
               % (args[0], len(reply), err[:120]))
-
-    # status: each reply word to its line and exit status (INFLIGHT is
-    # hard to catch on a real daemon); a reply naming another id, or
-    # with a NUL, is not taken; the broker's reason is shown as text.
-    mid = "ce4c234c3cac8f0e-12"
-    for reply, want_rc, want_out in (
-            (b"INFLIGHT %s\n" % mid.encode(), 75, "inflight " + mid + "\n"),
-            (b"QUEUED %s\n" % mid.encode(), 75, "queued " + mid + "\n"),
-            (b"PARKED %s NO_ROUTE %s\n" % (mid.encode(), evil), 65,
-             "parked %s: NO_ROUTE %s\n" % (mid, shown)),
-            (b"UNKNOWN %s\n" % mid.encode(), 66, "unknown " + mid + "\n"),
-            (b"CONFIRMED %s-1\n" % mid.encode(), 76, ""),
-            (b"CONFIRMED %s\x00\n" % mid.encode(), 76, ""),
-            (b"PARKED %s\n" % mid.encode(), 76, ""),
-            (b"ERR BADREQ no id\n", 65, "")):
-        p = run_against_fake(cl, ["status", mid], reply)
-        check_eq((p.returncode, p.stdout.decode("utf-8")),
-                 (want_rc, want_out), "status answered %r (%s)"
-                 % (reply, p.stderr.decode(errors="replace").strip()))
-    for args in (["status"], ["status", "a", "b"], ["status", ""],
-                 ["status", "x" * 256], ["status", "a\nb"],
-                 ["status", " a"]):
-        rc, out, err = run(s + args)
-        check_eq((rc, out), (64, ""), "%r: usage error (%s)"
-                 % (args, err.strip()[:100]))
-    fake = FakeDaemon(lambda line: b"CONFIRMED %s\n" % mid.encode())
-    try:
-        rc, err = run_full(["-s", fake.path, "status", mid])
-    finally:
-        fake.close()
-    check_eq(rc, 74, "status to /dev/full (%s)" % err.strip())
 
 
 # ---------------------------------------------------------------------------
