@@ -113,6 +113,20 @@ fuzz_check_done(const struct proto_req *req, const char *buf, size_t len,
 		CHECK(req->dead_op == PROTO_DEAD_LIST || req->dead_after == 0);
 		return;
 	}
+	if (req->verb == PROTO_WAIT) {
+		CHECK(req->wait_ms <= PROTO_WAIT_MAX_MS);
+		return;
+	}
+	if (req->verb == PROTO_STATUS) {
+		CHECK(req->status_mid.p >= buf && req->status_mid.len > 0 &&
+		    req->status_mid.len <= PROTO_SHORTSTR_MAX &&
+		    req->status_mid.p + req->status_mid.len <= buf + c);
+		CHECK(memchr(req->status_mid.p, '\0',
+		    req->status_mid.len) == NULL);
+		return;
+	}
+	CHECK(req->verb == PROTO_WAIT || req->wait_ms == 0);
+	CHECK(req->status_mid.p == NULL);
 	if (req->verb != PROTO_PUB) {
 		CHECK(req->verb == PROTO_PING || req->verb == PROTO_STATS ||
 		    req->verb == PROTO_RESET);
