@@ -177,9 +177,12 @@ outbox_exec(sqlite3 *db, const char *sql)
 	return sqlite3_exec(db, sql, NULL, NULL, NULL);
 }
 
-/* Integer result of a one-value query, or -1 with rc in *rcp. */
+/*
+ * Integer result of a one-value query, with ?1 = arg when sql has it, or -1
+ * with rc in *rcp (SQLITE_DONE: no row).
+ */
 static int64_t
-outbox_query_int(sqlite3 *db, const char *sql, int *rcp)
+outbox_query_arg(sqlite3 *db, const char *sql, int64_t arg, int *rcp)
 {
 	sqlite3_stmt	*st;
 	int64_t		 v = -1;
@@ -187,6 +190,8 @@ outbox_query_int(sqlite3 *db, const char *sql, int *rcp)
 
 	rc = sqlite3_prepare_v2(db, sql, -1, &st, NULL);
 	if (rc == SQLITE_OK) {
+		if (sqlite3_bind_parameter_count(st) > 0)
+			sqlite3_bind_int64(st, 1, arg);
 		rc = sqlite3_step(st);
 		if (rc == SQLITE_ROW) {
 			v = sqlite3_column_int64(st, 0);
@@ -196,6 +201,12 @@ outbox_query_int(sqlite3 *db, const char *sql, int *rcp)
 	}
 	*rcp = rc;
 	return v;
+}
+
+static int64_t
+outbox_query_int(sqlite3 *db, const char *sql, int *rcp)
+{
+	return outbox_query_arg(db, sql, 0, rcp);
 }
 
 static void
@@ -1063,22 +1074,15 @@ outbox_oldest_ms(struct outbox *ob)
 	return v;
 }
 
-/* One integer from sql with ?1 = v; dflt when no row or on error. */
+/* outbox_query_arg() with ?1 = v; dflt when no row or on error. */
 static int64_t
 outbox_query_id(struct outbox *ob, const char *sql, int64_t v,
     int64_t dflt)
 {
-	sqlite3_stmt	*st;
-	int64_t		 r = dflt;
+	int	rc;
+	int64_t	r = outbox_query_arg(ob->db, sql, v, &rc);
 
-	if (sqlite3_prepare_v2(ob->db, sql, -1, &st, NULL) != SQLITE_OK)
-		return dflt;
-	sqlite3_bind_int64(st, 1, v);
-	if (sqlite3_step(st) == SQLITE_ROW &&
-	    sqlite3_column_type(st, 0) != SQLITE_NULL)
-		r = sqlite3_column_int64(st, 0);
-	sqlite3_finalize(st);
-	return r;
+	return rc == SQLITE_OK ? r : dflt;
 }
 
 int64_t
@@ -1091,8 +1095,8 @@ outbox_first_above(struct outbox *ob, int64_t id)
 int64_t
 outbox_last_id(struct outbox *ob)
 {
-	return outbox_query_id(ob, "SELECT max(id) FROM outbox WHERE ?1",
-	    1, 0);
+	return outbox_query_id(ob, "SELECT coalesce(max(id), 0) FROM outbox",
+	    0, 0);
 }
 
 enum outbox_fate
