@@ -11,8 +11,8 @@ Environment:
                         latency, poison, memory, oneshot, confirm, waiters,
                         quorum); default all
   BENCH_PERF            1: record `perf record -g` of pubrelayd during the
-                        window-256 drains (classic and quorum) and the
-                        8-client ingest (files kept in the temp dir, paths
+                        window-256 drains (classic and quorum), the
+                        8-client ingest and section 1b's first round (files kept in the temp dir, paths
                         printed)
   PUBRELAY_KEEP_TMP=1   keep the temp dirs (harness)
 
@@ -317,9 +317,13 @@ def bench_idem(b):
             r = b.relay("idem", False, sync="full")
             r.start()
             c0 = cpu_s(r.proc.pid)
+            h = perf_start(r.proc.pid, "idem-%s" % ("keys" if keyed else
+                                                   "plain"), b) \
+                if rnd == 0 else None
             out = loadgen(r, 8, total // 8, 100,
                           idem="k%d" % rnd if keyed else None)
             cpu = 1e6 * (cpu_s(r.proc.pid) - c0) / out["msgs"]
+            perf_stop(h)
             if out["errors"]:
                 raise harness.HarnessError("idem: %d errors" % out["errors"])
             if keyed not in best or out["rate"] > best[keyed][0]["rate"]:

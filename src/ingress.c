@@ -532,8 +532,7 @@ ingress_insert(struct ingress *ing, struct user *u,
 		if (keyed)
 			status = outbox_idem_put(ing->ob,
 			    pub->idempotency_key.p, pub->idempotency_key.len,
-			    pub->message_id.p, pub->message_id.len, id, now,
-			    known == 2);
+			    id, known == 2);
 	}
 	if (status != OUTBOX_OK) {
 		/*

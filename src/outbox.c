@@ -18,6 +18,7 @@
 #include <sqlite3.h>
 
 #include "iovfs.h"
+#include "keyset.h"
 #include "outbox.h"
 #include "protocol.h"
 #include "util.h"
@@ -41,6 +42,12 @@ struct outbox {
 	uint64_t	 idem_keys;		/* committed keys */
 	int64_t		 confirmed;		/* meta 'confirmed' */
 	int64_t		 didem;			/* the open transaction's */
+	struct keyset	*keys;			/* every key's fingerprint */
+	uint64_t	*tx_fps;		/* those the open transaction added */
+	size_t		 tx_nfps, tx_fpcap;
+	int64_t		 indexed;		/* meta 'indexed' */
+	int64_t		 tx_indexed;		/* the open transaction's */
+	int64_t		 keyed_last;		/* newest row with a key */
 	int		 in_tx;
 	/* the failure's message, kept from the statements that follow it */
 	char		 err[256];
@@ -51,8 +58,8 @@ struct outbox {
 	sqlite3_stmt	*st_begin, *st_commit, *st_rollback, *st_insert;
 	sqlite3_stmt	*st_counters, *st_range, *st_delete, *st_oldest;
 	sqlite3_stmt	*st_dead_counters, *st_reserve;
-	sqlite3_stmt	*st_idem_find, *st_idem_put, *st_idem_replace;
-	sqlite3_stmt	*st_idem_old;
+	sqlite3_stmt	*st_idem_find, *st_idem_put, *st_idem_drop;
+	sqlite3_stmt	*st_idem_old, *st_index_rows, *st_indexed;
 	sqlite3_stmt	*st_idem_expired, *st_confirmed;
 };
 
@@ -134,6 +141,21 @@ static const char *outbox_schema_idem =
 	"CREATE TABLE forgotten (id INTEGER PRIMARY KEY);";
 
 /*
+ * Version 6: a new row's key is not written to the key table with it.  The
+ * row's own property block holds the key (and the client's message-id), so
+ * the row, committed, is the key's durable record; the key table gets it
+ * when the row leaves the outbox (a delete, a park: outbox_index(), in
+ * that transaction), at the broker's pace rather than the producers', or
+ * when a lookup needs it.  meta 'indexed': the keys of every row up to it
+ * are in the key table.  In between, the fingerprints in memory (keyset.h)
+ * tell a new key from a possible repeat, and only a possible repeat costs
+ * a lookup.  An outbox of version 5 had every key in the table already.
+ */
+static const char *outbox_schema_v6 =
+	"INSERT OR REPLACE INTO meta SELECT 'indexed', "
+	"  coalesce(max(id), 0) FROM outbox;";
+
+/*
  * Version 2.  A dead letter keeps the outbox id it had (for the operator and
  * its message-id); a replay gives it a new one at the tail.
  */
@@ -163,6 +185,9 @@ static void	outbox_keep_error(struct outbox *);
 static int	outbox_write_reserved(struct outbox *, int64_t);
 static void	outbox_commit_done(struct outbox *, int);
 static int	outbox_write_counters(struct outbox *);
+static int	outbox_load_keys(struct outbox *);
+static int	outbox_index(struct outbox *, int64_t);
+static int64_t	outbox_indexed_now(const struct outbox *);
 
 static int
 outbox_prepare(sqlite3 *db, const char *sql, sqlite3_stmt **st)
@@ -232,7 +257,8 @@ outbox_create_schema(struct outbox *ob, char *err, size_t errlen)
 	snprintf(sql, sizeof(sql),
 	    "BEGIN;%s%s%s"
 	    "INSERT INTO meta VALUES ('instance', '%s'), ('rows', 0), "
-	    "('bytes', 0), ('dead_rows', 0), ('dead_bytes', 0), ('mark', 0);"
+	    "('bytes', 0), ('dead_rows', 0), ('dead_bytes', 0), ('mark', 0), "
+	    "('indexed', 0);"
 	    "PRAGMA application_id = %d; PRAGMA user_version = %d; COMMIT;",
 	    outbox_schema, outbox_schema_dead, outbox_schema_idem, ob->instance,
 	    OUTBOX_APPLICATION_ID, OUTBOX_SCHEMA_VERSION);
@@ -254,7 +280,8 @@ outbox_create_schema(struct outbox *ob, char *err, size_t errlen)
  * the outbox table without AUTOINCREMENT (a copy of the rows: SQLite cannot
  * drop it in place) and keeps the highest id ever given out as meta 'mark';
  * 4 adds outbox.attempts (the rebuild of 3 has it already); 5 adds the
- * idempotency keys and what STATUS needs.  The caller logs it (outbox_migrated_from).
+ * idempotency keys and what STATUS needs; 6 meta 'indexed'.  The caller
+ * logs it (outbox_migrated_from).
  */
 static int
 outbox_migrate(struct outbox *ob, const char *path, int64_t from, char *err,
@@ -266,10 +293,11 @@ outbox_migrate(struct outbox *ob, const char *path, int64_t from, char *err,
 	if (from < 1 || from >= OUTBOX_SCHEMA_VERSION)
 		abort();
 	if (from >= 3)
-		snprintf(sql, sizeof(sql), "BEGIN IMMEDIATE;%s%s"
+		snprintf(sql, sizeof(sql), "BEGIN IMMEDIATE;%s%s%s"
 		    "PRAGMA user_version = %d; COMMIT;",
 		    from < 4 ? "ALTER TABLE outbox ADD COLUMN attempts INTEGER "
-		    "NOT NULL DEFAULT 0;" : "", outbox_schema_idem,
+		    "NOT NULL DEFAULT 0;" : "",
+		    from < 5 ? outbox_schema_idem : "", outbox_schema_v6,
 		    OUTBOX_SCHEMA_VERSION);
 	else
 		snprintf(sql, sizeof(sql),
@@ -283,12 +311,12 @@ outbox_migrate(struct outbox *ob, const char *path, int64_t from, char *err,
 		    "  SELECT id, created, size, props, body FROM outbox "
 		    "  ORDER BY id;"
 		    "DROP TABLE outbox;"
-		    "ALTER TABLE outbox_v3 RENAME TO outbox;%s"
+		    "ALTER TABLE outbox_v3 RENAME TO outbox;%s%s"
 		    "PRAGMA user_version = %d; COMMIT;",
 		    from < 2 ? outbox_schema_dead : "",
 		    from < 2 ? "INSERT INTO meta VALUES ('dead_rows', 0), "
 		    "('dead_bytes', 0);" : "", outbox_schema_idem,
-		    OUTBOX_SCHEMA_VERSION);
+		    outbox_schema_v6, OUTBOX_SCHEMA_VERSION);
 	if (strlen(sql) + 1 >= sizeof(sql))
 		abort();
 	rc = outbox_exec(ob->db, sql);
@@ -319,7 +347,8 @@ outbox_load_meta(struct outbox *ob, const char *path, char *err, size_t errlen)
 
 	rc = sqlite3_prepare_v2(ob->db,
 	    "SELECT key, value FROM meta WHERE key IN ('instance', 'rows', "
-	    "'bytes', 'dead_rows', 'dead_bytes', 'mark', 'reserved')", -1, &st,
+	    "'bytes', 'dead_rows', 'dead_bytes', 'mark', 'reserved', "
+	    "'indexed')", -1, &st,
 	    NULL);
 	if (rc != SQLITE_OK)
 		goto bad;
@@ -343,6 +372,9 @@ outbox_load_meta(struct outbox *ob, const char *path, char *err, size_t errlen)
 		else if (strcmp(k, "reserved") == 0) {
 			ob->reserved = sqlite3_column_int64(st, 1);
 			continue;	/* optional */
+		} else if (strcmp(k, "indexed") == 0) {
+			ob->indexed = sqlite3_column_int64(st, 1);
+			continue;
 		} else
 			mark = sqlite3_column_int64(st, 1);
 		seen++;
@@ -581,27 +613,30 @@ outbox_open(struct outbox **obp, const char *path, int sync_full, char *err,
 	    "VALUES ('reserved', ?1)", &ob->st_reserve) ||
 	    outbox_prepare(ob->db, "SELECT mid, created, id FROM idem WHERE "
 	    "key = ?1", &ob->st_idem_find) ||
-	    outbox_prepare(ob->db, "INSERT INTO idem (key, mid, created, "
-	    "id) VALUES (?1, ?2, ?3, ?4)", &ob->st_idem_put) ||
-	    outbox_prepare(ob->db, "INSERT OR REPLACE INTO idem (key, mid, "
-	    "created, id) VALUES (?1, ?2, ?3, ?4)", &ob->st_idem_replace) ||
+	    outbox_prepare(ob->db, "INSERT OR IGNORE INTO idem (key, mid, "
+	    "created, id) VALUES (?1, ?2, ?3, ?4)", &ob->st_idem_put) ||
+	    outbox_prepare(ob->db, "DELETE FROM idem WHERE key = ?1",
+	    &ob->st_idem_drop) ||
 	    outbox_prepare(ob->db, "DELETE FROM idem WHERE key IN (SELECT key "
-	    "FROM idem ORDER BY created LIMIT ?1)", &ob->st_idem_old) ||
+	    "FROM idem ORDER BY created LIMIT ?1) RETURNING key",
+	    &ob->st_idem_old) ||
 	    outbox_prepare(ob->db, "DELETE FROM idem WHERE key IN (SELECT key "
-	    "FROM idem WHERE created < ?1 ORDER BY created LIMIT ?2)",
-	    &ob->st_idem_expired)) {
+	    "FROM idem WHERE created < ?1 ORDER BY created LIMIT ?2) "
+	    "RETURNING key", &ob->st_idem_expired) ||
+	    outbox_prepare(ob->db, "SELECT id, created, props FROM outbox "
+	    "WHERE id > ?1 AND id <= ?2 AND origin IS NULL ORDER BY id",
+	    &ob->st_index_rows) ||
+	    outbox_prepare(ob->db, "INSERT OR REPLACE INTO meta (key, value) "
+	    "VALUES ('indexed', ?1)", &ob->st_indexed)) {
 		snprintf(err, errlen, "%s: cannot prepare statements: %s "
 		    "(corrupt outbox?)", path, sqlite3_errmsg(ob->db));
 		goto fail;
 	}
-	/* Once per start: a scan of the key table's smaller b-tree. */
-	v = outbox_query_int(ob->db, "SELECT count(*) FROM idem", &rc);
-	if (rc != SQLITE_OK) {
-		snprintf(err, errlen, "%s: cannot count idempotency keys: %s",
+	if (outbox_load_keys(ob) != SQLITE_DONE) {
+		snprintf(err, errlen, "%s: cannot read idempotency keys: %s",
 		    path, sqlite3_errmsg(ob->db));
 		goto fail;
 	}
-	ob->idem_keys = (uint64_t)v;
 	v = outbox_query_int(ob->db, "SELECT coalesce((SELECT value FROM meta "
 	    "WHERE key = 'confirmed'), 0)", &rc);
 	ob->confirmed = rc == SQLITE_OK && v > 0 ? v : 0;
@@ -671,13 +706,17 @@ outbox_close(struct outbox *ob)
 	sqlite3_finalize(ob->st_confirmed);
 	sqlite3_finalize(ob->st_idem_find);
 	sqlite3_finalize(ob->st_idem_put);
-	sqlite3_finalize(ob->st_idem_replace);
+	sqlite3_finalize(ob->st_idem_drop);
 	sqlite3_finalize(ob->st_idem_old);
 	sqlite3_finalize(ob->st_idem_expired);
+	sqlite3_finalize(ob->st_index_rows);
+	sqlite3_finalize(ob->st_indexed);
 	if (ob->db != NULL)
 		sqlite3_close(ob->db);
 	if (ob->lockfd != -1)
 		close(ob->lockfd);
+	keyset_free(ob->keys);
+	free(ob->tx_fps);
 	free(ob);
 }
 
@@ -778,6 +817,8 @@ outbox_begin_tx(struct outbox *ob)
 	ob->drows = ob->dbytes = ob->dins = 0;
 	ob->ddead_rows = ob->ddead_bytes = 0;
 	ob->didem = 0;
+	ob->tx_indexed = 0;
+	ob->tx_nfps = 0;
 	return OUTBOX_OK;
 }
 
@@ -847,6 +888,12 @@ outbox_begin_lazy(struct outbox *ob)
 		ob->sync_lowered = 1;
 	}
 	return outbox_begin_tx(ob);
+}
+
+size_t
+outbox_test_fingerprints(const struct outbox *ob)
+{
+	return keyset_count(ob->keys);
 }
 
 void
@@ -929,6 +976,9 @@ outbox_commit(struct outbox *ob)
 	    ob->unfolded + (uint64_t)ob->dins >= OUTBOX_FOLD_ROWS;
 	if (fold) {
 		rc = outbox_write_counters(ob);
+		/* With no key waiting, 'indexed' keeps up at no cost. */
+		if (rc == SQLITE_DONE && ob->keyed_last <= outbox_indexed_now(ob))
+			rc = outbox_index(ob, ob->next_id - 1);
 		if (rc != SQLITE_DONE)
 			return outbox_fail(ob, rc);
 	}
@@ -961,9 +1011,12 @@ outbox_commit_done(struct outbox *ob, int fold)
 	ob->dead_rows += ob->ddead_rows;
 	ob->dead_bytes += ob->ddead_bytes;
 	ob->idem_keys += (uint64_t)ob->didem;
+	ob->indexed = outbox_indexed_now(ob);
 	ob->drows = ob->dbytes = ob->dins = 0;
 	ob->ddead_rows = ob->ddead_bytes = 0;
 	ob->didem = 0;
+	ob->tx_indexed = 0;
+	ob->tx_nfps = 0;
 }
 
 void
@@ -975,6 +1028,9 @@ outbox_rollback(struct outbox *ob)
 	ob->drows = ob->dbytes = ob->dins = 0;
 	ob->ddead_rows = ob->ddead_bytes = 0;
 	ob->didem = 0;
+	ob->tx_indexed = 0;
+	while (ob->tx_nfps > 0)
+		keyset_del(ob->keys, ob->tx_fps[--ob->tx_nfps]);
 	outbox_sync_drop(ob);
 }
 
@@ -1043,6 +1099,9 @@ outbox_delete_tx(struct outbox *ob, int64_t upto)
 		outbox_rollback(ob);
 		return OUTBOX_OK;
 	}
+	/* The keys of the rows that go stay, in the key table. */
+	if ((rc = outbox_index(ob, upto)) != SQLITE_DONE)
+		return outbox_fail(ob, rc);
 	sqlite3_bind_int64(ob->st_delete, 1, upto);
 	rc = outbox_step(ob->st_delete);
 	if (rc != SQLITE_DONE || (rc = outbox_mark_confirmed(ob, upto)) !=
@@ -1176,6 +1235,171 @@ outbox_errmsg(const struct outbox *ob)
 	return sqlite3_errmsg(ob->db);
 }
 
+/*
+ * The idempotency key of a stored property block into pub (its message-id
+ * with it): 1, or 0 when it has none.  A block that does not parse (it was
+ * parsed when it came in) has none to give.
+ */
+static int
+outbox_block_key(const void *props, size_t plen, struct proto_pub *pub)
+{
+	char	err[128];
+
+	if (proto_parse_props(props, plen, pub, err, sizeof(err)) == -1)
+		return 0;
+	return pub->idempotency_key.p != NULL;
+}
+
+/*
+ * Start-up: the fingerprint of every key, those of the key table and those
+ * of the rows above meta 'indexed' (few unless keyed messages wait for the
+ * broker: the fold moves 'indexed' up while none do), and their count.
+ * Rows moved back from the dead letters (origin) are left out: their keys
+ * went to the table when they were parked.
+ */
+static int
+outbox_load_keys(struct outbox *ob)
+{
+	struct proto_pub	 pub;
+	sqlite3_stmt		*st;
+	uint64_t		 seed;
+	int64_t			 n;
+	int			 rc;
+
+	sqlite3_randomness(sizeof(seed), &seed);
+	ob->keys = keyset_new(seed);
+	ob->idem_keys = 0;
+	n = outbox_query_int(ob->db, "SELECT count(*) FROM idem", &rc);
+	if (rc != SQLITE_OK)
+		return rc;
+	keyset_reserve(ob->keys, (size_t)n);
+	rc = sqlite3_prepare_v2(ob->db, "SELECT key FROM idem", -1, &st, NULL);
+	if (rc != SQLITE_OK)
+		return rc;
+	while ((rc = sqlite3_step(st)) == SQLITE_ROW) {
+		keyset_add(ob->keys, keyset_fp(ob->keys,
+		    sqlite3_column_blob(st, 0),
+		    (size_t)sqlite3_column_bytes(st, 0)));
+		ob->idem_keys++;
+	}
+	sqlite3_finalize(st);
+	if (rc != SQLITE_DONE)
+		return rc;
+	st = ob->st_index_rows;
+	sqlite3_bind_int64(st, 1, ob->indexed);
+	sqlite3_bind_int64(st, 2, INT64_MAX);
+	while ((rc = sqlite3_step(st)) == SQLITE_ROW) {
+		if (!outbox_block_key(sqlite3_column_blob(st, 2),
+		    (size_t)sqlite3_column_bytes(st, 2), &pub))
+			continue;
+		keyset_add(ob->keys, keyset_fp(ob->keys,
+		    pub.idempotency_key.p, pub.idempotency_key.len));
+		ob->idem_keys++;
+		ob->keyed_last = sqlite3_column_int64(st, 0);
+	}
+	sqlite3_reset(st);
+	return rc;
+}
+
+static int64_t
+outbox_indexed_now(const struct outbox *ob)
+{
+	return ob->tx_indexed > ob->indexed ? ob->tx_indexed : ob->indexed;
+}
+
+/*
+ * In the open transaction: the keys of the rows up to upto go to the key
+ * table, and meta 'indexed' with them.  A key already there (its row was
+ * indexed before, in a transaction a crash took back) counts once.
+ */
+static int
+outbox_index(struct outbox *ob, int64_t upto)
+{
+	sqlite3_stmt		*st = ob->st_index_rows, *put = ob->st_idem_put;
+	struct proto_pub	 pub;
+	int64_t			 from = outbox_indexed_now(ob), id;
+	int			 rc;
+
+	if (upto > ob->next_id - 1)
+		upto = ob->next_id - 1;
+	if (upto <= from)
+		return SQLITE_DONE;
+	/*
+	 * Rows above the newest keyed one have none to give, even when their
+	 * blocks name a key: they came in while keys were off (a window of
+	 * 0), and were never counted.
+	 */
+	if (ob->keyed_last > from) {
+		sqlite3_bind_int64(st, 1, from);
+		sqlite3_bind_int64(st, 2, upto < ob->keyed_last ? upto :
+		    ob->keyed_last);
+		while ((rc = sqlite3_step(st)) == SQLITE_ROW) {
+			if (!outbox_block_key(sqlite3_column_blob(st, 2),
+			    (size_t)sqlite3_column_bytes(st, 2), &pub))
+				continue;
+			id = sqlite3_column_int64(st, 0);
+			sqlite3_bind_blob64(put, 1, pub.idempotency_key.p,
+			    pub.idempotency_key.len, SQLITE_STATIC);
+			/* The client's message-id; a generated one by its row. */
+			if (pub.message_id.p != NULL)
+				sqlite3_bind_text64(put, 2, pub.message_id.p,
+				    pub.message_id.len, SQLITE_STATIC,
+				    SQLITE_UTF8);
+			else
+				sqlite3_bind_int64(put, 2, id);
+			sqlite3_bind_int64(put, 3,
+			    sqlite3_column_int64(st, 1));
+			sqlite3_bind_int64(put, 4, id);
+			rc = sqlite3_step(put);
+			sqlite3_clear_bindings(put);
+			sqlite3_reset(put);
+			if (rc != SQLITE_DONE)
+				break;
+			if (sqlite3_changes(ob->db) == 0)
+				ob->didem--;
+		}
+		sqlite3_clear_bindings(st);
+		sqlite3_reset(st);
+		if (rc != SQLITE_DONE)
+			return rc;
+	}
+	sqlite3_bind_int64(ob->st_indexed, 1, upto);
+	if ((rc = outbox_step(ob->st_indexed)) == SQLITE_DONE)
+		ob->tx_indexed = upto;
+	return rc;
+}
+
+/*
+ * A lookup needs the keys of the rows not yet indexed in the table: in the
+ * open transaction, or in one of its own that, like a delete, need not be
+ * durable (lost, it is done again).
+ */
+static int
+outbox_index_all(struct outbox *ob)
+{
+	int	rc, status;
+
+	if (ob->keyed_last <= outbox_indexed_now(ob))
+		return OUTBOX_OK;
+	if (ob->in_tx) {
+		rc = outbox_index(ob, ob->next_id - 1);
+		if (rc != SQLITE_DONE) {
+			outbox_keep_error(ob);
+			return outbox_status(rc);
+		}
+		return OUTBOX_OK;
+	}
+	ob->err[0] = '\0';
+	if ((status = outbox_begin_lazy(ob)) == OUTBOX_OK) {
+		rc = outbox_index(ob, ob->next_id - 1);
+		status = rc == SQLITE_DONE ? outbox_commit(ob) :
+		    outbox_fail(ob, rc);
+	}
+	if (ob->sync_lowered)
+		outbox_sync_restore(ob);
+	return status;
+}
+
 int
 outbox_idem_find(struct outbox *ob, const void *key, size_t klen,
     int64_t since_ms, char *mid, size_t midlen, int64_t *idp)
@@ -1184,6 +1408,11 @@ outbox_idem_find(struct outbox *ob, const void *key, size_t klen,
 	const char	*m;
 	int		 rc, found = 0;
 
+	/* Nearly every key is new, and its fingerprint says so. */
+	if (!keyset_has(ob->keys, keyset_fp(ob->keys, key, klen)))
+		return 0;
+	if (outbox_index_all(ob) != OUTBOX_OK)
+		return -1;
 	sqlite3_bind_blob64(st, 1, key, klen, SQLITE_STATIC);
 	rc = sqlite3_step(st);
 	if (rc == SQLITE_ROW) {
@@ -1211,45 +1440,72 @@ outbox_idem_find(struct outbox *ob, const void *key, size_t klen,
 }
 
 int
-outbox_idem_put(struct outbox *ob, const void *key, size_t klen,
-    const char *mid, size_t midlen, int64_t id, int64_t created_ms,
+outbox_idem_put(struct outbox *ob, const void *key, size_t klen, int64_t id,
     int replace)
 {
-	/* Plain INSERT unless a stale key is there: cheaper than REPLACE. */
-	sqlite3_stmt	*st = replace ? ob->st_idem_replace : ob->st_idem_put;
-	int		 rc;
+	int	rc;
 
-	sqlite3_bind_blob64(st, 1, key, klen, SQLITE_STATIC);
-	if (mid != NULL)
-		sqlite3_bind_text64(st, 2, mid, midlen, SQLITE_STATIC,
-		    SQLITE_UTF8);
-	else
-		sqlite3_bind_int64(st, 2, id);
-	sqlite3_bind_int64(st, 3, created_ms);
-	sqlite3_bind_int64(st, 4, id);
-	rc = sqlite3_step(st);
-	sqlite3_clear_bindings(st);
-	sqlite3_reset(st);
-	if (rc != SQLITE_DONE) {
-		outbox_keep_error(ob);
-		return outbox_status(rc);
+	if (!ob->in_tx)
+		abort();
+	/* An expired entry goes; its fingerprint serves the new one. */
+	if (replace) {
+		sqlite3_bind_blob64(ob->st_idem_drop, 1, key, klen,
+		    SQLITE_STATIC);
+		rc = outbox_step(ob->st_idem_drop);
+		sqlite3_clear_bindings(ob->st_idem_drop);
+		if (rc != SQLITE_DONE) {
+			outbox_keep_error(ob);
+			return outbox_status(rc);
+		}
+		if (sqlite3_changes(ob->db) > 0)
+			ob->didem--;
 	}
-	if (!replace)
-		ob->didem++;
+	/* Taken back if the transaction is. */
+	if (!replace || sqlite3_changes(ob->db) == 0) {
+		if (ob->tx_nfps == ob->tx_fpcap) {
+			ob->tx_fpcap = ob->tx_fpcap ? 2 * ob->tx_fpcap : 64;
+			ob->tx_fps = xrealloc(ob->tx_fps, ob->tx_fpcap *
+			    sizeof(*ob->tx_fps));
+		}
+		ob->tx_fps[ob->tx_nfps] = keyset_fp(ob->keys, key, klen);
+		keyset_add(ob->keys, ob->tx_fps[ob->tx_nfps++]);
+	}
+	ob->didem++;
+	if (id > ob->keyed_last)
+		ob->keyed_last = id;
 	return OUTBOX_OK;
+}
+
+/* Run a prune statement; the fingerprints of the keys it took into fps. */
+static int
+outbox_prune_step(struct outbox *ob, sqlite3_stmt *st, uint64_t *fps,
+    size_t max, size_t *nfp)
+{
+	int	rc;
+
+	while ((rc = sqlite3_step(st)) == SQLITE_ROW)
+		if (*nfp < max)
+			fps[(*nfp)++] = keyset_fp(ob->keys,
+			    sqlite3_column_blob(st, 0),
+			    (size_t)sqlite3_column_bytes(st, 0));
+	sqlite3_reset(st);
+	return rc;
 }
 
 /*
  * Like a delete, a prune need not be durable by itself: lost, the keys are
- * pruned again.  So it is not synced (outbox_begin_lazy()).
+ * pruned again.  So it is not synced (outbox_begin_lazy()).  Their
+ * fingerprints go once it committed.
  */
 int
 outbox_idem_prune(struct outbox *ob, int64_t before_ms, uint64_t max_keys,
     unsigned batch, uint64_t *n)
 {
 	uint64_t	over;
-	int64_t		gone = 0;
-	int		rc, status;
+	uint64_t	*fps;
+	size_t		 nfp = 0, i;
+	int64_t		 gone = 0, upto;
+	int		 rc, status;
 
 	*n = 0;
 	ob->err[0] = '\0';
@@ -1257,11 +1513,25 @@ outbox_idem_prune(struct outbox *ob, int64_t before_ms, uint64_t max_keys,
 	    ob->idem_keys - max_keys : 0;
 	if (over > batch)
 		over = batch;
+	fps = xcalloc(batch > 0 ? batch : 1, sizeof(*fps));
 	if ((status = outbox_begin_lazy(ob)) != OUTBOX_OK)
 		goto out;
 	if (over > 0) {
+		/*
+		 * Keys still with their rows count against the bound too,
+		 * and the oldest may be among them: a batch of rows' keys
+		 * into the table first.
+		 */
+		upto = outbox_indexed_now(ob) + (int64_t)batch;
+		rc = outbox_index(ob, upto < ob->next_id - 1 ? upto :
+		    ob->next_id - 1);
+		if (rc != SQLITE_DONE) {
+			status = outbox_fail(ob, rc);
+			goto out;
+		}
 		sqlite3_bind_int64(ob->st_idem_old, 1, (sqlite3_int64)over);
-		if ((rc = outbox_step(ob->st_idem_old)) != SQLITE_DONE) {
+		rc = outbox_prune_step(ob, ob->st_idem_old, fps, batch, &nfp);
+		if (rc != SQLITE_DONE) {
 			status = outbox_fail(ob, rc);
 			goto out;
 		}
@@ -1271,7 +1541,9 @@ outbox_idem_prune(struct outbox *ob, int64_t before_ms, uint64_t max_keys,
 		sqlite3_bind_int64(ob->st_idem_expired, 1, before_ms);
 		sqlite3_bind_int64(ob->st_idem_expired, 2,
 		    (sqlite3_int64)(batch - (uint64_t)gone));
-		if ((rc = outbox_step(ob->st_idem_expired)) != SQLITE_DONE) {
+		rc = outbox_prune_step(ob, ob->st_idem_expired, fps, batch,
+		    &nfp);
+		if (rc != SQLITE_DONE) {
 			status = outbox_fail(ob, rc);
 			goto out;
 		}
@@ -1282,9 +1554,13 @@ outbox_idem_prune(struct outbox *ob, int64_t before_ms, uint64_t max_keys,
 		goto out;
 	}
 	ob->didem = -gone;
-	if ((status = outbox_commit(ob)) == OUTBOX_OK)
+	if ((status = outbox_commit(ob)) == OUTBOX_OK) {
 		*n = (uint64_t)gone;
+		for (i = 0; i < nfp; i++)
+			keyset_del(ob->keys, fps[i]);
+	}
  out:
+	free(fps);
 	if (ob->sync_lowered)
 		outbox_sync_restore(ob);	/* or at the next begin */
 	return status;
@@ -1392,6 +1668,11 @@ outbox_park(struct outbox *ob, int64_t id, unsigned attempts,
 		return OUTBOX_EDEADFULL;
 	}
 
+	/* Its key stays known, in the key table. */
+	if ((rc = outbox_index(ob, id)) != SQLITE_DONE) {
+		buf_free(&props);
+		return outbox_dead_fail(ob, NULL, rc);
+	}
 	/* The body goes from table to table without a copy in memory. */
 	rc = sqlite3_prepare_v2(ob->db, "INSERT INTO dead (id, created, parked, "
 	    "attempts, reason, size, props, body, origin) SELECT id, created, "
@@ -1654,9 +1935,12 @@ outbox_delete_around(struct outbox *ob, int64_t after, int64_t upto,
 	/* Not synced by itself, as outbox_delete_upto(). */
 	if ((status = outbox_begin_lazy(ob)) != OUTBOX_OK)
 		return status;
-	rc = sqlite3_prepare_v2(ob->db, "SELECT count(*), "
-	    "coalesce(sum(size), 0) FROM outbox WHERE id > ?1 AND id < ?2",
-	    -1, &stm, NULL);
+	/* The keys of the rows that go stay, in the key table. */
+	rc = outbox_index(ob, upto);
+	if (rc == SQLITE_DONE)
+		rc = sqlite3_prepare_v2(ob->db, "SELECT count(*), "
+		    "coalesce(sum(size), 0) FROM outbox WHERE id > ?1 AND "
+		    "id < ?2", -1, &stm, NULL);
 	if (rc == SQLITE_OK)
 		rc = sqlite3_prepare_v2(ob->db, "DELETE FROM outbox "
 		    "WHERE id > ?1 AND id < ?2", -1, &std, NULL);

@@ -12,8 +12,11 @@
 #include <stddef.h>
 #include <stdint.h>
 
-/* 2: dead-letter table; 3: own ids; 4: outbox.attempts; 5: idempotency keys */
-#define OUTBOX_SCHEMA_VERSION	5
+/*
+ * 2: dead-letter table; 3: own ids; 4: outbox.attempts; 5: idempotency keys;
+ * 6: a key goes to the key table when its row leaves (meta 'indexed')
+ */
+#define OUTBOX_SCHEMA_VERSION	6
 /* New rows that may go by before the totals are written again. */
 #define OUTBOX_FOLD_ROWS	1024
 /* With sync = normal, ids made durable ahead of use, a flush at a time. */
@@ -63,6 +66,8 @@ void	 outbox_rollback(struct outbox *ob);
 
 /* Tests: reserve n ids at a time instead of OUTBOX_RESERVE_IDS. */
 void	 outbox_test_reserve_ids(struct outbox *ob, int64_t n);
+/* For the tests: the key fingerprints held in memory. */
+size_t	 outbox_test_fingerprints(const struct outbox *ob);
 
 /* Delete every row with id <= upto, in its own transaction. */
 int	 outbox_delete_upto(struct outbox *ob, int64_t upto);
@@ -240,7 +245,9 @@ uint64_t outbox_dead_bytes(const struct outbox *ob);
  */
 
 /*
- * Look key up, the open transaction's own keys included: 1 when it is
+ * Look key up, the open transaction's own keys included (the fingerprints
+ * in memory answer for a new key; a possible repeat first brings the key
+ * table up to date): 1 when it is
  * there with created >= since_ms (its message-id into mid, NUL-terminated,
  * cut to midlen - 1 bytes, and its row into *idp unless idp is NULL), 2
  * when it is there but older (expired, not yet pruned), 0 when unknown, -1
@@ -249,13 +256,13 @@ uint64_t outbox_dead_bytes(const struct outbox *ob);
 int	 outbox_idem_find(struct outbox *ob, const void *key, size_t klen,
 	    int64_t since_ms, char *mid, size_t midlen, int64_t *idp);
 /*
- * Record key -> mid in the open transaction: the client's message-id, or
- * (mid NULL) the generated "<instance>-<id>" of row id.  replace says that
- * an expired entry (outbox_idem_find() 2) is overwritten.  OUTBOX_* status.
+ * Row id, inserted in the open transaction, has key: its property block
+ * holds it (and the client's message-id, if any), and it goes to the key
+ * table when the row leaves the outbox or a lookup needs it.  replace says
+ * that an expired entry (outbox_idem_find() 2) goes.  OUTBOX_* status.
  */
 int	 outbox_idem_put(struct outbox *ob, const void *key, size_t klen,
-	    const char *mid, size_t midlen, int64_t id, int64_t created_ms,
-	    int replace);
+	    int64_t id, int replace);
 /*
  * Delete, in one short transaction of its own (never while a group commit
  * is open), at most batch keys, oldest first: those beyond max_keys (0: no

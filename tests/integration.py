@@ -545,6 +545,61 @@ def idem_keys(ctx):
 
 
 @scenario
+def idem_waiting(ctx):
+    """3,000 keyed PUBs, pipelined, to a relay whose broker is unreachable,
+    so every key is still only in its row (the key table gets it when the
+    row leaves the outbox); `pubrelayd` is SIGKILLed and restarted, still
+    without a broker, and the client sends all 3,000 again; then the relay
+    is pointed at the broker, drains, and gets them all a third time.
+    Proves: a key waiting with its row is known after a crash (its
+    fingerprint comes back from the rows), and once the row is confirmed
+    and deleted (its key in the table); every repeat names the first OK's
+    id; the queue holds each message once; STATS idempotency_keys counts
+    each key once throughout."""
+    N = 3000
+    relay = ctx.relay(uri="amqp://guest:guest@127.0.0.1:%d" % H.free_port())
+    with ctx.consumer() as c:
+        q = c.declare(H.unique_queue("idemwait"))
+
+    def send_all(what):
+        with relay.client() as c:
+            c.send(b"".join(H.encode_pub(H.seq_line(1, i),
+                                         [("routing-key", q),
+                                          ("idempotency-key", "w%d" % i)])
+                            for i in range(N)))
+            r = [c.read_line() for _ in range(N)]
+        check(all(x.startswith("OK ") for x in r),
+              "%s: not all OK: %r" % (what, [x for x in r
+                                              if not x.startswith("OK ")][:3]))
+        return r
+
+    first = send_all("first send")
+    check_eq(len(set(first)), N, "distinct ids")
+    check_eq(relay.stats().get("idempotency_keys"), N, "keys counted")
+    relay.kill()
+    relay.restart()
+    check_eq(relay.stats().get("idempotency_keys"), N,
+             "keys counted after SIGKILL, from their rows")
+    check_eq(send_all("after SIGKILL"), first, "the ids of the first OKs")
+    st = relay.stats()
+    check_eq((st.get("accepted"), st.get("idempotency_hits")), (0, N),
+             "nothing stored again (accepted, hits)")
+    check_eq(relay.term(), 0, "pubrelayd exit code after SIGTERM")
+    relay.sections["broker"]["uri"] = ctx.broker.uri()
+    H.write_ini(relay.ini, relay.sections)
+    relay.restart()
+    st = relay.wait_drained(60)
+    check_eq(st.get("idempotency_keys"), N, "keys once delivered")
+    check_eq(send_all("after delivery"), first, "the ids again")
+    check_eq(relay.stats().get("outbox_messages"), 0, "nothing stored")
+    with ctx.consumer() as c:
+        msgs = c.drain(q)
+    H.check_delivery(msgs, {1: N}, allow_dups=False, same_ids=True,
+                     note=ctx.note)
+    check_eq(relay.term(), 0, "pubrelayd exit code after SIGTERM")
+
+
+@scenario
 def idem_kill(ctx):
     """Four raw pipelined clients stream 15,000 keyed PUBs each ("p<n>-<seq>"
     keys); after 10,000 OKs in all `pubrelayd` is SIGKILLed, restarted on the

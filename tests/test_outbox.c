@@ -22,11 +22,15 @@
 #include "tap.h"
 
 /* SQL that takes a version-5 file back to version 4's tables. */
-#define UNDO_V5	"DROP TABLE idem; DROP INDEX outbox_origin; "		\
+#define UNDO_V5	"DELETE FROM meta WHERE key = 'indexed'; "		\
+	"DROP TABLE idem; DROP INDEX outbox_origin; "				\
 	"DROP INDEX dead_origin; ALTER TABLE outbox DROP COLUMN origin; "	\
 	"ALTER TABLE dead DROP COLUMN origin; DROP TABLE forgotten; "
 
 static char	dir[256];
+
+/* A stored property block with an idempotency key, as outbox_insert() takes it. */
+#define KEYED(k)	"idempotency-key: " k "\n", sizeof("idempotency-key: " k "\n") - 1
 static unsigned	total;		/* outbox_park()'s, where no check wants it */
 
 static const char *
@@ -661,12 +665,12 @@ test_migration(void)
 	if (ob != NULL)
 		outbox_close(ob);
 	sqlite3_open(p3, &db);
-	sqlite3_exec(db, "PRAGMA user_version = 6", NULL, NULL, NULL);
+	sqlite3_exec(db, "PRAGMA user_version = 7", NULL, NULL, NULL);
 	sqlite3_close(db);
 	ok(outbox_open(&ob, p3, 1, err, sizeof(err)) == -1 &&
-	    strstr(err, "schema version 6 is newer") != NULL,
-	    "a version-6 outbox is refused: %s", err);
-	is_int(sql_int(p3, "PRAGMA user_version"), 6, "and left at version 6");
+	    strstr(err, "schema version 7 is newer") != NULL,
+	    "a version-7 outbox is refused: %s", err);
+	is_int(sql_int(p3, "PRAGMA user_version"), 7, "and left at version 7");
 	is_int(sql_int(p3, "SELECT count(*) FROM dead"), 0,
 	    "with its tables intact");
 }
@@ -1411,9 +1415,9 @@ test_idem_commit_fails(void)
 	    "idem fail: open");
 	if (ob != NULL) {
 		ok(outbox_begin(ob) == OUTBOX_OK &&
-		    outbox_insert(ob, "", 0, "one", 3, 1, &id) == OUTBOX_OK &&
-		    outbox_idem_put(ob, "K", 1, NULL, 0, id, 1, 0) == OUTBOX_OK,
-		    "a row and its key");
+		    outbox_insert(ob, KEYED("K"), "one", 3, 1, &id) ==
+		    OUTBOX_OK && outbox_idem_put(ob, "K", 1, id, 0) ==
+		    OUTBOX_OK, "a row and its key");
 		is_int(outbox_idem_find(ob, "K", 1, 0, mid, sizeof(mid), NULL), 1,
 		    "a repeat in the same transaction finds it");
 		wal_sync_hook = enospc_hook;
@@ -1425,9 +1429,10 @@ test_idem_commit_fails(void)
 		    "the key went with it");
 		is_int(outbox_idem_keys(ob), 0, "not counted");
 		ok(outbox_begin(ob) == OUTBOX_OK &&
-		    outbox_insert(ob, "", 0, "one", 3, 1, &id) == OUTBOX_OK &&
-		    outbox_idem_put(ob, "K", 1, NULL, 0, id, 1, 0) == OUTBOX_OK &&
-		    outbox_commit(ob) == OUTBOX_OK, "the retry is a new message");
+		    outbox_insert(ob, KEYED("K"), "one", 3, 1, &id) ==
+		    OUTBOX_OK && outbox_idem_put(ob, "K", 1, id, 0) ==
+		    OUTBOX_OK && outbox_commit(ob) == OUTBOX_OK,
+		    "the retry is a new message");
 		is_int(outbox_idem_keys(ob), 1, "one key");
 		is_int(outbox_rows(ob), 1, "one row");
 		outbox_close(ob);
@@ -1949,18 +1954,30 @@ write_file(const char *p, const char *data, size_t n)
 	fclose(f);
 }
 
+/* The property block of a message with key and (unless NULL) mid. */
+static size_t
+idem_block(char *buf, size_t len, const char *key, const char *mid)
+{
+	if (mid != NULL)
+		return (size_t)snprintf(buf, len, "message-id: %s\n"
+		    "idempotency-key: %s\n", mid, key);
+	return (size_t)snprintf(buf, len, "idempotency-key: %s\n", key);
+}
+
 /* Put key -> mid with one row, in one transaction of its own. */
 static int
 idem_put_one(struct outbox *ob, const char *key, const char *mid,
     int64_t created, int replace)
 {
+	char	block[512];
+	size_t	blen = idem_block(block, sizeof(block), key, mid);
 	int64_t	id;
 
 	if (outbox_begin(ob) != OUTBOX_OK)
 		return -1;
-	if (outbox_insert(ob, "", 0, "b", 1, created, &id) != OUTBOX_OK ||
-	    outbox_idem_put(ob, key, strlen(key), mid, mid ? strlen(mid) : 0,
-	    id, created, replace) != OUTBOX_OK) {
+	if (outbox_insert(ob, block, blen, "b", 1, created, &id) !=
+	    OUTBOX_OK || outbox_idem_put(ob, key, strlen(key), id, replace) !=
+	    OUTBOX_OK) {
 		outbox_rollback(ob);
 		return -1;
 	}
@@ -1980,7 +1997,7 @@ test_idem(void)
 	sqlite3		*db;
 	char		 err[512], mid[300], key[32], p[512];
 	uint64_t	 n;
-	int64_t		 id;
+	int64_t		 id, rows;
 	int		 i;
 
 	snprintf(p, sizeof(p), "%s", path_in("idem.db"));
@@ -1992,10 +2009,9 @@ test_idem(void)
 
 	/* Seen inside the transaction that writes it; gone with a rollback. */
 	ok(outbox_begin(ob) == OUTBOX_OK &&
-	    outbox_insert(ob, "", 0, "b", 1, 1000, &id) == OUTBOX_OK,
-	    "a row");
-	is_int(outbox_idem_put(ob, "k1", 2, "m-1", 3, id, 1000, 0), OUTBOX_OK,
-	    "k1 put");
+	    outbox_insert(ob, "message-id: m-1\nidempotency-key: k1\n", 36,
+	    "b", 1, 1000, &id) == OUTBOX_OK, "a row");
+	is_int(outbox_idem_put(ob, "k1", 2, id, 0), OUTBOX_OK, "k1 put");
 	is_int(idem_find(ob, "k1", 0, mid), 1, "k1 known in its transaction");
 	is_str(mid, "m-1", "with its message-id");
 	{
@@ -2023,6 +2039,7 @@ test_idem(void)
 	/* The row goes (confirmed); the key stays. */
 	is_int(outbox_delete_upto(ob, INT64_MAX), OUTBOX_OK, "rows deleted");
 	is_int(idem_find(ob, "k1", 0, mid), 1, "key outlives its row");
+	is_int(sql_int(p, "SELECT count(*) FROM idem"), 1, "in the key table");
 
 	/* An expired key is written over, not counted twice. */
 	ok(idem_put_one(ob, "k1", "m-2", 5000, 1) == 0, "k1 replaced");
@@ -2036,15 +2053,28 @@ test_idem(void)
 		idem_put_one(ob, key, key, 100 + i, 0);
 	}
 	is_int(outbox_idem_keys(ob), 11, "eleven keys");
+	is_int(sql_int(p, "SELECT count(*) FROM idem"), 1,
+	    "ten of them still only in their rows");
+	is_int(outbox_test_fingerprints(ob), 11, "eleven fingerprints");
 	is_int(outbox_idem_prune(ob, 0, 0, 100, &n), OUTBOX_OK,
 	    "prune: nothing old, no bound");
 	is_int(n, 0, "nothing pruned");
-	/* The bound: the oldest beyond it go, a batch at a time. */
+	/*
+	 * The bound: the oldest beyond it go, a batch at a time, those still
+	 * with their rows included (a batch of rows' keys goes to the table).
+	 */
 	is_int(outbox_idem_prune(ob, 0, 5, 4, &n), OUTBOX_OK, "prune to 5");
 	is_int(n, 4, "a batch of 4");
 	is_int(outbox_idem_keys(ob), 7, "seven left");
+	is_int(outbox_test_fingerprints(ob), 7, "their fingerprints went");
+	is_int(sql_int(p, "SELECT count(*) FROM idem"), 1,
+	    "n0..n3 went through the table");
 	is_int(idem_find(ob, "n3", 0, mid), 0, "n3 (among the oldest) gone");
+	is_int(sql_int(p, "SELECT count(*) FROM idem"), 1,
+	    "a key without a fingerprint costs no lookup");
 	is_int(idem_find(ob, "n4", 0, mid), 1, "n4 kept");
+	is_int(sql_int(p, "SELECT count(*) FROM idem"), 7,
+	    "a possible repeat brought the table up to date");
 	is_int(outbox_idem_prune(ob, 0, 5, 4, &n), OUTBOX_OK, "prune again");
 	is_int(n, 2, "the other 2");
 	is_int(outbox_idem_keys(ob), 5, "at the bound");
@@ -2083,16 +2113,99 @@ test_idem(void)
 	is_int(sql_int(p, "SELECT typeof(mid) = 'text' FROM idem WHERE "
 	    "key = CAST('k1' AS BLOB)"), 1, "a client's stays text");
 	ok(idem_put_one(ob, "num", "123", 1000, 0) == 0, "message-id \"123\"");
+	is_int(idem_find(ob, "num", 0, mid), 1, "found");
 	is_int(sql_int(p, "SELECT typeof(mid) = 'text' FROM idem WHERE "
 	    "key = CAST('num' AS BLOB)"), 1, "stays text too");
-	is_int(outbox_begin(ob), OUTBOX_OK, "begin");
-	is_int(outbox_idem_put(ob, "gen", 3, "x", 1, 1, 1000, 0), OUTBOX_EIO,
-	    "a key stored twice without replace fails");
-	outbox_rollback(ob);
+	/* A key found in the table twice (an index done again) counts once. */
+	ok(idem_put_one(ob, "gen", NULL, 1000, 0) == 0, "gen put again");
+	is_int(outbox_idem_keys(ob), 5, "counted twice at first");
+	is_int(outbox_delete_upto(ob, INT64_MAX), OUTBOX_OK, "rows deleted");
+	is_int(outbox_idem_keys(ob), 4, "once the table has it");
+	is_int(sql_int(p, "SELECT count(*) FROM idem"), 4, "four stored");
+	is_int(sql_int(p, "SELECT value FROM meta WHERE key = 'indexed'"),
+	    sql_int(p, "SELECT value FROM meta WHERE key = 'mark'"),
+	    "'indexed' at the last row");
+	/*
+	 * A block naming a key that was never put (keys off: a window of 0)
+	 * gives the table nothing, before or after the newest keyed row.
+	 */
+	ok(idem_put_one(ob, "k5", NULL, 8000, 0) == 0, "k5 put");
+	{
+		char	block[64];
+		size_t	blen = idem_block(block, sizeof(block), "off", NULL);
 
+		ok(outbox_begin(ob) == OUTBOX_OK &&
+		    outbox_insert(ob, block, blen, "b", 1, 8000, &id) ==
+		    OUTBOX_OK && outbox_commit(ob) == OUTBOX_OK,
+		    "a row naming key \"off\", not put");
+	}
+	is_int(outbox_delete_upto(ob, INT64_MAX), OUTBOX_OK, "rows deleted");
+	is_int(sql_int(p, "SELECT count(*) FROM idem WHERE key = "
+	    "CAST('off' AS BLOB)"), 0, "\"off\" not in the table");
+	is_int(sql_int(p, "SELECT count(*) FROM idem WHERE key = "
+	    "CAST('k5' AS BLOB)"), 1, "k5 is");
+	is_int(outbox_idem_keys(ob), 5, "five keys");
+
+	/*
+	 * A restart with keys still only in their rows: their fingerprints
+	 * and count come from the rows above 'indexed'.
+	 */
+	ok(idem_put_one(ob, "p1", "m-p1", 9000, 0) == 0 &&
+	    idem_put_one(ob, "p2", NULL, 9000, 0) == 0, "p1, p2 put");
+	outbox_close(ob);
+	ok(outbox_open(&ob, p, 1, err, sizeof(err)) == 0, "idem: reopen");
+	if (ob == NULL)
+		return;
+	is_int(outbox_idem_keys(ob), 7, "seven keys counted at open");
+	is_int(outbox_test_fingerprints(ob), 7, "seven fingerprints");
+	is_int(sql_int(p, "SELECT count(*) FROM idem"), 5,
+	    "two of them not in the table");
+	is_int(idem_find(ob, "p1", 0, mid), 1, "p1 found after the restart");
+	is_str(mid, "m-p1", "with its message-id");
+	is_int(idem_find(ob, "p2", 0, mid), 1, "p2 found");
+	is_int(sql_int(p, "SELECT count(*) FROM idem"), 7, "now in the table");
+	is_int(outbox_idem_keys(ob), 7, "still seven");
+
+	/* A park takes its row's key to the table. */
+	ok(idem_put_one(ob, "p3", NULL, 9000, 0) == 0, "p3 put");
+	id = sql_int(p, "SELECT max(id) FROM outbox");
+	{
+		unsigned tries;
+
+		is_int(outbox_park(ob, id, 1, "refused", 9001, &tries),
+		    OUTBOX_OK, "its row parked");
+	}
+	is_int(sql_int(p, "SELECT count(*) FROM idem WHERE key = "
+	    "CAST('p3' AS BLOB)"), 1, "p3 in the table");
+	is_int(outbox_idem_keys(ob), 8, "eight keys");
+
+	/* With no key waiting, 'indexed' follows the fold at no cost. */
+	ok(outbox_begin(ob) == OUTBOX_OK, "begin");
+	for (i = 0; i < OUTBOX_FOLD_ROWS + 1; i++)
+		outbox_insert(ob, "", 0, "b", 1, 9000, &id);
+	ok(outbox_commit(ob) == OUTBOX_OK, "%d rows without keys",
+	    OUTBOX_FOLD_ROWS + 1);
+	is_int(sql_int(p, "SELECT value FROM meta WHERE key = 'indexed'"), id,
+	    "'indexed' at the newest row");
+	outbox_close(ob);
+
+	/* A version-5 outbox had every key in its table: none to index. */
+	sqlite3_open(p, &db);
+	ok(sqlite3_exec(db, "DELETE FROM meta WHERE key = 'indexed'; "
+	    "PRAGMA user_version = 5", NULL, NULL, NULL) == SQLITE_OK,
+	    "made a version-5 file");
+	sqlite3_close(db);
+	ok(outbox_open(&ob, p, 1, err, sizeof(err)) == 0, "version 5 opens");
+	if (ob == NULL)
+		return;
+	is_int(outbox_migrated_from(ob), 5, "migrated from 5");
+	is_int(sql_int(p, "SELECT value FROM meta WHERE key = 'indexed'"),
+	    sql_int(p, "SELECT max(id) FROM outbox"), "'indexed' at its top");
+	is_int(outbox_idem_keys(ob), 8, "its keys counted once");
 	outbox_close(ob);
 
 	/* A version-4 outbox (no key table) gets an empty one. */
+	rows = sql_int(p, "SELECT count(*) FROM outbox");
 	sqlite3_open(p, &db);
 	ok(sqlite3_exec(db, UNDO_V5 "PRAGMA user_version = 4", NULL,
 	    NULL, NULL) == SQLITE_OK, "made a version-4 file");
@@ -2102,7 +2215,7 @@ test_idem(void)
 	if (ob == NULL)
 		return;
 	is_int(outbox_migrated_from(ob), 4, "migrated from 4");
-	is_int(outbox_rows(ob), 14, "its rows kept");
+	is_int(outbox_rows(ob), rows, "its rows kept");
 	is_int(outbox_idem_keys(ob), 0, "no keys");
 	ok(idem_put_one(ob, "k3", "m-4", 7000, 0) == 0, "a key goes in");
 	is_int(idem_find(ob, "k3", 0, mid), 1, "and is found");
