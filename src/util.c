@@ -406,3 +406,59 @@ util_shuffle_order(int *order, int n, uint64_t seed)
 		order[j] = t;
 	}
 }
+
+size_t
+util_utf8_seq(const unsigned char *p, size_t left)
+{
+	unsigned char	lo = 0x80, hi = 0xbf;
+	size_t		n, i;
+
+	if (p[0] >= 0xc2 && p[0] <= 0xdf)
+		n = 2;
+	else if (p[0] >= 0xe0 && p[0] <= 0xef) {
+		n = 3;
+		if (p[0] == 0xe0)
+			lo = 0xa0;
+		else if (p[0] == 0xed)
+			hi = 0x9f;
+	} else if (p[0] >= 0xf0 && p[0] <= 0xf4) {
+		n = 4;
+		if (p[0] == 0xf0)
+			lo = 0x90;
+		else if (p[0] == 0xf4)
+			hi = 0x8f;
+	} else
+		return 0;
+	if (left < n || p[1] < lo || p[1] > hi)
+		return 0;
+	for (i = 2; i < n; i++)
+		if (p[i] < 0x80 || p[i] > 0xbf)
+			return 0;
+	return n;
+}
+
+char *
+util_text(const char *src, size_t len, int *width)
+{
+	const unsigned char	*p = (const unsigned char *)src;
+	char			*dst = xmalloc(len + 1);
+	size_t			 i, j = 0, n;
+	int			 w = 0;
+
+	for (i = 0; i < len; i += n, w++) {
+		n = p[i] >= 0x80 ? util_utf8_seq(p + i, len - i) : 1;
+		if (n > 1 && !(p[i] == 0xc2 && p[i + 1] < 0xa0)) {
+			memcpy(dst + j, p + i, n);
+			j += n;
+			continue;
+		}
+		if (n == 0)
+			n = 1;
+		dst[j++] = (n == 1 && p[i] >= 0x20 && p[i] < 0x7f) ?
+		    (char)p[i] : '?';
+	}
+	dst[j] = '\0';
+	if (width != NULL)
+		*width = w;
+	return dst;
+}

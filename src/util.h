@@ -54,6 +54,20 @@ void	buf_appends(struct buf *b, const char *s);
 void	buf_printf(struct buf *b, const char *fmt, ...)
 	    __attribute__((format(printf, 2, 3)));
 
+/*
+ * Length of the valid UTF-8 sequence of two to four bytes at p (no overlong
+ * form, no surrogate, at most U+10FFFF), or 0.
+ */
+size_t	 util_utf8_seq(const unsigned char *p, size_t left);
+/*
+ * Text from another process for a terminal (ids, stats, dead letters):
+ * valid UTF-8 is kept; control characters (C0, DEL, and C1 in UTF-8 too,
+ * which some terminals obey) and bytes that are not valid UTF-8 become '?'.
+ * Returns a NUL-terminated copy (the caller frees it); *width, when not
+ * NULL, is in characters.
+ */
+char	*util_text(const char *src, size_t len, int *width);
+
 void	*xmalloc(size_t n);
 void	*xcalloc(size_t n, size_t sz);
 void	*xrealloc(void *p, size_t n);
