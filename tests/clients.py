@@ -457,6 +457,60 @@ def python_module_alone(ctx):
              "deliveries and their ids")
 
 
+def doc_blocks(path, section):
+    """The ```python blocks of one `## section` of a Markdown file."""
+    with open(path) as f:
+        text = f.read()
+    start = text.find("\n## %s\n" % section)
+    if start < 0:
+        raise H.HarnessError("%s: no section %r" % (path, section))
+    end = text.find("\n## ", start + 1)
+    body = text[start:end if end > 0 else len(text)]
+    blocks = [b.split("```", 1)[0] for b in body.split("```python\n")[1:]]
+    if not blocks:
+        raise H.HarnessError("%s, %s: no python blocks" % (path, section))
+    return blocks
+
+
+@scenario
+def python_docs_examples(ctx):
+    """Python: the code blocks of docs/CLIENTS.md's Python section run as
+    shown, in order, in one process (PUBRELAY_SOCKET naming the relay,
+    `bodies` given), and what they publish arrives: the JSON order through
+    amq.topic, the pipelined bodies, the confirmed "paid", the retried
+    "job"."""
+    r = ctx.relay()
+    topic = H.unique_queue("doc-topic")
+    with ctx.consumer() as cons:
+        for q in ("events", "orders", "jobs"):
+            cons.declare(q)
+        cons.declare(topic)
+        cons.ch.queue_bind(queue=topic, exchange="amq.topic",
+                           routing_key="orders.created")
+    blocks = doc_blocks(os.path.join(SRCDIR, "docs", "CLIENTS.md"),
+                        "Python")
+    code = ("import sys\nsys.path.insert(0, %r)\n"
+            "bodies = [b'p0-%%06d' %% i for i in range(1000)]\n"
+            % os.path.dirname(PYCLIENT) + "\n".join(blocks)
+            + "\nprint('dead', dead)\n")
+    p = subprocess.run(["/usr/bin/python3", "-I", "-S", "-c", code],
+                       env={"PATH": "/usr/bin:/bin",
+                            "PUBRELAY_SOCKET": r.sock},
+                       stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                       timeout=120)
+    err = p.stderr.decode(errors="replace")
+    check_eq(p.returncode, 0, "the examples' exit code (stderr %r)" % err)
+    check_eq(p.stdout.decode().split(), ["dead", "0"], "their output")
+    r.wait_drained(60)
+    with ctx.consumer() as cons:
+        got = {q: [b for b, _ in cons.drain(q)]
+               for q in ("events", "orders", "jobs", topic)}
+    check_eq(got[topic], [b'{"id": 42}'], "the order via amq.topic")
+    check_eq(got["orders"], [b"paid"], "the confirmed message")
+    check_eq(got["jobs"], [b"job"], "the retried message")
+    H.check_delivery(got["events"], {0: 1000}, allow_dups=False)
+
+
 # ---------------------------------------------------------------------------
 
 
