@@ -18,6 +18,7 @@ import os
 import shutil
 import subprocess
 import sys
+import threading
 import time
 
 HERE = os.path.dirname(os.path.abspath(__file__))
@@ -242,8 +243,10 @@ def python_receipts(ctx):
 @scenario
 def python_wait_status(ctx):
     """Python: with the broker unreachable, wait(0.3) raises NotConfirmed
-    and status() says queued; after the relay is restarted against the
-    broker, wait() (no time limit) returns 0 once the broker confirmed
+    and status() says queued; a wait() without a limit, pending when the
+    relay gets SIGTERM, raises Shutdown (retryable, connection closed).
+    After the relay is restarted against the broker, the same Client
+    connects again and wait() returns 0 once the broker confirmed
     everything, status() then says confirmed, and the messages arrive."""
     q = ctx.queue("wait")
     r = ctx.relay(uri=ctx.nowhere())
@@ -257,11 +260,28 @@ def python_wait_status(ctx):
         check_eq(c.status(ids[-1]).state, "queued", "STATUS, no broker")
         check_eq(c.status("ffffffffffffffff-1").state, "unknown",
                  "STATUS of an id the relay never gave")
+    c = P.Client(r.sock, timeout=30)
+    box = {}
+
+    def waiter():
+        try:
+            box["value"] = c.wait()
+        except Exception as e:
+            box["error"] = e
+    t = threading.Thread(target=waiter, daemon=True)
+    t.start()
+    r.wait_stats(lambda s: s.get("receipts_waiting", 0) >= 1, 30,
+                 "the WAIT to be taken")
     check_eq(r.term(), 0, "relay exit after SIGTERM")
+    t.join(30)
+    e = box.get("error")
+    check(isinstance(e, P.Shutdown) and e.retryable,
+          "WAIT pending at SIGTERM: %r" % box)
+    check(not c.connected, "closed after SHUTDOWN")
     r.sections["broker"]["uri"] = ctx.broker.uri()
     H.write_ini(r.ini, r.sections)
     r.restart()
-    with P.Client(r.sock, timeout=30) as c:
+    with c:
         check_eq(c.wait(), 0, "WAIT once the broker is reachable")
         check_eq(c.status(ids[-1]).state, "confirmed",
                  "STATUS after WAIT")

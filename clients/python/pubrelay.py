@@ -310,6 +310,7 @@ class Client:
         self._pending = collections.deque()
         self._done = []         # replies of pipelined requests, parsed
         self._eof = False
+        self._untaken = None    # [error, n]: n requests after a closing one
         if connect:
             self.connect()
 
@@ -340,6 +341,7 @@ class Client:
         committed."""
         self._drop()
         self._done = []
+        self._untaken = None
 
     def _drop(self):
         """Close the socket, keeping the replies parsed so far."""
@@ -362,7 +364,7 @@ class Client:
 
     def __exit__(self, exc_type, exc, tb):
         try:
-            if exc_type is None and self._pending:
+            if exc_type is None and self._batch_open():
                 self.results()
         finally:
             self.close()
@@ -460,11 +462,9 @@ class Client:
         if line.startswith("ERR "):
             e = _reply_error(line)
             if e.closes:
-                # Nothing after it was taken, and no reply will come.
-                for _ in self._pending:
-                    self._done.append(type(e)(
-                        e.code, "not taken: an earlier request was "
-                        "answered ERR %s and the connection closed" % e.code))
+                # Nothing after it was taken, and no reply will come; the
+                # requests queued after it until results() are not sent.
+                self._untaken = [e, len(self._pending)]
                 self._drop()
             return e
         verb, _, rest = line.partition(" ")
@@ -512,6 +512,9 @@ class Client:
             self._done.append(self._reply())
 
     def _queue(self, data, kind, patience=0.0):
+        if self._untaken is not None:
+            self._untaken[1] += 1
+            return
         if self._sock is None:
             self.connect()
         self._out += data
@@ -525,7 +528,7 @@ class Client:
             self._pump(below)
 
     def _simple(self, data, kind, patience=0.0):
-        if self._pending:
+        if self._batch_open():
             self.results()
         self._queue(data, kind, patience)
         v = self._reply()
@@ -535,6 +538,11 @@ class Client:
                 self._reset_latch()
             raise v
         return v
+
+    def _batch_open(self):
+        """Were requests queued whose results() was not collected?"""
+        return bool(self._pending or self._done
+                    or self._untaken is not None)
 
     def _reset_latch(self):
         """RESET after a refused PUB, when the connection is still open."""
@@ -614,14 +622,25 @@ class Client:
         of those sent, apart from receipts (Parked, NotConfirmed: those
         were committed): after a refusal, later PUBs are Skipped.  A
         refusal resets the latch here, so the caller can resend from the
-        first refused message on this connection.
+        first refused message on this connection.  After an error that
+        closes the connection (Shutdown, FramingError), every later request
+        of the batch gets an error of the same class: it was not taken.
 
-        ConnectionLost: the connection broke; .results is unknown then."""
+        ConnectionLost (or ProtocolError) is raised whatever
+        return_errors says; its .results holds the replies read before:
+        the requests after them may or may not have been taken."""
         try:
             while self._pending:
                 self._done.append(self._reply())
+            if self._untaken is not None:
+                e, n = self._untaken
+                self._done += [type(e)(e.code, "not taken: an earlier "
+                                       "request was answered ERR %s and the "
+                                       "connection closed" % e.code)
+                               for _ in range(n)]
         finally:
             out, self._done = self._done, []
+            self._untaken = None
         if any(isinstance(v, ReplyError) and not v.closes for v in out):
             self._reset_latch()
         if not return_errors:
@@ -641,7 +660,7 @@ class Client:
         results() does: the first error, with .index of its message and
         .results; resend messages[e.index:] (or from the first Skipped).
         """
-        if self._pending:
+        if self._batch_open():
             self.results()
         for m in messages:
             if isinstance(m, tuple):
@@ -681,8 +700,8 @@ class Client:
         (state: queued, inflight, confirmed, parked with reason, or
         unknown)."""
         mid = _prop_value("message-id", message_id)
-        if not mid or " " in mid or "\t" in mid:
-            raise ValueError("status: not a message-id: %r" % (mid,))
+        if not mid:
+            raise ValueError("status: an empty message-id")
         return self._simple(b"STATUS %s\n" % mid.encode("utf-8"), "status")
 
     def stats(self):
@@ -715,7 +734,8 @@ def retry(fn, *args, attempts=8, delay=0.05, max_delay=5.0,
 
         mid = pubrelay.retry(c.publish, body, routing_key="jobs")
 
-    Add ConnectionLost to `on` only with an idempotency_key (or your own
+    Not for publish_many(), which would send its accepted prefix again:
+    resend from the error's .index instead.  Add ConnectionLost to `on` only with an idempotency_key (or your own
     message_id for consumers to drop duplicates): a publish whose reply
     was lost may have been committed."""
     wait = delay
