@@ -244,8 +244,9 @@ def python_receipts(ctx):
 def python_wait_status(ctx):
     """Python: with the broker unreachable, wait(0.3) raises NotConfirmed
     and status() says queued; a wait() without a limit, pending when the
-    relay gets SIGTERM, raises Shutdown (retryable, connection closed).
-    After the relay is restarted against the broker, the same Client
+    relay gets SIGTERM, raises Shutdown (retryable, connection closed);
+    connecting then raises ConnectFailed, which retry() repeats while the
+    relay is restarted against the broker.  The same Client
     connects again and wait() returns 0 once the broker confirmed
     everything, status() then says confirmed, and the messages arrive."""
     q = ctx.queue("wait")
@@ -280,7 +281,22 @@ def python_wait_status(ctx):
     check(not c.connected, "closed after SHUTDOWN")
     r.sections["broker"]["uri"] = ctx.broker.uri()
     H.write_ini(r.ini, r.sections)
-    r.restart()
+    # No daemon: ConnectFailed, which retry() repeats (the relay restarts
+    # on the second try).
+    tries = []
+
+    def connect():
+        tries.append(1)
+        if len(tries) == 2:
+            r.restart()
+        return P.Client(r.sock).close()
+    try:
+        connect()
+        raise S.Failure("connected with no daemon")
+    except P.ConnectFailed as e:
+        check(e.retryable, "ConnectFailed is retryable")
+    P.retry(connect, delay=0.1)
+    check_eq(len(tries), 2, "connect tries")
     with c:
         check_eq(c.wait(), 0, "WAIT once the broker is reachable")
         check_eq(c.status(ids[-1]).state, "confirmed",

@@ -39,7 +39,8 @@ Errors are exceptions, all subclasses of Error:
     ConnectionLost    the connection broke, or no reply came within the
                       client's timeout: a message whose OK was not read
                       may or may not be in the outbox.  ClientTimeout (also
-                      a TimeoutError) is the second case.
+                      a TimeoutError) is the second case; ConnectFailed
+                      (retryable) a connect that failed, nothing sent.
     ProtocolError     a reply this module cannot read.
 
 After a refused PUB the daemon skips the connection's later ones until the
@@ -63,8 +64,8 @@ __all__ = [
     "Client", "Status", "retry", "default_socket", "DEFAULT_SOCKET",
     "Error", "ReplyError", "BadRequest", "TooBig", "UnknownCommand", "Full",
     "Store", "Skipped", "NotFound", "FramingError", "Limit", "Denied",
-    "Shutdown", "Parked", "NotConfirmed", "ConnectionLost", "ClientTimeout",
-    "ProtocolError",
+    "Shutdown", "Parked", "NotConfirmed", "ConnectionLost", "ConnectFailed",
+    "ClientTimeout", "ProtocolError",
 ]
 
 __version__ = "0.1.0"
@@ -89,11 +90,26 @@ def default_socket():
 
 
 class Error(Exception):
-    """Every error this module raises."""
+    """Every error this module raises (besides ValueError and TypeError
+    for bad arguments).  index and results: see Client.results()."""
+
+    index = None
+    results = None
+    retryable = False       # True: the same call may succeed later
 
 
 class ConnectionLost(Error):
     """The connection closed or broke before the reply came."""
+
+
+class ConnectFailed(ConnectionLost):
+    """Connecting to the socket failed (no daemon, or not allowed): nothing
+    was sent, so retrying is safe.  .errno as the OSError's."""
+    retryable = True
+
+    def __init__(self, msg, errno=None):
+        super().__init__(msg)
+        self.errno = errno
 
 
 class ClientTimeout(ConnectionLost, TimeoutError):
@@ -113,15 +129,12 @@ class ReplyError(Error):
     request it answers; results: then every result of that batch, errors in
     place (see Client.results())."""
 
-    retryable = False       # FULL, STORE, SHUTDOWN, LIMIT: retry later
     closes = False          # the daemon closes the connection after it
 
     def __init__(self, code, text=""):
         super().__init__("%s %s" % (code, text) if text else code)
         self.code = code
         self.text = text
-        self.index = None
-        self.results = None
 
 
 class BadRequest(ReplyError):
@@ -195,8 +208,6 @@ class Parked(Error):
         super().__init__("parked %s: %s" % (message_id, reason))
         self.message_id = message_id
         self.reason = reason
-        self.index = None
-        self.results = None
 
 
 class NotConfirmed(Error):
@@ -208,8 +219,6 @@ class NotConfirmed(Error):
         super().__init__("not confirmed in time: %s" % message_id
                          if message_id else "WAIT timed out")
         self.message_id = message_id
-        self.index = None
-        self.results = None
 
 
 def _reply_error(line):
@@ -327,9 +336,10 @@ class Client:
             s.close()
             raise ClientTimeout("connect %s: no answer in %gs"
                                 % (self.path, self.timeout)) from None
-        except OSError:
+        except OSError as e:
             s.close()
-            raise
+            raise ConnectFailed("connect %s: %s" % (self.path, e.strerror
+                                                    or e), e.errno) from e
         s.setblocking(False)
         self._sock = s
         self._eof = False
@@ -723,9 +733,10 @@ class Client:
 
 
 def retry(fn, *args, attempts=8, delay=0.05, max_delay=5.0,
-          on=(Full, Store, Shutdown, Limit), **kwargs):
+          on=(Full, Store, Shutdown, Limit, ConnectFailed), **kwargs):
     """Call fn(*args, **kwargs), again on the errors in `on` (the codes
-    the protocol says to retry later), up to attempts times in all,
+    the protocol says to retry later, and a failed connect), up to
+    attempts times in all,
     sleeping delay, 2 x delay, ... (at most max_delay, with jitter)
     between.  Returns fn's value or raises its last error.
 
