@@ -668,7 +668,10 @@ class Client:
         pairs whose keywords are publish()'s.  common: publish() keywords
         for every message (a pair's own override them).  Raises as
         results() does: the first error, with .index of its message and
-        .results; resend messages[e.index:] (or from the first Skipped).
+        .results.  After a refusal (a ReplyError) the messages from
+        e.index on were not taken: resend them, on this connection or
+        another.  A receipt's error (Parked, NotConfirmed) is no refusal:
+        that message was committed, and the next ones were taken too.
         """
         if self._batch_open():
             self.results()
