@@ -303,8 +303,9 @@ class Client:
     Simple requests: publish(), ping(), stats(), status(), wait(), reset().
     Pipelining: queue() requests, then results() collects their replies
     in order; publish_many() does both for an iterable of messages.  A
-    simple request sent while pipelined requests wait first collects
-    their replies: call results() yourself to see them.
+    simple request made while queued requests wait first collects their
+    replies as results() does, raising their first error instead of
+    sending: call results() yourself before it.
 
     A context manager: leaving the block normally collects the results of
     requests still queued (raising their first error), then closes; with
