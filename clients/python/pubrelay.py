@@ -448,7 +448,7 @@ class Client:
         if i < 0:
             return False
         kind = self._pending[0].kind if self._pending else None
-        if kind in ("stats", "dead") and self._in[:1] in (b"S", b"D"):
+        if kind == "stats" and self._in[:6] == b"STATS ":
             try:
                 n = int(bytes(self._in[:i]).split(b" ", 1)[1])
             except (IndexError, ValueError):
@@ -506,8 +506,8 @@ class Client:
             if state == "parked" and rest:
                 mid, _, reason = rest.partition(" ")
                 return Status(state, mid, reason)
-        elif kind in ("stats", "dead"):
-            if verb == kind.upper() and rest.isdigit():
+        elif kind == "stats":
+            if verb == "STATS" and rest.isdigit():
                 n = int(rest)
                 data = bytes(self._in[:n])
                 del self._in[:n]
