@@ -10,8 +10,8 @@ Prints TAP.  Run by `make check` or by hand:
 `--list [-v]` prints the scenarios and what each proves.  The Python client
 is clients/python/pubrelay.py of the source tree ($PUBRELAY_SRCDIR, else
 this file's tree); what arrives is read by an independent consumer (pika)
-and checked with harness.check_delivery.  About 40 s on 2 cores, broker
-boot included.
+and checked with harness.check_delivery.  40-50 s on 2 cores shared with
+other runs, the broker's boot (8-20 s) included.
 """
 
 import os
