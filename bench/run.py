@@ -9,7 +9,7 @@ Environment:
                         quick run)
   BENCH_ONLY            comma-separated sections to run (ingest, idem, drain,
                         latency, poison, memory, oneshot, confirm, waiters,
-                        quorum); default all
+                        quorum, clients); default all
   BENCH_PERF            1: record `perf record -g` of pubrelayd during the
                         window-256 drains (classic and quorum), the
                         8-client ingest and section 1b's first round (files kept in the temp dir, paths
@@ -871,6 +871,93 @@ def bench_waiters(b):
     b.drop_queue(q)
 
 
+# ---------------------------------------------------------------------------
+# 8. The Python client (issue 21) against pika with publisher confirms
+
+PY_CLIENT = """
+import sys, time
+sys.path.insert(0, sys.argv[1])
+import pubrelay
+sock, q, n = sys.argv[2], sys.argv[3], int(sys.argv[4])
+body = b"x" * 100
+with pubrelay.Client(sock, timeout=60) as c:
+    t0 = time.monotonic()
+    ids = c.publish_many((body for _ in range(n)), routing_key=q,
+                         delivery_mode=2)
+    t1 = time.monotonic()
+    dead = c.wait(600)
+    t2 = time.monotonic()
+assert len(ids) == n and dead == 0, (len(ids), dead)
+print("msgs=%d rate=%.1f confirmed_rate=%.1f" % (n, n / (t1 - t0),
+                                                   n / (t2 - t0)))
+"""
+
+PY_PIKA = """
+import sys, time, pika
+port, q, n = int(sys.argv[1]), sys.argv[2], int(sys.argv[3])
+conn = pika.BlockingConnection(pika.ConnectionParameters(
+    host="127.0.0.1", port=port,
+    credentials=pika.PlainCredentials("guest", "guest")))
+ch = conn.channel()
+ch.confirm_delivery()
+props = pika.BasicProperties(delivery_mode=2)
+body = b"x" * 100
+t0 = time.monotonic()
+for _ in range(n):
+    ch.basic_publish("", q, body, props)
+t1 = time.monotonic()
+conn.close()
+print("msgs=%d rate=%.1f" % (n, n / (t1 - t0)))
+"""
+
+
+def bench_clients(b):
+    """The Python client (clients/python/pubrelay.py) pipelining 100 B
+    persistent messages with publish_many() to a relay (sync = full,
+    window 256) on the private broker, against pika's BlockingConnection
+    with confirm_delivery() publishing the same to a durable queue: each a
+    /usr/bin/python3 process, timed from its first publish to its last
+    reply (OK; a confirm for pika); beside it, the client's time until
+    wait() says the broker confirmed all.  Two alternating rounds, the
+    best of each."""
+    say("8. Python client vs pika")
+    n, npika = scaled(100000, 5000), scaled(20000, 2000)
+    cdir = os.path.join(TOP, "clients", "python")
+    q = b.queue("bench-clients")
+    r = b.relay("clients", True)
+    r.start()
+    r.wait_stats(lambda s: s.get("state") == "connected", 30,
+                 "relay to connect")
+    res = {"client": [], "pika": []}
+    for _ in range(2):
+        b.ch.queue_purge(q)
+        b.quiesce()
+        out, cpu = run_tool(["/usr/bin/python3", "-c", PY_CLIENT, cdir,
+                             r.sock, q, str(n)])
+        res["client"].append((out["rate"], out["confirmed_rate"],
+                              1e6 * cpu / n))
+        b.ch.queue_purge(q)
+        b.quiesce()
+        out, cpu = run_tool(["/usr/bin/python3", "-c", PY_PIKA,
+                             str(b.broker.port), q, str(npika)])
+        res["pika"].append((out["rate"], 1e6 * cpu / npika))
+    b.finish(r)
+    b.drop_queue(q)
+    say("  rounds: client %s, pika %s msg/s" % (
+        " ".join(fmt(x[0]) for x in res["client"]),
+        " ".join(fmt(x[0]) for x in res["pika"])))
+    client, pika = max(res["client"]), max(res["pika"])
+    ratio = client[0] / pika[0]
+    row("8", "pika BlockingConnection + confirm_delivery, 100 B persistent "
+        "(best of 2)", pika[0], "msg/s")
+    row("8", "Python client publish_many, 100 B persistent, to OK (vs pika)",
+        client[0], "msg/s", pika[0], ratio, ">= 5 x pika", ratio >= 5)
+    row("8", "  the same until wait() saw every confirm (vs pika)",
+        client[1], "msg/s", pika[0], client[1] / pika[0])
+    row("8", "  producer CPU per message, client / pika",
+        "%.1f / %.1f" % (client[2], pika[1]), "us/msg")
+
+
 def machine():
     cpu = "?"
     try:
@@ -899,7 +986,8 @@ def main():
                 ("latency", bench_latency), ("poison", bench_poison),
                 ("memory", bench_memory),
                 ("oneshot", bench_oneshot), ("confirm", bench_confirm),
-                ("waiters", bench_waiters), ("quorum", bench_quorum)]
+                ("waiters", bench_waiters), ("quorum", bench_quorum),
+                ("clients", bench_clients)]
     failed = []
     for name, fn in sections:
         if ONLY and name not in ONLY:
