@@ -71,6 +71,7 @@ struct pubrelay {
 	char		*in;		/* replies; in[ioff..ilen) unread */
 	size_t		 ilen, ioff, icap;
 	int		 eof;
+	int		 werrno;	/* sending failed: replies may still come */
 
 	struct lib_slot	*ring;		/* window slots, count from head */
 	unsigned	 window, head, count;
@@ -123,6 +124,7 @@ lib_disconnect(pubrelay *h)
 	h->count = h->head = 0;
 	h->olen = h->ooff = 0;
 	h->ilen = h->ioff = 0;
+	h->eof = h->werrno = 0;
 }
 
 /* Record an error; the ones after which the daemon closes close it here. */
@@ -460,8 +462,14 @@ lib_send_some(pubrelay *h)
 				continue;
 			if (errno == EAGAIN || errno == EWOULDBLOCK)
 				return PUBRELAY_OK;
-			return lib_fail(h, PUBRELAY_E_CLOSED, "connection to "
-			    "%s lost: %s", h->path, strerror(errno));
+			/*
+			 * Not an error yet: the daemon may have said why it
+			 * closed (ERR LIMIT, DENIED, SHUTDOWN) before it did,
+			 * and those replies are still to read.
+			 */
+			h->werrno = errno;
+			h->olen = h->ooff = 0;
+			return PUBRELAY_OK;
 		}
 		h->ooff += (size_t)n;
 	}
@@ -593,7 +601,9 @@ lib_line(pubrelay *h, unsigned hold_ms, const char **line, size_t *len)
 			    "than %d bytes", LIB_MAX_REPLY);
 		if (h->eof)
 			return lib_fail(h, PUBRELAY_E_CLOSED, "connection to %s "
-			    "closed before the reply", h->path);
+			    "closed before the reply%s%s", h->path,
+			    h->werrno != 0 ? ": " : "",
+			    h->werrno != 0 ? strerror(h->werrno) : "");
 		/* Nothing to read: whatever waits to be sent goes first. */
 		if (h->ooff < h->olen && (rc = lib_send_some(h)) != PUBRELAY_OK)
 			return rc;
@@ -754,6 +764,13 @@ pubrelay_flush(pubrelay *h)
 		if (h->ooff < h->olen &&
 		    (rc = lib_pump(h, since, 0)) != PUBRELAY_OK)
 			return rc;
+	}
+	if (h->werrno != 0) {
+		/* Kept open: the replies sent before may still be read. */
+		h->err = PUBRELAY_E_CLOSED;
+		snprintf(h->errmsg, sizeof(h->errmsg), "connection to %s "
+		    "lost: %s", h->path, strerror(h->werrno));
+		return PUBRELAY_E_CLOSED;
 	}
 	return PUBRELAY_OK;
 }
