@@ -38,6 +38,7 @@
 #define LIB_WINDOW_DEFAULT	256		/* requests owed a reply */
 #define LIB_WINDOW_MAX		65536
 #define LIB_SEND_BATCH		(64 * 1024)	/* send once this much waits */
+#define LIB_OUT_HIGH		(1024 * 1024)	/* wait to send beyond this */
 #define LIB_READ_CHUNK		(64 * 1024)	/* room for one recv() */
 #define LIB_MAX_REPLY		(2 * WIRE_MAX_LINE)	/* one reply line */
 #define LIB_HOLD_FOREVER	UINT_MAX	/* WAIT without a time */
@@ -621,7 +622,7 @@ lib_collect(pubrelay *h, struct wire_reply *r)
 {
 	struct lib_slot	*s;
 	const char	*line = NULL;
-	size_t		 len = 0;
+	size_t		 len = 0, n;
 	int		 rc;
 
 	if (h->fd == -1)
@@ -645,8 +646,11 @@ lib_collect(pubrelay *h, struct wire_reply *r)
 		h->id[r->idlen] = '\0';
 	}
 	if (rc == PUBRELAY_PARKED) {
-		memcpy(h->reason, r->text, r->textlen);
-		h->reason[r->textlen] = '\0';
+		/* A line may be longer than the limit when it came whole. */
+		n = r->textlen < sizeof(h->reason) - 1 ? r->textlen :
+		    sizeof(h->reason) - 1;
+		memcpy(h->reason, r->text, n);
+		h->reason[n] = '\0';
 	}
 	if (rc == PUBRELAY_E_REPLY) {
 		if (len > 200)
@@ -666,6 +670,9 @@ lib_queue(pubrelay *h, enum wire_req req, unsigned hold_ms, const char *mid,
     const char *a, size_t alen, const void *b, size_t blen)
 {
 	struct lib_slot	*s;
+	int64_t		 since;
+	size_t		 sent;
+	int		 rc;
 
 	if (h->fd == -1)
 		return lib_fail(h, PUBRELAY_E_CLOSED, "not connected%s%s",
@@ -689,8 +696,19 @@ lib_queue(pubrelay *h, enum wire_req req, unsigned hold_ms, const char *mid,
 	if (blen > 0)
 		memcpy(h->out + h->olen, b, blen);
 	h->olen += blen;
-	if (h->olen - h->ooff >= LIB_SEND_BATCH)
-		return lib_send_some(h);
+	if (h->olen - h->ooff < LIB_SEND_BATCH)
+		return PUBRELAY_OK;
+	if ((rc = lib_send_some(h)) != PUBRELAY_OK)
+		return rc;
+	/* Big messages: hold at most about LIB_OUT_HIGH unsent. */
+	since = lib_now_ms();
+	while (h->olen - h->ooff > LIB_OUT_HIGH) {
+		sent = h->ooff;
+		if ((rc = lib_pump(h, since, 0)) != PUBRELAY_OK)
+			return rc;
+		if (h->ooff != sent)
+			since = lib_now_ms();
+	}
 	return PUBRELAY_OK;
 }
 
@@ -705,6 +723,8 @@ pubrelay_send(pubrelay *h, const pubrelay_props *props, const void *body,
 
 	if (body == NULL && len > 0)
 		return lib_fail(h, PUBRELAY_E_INVAL, "body: NULL");
+	if (len > SIZE_MAX / 2)
+		return lib_fail(h, PUBRELAY_E_INVAL, "body too long");
 	hl = (size_t)snprintf(head, sizeof(head), "PUB %zu\n", len);
 	if (props == NULL || props->blocklen == 0) {
 		memcpy(head + hl, "\n", 2);
@@ -713,8 +733,6 @@ pubrelay_send(pubrelay *h, const pubrelay_props *props, const void *body,
 		total = hl + len + 1;
 	} else
 		total = hl + props->blocklen + 1 + len + 1;
-	if (len > SIZE_MAX / 2)
-		return lib_fail(h, PUBRELAY_E_INVAL, "body too long");
 	if (h->fd == -1 || h->count == h->window)
 		return lib_queue(h, WIRE_PUB, 0, NULL, "", 0, NULL, 0);
 	if (h->ooff > 0 && h->ooff == h->olen)

@@ -16,8 +16,10 @@ return codes are compared with the values pubrelay.h defines.  `--list
 
 import os
 import re
+import signal
 import subprocess
 import sys
+import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
@@ -172,6 +174,26 @@ def pipeline_10k(ctx):
     H.check_delivery(msgs, {0: n}, allow_dups=False, same_ids=True)
     check_eq(msgs[0][1].message_id, res["first"], "first message's id")
     check_eq(msgs[-1][1].message_id, res["last"], "last message's id")
+
+
+@scenario
+def pipeline_big(ctx):
+    """100 messages of 200 KiB pipelined (20 MB, more than the library
+    keeps unsent, 1 MiB, and than the socket holds): the library sends
+    while it reads replies, every reply is OK in order, and the consumer
+    gets the 100 bodies whole, in order."""
+    r = ctx.relay()
+    q = H.unique_queue("lib-big")
+    n, pad = 100, 200 * 1024
+    with H.Consumer(ctx.broker) as c:
+        c.declare(q)
+        res = ctx.run("pipeline", r.sock, q, n, 256, pad)
+        check_eq(res.get("ok"), str(n), "replies OK (%s)" % res)
+        check_eq(res.get("inorder"), "1", "replies in request order")
+        r.wait_drained(120)
+        msgs = c.drain(q)
+    H.check_delivery(msgs, {0: n}, allow_dups=False)
+    check_eq(set(len(b) for b, _ in msgs), {9 + pad}, "body sizes")
 
 
 @scenario
@@ -330,6 +352,25 @@ def closed(ctx):
         res = ctx.run("twice", r.sock)
         rc(res, "ping1", "PUBRELAY_E_LIMIT", "a client over max_clients")
         rc(res, "ping2", "PUBRELAY_E_CLOSED", "the call after LIMIT")
+
+
+@scenario
+def timeout(ctx):
+    """A daemon that stops answering (SIGSTOP): a call on a handle opened
+    with a 500 ms timeout returns PUBRELAY_E_TIMEOUT after about that long,
+    and the next PUBRELAY_E_CLOSED (a late reply could not be matched)."""
+    r = ctx.relay()
+    os.kill(r.proc.pid, signal.SIGSTOP)
+    try:
+        t0 = time.monotonic()
+        res = ctx.run("timeout", r.sock, 500)
+        took = time.monotonic() - t0
+    finally:
+        os.kill(r.proc.pid, signal.SIGCONT)
+    rc(res, "ping1", "PUBRELAY_E_TIMEOUT", "PING to a stopped daemon")
+    rc(res, "ping2", "PUBRELAY_E_CLOSED", "the call after the timeout")
+    check(0.4 < took < 10, "the timeout took %.1f s, want about 0.5" % took)
+    r.wait_ready()
 
 
 def setup(names):

@@ -7,7 +7,9 @@
  *
  * usage: libclient_prog COMMAND SOCKET [ARG ...]
  *   props SOCKET QUEUE            one message with every property
- *   pipeline SOCKET QUEUE N WINDOW N messages "p0-<seq>" pipelined
+ *   pipeline SOCKET QUEUE N WINDOW [PAD]
+ *                                 N messages "p0-<seq>" pipelined (with
+ *                                 "-xxx..." to PAD bytes more)
  *   confirm SOCKET EXCHANGE KEY MS  one with a receipt
  *   wait SOCKET MS                the WAIT barrier
  *   status SOCKET ID              STATUS
@@ -17,6 +19,7 @@
  *   errors SOCKET QUEUE           refusals, and the handle after each
  *   twice SOCKET                  two PINGs (the second after the first's
  *                                 error, if any)
+ *   timeout SOCKET MS             the same on a handle opened with MS
  */
 #include <stdio.h>
 #include <stdlib.h>
@@ -33,9 +36,9 @@ result(const char *key, int rc, pubrelay *h)
 }
 
 static pubrelay *
-connect_or_say(const char *sock)
+connect_or_say(const char *sock, int timeout_ms)
 {
-	pubrelay	*h = pubrelay_open(sock, 20000);
+	pubrelay	*h = pubrelay_open(sock, timeout_ms);
 
 	printf("open=%d\n", pubrelay_errcode(h));
 	if (pubrelay_errcode(h) != PUBRELAY_OK) {
@@ -103,16 +106,26 @@ cmd_pipeline(pubrelay *h, char **argv)
 	unsigned	 n = (unsigned)atoi(argv[1]);
 	unsigned	 window = (unsigned)atoi(argv[2]);
 	unsigned	 sent = 0, got = 0, maxpending = 0, busy_seen = 0;
+	size_t		 pad = argv[3] != NULL ? (size_t)atol(argv[3]) : 0;
 	long long	 row, last = -1;
 	int		 rc, inorder = 1;
-	char		 body[32], first[256] = "";
+	char		*body, first[256] = "";
 
+	if ((body = malloc(32 + pad)) == NULL)
+		return 1;
+	if (pad > 0) {
+		memset(body + 9, 'x', pad);
+		body[9] = '-';
+	}
 	must_set(p, "routing-key", argv[0]);
 	result("set_window", pubrelay_set_window(h, window), h);
 	while (got < n) {
 		while (sent < n && pubrelay_pending(h) < window) {
-			snprintf(body, sizeof(body), "p0-%06u", sent);
-			if ((rc = pubrelay_send(h, p, body, strlen(body))) != 0) {
+			/* "p0-<6 digits>", then the padding if any. */
+			snprintf(body, 10, "p0-%06u", sent % 1000000);
+			if (pad > 0)
+				body[9] = '-';
+			if ((rc = pubrelay_send(h, p, body, 9 + pad)) != 0) {
 				result("send", rc, h);
 				return 0;
 			}
@@ -142,6 +155,7 @@ cmd_pipeline(pubrelay *h, char **argv)
 	    "last=%s\n", got, inorder, maxpending, pubrelay_pending(h), first,
 	    pubrelay_id(h));
 	pubrelay_props_free(p);
+	free(body);
 	return 0;
 }
 
@@ -279,6 +293,7 @@ static const struct {
 	{ "ping",	0, cmd_twice },
 	{ "errors",	1, cmd_errors },
 	{ "twice",	0, cmd_twice },
+	{ "timeout",	1, cmd_twice },
 };
 
 int
@@ -301,7 +316,8 @@ main(int argc, char **argv)
 			    "SOCKET\n", cmds[i].name, cmds[i].nargs);
 			return 2;
 		}
-		if ((h = connect_or_say(argv[2])) == NULL)
+		if ((h = connect_or_say(argv[2], strcmp(argv[1], "timeout") ==
+		    0 ? atoi(argv[3]) : 20000)) == NULL)
 			return 0;
 		rc = cmds[i].fn(h, argv + 3);
 		pubrelay_close(h);
