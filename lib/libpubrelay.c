@@ -588,8 +588,10 @@ lib_line(pubrelay *h, unsigned hold_ms, const char **line, size_t *len)
 	int		 rc;
 
 	for (;;) {
-		nl = memchr(h->in + h->ioff + scanned, '\n',
-		    h->ilen - h->ioff - scanned);
+		nl = NULL;
+		if (h->ilen > h->ioff + scanned)
+			nl = memchr(h->in + h->ioff + scanned, '\n',
+			    h->ilen - h->ioff - scanned);
 		if (nl != NULL) {
 			*line = h->in + h->ioff;
 			*len = (size_t)(nl - *line);
@@ -691,7 +693,8 @@ lib_queue(pubrelay *h, enum wire_req req, unsigned hold_ms, const char *mid,
 	s->req = (unsigned char)req;
 	s->hold_ms = hold_ms;
 	h->count++;
-	memcpy(h->out + h->olen, a, alen);
+	if (alen > 0)
+		memcpy(h->out + h->olen, a, alen);
 	h->olen += alen;
 	if (blen > 0)
 		memcpy(h->out + h->olen, b, blen);
