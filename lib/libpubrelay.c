@@ -97,6 +97,23 @@ lib_now_ms(void)
 	return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
 }
 
+/*
+ * strerror() may fill a static buffer: a library that promises threads
+ * their own handles uses strerror_r() into the caller's.
+ */
+#define LIB_ERRSTR	128
+static const char *
+lib_strerror(int error, char *buf, size_t len)
+{
+#if defined(__GLIBC__) && defined(_GNU_SOURCE)
+	return strerror_r(error, buf, len);
+#else
+	if (strerror_r(error, buf, len) != 0)
+		snprintf(buf, len, "error %d", error);
+	return buf;
+#endif
+}
+
 /* Milliseconds left of limit since start, for poll(): -1 for no limit. */
 static int
 lib_left(int64_t start, int64_t limit)
@@ -156,6 +173,7 @@ lib_connect(pubrelay *h)
 	int			 fd, error, rc, pause_ms = 1, left;
 	int64_t			 start = lib_now_ms();
 	int64_t			 limit = h->timeout_ms > 0 ? h->timeout_ms : -1;
+	char			 eb[LIB_ERRSTR];
 
 	memset(&sun, 0, sizeof(sun));
 	sun.sun_family = AF_UNIX;
@@ -165,7 +183,7 @@ lib_connect(pubrelay *h)
 		    0);
 		if (fd == -1)
 			return lib_fail(h, PUBRELAY_E_SYS, "socket: %s",
-			    strerror(errno));
+			    lib_strerror(errno, eb, sizeof(eb)));
 		if (connect(fd, (struct sockaddr *)&sun, sizeof(sun)) == 0) {
 			h->fd = fd;
 			return PUBRELAY_OK;
@@ -200,7 +218,8 @@ lib_connect(pubrelay *h)
 		return lib_fail(h, PUBRELAY_E_CONNECT, "%s: not a socket",
 		    h->path);
 	return lib_fail(h, PUBRELAY_E_CONNECT, "cannot connect to %s: %s%s",
-	    h->path, strerror(error), error == EAGAIN ? " (daemon busy)" : "");
+	    h->path, lib_strerror(error, eb, sizeof(eb)),
+	    error == EAGAIN ? " (daemon busy)" : "");
 }
 
 pubrelay *
@@ -483,6 +502,7 @@ static int
 lib_recv_some(pubrelay *h)
 {
 	ssize_t	n;
+	char	eb[LIB_ERRSTR];
 
 	if (h->ioff > 0 && (h->ioff == h->ilen || h->icap - h->ilen <
 	    LIB_READ_CHUNK / 4)) {
@@ -509,7 +529,7 @@ lib_recv_some(pubrelay *h)
 		if (errno == EAGAIN || errno == EWOULDBLOCK)
 			return PUBRELAY_OK;
 		return lib_fail(h, PUBRELAY_E_CLOSED, "connection to %s lost: "
-		    "%s", h->path, strerror(errno));
+		    "%s", h->path, lib_strerror(errno, eb, sizeof(eb)));
 	}
 }
 
@@ -524,6 +544,7 @@ lib_pump(pubrelay *h, int64_t since, unsigned hold_ms)
 	struct pollfd	pfd;
 	int64_t		limit;
 	int		rc, wait;
+	char		eb[LIB_ERRSTR];
 
 	if (h->timeout_ms == 0 || hold_ms == LIB_HOLD_FOREVER)
 		limit = -1;
@@ -537,7 +558,8 @@ lib_pump(pubrelay *h, int64_t since, unsigned hold_ms)
 	if (rc == -1) {
 		if (errno == EINTR)
 			return PUBRELAY_OK;
-		return lib_fail(h, PUBRELAY_E_SYS, "poll: %s", strerror(errno));
+		return lib_fail(h, PUBRELAY_E_SYS, "poll: %s",
+		    lib_strerror(errno, eb, sizeof(eb)));
 	}
 	if (rc == 0)
 		return lib_fail(h, PUBRELAY_E_TIMEOUT, "no reply from %s in "
@@ -586,6 +608,7 @@ lib_line(pubrelay *h, unsigned hold_ms, const char **line, size_t *len)
 	size_t		 scanned = 0, had;
 	int64_t		 since = lib_now_ms();
 	int		 rc;
+	char		 eb[LIB_ERRSTR];
 
 	for (;;) {
 		nl = NULL;
@@ -606,7 +629,8 @@ lib_line(pubrelay *h, unsigned hold_ms, const char **line, size_t *len)
 			return lib_fail(h, PUBRELAY_E_CLOSED, "connection to %s "
 			    "closed before the reply%s%s", h->path,
 			    h->werrno != 0 ? ": " : "",
-			    h->werrno != 0 ? strerror(h->werrno) : "");
+			    h->werrno != 0 ?
+			    lib_strerror(h->werrno, eb, sizeof(eb)) : "");
 		/* Nothing to read: whatever waits to be sent goes first. */
 		if (h->ooff < h->olen && (rc = lib_send_some(h)) != PUBRELAY_OK)
 			return rc;
@@ -776,6 +800,7 @@ pubrelay_flush(pubrelay *h)
 {
 	int64_t	since = lib_now_ms();
 	int	rc;
+	char	eb[LIB_ERRSTR];
 
 	if (h->fd == -1)
 		return lib_fail(h, PUBRELAY_E_CLOSED, "not connected");
@@ -790,7 +815,8 @@ pubrelay_flush(pubrelay *h)
 		/* Kept open: the replies sent before may still be read. */
 		h->err = PUBRELAY_E_CLOSED;
 		snprintf(h->errmsg, sizeof(h->errmsg), "connection to %s "
-		    "lost: %s", h->path, strerror(h->werrno));
+		    "lost: %s", h->path,
+		    lib_strerror(h->werrno, eb, sizeof(eb)));
 		return PUBRELAY_E_CLOSED;
 	}
 	return PUBRELAY_OK;
