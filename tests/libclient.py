@@ -177,6 +177,29 @@ def pipeline_10k(ctx):
 
 
 @scenario
+def threads(ctx):
+    """Four threads of one process, each with its own handle, pipeline
+    2,000 messages each at once: every one accepted, and the consumer gets
+    each thread's messages once, in that thread's order (the library has
+    no state the threads share)."""
+    r = ctx.relay()
+    q = H.unique_queue("lib-threads")
+    nt, n = 4, 2000
+    with H.Consumer(ctx.broker) as c:
+        c.declare(q)
+        res = ctx.run("threads", r.sock, q, nt, n)
+        for i in range(nt):
+            check_eq(res.get("thread%d" % i), "0", "thread %d's result (%s)"
+                     % (i, res.get("thread%d_msg" % i)))
+            check_eq(res.get("thread%d_ok" % i), str(n),
+                     "thread %d's messages accepted" % i)
+        r.wait_drained(120)
+        msgs = c.drain(q)
+    H.check_delivery(msgs, dict((i, n) for i in range(nt)),
+                     allow_dups=False)
+
+
+@scenario
 def pipeline_big(ctx):
     """100 messages of 200 KiB pipelined (20 MB, more than the library
     keeps unsent, 1 MiB, and than the socket holds): the library sends

@@ -20,7 +20,10 @@
  *   twice SOCKET                  two PINGs (the second after the first's
  *                                 error, if any)
  *   timeout SOCKET MS             the same on a handle opened with MS
+ *   threads SOCKET QUEUE T N      T threads, each with its own handle,
+ *                                 pipelining N messages "p<thread>-<seq>"
  */
+#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -278,6 +281,72 @@ cmd_twice(pubrelay *h, char **argv)
 	return 0;
 }
 
+struct thread_run {
+	pthread_t	 tid;
+	const char	*sock;
+	const char	*queue;
+	unsigned	 index, n, ok;
+	int		 rc;
+	char		 msg[256];
+};
+
+/* One thread's own handle and properties: nothing shared but the code. */
+static void *
+thread_main(void *arg)
+{
+	struct thread_run	*t = arg;
+	pubrelay		*h = pubrelay_open(t->sock, 20000);
+	pubrelay_props		*p = pubrelay_props_new();
+	unsigned		 sent = 0;
+	char			 body[32];
+	int			 rc = pubrelay_errcode(h);
+
+	if (rc == PUBRELAY_OK)
+		rc = pubrelay_props_set(p, "routing-key", t->queue);
+	while (rc >= 0 && t->ok < t->n) {
+		while (sent < t->n && pubrelay_pending(h) < 64) {
+			snprintf(body, sizeof(body), "p%u-%06u", t->index, sent);
+			if ((rc = pubrelay_send(h, p, body, strlen(body))) < 0)
+				break;
+			sent++;
+		}
+		if (rc >= 0 && (rc = pubrelay_recv(h)) == PUBRELAY_ACCEPTED)
+			t->ok++;
+	}
+	t->rc = rc < 0 ? rc : 0;
+	snprintf(t->msg, sizeof(t->msg), "%s", pubrelay_errmsg(h));
+	pubrelay_props_free(p);
+	pubrelay_close(h);
+	return NULL;
+}
+
+/* Runs without a handle of its own: each thread opens one. */
+static int
+cmd_threads(char **argv)
+{
+	struct thread_run	*t;
+	unsigned		 i, nt = (unsigned)atoi(argv[2]);
+
+	if (nt == 0 || (t = calloc(nt, sizeof(*t))) == NULL)
+		return 2;
+	for (i = 0; i < nt; i++) {
+		t[i].sock = argv[0];
+		t[i].queue = argv[1];
+		t[i].index = i;
+		t[i].n = (unsigned)atoi(argv[3]);
+		if (pthread_create(&t[i].tid, NULL, thread_main, &t[i]) != 0)
+			return 1;
+	}
+	for (i = 0; i < nt; i++) {
+		pthread_join(t[i].tid, NULL);
+		printf("thread%u=%d\nthread%u_ok=%u\n", i, t[i].rc, i, t[i].ok);
+		if (t[i].rc < 0)
+			printf("thread%u_msg=%s\n", i, t[i].msg);
+	}
+	free(t);
+	return 0;
+}
+
 static const struct {
 	const char	*name;
 	int		 nargs;		/* at least, after SOCKET */
@@ -307,6 +376,15 @@ main(int argc, char **argv)
 		fprintf(stderr, "usage: libclient_prog COMMAND SOCKET "
 		    "[ARG ...]\n");
 		return 2;
+	}
+	if (strcmp(argv[1], "threads") == 0) {
+		if (argc != 6) {
+			fprintf(stderr, "libclient_prog threads: SOCKET QUEUE "
+			    "T N\n");
+			return 2;
+		}
+		printf("open=0\n");	/* each thread opens its own */
+		return cmd_threads(argv + 2);
 	}
 	for (i = 0; i < sizeof(cmds) / sizeof(cmds[0]); i++) {
 		if (strcmp(argv[1], cmds[i].name) != 0)
