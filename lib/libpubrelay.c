@@ -48,7 +48,7 @@ struct pubrelay_props {
 		const char	*name;		/* canonical: wire_prop_name() */
 		char		*value;
 	}		*v;
-	size_t		 n, cap;
+	size_t		 n;
 	char		*block;			/* "name: value\n"..., encoded */
 	size_t		 blocklen;
 	unsigned	 confirm_ms;		/* 0 without "confirm" */
@@ -378,10 +378,10 @@ int
 pubrelay_props_set(pubrelay_props *p, const char *name, const char *value)
 {
 	const char	*canon;
-	struct lib_prop	*v;
+	struct lib_prop	*nv, *old;
 	char		*copy, err[128];
-	size_t		 i, j;
-	int		 rc;
+	size_t		 i, j, oldn;
+	int		 rc, replace;
 
 	if (p == NULL || name == NULL || (canon = wire_prop_name(name)) == NULL)
 		return PUBRELAY_E_INVAL;
@@ -393,37 +393,38 @@ pubrelay_props_set(pubrelay_props *p, const char *name, const char *value)
 	    strtoul(value, NULL, 10) == 0 ||
 	    strtoul(value, NULL, 10) > WIRE_MAX_MS))
 		return PUBRELAY_E_INVAL;
-	copy = NULL;
-	if (value != NULL && (copy = strdup(value)) == NULL)
+	/* The new list beside the old one: a failure leaves p as it was. */
+	replace = value == NULL || !wire_prop_repeats(canon);
+	if ((nv = malloc((p->n + 1) * sizeof(*nv))) == NULL)
 		return PUBRELAY_E_NOMEM;
-	/* Replace (or drop) what was set before; headers only add. */
-	if (value == NULL || !wire_prop_repeats(canon)) {
-		for (i = j = 0; i < p->n; i++) {
-			if (p->v[i].name == canon)
-				free(p->v[i].value);
-			else
-				p->v[j++] = p->v[i];
-		}
-		p->n = j;
+	copy = NULL;
+	if (value != NULL && (copy = strdup(value)) == NULL) {
+		free(nv);
+		return PUBRELAY_E_NOMEM;
 	}
+	for (i = j = 0; i < p->n; i++)
+		if (!replace || p->v[i].name != canon)
+			nv[j++] = p->v[i];
 	if (copy != NULL) {
-		if (p->n == p->cap) {
-			v = realloc(p->v, (p->cap * 2 + 8) * sizeof(*v));
-			if (v == NULL) {
-				free(copy);
-				return PUBRELAY_E_NOMEM;
-			}
-			p->v = v;
-			p->cap = p->cap * 2 + 8;
-		}
-		p->v[p->n].name = canon;
-		p->v[p->n++].value = copy;
+		nv[j].name = canon;
+		nv[j++].value = copy;
 	}
-	if ((rc = props_encode(p)) != PUBRELAY_OK && copy != NULL) {
-		free(p->v[--p->n].value);
-		props_encode(p);
+	old = p->v;
+	oldn = p->n;
+	p->v = nv;
+	p->n = j;
+	if ((rc = props_encode(p)) != PUBRELAY_OK) {
+		p->v = old;
+		p->n = oldn;
+		free(nv);
+		free(copy);
+		return rc;
 	}
-	return rc;
+	for (i = 0; i < oldn; i++)
+		if (replace && old[i].name == canon)
+			free(old[i].value);
+	free(old);
+	return PUBRELAY_OK;
 }
 
 int

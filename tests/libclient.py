@@ -322,7 +322,9 @@ def errors(ctx):
     itself (PUBRELAY_E_INVAL, nothing sent); the daemon's BADREQ, then
     SKIPPED (the refusal latch) until pubrelay_reset(), TOOBIG; in a
     pipeline each reply in its place; a call while replies are owed is
-    PUBRELAY_E_BUSY.  Only the accepted messages reach the queue.
+    PUBRELAY_E_BUSY; a property set that would pass the 64 KiB block
+    fails and leaves the set as it was.  Only the accepted messages reach
+    the queue.
 
     The relay takes 1 KiB bodies at most (max_message_size)."""
     r = ctx.relay(overrides={"socket": {"max_message_size": "1K"}})
@@ -352,10 +354,16 @@ def errors(ctx):
         rc(res, "recv_none", "PUBRELAY_E_INVAL", "recv with nothing owed")
         rc(res, "reset3", "PUBRELAY_OK")
         rc(res, "last", "PUBRELAY_ACCEPTED")
+        # 8 headers of 8,000 bytes fit in the 64 KiB block, a 9th not.
+        check_eq(res.get("headers_set"), "8", "headers set")
+        rc(res, "headers_full", "PUBRELAY_E_INVAL", "a header past 64 KiB")
+        rc(res, "headers_publish", "PUBRELAY_ACCEPTED",
+           "publish with the properties the failed set left")
         r.wait_drained(60)
         msgs = c.drain(q)
-    check_eq([b for b, _ in msgs], [b"after-reset", b"pipe-1", b"last"],
-             "delivered")
+    check_eq([b for b, _ in msgs], [b"after-reset", b"pipe-1", b"last",
+                                    b"big-headers"], "delivered")
+    check_eq(len(msgs[-1][1].headers), 8, "headers of the last message")
 
 
 @scenario
