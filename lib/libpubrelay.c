@@ -79,6 +79,7 @@ struct pubrelay {
 
 	int		 err;
 	char		 errmsg[1024];
+	char		 closedmsg[1024];	/* why the connection closed */
 	char		 id[WIRE_SHORTSTR_MAX + 1];
 	char		 reason[LIB_MAX_REPLY + 1];
 	char		*stats;		/* STATS text, then a copy cut into */
@@ -133,8 +134,10 @@ lib_disconnect(pubrelay *h)
 {
 	unsigned	i;
 
-	if (h->fd != -1)
+	if (h->fd != -1) {
 		close(h->fd);
+		memcpy(h->closedmsg, h->errmsg, sizeof(h->closedmsg));
+	}
 	h->fd = -1;
 	/* The replies still owed will never come. */
 	for (i = 0; i < h->count; i++)
@@ -150,16 +153,27 @@ static int
 lib_fail(pubrelay *h, int code, const char *fmt, ...)
 {
 	va_list	ap;
+	char	msg[sizeof(h->errmsg)];
 
+	/* Into a copy first: an argument may be the last message. */
 	h->err = code;
 	va_start(ap, fmt);
-	vsnprintf(h->errmsg, sizeof(h->errmsg), fmt, ap);
+	vsnprintf(msg, sizeof(msg), fmt, ap);
 	va_end(ap);
+	memcpy(h->errmsg, msg, sizeof(msg));
 	if (code == PUBRELAY_E_TIMEOUT || code == PUBRELAY_E_CLOSED ||
 	    code == PUBRELAY_E_REPLY || code == PUBRELAY_E_SYS ||
 	    wire_err_closes(code))
 		lib_disconnect(h);
 	return code;
+}
+
+/* A call on a closed connection: why it closed, once. */
+static int
+lib_closed(pubrelay *h)
+{
+	return lib_fail(h, PUBRELAY_E_CLOSED, "not connected%s%s",
+	    h->closedmsg[0] != '\0' ? ": " : "", h->closedmsg);
 }
 
 /* A connect that waits out a full listen backlog (EAGAIN) within the time. */
@@ -241,14 +255,17 @@ pubrelay_open(const char *path, int timeout_ms)
 		path = PUBRELAY_SOCKET_PATH;
 	if (*path == '\0') {
 		lib_fail(h, PUBRELAY_E_INVAL, "empty socket path");
+		memcpy(h->closedmsg, h->errmsg, sizeof(h->closedmsg));
 		return h;
 	}
 	if (strlen(path) >= sizeof(h->path)) {
 		lib_fail(h, PUBRELAY_E_INVAL, "%s: socket path too long", path);
+		memcpy(h->closedmsg, h->errmsg, sizeof(h->closedmsg));
 		return h;
 	}
 	strcpy(h->path, path);
-	lib_connect(h);
+	if (lib_connect(h) != PUBRELAY_OK)
+		memcpy(h->closedmsg, h->errmsg, sizeof(h->closedmsg));
 	return h;
 }
 
@@ -653,7 +670,7 @@ lib_collect(pubrelay *h, struct wire_reply *r)
 	int		 rc;
 
 	if (h->fd == -1)
-		return lib_fail(h, PUBRELAY_E_CLOSED, "not connected");
+		return lib_closed(h);
 	if (h->count == 0)
 		return lib_fail(h, PUBRELAY_E_INVAL, "no request waits for a "
 		    "reply");
@@ -702,8 +719,7 @@ lib_queue(pubrelay *h, enum wire_req req, unsigned hold_ms, const char *mid,
 	int		 rc;
 
 	if (h->fd == -1)
-		return lib_fail(h, PUBRELAY_E_CLOSED, "not connected%s%s",
-		    h->errmsg[0] != '\0' ? ": " : "", h->errmsg);
+		return lib_closed(h);
 	if (h->count == h->window)
 		return lib_fail(h, PUBRELAY_E_BUSY, "%u replies to collect "
 		    "first (the window)", h->count);
@@ -804,7 +820,7 @@ pubrelay_flush(pubrelay *h)
 	char	eb[LIB_ERRSTR];
 
 	if (h->fd == -1)
-		return lib_fail(h, PUBRELAY_E_CLOSED, "not connected");
+		return lib_closed(h);
 	while (h->ooff < h->olen) {
 		if ((rc = lib_send_some(h)) != PUBRELAY_OK)
 			return rc;

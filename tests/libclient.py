@@ -383,6 +383,10 @@ def closed(ctx):
         res = ctx.run("twice", r.sock)
         rc(res, "ping1", "PUBRELAY_E_LIMIT", "a client over max_clients")
         rc(res, "ping2", "PUBRELAY_E_CLOSED", "the call after LIMIT")
+        check("LIMIT" in res.get("ping1_msg", "") and
+              res.get("ping2_msg", "").endswith(res.get("ping1_msg", "?")),
+              "the messages: %r, then %r (why it closed)"
+              % (res.get("ping1_msg"), res.get("ping2_msg")))
 
 
 @scenario
