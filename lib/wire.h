@@ -10,6 +10,18 @@
 #include <stddef.h>
 #include <stdint.h>
 
+/*
+ * The symbols carry the library's prefix: the static libpubrelay.a has no
+ * version script, and wire_reply() is a name an application may use.
+ */
+#define wire_prop_name		pubrelay_wire_prop_name
+#define wire_prop_repeats	pubrelay_wire_prop_repeats
+#define wire_prop_check		pubrelay_wire_prop_check
+#define wire_reply		pubrelay_wire_reply
+#define wire_err_code		pubrelay_wire_err_code
+#define wire_err_closes		pubrelay_wire_err_closes
+#define wire_stat		pubrelay_wire_stat
+
 #define WIRE_SHORTSTR_MAX	255	/* an AMQP short string */
 #define WIRE_MAX_LINE		8192	/* a request or property line, EOL too */
 #define WIRE_MAX_BLOCK		65536	/* the whole property block */

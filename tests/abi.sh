@@ -3,7 +3,9 @@
 # (.libs/libpubrelay.so.0) has the soname libpubrelay.so.0; the functions it
 # exports (nm -D --defined-only) are exactly those lib/libpubrelay.sym lists
 # and exactly those lib/pubrelay.h declares, each of version PUBRELAY_0;
-# the header compiles on its own as C99 and as C++; pubrelay.pc is valid.
+# the header compiles on its own as C99 and as C++; pubrelay.pc is valid;
+# the static libpubrelay.a, which no version script hides, defines only
+# names that start with pubrelay_.
 # libpubrelay(3), section ABI, says why and how they may change.
 set -u
 
@@ -14,7 +16,7 @@ CC=${CC:-cc}
 tmp=$(mktemp -d "${TMPDIR:-/tmp}/pubrelay-abi.XXXXXX")
 trap 'rm -rf "$tmp"' EXIT INT TERM
 
-echo "1..7"
+echo "1..8"
 n=0
 failed=0
 res() {	# res OK|FAIL text
@@ -100,5 +102,18 @@ then
 else
 	echo "# pkg-config --libs pubrelay: ${libs:-(none)}"
 	res FAIL "pubrelay.pc"
+fi
+archive=$builddir/.libs/libpubrelay.a
+nm --defined-only -g "$archive" 2>/dev/null |
+    awk 'NF == 3 { print $3 }' | sort -u >"$tmp/static"
+stray=$(grep -v '^pubrelay_' "$tmp/static" || true)
+if [ ! -f "$archive" ] && grep -q "^old_library=''" \
+    "$builddir/libpubrelay.la" 2>/dev/null; then
+	res OK "no libpubrelay.a (configured with --disable-static)"
+elif [ -s "$tmp/static" ] && [ -z "$stray" ]; then
+	res OK "libpubrelay.a: $(wc -l <"$tmp/static") global names, all pubrelay_*"
+else
+	echo "# outside pubrelay_*: ${stray:-(no archive at $archive)}"
+	res FAIL "libpubrelay.a's global names"
 fi
 exit $failed
