@@ -4,12 +4,13 @@ in the same run, on one private RabbitMQ node, printed as one table.
 
 Environment:
   PUBRELAYD, PUBRELAY   the daemon and the client (make bench sets them)
-  BENCH_BINDIR          where loadgen, sqlite_base, amqp_base, amqp_consume are
+  BENCH_BINDIR          where loadgen, libload, sqlite_base, amqp_base,
+                        amqp_consume are
   BENCH_SCALE           multiplies every message count (default 1; 0.1 for a
                         quick run)
-  BENCH_ONLY            comma-separated sections to run (ingest, idem, drain,
-                        latency, poison, memory, oneshot, confirm, waiters,
-                        quorum, clients); default all
+  BENCH_ONLY            comma-separated sections to run (ingest, idem, libload,
+                        drain, latency, poison, memory, oneshot, confirm,
+                        waiters, quorum, clients); default all
   BENCH_PERF            1: record `perf record -g` of pubrelayd during the
                         window-256 drains (classic and quorum), the
                         8-client ingest and section 1b's first round (files kept in the temp dir, paths
@@ -341,6 +342,52 @@ def bench_idem(b):
                                    plain["p99_us"] / 1000), "ms")
     row("1b", "  relay CPU per message with keys / without",
         "%.2f / %.2f" % (kcpu, pcpu), "us/msg")
+
+
+# ---------------------------------------------------------------------------
+# 1c. One thread pipelining through libpubrelay (issue #21)
+
+def bench_libload(b):
+    """bench/libload (pubrelay_send()/pubrelay_recv(), window 256) against
+    bench/loadgen with one client (raw protocol, 256 unanswered), 100 B,
+    the same relay (sync = full, no broker link): three alternating runs,
+    the best of each, so that the noise of the machine does not pick the
+    winner."""
+    say("1c. libpubrelay, one thread pipelining")
+    total = scaled(200000, 5000)
+    q = "bench-libload"
+    r = b.relay("libload", False, sync="full")
+    r.start()
+    best = {}
+    for _ in range(3):
+        for kind in ("loadgen", "libload"):
+            c0 = cpu_s(r.proc.pid)
+            if kind == "loadgen":
+                out, ccpu = run_tool([tool("loadgen"), r.sock, "1",
+                                      str(total), "100", "256", "0", q, "0"])
+            else:
+                out, ccpu = run_tool([tool("libload"), r.sock, str(total),
+                                      "100", "256", q])
+            rcpu = cpu_s(r.proc.pid) - c0
+            if out["errors"]:
+                raise harness.HarnessError("%s: %d errors"
+                                           % (kind, out["errors"]))
+            say("  %s: %s msg/s" % (kind, fmt(out["rate"])))
+            if kind not in best or out["rate"] > best[kind][0]["rate"]:
+                best[kind] = (out, 1e6 * ccpu / total, 1e6 * rcpu / total)
+    b.finish(r)
+    (lg, lgc, lgr), (lib, libc, libr) = best["loadgen"], best["libload"]
+    ratio = lib["rate"] / lg["rate"]
+    row("1c", "libpubrelay, 1 thread pipelining 100 B, window 256, full "
+        "(vs loadgen, 1 client)", lib["rate"], "msg/s", lg["rate"], ratio,
+        ">= 0.9 x loadgen", ratio >= 0.9)
+    row("1c", "  OK latency p50/p99, libpubrelay / loadgen",
+        "%.1f/%.1f / %.1f/%.1f" % (lib["p50_us"] / 1000,
+                                   lib["p99_us"] / 1000,
+                                   lg["p50_us"] / 1000,
+                                   lg["p99_us"] / 1000), "ms")
+    row("1c", "  client CPU per message, libpubrelay / loadgen (relay's)",
+        "%.2f / %.2f (%.2f / %.2f)" % (libc, lgc, libr, lgr), "us/msg")
 
 
 # ---------------------------------------------------------------------------
@@ -972,7 +1019,8 @@ def machine():
 
 
 def main():
-    for t in ("loadgen", "sqlite_base", "amqp_base", "amqp_consume"):
+    for t in ("loadgen", "libload", "sqlite_base", "amqp_base",
+              "amqp_consume"):
         if not os.access(tool(t), os.X_OK):
             sys.exit("bench: %s missing (run `make bench`)" % tool(t))
     harness.binary("PUBRELAYD")
@@ -982,7 +1030,7 @@ def main():
     say("broker up in %.1fs on port %d" % (b.broker.boot_seconds,
                                            b.broker.port))
     sections = [("ingest", bench_ingest), ("idem", bench_idem),
-                ("drain", bench_drain),
+                ("libload", bench_libload), ("drain", bench_drain),
                 ("latency", bench_latency), ("poison", bench_poison),
                 ("memory", bench_memory),
                 ("oneshot", bench_oneshot), ("confirm", bench_confirm),
