@@ -255,6 +255,8 @@ dead_parked(struct dead *d, int64_t id, unsigned total, const char *reason)
 		dead_retry_arm(d);
 		return;
 	}
+	if (d->hooks.fate != NULL)
+		d->hooks.fate(d->hooks.arg, id, reason);
 	if (minute != d->park_log_minute) {
 		if (d->park_log_quiet > 0)
 			log_warnx("%u more messages parked as dead letters in "
@@ -355,6 +357,9 @@ dead_retry_cb(evutil_socket_t fd, short what, void *arg)
 			d->retry_logged = 0;
 		}
 		moved += n;	/* 0: purged or replayed by hand meanwhile */
+		if (n == 1 && d->hooks.moved != NULL)
+			d->hooks.moved(d->hooks.arg, r->id,
+			    outbox_newest_id(d->ob));
 		dead_retry_pop(d);
 	}
 	if (moved > 0) {

@@ -24,12 +24,16 @@ struct proto_req;
  * (ingress.c): whether a transaction is open (parks, retries and DEAD
  * commands never run inside one), wake the broker side when rows went back
  * to the outbox, and resume the sessions told to wait and ask again (only
- * called while no transaction is open).
+ * called while no transaction is open); and, for receipts, a park that is
+ * for good (fate: no retry left) and a retry of the relay's own (moved:
+ * dead letter from is outbox row to now).  fate and moved may be NULL.
  */
 struct dead_hooks {
 	int	(*tx_open)(void *arg);
 	void	(*wake)(void *arg);
 	void	(*resume)(void *arg);
+	void	(*fate)(void *arg, int64_t id, const char *reason);
+	void	(*moved)(void *arg, int64_t from, int64_t to);
 	void	*arg;
 };
 

@@ -106,6 +106,26 @@ ingress_wake_cb(void *arg)
 	ingress_wake_link(arg);
 }
 
+/* A dead letter parked for good: its receipts are told. */
+static void
+ingress_fate_cb(void *arg, int64_t id, const char *reason)
+{
+	struct ingress	*ing = arg;
+
+	receipts_parked(ing->receipts, id, reason);
+	/* No confirm may follow: the prefix passed it when it was refused. */
+	receipts_check(ing->receipts);
+}
+
+/* The relay retries a dead letter: its receipts wait for the new row. */
+static void
+ingress_moved_cb(void *arg, int64_t from, int64_t to)
+{
+	struct ingress	*ing = arg;
+
+	receipts_moved(ing->receipts, from, to);
+}
+
 /*
  * Resume the waiters told to wait and ask again by a DEAD command (no
  * transaction is open, so none of them holds an OK).
@@ -167,9 +187,12 @@ ingress_new(struct event_base *base, struct outbox *ob, const struct config *cf,
 	hooks.tx_open = ingress_tx_open;
 	hooks.wake = ingress_wake_cb;
 	hooks.resume = ingress_resume_cb;
+	hooks.fate = ingress_fate_cb;
+	hooks.moved = ingress_moved_cb;
 	hooks.arg = ing;
+	/* Before the dead letters, which may tell them at once. */
+	ing->receipts = receipts_new(base, ob, cf->max_attempts);
 	ing->dead = dead_new(base, ob, cf, &hooks);
-	ing->receipts = receipts_new(base, ob);
 	receipts_on_waiting(ing->receipts, ingress_eager, ing);
 	ing->committed_id = outbox_last_id(ob);
 	return ing;
@@ -230,8 +253,11 @@ ingress_status(struct ingress *ing, const char *mid, size_t len,
 			return INGRESS_UNKNOWN;
 		id = id * 10 + (mid[i] - '0');
 	}
-	switch (outbox_fate_of(ing->ob, id, ing->delete_upto, &row, reason,
-	    n)) {
+	switch (outbox_fate_of(ing->ob, id, ing->delete_upto,
+	    ing->cf->max_attempts, &row, reason, n)) {
+	case OUTBOX_FATE_RETRYING:
+		/* A dead letter the relay retries: it waits to be sent. */
+		return INGRESS_QUEUED;
 	case OUTBOX_FATE_QUEUED:
 		/* Confirmed, its delete batched; or sent on this link. */
 		if (row <= ing->delete_upto)

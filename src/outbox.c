@@ -1152,6 +1152,12 @@ outbox_first_above(struct outbox *ob, int64_t id)
 }
 
 int64_t
+outbox_newest_id(const struct outbox *ob)
+{
+	return ob->next_id - 1;
+}
+
+int64_t
 outbox_last_id(struct outbox *ob)
 {
 	return outbox_query_id(ob, "SELECT coalesce(max(id), 0) FROM outbox",
@@ -1160,8 +1166,9 @@ outbox_last_id(struct outbox *ob)
 
 enum outbox_fate
 outbox_fate_of(struct outbox *ob, int64_t id, int64_t confirmed,
-    int64_t *row, char *reason, size_t n)
+    unsigned max_attempts, int64_t *row, char *reason, size_t n)
 {
+	int64_t		 attempts;
 	sqlite3_stmt	*st;
 	int		 rc;
 
@@ -1172,19 +1179,23 @@ outbox_fate_of(struct outbox *ob, int64_t id, int64_t confirmed,
 	    "UNION ALL SELECT id FROM outbox WHERE origin = ?1 LIMIT 1", id,
 	    0)) > 0)
 		return OUTBOX_FATE_QUEUED;
-	rc = sqlite3_prepare_v2(ob->db, "SELECT reason FROM dead WHERE id = ?1 "
-	    "UNION ALL SELECT reason FROM dead WHERE origin = ?1 LIMIT 1", -1,
-	    &st, NULL);
+	rc = sqlite3_prepare_v2(ob->db, "SELECT reason, id, attempts FROM dead "
+	    "WHERE id = ?1 UNION ALL SELECT reason, id, attempts FROM dead "
+	    "WHERE origin = ?1 LIMIT 1", -1, &st, NULL);
 	if (rc != SQLITE_OK)
 		return OUTBOX_FATE_UNKNOWN;
 	sqlite3_bind_int64(st, 1, id);
 	rc = sqlite3_step(st);
-	if (rc == SQLITE_ROW)
+	if (rc == SQLITE_ROW) {
 		snprintf(reason, n, "%s", (const char *)sqlite3_column_text(st,
 		    0));
+		*row = sqlite3_column_int64(st, 1);
+		attempts = sqlite3_column_int64(st, 2);
+	}
 	sqlite3_finalize(st);
 	if (rc == SQLITE_ROW)
-		return OUTBOX_FATE_PARKED;
+		return attempts > 0 && attempts < (int64_t)max_attempts ?
+		    OUTBOX_FATE_RETRYING : OUTBOX_FATE_PARKED;
 	if (rc != SQLITE_DONE)
 		return OUTBOX_FATE_UNKNOWN;
 	if (outbox_query_id(ob, "SELECT 1 FROM forgotten WHERE id = ?1", id,
@@ -1217,10 +1228,31 @@ outbox_dead_reason(struct outbox *ob, int64_t id, char *buf, size_t n)
 uint64_t
 outbox_dead_upto(struct outbox *ob, int64_t id)
 {
-	int64_t	n = outbox_query_id(ob,
-	    "SELECT count(*) FROM dead WHERE id <= ?1", id, 0);
+	int64_t	n = outbox_query_id(ob, "SELECT count(*) FROM dead WHERE "
+	    "id <= ?1 OR origin <= ?1", id, 0);
 
 	return n > 0 ? (uint64_t)n : 0;
+}
+
+int
+outbox_retrying_upto(struct outbox *ob, int64_t upto, int64_t confirmed,
+    unsigned max_attempts)
+{
+	sqlite3_stmt	*st;
+	int		 rc;
+
+	rc = sqlite3_prepare_v2(ob->db, "SELECT 1 FROM outbox WHERE origin <= "
+	    "?1 AND id > ?3 UNION ALL SELECT 1 FROM dead WHERE (id <= ?1 OR "
+	    "origin <= ?1) AND attempts > 0 AND attempts < ?2 LIMIT 1", -1,
+	    &st, NULL);
+	if (rc != SQLITE_OK)
+		return 1;	/* unsure: not done */
+	sqlite3_bind_int64(st, 1, upto);
+	sqlite3_bind_int64(st, 2, (sqlite3_int64)max_attempts);
+	sqlite3_bind_int64(st, 3, confirmed);
+	rc = sqlite3_step(st);
+	sqlite3_finalize(st);
+	return rc != SQLITE_DONE;
 }
 
 const char *

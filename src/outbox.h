@@ -117,23 +117,40 @@ int64_t	 outbox_oldest_ms(struct outbox *ob);
  */
 int64_t	 outbox_first_above(struct outbox *ob, int64_t id);
 int64_t	 outbox_last_id(struct outbox *ob);
+/* The id given out last (to a new row, or a dead letter moved back). */
+int64_t	 outbox_newest_id(const struct outbox *ob);
+/*
+ * Dead letters of the messages with ids up to id: parked under an id up to
+ * it, or under a later one after a retry (origin).
+ */
 uint64_t outbox_dead_upto(struct outbox *ob, int64_t id);
+/*
+ * Whether a message with an id up to upto may still be published although
+ * no outbox row up to upto is left: moved back from the dead letters under
+ * a later id, not yet confirmed (above confirmed), or a dead letter the
+ * relay retries (refused fewer than max_attempts times).
+ */
+int	 outbox_retrying_upto(struct outbox *ob, int64_t upto,
+	    int64_t confirmed, unsigned max_attempts);
 /*
  * What became of the message row id was when its OK was sent (STATUS):
  * QUEUED (still in the outbox, as *row: its id, or a new one if it was
- * moved back from the dead letters), PARKED (reason into reason), CONFIRMED
- * (gone, and at or below the confirmed prefix: the stored one or
- * confirmed, what main knows now), UNKNOWN (never given out, purged as a
- * dead letter, or lost).
+ * moved back from the dead letters), RETRYING (a dead letter, *row, that
+ * the relay retries: refused fewer than max_attempts times), PARKED
+ * (reason into reason), CONFIRMED (gone, and at or below the confirmed
+ * prefix: the stored one or confirmed, what main knows now), UNKNOWN
+ * (never given out, purged as a dead letter, or lost).
  */
 enum outbox_fate {
 	OUTBOX_FATE_UNKNOWN = 0,
 	OUTBOX_FATE_QUEUED,
+	OUTBOX_FATE_RETRYING,
 	OUTBOX_FATE_PARKED,
 	OUTBOX_FATE_CONFIRMED,
 };
 enum outbox_fate outbox_fate_of(struct outbox *ob, int64_t id,
-	    int64_t confirmed, int64_t *row, char *reason, size_t n);
+	    int64_t confirmed, unsigned max_attempts, int64_t *row,
+	    char *reason, size_t n);
 /* 1 with dead letter id's reason in buf; 0 when id is no dead letter. */
 int	 outbox_dead_reason(struct outbox *ob, int64_t id, char *buf, size_t n);
 /* Last SQLite error text. */

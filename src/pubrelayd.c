@@ -86,8 +86,9 @@ daemon_park_cb(int64_t id, unsigned attempts, const char *reason, void *arg)
 {
 	struct daemon	*d = arg;
 
+	/* Receipts are held before the confirmed prefix passes id. */
+	receipts_parking(ingress_receipts(d->ing), id);
 	dead_park(ingress_dead(d->ing), id, attempts, reason);
-	receipts_parked(ingress_receipts(d->ing), id, reason);
 }
 
 static void

@@ -4,10 +4,14 @@
  * A waiter for one id sits in a min-heap on the id: a confirm of the prefix
  * up to X tells every waiter up to X at once, in id order.  A park comes
  * before the prefix passes its id, so it finds its waiters still in the
- * heap (a scan: parks are rare).  A barrier (WAIT) is done when the outbox
- * has no row left between the confirmed prefix and its last id; it is
- * looked at after each confirm and each park.  Timeouts are libevent timers,
- * one a receipt that has a limit.
+ * heap (a scan: parks are rare), and takes them out of it: held, they wait
+ * for the dead letter's fate.  The relay retries a dead letter refused
+ * fewer than max_attempts times under a new id (receipts_moved(): back in
+ * the heap under it) and tells the rest as parked for good
+ * (receipts_parked()).  A barrier (WAIT) is done when the outbox has no
+ * row left between the confirmed prefix and its last id, and none of its
+ * messages is being retried; it is looked at after each confirm and each
+ * park.  Timeouts are libevent timers, one a receipt that has a limit.
  */
 #include <stdlib.h>
 #include <string.h>
@@ -22,7 +26,8 @@ struct receipt {
 	struct receipts	*r;
 	int64_t		 id;		/* the row, or a barrier's last one */
 	int		 barrier;
-	size_t		 idx;		/* in r->heap or r->barriers */
+	int		 held;		/* parked, waiting for its fate */
+	size_t		 idx;		/* in r->heap, r->barriers, r->held */
 	struct event	*ev_timeout;	/* NULL: no limit */
 	receipt_fn	 fn;
 	void		*arg;
@@ -36,18 +41,28 @@ struct receipts {
 	size_t			 nheap, capheap;
 	struct receipt		**barriers;
 	size_t			 nbarriers, capbarriers;
+	struct receipt		**held;
+	size_t			 nheld, capheld;
+	unsigned		 max_attempts;
 	void			(*on_waiting)(void *, int);
 	void			*on_waiting_arg;
 };
 
 struct receipts *
-receipts_new(struct event_base *base, struct outbox *ob)
+receipts_new(struct event_base *base, struct outbox *ob, unsigned max_attempts)
 {
 	struct receipts	*r = xcalloc(1, sizeof(*r));
 
 	r->base = base;
 	r->ob = ob;
+	r->max_attempts = max_attempts;
 	return r;
+}
+
+static size_t
+receipts_count(const struct receipts *r)
+{
+	return r->nheap + r->nbarriers + r->nheld;
 }
 
 static void
@@ -69,8 +84,11 @@ receipts_free(struct receipts *r)
 		receipt_free(r->heap[i]);
 	for (i = 0; i < r->nbarriers; i++)
 		receipt_free(r->barriers[i]);
+	for (i = 0; i < r->nheld; i++)
+		receipt_free(r->held[i]);
 	free(r->heap);
 	free(r->barriers);
+	free(r->held);
 	free(r);
 }
 
@@ -126,6 +144,13 @@ receipt_unlink(struct receipts *r, struct receipt *rc)
 			r->barriers[i] = last;
 			last->idx = i;
 		}
+	} else if (rc->held) {
+		last = r->held[--r->nheld];
+		if (last != rc) {
+			r->held[i] = last;
+			last->idx = i;
+		}
+		rc->held = 0;
 	} else if ((last = r->heap[--r->nheap]) != rc) {
 		heap_set(r, i, last);
 		if (i > 0 && r->heap[(i - 1) / 2]->id > last->id)
@@ -133,7 +158,7 @@ receipt_unlink(struct receipts *r, struct receipt *rc)
 		else
 			heap_down(r, i);
 	}
-	if (r->nheap + r->nbarriers == 0 && r->on_waiting != NULL)
+	if (receipts_count(r) == 0 && r->on_waiting != NULL)
 		r->on_waiting(r->on_waiting_arg, 0);
 }
 
@@ -141,7 +166,7 @@ receipt_unlink(struct receipts *r, struct receipt *rc)
 static void
 receipt_linked(struct receipts *r)
 {
-	if (r->nheap + r->nbarriers == 1 && r->on_waiting != NULL)
+	if (receipts_count(r) == 1 && r->on_waiting != NULL)
 		r->on_waiting(r->on_waiting_arg, 1);
 }
 
@@ -198,32 +223,67 @@ receipt_new(struct receipts *r, int64_t id, int barrier, unsigned timeout_ms,
 	return rc;
 }
 
-struct receipt *
-receipt_wait_id(struct receipts *r, int64_t id, unsigned timeout_ms,
-    receipt_fn fn, void *arg)
+static void
+receipt_heap_add(struct receipts *r, struct receipt *rc)
 {
-	struct receipt	*rc;
-	char		 reason[256];
-
-	/*
-	 * Only a row committed before (a repeated idempotency key) can be
-	 * behind the prefix or gone from the outbox: confirmed, unless it is
-	 * a dead letter now.
-	 */
-	if (id <= r->upto || outbox_first_above(r->ob, id - 1) != id) {
-		if (outbox_dead_reason(r->ob, id, reason, sizeof(reason)))
-			fn(arg, RECEIPT_PARKED, reason, 0);
-		else
-			fn(arg, RECEIPT_CONFIRMED, NULL, 0);
-		return NULL;
-	}
-	rc = receipt_new(r, id, 0, timeout_ms, fn, arg);
 	if (r->nheap == r->capheap) {
 		r->capheap = r->capheap ? r->capheap * 2 : 64;
 		r->heap = xrealloc(r->heap, r->capheap * sizeof(*r->heap));
 	}
 	r->heap[r->nheap++] = rc;
 	heap_up(r, r->nheap - 1);
+}
+
+static void
+receipt_hold(struct receipts *r, struct receipt *rc)
+{
+	if (r->nheld == r->capheld) {
+		r->capheld = r->capheld ? r->capheld * 2 : 8;
+		r->held = xrealloc(r->held, r->capheld * sizeof(*r->held));
+	}
+	rc->held = 1;
+	rc->idx = r->nheld;
+	r->held[r->nheld++] = rc;
+}
+
+struct receipt *
+receipt_wait_id(struct receipts *r, int64_t id, unsigned timeout_ms,
+    receipt_fn fn, void *arg)
+{
+	struct receipt	*rc;
+	char		 reason[256];
+	int64_t		 row = id;
+	int		 held = 0;
+
+	/*
+	 * Only a row committed before (a repeated idempotency key) can be
+	 * behind the prefix or gone from the outbox: confirmed, a dead
+	 * letter, or one the relay retries, under its id or a new one.
+	 */
+	if (id <= r->upto || outbox_first_above(r->ob, id - 1) != id) {
+		switch (outbox_fate_of(r->ob, id, r->upto, r->max_attempts,
+		    &row, reason, sizeof(reason))) {
+		case OUTBOX_FATE_QUEUED:
+			if (row > r->upto)
+				break;
+			/* FALLTHROUGH */
+		case OUTBOX_FATE_CONFIRMED:
+		case OUTBOX_FATE_UNKNOWN:	/* purged: not parked now */
+			fn(arg, RECEIPT_CONFIRMED, NULL, 0);
+			return NULL;
+		case OUTBOX_FATE_PARKED:
+			fn(arg, RECEIPT_PARKED, reason, 0);
+			return NULL;
+		case OUTBOX_FATE_RETRYING:
+			held = 1;
+			break;
+		}
+	}
+	rc = receipt_new(r, row, 0, timeout_ms, fn, arg);
+	if (held)
+		receipt_hold(r, rc);
+	else
+		receipt_heap_add(r, rc);
 	receipt_linked(r);
 	return rc;
 }
@@ -234,10 +294,12 @@ receipts_barrier_done(struct receipts *r, int64_t upto)
 {
 	int64_t	first;
 
-	if (upto <= r->upto)
-		return 1;
-	first = outbox_first_above(r->ob, r->upto);
-	return first == 0 || first > upto;
+	if (upto > r->upto) {
+		first = outbox_first_above(r->ob, r->upto);
+		if (first != 0 && first <= upto)
+			return 0;
+	}
+	return !outbox_retrying_upto(r->ob, upto, r->upto, r->max_attempts);
 }
 
 struct receipt *
@@ -287,7 +349,9 @@ receipts_check(struct receipts *r)
 	first = outbox_first_above(r->ob, r->upto);
 	while (i < r->nbarriers) {
 		rc = r->barriers[i];
-		if (rc->id > r->upto && first != 0 && first <= rc->id) {
+		if ((rc->id > r->upto && first != 0 && first <= rc->id) ||
+		    outbox_retrying_upto(r->ob, rc->id, r->upto,
+		    r->max_attempts)) {
 			i++;
 			continue;
 		}
@@ -317,7 +381,7 @@ receipts_confirmed(struct receipts *r, int64_t upto)
 }
 
 void
-receipts_parked(struct receipts *r, int64_t id, const char *reason)
+receipts_parking(struct receipts *r, int64_t id)
 {
 	struct receipt	*rc;
 	size_t		 i = 0;
@@ -329,8 +393,47 @@ receipts_parked(struct receipts *r, int64_t id, const char *reason)
 			continue;
 		}
 		receipt_unlink(r, rc);
-		receipt_tell(rc, RECEIPT_PARKED, reason, 0);
+		receipt_hold(r, rc);
+		receipt_linked(r);
 		i = 0;		/* the heap was reordered */
+	}
+}
+
+void
+receipts_parked(struct receipts *r, int64_t id, const char *reason)
+{
+	struct receipt	*rc;
+	size_t		 i = 0;
+
+	receipts_parking(r, id);
+	while (i < r->nheld) {
+		rc = r->held[i];
+		if (rc->id != id) {
+			i++;
+			continue;
+		}
+		/* Unlinking moves the last one here: look at i again. */
+		receipt_unlink(r, rc);
+		receipt_tell(rc, RECEIPT_PARKED, reason, 0);
+	}
+}
+
+void
+receipts_moved(struct receipts *r, int64_t from, int64_t to)
+{
+	struct receipt	*rc;
+	size_t		 i = 0;
+
+	while (i < r->nheld) {
+		rc = r->held[i];
+		if (rc->id != from) {
+			i++;
+			continue;
+		}
+		receipt_unlink(r, rc);
+		rc->id = to;
+		receipt_heap_add(r, rc);
+		receipt_linked(r);
 	}
 }
 
@@ -349,10 +452,15 @@ receipts_shutdown(struct receipts *r)
 		receipt_unlink(r, rc);
 		receipt_tell(rc, RECEIPT_SHUTDOWN, NULL, 0);
 	}
+	while (r->nheld > 0) {
+		rc = r->held[r->nheld - 1];
+		receipt_unlink(r, rc);
+		receipt_tell(rc, RECEIPT_SHUTDOWN, NULL, 0);
+	}
 }
 
 size_t
 receipts_waiting(const struct receipts *r)
 {
-	return r->nheap + r->nbarriers;
+	return receipts_count(r);
 }

@@ -4,8 +4,10 @@
  * far (WAIT): confirmed by the broker, parked as a dead letter, or still
  * waiting when its time ran out.  The publisher thread tells main how far
  * the confirms have got (receipts_confirmed()) and which ids it parked
- * (receipts_parked(), always before the confirmed prefix passes them); no
- * lock is held and no client waits on another.  Knows no AMQP and no
+ * (receipts_parking(), always before the confirmed prefix passes them);
+ * the dead letters say which parks are for good (receipts_parked()) and
+ * which the relay retries under a new id (receipts_moved()).  No lock is
+ * held and no client waits on another.  Knows no AMQP and no
  * sessions: a waiter is told through its callback.
  */
 #ifndef PUBRELAY_RECEIPT_H
@@ -34,7 +36,12 @@ enum receipt_fate {
 typedef void (*receipt_fn)(void *arg, enum receipt_fate fate,
 	    const char *reason, uint64_t n);
 
-struct receipts *receipts_new(struct event_base *base, struct outbox *ob);
+/*
+ * max_attempts: [publish] max_attempts, under which a dead letter is
+ * retried by the relay, not yet a fate.
+ */
+struct receipts *receipts_new(struct event_base *base, struct outbox *ob,
+	    unsigned max_attempts);
 void	receipts_free(struct receipts *r);
 
 /*
@@ -44,9 +51,9 @@ void	receipts_free(struct receipts *r);
 struct receipt *receipt_wait_id(struct receipts *r, int64_t id,
 	    unsigned timeout_ms, receipt_fn fn, void *arg);
 /*
- * Wait until no row with an id up to upto is left to confirm: each is
- * confirmed or parked (moved to the dead-letter table).  NULL when that is
- * already so and fn has been called.
+ * Wait until no message with an id up to upto is left to confirm: each is
+ * confirmed or parked for good (a dead letter the relay no longer
+ * retries).  NULL when that is already so and fn has been called.
  */
 struct receipt *receipt_wait_upto(struct receipts *r, int64_t upto,
 	    unsigned timeout_ms, receipt_fn fn, void *arg);
@@ -55,8 +62,15 @@ void	receipt_cancel(struct receipts *r, struct receipt *rc);
 
 /* The broker confirmed every row up to upto (parked ones aside). */
 void	receipts_confirmed(struct receipts *r, int64_t upto);
-/* The publisher gave up on id: parked (or waiting to be) for reason. */
+/*
+ * The publisher gave up on id: it is being parked.  Its waiters are held
+ * out of the confirmed prefix until its fate is known.
+ */
+void	receipts_parking(struct receipts *r, int64_t id);
+/* Dead letter id is parked for good, for reason: its waiters are told. */
 void	receipts_parked(struct receipts *r, int64_t id, const char *reason);
+/* The relay retries dead letter from as outbox row to. */
+void	receipts_moved(struct receipts *r, int64_t from, int64_t to);
 /* Rows left the outbox other than by a confirm (parks ran): look again. */
 void	receipts_check(struct receipts *r);
 /* Shutdown: every waiter is told RECEIPT_SHUTDOWN. */

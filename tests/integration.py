@@ -3061,6 +3061,57 @@ def confirm_parked(ctx):
 
 
 @scenario
+def confirm_retried(ctx):
+    """max_attempts = 3 (the default), retries 300 ms apart.  A message to a
+    missing exchange is refused, parked, retried by the relay under a new
+    id and refused again until no attempt is left.  `pubrelay wait`, started
+    after it was accepted, and `publish --confirm` of a second such message
+    both exit 65 only once the dead letter is parked for good: `dead list`
+    then shows each with its 3 attempts, and `status` of the first id says
+    parked.  Proves: a park with retries left is no fate for a receipt or a
+    barrier (a barrier used to see the row leave the outbox and answer OK 0
+    while the relay still retried it)."""
+    import subprocess
+    relay = ctx.relay(overrides={
+        "publish": {"max_attempts": "3"},
+        "broker": {"reconnect_min": "300ms", "reconnect_max": "300ms"}})
+    rc, out, err = relay.cmd("publish", "-e", "no_such_exchange", "-k", "x",
+                             "--print-id", "first")
+    check_eq(rc, 0, "publish without --confirm (stderr %r)" % err)
+    first = out.strip()
+    waiter = subprocess.Popen([H.binary("PUBRELAY"), "-s", relay.sock,
+                               "wait", "--timeout", "30s"],
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                              text=True)
+    try:
+        rc, out, err = relay.cmd("publish", "-e", "no_such_exchange", "-k",
+                                 "x", "--confirm=30s", "--print-id", "second")
+        second = out.strip()
+        with relay.client() as cl:
+            rows = {r["message_id"]: r for r in cl.dead_list_all()}
+        check_eq(rc, 65, "publish --confirm, refused 3 times (stderr %r)"
+                 % err)
+        check(second in rows and rows[second]["attempts"] == 3,
+              "--confirm returned before the last attempt of %s: dead "
+              "letters %r" % (second, rows))
+        wout, werr = waiter.communicate(timeout=60)
+        with relay.client() as cl:
+            rows = cl.dead_list_all()
+    finally:
+        if waiter.poll() is None:
+            waiter.kill()
+            waiter.wait()
+    check_eq(waiter.returncode, 65, "wait (stderr %r)" % werr)
+    check("1 dead letter" in werr,
+          "wait does not count the one dead letter before it: %r" % werr)
+    check_eq(sorted(r["attempts"] for r in rows), [3, 3],
+             "two dead letters, 3 attempts each: %r" % rows)
+    rc, out, err = relay.cmd("status", first)
+    check(out.startswith("parked"), "status %s: %r %r" % (first, out, err))
+    check_eq(relay.term(), 0, "pubrelayd exit code after SIGTERM")
+
+
+@scenario
 def wait_barrier(ctx):
     """With the broker's app stopped, 500 lines are published without
     --confirm (exit 0); `pubrelay wait --timeout 1s` exits 75; `pubrelay wait

@@ -45,8 +45,31 @@ hook_resume(void *arg)
 	resumes++;
 }
 
+/* What the receipts were told: the last fate and the last move. */
+static int	fates, moves;
+static int64_t	fate_id, moved_from, moved_to;
+
+static void
+hook_fate(void *arg, int64_t id, const char *reason)
+{
+	(void)arg;
+	(void)reason;
+	fates++;
+	fate_id = id;
+}
+
+static void
+hook_moved(void *arg, int64_t from, int64_t to)
+{
+	(void)arg;
+	moves++;
+	moved_from = from;
+	moved_to = to;
+}
+
 static const struct dead_hooks hooks = {
-	hook_tx_open, hook_wake, hook_resume, NULL
+	.tx_open = hook_tx_open, .wake = hook_wake, .resume = hook_resume,
+	.fate = hook_fate, .moved = hook_moved, .arg = NULL
 };
 
 /* Sessions are only compared. */
@@ -194,8 +217,10 @@ test_park_list(void)
 	is_int(dead_waiting(d), 1, "no park while the commit is open");
 
 	tx = 0;
+	fates = 0;
 	dead_run_parks(d);
 	is_int(dead_waiting(d), 0, "parked once the commit is over");
+	ok(fates == 1 && fate_id == ids[1], "max_attempts 1: a fate, told");
 	is_int(outbox_dead_rows(ob), 1, "one dead letter");
 	is_int(outbox_rows(ob), 2, "out of the outbox");
 	upto = ids[2];
@@ -257,9 +282,12 @@ test_schedule(void)
 	d = dead_new(base, ob, &cf, &hooks);
 	insert_n(ob, 1, "s", ids);
 	id = ids[0];
+	fates = moves = 0;
 	for (i = 0; i < 4; i++) {
 		before = now_ms();
 		dead_park(d, id, 1, "PRECONDITION_FAILED");
+		is_int(fates, 0, "attempt %u: no fate while retries are left",
+		    i + 1);
 		after = now_ms();
 		due = dead_next_retry(d, &got);
 		is_int(got, id, "attempt %u: id %" PRId64 " scheduled", i + 1,
@@ -285,9 +313,12 @@ test_schedule(void)
 		outbox_rows_of("sched.db", &r);
 		ok(r.n == 1 && r.ids[0] > id && strcmp(r.bodies[0], "s0") == 0,
 		    "back at the outbox's tail");
+		ok(moves == (int)i + 1 && moved_from == id &&
+		    moved_to == r.ids[0], "the move is told, from and to");
 		id = r.ids[0];
 	}
 	ok(park_last(d, "sched.db") == id, "parked a fifth time");
+	ok(fates == 1 && fate_id == id, "for good: the fate is told");
 	ok(dead_next_retry(d, NULL) == -1, "max_attempts: no more retries");
 	is_int(outbox_dead_rows(ob), 1, "it stays dead");
 	list(d, 0, 0, 1 << 20, reply, sizeof(reply));

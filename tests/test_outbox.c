@@ -1340,44 +1340,44 @@ test_fate(void)
 	a = insert_one(ob, "", "a", 1);
 	b = insert_one(ob, "", "b", 2);
 	c = insert_one(ob, "", "c", 3);
-	is_int(outbox_fate_of(ob, a, 0, &row, reason, sizeof(reason)),
+	is_int(outbox_fate_of(ob, a, 0, 1, &row, reason, sizeof(reason)),
 	    OUTBOX_FATE_QUEUED, "a row in the outbox is queued");
 	is_int(row, a, "as itself");
-	is_int(outbox_fate_of(ob, c + 1, 0, &row, reason, sizeof(reason)),
+	is_int(outbox_fate_of(ob, c + 1, 0, 1, &row, reason, sizeof(reason)),
 	    OUTBOX_FATE_UNKNOWN, "an id not given out yet is unknown");
-	is_int(outbox_fate_of(ob, 0, 0, &row, reason, sizeof(reason)),
+	is_int(outbox_fate_of(ob, 0, 0, 1, &row, reason, sizeof(reason)),
 	    OUTBOX_FATE_UNKNOWN, "id 0 is unknown");
 
 	/* b refused and parked; a confirmed and deleted. */
 	is_int(outbox_park(ob, b, 1, "312 NO_ROUTE", 10, &tot), OUTBOX_OK,
 	    "b parked");
-	is_int(outbox_fate_of(ob, b, 0, &row, reason, sizeof(reason)),
+	is_int(outbox_fate_of(ob, b, 0, 1, &row, reason, sizeof(reason)),
 	    OUTBOX_FATE_PARKED, "a dead letter is parked");
 	is_str(reason, "312 NO_ROUTE", "with its reason");
-	is_int(outbox_fate_of(ob, a, a, &row, reason, sizeof(reason)),
+	is_int(outbox_fate_of(ob, a, a, 1, &row, reason, sizeof(reason)),
 	    OUTBOX_FATE_QUEUED, "confirmed but not yet deleted: still a row "
 	    "(the caller knows the prefix)");
 	is_int(outbox_delete_upto(ob, a), OUTBOX_OK, "a deleted as confirmed");
-	is_int(outbox_fate_of(ob, a, 0, &row, reason, sizeof(reason)),
+	is_int(outbox_fate_of(ob, a, 0, 1, &row, reason, sizeof(reason)),
 	    OUTBOX_FATE_CONFIRMED, "gone and at or below the stored prefix: "
 	    "confirmed");
 
 	/* b moved back under a new id: its old id follows it. */
 	is_int(outbox_dead_retry(ob, b, 20, &n), OUTBOX_OK, "b retried");
-	is_int(outbox_fate_of(ob, b, 0, &row, reason, sizeof(reason)),
+	is_int(outbox_fate_of(ob, b, 0, 1, &row, reason, sizeof(reason)),
 	    OUTBOX_FATE_QUEUED, "b is queued again");
 	ok(row > c, "under a new id at the tail (%lld)", (long long)row);
 	last = row;
 	is_int(outbox_park(ob, last, 1, "404 NOT_FOUND", 30, &tot),
 	    OUTBOX_OK, "refused again");
-	is_int(outbox_fate_of(ob, b, 0, &row, reason, sizeof(reason)),
+	is_int(outbox_fate_of(ob, b, 0, 1, &row, reason, sizeof(reason)),
 	    OUTBOX_FATE_PARKED, "b's id finds it parked under the new one");
 	is_str(reason, "404 NOT_FOUND", "with the new reason");
 	is_int(outbox_dead_purge(ob, last, &n), OUTBOX_OK, "purged");
-	is_int(outbox_fate_of(ob, b, INT64_MAX, &row, reason, sizeof(reason)),
+	is_int(outbox_fate_of(ob, b, INT64_MAX, 1, &row, reason, sizeof(reason)),
 	    OUTBOX_FATE_UNKNOWN, "a purged dead letter is unknown, even "
 	    "below the prefix");
-	is_int(outbox_fate_of(ob, c, 0, &row, reason, sizeof(reason)),
+	is_int(outbox_fate_of(ob, c, 0, 1, &row, reason, sizeof(reason)),
 	    OUTBOX_FATE_QUEUED, "c still queued");
 	outbox_close(ob);
 
@@ -1386,11 +1386,11 @@ test_fate(void)
 	    "fate: reopened");
 	if (ob == NULL)
 		return;
-	is_int(outbox_fate_of(ob, a, 0, &row, reason, sizeof(reason)),
+	is_int(outbox_fate_of(ob, a, 0, 1, &row, reason, sizeof(reason)),
 	    OUTBOX_FATE_CONFIRMED, "a: still confirmed after a reopen");
-	is_int(outbox_fate_of(ob, b, 0, &row, reason, sizeof(reason)),
+	is_int(outbox_fate_of(ob, b, 0, 1, &row, reason, sizeof(reason)),
 	    OUTBOX_FATE_UNKNOWN, "b: still unknown");
-	is_int(outbox_fate_of(ob, c, 0, &row, reason, sizeof(reason)),
+	is_int(outbox_fate_of(ob, c, 0, 1, &row, reason, sizeof(reason)),
 	    OUTBOX_FATE_QUEUED, "c: still queued");
 	is_int(outbox_delete_upto(ob, c), OUTBOX_OK, "c deleted as confirmed");
 	outbox_close(ob);
@@ -1398,7 +1398,7 @@ test_fate(void)
 	    "fate: reopened again");
 	if (ob == NULL)
 		return;
-	is_int(outbox_fate_of(ob, c, 0, &row, reason, sizeof(reason)),
+	is_int(outbox_fate_of(ob, c, 0, 1, &row, reason, sizeof(reason)),
 	    OUTBOX_FATE_CONFIRMED, "c: confirmed after a reopen");
 	outbox_close(ob);
 }

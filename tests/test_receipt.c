@@ -57,7 +57,7 @@ static void
 test_confirms(void)
 {
 	struct outbox	*ob = open_in("confirms.db");
-	struct receipts	*r = receipts_new(base, ob);
+	struct receipts	*r = receipts_new(base, ob, 1);
 	struct told	 t[6];
 	int64_t		 ids[6];
 	int		 i;
@@ -96,7 +96,7 @@ static void
 test_known_at_once(void)
 {
 	struct outbox	*ob = open_in("known.db");
-	struct receipts	*r = receipts_new(base, ob);
+	struct receipts	*r = receipts_new(base, ob, 1);
 	struct told	 t[3];
 	int64_t		 ids[3];
 
@@ -123,7 +123,7 @@ static void
 test_barrier(void)
 {
 	struct outbox	*ob = open_in("barrier.db");
-	struct receipts	*r = receipts_new(base, ob);
+	struct receipts	*r = receipts_new(base, ob, 1);
 	struct told	 t[3];
 	int64_t		 ids[4], more[2];
 
@@ -154,12 +154,95 @@ test_barrier(void)
 	outbox_close(ob);
 }
 
+static void
+park_n(struct outbox *ob, int64_t id, unsigned attempts)
+{
+	unsigned	total;
+
+	if (outbox_park(ob, id, attempts, "404 NOT_FOUND - no exchange", 2000,
+	    &total) != OUTBOX_OK) {
+		printf("Bail out! park: %s\n", outbox_errmsg(ob));
+		exit(1);
+	}
+}
+
+/*
+ * max_attempts 3: a park with retries left is no fate.  Its waiters are
+ * held past the confirmed prefix, follow the row the relay retries, and
+ * hear CONFIRMED, or PARKED once it is parked for good; a barrier waits
+ * for the retries of its messages, and counts the dead letter under its
+ * new id.
+ */
+static void
+test_retries(void)
+{
+	struct outbox	*ob = open_in("retries.db");
+	struct receipts	*r = receipts_new(base, ob, 3);
+	struct told	 t[6];
+	int64_t		 ids[4], again, third;
+	uint64_t	 n;
+
+	memset(t, 0, sizeof(t));
+	insert_n(ob, 4, "r", ids);
+	ok(receipt_wait_id(r, ids[1], 0, tell, &t[0]) != NULL, "a waiter");
+	ok(receipt_wait_upto(r, ids[3], 0, tell, &t[1]) != NULL, "a barrier");
+	receipts_parking(r, ids[1]);
+	park_n(ob, ids[1], 1);
+	receipts_confirmed(r, ids[3]);
+	receipts_check(r);
+	is_int(t[0].n, 0, "the prefix passes a parked row: its waiter held");
+	is_int(t[1].n, 0, "the barrier waits for the retry");
+	is_int(receipts_waiting(r), 2, "both counted as waiting");
+	ok(receipt_wait_id(r, ids[1], 0, tell, &t[2]) != NULL &&
+	    t[2].n == 0, "a new waiter for it (a repeated key) waits too");
+
+	ok(outbox_dead_requeue(ob, ids[1], 3000, UINT64_MAX, &n) ==
+	    OUTBOX_OK && n == 1, "the relay retries it");
+	again = outbox_newest_id(ob);
+	receipts_moved(r, ids[1], again);
+	receipts_check(r);
+	is_int(t[1].n, 0, "the barrier waits for the row moved back");
+	ok(receipt_wait_id(r, ids[1], 0, tell, &t[3]) != NULL &&
+	    t[3].n == 0, "a waiter by the first id waits for the new row");
+	receipts_confirmed(r, again);
+	ok(t[0].n == 1 && t[0].fate == RECEIPT_CONFIRMED && t[2].n == 1 &&
+	    t[2].fate == RECEIPT_CONFIRMED && t[3].n == 1 &&
+	    t[3].fate == RECEIPT_CONFIRMED, "its confirm tells all three");
+	ok(t[1].n == 1 && t[1].dead == 0, "the barrier is done, no dead "
+	    "letter");
+
+	/* Refused again until no attempt is left: parked for good. */
+	insert_n(ob, 1, "s", &third);
+	ok(receipt_wait_id(r, third, 0, tell, &t[4]) != NULL, "a waiter");
+	receipts_parking(r, third);
+	park_n(ob, third, 1);
+	ok(outbox_dead_requeue(ob, third, 3000, UINT64_MAX, &n) ==
+	    OUTBOX_OK && n == 1, "retried once");
+	again = outbox_newest_id(ob);
+	receipts_moved(r, third, again);
+	ok(receipt_wait_upto(r, again, 0, tell, &t[5]) != NULL,
+	    "a barrier after it waits");
+	receipts_parking(r, again);
+	park_n(ob, again, 2);
+	is_int(t[4].n, 0, "its waiter still held");
+	receipts_parked(r, again, "404 NOT_FOUND - no exchange");
+	ok(t[4].n == 1 && t[4].fate == RECEIPT_PARKED &&
+	    strstr(t[4].reason, "404") != NULL, "parked for good: told");
+	receipts_check(r);
+	ok(t[5].n == 1 && t[5].dead == 1, "the barrier counts it (got %d "
+	    "told, dead %llu)", t[5].n, (unsigned long long)t[5].dead);
+	is_int(outbox_dead_upto(ob, third), 1, "a dead letter of the "
+	    "messages up to its first id, under its new one");
+	receipts_free(r);
+	outbox_close(ob);
+}
+
 /* Limits run out on the loop; a cancelled waiter is told nothing. */
 static void
 test_timeouts(void)
 {
 	struct outbox	*ob = open_in("timeouts.db");
-	struct receipts	*r = receipts_new(base, ob);
+	struct receipts	*r = receipts_new(base, ob, 1);
 	struct receipt	*rc;
 	struct told	 t[4];
 	int64_t		 ids[3];
@@ -193,7 +276,7 @@ static void
 test_many(void)
 {
 	struct outbox	*ob = open_in("many.db");
-	struct receipts	*r = receipts_new(base, ob);
+	struct receipts	*r = receipts_new(base, ob, 1);
 	static struct told t[500];
 	static int64_t	 ids[500];
 	int		 i, once = 1, ordered = 1;
@@ -234,6 +317,7 @@ main(void)
 	test_confirms();
 	test_known_at_once();
 	test_barrier();
+	test_retries();
 	test_timeouts();
 	test_many();
 	event_base_free(base);
