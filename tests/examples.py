@@ -57,6 +57,7 @@ class World:
     def __init__(self, broker):
         self.broker = broker
         self.go_binary = None
+        self.go_env = None
         self.go_error = "the go scenario was not selected"
 
     def argv(self, lang):
@@ -87,9 +88,10 @@ def build_go(world):
                           "golang-go (scripts/install-deps.sh)")
         return
     d = H.mkdtemp("pubrelay-go-")
-    env = dict(os.environ, GOCACHE=os.path.join(d, "cache"),
-               GOPATH=os.path.join(d, "gopath"), GOFLAGS="", GOENV="off",
-               GOPROXY="off", GOTOOLCHAIN="local", CGO_ENABLED="0")
+    world.go_env = env = dict(
+        os.environ, GOCACHE=os.path.join(d, "cache"),
+        GOPATH=os.path.join(d, "gopath"), GOFLAGS="", GOENV="off",
+        GOPROXY="off", GOTOOLCHAIN="local", CGO_ENABLED="0")
     src = os.path.join(EXAMPLES, "pubrelay.go")
     out = os.path.join(d, "pubrelay-go")
     t0 = time.monotonic()
@@ -440,6 +442,114 @@ def receipt_timeout(ctx):
     check_eq(relay.term(), 0, "pubrelayd exit code after SIGTERM")
 
 
+# The sections of docs/CLIENTS.md and the language of their first code block.
+DOC_SECTIONS = {"php": ("## PHP", "php"), "go": ("## Go", "go"),
+                "node": ("## Node.js", "js"),
+                "shell": ("## Shell (socat)", "sh")}
+DOC_SOCK = "/run/pubrelay/pubrelay.sock"
+DOC_KEY = "orders.created"
+
+
+def doc_snippet(lang):
+    """The first code block of lang's section of docs/CLIENTS.md."""
+    path = os.path.join(SRCDIR, "docs", "CLIENTS.md")
+    with open(path) as f:
+        text = f.read()
+    heading, tag = DOC_SECTIONS[lang]
+    lines = text.split("\n")
+    if heading not in lines:
+        raise Failure("%s: no section %r" % (path, heading))
+    block = None
+    for ln in lines[lines.index(heading) + 1:]:
+        if ln.startswith("## "):
+            break
+        if block is None and ln == "```" + tag:
+            block = []
+        elif block is not None and ln == "```":
+            return "".join(x + "\n" for x in block)
+        elif block is not None:
+            block.append(ln)
+    raise Failure("%s: no ```%s block under %r" % (path, tag, heading))
+
+
+def doc_program(world, lang, snippet, d):
+    """Write the snippet into a program in d, beside a copy of the
+    example; returns the command line that runs it."""
+    tool, pkg, name = LANGS[lang]
+    world.argv(lang)            # fails naming a missing tool
+    shutil.copy(os.path.join(EXAMPLES, name), d)
+    prog = os.path.join(d, "snippet")
+    if lang == "php":
+        with open(prog, "w") as f:
+            f.write("<?php\n" + snippet)
+        return ["php", prog]
+    if lang == "node":
+        with open(prog + ".js", "w") as f:
+            f.write("(async () => {\n%s})().catch((e) => {\n"
+                    "  console.error(e); process.exit(1);\n});\n" % snippet)
+        return ["node", prog + ".js"]
+    if lang == "shell":
+        with open(prog, "w") as f:
+            f.write("set -e\nPATH=%s:$PATH\n%s" % (d, snippet))
+        return ["/bin/sh", prog]
+    # Go: the example without its main, and a main around the snippet that
+    # uses what it declares and fails on the last error.
+    ex = os.path.join(d, name)
+    with open(ex) as f:
+        src = f.read()
+    src = re.sub(r"^func main\(\) \{.*\}$", "", src, flags=re.M)
+    with open(ex, "w") as f:
+        f.write(src)
+    names = set()
+    for decl in re.findall(r"^\s*([\w, ]+) :=", snippet, re.M):
+        names.update(n.strip() for n in decl.split(","))
+    pkgs = [p for p in ("fmt", "log", "time") if p + "." in snippet]
+    with open(prog + ".go", "w") as f:
+        f.write("package main\n\nimport (\n%s)\n\nfunc main() {\n%s"
+                "\t%s = %s\n\tif err != nil {\n\t\tpanic(err)\n\t}\n}\n"
+                % ("".join('\t"%s"\n' % p for p in pkgs), snippet,
+                   ", ".join("_" for _ in sorted(names)),
+                   ", ".join(sorted(names))))
+    out = os.path.join(d, "snippet-go")
+    p = subprocess.run(["go", "build", "-o", out, ex, prog + ".go"], cwd=d,
+                       env=world.go_env, stdin=subprocess.DEVNULL,
+                       stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                       timeout=120)
+    check(p.returncode == 0, "the Go snippet of docs/CLIENTS.md does not "
+          "build: %s" % p.stdout.decode("utf-8", "replace"))
+    return [out]
+
+
+@scenario
+def doc_snippets(ctx):
+    """The PHP, Go, Node.js and shell code of docs/CLIENTS.md runs as shown
+    (socket path and routing key replaced) beside its example, exits 0,
+    and a consumer finds what it published, in order.
+
+    Each snippet publishes {"id": 42}, pipelines two more (the shell's
+    seq 1000 lines), publishes {"id": 45} with a receipt and WAITs."""
+    relay = ctx.relay()
+    c = ctx.consumer()
+    for lang in DOC_SECTIONS:
+        q = c.declare(H.unique_queue("doc-" + lang))
+        snippet = doc_snippet(lang).replace(DOC_SOCK, relay.sock) \
+            .replace(DOC_KEY, q)
+        argv = doc_program(ctx.world, lang, snippet,
+                           H.mkdtemp("pubrelay-doc-%s-" % lang))
+        rc, out, err = run_example(argv)
+        check_eq(rc, 0, "%s snippet of docs/CLIENTS.md: exit code (stdout "
+                 "%r, stderr %r)" % (lang, out[-300:], err[-500:]))
+        relay.wait_drained(60)
+        bodies = [b.decode() for b, _ in c.drain(q)]
+        if lang == "shell":
+            want = ['{"id": 42}'] + [str(i) for i in range(1, 1001)] \
+                + ['{"id": 45}']
+        else:
+            want = ['{"id": %d}' % i for i in (42, 43, 44, 45)]
+        check_eq(bodies, want, "%s snippet: messages delivered" % lang)
+    check_eq(relay.term(), 0, "pubrelayd exit code after SIGTERM")
+
+
 # ---------------------------------------------------------------------------
 
 
@@ -448,7 +558,7 @@ def setup(names):
         b = H.Broker()
         world = World(b)
         builder = None
-        if "go" in names:       # builds while the broker boots
+        if {"go", "doc_snippets"} & set(names):   # while the broker boots
             builder = threading.Thread(target=build_go, args=(world,),
                                        daemon=True)
             builder.start()
