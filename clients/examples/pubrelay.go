@@ -80,7 +80,8 @@ func (c *Client) Publish(body []byte, props ...Prop) (string, error) {
 // PublishMany pipelines: it writes a batch of requests, then reads their
 // replies in order.  It returns the ids of the accepted messages, always
 // the first ones (the daemon's refusal latch): after an error, resend from
-// msgs[len(ids)].
+// msgs[len(ids)].  The latch is then reset, so the connection takes the
+// next call's messages.
 func (c *Client) PublishMany(msgs []Message) ([]string, error) {
 	ids := make([]string, 0, len(msgs))
 	for start := 0; start < len(msgs); start += batch {
@@ -106,6 +107,9 @@ func (c *Client) PublishMany(msgs []Message) ([]string, error) {
 			}
 		}
 		if refused != nil {
+			if err := c.reset(); err != nil {
+				return ids, err
+			}
 			return ids, refused
 		}
 	}
@@ -129,6 +133,9 @@ func (c *Client) PublishConfirm(ms int, body []byte, props ...Prop) (Receipt, er
 		return Receipt{Status: strings.ToLower(w[0]), ID: w[1]}, nil
 	case len(w) == 3 && w[0] == "PARKED":
 		return Receipt{"parked", w[1], w[2]}, nil
+	}
+	if err := c.reset(); err != nil {
+		return Receipt{}, err
 	}
 	return Receipt{}, refusal(line)
 }
@@ -154,6 +161,20 @@ func (c *Client) Wait(ms int) (dead int, timedOut bool, err error) {
 		}
 	}
 	return 0, false, refusal(line)
+}
+
+// reset: after a refused PUB the daemon refuses the connection's next ones
+// until RESET.
+func (c *Client) reset() error {
+	c.w.WriteString("RESET\n")
+	if err := c.w.Flush(); err != nil {
+		return err
+	}
+	line, err := c.readLine(0)
+	if err == nil && line != "OK" {
+		err = refusal(line)
+	}
+	return err
 }
 
 func writePub(w *bufio.Writer, body []byte, props []Prop) error {

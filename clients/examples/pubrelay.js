@@ -69,7 +69,8 @@ class PubRelay {
   // Pipelining: write a batch of requests, then read their replies in order.
   // messages: [[body, [[name, value], ...]], ...].  On a refusal the messages
   // before it are accepted, none after it (the daemon's refusal latch):
-  // resend from err.ids.length.
+  // resend from err.ids.length.  The latch is then reset, so the connection
+  // takes the next call's messages.
   async publishMany(messages) {
     const ids = [];
     for (let start = 0; start < messages.length; start += PubRelay.BATCH) {
@@ -81,6 +82,7 @@ class PubRelay {
         else if (refused === null) refused = reply;
       }
       if (refused !== null) {
+        await this.reset();
         throw refusal(refused, `message ${ids.length + 1}`, ids);
       }
     }
@@ -96,6 +98,7 @@ class PubRelay {
     if (['CONFIRMED', 'PARKED', 'TIMEOUT'].includes(word) && id !== undefined) {
       return { status: word.toLowerCase(), id, reason: reason.join(' ') };
     }
+    await this.reset();
     throw refusal(reply, 'publish');
   }
 
@@ -107,6 +110,12 @@ class PubRelay {
     const m = /^OK (\d+)$/.exec(reply);
     if (m) return Number(m[1]);
     throw refusal(reply, 'WAIT');
+  }
+
+  // After a refused PUB the daemon refuses the connection's next ones until RESET.
+  async reset() {
+    const reply = await this.send(['RESET\n'])[0];
+    if (reply !== 'OK') throw refusal(reply, 'RESET');
   }
 
   // Writes the requests at once; returns a promise of each one's reply.

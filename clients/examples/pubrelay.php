@@ -1,7 +1,7 @@
 <?php
 // pubrelay.php: publish through pubrelayd from PHP, core PHP only (php-cli).
 //
-// The class is the part to copy; the command line at the end shows its use
+// The two classes are the part to copy; the command line at the end shows its use
 // and is what tests/examples.py runs.  The protocol: pubrelay-protocol(7).
 //
 //   php pubrelay.php SOCKET pub KEY BODY [PROPERTY ...]     prints the message-id
@@ -49,7 +49,8 @@ final class PubRelay
     // Pipelining: write a batch of requests, then read their replies, in
     // order.  Each message is [$body, [[$name, $value], ...]].  On a refusal
     // the messages before it are accepted, none after it (the daemon's
-    // refusal latch): resend from count($e->ids).
+    // refusal latch): resend from count($e->ids).  The latch is then reset,
+    // so the connection takes the next call's messages.
     public function publishMany(array $messages): array
     {
         $ids = [];
@@ -65,6 +66,7 @@ final class PubRelay
                 }
             }
             if ($refused !== null) {
+                $this->reset();
                 throw self::refusal($refused, 'message ' . (count($ids) + 1), $ids);
             }
         }
@@ -80,11 +82,11 @@ final class PubRelay
         $reply = $this->readLine($ms / 1000);
         // The message-id ends at the first blank: give ids without blanks.
         $w = explode(' ', $reply, 3);
-        return match ($w[0]) {
-            'CONFIRMED', 'TIMEOUT' => [strtolower($w[0]), $w[1] ?? '', ''],
-            'PARKED' => ['parked', $w[1] ?? '', $w[2] ?? ''],
-            default => throw self::refusal($reply, 'publish'),
-        };
+        if (!in_array($w[0], ['CONFIRMED', 'PARKED', 'TIMEOUT'], true) || count($w) < 2) {
+            $this->reset();
+            throw self::refusal($reply, 'publish');
+        }
+        return [strtolower($w[0]), $w[1], $w[2] ?? ''];
     }
 
     // Barrier: returns the number of dead letters (0: all confirmed) once
@@ -100,6 +102,17 @@ final class PubRelay
             return (int)$m[1];
         }
         throw self::refusal($reply, 'WAIT');
+    }
+
+    // After a refused PUB the daemon refuses the connection's next ones
+    // until RESET.
+    private function reset(): void
+    {
+        $this->write("RESET\n");
+        $reply = $this->readLine();
+        if ($reply !== 'OK') {
+            throw self::refusal($reply, 'RESET');
+        }
     }
 
     private static function pub(string $body, array $props): string
