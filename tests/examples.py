@@ -58,7 +58,7 @@ class World:
         self.broker = broker
         self.go_binary = None
         self.go_env = None
-        self.go_error = "the go scenario was not selected"
+        self.go_error = "the build did not finish"
 
     def argv(self, lang):
         """The command line that runs lang's example; fails naming the
@@ -472,9 +472,9 @@ def doc_snippet(lang):
     raise Failure("%s: no ```%s block under %r" % (path, tag, heading))
 
 
-def doc_program(world, lang, snippet, d):
-    """Write the snippet into a program in d, beside a copy of the
-    example; returns the command line that runs it."""
+def program(world, lang, snippet, d):
+    """Write a snippet of lang's code into a program in d, beside a copy
+    of the example; returns the command line that runs it."""
     tool, pkg, name = LANGS[lang]
     world.argv(lang)            # fails naming a missing tool
     shutil.copy(os.path.join(EXAMPLES, name), d)
@@ -503,7 +503,8 @@ def doc_program(world, lang, snippet, d):
     names = set()
     for decl in re.findall(r"^\s*([\w, ]+) :=", snippet, re.M):
         names.update(n.strip() for n in decl.split(","))
-    pkgs = [p for p in ("fmt", "log", "time") if p + "." in snippet]
+    pkgs = [p for p in ("errors", "fmt", "log", "os", "time")
+            if p + "." in snippet]
     with open(prog + ".go", "w") as f:
         f.write("package main\n\nimport (\n%s)\n\nfunc main() {\n%s"
                 "\t%s = %s\n\tif err != nil {\n\t\tpanic(err)\n\t}\n}\n"
@@ -515,8 +516,8 @@ def doc_program(world, lang, snippet, d):
                        env=world.go_env, stdin=subprocess.DEVNULL,
                        stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
                        timeout=120)
-    check(p.returncode == 0, "the Go snippet of docs/CLIENTS.md does not "
-          "build: %s" % p.stdout.decode("utf-8", "replace"))
+    check(p.returncode == 0, "this Go snippet does not build: %s\n%s"
+          % (p.stdout.decode("utf-8", "replace"), snippet))
     return [out]
 
 
@@ -534,7 +535,7 @@ def doc_snippets(ctx):
         q = c.declare(H.unique_queue("doc-" + lang))
         snippet = doc_snippet(lang).replace(DOC_SOCK, relay.sock) \
             .replace(DOC_KEY, q)
-        argv = doc_program(ctx.world, lang, snippet,
+        argv = program(ctx.world, lang, snippet,
                            H.mkdtemp("pubrelay-doc-%s-" % lang))
         rc, out, err = run_example(argv)
         check_eq(rc, 0, "%s snippet of docs/CLIENTS.md: exit code (stdout "
@@ -550,6 +551,68 @@ def doc_snippets(ctx):
     check_eq(relay.term(), 0, "pubrelayd exit code after SIGTERM")
 
 
+# A refused PUB, then another on the same connection: SOCK and QUEUE are
+# replaced.  Exit 10: the refusal was not reported; 11: not as BADREQ.
+REUSE = {
+    "php": """require 'pubrelay.php';
+$relay = new PubRelay('SOCK');
+try {
+    $relay->publish('bad', [['routing-key', 'QUEUE'], ['priority', '256']]);
+    exit(10);
+} catch (PubRelayError $e) {
+    if ($e->errCode !== 'BADREQ') exit(11);
+}
+echo $relay->publish('good', [['routing-key', 'QUEUE']]), "\\n";
+""",
+    "go": """c, err := Dial("SOCK", 10*time.Second)
+_, err = c.Publish([]byte("bad"), Prop{"routing-key", "QUEUE"},
+\tProp{"priority", "256"})
+var e *Error
+if !errors.As(err, &e) {
+\tos.Exit(10)
+} else if e.Code != "BADREQ" {
+\tos.Exit(11)
+}
+id, err := c.Publish([]byte("good"), Prop{"routing-key", "QUEUE"})
+fmt.Println(id)
+""",
+    "node": """const { PubRelay } = require('./pubrelay');
+const relay = await PubRelay.connect('SOCK');
+await relay.publish('bad', [['routing-key', 'QUEUE'], ['priority', '256']])
+  .then(() => process.exit(10),
+    (e) => e.code === 'BADREQ' || process.exit(11));
+console.log(await relay.publish('good', [['routing-key', 'QUEUE']]));
+relay.close();
+""",
+}
+
+
+@scenario
+def reuse_after_refusal(ctx):
+    """The PHP, Go and Node.js clients, handed a message the daemon refuses
+    (BADREQ), raise an error with that code, and the same connection then
+    publishes the next message (the client sent RESET, else the refusal
+    latch would answer ERR SKIPPED); only that message arrives.
+
+    The shell example opens a connection per call, so it has no latch to
+    reset."""
+    relay = ctx.relay()
+    c = ctx.consumer()
+    for lang, code in REUSE.items():
+        q = c.declare(H.unique_queue("reuse-" + lang))
+        argv = program(ctx.world, lang,
+                       code.replace("SOCK", relay.sock).replace("QUEUE", q),
+                       H.mkdtemp("pubrelay-reuse-%s-" % lang))
+        rc, out, err = run_example(argv)
+        check_eq(rc, 0, "%s: exit code (stdout %r, stderr %r)"
+                 % (lang, out[-300:], err[-500:]))
+        relay.wait_drained(60)
+        msgs = c.drain(q)
+        check_eq([(b, p.message_id + "\n") for b, p in msgs],
+                 [(b"good", out)], "%s: messages delivered" % lang)
+    check_eq(relay.term(), 0, "pubrelayd exit code after SIGTERM")
+
+
 # ---------------------------------------------------------------------------
 
 
@@ -557,18 +620,16 @@ def setup(names):
     try:
         b = H.Broker()
         world = World(b)
-        builder = None
-        if {"go", "doc_snippets"} & set(names):   # while the broker boots
-            builder = threading.Thread(target=build_go, args=(world,),
-                                       daemon=True)
-            builder.start()
+        # The Go example builds while the broker boots.
+        builder = threading.Thread(target=build_go, args=(world,),
+                                   daemon=True)
+        builder.start()
         b.start()
     except Exception as e:
         raise H.HarnessError("cannot start the RabbitMQ broker: %s" % (e,))
     log("broker %s on 127.0.0.1:%d booted in %.1fs (dir %s)"
         % (b.node, b.port, b.boot_seconds, b.dir))
-    if builder is not None:
-        builder.join(180)
+    builder.join(180)
     return world
 
 
