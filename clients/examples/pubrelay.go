@@ -51,7 +51,7 @@ type Client struct {
 	conn    net.Conn
 	r       *bufio.Reader
 	w       *bufio.Writer
-	Timeout time.Duration // for each reply, on top of a confirm's or WAIT's time
+	Timeout time.Duration // for each exchange, on top of a confirm's or WAIT's time
 }
 
 // batch is how many requests go out before their replies are read: few
@@ -89,6 +89,7 @@ func (c *Client) PublishMany(msgs []Message) ([]string, error) {
 		if end > len(msgs) {
 			end = len(msgs)
 		}
+		c.deadline(0)
 		for _, m := range msgs[start:end] {
 			if err := writePub(c.w, m.Body, m.Props); err != nil {
 				return ids, err
@@ -96,7 +97,7 @@ func (c *Client) PublishMany(msgs []Message) ([]string, error) {
 		}
 		var refused error
 		for i := start; i < end; i++ { // every reply, even after an error
-			line, err := c.readLine(0)
+			line, err := c.readLine()
 			if err != nil {
 				return ids, err
 			}
@@ -119,10 +120,11 @@ func (c *Client) PublishMany(msgs []Message) ([]string, error) {
 // PublishConfirm publishes and waits up to ms milliseconds for the broker.
 func (c *Client) PublishConfirm(ms int, body []byte, props ...Prop) (Receipt, error) {
 	props = append(props, Prop{"confirm", strconv.Itoa(ms)})
+	c.deadline(ms)
 	if err := writePub(c.w, body, props); err != nil {
 		return Receipt{}, err
 	}
-	line, err := c.readLine(ms)
+	line, err := c.readLine()
 	if err != nil {
 		return Receipt{}, err
 	}
@@ -144,11 +146,12 @@ func (c *Client) PublishConfirm(ms int, body []byte, props ...Prop) (Receipt, er
 // parked it returns the number of dead letters (0: all confirmed), or
 // timedOut after ms milliseconds.
 func (c *Client) Wait(ms int) (dead int, timedOut bool, err error) {
+	c.deadline(ms)
 	fmt.Fprintf(c.w, "WAIT %d\n", ms)
 	if err := c.w.Flush(); err != nil {
 		return 0, false, err
 	}
-	line, err := c.readLine(ms)
+	line, err := c.readLine()
 	if err != nil {
 		return 0, false, err
 	}
@@ -166,11 +169,12 @@ func (c *Client) Wait(ms int) (dead int, timedOut bool, err error) {
 // reset: after a refused PUB the daemon refuses the connection's next ones
 // until RESET.
 func (c *Client) reset() error {
+	c.deadline(0)
 	c.w.WriteString("RESET\n")
 	if err := c.w.Flush(); err != nil {
 		return err
 	}
-	line, err := c.readLine(0)
+	line, err := c.readLine()
 	if err == nil && line != "OK" {
 		err = refusal(line)
 	}
@@ -191,9 +195,13 @@ func writePub(w *bufio.Writer, body []byte, props []Prop) error {
 	return w.Flush() // a full buffer flushes by itself meanwhile
 }
 
-// readLine reads one reply, allowing ms more than c.Timeout.
-func (c *Client) readLine(ms int) (string, error) {
-	c.conn.SetReadDeadline(time.Now().Add(c.Timeout + time.Duration(ms)*time.Millisecond))
+// deadline bounds the exchange that follows (writes too: a daemon may stop
+// reading) to c.Timeout plus ms.
+func (c *Client) deadline(ms int) {
+	c.conn.SetDeadline(time.Now().Add(c.Timeout + time.Duration(ms)*time.Millisecond))
+}
+
+func (c *Client) readLine() (string, error) {
 	line, err := c.r.ReadString('\n')
 	if err != nil {
 		return "", fmt.Errorf("no reply (the request may or may not have been taken): %w", err)

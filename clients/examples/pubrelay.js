@@ -56,7 +56,9 @@ class PubRelay {
     };
     sock.on('error', (e) => fail(e.message));
     sock.on('close', () => fail('connection closed'));
-    sock.on('timeout', () => { fail('no reply in time'); sock.destroy(); });
+    sock.on('timeout', () => {  // idle with no reply due is fine
+      if (this.waiting.length) { fail('no reply in time'); sock.destroy(); }
+    });
   }
 
   close() { this.sock.end(); }
@@ -120,6 +122,9 @@ class PubRelay {
 
   // Writes the requests at once; returns a promise of each one's reply.
   send(requests, extraMs = 0) {
+    if (this.sock.destroyed) {  // else nothing would ever settle them
+      return requests.map(() => Promise.reject(new PubRelayError('connection closed')));
+    }
     this.sock.setTimeout(this.timeout + extraMs);
     const replies = requests.map(() => new Promise((resolve, reject) => {
       this.waiting.push({ resolve, reject });
