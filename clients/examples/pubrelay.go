@@ -83,6 +83,11 @@ func (c *Client) Publish(body []byte, props ...Prop) (string, error) {
 // msgs[len(ids)].  The latch is then reset, so the connection takes the
 // next call's messages.
 func (c *Client) PublishMany(msgs []Message) ([]string, error) {
+	for _, m := range msgs {
+		if err := checkProps(m.Props); err != nil {
+			return nil, err
+		}
+	}
 	ids := make([]string, 0, len(msgs))
 	for start := 0; start < len(msgs); start += batch {
 		end := start + batch
@@ -91,14 +96,17 @@ func (c *Client) PublishMany(msgs []Message) ([]string, error) {
 		}
 		c.deadline(0)
 		for _, m := range msgs[start:end] {
-			if err := writePub(c.w, m.Body, m.Props); err != nil {
-				return ids, err
+			// A failed write still leaves the replies to what was sent to read.
+			if writePub(c.w, m.Body, m.Props) != nil {
+				break
 			}
 		}
 		var refused error
 		for i := start; i < end; i++ { // every reply, even after an error
 			line, err := c.readLine()
-			if err != nil {
+			if err != nil && refused != nil { // the daemon went away (maybe after ERR SHUTDOWN)
+				return ids, refused
+			} else if err != nil {
 				return ids, err
 			}
 			if refused == nil && strings.HasPrefix(line, "OK ") {
@@ -120,6 +128,9 @@ func (c *Client) PublishMany(msgs []Message) ([]string, error) {
 // PublishConfirm publishes and waits up to ms milliseconds for the broker.
 func (c *Client) PublishConfirm(ms int, body []byte, props ...Prop) (Receipt, error) {
 	props = append(props, Prop{"confirm", strconv.Itoa(ms)})
+	if err := checkProps(props); err != nil {
+		return Receipt{}, err
+	}
 	c.deadline(ms)
 	if err := writePub(c.w, body, props); err != nil {
 		return Receipt{}, err
@@ -181,12 +192,18 @@ func (c *Client) reset() error {
 	return err
 }
 
-func writePub(w *bufio.Writer, body []byte, props []Prop) error {
-	fmt.Fprintf(w, "PUB %d\n", len(body))
+func checkProps(props []Prop) error {
 	for _, p := range props {
 		if strings.ContainsAny(p.Name+p.Value, "\r\n") {
 			return fmt.Errorf("property %s: line breaks cannot be sent", p.Name)
 		}
+	}
+	return nil
+}
+
+func writePub(w *bufio.Writer, body []byte, props []Prop) error {
+	fmt.Fprintf(w, "PUB %d\n", len(body))
+	for _, p := range props {
 		fmt.Fprintf(w, "%s: %s\n", p.Name, p.Value)
 	}
 	w.WriteString("\n")

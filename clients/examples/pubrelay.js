@@ -79,12 +79,18 @@ class PubRelay {
       const batch = messages.slice(start, start + PubRelay.BATCH);
       const replies = this.send(batch.map(([body, props]) => pub(body, props || [])));
       let refused = null;
-      for (const reply of await Promise.all(replies)) {  // every reply, even after an error
-        if (refused === null && reply.startsWith('OK ')) ids.push(reply.slice(3));
-        else if (refused === null) refused = reply;
+      let lost = null;
+      for (const r of await Promise.allSettled(replies)) {  // every reply, even after an error
+        if (r.status === 'rejected') lost = lost || r.reason;
+        else if (refused === null && r.value.startsWith('OK ')) ids.push(r.value.slice(3));
+        else if (refused === null) refused = r.value;
       }
-      if (refused !== null) {
-        await this.reset();
+      if (refused === null && lost) {  // the daemon went away
+        lost.ids = ids;
+        throw lost;
+      }
+      if (refused !== null) {  // not reset when the daemon went away (maybe after ERR SHUTDOWN)
+        if (!lost) await this.reset();
         throw refusal(refused, `message ${ids.length + 1}`, ids);
       }
     }

@@ -55,10 +55,19 @@ final class PubRelay
     {
         $ids = [];
         foreach (array_chunk($messages, self::BATCH) as $batch) {
-            $this->write(implode('', array_map(fn($m) => self::pub($m[0], $m[1] ?? []), $batch)));
+            $requests = implode('', array_map(fn($m) => self::pub($m[0], $m[1] ?? []), $batch));
+            try {
+                $this->write($requests);
+            } catch (PubRelayError) {            // the replies to what was sent are still there
+            }
             $refused = null;
             foreach ($batch as $_) {             // read every reply, even after an error
-                $reply = $this->readLine();
+                try {
+                    $reply = $this->readLine();
+                } catch (PubRelayError $e) {     // the daemon went away (maybe after ERR SHUTDOWN)
+                    throw $refused === null ? new PubRelayError($e->getMessage(), '', $ids)
+                        : self::refusal($refused, 'message ' . (count($ids) + 1), $ids);
+                }
                 if ($refused === null && str_starts_with($reply, 'OK ')) {
                     $ids[] = substr($reply, 3);
                 } else {

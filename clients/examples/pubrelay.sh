@@ -70,7 +70,10 @@ pubrelay_pub() (
 # pipelined: every request is written before the replies are read (socat
 # reads them meanwhile).  Prints the message-ids.  After a refusal the
 # daemon takes no more messages on the connection, so the accepted ones
-# are always the first: resend from the first refused line.
+# are always the first: resend from the first refused line.  If the daemon
+# goes away meanwhile, socat stops at its first failed write and may miss
+# replies already sent: the count is then a lower bound (resending from it
+# can make duplicates, never a loss).
 pubrelay_lines() (
 	key=$1; shift
 	props=$(pubrelay_props "routing-key: $key" "$@") || exit 1
