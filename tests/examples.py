@@ -263,6 +263,97 @@ class ReplyGate:
             t.join(10)
 
 
+def request_ends(buf):
+    """The end offsets of the complete PUB requests at the start of buf
+    (requests as the examples write them)."""
+    ends, pos = [], 0
+    while True:
+        blank = buf.find(b"\n\n", pos)
+        if blank < 0:
+            return ends
+        length = int(buf[pos:buf.index(b"\n", pos)].split()[1])
+        end = blank + 2 + length + 1
+        if end > len(buf):
+            return ends
+        ends.append(end)
+        pos = end
+
+
+class CutGate:
+    """A Unix socket between one client and the daemon that passes the
+    client's first `keep` PUB requests, then shuts the daemon's side down
+    for writing and drops the rest: the daemon answers those requests and
+    closes the connection, as when it goes away in the middle of a
+    pipeline.  Replies pass as they come, then the client's side is shut
+    down for writing only, so that the client sees the end of the replies
+    rather than a failed write (which a daemon that closes can cause too,
+    depending on how the client writes)."""
+
+    def __init__(self, target, keep):
+        self.target = target
+        self.keep = keep
+        self.passed = 0
+        self.path = os.path.join(H.mkdtemp("pubrelay-cut-"), "cut.sock")
+        self.lsock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        self.lsock.bind(self.path)
+        self.lsock.listen(1)
+        self.lsock.settimeout(60)
+        self.threads = []
+
+    def start(self):
+        t = threading.Thread(target=self._serve, daemon=True)
+        t.start()
+        return self
+
+    def _serve(self):
+        try:
+            cl, _ = self.lsock.accept()
+        except OSError:
+            return
+        up = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        up.connect(self.target)
+        for fn, a in ((self._requests, (cl, up)), (self._replies, (up, cl))):
+            t = threading.Thread(target=fn, args=a, daemon=True)
+            self.threads.append(t)
+            t.start()
+
+    def _requests(self, cl, up):
+        pending = b""
+        try:
+            while True:
+                data = cl.recv(65536)
+                if not data:
+                    break
+                if self.passed == self.keep:
+                    continue                # dropped
+                pending += data
+                ends = request_ends(pending)[:self.keep - self.passed]
+                if ends:
+                    up.sendall(pending[:ends[-1]])
+                    pending = pending[ends[-1]:]
+                    self.passed += len(ends)
+                if self.passed == self.keep:
+                    up.shutdown(socket.SHUT_WR)
+        except OSError:
+            pass
+
+    def _replies(self, up, cl):
+        try:
+            while True:
+                data = up.recv(65536)
+                if not data:
+                    break
+                cl.sendall(data)
+            cl.shutdown(socket.SHUT_WR)
+        except OSError:
+            pass
+
+    def close(self):
+        self.lsock.close()
+        for t in self.threads:
+            t.join(10)
+
+
 # ---------------------------------------------------------------------------
 
 
@@ -442,6 +533,41 @@ def receipt_timeout(ctx):
     with ctx.consumer() as c:
         got = {body.decode(): props.message_id for body, props in c.drain(q)}
     check_eq(got, ids, "messages delivered after start_app and their ids")
+    check_eq(relay.term(), 0, "pubrelayd exit code after SIGTERM")
+
+
+@scenario
+def daemon_gone(ctx):
+    """When the daemon answers 1300 of 2000 pipelined messages and closes
+    the connection, every example's `lines` exits 1 saying "1300 of 2000
+    accepted" after printing those 1300 ids, and exactly those messages
+    arrive, in order: the caller knows where to resume.
+
+    A gate passes the first 1300 requests and half-closes the daemon's
+    side (the daemon answers them, then closes); 1300 is past the PHP, Go
+    and Node.js clients' first batch of 1000."""
+    keep, n = 1300, N_LINES
+    relay = ctx.relay()
+    c = ctx.consumer()
+    for lang in LANGS:
+        ex = Example(ctx, lang, relay.sock)
+        q = c.declare(H.unique_queue("gone-" + lang))
+        gate = CutGate(relay.sock, keep).start()
+        try:
+            out, err = ex("lines", q, sock=gate.path, want="refused",
+                          data="\n".join(lines_for(1, n)) + "\n")
+        finally:
+            gate.close()
+        check_eq(gate.passed, keep, "%s: requests the gate passed" % lang)
+        check("%d of %d accepted" % (keep, n) in err, "%s: stderr does not "
+              "say %d of %d accepted: %r" % (lang, keep, n, err))
+        ids = out.splitlines()
+        check_eq(len(ids), keep, "%s: message-ids printed" % lang)
+        relay.wait_drained(60)
+        per, _ = H.check_delivery(c.drain(q), {1: keep}, sent={1: keep},
+                                  allow_dups=False)
+        check_eq([d[1] for d in per[1]], ids, "%s: message-ids delivered "
+                 "against those printed" % lang)
     check_eq(relay.term(), 0, "pubrelayd exit code after SIGTERM")
 
 
