@@ -96,11 +96,10 @@ func (c *Client) PublishMany(msgs []Message) ([]string, error) {
 		}
 		c.deadline(0)
 		for _, m := range msgs[start:end] {
-			// A failed write still leaves the replies to what was sent to read.
-			if writePub(c.w, m.Body, m.Props) != nil {
-				break
-			}
+			writePub(c.w, m.Body, m.Props)
 		}
+		// A failed write still leaves the replies to what was sent to read.
+		c.w.Flush()
 		var refused error
 		for i := start; i < end; i++ { // every reply, even after an error
 			line, err := c.readLine()
@@ -132,7 +131,8 @@ func (c *Client) PublishConfirm(ms int, body []byte, props ...Prop) (Receipt, er
 		return Receipt{}, err
 	}
 	c.deadline(ms)
-	if err := writePub(c.w, body, props); err != nil {
+	writePub(c.w, body, props)
+	if err := c.w.Flush(); err != nil {
 		return Receipt{}, err
 	}
 	line, err := c.readLine()
@@ -201,7 +201,9 @@ func checkProps(props []Prop) error {
 	return nil
 }
 
-func writePub(w *bufio.Writer, body []byte, props []Prop) error {
+// writePub buffers one request: the caller flushes (a full buffer flushes by
+// itself; a write error sticks to w and Flush returns it).
+func writePub(w *bufio.Writer, body []byte, props []Prop) {
 	fmt.Fprintf(w, "PUB %d\n", len(body))
 	for _, p := range props {
 		fmt.Fprintf(w, "%s: %s\n", p.Name, p.Value)
@@ -209,7 +211,6 @@ func writePub(w *bufio.Writer, body []byte, props []Prop) error {
 	w.WriteString("\n")
 	w.Write(body)
 	w.WriteString("\n")
-	return w.Flush() // a full buffer flushes by itself meanwhile
 }
 
 // deadline bounds the exchange that follows (writes too: a daemon may stop
