@@ -149,7 +149,7 @@ final class PubRelay
     {
         stream_set_timeout($this->sock, (int)ceil($this->timeout));
         while ($data !== '') {
-            $n = fwrite($this->sock, $data);
+            $n = @fwrite($this->sock, $data);   // failure reported below, not as a notice
             if ($n === false || $n === 0) {
                 throw new PubRelayError('connection lost while sending');
             }

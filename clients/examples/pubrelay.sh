@@ -67,8 +67,8 @@ pubrelay_pub() (
 )
 
 # pubrelay_lines KEY [PROPERTY ...]: publish each line of stdin as a message,
-# pipelined: every request is written before the replies are read (socat
-# reads them meanwhile).  Prints the message-ids.  After a refusal the
+# pipelined: the requests go out without waiting for replies, which socat
+# reads meanwhile.  Prints the message-ids.  After a refusal the
 # daemon takes no more messages on the connection, so the accepted ones
 # are always the first: resend from the first refused line.  If the daemon
 # goes away meanwhile, socat stops at its first failed write and may miss
