@@ -270,10 +270,14 @@ func run(args []string) int {
 	case "lines":
 		var msgs []Message
 		sc := bufio.NewScanner(os.Stdin)
-		sc.Buffer(nil, 1<<20)
+		sc.Buffer(nil, 128<<20) // the largest max_message_size
 		ps := props(a[0], a[1:])
 		for sc.Scan() {
 			msgs = append(msgs, Message{[]byte(sc.Text()), ps})
+		}
+		if err := sc.Err(); err != nil {
+			fmt.Fprintln(os.Stderr, "pubrelay: reading standard input:", err)
+			return 1
 		}
 		ids, err := c.PublishMany(msgs)
 		for _, id := range ids {
