@@ -7,7 +7,8 @@ PKGS="build-essential autoconf automake libtool pkg-config
       librabbitmq-dev libevent-dev libsqlite3-dev libinih-dev
       rabbitmq-server amqp-tools python3 python3-pika socat systemd
       openssl ca-certificates
-      clang libclang-rt-14-dev valgrind musl-tools"
+      clang libclang-rt-14-dev valgrind musl-tools
+      php-cli golang-go nodejs"
 
 missing=""
 for p in $PKGS; do
