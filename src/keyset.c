@@ -1,6 +1,8 @@
 /*
  * keyset.c: a multiset of key fingerprints (keyset.h).
  */
+#include <sys/mman.h>
+
 #include <stdlib.h>
 #include <string.h>
 
@@ -8,6 +10,29 @@
 #include "util.h"
 
 #define KEYSET_MIN_BITS	10
+/*
+ * A table this large goes on huge pages where the kernel gives them on
+ * request (transparent_hugepage "madvise", Debian's default): a lookup is
+ * a miss in a table of megabytes, and with 4 KiB pages a TLB miss too,
+ * dearer still in a virtual machine (two levels of page tables).
+ */
+#define KEYSET_HUGE	(2u << 20)
+
+static uint64_t *
+keyset_alloc(size_t bytes)
+{
+	void	*p;
+
+	if (bytes < KEYSET_HUGE)
+		return xcalloc(1, bytes);
+	if (posix_memalign(&p, KEYSET_HUGE, bytes) != 0)
+		return xcalloc(1, bytes);
+#ifdef MADV_HUGEPAGE
+	(void)madvise(p, bytes, MADV_HUGEPAGE);
+#endif
+	memset(p, 0, bytes);
+	return p;
+}
 
 struct keyset {
 	uint64_t	*slot;		/* 0: empty */
@@ -69,7 +94,7 @@ keyset_resize(struct keyset *ks, unsigned bits)
 	uint64_t	*old = ks->slot;
 	size_t		 i, oldsize = (size_t)1 << ks->bits;
 
-	ks->slot = xcalloc((size_t)1 << bits, sizeof(*ks->slot));
+	ks->slot = keyset_alloc(((size_t)1 << bits) * sizeof(*ks->slot));
 	ks->bits = bits;
 	for (i = 0; old != NULL && i < oldsize; i++)
 		if (old[i] != 0)

@@ -42,30 +42,35 @@ enum prop_kind {
 /* The encoder writes properties in this order. */
 static const struct prop_def {
 	const char	*name;
+	size_t		 len;		/* strlen(name) */
 	enum prop_kind	 kind;
 	size_t		 off;		/* PROP_STR, PROP_EXPIRATION */
 } prop_defs[] = {
-	{ "exchange",	      PROP_STR, offsetof(struct proto_pub, exchange) },
-	{ "routing-key",      PROP_STR, offsetof(struct proto_pub, routing_key) },
-	{ "mandatory",	      PROP_MANDATORY, 0 },
-	{ "content-type",     PROP_STR, offsetof(struct proto_pub, content_type) },
-	{ "content-encoding", PROP_STR,
+#define P(name)	name, sizeof(name) - 1
+	{ P("exchange"), PROP_STR, offsetof(struct proto_pub, exchange) },
+	{ P("routing-key"), PROP_STR,
+	    offsetof(struct proto_pub, routing_key) },
+	{ P("mandatory"), PROP_MANDATORY, 0 },
+	{ P("content-type"), PROP_STR,
+	    offsetof(struct proto_pub, content_type) },
+	{ P("content-encoding"), PROP_STR,
 	    offsetof(struct proto_pub, content_encoding) },
-	{ "delivery-mode",    PROP_DELIVERY_MODE, 0 },
-	{ "priority",	      PROP_PRIORITY, 0 },
-	{ "correlation-id",   PROP_STR,
+	{ P("delivery-mode"), PROP_DELIVERY_MODE, 0 },
+	{ P("priority"), PROP_PRIORITY, 0 },
+	{ P("correlation-id"), PROP_STR,
 	    offsetof(struct proto_pub, correlation_id) },
-	{ "reply-to",	      PROP_STR, offsetof(struct proto_pub, reply_to) },
-	{ "expiration",	      PROP_EXPIRATION,
+	{ P("reply-to"), PROP_STR, offsetof(struct proto_pub, reply_to) },
+	{ P("expiration"), PROP_EXPIRATION,
 	    offsetof(struct proto_pub, expiration) },
-	{ "message-id",	      PROP_STR, offsetof(struct proto_pub, message_id) },
-	{ "timestamp",	      PROP_TIMESTAMP, 0 },
-	{ "type",	      PROP_STR, offsetof(struct proto_pub, type) },
-	{ "app-id",	      PROP_STR, offsetof(struct proto_pub, app_id) },
-	{ "header",	      PROP_HEADER, 0 },
-	{ "idempotency-key",  PROP_STR,
+	{ P("message-id"), PROP_STR, offsetof(struct proto_pub, message_id) },
+	{ P("timestamp"), PROP_TIMESTAMP, 0 },
+	{ P("type"), PROP_STR, offsetof(struct proto_pub, type) },
+	{ P("app-id"), PROP_STR, offsetof(struct proto_pub, app_id) },
+	{ P("header"), PROP_HEADER, 0 },
+	{ P("idempotency-key"), PROP_STR,
 	    offsetof(struct proto_pub, idempotency_key) },
-	{ "confirm",	      PROP_CONFIRM, 0 },	/* pubrelayd's own */
+	{ P("confirm"), PROP_CONFIRM, 0 },	/* pubrelayd's own */
+#undef P
 };
 #define PROP_NDEFS	(sizeof(prop_defs) / sizeof(prop_defs[0]))
 
@@ -193,7 +198,7 @@ proto_prop_find(const char *name, size_t n)
 	size_t	i;
 
 	for (i = 0; i < PROP_NDEFS; i++) {
-		if (strlen(prop_defs[i].name) == n &&
+		if (prop_defs[i].len == n &&
 		    strncasecmp(prop_defs[i].name, name, n) == 0)
 			return &prop_defs[i];
 	}
