@@ -60,7 +60,7 @@ enum pubrelay_error {
 enum pubrelay_state {
 	PUBRELAY_ACCEPTED = 0,	/* "OK <id>": committed to the outbox */
 	PUBRELAY_CONFIRMED = 1,	/* the broker confirmed it */
-	PUBRELAY_PARKED = 2,	/* the broker refused it: a dead letter */
+	PUBRELAY_PARKED = 2,	/* refused for good: a dead letter */
 	PUBRELAY_PENDING = 3,	/* not confirmed in time; will be delivered */
 	PUBRELAY_QUEUED = 4,	/* STATUS: in the outbox, not yet sent */
 	PUBRELAY_INFLIGHT = 5,	/* STATUS: sent, waiting for the confirm */
