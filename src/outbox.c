@@ -43,6 +43,13 @@ struct outbox {
 	int64_t		 confirmed;		/* meta 'confirmed' */
 	int64_t		 didem;			/* the open transaction's */
 	struct keyset	*keys;			/* every key's fingerprint */
+	/*
+	 * Not every key's fingerprint: start-up could not read them all.
+	 * Every key is then looked up, and the fingerprints of the keys
+	 * indexed are added until all rows are (keys_problem says why).
+	 */
+	int		 keys_partial;
+	char		 keys_problem[256];
 	uint64_t	*tx_fps;		/* those the open transaction added */
 	size_t		 tx_nfps, tx_fpcap;
 	int64_t		 indexed;		/* meta 'indexed' */
@@ -185,7 +192,7 @@ static void	outbox_keep_error(struct outbox *);
 static int	outbox_write_reserved(struct outbox *, int64_t);
 static void	outbox_commit_done(struct outbox *, int);
 static int	outbox_write_counters(struct outbox *);
-static int	outbox_load_keys(struct outbox *);
+static void	outbox_load_keys(struct outbox *);
 static int	outbox_index(struct outbox *, int64_t);
 static int64_t	outbox_indexed_now(const struct outbox *);
 
@@ -632,11 +639,12 @@ outbox_open(struct outbox **obp, const char *path, int sync_full, char *err,
 		    "(corrupt outbox?)", path, sqlite3_errmsg(ob->db));
 		goto fail;
 	}
-	if (outbox_load_keys(ob) != SQLITE_DONE) {
-		snprintf(err, errlen, "%s: cannot read idempotency keys: %s",
-		    path, sqlite3_errmsg(ob->db));
-		goto fail;
-	}
+	/*
+	 * Unreadable keys (a damaged page) are no reason not to start: the
+	 * messages without keys go on, and a keyed one is looked up in the
+	 * file, refused (STORE) while that fails.
+	 */
+	outbox_load_keys(ob);
 	v = outbox_query_int(ob->db, "SELECT coalesce((SELECT value FROM meta "
 	    "WHERE key = 'confirmed'), 0)", &rc);
 	ob->confirmed = rc == SQLITE_OK && v > 0 ? v : 0;
@@ -678,16 +686,22 @@ outbox_unattended(const char *path)
 void
 outbox_close(struct outbox *ob)
 {
+	int	idx;
+
 	if (ob == NULL)
 		return;
 	/*
 	 * Spare the next start-up even its short count of the newest rows,
-	 * and its jump over the reserved ids: every id given out is known.
+	 * its jump over the reserved ids (every id given out is known), and,
+	 * when no key waits in a row, its read of the rows above 'indexed'.
 	 */
-	if ((ob->unfolded > 0 || ob->reserved > ob->next_id - 1) &&
+	idx = ob->st_indexed != NULL && ob->keys_partial == 0 &&
+	    ob->keyed_last <= ob->indexed && ob->indexed < ob->next_id - 1;
+	if ((ob->unfolded > 0 || ob->reserved > ob->next_id - 1 || idx) &&
 	    !ob->in_tx && ob->st_counters != NULL &&
 	    outbox_begin_tx(ob) == OUTBOX_OK) {
 		if (outbox_write_counters(ob) != SQLITE_DONE ||
+		    (idx && outbox_index(ob, ob->next_id - 1) != SQLITE_DONE) ||
 		    (ob->reserved > ob->next_id - 1 &&
 		    outbox_write_reserved(ob, ob->next_id - 1) != SQLITE_DONE) ||
 		    outbox_step(ob->st_commit) != SQLITE_DONE)
@@ -890,6 +904,12 @@ outbox_begin_lazy(struct outbox *ob)
 	return outbox_begin_tx(ob);
 }
 
+const char *
+outbox_keys_problem(const struct outbox *ob)
+{
+	return ob->keys_partial ? ob->keys_problem : NULL;
+}
+
 size_t
 outbox_test_fingerprints(const struct outbox *ob)
 {
@@ -1012,6 +1032,17 @@ outbox_commit_done(struct outbox *ob, int fold)
 	ob->dead_bytes += ob->ddead_bytes;
 	ob->idem_keys += (uint64_t)ob->didem;
 	ob->indexed = outbox_indexed_now(ob);
+	if (ob->keys_partial == 2 && ob->indexed >= ob->next_id - 1) {
+		/* Every key is in the table now, with its fingerprint. */
+		int	rc;
+		int64_t	n = outbox_query_int(ob->db, "SELECT count(*) FROM "
+		    "idem", &rc);
+
+		if (rc == SQLITE_OK) {
+			ob->idem_keys = (uint64_t)n;
+			ob->keys_partial = 0;
+		}
+	}
 	ob->drows = ob->dbytes = ob->dins = 0;
 	ob->ddead_rows = ob->ddead_bytes = 0;
 	ob->didem = 0;
@@ -1287,9 +1318,11 @@ outbox_block_key(const void *props, size_t plen, struct proto_pub *pub)
  * of the rows above meta 'indexed' (few unless keyed messages wait for the
  * broker: the fold moves 'indexed' up while none do), and their count.
  * Rows moved back from the dead letters (origin) are left out: their keys
- * went to the table when they were parked.
+ * went to the table when they were parked.  What cannot be read leaves the
+ * set partial: 1, the key table's (until a restart); 2, the rows' (until
+ * every row is indexed, its keys' fingerprints added as it goes).
  */
-static int
+static void
 outbox_load_keys(struct outbox *ob)
 {
 	struct proto_pub	 pub;
@@ -1302,21 +1335,27 @@ outbox_load_keys(struct outbox *ob)
 	ob->keys = keyset_new(seed);
 	ob->idem_keys = 0;
 	n = outbox_query_int(ob->db, "SELECT count(*) FROM idem", &rc);
-	if (rc != SQLITE_OK)
-		return rc;
-	keyset_reserve(ob->keys, (size_t)n);
-	rc = sqlite3_prepare_v2(ob->db, "SELECT key FROM idem", -1, &st, NULL);
-	if (rc != SQLITE_OK)
-		return rc;
-	while ((rc = sqlite3_step(st)) == SQLITE_ROW) {
-		keyset_add(ob->keys, keyset_fp(ob->keys,
-		    sqlite3_column_blob(st, 0),
-		    (size_t)sqlite3_column_bytes(st, 0)));
-		ob->idem_keys++;
+	if (rc == SQLITE_OK) {
+		keyset_reserve(ob->keys, (size_t)n);
+		rc = sqlite3_prepare_v2(ob->db, "SELECT key FROM idem", -1, &st,
+		    NULL);
 	}
-	sqlite3_finalize(st);
-	if (rc != SQLITE_DONE)
-		return rc;
+	if (rc == SQLITE_OK) {
+		while ((rc = sqlite3_step(st)) == SQLITE_ROW) {
+			keyset_add(ob->keys, keyset_fp(ob->keys,
+			    sqlite3_column_blob(st, 0),
+			    (size_t)sqlite3_column_bytes(st, 0)));
+			ob->idem_keys++;
+		}
+		sqlite3_finalize(st);
+	}
+	if (rc != SQLITE_DONE) {
+		ob->keys_partial = 1;
+		snprintf(ob->keys_problem, sizeof(ob->keys_problem),
+		    "the key table: %s", sqlite3_errmsg(ob->db));
+		ob->keyed_last = ob->next_id - 1;
+		return;
+	}
 	st = ob->st_index_rows;
 	sqlite3_bind_int64(st, 1, ob->indexed);
 	sqlite3_bind_int64(st, 2, INT64_MAX);
@@ -1329,8 +1368,13 @@ outbox_load_keys(struct outbox *ob)
 		ob->idem_keys++;
 		ob->keyed_last = sqlite3_column_int64(st, 0);
 	}
+	if (rc != SQLITE_DONE) {
+		ob->keys_partial = 2;
+		snprintf(ob->keys_problem, sizeof(ob->keys_problem),
+		    "the messages waiting: %s", sqlite3_errmsg(ob->db));
+		ob->keyed_last = ob->next_id - 1;
+	}
 	sqlite3_reset(st);
-	return rc;
 }
 
 static int64_t
@@ -1389,6 +1433,10 @@ outbox_index(struct outbox *ob, int64_t upto)
 				break;
 			if (sqlite3_changes(ob->db) == 0)
 				ob->didem--;
+			else if (ob->keys_partial)
+				keyset_add(ob->keys, keyset_fp(ob->keys,
+				    pub.idempotency_key.p,
+				    pub.idempotency_key.len));
 		}
 		sqlite3_clear_bindings(st);
 		sqlite3_reset(st);
@@ -1441,7 +1489,8 @@ outbox_idem_find(struct outbox *ob, const void *key, size_t klen,
 	int		 rc, found = 0;
 
 	/* Nearly every key is new, and its fingerprint says so. */
-	if (!keyset_has(ob->keys, keyset_fp(ob->keys, key, klen)))
+	if (!ob->keys_partial &&
+	    !keyset_has(ob->keys, keyset_fp(ob->keys, key, klen)))
 		return 0;
 	if (outbox_index_all(ob) != OUTBOX_OK)
 		return -1;

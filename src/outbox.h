@@ -66,6 +66,11 @@ void	 outbox_rollback(struct outbox *ob);
 
 /* Tests: reserve n ids at a time instead of OUTBOX_RESERVE_IDS. */
 void	 outbox_test_reserve_ids(struct outbox *ob, int64_t n);
+/*
+ * Why start-up could not read every idempotency key (NULL: it could): every
+ * keyed message is then looked up in the file, and refused while that fails.
+ */
+const char *outbox_keys_problem(const struct outbox *ob);
 /* For the tests: the key fingerprints held in memory. */
 size_t	 outbox_test_fingerprints(const struct outbox *ob);
 

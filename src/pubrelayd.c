@@ -415,6 +415,11 @@ main(int argc, char *argv[])
 		log_notice("outbox %s: migrated from schema version %d to %d",
 		    d.cf.outbox_path, outbox_migrated_from(d.ob),
 		    OUTBOX_SCHEMA_VERSION);
+	if (outbox_keys_problem(d.ob) != NULL)
+		log_warnx("outbox %s: cannot read every idempotency key (%s): "
+		    "each message with a key is looked up in the file, and "
+		    "refused (STORE) while that fails", d.cf.outbox_path,
+		    outbox_keys_problem(d.ob));
 	if (outbox_presize_wal(d.ob, d.cf.min_free) == -1)
 		log_info("outbox %s: cannot pre-size the write-ahead log; "
 		    "it grows as it is written", d.cf.outbox_path);

@@ -1074,6 +1074,21 @@ real_of(sqlite3_file *f)
 static int			(*wal_write_hook)(void);
 /* Lock calls leave errno at EAGAIN, as one that found a reader does. */
 static int			 lock_clobbers;
+/* A read of the database file at this offset fails (-1: none), as a bad sector. */
+static long			 read_fail_at = -1;
+
+static int
+counting_read(sqlite3_file *f, void *data, int n, sqlite3_int64 off)
+{
+	int	i;
+
+	for (i = 0; i < 64 && vfs_files[i].f != f; i++)
+		;
+	if (i < 64 && !vfs_files[i].wal && read_fail_at >= 0 &&
+	    off == read_fail_at)
+		return SQLITE_IOERR_READ;
+	return real_of(f)->xRead(f, data, n, off);
+}
 
 static int
 counting_shmlock(sqlite3_file *f, int off, int n, int flags)
@@ -1145,6 +1160,7 @@ counting_open(sqlite3_vfs *vfs, const char *name, sqlite3_file *f, int flags,
 			counting_methods[i] = *f->pMethods;
 			counting_methods[i].xSync = counting_sync;
 			counting_methods[i].xWrite = counting_write;
+			counting_methods[i].xRead = counting_read;
 			if (counting_methods[i].xShmLock != NULL)
 				counting_methods[i].xShmLock =
 				    counting_shmlock;
@@ -1179,6 +1195,7 @@ vfs_remove(void)
 	wal_sync_hook = NULL;
 	wal_write_hook = NULL;
 	lock_clobbers = 0;
+	read_fail_at = -1;
 	sqlite3_vfs_unregister(&counting_vfs);
 	/* Not the VFS the outbox put over ours, next in SQLite's list. */
 	sqlite3_vfs_register(real_vfs, 1);
@@ -2226,6 +2243,103 @@ test_idem(void)
 	    "now at version %d", OUTBOX_SCHEMA_VERSION);
 }
 
+/* The offset of the 4 KiB page of db that holds marker, or -1. */
+static long
+page_of(const char *db, const char *marker)
+{
+	FILE	*f = fopen(db, "rb");
+	char	*buf;
+	long	 size, i, at = -1;
+	size_t	 mlen = strlen(marker);
+
+	if (f == NULL)
+		return -1;
+	fseek(f, 0, SEEK_END);
+	size = ftell(f);
+	buf = malloc((size_t)size);
+	fseek(f, 0, SEEK_SET);
+	if (fread(buf, 1, (size_t)size, f) != (size_t)size)
+		size = 0;
+	for (i = 0; i + (long)mlen <= size; i++)
+		if (memcmp(buf + i, marker, mlen) == 0) {
+			at = i / 4096 * 4096;
+			break;
+		}
+	free(buf);
+	fclose(f);
+	return at;
+}
+
+/*
+ * Start-up cannot read the rows whose keys are not in the key table yet
+ * (a page of them fails to read): the relay starts all the same, says why,
+ * and looks every key up in the file (an error while that fails, never a
+ * wrong "new"); once the page reads again and every row is indexed, the
+ * set is whole again.
+ */
+static void
+test_idem_unreadable(void)
+{
+	struct outbox	*ob;
+	char		 err[512], mid[300], key[32], p[512], body[400];
+	int64_t		 first = 0;
+	int		 i;
+
+	vfs_install();
+	snprintf(p, sizeof(p), "%s", path_in("idembad.db"));
+	ok(outbox_open(&ob, p, 1, err, sizeof(err)) == 0, "idembad: open");
+	if (ob == NULL) {
+		vfs_remove();
+		return;
+	}
+	memset(body, 'b', sizeof(body));
+	for (i = 0; i < 60; i++) {
+		char	block[64];
+		size_t	blen;
+		int64_t	id;
+
+		snprintf(key, sizeof(key), "pk%02d", i);
+		blen = idem_block(block, sizeof(block), key, NULL);
+		if (outbox_begin(ob) != OUTBOX_OK ||
+		    outbox_insert(ob, block, blen, body, sizeof(body), 100,
+		    &id) != OUTBOX_OK ||
+		    outbox_idem_put(ob, key, strlen(key), id, 0) != OUTBOX_OK ||
+		    outbox_commit(ob) != OUTBOX_OK)
+			break;
+		if (i == 0)
+			first = id;
+	}
+	is_int(i, 60, "60 keyed rows, their keys only in them");
+	ok(outbox_keys_problem(ob) == NULL, "all keys read");
+	outbox_close(ob);
+	read_fail_at = page_of(p, "idempotency-key: pk30");
+	ok(read_fail_at > 0, "reads of the page of pk30 fail");
+	ok(outbox_open(&ob, p, 1, err, sizeof(err)) == 0,
+	    "it opens all the same: %s", ob ? "" : err);
+	if (ob == NULL) {
+		vfs_remove();
+		return;
+	}
+	ok(outbox_keys_problem(ob) != NULL, "and says why: %s",
+	    outbox_keys_problem(ob) ? outbox_keys_problem(ob) : "(nothing)");
+	is_int(idem_find(ob, "pk59", 0, mid), -1,
+	    "a key after the page: an error, not \"new\"");
+	is_int(idem_find(ob, "new-one", 0, mid), -1,
+	    "a new key too, while the rows cannot be read");
+	read_fail_at = -1;
+	is_int(idem_find(ob, "pk59", 0, mid), 1, "readable again: pk59 found "
+	    "(%s)", outbox_errmsg(ob));
+	snprintf(key, sizeof(key), "%s-%" PRId64, outbox_instance(ob),
+	    first + 59);
+	is_str(mid, key, "under its first id");
+	ok(outbox_keys_problem(ob) == NULL, "every row indexed: whole again");
+	is_int(outbox_idem_keys(ob), 60, "60 keys counted");
+	is_int(idem_find(ob, "pk30", 0, mid), 1, "pk30, from that page");
+	is_int(idem_find(ob, "new-one", 0, mid), 0, "a new key is new");
+	outbox_close(ob);
+	vfs_remove();
+}
+
 int
 main(void)
 {
@@ -2356,6 +2470,7 @@ main(void)
 	test_migration();
 	test_migration_v2();
 	test_idem();
+	test_idem_unreadable();
 	test_idem_commit_fails();
 	test_fate();
 	test_fold();
