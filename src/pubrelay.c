@@ -1638,7 +1638,8 @@ cmd_stats(int argc, char **argv)
 	} else if (fmt == STATS_PROMETHEUS && status != EX_USAGE)
 		/* The scrape still says the daemon is down; the status too. */
 		statsfmt_prometheus_down(&out);
-	fwrite(out.data, 1, out.len, stdout);
+	if (out.len > 0)
+		fwrite(out.data, 1, out.len, stdout);
 	buf_free(&out);
 	buf_free(&in);
 	if (fflush(stdout) == EOF || ferror(stdout)) {

@@ -454,9 +454,13 @@ def man_example(ctx):
         with open(c, "w") as f:
             f.write(src)
         bins[name] = os.path.join(tmp, name)
+        # The build's sanitizers too: an ASan library needs its runtime
+        # first in the program.
         p = subprocess.run([os.environ.get("CC", "cc"), "-std=c99",
                             "-D_DEFAULT_SOURCE", "-Wall", "-Wextra",
-                            "-Werror", "-I", os.path.join(SRCDIR, "lib"),
+                            "-Werror"] +
+                           os.environ.get("PUBRELAY_SAN_FLAGS", "").split() +
+                           ["-I", os.path.join(SRCDIR, "lib"),
                             "-o", bins[name], c, "-L", libdir, "-lpubrelay",
                             "-Wl,-rpath," + libdir],
                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
