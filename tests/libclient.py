@@ -444,8 +444,8 @@ def man_example(ctx):
         "for (i = 0; i < n; i++) {\n"
         "snprintf(bodies[i], sizeof(bodies[i]), \"m%zu\", i);\n"
         "body[i] = bodies[i];\nlen[i] = strlen(bodies[i]);\n}\n{\n" +
-        ex[1] + "\n}\npubrelay_close(h);\nreturn 0;\nfail:\n"
-        "errx(1, \"%s\", pubrelay_errmsg(h));\n}\n",
+        ex[1] + "\n}\npubrelay_props_free(p);\npubrelay_close(h);\n"
+        "return 0;\nfail:\nerrx(1, \"%s\", pubrelay_errmsg(h));\n}\n",
     }
     tmp = H.mkdtemp("pubrelay-manex-")
     bins = {}
