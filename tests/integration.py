@@ -3084,6 +3084,11 @@ def confirm_retried(ctx):
                               stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                               text=True)
     try:
+        # The WAIT is in before the second message (a slow start of the
+        # client, under the sanitizers, must not put it after).
+        relay.wait_stats(lambda st: st.get("receipts_waiting", 0) >= 1 or
+                         waiter.poll() is not None, 30,
+                         "the wait registered (or done)")
         rc, out, err = relay.cmd("publish", "-e", "no_such_exchange", "-k",
                                  "x", "--confirm=30s", "--print-id", "second")
         second = out.strip()
