@@ -573,7 +573,8 @@ def repair(broker, last):
 
 def main(argv):
     return S.run("clients.py", scenario, argv, setup, Ctx,
-                 repair=repair, teardown=lambda b: b.stop(), tap_notes=True)
+                 repair=repair, teardown=lambda b: b.stop(), tap_notes=True,
+                 needs=("broker", "pika"))
 
 
 if __name__ == "__main__":

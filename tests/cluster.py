@@ -400,7 +400,8 @@ def teardown(cluster):
 def main(argv):
     return S.run("cluster.py", scenario, argv, setup, Ctx,
                  report=lambda cluster, ctx, name: cluster.dump_logs(15),
-                 repair=repair, teardown=teardown, log_lines=60)
+                 repair=repair, teardown=teardown, log_lines=60,
+                 needs=("broker", "pika"))
 
 
 if __name__ == "__main__":

@@ -784,7 +784,8 @@ def repair(world, last):
 def main(argv):
     return S.run("examples.py", scenario, argv, setup, Ctx, cleanup=cleanup,
                  repair=repair,
-                 teardown=lambda w: w.broker.stop(), tap_notes=True)
+                 teardown=lambda w: w.broker.stop(), tap_notes=True,
+                 needs=("broker", "pika", "php", "go", "node", "socat"))
 
 
 if __name__ == "__main__":

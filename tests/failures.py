@@ -2146,7 +2146,8 @@ def main(argv):
     return S.run("failures.py", scenario, argv, setup, Ctx, report=report,
                  cleanup=cleanup,
                  repair=lambda brokers, last: ensure_brokers(brokers),
-                 teardown=teardown)
+                 teardown=teardown,
+                 needs=("root", "broker", "pika"))
 
 
 if __name__ == "__main__":

@@ -29,6 +29,54 @@ RMQ_BIN = "/usr/lib/rabbitmq/bin"
 KEEP_TMP = os.environ.get("PUBRELAY_KEEP_TMP", "") not in ("", "0")
 
 
+# A suite whose machine lacks what it needs (root, RabbitMQ, systemd, a
+# tool) skips as a whole, saying why: a package build machine.  With
+# PUBRELAY_REQUIRE_ALL=1 (scripts/test.sh, .ci/run) such a skip fails.
+REQUIRE_ALL = "PUBRELAY_REQUIRE_ALL"
+
+# What a need names: (test, what to say when it fails).
+_NEEDS = {
+    "root": (lambda: os.geteuid() == 0, "needs root"),
+    "broker": (lambda: os.access(os.path.join(RMQ_BIN, "rabbitmq-server"),
+                                 os.X_OK),
+               "needs RabbitMQ (Debian package rabbitmq-server)"),
+    "systemd": (lambda: os.access("/lib/systemd/systemd", os.X_OK),
+                "needs systemd (Debian package systemd)"),
+}
+
+
+def lacking(needs):
+    """The first of needs this machine lacks, as a reason, or None.  A need
+    is "root", "broker", "systemd", "pika" or the name of a program that
+    must be on PATH."""
+    for n in needs:
+        if n == "pika":
+            try:
+                import pika  # noqa: F401
+            except ImportError:
+                return "needs pika (Debian package python3-pika)"
+        elif n in _NEEDS:
+            ok, why = _NEEDS[n]
+            if not ok():
+                return why
+        elif shutil.which(n) is None:
+            return "needs %s on PATH" % n
+    return None
+
+
+def skip_all(reason):
+    """Skip the whole suite (TAP "1..0 # SKIP", which automake's TAP driver
+    reports as SKIP), or fail it when $PUBRELAY_REQUIRE_ALL is set."""
+    if os.environ.get(REQUIRE_ALL, "") not in ("", "0"):
+        print("Bail out! %s (%s is set: nothing may skip)"
+              % (reason, REQUIRE_ALL))
+        sys.stdout.flush()
+        sys.exit(1)
+    print("1..0 # SKIP %s" % reason)
+    sys.stdout.flush()
+    sys.exit(0)
+
+
 class HarnessError(Exception):
     """A setup step or a wait of the harness failed (not the product)."""
 

@@ -3397,7 +3397,8 @@ def teardown(broker):
 
 def main(argv):
     return S.run("integration.py", scenario, argv, setup, Ctx, report=report,
-                 repair=lambda b, last: ensure_broker(b), teardown=teardown)
+                 repair=lambda b, last: ensure_broker(b), teardown=teardown,
+                 needs=("root", "broker", "pika"))
 
 
 if __name__ == "__main__":

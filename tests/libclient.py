@@ -515,7 +515,8 @@ def teardown(env):
 
 def main(argv):
     return S.run("libclient.py", scenario, argv, setup, Ctx, repair=repair,
-                 teardown=teardown)
+                 teardown=teardown,
+                 needs=("broker", "pika"))
 
 
 if __name__ == "__main__":

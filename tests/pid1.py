@@ -35,8 +35,9 @@ when it is not running, so a subset works.
 A drop-in next to the units sets LimitCORE=0 (the watchdog check aborts the
 daemon).
 
-Needs root, unshare and nsenter (util-linux), systemd, systemd-sysusers,
-make and tar; a missing one fails the suite, nothing skips.
+Needs root, RabbitMQ, unshare, nsenter and setpriv (util-linux), systemd,
+systemd-sysusers, make and tar; without one the suite skips, saying which
+(and fails when PUBRELAY_REQUIRE_ALL is set).
 """
 
 import json
@@ -812,7 +813,10 @@ def teardown(w):
 
 def main(argv):
     return scenarios.run("pid1.py", CHECKS, argv, setup, lambda w, n: Ctx(w),
-                         report=report, teardown=teardown)
+                         report=report, teardown=teardown,
+                         needs=("root", "broker", "pika", "systemd",
+                                "systemd-sysusers", "unshare", "nsenter",
+                                "setpriv", "make", "tar"))
 
 
 if __name__ == "__main__":

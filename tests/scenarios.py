@@ -18,8 +18,11 @@ docstring is the one description of a scenario (what it does, what it
 proves): a scenario without one makes `--list` fail.
 
 A scenario's context must have `relays` (the harness.Relay objects it
-started); Ctx below is the least one.  A scenario fails (never skips) when something it needs cannot
-be set up.
+started); Ctx below is the least one.  A suite names what it cannot run
+without (run()'s needs: root, RabbitMQ, systemd, tools); on a machine that
+lacks one it skips as a whole, saying why, and fails instead when
+PUBRELAY_REQUIRE_ALL is set.  Past that a scenario fails (never skips) when
+something it needs cannot be set up.
 """
 
 import inspect
@@ -146,7 +149,7 @@ def _noop(*a):
 
 def run(prog, registry, argv, setup, make_ctx, report=_noop, cleanup=_noop,
         repair=_noop, teardown=_noop, log_lines=40,
-        timeout=SCENARIO_TIMEOUT, tap_notes=False):
+        timeout=SCENARIO_TIMEOUT, tap_notes=False, needs=()):
     """Run the scenarios argv names (all when none) and print TAP.
 
     setup(names) -> env: starts the broker(s), within timeout seconds; an
@@ -156,7 +159,9 @@ def run(prog, registry, argv, setup, make_ctx, report=_noop, cleanup=_noop,
     repair(env, last): put the broker(s) back in service (an exception
     fails the scenarios after).  teardown(env) -> a word for the final line
     ("broker stop").  timeout: seconds a scenario may take.  tap_notes:
-    ctx.notes joined on the scenario's TAP line.
+    ctx.notes joined on the scenario's TAP line.  needs: what the suite
+    cannot run without (harness.lacking()); when the machine lacks one the
+    suite skips as a whole (harness.skip_all()).
     Returns the exit code: 0 when every scenario passed."""
     rc = listing(prog, registry.items, argv)
     if rc is not None:
@@ -170,6 +175,9 @@ def run(prog, registry, argv, setup, make_ctx, report=_noop, cleanup=_noop,
         return 2
     selected = [(n, f) for n, f in registry.items
                 if not wanted or n in wanted]
+    why = H.lacking(needs)
+    if why is not None:
+        H.skip_all("%s %s" % (prog, why))
     print("1..%d" % len(selected))
     sys.stdout.flush()
     t_start = time.monotonic()

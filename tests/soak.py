@@ -411,7 +411,8 @@ def teardown(soak):
 def main(argv):
     return S.run("soak.py", SCENARIOS, argv, setup, lambda soak, name: soak,
                  report=report, teardown=teardown, log_lines=60,
-                 timeout=SECONDS + 420)
+                 timeout=SECONDS + 420,
+                 needs=("root", "broker", "pika"))
 
 
 if __name__ == "__main__":

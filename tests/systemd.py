@@ -558,7 +558,9 @@ def main(argv):
     # No broker: nothing to set up; a check's context holds its notes.
     return S.run("systemd.py", CHECKS, argv, lambda names: {}, S.Ctx,
                  teardown=lambda env: "nothing to stop",
-                 timeout=CHECK_TIMEOUT, tap_notes=True)
+                 timeout=CHECK_TIMEOUT, tap_notes=True,
+                 needs=("systemd", "systemd-analyze",
+                        "systemd-socket-activate", "make"))
 
 
 if __name__ == "__main__":

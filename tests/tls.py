@@ -675,7 +675,8 @@ def main(argv):
     return S.run("tls.py", CHECKS, argv, setup, make_ctx,
                  report=lambda w, ctx, name: None,
                  teardown=lambda w: w.broker.stop(),
-                 timeout=CHECK_TIMEOUT, tap_notes=True)
+                 timeout=CHECK_TIMEOUT, tap_notes=True,
+                 needs=("broker", "pika", "openssl"))
 
 
 if __name__ == "__main__":
