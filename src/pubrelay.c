@@ -10,7 +10,6 @@
 
 #include <sys/socket.h>
 #include <sys/stat.h>
-#include <sys/syscall.h>
 #include <sys/un.h>
 
 #include <errno.h>
@@ -151,24 +150,12 @@ client_flush(void)
 	return EX_OK;
 }
 
-/*
- * With musl, the system call rather than the vDSO: a one-shot run reads the
- * clock a few times, and musl's first vDSO call looks the symbol up in the
- * vDSO's ELF image, three page faults that cost more than the calls (20-30
- * us each on the benchmark's virtual machines; docs/PERFORMANCE.md).  Only
- * where long is 64 bits: on 32-bit targets SYS_clock_gettime is the call
- * with a 32-bit time_t, which is not musl's struct timespec.  glibc sets its
- * vDSO pointers up at start anyway.
- */
 static int64_t
 client_now(void)
 {
 	struct timespec	ts;
 
-#if !defined(__GLIBC__) && defined(SYS_clock_gettime) && __SIZEOF_LONG__ == 8
-	if (syscall(SYS_clock_gettime, CLOCK_MONOTONIC, &ts) == -1)
-#endif
-		clock_gettime(CLOCK_MONOTONIC, &ts);
+	clock_gettime(CLOCK_MONOTONIC, &ts);
 	return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
 }
 
