@@ -271,6 +271,7 @@ ingress_status(struct ingress *ing, const char *mid, size_t len,
 		return INGRESS_PARKED;
 	case OUTBOX_FATE_CONFIRMED:
 		return INGRESS_CONFIRMED;
+	case OUTBOX_FATE_PURGED:	/* STATUS: it cannot say now */
 	case OUTBOX_FATE_UNKNOWN:
 	default:
 		return INGRESS_UNKNOWN;

@@ -1231,7 +1231,7 @@ outbox_fate_of(struct outbox *ob, int64_t id, int64_t confirmed,
 		return OUTBOX_FATE_UNKNOWN;
 	if (outbox_query_id(ob, "SELECT 1 FROM forgotten WHERE id = ?1", id,
 	    0) == 1)
-		return OUTBOX_FATE_UNKNOWN;
+		return OUTBOX_FATE_PURGED;
 	/* Gone from both tables: only a confirm deletes it then. */
 	if (id <= ob->confirmed || id <= confirmed)
 		return OUTBOX_FATE_CONFIRMED;

@@ -143,8 +143,8 @@ int	 outbox_retrying_upto(struct outbox *ob, int64_t upto,
  * moved back from the dead letters), RETRYING (a dead letter, *row, that
  * the relay retries: refused fewer than max_attempts times), PARKED
  * (reason into reason), CONFIRMED (gone, and at or below the confirmed
- * prefix: the stored one or confirmed, what main knows now), UNKNOWN
- * (never given out, purged as a dead letter, or lost).
+ * prefix: the stored one or confirmed, what main knows now), PURGED (a
+ * dead letter since purged), UNKNOWN (never given out, or lost).
  */
 enum outbox_fate {
 	OUTBOX_FATE_UNKNOWN = 0,
@@ -152,6 +152,7 @@ enum outbox_fate {
 	OUTBOX_FATE_RETRYING,
 	OUTBOX_FATE_PARKED,
 	OUTBOX_FATE_CONFIRMED,
+	OUTBOX_FATE_PURGED,
 };
 enum outbox_fate outbox_fate_of(struct outbox *ob, int64_t id,
 	    int64_t confirmed, unsigned max_attempts, int64_t *row,

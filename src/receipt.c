@@ -268,8 +268,12 @@ receipt_wait_id(struct receipts *r, int64_t id, unsigned timeout_ms,
 				break;
 			/* FALLTHROUGH */
 		case OUTBOX_FATE_CONFIRMED:
-		case OUTBOX_FATE_UNKNOWN:	/* purged: not parked now */
+		case OUTBOX_FATE_UNKNOWN:	/* gone, not known to be purged */
 			fn(arg, RECEIPT_CONFIRMED, NULL, 0);
+			return NULL;
+		case OUTBOX_FATE_PURGED:
+			/* Refused, then deleted: it will never be delivered. */
+			fn(arg, RECEIPT_PARKED, "purged", 0);
 			return NULL;
 		case OUTBOX_FATE_PARKED:
 			fn(arg, RECEIPT_PARKED, reason, 0);

@@ -3019,13 +3019,18 @@ def confirm_parked(ctx):
     and names the 404; a `--mandatory` message nobody receives exits 65 and
     names the 312; `--lines --confirm` of three such lines exits 65 and
     reports each by line number; `pubrelay wait` then exits 65 counting the
-    five dead letters, and `dead list` shows them."""
+    five dead letters, and `dead list` shows them.  The first carried an
+    idempotency key: once purged, sending it again with the key gets
+    "parked: purged", exit 65 (it was never confirmed), and stores
+    nothing."""
     relay = ctx.relay(overrides={"publish": {"max_attempts": "1"}})
     with ctx.consumer() as c:
         q = c.declare(H.unique_queue("parked"))
     key = q + "-nobody"
+    idem = ["--idempotency-key", q + "-first"]
     rc, out, err = relay.cmd("publish", "-e", "no_such_exchange", "-k", key,
-                             "--confirm=20s", "--print-id", "to nowhere")
+                             "--confirm=20s", "--print-id", *idem,
+                             "to nowhere")
     ctx.note("missing exchange: exit %d: %s" % (rc, err.strip()))
     check_eq(rc, 65, "publish --confirm to a missing exchange (stderr %r)"
              % err)
@@ -3057,6 +3062,22 @@ def confirm_parked(ctx):
     with relay.client() as cl:
         rows = cl.dead_list_all()
     check_eq(len(rows), 5, "dead letters listed")
+
+    rc, _, err = relay.cmd("dead", "purge", rows[0]["id"])
+    check_eq(rc, 0, "dead purge of the first (stderr %r)" % err)
+    rc, out, err = relay.cmd("publish", "-e", "no_such_exchange", "-k", key,
+                             "--confirm=20s", "--print-id", *idem,
+                             "to nowhere")
+    ctx.note("its key again after the purge: exit %d: %s"
+             % (rc, err.strip()))
+    check_eq(rc, 65, "the purged message's key again with --confirm "
+             "(stderr %r)" % err)
+    check_eq(out.strip(), mid, "the repeat's message-id")
+    check(("%s parked: purged" % mid) in err,
+          "stderr does not say it was purged: %r" % err)
+    with relay.client() as cl:
+        check_eq(len(cl.dead_list_all()), 4, "dead letters after the purge "
+                 "and the repeat")
     check_eq(relay.term(), 0, "pubrelayd exit code after SIGTERM")
 
 

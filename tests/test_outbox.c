@@ -1392,7 +1392,7 @@ test_fate(void)
 	is_str(reason, "404 NOT_FOUND", "with the new reason");
 	is_int(outbox_dead_purge(ob, last, &n), OUTBOX_OK, "purged");
 	is_int(outbox_fate_of(ob, b, INT64_MAX, 1, &row, reason, sizeof(reason)),
-	    OUTBOX_FATE_UNKNOWN, "a purged dead letter is unknown, even "
+	    OUTBOX_FATE_PURGED, "a purged dead letter is purged, even "
 	    "below the prefix");
 	is_int(outbox_fate_of(ob, c, 0, 1, &row, reason, sizeof(reason)),
 	    OUTBOX_FATE_QUEUED, "c still queued");
@@ -1406,7 +1406,7 @@ test_fate(void)
 	is_int(outbox_fate_of(ob, a, 0, 1, &row, reason, sizeof(reason)),
 	    OUTBOX_FATE_CONFIRMED, "a: still confirmed after a reopen");
 	is_int(outbox_fate_of(ob, b, 0, 1, &row, reason, sizeof(reason)),
-	    OUTBOX_FATE_UNKNOWN, "b: still unknown");
+	    OUTBOX_FATE_PURGED, "b: still purged");
 	is_int(outbox_fate_of(ob, c, 0, 1, &row, reason, sizeof(reason)),
 	    OUTBOX_FATE_QUEUED, "c: still queued");
 	is_int(outbox_delete_upto(ob, c), OUTBOX_OK, "c deleted as confirmed");

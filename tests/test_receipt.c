@@ -91,7 +91,7 @@ test_confirms(void)
 	outbox_close(ob);
 }
 
-/* A row behind the prefix or gone is confirmed, unless it is dead. */
+/* A row behind the prefix or gone is confirmed, unless it is or was dead. */
 static void
 test_known_at_once(void)
 {
@@ -99,6 +99,7 @@ test_known_at_once(void)
 	struct receipts	*r = receipts_new(base, ob, 1);
 	struct told	 t[3];
 	int64_t		 ids[3];
+	uint64_t	 n;
 
 	memset(t, 0, sizeof(t));
 	insert_n(ob, 3, "r", ids);
@@ -114,6 +115,14 @@ test_known_at_once(void)
 	    "a dead letter: parked at once, with its reason");
 	ok(receipt_wait_id(r, ids[2], 0, tell, &t[2]) != NULL &&
 	    t[2].n == 0, "a row still queued waits");
+	if (outbox_dead_purge(ob, ids[1], &n) != OUTBOX_OK || n != 1)
+		printf("Bail out! purge\n");
+	memset(&t[1], 0, sizeof(t[1]));
+	ok(receipt_wait_id(r, ids[1], 0, tell, &t[1]) == NULL &&
+	    t[1].n == 1 && t[1].fate == RECEIPT_PARKED &&
+	    strcmp(t[1].reason, "purged") == 0,
+	    "a dead letter since purged: parked at once, \"purged\", never "
+	    "confirmed");
 	receipts_free(r);
 	outbox_close(ob);
 }
