@@ -41,6 +41,14 @@ struct outbox {
 	uint64_t	 dead_max_bytes;	/* 0: no limit */
 	uint64_t	 idem_keys;		/* committed keys */
 	int64_t		 confirmed;		/* meta 'confirmed' */
+	/*
+	 * The purged dead letters STATUS remembers (forgotten): at most
+	 * forgotten_max, the older ones trimmed up to meta 'forgotten_upto',
+	 * below which a gone id is "unknown", never "confirmed".
+	 */
+	int64_t		 forgotten_upto, tx_forgotten_upto;
+	uint64_t	 forgotten_max;
+	int64_t		 forgotten_rows, tx_forgotten_rows;
 	int64_t		 didem;			/* the open transaction's */
 	struct keyset	*keys;			/* every key's fingerprint */
 	/*
@@ -355,7 +363,7 @@ outbox_load_meta(struct outbox *ob, const char *path, char *err, size_t errlen)
 	rc = sqlite3_prepare_v2(ob->db,
 	    "SELECT key, value FROM meta WHERE key IN ('instance', 'rows', "
 	    "'bytes', 'dead_rows', 'dead_bytes', 'mark', 'reserved', "
-	    "'indexed')", -1, &st,
+	    "'indexed', 'forgotten_upto')", -1, &st,
 	    NULL);
 	if (rc != SQLITE_OK)
 		goto bad;
@@ -382,6 +390,9 @@ outbox_load_meta(struct outbox *ob, const char *path, char *err, size_t errlen)
 		} else if (strcmp(k, "indexed") == 0) {
 			ob->indexed = sqlite3_column_int64(st, 1);
 			continue;
+		} else if (strcmp(k, "forgotten_upto") == 0) {
+			ob->forgotten_upto = sqlite3_column_int64(st, 1);
+			continue;	/* optional: none trimmed yet */
 		} else
 			mark = sqlite3_column_int64(st, 1);
 		seen++;
@@ -502,6 +513,7 @@ outbox_open(struct outbox **obp, const char *path, int sync_full, char *err,
 	ob = xcalloc(1, sizeof(*ob));
 	ob->lockfd = -1;
 	ob->reserve_ids = OUTBOX_RESERVE_IDS;
+	ob->forgotten_max = OUTBOX_FORGOTTEN_MAX;
 
 	/* Two daemons on one outbox would publish every message twice. */
 	lockpath = outbox_lockpath(path);
@@ -598,6 +610,14 @@ outbox_open(struct outbox **obp, const char *path, int sync_full, char *err,
 		goto fail;
 	if (outbox_load_meta(ob, path, err, errlen) == -1)
 		goto fail;
+	/*
+	 * About forgotten_max rows at most (outbox_forgotten_trim()).  Not
+	 * worth failing a start for: unreadable, they are counted from 0.
+	 */
+	ob->forgotten_rows = outbox_query_int(ob->db, "SELECT count(*) FROM "
+	    "forgotten", &rc);
+	if (rc != SQLITE_OK || ob->forgotten_rows < 0)
+		ob->forgotten_rows = 0;
 
 	if (outbox_prepare(ob->db, "BEGIN IMMEDIATE", &ob->st_begin) ||
 	    outbox_prepare(ob->db, "COMMIT", &ob->st_commit) ||
@@ -1232,6 +1252,9 @@ outbox_fate_of(struct outbox *ob, int64_t id, int64_t confirmed,
 	if (outbox_query_id(ob, "SELECT 1 FROM forgotten WHERE id = ?1", id,
 	    0) == 1)
 		return OUTBOX_FATE_PURGED;
+	/* Perhaps purged, among the ids trimmed from forgotten. */
+	if (id <= ob->forgotten_upto)
+		return OUTBOX_FATE_UNKNOWN;
 	/* Gone from both tables: only a confirm deletes it then. */
 	if (id <= ob->confirmed || id <= confirmed)
 		return OUTBOX_FATE_CONFIRMED;
@@ -1796,6 +1819,12 @@ outbox_park(struct outbox *ob, int64_t id, unsigned attempts,
 }
 
 void
+outbox_set_forgotten_max(struct outbox *ob, uint64_t n)
+{
+	ob->forgotten_max = n;
+}
+
+void
 outbox_set_dead_limit(struct outbox *ob, uint64_t max_bytes)
 {
 	ob->dead_max_bytes = max_bytes;
@@ -1892,6 +1921,66 @@ outbox_dead_measure(struct outbox *ob, int retry, struct outbox_dead_batch *b)
 	return rc == SQLITE_ROW || rc == SQLITE_DONE ? SQLITE_OK : rc;
 }
 
+/*
+ * Keep forgotten within about forgotten_max rows, in the purge's
+ * transaction: once it is a tenth over, drop the oldest down to
+ * forgotten_max, and move meta 'forgotten_upto' up to the last one
+ * dropped.  Never one at or above the lowest id a key in the key table
+ * names: a repeat of that key must hear "purged" (receipt_wait_id()).
+ * Keys of rows still in the outbox name rows that are not dead letters.
+ * The scans (the key table's ids have no index) come once in
+ * forgotten_max / 10 purges.
+ */
+static int
+outbox_forgotten_trim(struct outbox *ob)
+{
+	int64_t		 cut, live, max = ob->forgotten_max > INT64_MAX / 2 ?
+			    INT64_MAX / 2 : (int64_t)ob->forgotten_max;
+	sqlite3_stmt	*st;
+	int		 rc;
+
+	if (ob->tx_forgotten_rows <= max + max / 10)
+		return SQLITE_OK;
+	rc = sqlite3_prepare_v2(ob->db, "SELECT id FROM forgotten "
+	    "ORDER BY id DESC LIMIT 1 OFFSET ?1", -1, &st, NULL);
+	if (rc != SQLITE_OK)
+		return rc;
+	sqlite3_bind_int64(st, 1, max);
+	rc = sqlite3_step(st);
+	cut = rc == SQLITE_ROW ? sqlite3_column_int64(st, 0) : 0;
+	sqlite3_finalize(st);
+	if (rc != SQLITE_ROW)
+		return rc == SQLITE_DONE ? SQLITE_OK : rc;
+	live = outbox_query_int(ob->db, "SELECT coalesce(min(id), 0) FROM idem "
+	    "WHERE id > 0", &rc);
+	if (rc != SQLITE_OK)
+		return rc;
+	if (live > 0 && cut >= live)
+		cut = live - 1;
+	if (cut <= ob->forgotten_upto)
+		return SQLITE_OK;
+	if ((rc = sqlite3_prepare_v2(ob->db, "DELETE FROM forgotten "
+	    "WHERE id <= ?1", -1, &st, NULL)) != SQLITE_OK)
+		return rc;
+	sqlite3_bind_int64(st, 1, cut);
+	rc = sqlite3_step(st);
+	sqlite3_finalize(st);
+	if (rc != SQLITE_DONE)
+		return rc;
+	ob->tx_forgotten_rows -= sqlite3_changes(ob->db);
+	if ((rc = sqlite3_prepare_v2(ob->db, "INSERT OR REPLACE INTO meta "
+	    "(key, value) VALUES ('forgotten_upto', ?1)", -1, &st,
+	    NULL)) != SQLITE_OK)
+		return rc;
+	sqlite3_bind_int64(st, 1, cut);
+	rc = sqlite3_step(st);
+	sqlite3_finalize(st);
+	if (rc != SQLITE_DONE)
+		return rc;
+	ob->tx_forgotten_upto = cut;
+	return SQLITE_OK;
+}
+
 /* Run sql with :after, :last, :now and :base bound where it has them. */
 static int
 outbox_dead_run(struct outbox *ob, const char *sql,
@@ -1924,6 +2013,7 @@ outbox_dead_step(struct outbox *ob, int retry, int64_t now_ms,
 	b->rows = b->bytes = 0;
 	b->last = b->after;
 	b->more = b->full = 0;
+	ob->tx_forgotten_upto = 0;
 	if (ob->in_tx)
 		abort();
 	if ((status = b->keep_attempts ? outbox_begin_lazy(ob) :
@@ -1976,6 +2066,12 @@ outbox_dead_step(struct outbox *ob, int retry, int64_t now_ms,
 	    "forgotten SELECT coalesce(origin, id) FROM dead "
 	    "WHERE id > :after AND id <= :last", b, 0)) != SQLITE_DONE)
 		goto fail;
+	if (!retry) {
+		ob->tx_forgotten_rows = ob->forgotten_rows +
+		    sqlite3_changes(ob->db);
+		if ((rc = outbox_forgotten_trim(ob)) != SQLITE_OK)
+			goto fail;
+	}
 	rc = outbox_dead_run(ob, "DELETE FROM dead "
 	    "WHERE id > :after AND id <= :last", b, 0);
 	if (rc != SQLITE_DONE)
@@ -1984,6 +2080,11 @@ outbox_dead_step(struct outbox *ob, int retry, int64_t now_ms,
 	ob->ddead_bytes = -(int64_t)b->bytes;
 	if ((status = outbox_commit(ob)) != OUTBOX_OK)
 		b->rows = b->bytes = 0;
+	else if (!retry) {
+		ob->forgotten_rows = ob->tx_forgotten_rows;
+		if (ob->tx_forgotten_upto > ob->forgotten_upto)
+			ob->forgotten_upto = ob->tx_forgotten_upto;
+	}
 	return status;
 
 fail:

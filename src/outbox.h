@@ -186,6 +186,12 @@ int	 outbox_park(struct outbox *ob, int64_t id, unsigned attempts,
  * message can be parked eventually.
  */
 void	 outbox_set_dead_limit(struct outbox *ob, uint64_t max_bytes);
+/*
+ * How many purged dead letters STATUS tells apart from confirmed ones
+ * (default OUTBOX_FORGOTTEN_MAX); older purges make a gone id "unknown".
+ */
+#define OUTBOX_FORGOTTEN_MAX	100000
+void	 outbox_set_forgotten_max(struct outbox *ob, uint64_t n);
 
 struct outbox_dead {
 	int64_t		 id;		/* its outbox id when it was parked */

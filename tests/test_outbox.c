@@ -1340,6 +1340,94 @@ test_enospc(void)
  * with its row: the repeat, held on the same commit, fails with it, and a
  * retry is a new message.
  */
+/* Park and purge ids[0..n). */
+static void
+park_purge(struct outbox *ob, const int64_t *ids, int n)
+{
+	unsigned	tot;
+	uint64_t	purged;
+	int		i;
+
+	for (i = 0; i < n; i++)
+		if (outbox_park(ob, ids[i], 1, "404 NOT_FOUND", 10, &tot) !=
+		    OUTBOX_OK)
+			printf("Bail out! park: %s\n", outbox_errmsg(ob));
+	if (outbox_dead_purge(ob, 0, &purged) != OUTBOX_OK ||
+	    purged != (uint64_t)n)
+		printf("Bail out! purge: %s\n", outbox_errmsg(ob));
+}
+
+/*
+ * The purged ids STATUS remembers stay within their bound: the oldest go
+ * once it is a tenth over, and read "unknown", never "confirmed"; an id a
+ * live idempotency key names is never dropped.  Across a reopen.
+ */
+static void
+test_forgotten_trim(void)
+{
+	struct outbox	*ob;
+	char		 err[512], reason[256], path[4096];
+	int64_t		 ids[30], keyed, row;
+	int		 i;
+
+	snprintf(path, sizeof(path), "%s", path_in("trim.db"));
+	ok(outbox_open(&ob, path, 1, err, sizeof(err)) == 0, "trim: open");
+	if (ob == NULL)
+		return;
+	outbox_set_forgotten_max(ob, 10);
+	for (i = 0; i < 11; i++)
+		ids[i] = insert_one(ob, "", "x", 1 + i);
+	park_purge(ob, ids, 11);
+	is_int(sql_int(path, "SELECT count(*) FROM forgotten"), 11,
+	    "11 purged, max 10: not a tenth over yet, all kept");
+	ids[11] = insert_one(ob, "", "x", 20);
+	ids[12] = insert_one(ob, "", "x", 21);
+	park_purge(ob, ids + 11, 2);
+	is_int(sql_int(path, "SELECT count(*) FROM forgotten"), 10,
+	    "13: trimmed to 10");
+	is_int(sql_int(path, "SELECT value FROM meta WHERE key = "
+	    "'forgotten_upto'"), ids[2], "forgotten_upto: the last dropped");
+	is_int(outbox_fate_of(ob, ids[0], INT64_MAX, 1, &row, reason,
+	    sizeof(reason)), OUTBOX_FATE_UNKNOWN,
+	    "a dropped id is unknown, even below the confirmed prefix");
+	is_int(outbox_fate_of(ob, ids[3], INT64_MAX, 1, &row, reason,
+	    sizeof(reason)), OUTBOX_FATE_PURGED, "a kept one is purged");
+
+	/* A keyed dead letter purged: its id outlives the bound. */
+	keyed = -1;
+	if (outbox_begin(ob) != OUTBOX_OK || outbox_insert(ob,
+	    "idempotency-key: trim-k\n", 23, "k", 1, 30, &keyed) !=
+	    OUTBOX_OK || outbox_idem_put(ob, "trim-k", 6, keyed, 0) !=
+	    OUTBOX_OK || outbox_commit(ob) != OUTBOX_OK)
+		printf("Bail out! keyed insert: %s\n", outbox_errmsg(ob));
+	ids[13] = keyed;
+	for (i = 14; i < 30; i++)
+		ids[i] = insert_one(ob, "", "x", 30 + i);
+	park_purge(ob, ids + 13, 17);
+	is_int(outbox_fate_of(ob, keyed, INT64_MAX, 1, &row, reason,
+	    sizeof(reason)), OUTBOX_FATE_PURGED,
+	    "a purged id a live key names is kept past the bound");
+	is_int(sql_int(path, "SELECT count(*) FROM forgotten"), 17,
+	    "those below it dropped, none from it on: over the bound while "
+	    "the key lives");
+	outbox_close(ob);
+
+	ok(outbox_open(&ob, path, 1, err, sizeof(err)) == 0, "trim: reopen");
+	if (ob == NULL)
+		return;
+	is_int(outbox_fate_of(ob, ids[1], INT64_MAX, 1, &row, reason,
+	    sizeof(reason)), OUTBOX_FATE_UNKNOWN, "reopened: dropped, unknown");
+	is_int(outbox_fate_of(ob, ids[12], INT64_MAX, 1, &row, reason,
+	    sizeof(reason)), OUTBOX_FATE_UNKNOWN, "reopened: the last one "
+	    "below the key dropped");
+	is_int(outbox_fate_of(ob, ids[29], INT64_MAX, 1, &row, reason,
+	    sizeof(reason)), OUTBOX_FATE_PURGED, "reopened: kept, purged");
+	is_int(outbox_fate_of(ob, keyed, INT64_MAX, 1, &row, reason,
+	    sizeof(reason)), OUTBOX_FATE_PURGED, "reopened: the keyed one "
+	    "purged");
+	outbox_close(ob);
+}
+
 /* STATUS: what became of an id, across parks, retries, purges, reopens. */
 static void
 test_fate(void)
@@ -2473,6 +2561,7 @@ main(void)
 	test_idem_unreadable();
 	test_idem_commit_fails();
 	test_fate();
+	test_forgotten_trim();
 	test_fold();
 	test_reserve();
 	test_checkpoint_reader();
