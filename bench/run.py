@@ -10,7 +10,7 @@ Environment:
                         quick run)
   BENCH_ONLY            comma-separated sections to run (ingest, idem, libload,
                         drain, latency, poison, memory, oneshot, confirm,
-                        waiters, quorum, clients); default all
+                        waiters, quorum, clients, scrape); default all
   BENCH_PERF            1: record `perf record -g` of pubrelayd during the
                         window-256 drains (classic and quorum), the
                         8-client ingest and section 1b's first round (files kept in the temp dir, paths
@@ -937,6 +937,64 @@ def bench_waiters(b):
 
 
 # ---------------------------------------------------------------------------
+# 9. Scrapes of the metrics endpoint (issue #23) beside ingest
+
+def bench_scrape(b):
+    """8 clients, 100 B, sync = full, with [metrics] listen on, against the
+    same with a scraper fetching /metrics 10 times a second (each a new
+    connection, as Prometheus's would be after a failure): alternating
+    runs, the best of each."""
+    import http.client
+    import threading
+    say("9. ingest beside 10 scrapes a second")
+    total, best, scrapes = scaled(1000000, 200000), {}, {}
+    for rnd in range(2):
+        for scraping in (False, True):
+            port = harness.free_port()
+            r = b.relay("scrape", False)
+            r.sections["metrics"] = {"listen": str(port)}
+            harness.write_ini(r.ini, r.sections)
+            r.start()
+            stop = threading.Event()
+            times = []
+
+            def scrape():
+                while not stop.wait(0.1):
+                    t0 = time.monotonic()
+                    c = http.client.HTTPConnection("127.0.0.1", port,
+                                                   timeout=10)
+                    c.request("GET", "/metrics")
+                    body = c.getresponse().read()
+                    c.close()
+                    if b"pubrelay_up 1" not in body:
+                        raise harness.HarnessError("scrape: no pubrelay_up")
+                    times.append(time.monotonic() - t0)
+            th = threading.Thread(target=scrape, daemon=True)
+            if scraping:
+                th.start()
+            out = loadgen(r, 8, total // 8, 100)
+            stop.set()
+            if scraping:
+                th.join()
+            if out["errors"]:
+                raise harness.HarnessError("scrape: %d errors"
+                                           % out["errors"])
+            if scraping not in best or out["rate"] > best[scraping]["rate"]:
+                best[scraping] = out
+                if scraping:
+                    scrapes = {"n": len(times), "p50": sorted(times)[
+                        len(times) // 2] if times else 0}
+            b.finish(r)
+    ratio = best[True]["rate"] / best[False]["rate"]
+    row("9", "relay ingest, 8 clients, 100 B, 10 scrapes/s (vs none)",
+        best[True]["rate"], "msg/s", best[False]["rate"], ratio,
+        ">= 0.95 x without", ratio >= 0.95)
+    row("9", "  scrapes during that run; their p50",
+        "%d; %.2f ms" % (scrapes.get("n", 0), 1000 * scrapes.get("p50", 0)),
+        "")
+
+
+# ---------------------------------------------------------------------------
 # 8. The Python client (issue 21) against pika with publisher confirms
 
 PY_CLIENT = """
@@ -1053,7 +1111,7 @@ def main():
                 ("memory", bench_memory),
                 ("oneshot", bench_oneshot), ("confirm", bench_confirm),
                 ("waiters", bench_waiters), ("quorum", bench_quorum),
-                ("clients", bench_clients)]
+                ("clients", bench_clients), ("scrape", bench_scrape)]
     failed = []
     for name, fn in sections:
         if ONLY and name not in ONLY:

@@ -12,6 +12,8 @@
  * broker to the failover list.
  */
 #include <sys/socket.h>
+#include <arpa/inet.h>
+#include <netinet/in.h>
 #include <sys/stat.h>
 #include <sys/un.h>
 
@@ -104,7 +106,7 @@ struct config_parse {
 };
 
 static const char *const config_sections[] = {
-	"broker", "socket", "outbox", "publish", "log",
+	"broker", "socket", "outbox", "publish", "metrics", "log",
 };
 
 static void	config_verr(struct config_parse *, int, const char *,
@@ -501,6 +503,65 @@ config_set_socket_path(struct config_parse *p, const struct config_key *k,
 	return 0;
 }
 
+/*
+ * [metrics] listen: PORT (on 127.0.0.1), IPV4:PORT or [IPV6]:PORT, kept as
+ * "ADDRESS:PORT" for evutil_parse_sockaddr_port(); "" or "off": none.
+ */
+static int
+config_set_metrics_listen(struct config_parse *p, const struct config_key *k,
+    const char *v)
+{
+	struct in6_addr	 a6;
+	struct in_addr	 a4;
+	const char	*colon, *port;
+	char		 addr[64], out[80];
+	uint64_t	 n;
+	size_t		 alen;
+	int		 ok;
+
+	if (*v == '\0' || strcasecmp(v, "off") == 0) {
+		free(*config_str_field(p, k));
+		*config_str_field(p, k) = NULL;
+		return 0;
+	}
+	if (v[0] == '[') {
+		colon = strstr(v, "]:");
+		port = colon != NULL ? colon + 2 : NULL;
+		alen = colon != NULL ? (size_t)(colon - v - 1) : 0;
+		if (colon != NULL && alen < sizeof(addr)) {
+			memcpy(addr, v + 1, alen);
+			addr[alen] = '\0';
+		}
+		ok = colon != NULL && alen < sizeof(addr) &&
+		    inet_pton(AF_INET6, addr, &a6) == 1;
+	} else if ((colon = strrchr(v, ':')) != NULL) {
+		port = colon + 1;
+		alen = (size_t)(colon - v);
+		if (alen < sizeof(addr)) {
+			memcpy(addr, v, alen);
+			addr[alen] = '\0';
+		}
+		ok = alen < sizeof(addr) && inet_pton(AF_INET, addr, &a4) == 1;
+	} else {
+		port = v;
+		snprintf(addr, sizeof(addr), "127.0.0.1");
+		ok = 1;
+	}
+	if (!ok) {
+		config_keyerr(p, "'%s' is not PORT, IPV4:PORT or [IPV6]:PORT "
+		    "(an address, not a host name)", v);
+		return -1;
+	}
+	if (util_parse_u64(port, 1, 65535, &n) == -1) {
+		config_keyerr(p, "'%s': the port must be 1 to 65535", v);
+		return -1;
+	}
+	snprintf(out, sizeof(out), strchr(addr, ':') != NULL ? "[%s]:%s" :
+	    "%s:%s", addr, port);
+	config_set_str(config_str_field(p, k), out);
+	return 0;
+}
+
 static int
 config_set_socket_mode(struct config_parse *p, const struct config_key *k,
     const char *v)
@@ -739,6 +800,9 @@ static const struct config_key config_keys[] = {
 	{ "publish", "max_attempts", CONFIG_NUMBER, F(max_attempts),
 	    1, CONFIG_MAX_ATTEMPTS_MAX, NULL, NULL },
 
+	{ "metrics", "listen", CONFIG_CUSTOM, F(metrics_listen), 0, 0,
+	    NULL, config_set_metrics_listen },
+
 	{ "log", "level", CONFIG_CUSTOM, F(log_level), 0, 0,
 	    NULL, config_set_log_level },
 };
@@ -943,7 +1007,7 @@ config_check_section(struct config_parse *p, const char *s)
 	if (!config_known_section(name, len)) {
 		/* Its keys go unreported: one line names the mistake. */
 		config_err(p, p->lineno, NULL, NULL, "[%.*s]: unknown section "
-		    "(expected broker, socket, outbox, publish or log)",
+		    "(expected broker, socket, outbox, publish, metrics or log)",
 		    (int)len, name);
 		return 0;
 	}
@@ -1436,5 +1500,6 @@ config_free(struct config *cf)
 	free(cf->allow_uids);
 	free(cf->allow_gids);
 	free(cf->outbox_path);
+	free(cf->metrics_listen);
 	memset(cf, 0, sizeof(*cf));
 }

@@ -91,6 +91,12 @@ struct config {
 	int		 on_unroutable;		/* enum config_policy: returns */
 	int		 on_rejected;		/* channel closed: 403, 404, 406 */
 	unsigned	 max_attempts;		/* attempts before parking */
+	/* [metrics] */
+	/*
+	 * The HTTP endpoint (/metrics, /health): "ADDRESS:PORT", checked;
+	 * NULL: off.
+	 */
+	char		*metrics_listen;
 	/* [log] */
 	int		 log_level;		/* syslog LOG_* */
 };

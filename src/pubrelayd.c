@@ -18,6 +18,7 @@
 
 #include "config.h"
 #include "dead.h"
+#include "httpd.h"
 #include "ingress.h"
 #include "listener.h"
 #include "log.h"
@@ -47,6 +48,7 @@ struct daemon {
 	struct outbox		*ob;
 	struct ingress		*ing;
 	struct listener		*lst;
+	struct httpd		*httpd;		/* [metrics] listen; NULL: off */
 	struct publisher	*pub;
 	struct relay_stats	 stats;
 	struct event		*ev_term, *ev_int, *ev_hup, *ev_done;
@@ -207,6 +209,8 @@ daemon_shutdown(struct daemon *d, const char *sig)
 	daemon_notify(d, "STOPPING=1\nSTATUS=stopping");
 	listener_close(d->lst);
 	d->lst = NULL;
+	httpd_close(d->httpd);		/* no longer ready: no more scrapes */
+	d->httpd = NULL;
 	session_drain_all();		/* parse nothing more */
 	ingress_flush(d->ing);		/* the turn in progress commits */
 	receipts_shutdown(ingress_receipts(d->ing)); /* still queued */
@@ -441,6 +445,16 @@ main(int argc, char *argv[])
 		rc = EX_OSERR;
 		goto fail;
 	}
+	if (d.cf.metrics_listen != NULL) {
+		if ((d.httpd = httpd_open(d.base, d.cf.metrics_listen, d.ing,
+		    err, sizeof(err))) == NULL) {
+			log_errx("%s", err);
+			rc = EX_OSERR;
+			goto fail;
+		}
+		log_info("metrics: http://%s/metrics and /health",
+		    httpd_address(d.httpd));
+	}
 
 	memset(&pp, 0, sizeof(pp));
 	pp.cf = &d.cf;
@@ -532,6 +546,7 @@ main(int argc, char *argv[])
 
 fail:
 	/* Start-up failed: give everything back (LeakSanitizer checks). */
+	httpd_close(d.httpd);
 	if (d.lst != NULL)
 		listener_close(d.lst);
 	if (d.ing != NULL)

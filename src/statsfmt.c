@@ -166,8 +166,8 @@ stats_json_int(const char *p, size_t len)
  * UTF-8 written as \u00XX (that byte as a code point), so the output is
  * always valid JSON.
  */
-static void
-json_string(struct buf *o, const char *s, size_t len)
+void
+statsfmt_json_string(struct buf *o, const char *s, size_t len)
 {
 	const unsigned char	*p = (const unsigned char *)s;
 	size_t			 i, n;
@@ -230,7 +230,7 @@ stats_json(struct buf *o, const struct stats_body *b)
 			continue;
 		buf_appends(o, first ? "\n  " : ",\n  ");
 		first = 0;
-		json_string(o, kv->name, kv->nlen);
+		statsfmt_json_string(o, kv->name, kv->nlen);
 		buf_appends(o, ": ");
 		k = stats_key_of(kv);
 		if (kv->val == NULL || (kv->vlen == 1 && kv->val[0] == '-'))
@@ -239,7 +239,7 @@ stats_json(struct buf *o, const struct stats_body *b)
 		    stats_json_int(kv->val, kv->vlen))
 			buf_append(o, kv->val, kv->vlen);
 		else
-			json_string(o, kv->val, kv->vlen);
+			statsfmt_json_string(o, kv->val, kv->vlen);
 	}
 	buf_appends(o, first ? "}\n" : "\n}\n");
 }

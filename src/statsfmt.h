@@ -26,6 +26,8 @@ void	statsfmt_json(struct buf *out, const char *body, size_t len);
  * decimal seconds.
  */
 void	statsfmt_prometheus(struct buf *out, const char *body, size_t len);
+/* s[0..len) as a JSON string, quotes included: always valid JSON. */
+void	statsfmt_json_string(struct buf *out, const char *s, size_t len);
 /* pubrelay_up 0: what a scrape says when the daemon did not answer. */
 void	statsfmt_prometheus_down(struct buf *out);
 

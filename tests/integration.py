@@ -15,7 +15,9 @@ Needs rabbitmq-server (Debian's 3.10; one node for the run, booted in about
 under 6 minutes.  Deliveries are checked with harness.check_delivery.
 """
 
+import json
 import os
+import socket
 import sys
 import time
 
@@ -3414,6 +3416,118 @@ def report(broker, ctx, name):
 
 def teardown(broker):
     broker.stop()
+
+
+def http_get(port, path, method="GET", timeout=10):
+    """(status, body) of one request to 127.0.0.1:port."""
+    import http.client
+    c = http.client.HTTPConnection("127.0.0.1", port, timeout=timeout)
+    try:
+        c.request(method, path)
+        r = c.getresponse()
+        return r.status, r.read().decode("utf-8", "replace")
+    finally:
+        c.close()
+
+
+def prom_samples(text):
+    """{sample name with labels: value} of a Prometheus text exposition."""
+    out = {}
+    for line in text.splitlines():
+        if line and not line.startswith("#"):
+            name, _, value = line.rpartition(" ")
+            out[name] = float(value)
+    return out
+
+
+@scenario
+def metrics_endpoint(ctx):
+    """[metrics] listen on a free loopback port.  GET /metrics carries
+    exactly the samples `pubrelay stats --prometheus` prints, with the same
+    values once the relay is idle; /health says ready and the link up, and
+    /health/link answers 200.  With the broker app stopped /health/link
+    answers 503, /health still 200 (the relay accepts), and the backlog
+    gauge counts the messages published meanwhile; after start_app it falls
+    to 0 and /health/link is 200 again.  A scraper that connects and sends
+    half a request holds neither the relay nor another scrape.  POST and
+    unknown paths are refused.  A second relay on the same port exits 71
+    naming [metrics] listen."""
+    port = H.free_port()
+    relay = ctx.relay(overrides={"metrics": {"listen": str(port)}})
+    with ctx.consumer() as c:
+        q = c.declare(H.unique_queue("metrics"))
+    rc, _, err = relay.cmd("publish", "-k", q, "--lines",
+                           data=b"".join(b"m%d\n" % i for i in range(20)))
+    check_eq(rc, 0, "publish 20 (stderr %r)" % err)
+    relay.wait_drained()
+
+    st, body = http_get(port, "/metrics")
+    check_eq(st, 200, "GET /metrics")
+    got = prom_samples(body)
+    rc, out, err = relay.cmd("stats", "--prometheus")
+    check_eq(rc, 0, "pubrelay stats --prometheus (stderr %r)" % err)
+    want = prom_samples(out)
+    check_eq(sorted(got), sorted(want), "the endpoint's samples")
+    for name in ("pubrelay_accepted_total", "pubrelay_confirmed_total",
+                 "pubrelay_backlog_messages", "pubrelay_up"):
+        check_eq(got.get(name), want.get(name), name)
+    check_eq(got["pubrelay_accepted_total"], 20.0, "accepted")
+
+    st, body = http_get(port, "/health")
+    check_eq(st, 200, "GET /health while connected")
+    h = json.loads(body)
+    check(h["ready"] is True and h["link_up"] is True and
+          h["link"] == "connected", "health while connected: %r" % h)
+    check_eq(http_get(port, "/health/link")[0], 200, "/health/link, up")
+
+    # A scraper that never finishes its request.
+    stuck = socket.create_connection(("127.0.0.1", port))
+    stuck.sendall(b"GET /metrics HTTP/1.1\r\nHost: x")
+    try:
+        ctx.broker.stop_app()
+        H.wait_until(lambda: http_get(port, "/health/link")[0] == 503, 30,
+                     "/health/link to say 503 with the broker stopped")
+        rc, _, err = relay.cmd("publish", "-k", q, "--lines",
+                               data=b"".join(b"d%d\n" % i
+                                             for i in range(7)))
+        check_eq(rc, 0, "publish 7 while the broker is down (stderr %r)"
+                 % err)
+        st, body = http_get(port, "/health")
+        h = json.loads(body)
+        check(st == 200 and h["ready"] is True and h["link_up"] is False,
+              "/health with the broker down: %d %r" % (st, h))
+        got = prom_samples(http_get(port, "/metrics")[1])
+        check_eq(got["pubrelay_backlog_messages"], 7.0, "backlog, broker "
+                 "down")
+        check_eq(got['pubrelay_link_state{state="connected"}'], 0.0,
+                 "link state connected, broker down")
+    finally:
+        ctx.broker.start_app()
+    H.wait_until(lambda: prom_samples(http_get(port, "/metrics")[1])
+                 ["pubrelay_backlog_messages"] == 0, 60,
+                 "the backlog gauge to fall to 0 after start_app")
+    check_eq(http_get(port, "/health/link")[0], 200, "/health/link, back")
+    stuck.close()
+    relay.wait_drained()
+    with ctx.consumer() as c:
+        got = [b for b, _ in c.drain(q, timeout=30)]
+    check_eq(got, [b"m%d" % i for i in range(20)] +
+             [b"d%d" % i for i in range(7)], "messages delivered, in order")
+
+    st, _ = http_get(port, "/metrics", method="POST")
+    check(st in (405, 501), "POST /metrics: %d" % st)
+    st, body = http_get(port, "/nope")
+    check(st == 404 and "/metrics" in body, "GET /nope: %d %r" % (st, body))
+
+    other = ctx.relay(name=ctx.name + "-2", start=False,
+                      overrides={"metrics": {"listen": str(port)}})
+    other.start(wait=False)
+    rc = other.proc.wait(timeout=30)
+    check_eq(rc, 71, "exit of a relay whose metrics port is taken")
+    check("[metrics] listen 127.0.0.1:%d" % port in other.log_text(),
+          "its log does not name [metrics] listen: %r"
+          % other.log_text()[-500:])
+    check_eq(relay.term(), 0, "pubrelayd exit code after SIGTERM")
 
 
 def main(argv):

@@ -638,7 +638,7 @@ test_unknown(void)
 	    "path = /x\n");			/* 8 */
 	ok(has_error(&r, 2, "[broker] colour: unknown key"), "unknown key");
 	ok(has_error(&r, 3, "[brokr]: unknown section (expected broker, "
-	    "socket, outbox, publish or log)"), "unknown section");
+	    "socket, outbox, publish, metrics or log)"), "unknown section");
 	ok(has_error(&r, 8, "[log] path: unknown key"),
 	    "a key of another section is unknown here");
 	is_int(r.rc, 3, "unknown: three errors, keys of [brokr] not repeated");
@@ -1932,6 +1932,56 @@ test_per_user(void)
 	result_free(&r);
 }
 
+/* [metrics] listen: a port, IPv4 or [IPv6] with a port; never a name. */
+static void
+test_metrics_listen(void)
+{
+	static const struct { const char *in, *want; } good[] = {
+		{ "9864", "127.0.0.1:9864" },
+		{ "127.0.0.1:1", "127.0.0.1:1" },
+		{ "0.0.0.0:65535", "0.0.0.0:65535" },
+		{ "[::1]:9864", "[::1]:9864" },
+		{ "[fe80::1]:80", "[fe80::1]:80" },
+		{ "off", NULL },
+		{ "", NULL },
+	};
+	static const char *const bad[] = {
+		"0", "65536", "localhost:9864", "1.2.3.4:", ":9864",
+		"[::1]9864", "::1:9864", "[::1]:", "1.2.3:80", "port",
+		"[localhost]:80", "[::1]:80x",
+	};
+	struct result	r;
+	char		 text[256];
+	size_t		 i;
+
+	for (i = 0; i < sizeof(good) / sizeof(good[0]); i++) {
+		snprintf(text, sizeof(text), "[broker]\nuri = amqp://h\n"
+		    "[metrics]\nlisten = %s\n", good[i].in);
+		load(&r, text);
+		is_int(r.rc, 0, "listen = '%s' accepted", good[i].in);
+		if (good[i].want == NULL)
+			ok(r.cf.metrics_listen == NULL, "listen = '%s': off",
+			    good[i].in);
+		else
+			is_str(r.cf.metrics_listen, good[i].want,
+			    "listen = '%s'", good[i].in);
+		result_free(&r);
+	}
+	for (i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
+		snprintf(text, sizeof(text), "[metrics]\nlisten = %s\n",
+		    bad[i]);
+		load(&r, text);
+		ok(r.rc != 0 && r.cf.metrics_listen == NULL &&
+		    strstr(r.errs, "[metrics] listen: ") != NULL,
+		    "listen = '%s' refused, naming the key: %s", bad[i],
+		    r.errs);
+		result_free(&r);
+	}
+	load(&r, "[broker]\nuri = amqp://h\n");
+	ok(r.rc == 0 && r.cf.metrics_listen == NULL, "no endpoint by default");
+	result_free(&r);
+}
+
 int
 main(void)
 {
@@ -1971,6 +2021,7 @@ main(void)
 	test_key_ranges();
 	test_key_words();
 	test_key_docs();
+	test_metrics_listen();
 
 	if (rmdir(tmpdir) == -1)
 		ok(0, "temp dir left empty: %s", strerror(errno));
