@@ -783,6 +783,8 @@ static const struct config_key config_keys[] = {
 	    0, CONFIG_IDEM_WINDOW_MAX_MS, NULL, NULL },
 	{ "outbox", "idempotency_max_keys", CONFIG_NUMBER, F(idem_max_keys),
 	    1, CONFIG_IDEM_MAX_KEYS_MAX, NULL, NULL },
+	{ "outbox", "max_age", CONFIG_DURATION, F(max_age_ms),
+	    0, PROTO_MAX_AGE_MAX_MS, NULL, NULL },
 
 	{ "publish", "window", CONFIG_NUMBER, F(window), 1, CONFIG_WINDOW_MAX,
 	    NULL, NULL },

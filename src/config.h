@@ -83,6 +83,7 @@ struct config {
 	uint64_t	 idem_window_ms;	/* keys remembered; 0: keys off */
 	uint64_t	 idem_max_keys;		/* at most this many kept */
 	int		 sync_full;		/* 1: full (default), 0: normal */
+	uint64_t	 max_age_ms;		/* park unsent after; 0: never */
 	/* [publish] */
 	unsigned	 window;
 	int		 persistent;

@@ -237,15 +237,16 @@ dead_retry_arm(struct dead *d)
 /*
  * Dead letter id was refused total times in all.  Under max_attempts the
  * relay retries it after a backoff, away from the stream it was refused in
- * (it goes to the tail); else it stays parked, and that is logged: at most
- * DEAD_PARK_LOGS lines a minute, however many a client sends.
+ * (it goes to the tail); else, or with total 0 (parked for good unsent:
+ * expired), it stays parked, and that is logged: at most DEAD_PARK_LOGS
+ * lines a minute, however many a client sends.
  */
 static void
 dead_parked(struct dead *d, int64_t id, unsigned total, const char *reason)
 {
 	time_t	minute = time(NULL) / 60;
 
-	if (total < d->cf->max_attempts) {
+	if (total > 0 && total < d->cf->max_attempts) {
 		log_debug("outbox id %" PRId64 " parked (attempt %u of %u: %s); "
 		    "retried in %" PRIu64 " ms", id, total,
 		    d->cf->max_attempts, reason,
@@ -265,12 +266,15 @@ dead_parked(struct dead *d, int64_t id, unsigned total, const char *reason)
 		d->park_log_minute = minute;
 		d->park_log_n = d->park_log_quiet = 0;
 	}
-	if (d->park_log_n++ < DEAD_PARK_LOGS)
+	if (d->park_log_n++ >= DEAD_PARK_LOGS)
+		d->park_log_quiet++;
+	else if (total == 0)
+		log_warnx("outbox id %" PRId64 " parked as a dead letter "
+		    "unsent: %s", id, reason);
+	else
 		log_warnx("outbox id %" PRId64 " parked as a dead letter after "
 		    "%u attempt%s: %s", id, total, total == 1 ? "" : "s",
 		    reason);
-	else
-		d->park_log_quiet++;
 }
 
 /* Dead letters parked before this start that still have attempts left. */
@@ -430,7 +434,7 @@ dead_run_parks(struct dead *d)
 			    "attempts", pk->id);
 			d->park_logged = 0;
 		}
-		if (total > 0)
+		if (total != OUTBOX_NOT_PARKED)
 			dead_parked(d, pk->id, total, pk->reason);
 		free(pk->reason);
 		done++;

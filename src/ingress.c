@@ -895,6 +895,7 @@ ingress_stats(struct ingress *ing, struct metrics_snap *m)
 	m->v[M_NACKED] = atomic_load(&st->nacked);
 	m->v[M_RETURNED] = atomic_load(&st->returned);
 	m->v[M_PARKED] = atomic_load(&st->parked);
+	m->v[M_EXPIRED] = atomic_load(&st->expired);
 	m->v[M_DEAD_MESSAGES] = outbox_dead_rows(ing->ob);
 	m->v[M_DEAD_BYTES] = outbox_dead_bytes(ing->ob);
 	m->v[M_DEAD_MAX_BYTES] = ing->cf->dead_max_bytes;

@@ -59,6 +59,10 @@ const struct metric metrics[M_COUNT] = {
 	  "counter", 0,
 	  "Messages parked as dead letters; one the relay retries counts "
 	  "once for each refusal." },
+	[M_EXPIRED] = { "expired", MU_NONE, "pubrelay_expired_total", "",
+	  "counter", 0,
+	  "Messages parked unsent, older than their max-age (counted in "
+	  "parked too)." },
 	[M_DEAD_MESSAGES] = { "dead_messages", MU_NONE,
 	  "pubrelay_dead_messages", "", "gauge", 0,
 	  "Dead letters in the outbox file." },

@@ -1736,9 +1736,9 @@ outbox_park(struct outbox *ob, int64_t id, unsigned attempts,
 
 	if (ob->in_tx)
 		abort();
+	*total = OUTBOX_NOT_PARKED;
 	if ((status = outbox_begin_lazy(ob)) != OUTBOX_OK)
 		return status;
-	*total = 0;
 	if ((rc = sqlite3_prepare_v2(ob->db, "SELECT size, props, "
 	    "length(body), attempts FROM outbox WHERE id = ?1", -1, &st,
 	    NULL)) != SQLITE_OK)
@@ -1761,8 +1761,10 @@ outbox_park(struct outbox *ob, int64_t id, unsigned attempts,
 	sqlite3_finalize(st);
 	st = NULL;
 	newsize = outbox_row_size(props.len, (size_t)blen);
-	if (before < 0 || before > UINT_MAX - attempts)
+	if (before < 0 || before >= UINT_MAX - attempts)
 		before = 0;	/* a damaged count: start again */
+	if (attempts == 0)
+		before = 0;	/* for good, whatever it had */
 	/* Full: the row stays where it is, counted in the outbox's total. */
 	if (ob->dead_max_bytes > 0 && ob->dead_rows > 0 &&
 	    (newsize > ob->dead_max_bytes ||

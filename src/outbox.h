@@ -9,6 +9,7 @@
 #ifndef PUBRELAY_OUTBOX_H
 #define PUBRELAY_OUTBOX_H
 
+#include <limits.h>
 #include <stddef.h>
 #include <stdint.h>
 
@@ -174,8 +175,10 @@ const char *outbox_errmsg(const struct outbox *ob);
  * The row keeps its message-id: when the props have none, the generated
  * "<instance>-<id>" is written into the parked props, so a replay publishes
  * the same id.  A row that is already gone is not an error (OUTBOX_OK,
- * *total 0).
+ * *total OUTBOX_NOT_PARKED).  attempts 0 parks it for good without
+ * counting an attempt (the relay does not retry it: an expired message).
  */
+#define OUTBOX_NOT_PARKED	UINT_MAX
 int	 outbox_park(struct outbox *ob, int64_t id, unsigned attempts,
 	    const char *reason, int64_t now_ms, unsigned *total);
 /*

@@ -37,6 +37,7 @@ enum prop_kind {
 	PROP_TIMESTAMP,
 	PROP_HEADER,
 	PROP_CONFIRM,
+	PROP_MAX_AGE,
 };
 
 /* The encoder writes properties in this order. */
@@ -70,6 +71,7 @@ static const struct prop_def {
 	{ P("idempotency-key"), PROP_STR,
 	    offsetof(struct proto_pub, idempotency_key) },
 	{ P("confirm"), PROP_CONFIRM, 0 },	/* pubrelayd's own */
+	{ P("max-age"), PROP_MAX_AGE, 0 },	/* pubrelayd's own */
 #undef P
 };
 #define PROP_NDEFS	(sizeof(prop_defs) / sizeof(prop_defs[0]))
@@ -332,6 +334,17 @@ proto_prop_line(struct proto_pub *pub, const char *p, size_t n,
 			return -1;
 		}
 		pub->confirm_ms = (unsigned)num;
+		break;
+	case PROP_MAX_AGE:
+		if (proto_number(v, vlen, 1, PROTO_MAX_AGE_MAX_MS, &num) ==
+		    -1) {
+			proto_errf(err, errlen, "%s: \"%s\" is not a number of "
+			    "milliseconds from 1 to %llu", d->name,
+			    proto_quote(q, sizeof(q), v, vlen),
+			    (unsigned long long)PROTO_MAX_AGE_MAX_MS);
+			return -1;
+		}
+		pub->max_age_ms = num;
 		break;
 	case PROP_TIMESTAMP:
 		if (proto_number(v, vlen, 0, UINT64_MAX, &num) == -1) {
@@ -878,6 +891,14 @@ proto_encode_prop(struct buf *out, const struct proto_pub *pub,
 		if (pub->confirm_ms > PROTO_WAIT_MAX_MS)
 			break;
 		buf_printf(out, "%s: %u\n", d->name, pub->confirm_ms);
+		return 0;
+	case PROP_MAX_AGE:
+		if (pub->max_age_ms == 0)
+			return 0;
+		if (pub->max_age_ms > PROTO_MAX_AGE_MAX_MS)
+			break;
+		buf_printf(out, "%s: %llu\n", d->name,
+		    (unsigned long long)pub->max_age_ms);
 		return 0;
 	case PROP_TIMESTAMP:
 		if (!pub->has_timestamp)

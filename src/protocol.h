@@ -63,6 +63,7 @@
 #define PROTO_DEAD_LIST_MAX	100000	/* DEAD LIST <max> */
 #define PROTO_DEAD_LIST_DEFAULT	1000	/* DEAD LIST without a max */
 #define PROTO_WAIT_MAX_MS	86400000 /* confirm: and WAIT, at most a day */
+#define PROTO_MAX_AGE_MAX_MS	315360000000ULL	/* max-age: ten years */
 
 struct proto_str {
 	const char	*p;		/* borrowed; NULL when absent */
@@ -94,6 +95,8 @@ struct proto_pub {
 	int		 has_timestamp;
 	uint64_t	 timestamp;
 	unsigned	 confirm_ms;	/* "confirm:", 0: answer OK at commit */
+	/* "max-age:": park, not publish, this long after it was accepted */
+	uint64_t	 max_age_ms;	/* 0: [outbox] max_age */
 	unsigned	 nheaders;
 	struct proto_header headers[PROTO_MAX_HEADERS];
 	struct proto_str props;		/* the raw property block (stored as is) */

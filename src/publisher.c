@@ -1086,6 +1086,35 @@ pub_unsendable(struct publisher *p, int64_t id, size_t header_size)
 	window_skipped(&p->win, id);
 }
 
+/*
+ * A row older than its max-age (or [outbox] max_age): worthless late, so
+ * never published.  Parked for good, with no attempt counted (0: the relay
+ * does not retry it), and skipped.  Ages are the wall clock's, as the
+ * row's created time is.
+ */
+static int
+pub_expired(struct publisher *p, const struct outbox_row *row,
+    uint64_t max_age_ms)
+{
+	struct timespec	ts;
+	int64_t		now, age;
+	char		reason[PUB_REASON_MAX];
+
+	if (max_age_ms == 0)
+		return 0;
+	clock_gettime(CLOCK_REALTIME, &ts);
+	now = (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+	age = now - row->created_ms;
+	if (age < 0 || (uint64_t)age <= max_age_ms)
+		return 0;
+	snprintf(reason, sizeof(reason), "expired: %" PRId64 " ms after it "
+	    "was accepted, max-age %" PRIu64 " ms", age, max_age_ms);
+	atomic_fetch_add(&p->st->expired, 1);
+	window_park(&p->win, row->id, 0, reason);
+	window_skipped(&p->win, row->id);
+	return 1;
+}
+
 /* Publish one outbox row; 1: stop (window full or link lost). */
 static int
 pub_row(struct publisher *p, const struct outbox_row *row)
@@ -1109,6 +1138,9 @@ pub_row(struct publisher *p, const struct outbox_row *row)
 		    "publishing its body without them", row->id, err);
 		proto_pub_init(&m);
 	}
+	if (pub_expired(p, row, m.max_age_ms ? m.max_age_ms :
+	    p->cf->max_age_ms))
+		return 0;
 	if (m.message_id.p == NULL)
 		snprintf(mid, sizeof(mid), "%s-%" PRId64, p->instance, row->id);
 

@@ -29,6 +29,7 @@ struct relay_stats {
 	atomic_uint_fast64_t	nacked;
 	atomic_uint_fast64_t	returned;
 	atomic_uint_fast64_t	parked;
+	atomic_uint_fast64_t	expired;	/* parked unsent: max-age */
 	atomic_uint_fast64_t	reconnects;
 	atomic_uint_fast64_t	in_flight;
 	atomic_int_fast64_t	sent_id;	/* the last row published (STATUS) */

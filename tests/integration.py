@@ -3530,6 +3530,79 @@ def metrics_endpoint(ctx):
     check_eq(relay.term(), 0, "pubrelayd exit code after SIGTERM")
 
 
+@scenario
+def expiry(ctx):
+    """[outbox] max_age = 2s, the broker app stopped.  Three messages: A
+    with the default age, B with max-age 10 minutes, C with max-age 1 s
+    and a receipt (confirm:).  After the ages pass the broker comes back:
+    only B is delivered; A and C are dead letters whose reasons start
+    "expired", with 0 attempts; C's receipt is PARKED naming it; STATUS of
+    A is PARKED; `expired` counts 2.  Neither is retried by the relay,
+    also not after a restart.  `pubrelay dead retry` of A (an operator's
+    replay) publishes it after B."""
+    relay = ctx.relay(overrides={"outbox": {"max_age": "2s"}})
+    with ctx.consumer() as c:
+        q = c.declare(H.unique_queue("expiry"))
+    ctx.broker.stop_app()
+    try:
+        H.wait_until(lambda: relay.stats()["state"] != "connected", 30,
+                     "the relay to lose the link")
+        with H.RawClient(relay.sock) as cl, H.RawClient(relay.sock) as rc:
+            a = cl.pub("A", [("routing-key", q)])
+            b = cl.pub("B", [("routing-key", q), ("max-age", "600000")])
+            check(a.startswith("OK ") and b.startswith("OK "),
+                  "A and B accepted: %r %r" % (a, b))
+            rc.send(H.encode_pub("C", [("routing-key", q),
+                                       ("max-age", "1000"),
+                                       ("confirm", "60000")]))
+            H.wait_until(lambda: relay.stats()["backlog"] == 3, 10,
+                         "three messages in the backlog")
+            t0 = time.monotonic()
+            # The condition is time itself: A's 2 s must pass.
+            time.sleep(2.3)
+            ctx.broker.start_app()
+            receipt = rc.read_line()
+        check(time.monotonic() - t0 >= 2.0, "ages passed")
+    finally:
+        ctx.broker.start_app()
+    ida, idc = a[3:], receipt.split(" ")[1] if " " in receipt else ""
+    check(receipt.startswith("PARKED ") and " expired: " in receipt,
+          "C's receipt: %r" % receipt)
+    relay.wait_drained()
+    with ctx.consumer() as c:
+        got = [m for m, _ in c.drain(q, timeout=30)]
+    check_eq(got, [b"B"], "delivered")
+    st = relay.stats()
+    check_eq((int(st["expired"]), int(st["parked"]),
+              int(st["dead_messages"])), (2, 2, 2),
+             "expired, parked, dead_messages")
+    with relay.client() as cl:
+        rows = cl.dead_list_all()
+        status = cl.request("STATUS %s\n" % ida)
+    check_eq(sorted(r["message_id"] for r in rows), sorted([ida, idc]),
+             "dead letters")
+    for r in rows:
+        check(r["reason"].startswith("expired: ") and r["attempts"] == 0,
+              "dead letter %r" % r)
+    check(status.startswith("PARKED %s expired: " % ida),
+          "STATUS of A: %r" % status)
+
+    check_eq(relay.term(), 0, "exit code after SIGTERM")
+    relay.start()
+    time.sleep(1.0)     # several retry delays (reconnect_min is 100 ms)
+    st = relay.stats()
+    check_eq((int(st["dead_messages"]), int(st["backlog"])), (2, 0),
+             "after a restart: not retried")
+    rid = [r["id"] for r in rows if r["message_id"] == ida][0]
+    rc_, out, err = relay.cmd("dead", "retry", str(rid))
+    check_eq(rc_, 0, "dead retry of A (stderr %r)" % err)
+    relay.wait_drained()
+    with ctx.consumer() as c:
+        got = [m for m, _ in c.drain(q, timeout=30)]
+    check_eq(got, [b"A"], "the replayed A")
+    check_eq(relay.term(), 0, "exit code after SIGTERM")
+
+
 def main(argv):
     return S.run("integration.py", scenario, argv, setup, Ctx, report=report,
                  repair=lambda b, last: ensure_broker(b), teardown=teardown,

@@ -1597,6 +1597,51 @@ test_receipts(void)
 	buf_free(&out);
 }
 
+/* max-age: (issue #23): milliseconds, 1 to ten years; encoded back. */
+static void
+test_max_age(void)
+{
+	static const char *const bad[] = {
+		"0", "315360000001", "1.5", "", "30s", "-4", "99999999999999999999",
+	};
+	struct proto_req	 req;
+	struct proto_pub	 pub;
+	struct buf		 out;
+	char			 in[300], err[256];
+	size_t			 i, c;
+
+	is_int(parse_s("PUB 1\nmax-age: 2500\n\nx\n", &req, &c), PROTO_DONE,
+	    "a PUB with max-age:");
+	ok(req.pub.max_age_ms == 2500, "max_age_ms 2500");
+	is_int(parse_s("PUB 1\nmax-age: 315360000000\n\nx\n", &req, &c),
+	    PROTO_DONE, "max-age: ten years");
+	ok(req.pub.max_age_ms == 315360000000ULL, "max_age_ms ten years");
+	is_int(parse_s("PUB 1\n\nx\n", &req, &c), PROTO_DONE, "a PUB");
+	ok(req.pub.max_age_ms == 0, "max_age_ms 0 without it");
+	for (i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
+		snprintf(in, sizeof(in), "PUB 1\nmax-age: %s\n\nx\n", bad[i]);
+		is_int(parse_s(in, &req, &c), PROTO_BAD, "max-age: '%s' is BAD",
+		    bad[i]);
+		ok(strstr(req.err, "max-age: ") == req.err &&
+		    strstr(req.err, "milliseconds from 1 to 315360000000") !=
+		    NULL, "max-age: '%s': '%s'", bad[i], req.err);
+	}
+	is_int(parse_s("PUB 1\nmax-age: 5\nmax-age: 6\n\nx\n", &req, &c),
+	    PROTO_BAD, "max-age: twice is BAD");
+
+	proto_pub_init(&pub);
+	pub.max_age_ms = 60000;
+	pub.body.p = "hi";
+	pub.body.len = 2;
+	buf_init(&out);
+	ok(proto_encode_pub(&out, &pub, err, sizeof(err)) == 0, "encoded");
+	buf_append(&out, "", 1);
+	ok(strstr(out.data, "\nmax-age: 60000\n") != NULL, "as max-age: 60000");
+	ok(parse_s(out.data, &req, &c) == PROTO_DONE &&
+	    req.pub.max_age_ms == 60000, "and parsed back");
+	buf_free(&out);
+}
+
 static void
 test_dead_line(void)
 {
@@ -1732,6 +1777,7 @@ main(void)
 	test_dead();
 	test_dead_line();
 	test_receipts();
+	test_max_age();
 	free(cur);
 	return done_testing();
 }
