@@ -8,9 +8,10 @@ Environment:
                         amqp_consume and pubrelay-static (if built) are
   BENCH_SCALE           multiplies every message count (default 1; 0.1 for a
                         quick run)
-  BENCH_ONLY            comma-separated sections to run (ingest, idem, libload,
-                        drain, latency, poison, memory, oneshot, confirm,
-                        waiters, quorum, clients, scrape); default all
+  BENCH_ONLY            comma-separated sections to run (ingest, idem,
+                        provenance, libload, drain, latency, poison, memory,
+                        oneshot, confirm, waiters, quorum, clients, scrape);
+                        default all
   BENCH_PERF            1: record `perf record -g` of pubrelayd during the
                         window-256 drains (classic and quorum), the
                         8-client ingest and section 1b's first round (files kept in the temp dir, paths
@@ -995,6 +996,38 @@ def bench_scrape(b):
 
 
 # ---------------------------------------------------------------------------
+# 1d. Provenance headers (issue #23)
+
+def bench_provenance(b):
+    """8 clients, 100 B, sync = full, [publish] provenance = yes against
+    no: alternating runs, the best of each; the relay's CPU per message."""
+    say("1d. ingest with provenance headers")
+    total, best = scaled(200000, 5000), {}
+    for rnd in range(2):
+        for on in (False, True):
+            r = b.relay("provenance", False)
+            r.sections.setdefault("publish", {})["provenance"] = \
+                "yes" if on else "no"
+            harness.write_ini(r.ini, r.sections)
+            r.start()
+            c0 = cpu_s(r.proc.pid)
+            out = loadgen(r, 8, total // 8, 100)
+            cpu = 1e6 * (cpu_s(r.proc.pid) - c0) / out["msgs"]
+            if out["errors"]:
+                raise harness.HarnessError("provenance: %d errors"
+                                           % out["errors"])
+            if on not in best or out["rate"] > best[on][0]["rate"]:
+                best[on] = (out, cpu)
+            b.finish(r)
+    (off, ocpu), (on, ncpu) = best[False], best[True]
+    ratio = on["rate"] / off["rate"]
+    row("1d", "relay ingest with provenance, 8 clients, 100 B (vs without)",
+        on["rate"], "msg/s", off["rate"], ratio)
+    row("1d", "  relay CPU per message with / without",
+        "%.2f / %.2f" % (ncpu, ocpu), "us/msg")
+
+
+# ---------------------------------------------------------------------------
 # 8. The Python client (issue 21) against pika with publisher confirms
 
 PY_CLIENT = """
@@ -1106,6 +1139,7 @@ def main():
     say("broker up in %.1fs on port %d" % (b.broker.boot_seconds,
                                            b.broker.port))
     sections = [("ingest", bench_ingest), ("idem", bench_idem),
+                ("provenance", bench_provenance),
                 ("libload", bench_libload), ("drain", bench_drain),
                 ("latency", bench_latency), ("poison", bench_poison),
                 ("memory", bench_memory),

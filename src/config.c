@@ -801,6 +801,8 @@ static const struct config_key config_keys[] = {
 	    config_policies, NULL },
 	{ "publish", "max_attempts", CONFIG_NUMBER, F(max_attempts),
 	    1, CONFIG_MAX_ATTEMPTS_MAX, NULL, NULL },
+	{ "publish", "provenance", CONFIG_BOOL, F(provenance), 0, 1,
+	    NULL, NULL },
 
 	{ "metrics", "listen", CONFIG_CUSTOM, F(metrics_listen), 0, 0,
 	    NULL, config_set_metrics_listen },

@@ -92,6 +92,7 @@ struct config {
 	int		 on_unroutable;		/* enum config_policy: returns */
 	int		 on_rejected;		/* channel closed: 403, 404, 406 */
 	unsigned	 max_attempts;		/* attempts before parking */
+	int		 provenance;		/* x-pubrelay-* headers */
 	/* [metrics] */
 	/*
 	 * The HTTP endpoint (/metrics, /health): "ADDRESS:PORT", checked;

@@ -45,6 +45,7 @@ struct ingress {
 	struct relay_stats	*st;
 	struct ingress_link	 link;		/* the broker side, as main wired it */
 	struct users		*users;		/* per-uid connections and bytes */
+	struct buf		 stamped;	/* a block with provenance */
 	struct event		*ev_commit;
 	struct event		*ev_delete;
 	struct event		*ev_prune;	/* idempotency keys */
@@ -165,6 +166,7 @@ ingress_new(struct event_base *base, struct outbox *ob, const struct config *cf,
 	struct dead_hooks	 hooks;
 
 	ing = xcalloc(1, sizeof(*ing));
+	buf_init(&ing->stamped);
 	ing->done = done;
 	ing->base = base;
 	ing->ob = ob;
@@ -292,6 +294,7 @@ ingress_free(struct ingress *ing)
 {
 	if (ing == NULL)
 		return;
+	buf_free(&ing->stamped);
 	event_free(ing->ev_commit);
 	event_free(ing->ev_delete);
 	event_free(ing->ev_prune);
@@ -420,9 +423,11 @@ ingress_repeat(struct ingress *ing, const char *mid, int64_t id,
 
 int
 ingress_insert(struct ingress *ing, struct user *u,
-    const struct proto_pub *pub, struct evbuffer *held, const char **code,
-    char *err, size_t errlen)
+    const struct proto_pub *pub, const char *stamp, size_t stamplen,
+    struct evbuffer *held, const char **code, char *err, size_t errlen)
 {
+	const char	*props = pub->props.p != NULL ? pub->props.p : "";
+	size_t		 plen = pub->props.len;
 	uint64_t	size, avail;
 	int64_t		id, now = ingress_now_ms();
 	int		status, known = 0;
@@ -456,7 +461,15 @@ ingress_insert(struct ingress *ing, struct user *u,
 			    errlen);
 	}
 
-	size = outbox_row_size(pub->props.len, pub->body.len);
+	if (stamplen > 0) {
+		/* The block ends in a newline: the stamp's lines follow. */
+		buf_reset(&ing->stamped);
+		buf_append(&ing->stamped, props, plen);
+		buf_append(&ing->stamped, stamp, stamplen);
+		props = ing->stamped.data;
+		plen = ing->stamped.len;
+	}
+	size = outbox_row_size(plen, pub->body.len);
 	if (ing->cf->max_bytes > 0 && size > ing->cf->max_bytes) {
 		/* Not FULL: it would never fit, so retrying is no use. */
 		*code = PROTO_E_TOOBIG;
@@ -546,8 +559,8 @@ ingress_insert(struct ingress *ing, struct user *u,
 			ing->disk_logged = 0;
 		}
 	}
-	status = outbox_insert(ing->ob, pub->props.p ? pub->props.p : "",
-	    pub->props.len, pub->body.p, pub->body.len, now, &id);
+	status = outbox_insert(ing->ob, props, plen, pub->body.p,
+	    pub->body.len, now, &id);
 	if (status == OUTBOX_OK) {
 		if (pub->message_id.p != NULL)
 			snprintf(mid, sizeof(mid), "%.*s",

@@ -84,11 +84,13 @@ void	ingress_free(struct ingress *ing);
  * reply to held, to be released on commit.  0 on success; -1 with *code
  * (PROTO_E_*) and err set when it is refused (outbox full, u's share of it
  * full, write failed).  The caller then registers itself with
- * ingress_wait().
+ * ingress_wait().  stamp[0..stamplen), when not empty, is stored after
+ * the message's property block: lines of its own ([publish] provenance).
  */
 int	ingress_insert(struct ingress *ing, struct user *u,
-	    const struct proto_pub *pub, struct evbuffer *held,
-	    const char **code, char *err, size_t errlen);
+	    const struct proto_pub *pub, const char *stamp, size_t stamplen,
+	    struct evbuffer *held, const char **code, char *err,
+	    size_t errlen);
 /* Waiter s has replies held on the open transaction: done() tells it. */
 void	ingress_wait(struct ingress *ing, void *s);
 /* Waiter s is going away: it is told nothing more. */

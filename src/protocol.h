@@ -59,7 +59,10 @@
  * that much; requests are held to PROTO_MAX_BLOCK while they are read.
  */
 #define PROTO_PARK_ID_ROOM	64
-#define PROTO_MAX_STORED_BLOCK	(PROTO_MAX_BLOCK + PROTO_PARK_ID_ROOM)
+/* And by the header lines of [publish] provenance (provenance.h). */
+#define PROTO_STAMP_ROOM	512
+#define PROTO_MAX_STORED_BLOCK	(PROTO_MAX_BLOCK + PROTO_PARK_ID_ROOM + \
+				    PROTO_STAMP_ROOM)
 #define PROTO_DEAD_LIST_MAX	100000	/* DEAD LIST <max> */
 #define PROTO_DEAD_LIST_DEFAULT	1000	/* DEAD LIST without a max */
 #define PROTO_WAIT_MAX_MS	86400000 /* confirm: and WAIT, at most a day */

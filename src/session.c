@@ -25,6 +25,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 #include <unistd.h>
 
 #include <event2/buffer.h>
@@ -37,6 +38,7 @@
 #include "log.h"
 #include "metrics.h"
 #include "protocol.h"
+#include "provenance.h"
 #include "receipt.h"
 #include "session.h"
 #include "users.h"
@@ -102,6 +104,8 @@ struct session {
 						   the last one's */
 	int			 telling;	/* no flush from the callback */
 	uint64_t		 idle_ms;
+	char			*stamp;		/* provenance headers, or NULL */
+	size_t			 stamplen;
 	struct proto_req	 req;
 };
 
@@ -109,6 +113,7 @@ static TAILQ_HEAD(, session) sessions = TAILQ_HEAD_INITIALIZER(sessions);
 static unsigned	 nsessions;
 static uint64_t	 session_ids;
 
+static const char *session_host(void);
 static void session_read_cb(struct bufferevent *, void *);
 static void session_write_cb(struct bufferevent *, void *);
 static void session_event_cb(struct bufferevent *, short, void *);
@@ -152,6 +157,17 @@ session_new(struct ingress *ing, int fd, const struct config *cf,
 	s->lim.max_body = (size_t)cf->max_message_size;
 	s->lim.max_line = cf->max_line;
 	s->lim.max_headers = cf->max_headers;
+	if (cf->provenance) {
+		char	stamp[PROTO_STAMP_ROOM];
+
+		/* Room for the headers it adds, within PROTO_MAX_HEADERS. */
+		if (s->lim.max_headers > PROTO_MAX_HEADERS - PROVENANCE_HEADERS)
+			s->lim.max_headers = PROTO_MAX_HEADERS -
+			    PROVENANCE_HEADERS;
+		s->stamplen = provenance_stamp(stamp, sizeof(stamp),
+		    session_host(), uc->uid, uc->pid);
+		s->stamp = xstrndup(stamp, s->stamplen);
+	}
 	s->max_buffer = (size_t)cf->max_buffer;
 	TAILQ_INIT(&s->rq);
 	s->idle_ms = cf->idle_timeout_ms;
@@ -209,6 +225,7 @@ session_free(struct session *s, const char *why)
 		free(sr);
 	}
 	free(s->confirms);
+	free(s->stamp);
 	ingress_forget(s->ing, s);
 	if (s->user != NULL)
 		users_disconnect(ingress_users(s->ing), s->user);
@@ -308,18 +325,47 @@ session_pub_error(struct session *s, const char *code, const char *text)
 		session_error(s, code, text);
 }
 
+/* This host's name, for the provenance headers: read once. */
+static const char *
+session_host(void)
+{
+	static char	host[256];
+
+	if (host[0] == '\0' && (gethostname(host, sizeof(host) - 1) == -1 ||
+	    host[0] == '\0'))
+		snprintf(host, sizeof(host), "unknown");
+	return host;
+}
+
 static void
 session_pub(struct session *s, const struct proto_pub *pub)
 {
 	const char	*code;
 	char		 err[256];
+	size_t		 i, n = sizeof(PROVENANCE_PREFIX) - 1;
 
 	if (s->refused) {
 		session_pub_error(s, PROTO_E_SKIPPED, SESSION_SKIPPED_TEXT);
 		return;
 	}
-	if (ingress_insert(s->ing, s->user, pub, s->held, &code, err,
-	    sizeof(err)) == -1) {
+	/* With provenance on, its headers are the relay's to write. */
+	for (i = 0; s->stamp != NULL && i < pub->nheaders; i++) {
+		const struct proto_str *h = &pub->headers[i].name;
+
+		if (h->len >= n && strncasecmp(h->p, PROVENANCE_PREFIX, n) ==
+		    0) {
+			ingress_count_refused(s->ing);
+			s->refused = 1;
+			snprintf(err, sizeof(err), "header %.*s: names that "
+			    "start with " PROVENANCE_PREFIX " are the relay's "
+			    "own ([publish] provenance)", (int)(h->len > 64 ?
+			    64 : h->len), h->p);
+			session_pub_error(s, PROTO_E_BADREQ, err);
+			return;
+		}
+	}
+	if (ingress_insert(s->ing, s->user, pub, s->stamp, s->stamplen,
+	    s->held, &code, err, sizeof(err)) == -1) {
 		ingress_count_refused(s->ing);
 		s->refused = 1;
 		session_pub_error(s, code, err);

@@ -18,6 +18,7 @@ under 6 minutes.  Deliveries are checked with harness.check_delivery.
 import json
 import os
 import socket
+import subprocess
 import sys
 import time
 
@@ -3601,6 +3602,109 @@ def expiry(ctx):
         got = [m for m, _ in c.drain(q, timeout=30)]
     check_eq(got, [b"A"], "the replayed A")
     check_eq(relay.term(), 0, "exit code after SIGTERM")
+
+
+def cgroup_unit(text):
+    """The systemd unit of a /proc/PID/cgroup text, as pubrelayd finds it
+    (provenance.c), written again here: None when there is none."""
+    path = None
+    for line in text.splitlines():
+        if line.startswith("0::"):
+            path = line[3:]
+            break
+    if path is None:
+        for line in text.splitlines():
+            parts = line.split(":", 2)
+            if len(parts) == 3 and parts[1] == "name=systemd":
+                path = parts[2]
+                break
+    units = [c for c in (path or "").split("/")
+             if (c.endswith(".service") and len(c) > 8) or
+             (c.endswith(".scope") and len(c) > 6)]
+    return units[-1] if units else None
+
+
+@scenario
+def provenance(ctx):
+    """[publish] provenance = yes: a message gets x-pubrelay-host (this
+    host's name), x-pubrelay-uid and x-pubrelay-pid (the sending process)
+    and x-pubrelay-unit exactly when /proc/PID/cgroup names a unit, beside
+    the client's own headers.  A client header named x-pubrelay-... is
+    refused (ERR BADREQ naming it) and the connection stays open.  A
+    sender moved into a cgroup named like a scope gets that unit and its
+    own pid.  A relay with the default (no) adds nothing and lets such a
+    header through."""
+    relay = ctx.relay(overrides={"publish": {"provenance": "yes"}})
+    plain = ctx.relay(name=ctx.name + "-plain")
+    with ctx.consumer() as c:
+        q = c.declare(H.unique_queue("provenance"))
+    with H.RawClient(relay.sock) as cl:
+        r = cl.pub("stamped", [("routing-key", q), ("header", "app=x")])
+        check(r.startswith("OK "), "stamped PUB: %r" % r)
+        r = cl.pub("spoofed", [("routing-key", q),
+                               ("header", "X-Pubrelay-Uid=7")])
+        check(r.startswith("ERR BADREQ header X-Pubrelay-Uid: ") and
+              "provenance" in r, "a client's x-pubrelay- header: %r" % r)
+        check_eq(cl.request("RESET\n"), "OK", "RESET after the refusal")
+        check_eq(cl.ping(), "PONG", "the connection stays")
+    with H.RawClient(plain.sock) as cl:
+        r = cl.pub("plain", [("routing-key", q),
+                             ("header", "x-pubrelay-uid=7")])
+        check(r.startswith("OK "), "plain relay: %r" % r)
+    # A sender in a unit: a child moved into a cgroup of its own, named
+    # like a scope, below this process's in the unified hierarchy.
+    scope = "pubrelay-test-%d.scope" % os.getpid()
+    cg2 = None
+    with open("/proc/self/mountinfo") as f:
+        for line in f:
+            pre, _, post = line.partition(" - ")
+            if post.split()[0] == "cgroup2":
+                cg2 = pre.split()[4]
+    check(cg2 is not None, "no cgroup2 hierarchy mounted")
+    with open("/proc/self/cgroup") as f:
+        mine = [ln[3:].strip() for ln in f if ln.startswith("0::")][0]
+    cgdir = os.path.join(cg2, mine.strip("/"), scope)
+    os.mkdir(cgdir)
+    try:
+        sender = ("import os, socket, sys\n"
+                  "s = socket.socket(socket.AF_UNIX)\n"
+                  "s.connect(sys.argv[1])\n"
+                  "s.sendall(b'PUB 5\\nrouting-key: %s\\n\\nscope\\n')\n"
+                  "r = s.recv(200)\n"
+                  "print(os.getpid(), r.decode().strip())\n" % q)
+        out = subprocess.run(
+            ["sh", "-c", 'echo $$ >"$1/cgroup.procs" && exec "$2" -c "$3" '
+             '"$4"', "sh", cgdir, sys.executable, sender, relay.sock],
+            stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+            timeout=30).stdout.decode()
+    finally:
+        os.rmdir(cgdir)
+    check(" OK " in out, "the sender in %s: %r" % (scope, out))
+    scope_pid = out.split()[0]
+    relay.wait_drained()
+    plain.wait_drained()
+    with ctx.consumer() as c:
+        got = {m: p.headers or {} for m, p in c.drain(q, timeout=30)}
+    check_eq(sorted(got), [b"plain", b"scope", b"stamped"], "delivered")
+    check_eq({k: v.decode() if isinstance(v, bytes) else v
+              for k, v in got[b"scope"].items()
+              if k in ("x-pubrelay-pid", "x-pubrelay-unit")},
+             {"x-pubrelay-pid": scope_pid, "x-pubrelay-unit": scope},
+             "the sender in a scope")
+    with open("/proc/self/cgroup") as f:
+        unit = cgroup_unit(f.read())
+    want = {"app": "x", "x-pubrelay-host": socket.gethostname(),
+            "x-pubrelay-uid": str(os.getuid()),
+            "x-pubrelay-pid": str(os.getpid())}
+    if unit is not None:
+        want["x-pubrelay-unit"] = unit
+    hdrs = {k: v.decode() if isinstance(v, bytes) else v
+            for k, v in got[b"stamped"].items()}
+    check_eq(hdrs, want, "the stamped message's headers")
+    ctx.note("unit: %s" % unit)
+    check_eq({k: v.decode() if isinstance(v, bytes) else v
+              for k, v in got[b"plain"].items()},
+             {"x-pubrelay-uid": "7"}, "the plain relay's message")
 
 
 def main(argv):
