@@ -2440,3 +2440,110 @@ outbox_presize_wal(struct outbox *ob, uint64_t keep_free)
 	}
 	return target - size;
 }
+
+/* What outbox_check() reports, each from a query of its own. */
+static const struct {
+	const char	*name;
+	const char	*sql;
+} outbox_check_counts[] = {
+	{ "schema", "PRAGMA user_version" },
+	{ "messages", "SELECT count(*) FROM outbox" },
+	{ "message_bytes", "SELECT coalesce(sum(size), 0) FROM outbox" },
+	{ "oldest_created_ms", "SELECT coalesce(min(created), 0) FROM outbox" },
+	{ "dead_messages", "SELECT count(*) FROM dead" },
+	{ "dead_bytes", "SELECT coalesce(sum(size), 0) FROM dead" },
+	{ "idempotency_keys", "SELECT count(*) FROM idem" },
+	{ "purged_remembered", "SELECT count(*) FROM forgotten" },
+	{ "confirmed_prefix", "SELECT coalesce((SELECT value FROM meta WHERE "
+	    "key = 'confirmed'), 0)" },
+	{ "page_size", "PRAGMA page_size" },
+	{ "pages", "PRAGMA page_count" },
+	{ "free_pages", "PRAGMA freelist_count" },
+};
+
+static int64_t
+outbox_check_size(const char *path, const char *suffix)
+{
+	char		p[4096];
+	struct stat	sb;
+
+	snprintf(p, sizeof(p), "%s%s", path, suffix);
+	return stat(p, &sb) == 0 ? (int64_t)sb.st_size : 0;
+}
+
+int
+outbox_check(const char *path, FILE *out, char *err, size_t errlen)
+{
+	sqlite3		*db = NULL;
+	sqlite3_stmt	*st = NULL;
+	const char	*msg;
+	int64_t		 v;
+	size_t		 i;
+	int		 rc, problems = 0, n = 0;
+
+	rc = sqlite3_open_v2(path, &db, SQLITE_OPEN_READONLY, NULL);
+	if (rc == SQLITE_OK) {
+		sqlite3_busy_timeout(db, OUTBOX_BUSY_MS);
+		v = outbox_query_int(db, "PRAGMA application_id", &rc);
+		if (rc == SQLITE_OK && v != OUTBOX_APPLICATION_ID) {
+			snprintf(err, errlen, "%s: not a pubrelay outbox "
+			    "(application_id %" PRId64 ")", path, v);
+			sqlite3_close(db);
+			return -1;
+		}
+	}
+	if (rc != SQLITE_OK) {
+		snprintf(err, errlen, "%s: cannot open for reading: %s", path,
+		    db != NULL ? sqlite3_errmsg(db) : sqlite3_errstr(rc));
+		sqlite3_close(db);
+		return -1;
+	}
+	fprintf(out, "outbox %s\n", path);
+	/* The counts are of one snapshot; the writer goes on meanwhile. */
+	if (outbox_exec(db, "BEGIN") != SQLITE_OK) {
+		snprintf(err, errlen, "%s: cannot read: %s", path,
+		    sqlite3_errmsg(db));
+		sqlite3_close(db);
+		return -1;
+	}
+	for (i = 0; i < sizeof(outbox_check_counts) /
+	    sizeof(outbox_check_counts[0]); i++) {
+		v = outbox_query_int(db, outbox_check_counts[i].sql, &rc);
+		if (rc == SQLITE_OK) {
+			fprintf(out, "%s %" PRId64 "\n",
+			    outbox_check_counts[i].name, v);
+			continue;
+		}
+		/* A damaged table: say so, and go on to the full check. */
+		fprintf(out, "%s -\nproblem cannot count %s: %s\n",
+		    outbox_check_counts[i].name, outbox_check_counts[i].name,
+		    sqlite3_errmsg(db));
+		problems++;
+	}
+	fprintf(out, "file_bytes %" PRId64 "\nwal_bytes %" PRId64 "\n",
+	    outbox_check_size(path, ""), outbox_check_size(path, "-wal"));
+	/* Every page, every index against its table: read-only. */
+	rc = sqlite3_prepare_v2(db, "PRAGMA integrity_check(100)", -1, &st,
+	    NULL);
+	while (rc == SQLITE_OK && (rc = sqlite3_step(st)) == SQLITE_ROW) {
+		msg = (const char *)sqlite3_column_text(st, 0);
+		if (msg != NULL && strcmp(msg, "ok") == 0 && n == 0) {
+			rc = SQLITE_OK;
+			continue;
+		}
+		fprintf(out, "problem %s\n", msg != NULL ? msg : "?");
+		problems++;
+		n++;
+		rc = SQLITE_OK;
+	}
+	if (rc != SQLITE_DONE && rc != SQLITE_OK) {
+		fprintf(out, "problem integrity_check failed: %s\n",
+		    sqlite3_errmsg(db));
+		problems++;
+	}
+	sqlite3_finalize(st);
+	fprintf(out, "integrity %s\n", problems ? "FAILED" : "ok");
+	outbox_exec(db, "COMMIT");
+	sqlite3_close(db);
+	return problems;
+}

@@ -12,6 +12,7 @@
 #include <limits.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <stdio.h>
 
 /*
  * 2: dead-letter table; 3: own ids; 4: outbox.attempts; 5: idempotency keys;
@@ -189,6 +190,14 @@ int	 outbox_park(struct outbox *ob, int64_t id, unsigned attempts,
  * message can be parked eventually.
  */
 void	 outbox_set_dead_limit(struct outbox *ob, uint64_t max_bytes);
+/*
+ * pubrelayd --check-outbox: open path read-only (safe beside a running
+ * daemon), write "name value" lines of its counts and sizes to out, then
+ * SQLite's integrity check: "problem ..." lines and "integrity ok" or
+ * "integrity FAILED".  The number of problems; -1 with err when the file
+ * cannot be read as an outbox.
+ */
+int	 outbox_check(const char *path, FILE *out, char *err, size_t errlen);
 /*
  * How many purged dead letters STATUS tells apart from confirmed ones
  * (default OUTBOX_FORGOTTEN_MAX); older purges make a gone id "unknown".

@@ -63,10 +63,11 @@ struct daemon {
 static void
 usage(FILE *f)
 {
-	fprintf(f, "usage: pubrelayd [-htvV] [-c file]\n"
+	fprintf(f, "usage: pubrelayd [-htvV] [-c file] [--check-outbox]\n"
 	    "  -c, --config file  configuration file (default %s)\n"
 	    "  -h, --help         print this help and exit\n"
 	    "  -t, --check        check the configuration and exit\n"
+	    "      --check-outbox check the outbox (read-only), report, exit\n"
 	    "  -v, --verbose      log at debug level (overrides [log] level)\n"
 	    "  -V, --version      print the version and exit\n",
 	    PUBRELAY_CONFIG_PATH);
@@ -316,6 +317,7 @@ main(int argc, char *argv[])
 	char				 msg[sizeof(d.status) + 32];
 	int64_t				 confirmed = 0;
 	int				 ch, check = 0, n, lfd, rc;
+	int				 check_outbox = 0;
 
 	memset(&d, 0, sizeof(d));
 	d.config_path = PUBRELAY_CONFIG_PATH;
@@ -324,6 +326,7 @@ main(int argc, char *argv[])
 	static const struct option	 longopts[] = {
 		{ "config",	required_argument,	NULL, 'c' },
 		{ "check",	no_argument,		NULL, 't' },
+		{ "check-outbox", no_argument,		NULL, 'O' },
 		{ "help",	no_argument,		NULL, 'h' },
 		{ "verbose",	no_argument,		NULL, 'v' },
 		{ "version",	no_argument,		NULL, 'V' },
@@ -338,6 +341,9 @@ main(int argc, char *argv[])
 			break;
 		case 't':
 			check = 1;
+			break;
+		case 'O':
+			check_outbox = 1;
 			break;
 		case 'v':
 			d.verbose = 1;
@@ -369,6 +375,18 @@ main(int argc, char *argv[])
 		printf("configuration OK\n");
 		config_free(&d.cf);
 		return 0;
+	}
+	if (check_outbox) {
+		/* Read-only, beside a running daemon or not. */
+		n = outbox_check(d.cf.outbox_path, stdout, err, sizeof(err));
+		config_free(&d.cf);
+		if (n == -1) {
+			log_errx("%s", err);
+			return EX_NOINPUT;
+		}
+		if (stdout_done() != 0)
+			return EX_IOERR;
+		return n > 0 ? EX_DATAERR : 0;
 	}
 	log_set_level(d.verbose ? LOG_DEBUG : d.cf.log_level);
 

@@ -19,6 +19,7 @@ started, memory watermark back at 0.4).  About 4 minutes on 2 cores.
 """
 
 import os
+import subprocess
 import random
 import re
 import sqlite3
@@ -2140,6 +2141,67 @@ def cleanup(ctx):
 def teardown(brokers):
     for b in brokers.all():
         b.stop()
+
+
+@scenario
+def check_outbox(ctx):
+    """`pubrelayd --check-outbox` beside a running relay with 300 messages
+    waiting (broker app stopped): exit 0, "integrity ok", and the counts
+    (messages 300, their bytes, no dead letters, schema 6), while the relay
+    goes on accepting.  After a clean stop a table leaf page is damaged on
+    disk: exit 65, "integrity FAILED" with "problem" lines, and the file is
+    the same bytes after the check as before (read-only).  A file that is
+    no outbox: exit 66 naming it."""
+    b = ctx.broker
+    with ctx.consumer() as c:
+        q = c.declare(H.unique_queue("checkob"))
+    rk = [("routing-key", q)]
+    pubrelayd = H.binary("PUBRELAYD")
+
+    def check_run(ini):
+        p = subprocess.run([pubrelayd, "-c", ini, "--check-outbox"],
+                           stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                           timeout=120)
+        out = p.stdout.decode()
+        vals = dict(ln.split(" ", 1) for ln in out.splitlines()
+                    if " " in ln)
+        return p.returncode, out, p.stderr.decode(), vals
+
+    b.stop_app()
+    try:
+        relay = ctx.relay()
+        pub_pipelined(relay, [H.encode_pub(H.seq_line(1, i, pad=400), rk)
+                              for i in range(300)])
+        rc, out, err, vals = check_run(relay.ini)
+        check_eq(rc, 0, "--check-outbox beside the relay (stdout %r, "
+                 "stderr %r)" % (out, err))
+        check_eq((vals.get("integrity"), vals.get("messages"),
+                  vals.get("dead_messages"), vals.get("schema")),
+                 ("ok", "300", "0", "6"), "its report")
+        check(int(vals["message_bytes"]) > 300 * 400 and
+              int(vals["file_bytes"]) + int(vals["wal_bytes"]) >
+              300 * 400, "sizes: %r" % vals)
+        pub_pipelined(relay, [H.encode_pub("after", rk)])
+        check_eq(relay.term(), 0, "exit code after SIGTERM")
+    finally:
+        b.start_app()
+    check(not os.path.exists(relay.outbox + "-wal"), "a write-ahead log is "
+          "left after a clean stop")
+    damage_page_of(relay.outbox, H.seq_line(1, 150).encode() + b"-")
+    with open(relay.outbox, "rb") as f:
+        before = f.read()
+    rc, out, err, vals = check_run(relay.ini)
+    check_eq(rc, 65, "--check-outbox of a damaged file (stdout %r, stderr "
+             "%r)" % (out, err))
+    check(vals.get("integrity") == "FAILED" and "\nproblem " in out,
+          "the report of the damaged file: %r" % out)
+    with open(relay.outbox, "rb") as f:
+        check(f.read() == before, "the check changed the file")
+    with open(relay.outbox, "wb") as f:
+        f.write(b"not an outbox at all\n" * 300)
+    rc, out, err, vals = check_run(relay.ini)
+    check(rc == 66 and relay.outbox in err, "--check-outbox of a file that "
+          "is no outbox: exit %d, stderr %r" % (rc, err))
 
 
 def main(argv):
