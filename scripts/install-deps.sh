@@ -8,7 +8,8 @@ PKGS="build-essential autoconf automake libtool pkg-config
       rabbitmq-server amqp-tools python3 python3-pika socat systemd
       openssl ca-certificates
       clang libclang-rt-14-dev valgrind musl-tools
-      php-cli golang-go nodejs prometheus"
+      php-cli golang-go nodejs prometheus
+      debhelper dh-python dpkg-dev devscripts lintian git"
 
 missing=""
 for p in $PKGS; do

@@ -275,17 +275,41 @@ class World:
             except OSError:
                 pass
 
+    # What a subclass (tests/package.py) changes: which top directories get
+    # overlays, what goes into the tree before /run is mounted and after,
+    # and systemd's unit path.
+
+    def overlaid(self):
+        """The top directories that get overlays: those the installed tree
+        writes to, and /etc, /var, /usr."""
+        tops = set()
+        for name in os.listdir(self.root):
+            real = os.path.realpath("/" + name)
+            tops.add("/" + real.strip("/").split("/")[0])
+        return tops | {"/etc", "/var", "/usr"}
+
+    def tree_lines(self):
+        """Boot script lines filling the overlaid tree: `make install`'s."""
+        return ["tar -C %s -cf - . | tar -C / -xf - --keep-directory-symlink"
+                % self.root]
+
+    def setup_lines(self):
+        """Boot script lines run once /run, /proc and /sys are mounted,
+        before systemd: the system user, the config's group."""
+        return ["systemd-sysusers %s" % self.sysusers_conf,
+                "chgrp pubrelay %s" % self.ini]
+
+    def unit_path(self):
+        """SYSTEMD_UNIT_PATH: the admin dir, then the units."""
+        return "%s:%s" % (self.admin, self.units)
+
     def boot(self):
         """systemd as PID 1 of new PID, mount, UTS and IPC namespaces, with
         what it would change on the host kept inside: overlays on /usr, /etc,
         /var; its own /run, /dev (console bound to /dev/null) and hostname;
         /proc/sys and /sys read-only (it would raise host-wide limits); a
         cgroup of its own (cgroup_setup())."""
-        tops = set()
-        for name in os.listdir(self.root):
-            real = os.path.realpath("/" + name)
-            tops.add("/" + real.strip("/").split("/")[0])
-        tops |= {"/etc", "/var", "/usr"}
+        tops = self.overlaid()
         self.tops = tops
         procs = self.cgroup_setup()
         lines = ["set -e"]
@@ -313,21 +337,23 @@ class World:
             "/dev/pts",
             "mount -t mqueue mqueue /dev/mqueue",
             "hostname pubrelay-pid1",
-            "tar -C %s -cf - . | tar -C / -xf - --keep-directory-symlink"
-            % self.root,
+        ]
+        lines += self.tree_lines()
+        lines += [
             "mount -t tmpfs -o mode=0755 tmpfs /run",
             "mount -t proc proc /proc",
             "mount --bind /proc/sys /proc/sys",
             "mount -o remount,bind,ro /proc/sys",
             "mount --rbind /sys /sys",
             "mount -o remount,bind,ro /sys",
-            "systemd-sysusers %s" % self.sysusers_conf,
-            "chgrp pubrelay %s" % self.ini,
+        ]
+        lines += self.setup_lines()
+        lines += [
             "exec env -i container=pubrelay-test PATH=%s "
-            "SYSTEMD_UNIT_PATH=%s:%s %s --system --unit=pubrelay-test.target "
+            "SYSTEMD_UNIT_PATH=%s %s --system --unit=pubrelay-test.target "
             "--log-target=journal --show-status=no"
             % ("/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
-               self.admin, self.units, SYSTEMD),
+               self.unit_path(), SYSTEMD),
         ]
         self.bootlog = os.path.join(self.work, "boot.log")
         with open(self.bootlog, "w") as out:
