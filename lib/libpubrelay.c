@@ -37,9 +37,16 @@
 
 #define LIB_WINDOW_DEFAULT	256		/* requests owed a reply */
 #define LIB_WINDOW_MAX		65536
+#define LIB_RING_FIRST		8		/* slots before the ring grows */
 #define LIB_SEND_BATCH		(64 * 1024)	/* send once this much waits */
 #define LIB_OUT_HIGH		(1024 * 1024)	/* wait to send beyond this */
 #define LIB_READ_CHUNK		(64 * 1024)	/* room for one recv() */
+/*
+ * The first recv()'s room: a one-shot program's reply.  Page faults are
+ * most of what a short process pays beyond its round trip, so it is not a
+ * whole chunk; a second read grows the buffer to one.
+ */
+#define LIB_FIRST_READ		512
 #define LIB_MAX_REPLY		(2 * WIRE_MAX_LINE)	/* one reply line */
 #define LIB_HOLD_FOREVER	UINT_MAX	/* WAIT without a time */
 
@@ -75,15 +82,16 @@ struct pubrelay {
 	int		 eof;
 	int		 werrno;	/* sending failed: replies may still come */
 
-	struct lib_slot	*ring;		/* window slots, count from head */
-	unsigned	 window, head, count;
+	struct lib_slot	*ring;		/* ringcap slots, count from head */
+	unsigned	 ringcap, window, head, count;
 
 	int		 err;
 	int		 syserr;	/* errno for the next lib_fail() */
 	char		 errmsg[1024];
 	char		 closedmsg[1024];	/* why the connection closed */
 	char		 id[WIRE_SHORTSTR_MAX + 1];
-	char		 reason[LIB_MAX_REPLY + 1];
+	char		*reason;	/* the last PARKED's, NULL before one */
+	size_t		 reasoncap;
 	char		*stats;		/* STATS text, then a copy cut into */
 	size_t		 statslen;	/* strings at its newlines */
 	char		*badline;	/* the last reply outside the protocol */
@@ -145,7 +153,7 @@ lib_disconnect(pubrelay *h)
 	h->fd = -1;
 	/* The replies still owed will never come. */
 	for (i = 0; i < h->count; i++)
-		free(h->ring[(h->head + i) % h->window].mid);
+		free(h->ring[(h->head + i) % h->ringcap].mid);
 	h->count = h->head = 0;
 	h->olen = h->ooff = 0;
 	h->ilen = h->ioff = 0;
@@ -266,10 +274,6 @@ pubrelay_open(const char *path, int timeout_ms)
 	h->fd = -1;
 	h->timeout_ms = timeout_ms > 0 ? timeout_ms : 0;
 	h->window = LIB_WINDOW_DEFAULT;
-	if ((h->ring = calloc(h->window, sizeof(*h->ring))) == NULL) {
-		free(h);
-		return NULL;
-	}
 	if (path == NULL && ((path = getenv("PUBRELAY_SOCKET")) == NULL ||
 	    *path == '\0'))
 		path = PUBRELAY_SOCKET_PATH;
@@ -300,6 +304,7 @@ pubrelay_close(pubrelay *h)
 	free(h->in);
 	free(h->stats);
 	free(h->badline);
+	free(h->reason);
 	free(h);
 }
 
@@ -326,7 +331,7 @@ pubrelay_id(const pubrelay *h)
 const char *
 pubrelay_reason(const pubrelay *h)
 {
-	return h->reason;
+	return h->reason != NULL ? h->reason : "";
 }
 
 unsigned
@@ -352,23 +357,14 @@ pubrelay_reply_line(const pubrelay *h, size_t *len)
 int
 pubrelay_set_window(pubrelay *h, unsigned window)
 {
-	struct lib_slot	*ring;
-	unsigned	 i;
-
 	if (window == 0 || window > LIB_WINDOW_MAX)
 		return lib_fail(h, PUBRELAY_E_INVAL, "window %u: not 1 to %u",
 		    window, LIB_WINDOW_MAX);
 	if (window < h->count)
 		return lib_fail(h, PUBRELAY_E_BUSY, "window %u: %u replies "
 		    "still to collect", window, h->count);
-	if ((ring = calloc(window, sizeof(*ring))) == NULL)
-		return lib_fail(h, PUBRELAY_E_NOMEM, "out of memory");
-	for (i = 0; i < h->count; i++)
-		ring[i] = h->ring[(h->head + i) % h->window];
-	free(h->ring);
-	h->ring = ring;
+	/* The ring grows to it as requests wait (lib_queue()). */
 	h->window = window;
-	h->head = 0;
 	return PUBRELAY_OK;
 }
 
@@ -407,7 +403,7 @@ props_fail(pubrelay_props *p, int code, const char *what, const char *why)
 static int
 props_encode(pubrelay_props *p)
 {
-	size_t	 i, len = 0;
+	size_t	 i, n, len = 0;
 	char	*b, *w;
 
 	for (i = 0; i < p->n; i++)
@@ -421,7 +417,14 @@ props_encode(pubrelay_props *p)
 	p->confirm_ms = 0;
 	p->mid = NULL;
 	for (i = 0; i < p->n; i++) {
-		w += sprintf(w, "%s: %s\n", p->v[i].name, p->v[i].value);
+		n = strlen(p->v[i].name);
+		memcpy(w, p->v[i].name, n);
+		memcpy(w + n, ": ", 2);
+		w += n + 2;
+		n = strlen(p->v[i].value);
+		memcpy(w, p->v[i].value, n);
+		w[n] = '\n';
+		w += n + 1;
 		if (strcmp(p->v[i].name, "confirm") == 0)
 			p->confirm_ms = (unsigned)strtoul(p->v[i].value, NULL,
 			    10);
@@ -566,7 +569,7 @@ static int
 lib_reserve(char **buf, size_t *cap, size_t need)
 {
 	char	*b;
-	size_t	 ncap = *cap ? *cap : 4096;
+	size_t	 ncap = *cap ? *cap : 512;
 
 	if (need <= *cap)
 		return 0;
@@ -622,7 +625,8 @@ lib_recv_some(pubrelay *h)
 		h->ioff = 0;
 	}
 	if (h->icap - h->ilen < LIB_READ_CHUNK / 4 &&
-	    lib_reserve(&h->in, &h->icap, h->ilen + LIB_READ_CHUNK) == -1)
+	    lib_reserve(&h->in, &h->icap, h->ilen + (h->icap == 0 ?
+	    LIB_FIRST_READ : LIB_READ_CHUNK)) == -1)
 		return lib_fail(h, PUBRELAY_E_NOMEM, "out of memory");
 	for (;;) {
 		n = recv(h->fd, h->in + h->ilen, h->icap - h->ilen,
@@ -817,21 +821,24 @@ lib_collect(pubrelay *h, struct wire_reply *r)
 		    s->mid != NULL ? strlen(s->mid) : 0, r);
 		free(s->mid);
 		s->mid = NULL;
-		h->head = (h->head + 1) % h->window;
+		h->head = (h->head + 1) % h->ringcap;
 		h->count--;
 	}
 	h->id[0] = '\0';
-	h->reason[0] = '\0';
+	if (h->reason != NULL)
+		h->reason[0] = '\0';
 	if (r->id != NULL) {
 		memcpy(h->id, r->id, r->idlen);
 		h->id[r->idlen] = '\0';
 	}
 	if (rc == PUBRELAY_PARKED) {
 		/* A line may be longer than the limit when it came whole. */
-		n = r->textlen < sizeof(h->reason) - 1 ? r->textlen :
-		    sizeof(h->reason) - 1;
-		memcpy(h->reason, r->text, n);
-		h->reason[n] = '\0';
+		n = r->textlen < LIB_MAX_REPLY ? r->textlen : LIB_MAX_REPLY;
+		/* Out of memory, the state still stands: without a reason. */
+		if (lib_reserve(&h->reason, &h->reasoncap, n + 1) == 0) {
+			memcpy(h->reason, r->text, n);
+			h->reason[n] = '\0';
+		}
 	}
 	if (rc == PUBRELAY_E_REPLY) {
 		if (len > 0 && line[len - 1] == '\r')
@@ -847,6 +854,30 @@ lib_collect(pubrelay *h, struct wire_reply *r)
 		return lib_fail(h, rc, "%.*s", (int)(r->text + r->textlen -
 		    (line + 4)), line + 4);
 	return rc;
+}
+
+/*
+ * Room for one more request owed a reply, up to the window.  The ring
+ * starts small: a one-shot program pays for the pages it touches.
+ */
+static int
+lib_ring_grow(pubrelay *h)
+{
+	struct lib_slot	*ring;
+	unsigned	 cap, i;
+
+	cap = h->ringcap == 0 ? LIB_RING_FIRST : h->ringcap * 2;
+	if (cap > h->window)
+		cap = h->window;
+	if ((ring = calloc(cap, sizeof(*ring))) == NULL)
+		return -1;
+	for (i = 0; i < h->count; i++)
+		ring[i] = h->ring[(h->head + i) % h->ringcap];
+	free(h->ring);
+	h->ring = ring;
+	h->ringcap = cap;
+	h->head = 0;
+	return 0;
 }
 
 /* Queue one request of kind req: bytes a, then b (either may be empty). */
@@ -868,7 +899,9 @@ lib_queue(pubrelay *h, enum wire_req req, unsigned hold_ms, const char *mid,
 		h->ooff = h->olen = 0;
 	if (lib_reserve(&h->out, &h->ocap, h->olen + alen + blen) == -1)
 		return lib_fail(h, PUBRELAY_E_NOMEM, "out of memory");
-	s = &h->ring[(h->head + h->count) % h->window];
+	if (h->count == h->ringcap && lib_ring_grow(h) == -1)
+		return lib_fail(h, PUBRELAY_E_NOMEM, "out of memory");
+	s = &h->ring[(h->head + h->count) % h->ringcap];
 	s->mid = NULL;
 	if (mid != NULL && (s->mid = strdup(mid)) == NULL)
 		return lib_fail(h, PUBRELAY_E_NOMEM, "out of memory");
