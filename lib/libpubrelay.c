@@ -37,9 +37,16 @@
 
 #define LIB_WINDOW_DEFAULT	256		/* requests owed a reply */
 #define LIB_WINDOW_MAX		65536
+#define LIB_RING_FIRST		8		/* slots before the ring grows */
 #define LIB_SEND_BATCH		(64 * 1024)	/* send once this much waits */
 #define LIB_OUT_HIGH		(1024 * 1024)	/* wait to send beyond this */
 #define LIB_READ_CHUNK		(64 * 1024)	/* room for one recv() */
+/*
+ * The first recv()'s room: a one-shot program's reply.  Page faults are
+ * most of what a short process pays beyond its round trip, so it is not a
+ * whole chunk; a second read grows the buffer to one.
+ */
+#define LIB_FIRST_READ		512
 #define LIB_MAX_REPLY		(2 * WIRE_MAX_LINE)	/* one reply line */
 #define LIB_HOLD_FOREVER	UINT_MAX	/* WAIT without a time */
 
@@ -53,6 +60,7 @@ struct pubrelay_props {
 	size_t		 blocklen;
 	unsigned	 confirm_ms;		/* 0 without "confirm" */
 	const char	*mid;			/* "message-id" when it has blanks */
+	char		 err[256];		/* why the last change failed */
 };
 
 /* A request owed a reply. */
@@ -74,16 +82,20 @@ struct pubrelay {
 	int		 eof;
 	int		 werrno;	/* sending failed: replies may still come */
 
-	struct lib_slot	*ring;		/* window slots, count from head */
-	unsigned	 window, head, count;
+	struct lib_slot	*ring;		/* ringcap slots, count from head */
+	unsigned	 ringcap, window, head, count;
 
 	int		 err;
+	int		 syserr;	/* errno for the next lib_fail() */
 	char		 errmsg[1024];
 	char		 closedmsg[1024];	/* why the connection closed */
 	char		 id[WIRE_SHORTSTR_MAX + 1];
-	char		 reason[LIB_MAX_REPLY + 1];
+	char		*reason;	/* the last PARKED's, NULL before one */
+	size_t		 reasoncap;
 	char		*stats;		/* STATS text, then a copy cut into */
 	size_t		 statslen;	/* strings at its newlines */
+	char		*badline;	/* the last reply outside the protocol */
+	size_t		 badlen;
 };
 
 static int	lib_fail(pubrelay *, int, const char *, ...)
@@ -141,7 +153,7 @@ lib_disconnect(pubrelay *h)
 	h->fd = -1;
 	/* The replies still owed will never come. */
 	for (i = 0; i < h->count; i++)
-		free(h->ring[(h->head + i) % h->window].mid);
+		free(h->ring[(h->head + i) % h->ringcap].mid);
 	h->count = h->head = 0;
 	h->olen = h->ooff = 0;
 	h->ilen = h->ioff = 0;
@@ -154,8 +166,10 @@ lib_fail(pubrelay *h, int code, const char *fmt, ...)
 {
 	va_list	ap;
 	char	msg[sizeof(h->errmsg)];
+	int	syserr = h->syserr;
 
 	/* Into a copy first: an argument may be the last message. */
+	h->syserr = 0;
 	h->err = code;
 	va_start(ap, fmt);
 	vsnprintf(msg, sizeof(msg), fmt, ap);
@@ -165,6 +179,10 @@ lib_fail(pubrelay *h, int code, const char *fmt, ...)
 	    code == PUBRELAY_E_REPLY || code == PUBRELAY_E_SYS ||
 	    wire_err_closes(code))
 		lib_disconnect(h);
+	/* pubrelay.h: the system's word on CONNECT, SYS and CLOSED. */
+	if (code == PUBRELAY_E_CONNECT || code == PUBRELAY_E_SYS ||
+	    code == PUBRELAY_E_CLOSED)
+		errno = syserr;
 	return code;
 }
 
@@ -172,6 +190,7 @@ lib_fail(pubrelay *h, int code, const char *fmt, ...)
 static int
 lib_closed(pubrelay *h)
 {
+	h->syserr = 0;
 	return lib_fail(h, PUBRELAY_E_CLOSED, "not connected%s%s",
 	    h->closedmsg[0] != '\0' ? ": " : "", h->closedmsg);
 }
@@ -195,9 +214,11 @@ lib_connect(pubrelay *h)
 	for (;;) {
 		fd = socket(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC,
 		    0);
-		if (fd == -1)
+		if (fd == -1) {
+			h->syserr = errno;
 			return lib_fail(h, PUBRELAY_E_SYS, "socket: %s",
 			    lib_strerror(errno, eb, sizeof(eb)));
+		}
 		if (connect(fd, (struct sockaddr *)&sun, sizeof(sun)) == 0) {
 			h->fd = fd;
 			return PUBRELAY_OK;
@@ -227,10 +248,17 @@ lib_connect(pubrelay *h)
 		error = rc == 0 ? ETIMEDOUT : rc == -1 ? errno : error;
 	}
 	close(fd);
+	/*
+	 * A file that is not a socket, or a path through one, stays so: no
+	 * daemon can listen there, and waiting for one would be in vain.
+	 */
 	if (error == ECONNREFUSED && stat(h->path, &st) == 0 &&
-	    !S_ISSOCK(st.st_mode))
+	    !S_ISSOCK(st.st_mode)) {
+		h->syserr = ENOTSOCK;
 		return lib_fail(h, PUBRELAY_E_CONNECT, "%s: not a socket",
 		    h->path);
+	}
+	h->syserr = error;
 	return lib_fail(h, PUBRELAY_E_CONNECT, "cannot connect to %s: %s%s",
 	    h->path, lib_strerror(error, eb, sizeof(eb)),
 	    error == EAGAIN ? " (daemon busy)" : "");
@@ -246,10 +274,6 @@ pubrelay_open(const char *path, int timeout_ms)
 	h->fd = -1;
 	h->timeout_ms = timeout_ms > 0 ? timeout_ms : 0;
 	h->window = LIB_WINDOW_DEFAULT;
-	if ((h->ring = calloc(h->window, sizeof(*h->ring))) == NULL) {
-		free(h);
-		return NULL;
-	}
 	if (path == NULL && ((path = getenv("PUBRELAY_SOCKET")) == NULL ||
 	    *path == '\0'))
 		path = PUBRELAY_SOCKET_PATH;
@@ -279,6 +303,8 @@ pubrelay_close(pubrelay *h)
 	free(h->out);
 	free(h->in);
 	free(h->stats);
+	free(h->badline);
+	free(h->reason);
 	free(h);
 }
 
@@ -305,7 +331,7 @@ pubrelay_id(const pubrelay *h)
 const char *
 pubrelay_reason(const pubrelay *h)
 {
-	return h->reason;
+	return h->reason != NULL ? h->reason : "";
 }
 
 unsigned
@@ -315,25 +341,30 @@ pubrelay_pending(const pubrelay *h)
 }
 
 int
+pubrelay_fd(const pubrelay *h)
+{
+	return h->fd;
+}
+
+const char *
+pubrelay_reply_line(const pubrelay *h, size_t *len)
+{
+	if (len != NULL)
+		*len = h->badline != NULL ? h->badlen : 0;
+	return h->badline;
+}
+
+int
 pubrelay_set_window(pubrelay *h, unsigned window)
 {
-	struct lib_slot	*ring;
-	unsigned	 i;
-
 	if (window == 0 || window > LIB_WINDOW_MAX)
 		return lib_fail(h, PUBRELAY_E_INVAL, "window %u: not 1 to %u",
 		    window, LIB_WINDOW_MAX);
 	if (window < h->count)
 		return lib_fail(h, PUBRELAY_E_BUSY, "window %u: %u replies "
 		    "still to collect", window, h->count);
-	if ((ring = calloc(window, sizeof(*ring))) == NULL)
-		return lib_fail(h, PUBRELAY_E_NOMEM, "out of memory");
-	for (i = 0; i < h->count; i++)
-		ring[i] = h->ring[(h->head + i) % h->window];
-	free(h->ring);
-	h->ring = ring;
+	/* The ring grows to it as requests wait (lib_queue()). */
 	h->window = window;
-	h->head = 0;
 	return PUBRELAY_OK;
 }
 
@@ -360,24 +391,40 @@ pubrelay_props_free(pubrelay_props *p)
 	free(p);
 }
 
+static int
+props_fail(pubrelay_props *p, int code, const char *what, const char *why)
+{
+	snprintf(p->err, sizeof(p->err), "%s%s%s", what, *why != '\0' ?
+	    ": " : "", why);
+	return code;
+}
+
 /* The block is encoded once per change, not once per message. */
 static int
 props_encode(pubrelay_props *p)
 {
-	size_t	 i, len = 0;
+	size_t	 i, n, len = 0;
 	char	*b, *w;
 
 	for (i = 0; i < p->n; i++)
 		len += strlen(p->v[i].name) + 2 + strlen(p->v[i].value) + 1;
 	if (len > WIRE_MAX_BLOCK)
-		return PUBRELAY_E_INVAL;
+		return props_fail(p, PUBRELAY_E_INVAL, "property block longer "
+		    "than 65536 bytes", "");
 	if ((b = malloc(len + 1)) == NULL)
-		return PUBRELAY_E_NOMEM;
+		return props_fail(p, PUBRELAY_E_NOMEM, "out of memory", "");
 	w = b;
 	p->confirm_ms = 0;
 	p->mid = NULL;
 	for (i = 0; i < p->n; i++) {
-		w += sprintf(w, "%s: %s\n", p->v[i].name, p->v[i].value);
+		n = strlen(p->v[i].name);
+		memcpy(w, p->v[i].name, n);
+		memcpy(w + n, ": ", 2);
+		w += n + 2;
+		n = strlen(p->v[i].value);
+		memcpy(w, p->v[i].value, n);
+		w[n] = '\n';
+		w += n + 1;
 		if (strcmp(p->v[i].name, "confirm") == 0)
 			p->confirm_ms = (unsigned)strtoul(p->v[i].value, NULL,
 			    10);
@@ -391,6 +438,39 @@ props_encode(pubrelay_props *p)
 	return PUBRELAY_OK;
 }
 
+/*
+ * Whether p has a header of the name of "NAME=VALUE" already: the daemon
+ * would refuse every message with BADREQ.  err: as pubrelayd says it.
+ */
+static int
+props_header_twice(const pubrelay_props *p, const char *hv, char *err,
+    size_t errlen)
+{
+	size_t		 nl = strcspn(hv, "="), i, j;
+	const char	*v;
+
+	for (i = 0; i < p->n; i++) {
+		v = p->v[i].value;
+		if (strcmp(p->v[i].name, "header") != 0 ||
+		    strncmp(v, hv, nl) != 0 || v[nl] != '=')
+			continue;
+		/* Quoted as src/protocol.c's proto_quote() does. */
+		j = (size_t)snprintf(err, errlen, "header: \"");
+		for (v = hv; v < hv + nl && j + 1 < errlen && v - hv < 60;
+		    v++) {
+			unsigned char c = (unsigned char)*v;
+
+			err[j++] = c >= 0x20 && c < 0x7f && c != '"' ?
+			    (char)c : '?';
+		}
+		err[j] = '\0';
+		snprintf(err + j, errlen - j, "%s\" given twice",
+		    v < hv + nl ? "..." : "");
+		return 1;
+	}
+	return 0;
+}
+
 int
 pubrelay_props_set(pubrelay_props *p, const char *name, const char *value)
 {
@@ -400,24 +480,31 @@ pubrelay_props_set(pubrelay_props *p, const char *name, const char *value)
 	size_t		 i, j, oldn;
 	int		 rc, replace;
 
-	if (p == NULL || name == NULL || (canon = wire_prop_name(name)) == NULL)
+	if (p == NULL)
 		return PUBRELAY_E_INVAL;
+	if (name == NULL || (canon = wire_prop_name(name)) == NULL)
+		return props_fail(p, PUBRELAY_E_INVAL, name != NULL ? name :
+		    "(null)", "no such property");
 	if (value != NULL && wire_prop_check(canon, value, err,
 	    sizeof(err)) == -1)
-		return PUBRELAY_E_INVAL;
+		return props_fail(p, PUBRELAY_E_INVAL, err, "");
 	if (value != NULL && strcmp(canon, "confirm") == 0 &&
 	    (value[strspn(value, "0123456789")] != '\0' ||
 	    strtoul(value, NULL, 10) == 0 ||
 	    strtoul(value, NULL, 10) > WIRE_MAX_MS))
-		return PUBRELAY_E_INVAL;
+		return props_fail(p, PUBRELAY_E_INVAL, canon, "not 1 to "
+		    "86400000 milliseconds");
+	if (value != NULL && strcmp(canon, "header") == 0 &&
+	    props_header_twice(p, value, err, sizeof(err)))
+		return props_fail(p, PUBRELAY_E_INVAL, err, "");
 	/* The new list beside the old one: a failure leaves p as it was. */
 	replace = value == NULL || !wire_prop_repeats(canon);
 	if ((nv = malloc((p->n + 1) * sizeof(*nv))) == NULL)
-		return PUBRELAY_E_NOMEM;
+		return props_fail(p, PUBRELAY_E_NOMEM, "out of memory", "");
 	copy = NULL;
 	if (value != NULL && (copy = strdup(value)) == NULL) {
 		free(nv);
-		return PUBRELAY_E_NOMEM;
+		return props_fail(p, PUBRELAY_E_NOMEM, "out of memory", "");
 	}
 	for (i = j = 0; i < p->n; i++)
 		if (!replace || p->v[i].name != canon)
@@ -441,7 +528,14 @@ pubrelay_props_set(pubrelay_props *p, const char *name, const char *value)
 		if (replace && old[i].name == canon)
 			free(old[i].value);
 	free(old);
+	p->err[0] = '\0';
 	return PUBRELAY_OK;
+}
+
+const char *
+pubrelay_props_errmsg(const pubrelay_props *p)
+{
+	return p == NULL ? "out of memory" : p->err;
 }
 
 int
@@ -451,13 +545,15 @@ pubrelay_props_header(pubrelay_props *p, const char *name, const char *value)
 	size_t	 nl, vl;
 	int	 rc;
 
-	if (p == NULL || name == NULL || value == NULL ||
-	    strchr(name, '=') != NULL)
+	if (p == NULL)
 		return PUBRELAY_E_INVAL;
+	if (name == NULL || value == NULL || strchr(name, '=') != NULL)
+		return props_fail(p, PUBRELAY_E_INVAL, "header", name == NULL ||
+		    value == NULL ? "NULL name or value" : "name contains '='");
 	nl = strlen(name);
 	vl = strlen(value);
 	if ((hv = malloc(nl + vl + 2)) == NULL)
-		return PUBRELAY_E_NOMEM;
+		return props_fail(p, PUBRELAY_E_NOMEM, "out of memory", "");
 	memcpy(hv, name, nl);
 	hv[nl] = '=';
 	memcpy(hv + nl + 1, value, vl + 1);
@@ -473,7 +569,7 @@ static int
 lib_reserve(char **buf, size_t *cap, size_t need)
 {
 	char	*b;
-	size_t	 ncap = *cap ? *cap : 4096;
+	size_t	 ncap = *cap ? *cap : 512;
 
 	if (need <= *cap)
 		return 0;
@@ -529,7 +625,8 @@ lib_recv_some(pubrelay *h)
 		h->ioff = 0;
 	}
 	if (h->icap - h->ilen < LIB_READ_CHUNK / 4 &&
-	    lib_reserve(&h->in, &h->icap, h->ilen + LIB_READ_CHUNK) == -1)
+	    lib_reserve(&h->in, &h->icap, h->ilen + (h->icap == 0 ?
+	    LIB_FIRST_READ : LIB_READ_CHUNK)) == -1)
 		return lib_fail(h, PUBRELAY_E_NOMEM, "out of memory");
 	for (;;) {
 		n = recv(h->fd, h->in + h->ilen, h->icap - h->ilen,
@@ -546,6 +643,7 @@ lib_recv_some(pubrelay *h)
 			continue;
 		if (errno == EAGAIN || errno == EWOULDBLOCK)
 			return PUBRELAY_OK;
+		h->syserr = errno;
 		return lib_fail(h, PUBRELAY_E_CLOSED, "connection to %s lost: "
 		    "%s", h->path, lib_strerror(errno, eb, sizeof(eb)));
 	}
@@ -576,6 +674,7 @@ lib_pump(pubrelay *h, int64_t since, unsigned hold_ms)
 	if (rc == -1) {
 		if (errno == EINTR)
 			return PUBRELAY_OK;
+		h->syserr = errno;
 		return lib_fail(h, PUBRELAY_E_SYS, "poll: %s",
 		    lib_strerror(errno, eb, sizeof(eb)));
 	}
@@ -606,9 +705,11 @@ lib_need(pubrelay *h, size_t want, unsigned hold_ms)
 	if (lib_reserve(&h->in, &h->icap, h->ioff + want) == -1)
 		return lib_fail(h, PUBRELAY_E_NOMEM, "out of memory");
 	while (h->ilen - h->ioff < want) {
-		if (h->eof)
+		if (h->eof) {
+			h->syserr = h->werrno;
 			return lib_fail(h, PUBRELAY_E_CLOSED, "connection to %s "
 			    "closed in the middle of a reply", h->path);
+		}
 		had = h->ilen;
 		if ((rc = lib_pump(h, since, hold_ms)) != PUBRELAY_OK)
 			return rc;
@@ -640,15 +741,20 @@ lib_line(pubrelay *h, unsigned hold_ms, const char **line, size_t *len)
 			return PUBRELAY_OK;
 		}
 		scanned = h->ilen - h->ioff;
-		if (scanned > LIB_MAX_REPLY)
+		if (scanned > LIB_MAX_REPLY) {
+			free(h->badline);
+			h->badline = NULL;
 			return lib_fail(h, PUBRELAY_E_REPLY, "reply line longer "
 			    "than %d bytes", LIB_MAX_REPLY);
-		if (h->eof)
+		}
+		if (h->eof) {
+			h->syserr = h->werrno;
 			return lib_fail(h, PUBRELAY_E_CLOSED, "connection to %s "
 			    "closed before the reply%s%s", h->path,
 			    h->werrno != 0 ? ": " : "",
 			    h->werrno != 0 ?
 			    lib_strerror(h->werrno, eb, sizeof(eb)) : "");
+		}
 		/* Nothing to read: whatever waits to be sent goes first. */
 		if (h->ooff < h->olen && (rc = lib_send_some(h)) != PUBRELAY_OK)
 			return rc;
@@ -660,52 +766,118 @@ lib_line(pubrelay *h, unsigned hold_ms, const char **line, size_t *len)
 	}
 }
 
-/* Take the reply to the oldest request owed one. */
+/* Whether in holds a whole line (or more than one may be long). */
+static int
+lib_has_line(const pubrelay *h)
+{
+	return h->ilen > h->ioff && (h->ilen - h->ioff > LIB_MAX_REPLY ||
+	    memchr(h->in + h->ioff, '\n', h->ilen - h->ioff) != NULL);
+}
+
+/* Keep a reply the library did not understand, for pubrelay_reply_line(). */
+static void
+lib_keep_line(pubrelay *h, const char *line, size_t len)
+{
+	char	*copy;
+
+	if ((copy = malloc(len + 1)) == NULL)
+		len = 0;
+	else {
+		memcpy(copy, line, len);
+		copy[len] = '\0';
+	}
+	free(h->badline);
+	h->badline = copy;
+	h->badlen = len;
+}
+
+/*
+ * Take the reply to the oldest request owed one.  With none owed, a line
+ * the daemon sent unasked (ERR LIMIT, DENIED or SHUTDOWN before it closes)
+ * or the end of the connection, once pubrelay_ready() saw one.
+ */
 static int
 lib_collect(pubrelay *h, struct wire_reply *r)
 {
-	struct lib_slot	*s;
+	struct lib_slot	*s = NULL;
 	const char	*line = NULL;
 	size_t		 len = 0, n;
 	int		 rc;
 
 	if (h->fd == -1)
 		return lib_closed(h);
-	if (h->count == 0)
+	if (h->count == 0 && !h->eof && !lib_has_line(h))
 		return lib_fail(h, PUBRELAY_E_INVAL, "no request waits for a "
 		    "reply");
-	s = &h->ring[h->head];
-	if ((rc = lib_line(h, s->hold_ms, &line, &len)) != PUBRELAY_OK)
+	if (h->count > 0)
+		s = &h->ring[h->head];
+	if ((rc = lib_line(h, s != NULL ? s->hold_ms : 0, &line, &len)) !=
+	    PUBRELAY_OK)
 		return rc;
-	rc = wire_reply((enum wire_req)s->req, line, len, s->mid,
-	    s->mid != NULL ? strlen(s->mid) : 0, r);
-	free(s->mid);
-	s->mid = NULL;
-	h->head = (h->head + 1) % h->window;
-	h->count--;
+	if (s == NULL)
+		rc = wire_reply(WIRE_NONE, line, len, NULL, 0, r);
+	else {
+		rc = wire_reply((enum wire_req)s->req, line, len, s->mid,
+		    s->mid != NULL ? strlen(s->mid) : 0, r);
+		free(s->mid);
+		s->mid = NULL;
+		h->head = (h->head + 1) % h->ringcap;
+		h->count--;
+	}
 	h->id[0] = '\0';
-	h->reason[0] = '\0';
+	if (h->reason != NULL)
+		h->reason[0] = '\0';
 	if (r->id != NULL) {
 		memcpy(h->id, r->id, r->idlen);
 		h->id[r->idlen] = '\0';
 	}
 	if (rc == PUBRELAY_PARKED) {
 		/* A line may be longer than the limit when it came whole. */
-		n = r->textlen < sizeof(h->reason) - 1 ? r->textlen :
-		    sizeof(h->reason) - 1;
-		memcpy(h->reason, r->text, n);
-		h->reason[n] = '\0';
+		n = r->textlen < LIB_MAX_REPLY ? r->textlen : LIB_MAX_REPLY;
+		/* Out of memory, the state still stands: without a reason. */
+		if (lib_reserve(&h->reason, &h->reasoncap, n + 1) == 0) {
+			memcpy(h->reason, r->text, n);
+			h->reason[n] = '\0';
+		}
 	}
 	if (rc == PUBRELAY_E_REPLY) {
+		if (len > 0 && line[len - 1] == '\r')
+			len--;
+		lib_keep_line(h, line, len);
 		if (len > 200)
 			len = 200;
-		return lib_fail(h, rc, "unexpected reply from %s: \"%.*s\"",
-		    h->path, (int)len, line);
+		return lib_fail(h, rc, "%s from %s: \"%.*s\"", s == NULL ?
+		    "reply without a request" : "unexpected reply", h->path,
+		    (int)len, line);
 	}
 	if (rc < 0)
 		return lib_fail(h, rc, "%.*s", (int)(r->text + r->textlen -
 		    (line + 4)), line + 4);
 	return rc;
+}
+
+/*
+ * Room for one more request owed a reply, up to the window.  The ring
+ * starts small: a one-shot program pays for the pages it touches.
+ */
+static int
+lib_ring_grow(pubrelay *h)
+{
+	struct lib_slot	*ring;
+	unsigned	 cap, i;
+
+	cap = h->ringcap == 0 ? LIB_RING_FIRST : h->ringcap * 2;
+	if (cap > h->window)
+		cap = h->window;
+	if ((ring = calloc(cap, sizeof(*ring))) == NULL)
+		return -1;
+	for (i = 0; i < h->count; i++)
+		ring[i] = h->ring[(h->head + i) % h->ringcap];
+	free(h->ring);
+	h->ring = ring;
+	h->ringcap = cap;
+	h->head = 0;
+	return 0;
 }
 
 /* Queue one request of kind req: bytes a, then b (either may be empty). */
@@ -727,7 +899,9 @@ lib_queue(pubrelay *h, enum wire_req req, unsigned hold_ms, const char *mid,
 		h->ooff = h->olen = 0;
 	if (lib_reserve(&h->out, &h->ocap, h->olen + alen + blen) == -1)
 		return lib_fail(h, PUBRELAY_E_NOMEM, "out of memory");
-	s = &h->ring[(h->head + h->count) % h->window];
+	if (h->count == h->ringcap && lib_ring_grow(h) == -1)
+		return lib_fail(h, PUBRELAY_E_NOMEM, "out of memory");
+	s = &h->ring[(h->head + h->count) % h->ringcap];
 	s->mid = NULL;
 	if (mid != NULL && (s->mid = strdup(mid)) == NULL)
 		return lib_fail(h, PUBRELAY_E_NOMEM, "out of memory");
@@ -834,9 +1008,27 @@ pubrelay_flush(pubrelay *h)
 		snprintf(h->errmsg, sizeof(h->errmsg), "connection to %s "
 		    "lost: %s", h->path,
 		    lib_strerror(h->werrno, eb, sizeof(eb)));
+		errno = h->werrno;
 		return PUBRELAY_E_CLOSED;
 	}
 	return PUBRELAY_OK;
+}
+
+int
+pubrelay_ready(pubrelay *h)
+{
+	int	rc;
+
+	/* Closed: pubrelay_recv() says why at once. */
+	if (h->fd == -1)
+		return 1;
+	if (h->ooff < h->olen && (rc = lib_send_some(h)) != PUBRELAY_OK)
+		return rc;
+	if (h->eof || lib_has_line(h))
+		return 1;
+	if ((rc = lib_recv_some(h)) != PUBRELAY_OK)
+		return rc;
+	return h->eof || lib_has_line(h);
 }
 
 int
@@ -971,4 +1163,73 @@ pubrelay_stats_text(const pubrelay *h, size_t *len)
 	if (len != NULL)
 		*len = h->stats != NULL ? h->statslen : 0;
 	return h->stats != NULL ? h->stats : "";
+}
+
+int
+pubrelay_dead_list(pubrelay *h, uint64_t after, unsigned max,
+    const char **text, size_t *len)
+{
+	struct wire_reply	 r;
+	char			 line[64];
+	int			 rc;
+
+	if (text != NULL)
+		*text = "";
+	if (len != NULL)
+		*len = 0;
+	if (max > WIRE_DEAD_LIST_MAX || after > INT64_MAX)
+		return lib_fail(h, PUBRELAY_E_INVAL, "dead list: max over %d "
+		    "or after over 2^63-1", WIRE_DEAD_LIST_MAX);
+	if (max > 0)
+		snprintf(line, sizeof(line), "DEAD LIST %u AFTER %llu\n", max,
+		    (unsigned long long)after);
+	else
+		snprintf(line, sizeof(line), "DEAD LIST AFTER %llu\n",
+		    (unsigned long long)after);
+	if ((rc = lib_call(h, WIRE_DEAD_LIST, 0, NULL, line, strlen(line),
+	    &r)) != PUBRELAY_OK)
+		return rc;
+	if ((rc = lib_need(h, (size_t)r.n, 0)) != PUBRELAY_OK)
+		return rc;
+	/* Borrowed from the buffer: nothing reads into it before a call. */
+	if (text != NULL)
+		*text = h->in + h->ioff;
+	if (len != NULL)
+		*len = (size_t)r.n;
+	h->ioff += (size_t)r.n;
+	return PUBRELAY_OK;
+}
+
+/* DEAD RETRY and DEAD PURGE: one id, or 0 for all. */
+static int
+lib_dead_move(pubrelay *h, const char *verb, uint64_t id, uint64_t *count)
+{
+	struct wire_reply	 r;
+	char			 line[64];
+	int			 rc;
+
+	if (id > INT64_MAX)
+		return lib_fail(h, PUBRELAY_E_INVAL, "dead %s: id over 2^63-1",
+		    verb);
+	if (id == 0)
+		snprintf(line, sizeof(line), "DEAD %s ALL\n", verb);
+	else
+		snprintf(line, sizeof(line), "DEAD %s %llu\n", verb,
+		    (unsigned long long)id);
+	rc = lib_call(h, WIRE_DEAD_MOVE, 0, NULL, line, strlen(line), &r);
+	if (rc == PUBRELAY_OK && count != NULL)
+		*count = r.n;
+	return rc;
+}
+
+int
+pubrelay_dead_retry(pubrelay *h, uint64_t id, uint64_t *count)
+{
+	return lib_dead_move(h, "RETRY", id, count);
+}
+
+int
+pubrelay_dead_purge(pubrelay *h, uint64_t id, uint64_t *count)
+{
+	return lib_dead_move(h, "PURGE", id, count);
 }

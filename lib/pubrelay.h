@@ -7,7 +7,10 @@
  * WAIT, STATUS, STATS, PING, RESET.  libpubrelay(3) is the reference.
  *
  * Errors are negative return values (PUBRELAY_E_*), with a message from
- * pubrelay_errmsg(); the library never aborts, exits or prints.  It has no
+ * pubrelay_errmsg(); the library never aborts, exits or prints.  After
+ * PUBRELAY_E_CONNECT, PUBRELAY_E_SYS and PUBRELAY_E_CLOSED, errno holds the
+ * system's error (ENOTSOCK: the path is no socket; 0: the daemon closed
+ * the connection).  It has no
  * global state: a handle belongs to one thread at a time (use one handle per
  * thread; two threads may use two handles freely).  It writes with
  * MSG_NOSIGNAL, so a lost connection is an error, not a SIGPIPE.
@@ -100,6 +103,8 @@ int		 pubrelay_props_set(pubrelay_props *p, const char *name,
 		    const char *value);
 int		 pubrelay_props_header(pubrelay_props *p, const char *name,
 		    const char *value);
+/* Why the last change of p failed, in pubrelayd's words; "" if it did not. */
+const char	*pubrelay_props_errmsg(const pubrelay_props *p);
 
 /*
  * Publish one message (props NULL: none) and wait for its reply.  Returns
@@ -126,10 +131,28 @@ unsigned	 pubrelay_pending(const pubrelay *h);
 /* 1 to 65536; PUBRELAY_E_INVAL otherwise. */
 int		 pubrelay_set_window(pubrelay *h, unsigned window);
 
+/*
+ * For a caller's own poll() loop: the socket (-1 once closed), to wait
+ * for POLLIN on; and pubrelay_ready(), which sends and reads what the
+ * socket takes and holds without waiting: 1 when pubrelay_recv() would
+ * return at once (a reply is there, or the connection ended), 0 when it
+ * would wait, or an error.  With no reply owed, pubrelay_recv() then
+ * returns what the daemon said unasked before it closed (ERR LIMIT,
+ * DENIED, SHUTDOWN), or PUBRELAY_E_CLOSED.
+ */
+int		 pubrelay_fd(const pubrelay *h);
+int		 pubrelay_ready(pubrelay *h);
+
 /* The message-id of the last reply that named one, "" if none. */
 const char	*pubrelay_id(const pubrelay *h);
 /* The reason of the last PARKED, "" if none. */
 const char	*pubrelay_reason(const pubrelay *h);
+/*
+ * The reply line of the last PUBRELAY_E_REPLY, as it came (without its
+ * line end; it may hold any byte), or NULL when there was none or it was
+ * too long to keep.
+ */
+const char	*pubrelay_reply_line(const pubrelay *h, size_t *len);
 
 /*
  * The other requests; each needs every pipelined reply collected first
@@ -141,6 +164,12 @@ const char	*pubrelay_reason(const pubrelay *h);
  * pubrelay_status: QUEUED, INFLIGHT, CONFIRMED, PARKED or UNKNOWN.
  * pubrelay_stats: fetch the statistics; pubrelay_stat() then looks one up
  * by name (NULL when absent), pubrelay_stats_text() gives them all.
+ * pubrelay_dead_list: one page of the dead letters with an id above after,
+ * at most max of them (0: the daemon's default), as the daemon's lines
+ * ("id<TAB>parked-ms<TAB>...\n"); *text stays valid until the next call
+ * on h; an empty page is the end.  pubrelay_dead_retry and _purge: replay
+ * or delete the dead letter id, every one when id is 0; *count (if not
+ * NULL): how many.
  */
 int		 pubrelay_ping(pubrelay *h);
 int		 pubrelay_reset(pubrelay *h);
@@ -149,6 +178,10 @@ int		 pubrelay_status(pubrelay *h, const char *message_id);
 int		 pubrelay_stats(pubrelay *h);
 const char	*pubrelay_stat(const pubrelay *h, const char *name);
 const char	*pubrelay_stats_text(const pubrelay *h, size_t *len);
+int		 pubrelay_dead_list(pubrelay *h, uint64_t after, unsigned max,
+		    const char **text, size_t *len);
+int		 pubrelay_dead_retry(pubrelay *h, uint64_t id, uint64_t *count);
+int		 pubrelay_dead_purge(pubrelay *h, uint64_t id, uint64_t *count);
 
 #ifdef __cplusplus
 }

@@ -3,6 +3,7 @@
  * than taken from src/protocol.c: that encoder grows a struct buf that
  * aborts when memory runs out, which a library must not do.
  */
+#include <stdint.h>
 #include <string.h>
 #include <strings.h>
 
@@ -119,40 +120,54 @@ wire_err(char *err, size_t errlen, const char *name, const char *why)
 	}
 }
 
+/* What the daemon's encoder checks of a string (proto_encodable()). */
+static int
+wire_str_check(const char *what, const char *p, size_t len, size_t max,
+    char *err, size_t errlen)
+{
+	if (len > max) {
+		wire_err(err, errlen, what, max == WIRE_SHORTSTR_MAX ?
+		    "longer than 255 bytes" : "line longer than 8192 bytes");
+		return -1;
+	}
+	if (memchr(p, '\n', len) != NULL || memchr(p, '\r', len) != NULL) {
+		wire_err(err, errlen, what, "contains a line break");
+		return -1;
+	}
+	/* The parser strips the blanks after ':'. */
+	if (max == WIRE_SHORTSTR_MAX && len > 0 && (p[0] == ' ' ||
+	    p[0] == '\t')) {
+		wire_err(err, errlen, what, "starts with a space or tab");
+		return -1;
+	}
+	return 0;
+}
+
 int
 wire_prop_check(const char *canonical, const char *value, char *err,
     size_t errlen)
 {
 	size_t	len = strlen(value);
 
-	/* The line would end early, or the parser would eat the blank. */
-	if (strpbrk(value, "\r\n") != NULL) {
-		wire_err(err, errlen, canonical, "line end in the value");
-		return -1;
-	}
-	if (value[0] == ' ' || value[0] == '\t') {
-		wire_err(err, errlen, canonical, "value starts with a blank");
-		return -1;
-	}
 	if (strcmp(canonical, "header") == 0) {
 		const char *eq = strchr(value, '=');
 
-		if (eq == NULL || eq == value ||
-		    (size_t)(eq - value) > WIRE_SHORTSTR_MAX) {
-			wire_err(err, errlen, canonical, "not NAME=VALUE with a "
-			    "name of 1 to 255 bytes");
+		if (eq == NULL || eq == value) {
+			wire_err(err, errlen, canonical, "not NAME=VALUE");
 			return -1;
 		}
+		if (wire_str_check("header name", value, (size_t)(eq - value),
+		    WIRE_SHORTSTR_MAX, err, errlen) == -1 ||
+		    wire_str_check("header value", eq + 1, strlen(eq + 1),
+		    SIZE_MAX, err, errlen) == -1)
+			return -1;
 		/* "header: " and the newline share the line. */
 		if (len + 9 > WIRE_MAX_LINE) {
-			wire_err(err, errlen, canonical, "line too long");
+			wire_err(err, errlen, canonical,
+			    "line longer than 8192 bytes");
 			return -1;
 		}
 		return 0;
-	}
-	if (len > WIRE_SHORTSTR_MAX) {
-		wire_err(err, errlen, canonical, "longer than 255 bytes");
-		return -1;
 	}
 	if (len == 0 && (strcmp(canonical, "message-id") == 0 ||
 	    strcmp(canonical, "idempotency-key") == 0 ||
@@ -160,7 +175,8 @@ wire_prop_check(const char *canonical, const char *value, char *err,
 		wire_err(err, errlen, canonical, "empty");
 		return -1;
 	}
-	return 0;
+	return wire_str_check(canonical, value, len, WIRE_SHORTSTR_MAX, err,
+	    errlen);
 }
 
 int
@@ -246,6 +262,14 @@ wire_parked(const char *p, size_t len, const char *mid, size_t midlen,
 	return 0;
 }
 
+/* A STATUS reply names the id asked about: a script could confuse two. */
+static int
+wire_same_id(const struct wire_reply *r, const char *mid, size_t midlen)
+{
+	return mid == NULL || (r->idlen == midlen &&
+	    memcmp(r->id, mid, midlen) == 0);
+}
+
 static const struct {
 	const char	*word;
 	int		 state;
@@ -313,17 +337,33 @@ wire_reply(enum wire_req req, const char *line, size_t len, const char *mid,
 			n = strlen(wire_status_words[i].word);
 			if (wire_starts(line, len, wire_status_words[i].word) &&
 			    wire_id(line + n, len - n, r) == 0)
-				return wire_status_words[i].state;
+				return wire_same_id(r, mid, midlen) ?
+				    wire_status_words[i].state :
+				    PUBRELAY_E_REPLY;
 		}
 		if (wire_starts(line, len, "PARKED ") &&
 		    wire_parked(line + 7, len - 7, mid, midlen, r) == 0)
-			return PUBRELAY_PARKED;
+			return wire_same_id(r, mid, midlen) ? PUBRELAY_PARKED :
+			    PUBRELAY_E_REPLY;
 		break;
 	case WIRE_STATS:
 		if (wire_starts(line, len, "STATS ") &&
 		    wire_number(line + 6, len - 6, &r->n) == 0 &&
 		    r->n <= WIRE_MAX_STATS)
 			return PUBRELAY_OK;
+		break;
+	case WIRE_DEAD_LIST:
+		if (wire_starts(line, len, "DEAD ") &&
+		    wire_number(line + 5, len - 5, &r->n) == 0 &&
+		    r->n <= WIRE_MAX_DEAD)
+			return PUBRELAY_OK;
+		break;
+	case WIRE_DEAD_MOVE:
+		if (wire_starts(line, len, "OK ") &&
+		    wire_number(line + 3, len - 3, &r->n) == 0)
+			return PUBRELAY_OK;
+		break;
+	case WIRE_NONE:
 		break;
 	}
 	return PUBRELAY_E_REPLY;

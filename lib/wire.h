@@ -27,6 +27,8 @@
 #define WIRE_MAX_BLOCK		65536	/* the whole property block */
 #define WIRE_MAX_MS		86400000 /* confirm: and WAIT, a day */
 #define WIRE_MAX_STATS		(16 * 1024 * 1024)
+#define WIRE_MAX_DEAD		(256 * 1024 * 1024)	/* a DEAD LIST page */
+#define WIRE_DEAD_LIST_MAX	100000	/* DEAD LIST <max> */
 
 /* What a reply answers: it decides which replies are valid. */
 enum wire_req {
@@ -37,6 +39,9 @@ enum wire_req {
 	WIRE_WAIT,
 	WIRE_STATUS,
 	WIRE_STATS,
+	WIRE_DEAD_LIST,
+	WIRE_DEAD_MOVE,		/* DEAD RETRY, DEAD PURGE */
+	WIRE_NONE,		/* nothing asked: only ERR is a reply */
 };
 
 /* A reply line read; pointers borrow from the line. */
@@ -45,7 +50,7 @@ struct wire_reply {
 	size_t		 idlen;
 	const char	*text;		/* ERR text, PARKED reason */
 	size_t		 textlen;
-	uint64_t	 n;		/* STATS <n>, WAIT's OK <dead> */
+	uint64_t	 n;		/* STATS <n>, DEAD <n>, OK <count> */
 };
 
 /*
@@ -56,9 +61,10 @@ const char	*wire_prop_name(const char *name);
 /* Whether a property may appear more than once ("header"). */
 int		 wire_prop_repeats(const char *canonical);
 /*
- * Whether value can be sent for the property: 0, or -1 with err filled.
- * Only what the encoding needs and what the daemon could never take is
- * checked here (the daemon checks numbers and the rest).
+ * Whether value can be sent for the property: 0, or -1 with err filled,
+ * in the words of pubrelayd's own encoder (src/protocol.c).  Only what the
+ * encoding needs and what the daemon could never take is checked here (the
+ * daemon checks numbers and the rest).
  */
 int		 wire_prop_check(const char *canonical, const char *value,
 		    char *err, size_t errlen);
@@ -67,7 +73,8 @@ int		 wire_prop_check(const char *canonical, const char *value,
  * Read one reply line (without its "\n"; a "\r" before it is dropped) to a
  * request of kind req.  mid: the message-id the request gave (PUB's
  * property, STATUS's argument), or NULL: a PARKED reply's id is that one
- * when the line starts with it, else the line up to a blank.  Returns a
+ * when the line starts with it, else the line up to a blank.  A reply to
+ * STATUS must name mid.  Returns a
  * pubrelay_state (>= 0), or a PUBRELAY_E_* code: the daemon's ERR code
  * (r->text its text), or PUBRELAY_E_REPLY for a line that does not answer
  * req.

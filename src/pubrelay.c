@@ -1,16 +1,13 @@
 /*
- * pubrelay.c: the command-line client.  It speaks only the socket protocol of
- * protocol.h and builds every PUB with the daemon's own encoder, so what the
- * client sends is by construction what the daemon parses.
+ * pubrelay.c: the command-line client.  Its requests, replies and
+ * connections are libpubrelay's (lib/pubrelay.h, compiled in): the command
+ * parses its arguments, reads standard input, and says in words and exit
+ * statuses what became of each request (pubrelay(1)).
  */
 #ifdef HAVE_CONFIG_H
 /* autoconf's, from the build directory: "config.h" would find src/config.h. */
 #include <config.h>
 #endif
-
-#include <sys/socket.h>
-#include <sys/stat.h>
-#include <sys/un.h>
 
 #include <errno.h>
 #include <fcntl.h>
@@ -22,13 +19,12 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <strings.h>
 #include <sysexits.h>
 #include <time.h>
 #include <unistd.h>
 
-#include "metrics.h"
-#include "protocol.h"
+#include "pubrelay.h"
+#include "protocol.h"		/* the daemon's limits, macros only */
 #include "statsfmt.h"
 #include "util.h"
 
@@ -38,20 +34,8 @@
 
 #define CLIENT_DEFAULT_TIMEOUT	"30"		/* -t, seconds */
 #define CLIENT_MAX_OUTSTANDING	4096		/* PUBs not yet answered */
-#define CLIENT_OUT_HIGH		(256 * 1024)	/* encoded, not yet sent */
 #define CLIENT_CHUNK		65536		/* one read() of standard input */
-#define CLIENT_RCHUNK		4096		/* room for one recv() on the heap */
-#define CLIENT_RMIN		512		/* least room for one recv() */
-/*
- * A one-shot run's buffers start on the stack (buf_init_on()): the heap's
- * first allocations cost a one-message process more than its round trip
- * (page faults, and mmap()s for the allocator's groups).  Bigger requests,
- * replies and standard input move to the heap as they grow.
- */
-#define CLIENT_FIRST_OUT	2048		/* a request: header and body */
-#define CLIENT_FIRST_IN		1024		/* a reply, or stdin's first read */
-#define CLIENT_MAX_REPLY	PROTO_MAX_LINE	/* one reply line */
-#define CLIENT_MAX_STATS	(16 * 1024 * 1024)
+#define CLIENT_FIRST_IN		1024		/* stdin's first read, on the stack */
 /* PROTO_DEAD_LIST_MAX lines of a few short strings and a reason each. */
 #define CLIENT_MAX_DEAD		(256 * 1024 * 1024)
 #define DEAD_FIELDS		8	/* TAB-separated, see protocol.h */
@@ -63,14 +47,32 @@ static uint64_t		 client_timeout_ms;	/* 0: wait for ever */
 /*
  * Silence allowed on top of -t while the daemon holds a reply on purpose (a
  * receipt, a WAIT): it owes one only when its own timer runs out.  -1: for
- * ever (WAIT without a timeout).
+ * ever (WAIT without a timeout).  The library keeps the same time; these
+ * only say it, and bound the wait on the socket and stdin together.
  */
 static int64_t		 client_grace_ms;
 #define CLIENT_DEFAULT_CONFIRM	"30s"		/* --confirm without a time */
 
 struct pub_opts {
-	struct proto_pub pub;		/* the properties; body per message */
-	char		 expiration[24];
+	/* The properties, in the order pubrelayd's encoder checks them. */
+	const char	*exchange;
+	const char	*routing_key;
+	int		 mandatory;
+	const char	*content_type;
+	const char	*content_encoding;
+	int		 transient;
+	int		 priority;		/* -1: none */
+	const char	*correlation_id;
+	const char	*reply_to;
+	const char	*expiration;
+	const char	*message_id;
+	const char	*type;
+	const char	*app_id;
+	const char	*headers[PROTO_MAX_HEADERS];	/* NAME=VALUE */
+	unsigned	 nheaders;
+	unsigned	 confirm_ms;		/* 0: no receipts */
+
+	char		 expiration_buf[24];
 	int		 lines;
 	int		 print_id;
 	const char	*key;		/* --idempotency-key */
@@ -84,40 +86,33 @@ struct pub_opts {
 
 /* One publish: stdin lines (or one body) in, requests out, replies in. */
 struct pub_run {
-	int		 fd;
-	struct proto_pub *pub;
+	pubrelay	*h;
+	pubrelay_props	*props;
 	int		 lines;
 	int		 print_id;
-	uint64_t	 confirm_ms;	/* receipts asked for: 0 without */
+	unsigned	 confirm_ms;	/* receipts asked for: 0 without */
 	const char	*key_prefix;	/* --lines --idempotency-key */
 
 	struct buf	 lin;		/* stdin bytes not yet cut */
 	size_t		 lstart;	/* first byte of the next line */
 	size_t		 lscan;		/* lin[lstart..lscan) has no '\n' */
 	int		 in_eof;	/* read() returned 0 */
-	int		 in_done;	/* every message was encoded */
+	int		 in_done;	/* every message was sent */
 	int		 need_input;
 
-	struct buf	 out;		/* encoded requests */
-	size_t		 woff;		/* out[woff..len) not yet sent */
-	int		 wdead;
-	int		 werrno;
-
-	struct buf	 rin;		/* reply bytes not yet parsed */
-	int		 rdead;
-	int		 rerrno;
-
 	uint64_t	 nread;		/* messages taken from the input */
-	uint64_t	 nsent;		/* requests encoded into out */
+	uint64_t	 nsent;		/* requests handed to the library */
 	uint64_t	 nreplied;
 	uint64_t	 nok;		/* accepted: OK or any receipt */
 	uint64_t	 nparked;	/* receipts: the broker refused */
 	uint64_t	 nunconfirmed;	/* receipts: TIMEOUT */
 
-	int		 stopped;	/* encode nothing more */
+	int		 stopped;	/* send nothing more */
+	int		 lost;		/* the connection is gone */
+	int		 lost_errno;	/* and why, 0 when the daemon closed it */
 	int		 status;	/* exit status of the first failure */
 	char		 why[1024];
-	int64_t		 progress;	/* ms: last byte moved on the socket */
+	int64_t		 progress;	/* ms: last sign of life on the socket */
 };
 
 static void	usage(FILE *, int) __attribute__((noreturn));
@@ -186,21 +181,6 @@ client_expired(int64_t since)
 	    client_grace_ms;
 }
 
-/*
- * Room for one recv(): all the buffer has, and at least CLIENT_RCHUNK bytes
- * on the heap; in a buffer still on the caller's stack, CLIENT_RMIN will do
- * (one-line replies).  Reserving a whole CLIENT_CHUNK would make a one-line
- * answer a 128 KiB allocation, which the C library serves with an mmap(),
- * a munmap() and their page faults.
- */
-static size_t
-client_room(struct buf *b)
-{
-	if (!b->borrowed || b->cap < b->len + 1 + CLIENT_RMIN)
-		buf_reserve(b, CLIENT_RCHUNK);
-	return b->cap - b->len - 1;
-}
-
 static void
 client_timeout_str(char *out, size_t outlen)
 {
@@ -236,140 +216,92 @@ client_clean(char *dst, size_t dstlen, const char *src, size_t len)
 	dst[n] = '\0';
 }
 
-/* Whether the len bytes at code are the error code want. */
+/* Whether the library's code is the daemon's "ERR <code>". */
 static int
-client_code_is(const char *code, size_t len, const char *want)
+client_daemon_err(int rc)
 {
-	return strlen(want) == len && strncmp(code, want, len) == 0;
+	return rc == PUBRELAY_E_REFUSED ||
+	    (rc <= PUBRELAY_E_BADREQ && rc >= PUBRELAY_E_DENIED);
 }
 
 /* Exit status for "ERR <code>": retryable or not is the caller's question. */
 static int
-client_err_status(const char *code, size_t len)
+client_err_status(int rc)
 {
-	static const char *tempfail[] = {
-		PROTO_E_FULL, PROTO_E_STORE, PROTO_E_SHUTDOWN, PROTO_E_LIMIT,
-		PROTO_E_SKIPPED,
-	};
-	static const char *dataerr[] = {
-		PROTO_E_BADREQ, PROTO_E_TOOBIG, PROTO_E_PROTO, PROTO_E_UNKNOWN,
-		PROTO_E_NOTFOUND,
-	};
-	size_t	i;
-
-	if (client_code_is(code, len, PROTO_E_DENIED))
+	switch (rc) {
+	case PUBRELAY_E_DENIED:
 		return EX_NOPERM;
-	for (i = 0; i < sizeof(tempfail) / sizeof(tempfail[0]); i++)
-		if (client_code_is(code, len, tempfail[i]))
-			return EX_TEMPFAIL;
-	for (i = 0; i < sizeof(dataerr) / sizeof(dataerr[0]); i++)
-		if (client_code_is(code, len, dataerr[i]))
-			return EX_DATAERR;
+	case PUBRELAY_E_FULL:
+	case PUBRELAY_E_STORE:
+	case PUBRELAY_E_SHUTDOWN:
+	case PUBRELAY_E_LIMIT:
+	case PUBRELAY_E_SKIPPED:
+		return EX_TEMPFAIL;
+	case PUBRELAY_E_BADREQ:
+	case PUBRELAY_E_TOOBIG:
+	case PUBRELAY_E_PROTO:
+	case PUBRELAY_E_UNKNOWN:
+	case PUBRELAY_E_NOTFOUND:
+		return EX_DATAERR;
+	}
 	/* A code this client does not know: a newer daemon, or not a daemon. */
 	return EX_PROTOCOL;
 }
 
-/* Split "ERR <code> <text>" (without "ERR "); 0 when it is one. */
-static int
-client_err_split(const char *line, size_t len, size_t *codelen)
+/* The daemon's "<code> <text>" of the last ERR, fit for a terminal. */
+static void
+client_err_text(const pubrelay *h, char *dst, size_t dstlen)
 {
-	size_t	n;
+	const char	*m = pubrelay_errmsg(h);
 
-	if (len < 4 || strncmp(line, "ERR ", 4) != 0)
-		return -1;
-	for (n = 4; n < len && line[n] != ' '; n++)
-		;
-	if (n == 4)
-		return -1;
-	*codelen = n - 4;
-	return 0;
+	client_clean(dst, dstlen, m, strlen(m));
+}
+
+/* -t for the library, which counts in int milliseconds (24 days). */
+static int
+client_lib_timeout(void)
+{
+	return client_timeout_ms > INT_MAX ? INT_MAX : (int)client_timeout_ms;
 }
 
 /*
- * A non-blocking connection to the daemon, or an exit status.  The socket is
- * non-blocking from the start so that a full listen backlog is EAGAIN
- * rather than a wait without a deadline: the daemon is busy, not gone, so
- * the connect is tried again, a few milliseconds apart, within -t.
+ * A connection to the daemon, or NULL once said why, with the exit status
+ * in *status.  The library waits out a full listen backlog within -t: the
+ * daemon is busy, not gone.
  */
-static int
-client_connect(int *fdp)
+static pubrelay *
+client_open(int *status)
 {
-	struct sockaddr_un	 sun;
-	struct pollfd		 pfd;
-	struct stat		 st;
-	socklen_t		 sl;
-	int			 fd, error, rc, pause_ms = 1, left;
-	int64_t			 start = client_now();
+	pubrelay	*h;
+	int		 rc, error;
 
-	memset(&sun, 0, sizeof(sun));
-	sun.sun_family = AF_UNIX;
-	if (strlen(client_socket) >= sizeof(sun.sun_path)) {
-		client_warnx("%s: socket path too long", client_socket);
-		return EX_USAGE;
+	if ((h = pubrelay_open(client_socket, client_lib_timeout())) == NULL) {
+		client_warnx("out of memory");
+		*status = EX_OSERR;
+		return NULL;
 	}
-	strcpy(sun.sun_path, client_socket);
-
-	for (;;) {
-		fd = socket(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC,
-		    0);
-		if (fd == -1) {
-			client_warnx("socket: %s", strerror(errno));
-			return EX_OSERR;
-		}
-		if (connect(fd, (struct sockaddr *)&sun, sizeof(sun)) == 0) {
-			*fdp = fd;
-			return EX_OK;
-		}
-		error = errno;
-		if (error != EAGAIN || (left = client_wait_ms(start)) == 0)
-			break;
-		close(fd);
-		if (left > 0 && left < pause_ms)
-			pause_ms = left;
-		poll(NULL, 0, pause_ms);
-		if (pause_ms < 32)
-			pause_ms *= 2;
-	}
-	if (error == EINPROGRESS) {
-		pfd.fd = fd;
-		pfd.events = POLLOUT;
-		do {
-			rc = poll(&pfd, 1, client_wait_ms(start));
-		} while (rc == -1 && errno == EINTR);
-		sl = sizeof(error);
-		if (rc == 1 && getsockopt(fd, SOL_SOCKET, SO_ERROR, &error,
-		    &sl) == 0 && error == 0) {
-			*fdp = fd;
-			return EX_OK;
-		}
-		if (rc == 0)
-			error = ETIMEDOUT;
-		else if (rc == -1)
-			error = errno;
-	}
-	close(fd);
-	/*
-	 * A file that is not a socket, or a path through one, stays so: no
-	 * daemon can listen there, and waiting for one would be in vain.
-	 */
-	if (error == ECONNREFUSED && stat(client_socket, &st) == 0 &&
-	    !S_ISSOCK(st.st_mode)) {
-		client_warnx("%s: not a socket", client_socket);
-		return EX_OSFILE;
-	}
-	client_warnx("cannot connect to %s: %s%s", client_socket,
-	    strerror(error), error == EAGAIN ? " (daemon busy)" : "");
-	if (error == ENOTDIR || error == EPROTOTYPE)
-		return EX_OSFILE;
+	if ((rc = pubrelay_errcode(h)) == PUBRELAY_OK)
+		return h;
+	error = errno;
+	client_warnx("%s", pubrelay_errmsg(h));
+	pubrelay_close(h);
+	if (rc == PUBRELAY_E_INVAL)		/* the path is too long */
+		*status = EX_USAGE;
+	else if (rc != PUBRELAY_E_CONNECT)
+		*status = EX_OSERR;
+	else if (error == ENOTSOCK || error == ENOTDIR || error == EPROTOTYPE)
+		*status = EX_OSFILE;
 	/* Retrying will not fix permissions; everything else may pass. */
-	if (error == EACCES || error == EPERM)
-		return EX_NOPERM;
-	return EX_TEMPFAIL;
+	else if (error == EACCES || error == EPERM)
+		*status = EX_NOPERM;
+	else
+		*status = EX_TEMPFAIL;
+	return NULL;
 }
 
 /*
  * A failure: the first one decides the exit status and the message, and any
- * failure stops encoding new requests.
+ * failure stops sending new requests.
  */
 static void
 pub_fail(struct pub_run *r, int status, const char *fmt, ...)
@@ -395,28 +327,52 @@ pub_label(const struct pub_run *r, uint64_t n, char *out, size_t outlen)
 		snprintf(out, outlen, "message");
 }
 
+/* A library call failed on the connection itself (not a reply). */
 static void
-pub_encode(struct pub_run *r, const char *body, size_t len)
+pub_io_error(struct pub_run *r, int rc)
 {
-	char	err[256], label[64], key[PROTO_SHORTSTR_MAX + 1];
-	size_t	mark = r->out.len;
+	char	tstr[32];
+
+	if (rc == PUBRELAY_E_CLOSED) {
+		/* Said by pub_report(), which knows what was still owed. */
+		r->lost_errno = errno;
+		r->lost = r->stopped = 1;
+	} else if (rc == PUBRELAY_E_TIMEOUT) {
+		client_timeout_str(tstr, sizeof(tstr));
+		pub_fail(r, EX_TEMPFAIL, "no progress from %s in %s",
+		    client_socket, tstr);
+	} else
+		pub_fail(r, EX_OSERR, "%s", pubrelay_errmsg(r->h));
+}
+
+static void
+pub_send(struct pub_run *r, const char *body, size_t len)
+{
+	char	label[64], key[PROTO_SHORTSTR_MAX + 1];
+	int	rc;
 
 	r->nread++;
-	r->pub->body.p = body;
-	r->pub->body.len = len;
 	if (r->key_prefix != NULL) {
 		snprintf(key, sizeof(key), "%s:%llu", r->key_prefix,
 		    (unsigned long long)r->nread);
-		r->pub->idempotency_key.p = key;
-		r->pub->idempotency_key.len = strlen(key);
+		if (pubrelay_props_set(r->props, "idempotency-key", key) !=
+		    PUBRELAY_OK) {
+			pub_label(r, r->nread, label, sizeof(label));
+			pub_fail(r, EX_DATAERR, "%s cannot be sent: %s", label,
+			    pubrelay_props_errmsg(r->props));
+			return;
+		}
 	}
-	if (proto_encode_pub(&r->out, r->pub, err, sizeof(err)) == -1) {
-		r->out.len = mark;
+	rc = pubrelay_send(r->h, r->props, body, len);
+	if (rc == PUBRELAY_OK) {
+		r->nsent++;
+		r->progress = client_now();
+	} else if (rc == PUBRELAY_E_INVAL) {
 		pub_label(r, r->nread, label, sizeof(label));
-		pub_fail(r, EX_DATAERR, "%s cannot be sent: %s", label, err);
-		return;
-	}
-	r->nsent++;
+		pub_fail(r, EX_DATAERR, "%s cannot be sent: %s", label,
+		    pubrelay_errmsg(r->h));
+	} else
+		pub_io_error(r, rc);
 }
 
 /*
@@ -450,9 +406,150 @@ pub_next_line(struct pub_run *r, const char **line, size_t *len)
 	return -1;
 }
 
+/* The replies that accept a PUB; a receipt is one of the last three. */
+enum pub_reply_kind {
+	PUB_R_OK = 0,
+	PUB_R_CONFIRMED,
+	PUB_R_PARKED,
+	PUB_R_TIMEOUT,
+	PUB_R_NONE,
+};
+
+static const struct {
+	const char	*word;		/* with the space before the id */
+	size_t		 len;
+} pub_reply_words[] = {
+	[PUB_R_OK]	  = { "OK ", 3 },
+	[PUB_R_CONFIRMED] = { "CONFIRMED ", 10 },
+	[PUB_R_PARKED]	  = { "PARKED ", 7 },
+	[PUB_R_TIMEOUT]	  = { "TIMEOUT ", 8 },
+};
+
 /*
- * Encode while both the number of unanswered requests and the bytes waiting
- * for the socket stay bounded; stdin is read only as far as that allows.
+ * Which reply a line the library refused looks like, so that the message
+ * says what was wrong with it.  A bare "OK" is an OK without an id.
+ */
+static enum pub_reply_kind
+pub_reply_kind(const char *line, size_t len)
+{
+	size_t	i;
+
+	if (len == 2 && strncmp(line, "OK", 2) == 0)
+		return PUB_R_OK;
+	for (i = 0; i < PUB_R_NONE; i++)
+		if (len >= pub_reply_words[i].len &&
+		    strncmp(line, pub_reply_words[i].word,
+		    pub_reply_words[i].len) == 0)
+			return (enum pub_reply_kind)i;
+	return PUB_R_NONE;
+}
+
+/* A receipt other than CONFIRMED: said at once, for each message. */
+static void
+pub_receipt_report(struct pub_run *r, int state, const char *id)
+{
+	char		 where[48], within[32], *reason;
+	const char	*why;
+
+	where[0] = '\0';
+	if (r->lines)
+		snprintf(where, sizeof(where), " (line %llu)",
+		    (unsigned long long)r->nreplied);
+	if (state == PUBRELAY_PARKED) {
+		r->nparked++;
+		why = pubrelay_reason(r->h);
+		reason = util_text(why, strlen(why), NULL);
+		client_warnx("%s%s parked: %s", id, where, reason);
+		free(reason);
+	} else {
+		r->nunconfirmed++;
+		client_ms_str(r->confirm_ms, within, sizeof(within));
+		client_warnx("%s%s not confirmed within %s; it stays queued "
+		    "and will be delivered", id, where, within);
+	}
+}
+
+/* A reply line outside the protocol, or one sent without a request. */
+static void
+pub_bad_reply(struct pub_run *r, int owed)
+{
+	const char		*line;
+	char			 text[512], label[64];
+	size_t			 len;
+	enum pub_reply_kind	 kind;
+
+	if ((line = pubrelay_reply_line(r->h, &len)) == NULL) {
+		/* Too long to keep: the library says how long. */
+		pub_fail(r, EX_PROTOCOL, "%s", pubrelay_errmsg(r->h));
+		return;
+	}
+	client_clean(text, sizeof(text), line, len);
+	if (!owed) {
+		pub_fail(r, EX_PROTOCOL, "reply without a request: \"%s\"",
+		    text);
+		return;
+	}
+	r->nreplied++;
+	kind = pub_reply_kind(line, len);
+	/* A daemon that ignored confirm: would be no receipt at all. */
+	if (kind != PUB_R_NONE && (kind == PUB_R_OK) != (r->confirm_ms == 0))
+		pub_fail(r, EX_PROTOCOL, "unexpected reply to a PUB %s "
+		    "confirm: \"%s\"", r->confirm_ms ? "with" : "without",
+		    text);
+	else if (kind != PUB_R_NONE) {
+		pub_label(r, r->nreplied, label, sizeof(label));
+		pub_fail(r, EX_PROTOCOL, "%s: reply without a valid "
+		    "message-id: \"%s\"", label, text);
+	} else
+		pub_fail(r, EX_PROTOCOL, "unexpected reply: \"%s\"", text);
+}
+
+/* Take one reply (or, none owed, what the daemon said unasked). */
+static void
+pub_collect(struct pub_run *r)
+{
+	char	text[512], label[64], *id;
+	int	rc, owed = pubrelay_pending(r->h) > 0;
+
+	rc = pubrelay_recv(r->h);
+	if (rc >= 0) {
+		r->progress = client_now();
+		r->nreplied++;
+		r->nok++;
+		/* Often a terminal: no escape sequences from an id. */
+		id = util_text(pubrelay_id(r->h), strlen(pubrelay_id(r->h)),
+		    NULL);
+		if (r->print_id)
+			puts(id);
+		if (rc == PUBRELAY_PARKED || rc == PUBRELAY_PENDING)
+			pub_receipt_report(r, rc, id);
+		free(id);
+	} else if (client_daemon_err(rc)) {
+		r->progress = client_now();
+		client_err_text(r->h, text, sizeof(text));
+		if (!owed && (rc == PUBRELAY_E_LIMIT ||
+		    rc == PUBRELAY_E_DENIED))
+			/* Right after connecting, before any request. */
+			pub_fail(r, client_err_status(rc), "connection "
+			    "refused: %s", text);
+		else if (!owed)
+			pub_fail(r, EX_PROTOCOL, "reply without a request: "
+			    "\"ERR %s\"", text);
+		else {
+			r->nreplied++;
+			pub_label(r, r->nreplied, label, sizeof(label));
+			pub_fail(r, client_err_status(rc), "%s refused: %s",
+			    label, text);
+		}
+	} else if (rc == PUBRELAY_E_REPLY)
+		pub_bad_reply(r, owed);
+	else
+		pub_io_error(r, rc);
+}
+
+/*
+ * Send whole lines while the window has room, taking a reply when it is
+ * full; stdin is read only as far as that allows.
  */
 static void
 pub_fill(struct pub_run *r)
@@ -462,9 +559,11 @@ pub_fill(struct pub_run *r)
 	int		 rc;
 
 	r->need_input = 0;
-	while (!r->stopped && !r->in_done &&
-	    r->nsent - r->nreplied < CLIENT_MAX_OUTSTANDING &&
-	    r->out.len - r->woff < CLIENT_OUT_HIGH) {
+	while (!r->stopped && !r->in_done) {
+		if (pubrelay_pending(r->h) >= CLIENT_MAX_OUTSTANDING) {
+			pub_collect(r);
+			continue;
+		}
 		rc = pub_next_line(r, &line, &len);
 		/* No daemon takes it: neither hold more of it nor send it. */
 		if ((rc == 0 && r->lin.len - r->lstart > PROTO_MAX_BODY) ||
@@ -483,7 +582,7 @@ pub_fill(struct pub_run *r)
 			r->in_done = 1;
 			break;
 		}
-		pub_encode(r, line, len);
+		pub_send(r, line, len);
 	}
 }
 
@@ -509,317 +608,97 @@ pub_read_input(struct pub_run *r)
 		pub_fail(r, EX_IOERR, "standard input: %s", strerror(errno));
 }
 
-static void
-pub_write(struct pub_run *r)
-{
-	ssize_t	n;
-
-	n = send(r->fd, r->out.data + r->woff, r->out.len - r->woff,
-	    MSG_NOSIGNAL);
-	if (n == -1) {
-		if (errno == EINTR || errno == EAGAIN || errno == EWOULDBLOCK)
-			return;
-		/* Replies already sent to us may still wait to be read. */
-		r->wdead = 1;
-		r->werrno = errno;
-		r->stopped = 1;
-		return;
-	}
-	r->progress = client_now();
-	r->woff += (size_t)n;
-	if (r->woff == r->out.len)
-		r->out.len = r->woff = 0;
-	else if (r->woff >= CLIENT_OUT_HIGH / 2 &&
-	    r->woff >= r->out.len - r->woff) {
-		/* Only once half is sent, so moving costs less than sending. */
-		memmove(r->out.data, r->out.data + r->woff,
-		    r->out.len - r->woff);
-		r->out.len -= r->woff;
-		r->woff = 0;
-	}
-}
-
-/* The replies that accept a PUB; a receipt is one of the last three. */
-enum pub_reply_kind {
-	PUB_R_OK = 0,
-	PUB_R_CONFIRMED,
-	PUB_R_PARKED,
-	PUB_R_TIMEOUT,
-	PUB_R_NONE,
-};
-
-static const struct {
-	const char	*word;		/* with the space before the id */
-	size_t		 len;
-} pub_reply_words[] = {
-	[PUB_R_OK]	  = { "OK ", 3 },
-	[PUB_R_CONFIRMED] = { "CONFIRMED ", 10 },
-	[PUB_R_PARKED]	  = { "PARKED ", 7 },
-	[PUB_R_TIMEOUT]	  = { "TIMEOUT ", 8 },
-};
-
-/*
- * Which reply line is, and the length of the id after its word (all the
- * rest of the line; PARKED is cut later).  A bare "OK" is an OK without an
- * id, reported as such.
- */
-static enum pub_reply_kind
-pub_reply_kind(const char *line, size_t len, size_t *idlen)
-{
-	size_t	i;
-
-	*idlen = 0;
-	if (len == 2 && strncmp(line, "OK", 2) == 0)
-		return PUB_R_OK;
-	for (i = 0; i < PUB_R_NONE; i++) {
-		if (len >= pub_reply_words[i].len &&
-		    strncmp(line, pub_reply_words[i].word,
-		    pub_reply_words[i].len) == 0) {
-			*idlen = len - pub_reply_words[i].len;
-			return (enum pub_reply_kind)i;
-		}
-	}
-	return PUB_R_NONE;
-}
-
-/*
- * The id in "PARKED <id> <reason>": up to the first space, or the
- * --message-id given when the line starts with it (an id of ours may hold
- * spaces; a daemon's never does).
- */
-static size_t
-pub_parked_idlen(const struct pub_run *r, const char *p, size_t n)
-{
-	const struct proto_str	*mid = &r->pub->message_id;
-	const char		*sp;
-
-	if (mid->p != NULL && mid->len < n && memcmp(p, mid->p, mid->len) == 0
-	    && p[mid->len] == ' ')
-		return mid->len;
-	if ((sp = memchr(p, ' ', n)) == NULL)
-		return 0;	/* no reason: not a PARKED line */
-	return (size_t)(sp - p);
-}
-
-/* A receipt other than CONFIRMED: said at once, for each message. */
-static void
-pub_receipt_report(struct pub_run *r, enum pub_reply_kind kind,
-    const char *id, const char *rest, size_t restlen)
-{
-	char	where[48], within[32], *reason;
-
-	where[0] = '\0';
-	if (r->lines)
-		snprintf(where, sizeof(where), " (line %llu)",
-		    (unsigned long long)r->nreplied);
-	if (kind == PUB_R_PARKED) {
-		r->nparked++;
-		/* rest is " <reason>": the space is checked above. */
-		reason = util_text(rest + 1, restlen - 1, NULL);
-		client_warnx("%s%s parked: %s", id, where, reason);
-		free(reason);
-	} else {
-		r->nunconfirmed++;
-		client_ms_str(r->confirm_ms, within, sizeof(within));
-		client_warnx("%s%s not confirmed within %s; it stays queued "
-		    "and will be delivered", id, where, within);
-	}
-}
-
-static void
-pub_reply(struct pub_run *r, const char *line, size_t len)
-{
-	char			 text[512], label[64], *id;
-	const char		*idp;
-	size_t			 codelen, idlen;
-	enum pub_reply_kind	 kind;
-
-	if (len > 0 && line[len - 1] == '\r')
-		len--;
-	if (r->nreplied >= r->nsent) {
-		/*
-		 * LIMIT and DENIED come right after connecting, before any
-		 * request (with --lines, before the first line was read).
-		 */
-		if (client_err_split(line, len, &codelen) == 0 &&
-		    (client_code_is(line + 4, codelen, PROTO_E_LIMIT) ||
-		    client_code_is(line + 4, codelen, PROTO_E_DENIED))) {
-			client_clean(text, sizeof(text), line + 4, len - 4);
-			pub_fail(r, client_err_status(line + 4, codelen),
-			    "connection refused: %s", text);
-			r->rdead = 1;
-			return;
-		}
-		client_clean(text, sizeof(text), line, len);
-		pub_fail(r, EX_PROTOCOL, "reply without a request: \"%s\"",
-		    text);
-		r->rdead = 1;
-		return;
-	}
-	r->nreplied++;
-	kind = pub_reply_kind(line, len, &idlen);
-	/* A daemon that ignored confirm: would be no receipt at all. */
-	if (kind != PUB_R_NONE && (kind == PUB_R_OK) != (r->confirm_ms == 0)) {
-		client_clean(text, sizeof(text), line, len);
-		pub_fail(r, EX_PROTOCOL, "unexpected reply to a PUB %s "
-		    "confirm: \"%s\"", r->confirm_ms ? "with" : "without",
-		    text);
-		r->rdead = 1;
-		return;
-	}
-	if (kind != PUB_R_NONE) {
-		idp = line + pub_reply_words[kind].len;
-		/* The id is a property value: 1 to 255 bytes, no NUL. */
-		if (kind == PUB_R_PARKED)
-			idlen = pub_parked_idlen(r, idp,
-			    len - pub_reply_words[kind].len);
-		if (idlen == 0 || idlen > PROTO_SHORTSTR_MAX ||
-		    memchr(idp, '\0', idlen) != NULL) {
-			client_clean(text, sizeof(text), line, len);
-			pub_label(r, r->nreplied, label, sizeof(label));
-			pub_fail(r, EX_PROTOCOL, "%s: reply without a valid "
-			    "message-id: \"%s\"", label, text);
-			r->rdead = 1;
-			return;
-		}
-		r->nok++;
-		/* Often a terminal: no escape sequences from an id. */
-		id = util_text(idp, idlen, NULL);
-		if (r->print_id)
-			puts(id);
-		if (kind == PUB_R_PARKED || kind == PUB_R_TIMEOUT)
-			pub_receipt_report(r, kind, id, idp + idlen,
-			    (size_t)(line + len - (idp + idlen)));
-		free(id);
-		return;
-	}
-	if (client_err_split(line, len, &codelen) == 0) {
-		client_clean(text, sizeof(text), line + 4, len - 4);
-		pub_label(r, r->nreplied, label, sizeof(label));
-		pub_fail(r, client_err_status(line + 4, codelen),
-		    "%s refused: %s", label, text);
-		return;
-	}
-	client_clean(text, sizeof(text), line, len);
-	pub_fail(r, EX_PROTOCOL, "unexpected reply: \"%s\"", text);
-	r->rdead = 1;
-}
-
-static void
-pub_read(struct pub_run *r)
-{
-	ssize_t	 n;
-	size_t	 start = 0;
-	char	*nl;
-
-	n = recv(r->fd, r->rin.data + r->rin.len, client_room(&r->rin), 0);
-	if (n == -1) {
-		if (errno == EINTR || errno == EAGAIN || errno == EWOULDBLOCK)
-			return;
-		r->rdead = 1;
-		r->rerrno = errno;
-		return;
-	}
-	if (n == 0) {
-		r->rdead = 1;
-		return;
-	}
-	r->progress = client_now();
-	r->rin.len += (size_t)n;
-	while (!r->rdead && (nl = memchr(r->rin.data + start, '\n',
-	    r->rin.len - start)) != NULL) {
-		pub_reply(r, r->rin.data + start,
-		    (size_t)(nl - (r->rin.data + start)));
-		start = (size_t)(nl - r->rin.data) + 1;
-	}
-	memmove(r->rin.data, r->rin.data + start, r->rin.len - start);
-	r->rin.len -= start;
-	if (!r->rdead && r->rin.len > CLIENT_MAX_REPLY) {
-		pub_fail(r, EX_PROTOCOL, "reply line longer than %d bytes",
-		    CLIENT_MAX_REPLY);
-		r->rdead = 1;
-	}
-}
-
 /* Done when every request sent is answered and nothing more will be sent. */
 static int
 pub_finished(const struct pub_run *r)
 {
-	if (r->rdead)
+	if (r->lost)
 		return 1;
-	if (r->nreplied < r->nsent)
+	if (pubrelay_pending(r->h) > 0)
 		return 0;
 	/*
 	 * After a refusal, unsent bytes can only be the rest of a body
 	 * already answered (TOOBIG comes before the body ends).
 	 */
+	return r->stopped || r->in_done;
+}
+
+/*
+ * --lines waits for stdin and the daemon at once: what was sent goes out
+ * and the replies are taken as they come (ids reach a pipeline then, not
+ * at exit), and the daemon's refusing or closing the connection is seen
+ * while stdin is quiet.
+ */
+static void
+pub_wait(struct pub_run *r)
+{
+	struct pollfd	pfd[2];
+	int		rc, waiting;
+	char		tstr[32];
+
+	if ((rc = pubrelay_flush(r->h)) != PUBRELAY_OK) {
+		if (rc != PUBRELAY_E_CLOSED) {
+			pub_io_error(r, rc);
+			return;
+		}
+		/* Replies sent before may still wait to be read. */
+		r->stopped = 1;
+	}
+	while (!(r->stopped && pubrelay_pending(r->h) == 0) &&
+	    (rc = pubrelay_ready(r->h)) != 0) {
+		if (rc < 0) {
+			pub_io_error(r, rc);
+			break;
+		}
+		pub_collect(r);
+	}
+	if (r->print_id)
+		fflush(stdout);
 	if (r->stopped)
-		return 1;
-	return r->in_done && r->woff == r->out.len;
+		return;
+
+	/* The clock runs only while the daemon owes us something. */
+	waiting = pubrelay_pending(r->h) > 0;
+	if (waiting && client_expired(r->progress)) {
+		client_timeout_str(tstr, sizeof(tstr));
+		pub_fail(r, EX_TEMPFAIL, "no progress from %s in %s",
+		    client_socket, tstr);
+		return;
+	}
+	pfd[0].fd = pubrelay_fd(r->h);
+	pfd[0].events = POLLIN;
+	pfd[0].revents = 0;
+	pfd[1].fd = STDIN_FILENO;
+	pfd[1].events = POLLIN;
+	pfd[1].revents = 0;
+	rc = poll(pfd, 2, waiting ? client_wait_ms(r->progress) : -1);
+	if (rc == -1) {
+		if (errno != EINTR)
+			pub_fail(r, EX_OSERR, "poll: %s", strerror(errno));
+		return;
+	}
+	/* Waiting for stdin is no part of the daemon's time. */
+	if (!waiting || pfd[0].revents != 0)
+		r->progress = client_now();
+	if (pfd[1].revents & (POLLIN | POLLERR | POLLHUP | POLLNVAL))
+		pub_read_input(r);
 }
 
 static void
 pub_loop(struct pub_run *r)
 {
-	struct pollfd	pfd[2];
-	nfds_t		nfds;
-	int		rc, waiting, wait_ms;
-	char		tstr[32];
-
 	r->progress = client_now();
 	for (;;) {
 		pub_fill(r);
 		if (pub_finished(r))
 			break;
-
-		/* The clock runs only while the daemon owes us something. */
-		waiting = r->nreplied < r->nsent ||
-		    (!r->wdead && r->woff < r->out.len);
-		if (waiting && client_expired(r->progress)) {
-			client_timeout_str(tstr, sizeof(tstr));
-			pub_fail(r, EX_TEMPFAIL, "no progress from %s in %s",
-			    client_socket, tstr);
-			break;
-		}
-		wait_ms = waiting ? client_wait_ms(r->progress) : -1;
-
-		pfd[0].fd = r->fd;
-		pfd[0].events = POLLIN;
-		if (!r->wdead && r->woff < r->out.len)
-			pfd[0].events |= POLLOUT;
-		pfd[0].revents = 0;
-		nfds = 1;
-		if (r->need_input) {
-			pfd[1].fd = STDIN_FILENO;
-			pfd[1].events = POLLIN;
-			pfd[1].revents = 0;
-			nfds = 2;
-		}
-		rc = poll(pfd, nfds, wait_ms);
-		if (rc == -1) {
-			if (errno == EINTR)
-				continue;
-			pub_fail(r, EX_OSERR, "poll: %s", strerror(errno));
-			break;
-		}
-		/* Waiting for stdin is no part of the daemon's time. */
-		if (!waiting)
-			r->progress = client_now();
-		if (rc == 0)
-			continue;	/* the expiry check above decides */
-		if ((pfd[0].revents & (POLLOUT | POLLERR | POLLHUP)) &&
-		    !r->wdead && r->woff < r->out.len)
-			pub_write(r);
-		if (pfd[0].revents & (POLLIN | POLLERR | POLLHUP)) {
-			pub_read(r);
-			/* Ids reach a pipeline as they come, not at exit. */
-			if (r->print_id)
-				fflush(stdout);
-		}
-		if (nfds == 2 && (pfd[1].revents & (POLLIN | POLLERR |
-		    POLLHUP | POLLNVAL)))
-			pub_read_input(r);
+		if (r->need_input && !r->stopped)
+			pub_wait(r);
+		else
+			pub_collect(r);
 	}
+	if (r->print_id)
+		fflush(stdout);
 }
 
 /*
@@ -847,10 +726,9 @@ static int
 pub_report(struct pub_run *r)
 {
 	char	label[64];
-	int	error;
+	int	error = r->lost_errno;
 
 	if (r->status == EX_OK && (r->nreplied < r->nsent || !r->in_done)) {
-		error = r->rerrno != 0 ? r->rerrno : r->werrno;
 		if (r->nreplied < r->nsent)
 			pub_label(r, r->nreplied + 1, label, sizeof(label));
 		pub_fail(r, EX_TEMPFAIL, "connection to %s lost%s%s%s%s",
@@ -913,79 +791,131 @@ pub_slurp(struct buf *b)
 	}
 }
 
+/*
+ * The properties every message of the run shares, set in the order
+ * pubrelayd's encoder checks them, so that the first one that cannot be
+ * sent is the one named.  NULL once said why.
+ */
+static pubrelay_props *
+pub_props(const struct pub_opts *o)
+{
+	const struct {
+		const char	*name;
+		const char	*value;
+	} strs[] = {
+		{ "exchange",		o->exchange },
+		{ "routing-key",	o->routing_key },
+		{ "mandatory",		o->mandatory ? "yes" : NULL },
+		{ "content-type",	o->content_type },
+		{ "content-encoding",	o->content_encoding },
+		{ "delivery-mode",	o->transient ? "1" : NULL },
+		{ "priority",		NULL },
+		{ "correlation-id",	o->correlation_id },
+		{ "reply-to",		o->reply_to },
+		{ "expiration",		o->expiration },
+		{ "message-id",		o->message_id },
+		{ "type",		o->type },
+		{ "app-id",		o->app_id },
+		{ "header",		NULL },
+		{ "idempotency-key",	o->lines ? NULL : o->key },
+		{ "confirm",		NULL },
+	};
+	pubrelay_props	*p;
+	char		 num[24];
+	const char	*v;
+	size_t		 i;
+	unsigned	 j;
+	int		 rc = PUBRELAY_OK;
+
+	if ((p = pubrelay_props_new()) == NULL) {
+		client_warnx("out of memory");
+		return NULL;
+	}
+	/* An empty id is checked before all else, as the encoder does. */
+	if (o->message_id != NULL && *o->message_id == '\0')
+		rc = pubrelay_props_set(p, "message-id", "");
+	for (i = 0; rc == PUBRELAY_OK && i < sizeof(strs) / sizeof(strs[0]);
+	    i++) {
+		v = strs[i].value;
+		if (strcmp(strs[i].name, "priority") == 0 && o->priority != -1) {
+			snprintf(num, sizeof(num), "%d", o->priority);
+			v = num;
+		} else if (strcmp(strs[i].name, "confirm") == 0 &&
+		    o->confirm_ms > 0) {
+			snprintf(num, sizeof(num), "%u", o->confirm_ms);
+			v = num;
+		} else if (strcmp(strs[i].name, "header") == 0) {
+			for (j = 0; rc == PUBRELAY_OK && j < o->nheaders; j++)
+				rc = pubrelay_props_set(p, "header",
+				    o->headers[j]);
+			continue;
+		}
+		if (v != NULL)
+			rc = pubrelay_props_set(p, strs[i].name, v);
+	}
+	if (rc != PUBRELAY_OK) {
+		client_warnx("cannot send: %s", pubrelay_props_errmsg(p));
+		pubrelay_props_free(p);
+		return NULL;
+	}
+	return p;
+}
+
 static int
 pub_run(struct pub_opts *o, const char *body)
 {
 	struct pub_run	 r;
 	struct buf	 in;
-	char		 err[256];
-	char		 first_out[CLIENT_FIRST_OUT], first_rin[CLIENT_FIRST_IN];
 	char		 first_in[CLIENT_FIRST_IN];
-	int		 status;
+	int		 status = EX_OK;
 
 	memset(&r, 0, sizeof(r));
-	r.fd = -1;
-	r.pub = &o->pub;
 	r.lines = o->lines;
 	r.print_id = o->print_id;
-	r.confirm_ms = o->pub.confirm_ms;
+	r.confirm_ms = o->confirm_ms;
 	/* The daemon holds each reply until the receipt: up to that long. */
-	client_grace_ms = (int64_t)o->pub.confirm_ms;
+	client_grace_ms = (int64_t)o->confirm_ms;
 	if (o->lines)
 		r.key_prefix = o->key;
 	buf_init(&r.lin);
-	buf_init_on(&r.out, first_out, sizeof(first_out));
-	/* --lines takes replies in bulk: recv() them into a whole chunk. */
-	if (o->lines)
-		buf_init(&r.rin);
-	else
-		buf_init_on(&r.rin, first_rin, sizeof(first_rin));
+	buf_init_on(&in, first_in, sizeof(first_in));
 
 	/*
-	 * A property that cannot be encoded fails the same for every
-	 * message: say so before connecting or reading anything.
+	 * A property that cannot be sent fails the same for every message:
+	 * say so before connecting or reading anything.
 	 */
-	o->pub.body.p = "";
-	o->pub.body.len = 0;
-	if (proto_encode_pub(&r.out, &o->pub, err, sizeof(err)) == -1) {
-		client_warnx("cannot send: %s", err);
+	if ((r.props = pub_props(o)) == NULL) {
 		status = EX_DATAERR;
 		goto done;
 	}
-	buf_reset(&r.out);
-
-	if (!o->lines) {
-		/*
-		 * The whole body comes first: a daemon should not wait on
-		 * our stdin with a connection open.
-		 */
-		buf_init_on(&in, first_in, sizeof(first_in));
-		if (body == NULL && (status = pub_slurp(&in)) != EX_OK) {
-			buf_free(&in);
-			goto done;
-		}
-		if (body != NULL)
-			pub_encode(&r, body, strlen(body));
-		else
-			pub_encode(&r, in.data != NULL ? in.data : "", in.len);
-		buf_free(&in);
-		r.in_done = 1;
-		if (r.status != EX_OK) {
-			client_warnx("%s", r.why);
-			status = r.status;
-			goto done;
-		}
-	}
-
-	if ((status = client_connect(&r.fd)) != EX_OK)
+	/*
+	 * The whole body comes first: a daemon should not wait on our stdin
+	 * with a connection open.
+	 */
+	if (!o->lines && body == NULL && (status = pub_slurp(&in)) != EX_OK)
 		goto done;
+	if ((r.h = client_open(&status)) == NULL)
+		goto done;
+	if (o->lines && pubrelay_set_window(r.h, CLIENT_MAX_OUTSTANDING) !=
+	    PUBRELAY_OK) {
+		client_warnx("%s", pubrelay_errmsg(r.h));
+		status = EX_OSERR;
+		goto done;
+	}
+	if (!o->lines) {
+		if (body != NULL)
+			pub_send(&r, body, strlen(body));
+		else
+			pub_send(&r, in.data != NULL ? in.data : "", in.len);
+		r.in_done = 1;
+	}
 	pub_loop(&r);
 	status = pub_report(&r);
-	close(r.fd);
 done:
+	pubrelay_close(r.h);
+	pubrelay_props_free(r.props);
 	buf_free(&r.lin);
-	buf_free(&r.out);
-	buf_free(&r.rin);
+	buf_free(&in);
 	return status;
 }
 
@@ -1099,12 +1029,6 @@ opt_error(int ch, int argc, char **argv, const char *optstring)
 	usage(stderr, EX_USAGE);
 }
 
-static void
-opt_str(struct proto_str *s, const char *arg)
-{
-	s->p = arg;
-	s->len = strlen(arg);
-}
 
 /* A --confirm or wait --timeout: what the daemon takes, else a usage error. */
 static uint64_t
@@ -1120,6 +1044,7 @@ opt_receipt_ms(const char *opt, const char *arg)
 	}
 	return ms;
 }
+
 
 static int
 cmd_publish(int argc, char **argv)
@@ -1147,23 +1072,22 @@ cmd_publish(int argc, char **argv)
 		{ NULL,		      0,		 NULL, 0 }
 	};
 	static struct pub_opts	 o;	/* big: the header array */
-	struct proto_header	*h;
 	const char		*eq;
 	uint64_t		 v;
 	int			 ch, have_key = 0;
 
 	memset(&o, 0, sizeof(o));
-	proto_pub_init(&o.pub);
+	o.priority = -1;
 	optind = 1;
 	opterr = 0;
 	while ((ch = getopt_long(argc, argv, PUBLISH_OPTS, longopts,
 	    NULL)) != -1) {
 		switch (ch) {
 		case 'e':
-			opt_str(&o.pub.exchange, optarg);
+			o.exchange = optarg;
 			break;
 		case 'k':
-			opt_str(&o.pub.routing_key, optarg);
+			o.routing_key = optarg;
 			have_key = 1;
 			break;
 		case 'h':
@@ -1175,30 +1099,27 @@ cmd_publish(int argc, char **argv)
 				    optarg);
 				usage(stderr, EX_USAGE);
 			}
-			if (o.pub.nheaders == PROTO_MAX_HEADERS) {
+			if (o.nheaders == PROTO_MAX_HEADERS) {
 				client_warnx("more than %d --header options",
 				    PROTO_MAX_HEADERS);
 				usage(stderr, EX_USAGE);
 			}
-			h = &o.pub.headers[o.pub.nheaders++];
-			h->name.p = optarg;
-			h->name.len = (size_t)(eq - optarg);
-			opt_str(&h->value, eq + 1);
+			o.headers[o.nheaders++] = optarg;
 			break;
 		case OPT_CTYPE:
-			opt_str(&o.pub.content_type, optarg);
+			o.content_type = optarg;
 			break;
 		case OPT_CENC:
-			opt_str(&o.pub.content_encoding, optarg);
+			o.content_encoding = optarg;
 			break;
 		case OPT_MESSAGE_ID:
-			opt_str(&o.pub.message_id, optarg);
+			o.message_id = optarg;
 			break;
 		case OPT_CORR_ID:
-			opt_str(&o.pub.correlation_id, optarg);
+			o.correlation_id = optarg;
 			break;
 		case OPT_REPLY_TO:
-			opt_str(&o.pub.reply_to, optarg);
+			o.reply_to = optarg;
 			break;
 		case OPT_EXPIRATION:
 			if (util_parse_u64(optarg, 0, UINT64_MAX, &v) == -1) {
@@ -1206,9 +1127,9 @@ cmd_publish(int argc, char **argv)
 				    "milliseconds", optarg);
 				usage(stderr, EX_USAGE);
 			}
-			snprintf(o.expiration, sizeof(o.expiration), "%llu",
-			    (unsigned long long)v);
-			opt_str(&o.pub.expiration, o.expiration);
+			snprintf(o.expiration_buf, sizeof(o.expiration_buf),
+			    "%llu", (unsigned long long)v);
+			o.expiration = o.expiration_buf;
 			break;
 		case OPT_PRIORITY:
 			if (util_parse_u64(optarg, 0, 255, &v) == -1) {
@@ -1216,22 +1137,22 @@ cmd_publish(int argc, char **argv)
 				    optarg);
 				usage(stderr, EX_USAGE);
 			}
-			o.pub.priority = (int)v;
+			o.priority = (int)v;
 			break;
 		case OPT_TYPE:
-			opt_str(&o.pub.type, optarg);
+			o.type = optarg;
 			break;
 		case OPT_APP_ID:
-			opt_str(&o.pub.app_id, optarg);
+			o.app_id = optarg;
 			break;
 		case OPT_IDEM_KEY:
 			o.key = optarg;
 			break;
 		case OPT_TRANSIENT:
-			o.pub.delivery_mode = 1;
+			o.transient = 1;
 			break;
 		case OPT_MANDATORY:
-			o.pub.mandatory = 1;
+			o.mandatory = 1;
 			break;
 		case OPT_LINES:
 			o.lines = 1;
@@ -1240,7 +1161,7 @@ cmd_publish(int argc, char **argv)
 			o.print_id = 1;
 			break;
 		case OPT_CONFIRM:
-			o.pub.confirm_ms = (unsigned)opt_receipt_ms("--confirm",
+			o.confirm_ms = (unsigned)opt_receipt_ms("--confirm",
 			    optarg != NULL ? optarg : CLIENT_DEFAULT_CONFIRM);
 			break;
 		default:
@@ -1265,10 +1186,8 @@ cmd_publish(int argc, char **argv)
 		    o.lines ? CLIENT_KEY_PREFIX_MAX : PROTO_SHORTSTR_MAX);
 		usage(stderr, EX_USAGE);
 	}
-	if (o.key != NULL && !o.lines)
-		opt_str(&o.pub.idempotency_key, o.key);
 	/* One id for many messages would make consumers drop all but one. */
-	if (o.lines && o.pub.message_id.p != NULL) {
+	if (o.lines && o.message_id != NULL) {
 		client_warnx("publish: --message-id cannot be used with "
 		    "--lines");
 		usage(stderr, EX_USAGE);
@@ -1285,174 +1204,27 @@ cmd_publish(int argc, char **argv)
 }
 
 /*
- * Send all of req, waiting at most the timeout between bytes.  When the
- * daemon has closed the connection (EPIPE, ECONNRESET) nothing is printed
- * and -1 is returned with errno set: it may have answered before it closed
- * (ERR LIMIT or ERR DENIED on connecting), and that answer is the one to
- * report.
+ * Say why a request other than PUB failed, and return the exit status.
+ * cmd names it in "refused" messages, what in "unexpected reply to".
+ * With notfound set (the DEAD commands, status), NOTFOUND prints that
+ * instead of the daemon's text and every code keeps its own exit status.
  */
 static int
-client_send(int fd, const char *req, size_t len)
+client_request_error(pubrelay *h, int rc, const char *cmd, const char *what,
+    const char *notfound)
 {
-	struct pollfd	pfd;
-	ssize_t		n;
-	int64_t		since = client_now();
-	char		tstr[32];
+	const char	*line;
+	char		 text[512], tstr[32];
+	size_t		 len;
+	int		 error = errno, status;
 
-	while (len > 0) {
-		n = send(fd, req, len, MSG_NOSIGNAL);
-		if (n > 0) {
-			req += n;
-			len -= (size_t)n;
-			since = client_now();
-			continue;
-		}
-		if (n == -1 && (errno == EPIPE || errno == ECONNRESET))
-			return -1;
-		if (n == -1 && errno != EINTR && errno != EAGAIN &&
-		    errno != EWOULDBLOCK) {
-			client_warnx("%s: %s", client_socket, strerror(errno));
-			return EX_TEMPFAIL;
-		}
-		if (client_expired(since)) {
-			client_timeout_str(tstr, sizeof(tstr));
-			client_warnx("no progress from %s in %s",
-			    client_socket, tstr);
-			return EX_TEMPFAIL;
-		}
-		pfd.fd = fd;
-		pfd.events = POLLOUT;
-		if (poll(&pfd, 1, client_wait_ms(since)) == -1 &&
-		    errno != EINTR) {
-			client_warnx("poll: %s", strerror(errno));
-			return EX_OSERR;
-		}
-	}
-	return EX_OK;
-}
-
-/* Read until in holds at least want bytes (or, want == 0, a whole line). */
-static int
-client_recv(int fd, struct buf *in, size_t want)
-{
-	struct pollfd	pfd;
-	ssize_t		n;
-	int64_t		since = client_now();
-	char		tstr[32];
-
-	for (;;) {
-		if (want == 0 ? in->len > 0 &&
-		    memchr(in->data, '\n', in->len) != NULL : in->len >= want)
-			return EX_OK;
-		if (want == 0 && in->len > CLIENT_MAX_REPLY) {
-			client_warnx("reply line longer than %d bytes",
-			    CLIENT_MAX_REPLY);
-			return EX_PROTOCOL;
-		}
-		n = recv(fd, in->data + in->len, client_room(in), 0);
-		if (n > 0) {
-			in->len += (size_t)n;
-			since = client_now();
-			continue;
-		}
-		if (n == 0) {
-			client_warnx("connection to %s lost", client_socket);
-			return EX_TEMPFAIL;
-		}
-		if (errno != EINTR && errno != EAGAIN && errno != EWOULDBLOCK) {
-			client_warnx("connection to %s lost: %s",
-			    client_socket, strerror(errno));
-			return EX_TEMPFAIL;
-		}
-		if (client_expired(since)) {
-			client_timeout_str(tstr, sizeof(tstr));
-			client_warnx("no reply from %s in %s", client_socket,
-			    tstr);
-			return EX_TEMPFAIL;
-		}
-		pfd.fd = fd;
-		pfd.events = POLLIN;
-		if (poll(&pfd, 1, client_wait_ms(since)) == -1 &&
-		    errno != EINTR) {
-			client_warnx("poll: %s", strerror(errno));
-			return EX_OSERR;
-		}
-	}
-}
-
-/*
- * After a send the daemon cut short: whether a whole line it sent before
- * closing is waiting to be read (into in).  The peer is gone, so nothing
- * more can arrive: no waiting.
- */
-static int
-client_recv_left(int fd, struct buf *in)
-{
-	ssize_t	n;
-
-	while (in->len <= CLIENT_MAX_REPLY && (in->len == 0 ||
-	    memchr(in->data, '\n', in->len) == NULL)) {
-		n = recv(fd, in->data + in->len, client_room(in), MSG_DONTWAIT);
-		if (n > 0)
-			in->len += (size_t)n;
-		else if (n == -1 && errno == EINTR)
-			continue;
-		else
-			return 0;
-	}
-	return in->len > 0 && memchr(in->data, '\n', in->len) != NULL;
-}
-
-/*
- * Send one request (on *fdp, or a new connection when it is -1) and read
- * the first line of its reply.  On success *line
- * points into in, NUL-terminated, "\r\n" stripped, and *used is the bytes it
- * took.  An "ERR" reply is reported here: with notfound set (the DEAD
- * commands), NOTFOUND prints that instead of the daemon's text and every
- * code keeps its own exit status.
- */
-static int
-client_request(const char *cmd, const char *req, struct buf *in, int *fdp,
-    char **line, size_t *used, const char *notfound)
-{
-	char	*nl, text[512];
-	size_t	 len, codelen;
-	int	 status, werr;
-
-	/* The connection of an earlier request (dead list pages), or one. */
-	if (*fdp == -1 && (status = client_connect(fdp)) != EX_OK)
-		return status;
-	if ((status = client_send(*fdp, req, strlen(req))) == -1) {
-		werr = errno;
-		if (!client_recv_left(*fdp, in)) {
-			client_warnx("connection to %s lost: %s", client_socket,
-			    strerror(werr));
-			return EX_TEMPFAIL;
-		}
-	} else if (status != EX_OK ||
-	    (status = client_recv(*fdp, in, 0)) != EX_OK)
-		return status;
-	nl = memchr(in->data, '\n', in->len);
-	*used = (size_t)(nl - in->data) + 1;
-	len = (size_t)(nl - in->data);
-	if (len > 0 && in->data[len - 1] == '\r')
-		len--;
-	/* The callers see a C string: "PONG\0junk" must not pass as PONG. */
-	if (memchr(in->data, '\0', len) != NULL) {
-		client_clean(text, sizeof(text), in->data, len);
-		client_warnx("unexpected reply to %s: \"%s\"", cmd, text);
-		return EX_PROTOCOL;
-	}
-	in->data[len] = '\0';
-	*line = in->data;
-	if (client_err_split(in->data, len, &codelen) == 0) {
-		status = client_err_status(in->data + 4, codelen);
-		if (notfound != NULL &&
-		    client_code_is(in->data + 4, codelen, PROTO_E_NOTFOUND)) {
+	if (client_daemon_err(rc)) {
+		status = client_err_status(rc);
+		if (notfound != NULL && rc == PUBRELAY_E_NOTFOUND) {
 			client_warnx("%s: %s", cmd, notfound);
 			return status;
 		}
-		client_clean(text, sizeof(text), in->data + 4, len - 4);
+		client_err_text(h, text, sizeof(text));
 		client_warnx("%s refused: %s", cmd, text);
 		if (notfound != NULL)
 			return status;
@@ -1464,7 +1236,27 @@ client_request(const char *cmd, const char *req, struct buf *in, int *fdp,
 		return status == EX_PROTOCOL || status == EX_NOPERM ? status :
 		    EX_TEMPFAIL;
 	}
-	return EX_OK;
+	switch (rc) {
+	case PUBRELAY_E_REPLY:
+		if ((line = pubrelay_reply_line(h, &len)) == NULL)
+			client_warnx("%s", pubrelay_errmsg(h));
+		else {
+			client_clean(text, sizeof(text), line, len);
+			client_warnx("unexpected reply to %s: \"%s\"", what,
+			    text);
+		}
+		return EX_PROTOCOL;
+	case PUBRELAY_E_TIMEOUT:
+		client_timeout_str(tstr, sizeof(tstr));
+		client_warnx("no reply from %s in %s", client_socket, tstr);
+		return EX_TEMPFAIL;
+	case PUBRELAY_E_CLOSED:
+		client_warnx("connection to %s lost%s%s", client_socket,
+		    error != 0 ? ": " : "", error != 0 ? strerror(error) : "");
+		return EX_TEMPFAIL;
+	}
+	client_warnx("%s", pubrelay_errmsg(h));
+	return EX_OSERR;
 }
 
 static void
@@ -1492,6 +1284,7 @@ cmd_opts(const char *cmd, int argc, char **argv, const char *opts,
 	}
 }
 
+
 static int
 cmd_ping(int argc, char **argv)
 {
@@ -1499,31 +1292,18 @@ cmd_ping(int argc, char **argv)
 		{ "help",	no_argument,	NULL, 'h' },
 		{ NULL,		0,		NULL, 0 }
 	};
-	struct buf	 in;
-	char		*line, text[512], first_in[CLIENT_FIRST_IN];
-	size_t		 used;
-	int		 fd = -1, status, unused = 0;
+	pubrelay	*h;
+	int		 rc, status, unused = 0;
 
 	cmd_opts("ping", argc, argv, HELP_OPTS, longopts, &unused);
-	buf_init_on(&in, first_in, sizeof(first_in));
-	status = client_request("ping", "PING\n", &in, &fd, &line, &used,
-	    NULL);
-	if (status == EX_OK) {
-		if (strcasecmp(line, "PONG") == 0)
-			puts("PONG");
-		else {
-			client_clean(text, sizeof(text), line, strlen(line));
-			client_warnx("unexpected reply to ping: \"%s\"", text);
-			status = EX_PROTOCOL;
-		}
-	}
-	if (fd != -1)
-		close(fd);
-	buf_free(&in);
-	if (status == EX_OK && (fflush(stdout) == EOF || ferror(stdout))) {
-		client_warnx("standard output: %s", strerror(errno));
-		status = EX_IOERR;
-	}
+	if ((h = client_open(&status)) == NULL)
+		return status;
+	if ((rc = pubrelay_ping(h)) == PUBRELAY_OK) {
+		puts("PONG");
+		status = client_flush();
+	} else
+		status = client_request_error(h, rc, "ping", "ping", NULL);
+	pubrelay_close(h);
 	return status;
 }
 
@@ -1549,6 +1329,7 @@ stats_format_opt(int fmt)
 	return "";
 }
 
+
 static int
 cmd_stats(int argc, char **argv)
 {
@@ -1559,11 +1340,11 @@ cmd_stats(int argc, char **argv)
 		{ "raw",	no_argument,	NULL, OPT_RAW },
 		{ NULL,		0,		NULL, 0 }
 	};
-	struct buf		 in, out;
-	char			*line, text[512];
-	size_t			 used;
-	uint64_t		 n = 0;
-	int			 fd = -1, status, ch, fmt = STATS_TABLE, f;
+	pubrelay		*h;
+	struct buf		 out;
+	const char		*text;
+	size_t			 n;
+	int			 status, rc, ch, fmt = STATS_TABLE, f;
 
 	optind = 1;
 	opterr = 0;
@@ -1593,42 +1374,37 @@ cmd_stats(int argc, char **argv)
 		usage(stderr, EX_USAGE);
 	}
 
-	buf_init(&in);
-	status = client_request("stats", "STATS\n", &in, &fd, &line,
-	    &used, NULL);
-	if (status == EX_OK && (strncasecmp(line, "STATS ", 6) != 0 ||
-	    util_parse_u64(line + 6, 0, CLIENT_MAX_STATS, &n) == -1)) {
-		client_clean(text, sizeof(text), line, strlen(line));
-		client_warnx("unexpected reply to stats: \"%s\"", text);
-		status = EX_PROTOCOL;
-	}
-	if (status == EX_OK)
-		status = client_recv(fd, &in, used + (size_t)n);
-	if (fd != -1)
-		close(fd);
 	buf_init(&out);
+	if ((h = client_open(&status)) != NULL) {
+		if ((rc = pubrelay_stats(h)) == PUBRELAY_OK)
+			status = EX_OK;
+		else
+			status = client_request_error(h, rc, "stats", "stats",
+			    NULL);
+	}
 	if (status == EX_OK) {
+		text = pubrelay_stats_text(h, &n);
 		switch (fmt) {
 		case STATS_RAW:
-			buf_append(&out, in.data + used, (size_t)n);
+			buf_append(&out, text, n);
 			break;
 		case STATS_JSON:
-			statsfmt_json(&out, in.data + used, (size_t)n);
+			statsfmt_json(&out, text, n);
 			break;
 		case STATS_PROMETHEUS:
-			statsfmt_prometheus(&out, in.data + used, (size_t)n);
+			statsfmt_prometheus(&out, text, n);
 			break;
 		default:
-			statsfmt_table(&out, in.data + used, (size_t)n);
+			statsfmt_table(&out, text, n);
 			break;
 		}
 	} else if (fmt == STATS_PROMETHEUS && status != EX_USAGE)
 		/* The scrape still says the daemon is down; the status too. */
 		statsfmt_prometheus_down(&out);
+	pubrelay_close(h);
 	if (out.len > 0)
 		fwrite(out.data, 1, out.len, stdout);
 	buf_free(&out);
-	buf_free(&in);
 	if (fflush(stdout) == EOF || ferror(stdout)) {
 		client_warnx("standard output: %s", strerror(errno));
 		if (status == EX_OK)
@@ -1761,6 +1537,7 @@ dead_line_id(const char *p, size_t len)
 	return (int64_t)v;
 }
 
+
 /*
  * The daemon answers DEAD LIST a page at a time (what fits in its buffer
  * for a client): ask for the next one after the last id until a page is
@@ -1777,12 +1554,13 @@ cmd_dead_list(int argc, char **argv)
 		{ "raw",	no_argument,	   NULL, OPT_RAW },
 		{ NULL,		0,		   NULL, 0 }
 	};
-	struct buf	 in, all;
-	char		*line, *page, text[512], req[80];
-	size_t		 used, i, nlines, start;
-	uint64_t	 n = 0, max = 0, total = 0, want, after = 0;
+	pubrelay	*h = NULL;
+	struct buf	 all;
+	const char	*page;
+	size_t		 n, i, nlines, start;
+	uint64_t	 max = 0, total = 0, want, after = 0;
 	int64_t		 last;
-	int		 ch, fd = -1, status = EX_OK, raw = 0;
+	int		 ch, rc, status = EX_OK, raw = 0;
 
 	optind = 1;
 	opterr = 0;
@@ -1818,28 +1596,18 @@ cmd_dead_list(int argc, char **argv)
 		usage(stderr, EX_USAGE);
 	}
 
-	buf_init(&in);
 	buf_init(&all);
+	if ((h = client_open(&status)) == NULL)
+		return status;
 	while (status == EX_OK && (max == 0 || total < max)) {
 		want = max != 0 && max - total < PROTO_DEAD_LIST_MAX ?
 		    max - total : PROTO_DEAD_LIST_MAX;
-		snprintf(req, sizeof(req), "DEAD LIST %llu AFTER %llu\n",
-		    (unsigned long long)want, (unsigned long long)after);
-		buf_reset(&in);
-		status = client_request("dead list", req, &in, &fd, &line,
-		    &used, "no such dead letter");
-		if (status == EX_OK && (strncasecmp(line, "DEAD ", 5) != 0 ||
-		    util_parse_u64(line + 5, 0, CLIENT_MAX_DEAD, &n) == -1)) {
-			client_clean(text, sizeof(text), line, strlen(line));
-			client_warnx("unexpected reply to dead list: \"%s\"",
-			    text);
-			status = EX_PROTOCOL;
-		}
-		if (status == EX_OK)
-			status = client_recv(fd, &in, used + (size_t)n);
+		rc = pubrelay_dead_list(h, after, (unsigned)want, &page, &n);
+		if (rc != PUBRELAY_OK)
+			status = client_request_error(h, rc, "dead list",
+			    "dead list", "no such dead letter");
 		if (status != EX_OK || n == 0)
 			break;
-		page = in.data + used;
 		if (page[n - 1] != '\n') {
 			client_warnx("dead list: reply does not end in a "
 			    "newline");
@@ -1887,9 +1655,7 @@ cmd_dead_list(int argc, char **argv)
 	if (status == EX_OK && max != 0 && total == max)
 		client_warnx("dead list: showing the first %llu; there may be "
 		    "more (--max, --after)", (unsigned long long)total);
-	if (fd != -1)
-		close(fd);
-	buf_free(&in);
+	pubrelay_close(h);
 	buf_free(&all);
 	return status;
 }
@@ -1903,11 +1669,10 @@ cmd_dead_move(int argc, char **argv, const char *verb, const char *done)
 		{ "help",	no_argument,	NULL, 'h' },
 		{ NULL,		0,		NULL, 0 }
 	};
-	struct buf	 in;
-	char		*line, text[512], req[64], cmd[32], nf[96];
-	size_t		 used;
-	uint64_t	 id = 0, n;
-	int		 ch, fd = -1, status, all = 0;
+	pubrelay	*h;
+	char		 cmd[32], nf[96];
+	uint64_t	 id = 0, n = 0;
+	int		 ch, rc, status, all = 0;
 
 	snprintf(cmd, sizeof(cmd), "dead %s", argv[0]);
 	optind = 1;
@@ -1940,28 +1705,19 @@ cmd_dead_move(int argc, char **argv, const char *verb, const char *done)
 		usage(stderr, EX_USAGE);
 	}
 
-	if (all)
-		snprintf(req, sizeof(req), "DEAD %s ALL\n", verb);
-	else
-		snprintf(req, sizeof(req), "DEAD %s %llu\n", verb,
-		    (unsigned long long)id);
 	snprintf(nf, sizeof(nf), "no dead letter with id %llu",
 	    (unsigned long long)id);
-	buf_init(&in);
-	status = client_request(cmd, req, &in, &fd, &line, &used, nf);
-	if (status == EX_OK && (strncasecmp(line, "OK ", 3) != 0 ||
-	    util_parse_u64(line + 3, 0, UINT64_MAX, &n) == -1)) {
-		client_clean(text, sizeof(text), line, strlen(line));
-		client_warnx("unexpected reply to %s: \"%s\"", cmd, text);
-		status = EX_PROTOCOL;
-	}
-	if (status == EX_OK) {
+	if ((h = client_open(&status)) == NULL)
+		return status;
+	/* Id 0 is every one: a dead letter's id is above 0. */
+	rc = strcmp(verb, "RETRY") == 0 ? pubrelay_dead_retry(h, id, &n) :
+	    pubrelay_dead_purge(h, id, &n);
+	if (rc == PUBRELAY_OK) {
 		printf("%llu messages %s\n", (unsigned long long)n, done);
 		status = client_flush();
-	}
-	if (fd != -1)
-		close(fd);
-	buf_free(&in);
+	} else
+		status = client_request_error(h, rc, cmd, cmd, nf);
+	pubrelay_close(h);
 	return status;
 }
 
@@ -1978,11 +1734,10 @@ cmd_wait(int argc, char **argv)
 		{ "help",	no_argument,	   NULL, 'h' },
 		{ NULL,		0,		   NULL, 0 }
 	};
-	struct buf	 in;
-	char		*line, first_in[CLIENT_FIRST_IN], req[512], within[32];
-	size_t		 used;
-	uint64_t	 ms = 0, n;
-	int		 ch, fd = -1, status;
+	pubrelay	*h;
+	char		 within[32];
+	uint64_t	 ms = 0, n = 0;
+	int		 ch, rc, status = EX_OK;
 
 	optind = 1;
 	opterr = 0;
@@ -2001,54 +1756,39 @@ cmd_wait(int argc, char **argv)
 		client_warnx("wait: too many arguments");
 		usage(stderr, EX_USAGE);
 	}
-	if (ms > 0)
-		snprintf(req, sizeof(req), "WAIT %llu\n",
-		    (unsigned long long)ms);
-	else
-		snprintf(req, sizeof(req), "WAIT\n");
-
-	buf_init_on(&in, first_in, sizeof(first_in));
-	if ((status = client_connect(&fd)) != EX_OK)
-		goto done;
+	if ((h = client_open(&status)) == NULL)
+		return status;
 	/* Connected: the reply may take the whole wait, for ever without one. */
 	client_grace_ms = ms > 0 ? (int64_t)ms : -1;
-	status = client_request("wait", req, &in, &fd, &line, &used, NULL);
-	if (status != EX_OK)
-		goto done;
+	rc = pubrelay_wait(h, (unsigned)ms, &n);
 	client_ms_str(ms, within, sizeof(within));
-	if (strcmp(line, "TIMEOUT") == 0) {
+	if (rc == PUBRELAY_PENDING) {
 		client_warnx("wait: the messages accepted before it were not "
 		    "all confirmed within %s; they stay queued", within);
 		status = EX_TEMPFAIL;
-	} else if (strncmp(line, "OK ", 3) != 0 ||
-	    util_parse_u64(line + 3, 0, UINT64_MAX, &n) == -1) {
-		client_clean(req, sizeof(req), line, strlen(line));
-		client_warnx("unexpected reply to wait: \"%s\"", req);
-		status = EX_PROTOCOL;
-	} else if (n > 0) {
+	} else if (rc != PUBRELAY_CONFIRMED)
+		status = client_request_error(h, rc, "wait", "wait", NULL);
+	else if (n > 0) {
 		client_warnx("%llu dead letters among the messages accepted "
 		    "before the wait (pubrelay dead list)",
 		    (unsigned long long)n);
 		status = EX_DATAERR;
 	}
-done:
-	if (fd != -1)
-		close(fd);
-	buf_free(&in);
+	pubrelay_close(h);
 	return status;
 }
 
 /* What STATUS answers, as printed and as exit status (pubrelay(1)). */
 static const struct {
-	const char	*reply;		/* the reply's word */
+	int		 state;		/* pubrelay_status()'s */
 	const char	*word;		/* what status prints */
 	int		 status;
 } status_states[] = {
-	{ "CONFIRMED",	"confirmed",	EX_OK },
-	{ "PARKED",	"parked",	EX_DATAERR },
-	{ "QUEUED",	"queued",	EX_TEMPFAIL },	/* not yet */
-	{ "INFLIGHT",	"inflight",	EX_TEMPFAIL },
-	{ "UNKNOWN",	"unknown",	EX_NOINPUT },	/* no such message */
+	{ PUBRELAY_CONFIRMED,	"confirmed",	EX_OK },
+	{ PUBRELAY_PARKED,	"parked",	EX_DATAERR },
+	{ PUBRELAY_QUEUED,	"queued",	EX_TEMPFAIL },	/* not yet */
+	{ PUBRELAY_INFLIGHT,	"inflight",	EX_TEMPFAIL },
+	{ PUBRELAY_UNKNOWN,	"unknown",	EX_NOINPUT },	/* no such one */
 };
 
 /*
@@ -2073,6 +1813,7 @@ status_id_error(const char *id, size_t len)
 	return NULL;
 }
 
+
 /*
  * pubrelay status: "<state> <id>" on standard output ("parked <id>:
  * <reason>"), the state also in the exit status.  The reply must name the
@@ -2085,12 +1826,11 @@ cmd_status(int argc, char **argv)
 		{ "help",	no_argument,	NULL, 'h' },
 		{ NULL,		0,		NULL, 0 }
 	};
-	struct buf	 in;
-	const char	*id, *why, *p;
-	char		*line, *reason, text[512], first_in[CLIENT_FIRST_IN];
-	char		 req[PROTO_SHORTSTR_MAX + 16];
-	size_t		 used, idlen, wlen, i;
-	int		 ch, fd = -1, status;
+	pubrelay	*h;
+	const char	*id, *why;
+	char		*reason, text[512], what[PROTO_SHORTSTR_MAX + 16];
+	size_t		 idlen, i;
+	int		 ch, rc, status;
 
 	optind = 1;
 	opterr = 0;
@@ -2117,53 +1857,37 @@ cmd_status(int argc, char **argv)
 		    why);
 		usage(stderr, EX_USAGE);
 	}
-	snprintf(req, sizeof(req), "STATUS %s\n", id);
-
-	buf_init_on(&in, first_in, sizeof(first_in));
-	/*
-	 * notfound set only so that every ERR code keeps its own status:
-	 * the status command's 75 must not also mean a BADREQ.
-	 */
-	status = client_request("status", req, &in, &fd, &line, &used,
-	    "no such message");
-	if (status != EX_OK)
-		goto done;
-	for (i = 0; i < sizeof(status_states) / sizeof(status_states[0]);
-	    i++) {
-		wlen = strlen(status_states[i].reply);
-		if (strncmp(line, status_states[i].reply, wlen) == 0 &&
-		    line[wlen] == ' ' &&
-		    strncmp(line + wlen + 1, id, idlen) == 0)
+	if ((h = client_open(&status)) == NULL)
+		return status;
+	rc = pubrelay_status(h, id);
+	for (i = 0; i < sizeof(status_states) / sizeof(status_states[0]); i++)
+		if (status_states[i].state == rc)
 			break;
+	if (i == sizeof(status_states) / sizeof(status_states[0])) {
+		/*
+		 * notfound set only so that every ERR code keeps its own
+		 * status: the status command's 75 must not also mean a BADREQ.
+		 */
+		snprintf(what, sizeof(what), "status %s", id);
+		status = client_request_error(h, rc, "status", what,
+		    "no such message");
+	} else {
+		status = status_states[i].status;
+		if (rc == PUBRELAY_PARKED) {
+			/* The reason may be empty, not gone. */
+			why = pubrelay_reason(h);
+			reason = util_text(why, strlen(why), NULL);
+			printf("%s %s: %s\n", status_states[i].word, id, reason);
+			free(reason);
+		} else
+			printf("%s %s\n", status_states[i].word, id);
+		if (client_flush() != EX_OK)
+			status = EX_IOERR;
 	}
-	if (i == sizeof(status_states) / sizeof(status_states[0]))
-		goto unexpected;
-	p = line + wlen + 1 + idlen;
-	status = status_states[i].status;
-	if (status == EX_DATAERR) {
-		/* "PARKED <id> <reason>": the reason may be empty, not gone. */
-		if (*p != ' ')
-			goto unexpected;
-		reason = util_text(p + 1, strlen(p + 1), NULL);
-		printf("%s %s: %s\n", status_states[i].word, id, reason);
-		free(reason);
-	} else if (*p != '\0')
-		goto unexpected;
-	else
-		printf("%s %s\n", status_states[i].word, id);
-	if (client_flush() != EX_OK)
-		status = EX_IOERR;
-	goto done;
-unexpected:
-	client_clean(text, sizeof(text), line, strlen(line));
-	client_warnx("unexpected reply to status %s: \"%s\"", id, text);
-	status = EX_PROTOCOL;
-done:
-	if (fd != -1)
-		close(fd);
-	buf_free(&in);
+	pubrelay_close(h);
 	return status;
 }
+
 
 static int
 cmd_dead(int argc, char **argv)

@@ -14,11 +14,14 @@ return codes are compared with the values pubrelay.h defines.  `--list
 [-v]` prints what each scenario proves.  About 30 s, broker boot included.
 """
 
+import errno
 import os
 import re
 import signal
+import socket
 import subprocess
 import sys
+import threading
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
@@ -333,8 +336,15 @@ def errors(ctx):
         c.declare(q)
         res = ctx.run("errors", r.sock, q)
         for key in ("set_unknown", "set_newline", "set_confirm0",
-                    "status_empty", "window0"):
+                    "status_empty", "window0", "set_header_twice",
+                    "set_newline2"):
             rc(res, key, "PUBRELAY_E_INVAL")
+        # Said as pubrelayd's encoder says it (pubrelay(1) prints these).
+        check_eq(res.get("set_header_twice_msg"), 'header: "h" given twice',
+                 "a header name given twice, refused by the library")
+        check_eq(res.get("set_newline_msg"), "type: contains a line break",
+                 "pubrelay_props_errmsg()")
+        rc(res, "set_header_none", "PUBRELAY_OK", "headers removed")
         rc(res, "badreq", "PUBRELAY_E_BADREQ")
         check("priority" in res.get("badreq_msg", ""),
               "BADREQ's message names the property: %r"
@@ -369,14 +379,25 @@ def errors(ctx):
 @scenario
 def closed(ctx):
     """Errors that end the connection: no daemon at the path is
-    PUBRELAY_E_CONNECT; a relay at max_clients answers ERR LIMIT, which
-    the first call returns as PUBRELAY_E_LIMIT, and the next call
-    PUBRELAY_E_CLOSED (the daemon closed it)."""
+    PUBRELAY_E_CONNECT, with errno ENOENT (ENOTSOCK for a file that is no
+    socket); a relay at max_clients answers ERR LIMIT, which the first call
+    returns as PUBRELAY_E_LIMIT, and the next call PUBRELAY_E_CLOSED (the
+    daemon closed it); with nothing asked, the caller's poll() of
+    pubrelay_fd() and pubrelay_ready() see the LIMIT, pubrelay_recv()
+    returns it, and then PUBRELAY_E_CLOSED."""
     p = subprocess.run([ctx.prog, "ping", "/nonexistent/pubrelay.sock"],
                        stdout=subprocess.PIPE, timeout=60)
     out = p.stdout.decode()
     check("open=%d" % C["PUBRELAY_E_CONNECT"] in out.splitlines(),
           "open of a missing socket: %r" % out)
+    check("open_errno=%d" % errno.ENOENT in out.splitlines(),
+          "errno says why: %r" % out)
+    p = subprocess.run([ctx.prog, "ping", os.path.abspath(__file__)],
+                       stdout=subprocess.PIPE, timeout=60)
+    out = p.stdout.decode()
+    check("open=%d" % C["PUBRELAY_E_CONNECT"] in out.splitlines() and
+          "open_errno=%d" % errno.ENOTSOCK in out.splitlines(),
+          "open of a file that is no socket: ENOTSOCK: %r" % out)
     r = ctx.relay(overrides={"socket": {"max_clients": "1"}})
     with r.client() as hold:
         check_eq(hold.ping(), "PONG", "the one client allowed")
@@ -387,6 +408,69 @@ def closed(ctx):
               res.get("ping2_msg", "").endswith(res.get("ping1_msg", "?")),
               "the messages: %r, then %r (why it closed)"
               % (res.get("ping1_msg"), res.get("ping2_msg")))
+        # Nothing asked: the caller's own poll() on pubrelay_fd() sees
+        # the LIMIT, and pubrelay_recv() returns it.
+        res = ctx.run("unasked", r.sock)
+        check_eq(res.get("ready"), "1", "pubrelay_ready() with LIMIT sent")
+        rc(res, "recv", "PUBRELAY_E_LIMIT", "the unasked ERR LIMIT")
+        check_eq((res.get("fd"), res.get("ready_closed")), ("-1", "1"),
+                 "closed: no fd, and ready (recv says why at once)")
+        rc(res, "recv_closed", "PUBRELAY_E_CLOSED", "recv once closed")
+
+
+@scenario
+def dead_letters(ctx):
+    """pubrelay_dead_list(), _retry() and _purge() on a message parked
+    for a missing exchange: the page names it, a page after its id is
+    empty, a max over 100000 is refused by the library, an unknown id is
+    NOTFOUND, a retry replays the one, a purge of all (id 0) deletes what
+    is parked, and the list is empty then."""
+    r = ctx.relay()
+    res = ctx.run("dead", r.sock, "lib-no-such-exchange")
+    rc(res, "publish", "PUBRELAY_PARKED", "the message parked")
+    rc(res, "list", "PUBRELAY_OK")
+    check(int(res.get("list_len", "0")) > 0 and
+          "lib-no-such-exchange" in res.get("list_first", ""),
+          "the page names the dead letter: %r" % res.get("list_first"))
+    rc(res, "list_after", "PUBRELAY_OK")
+    check_eq(res.get("list_after_len"), "0", "the page after its id")
+    rc(res, "list_badmax", "PUBRELAY_E_INVAL", "max over 100000")
+    rc(res, "retry", "PUBRELAY_OK")
+    check_eq(res.get("retry_n"), "1", "one replayed")
+    rc(res, "retry_none", "PUBRELAY_E_NOTFOUND", "an id never parked")
+    rc(res, "wait", "PUBRELAY_CONFIRMED", "WAIT after the replay")
+    rc(res, "purge", "PUBRELAY_OK")
+    check_eq(res.get("purge_n"), "1", "the replay parked again, purged")
+    rc(res, "list_end", "PUBRELAY_OK")
+    check_eq(res.get("list_end_len"), "0", "nothing parked at the end")
+
+
+@scenario
+def bad_reply(ctx):
+    """Something on the socket that answers a PING with "PONG!": the call
+    returns PUBRELAY_E_REPLY and pubrelay_reply_line() the line as it
+    came, for the caller to show (pubrelay(1) does)."""
+    d = H.mkdtemp("pubrelay-libfake-")
+    path = os.path.join(d, "s.sock")
+    ls = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    ls.bind(path)
+    ls.listen(1)
+
+    def serve():
+        c, _ = ls.accept()
+        with c:
+            c.recv(100)
+            c.sendall(b"PONG!\x01\n")
+            c.recv(100)
+    t = threading.Thread(target=serve, daemon=True)
+    t.start()
+    try:
+        res = ctx.run("badreply", path)
+    finally:
+        ls.close()
+    rc(res, "ping", "PUBRELAY_E_REPLY", "PONG!")
+    check_eq((res.get("line_len"), res.get("line")), ("6", "PONG!\x01"),
+             "pubrelay_reply_line()")
 
 
 @scenario

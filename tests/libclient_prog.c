@@ -22,7 +22,15 @@
  *   timeout SOCKET MS             the same on a handle opened with MS
  *   threads SOCKET QUEUE T N      T threads, each with its own handle,
  *                                 pipelining N messages "p<thread>-<seq>"
+ *   unasked SOCKET                poll pubrelay_fd() until pubrelay_ready(),
+ *                                 then what pubrelay_recv() says unasked
+ *   dead SOCKET EXCHANGE          park one, then list, retry and purge
+ *   badreply SOCKET               PING to something that answers oddly
+ *
+ * A failed open also prints errno, as pubrelay.h promises it.
  */
+#include <errno.h>
+#include <poll.h>
 #include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -43,8 +51,11 @@ connect_or_say(const char *sock, int timeout_ms)
 {
 	pubrelay	*h = pubrelay_open(sock, timeout_ms);
 
+	int		 error = errno;
+
 	printf("open=%d\n", pubrelay_errcode(h));
 	if (pubrelay_errcode(h) != PUBRELAY_OK) {
+		printf("open_errno=%d\n", error);
 		printf("open_msg=%s\n", pubrelay_errmsg(h));
 		pubrelay_close(h);
 		return NULL;
@@ -242,6 +253,14 @@ cmd_errors(pubrelay *h, char **argv)
 	printf("set_unknown=%d\n", pubrelay_props_set(good, "routng-key", "x"));
 	printf("set_newline=%d\n", pubrelay_props_set(good, "type", "a\nb"));
 	printf("set_confirm0=%d\n", pubrelay_props_set(good, "confirm", "0"));
+	printf("set_header=%d\n", pubrelay_props_set(good, "header", "h=1"));
+	printf("set_header_twice=%d\n", pubrelay_props_set(good, "header",
+	    "h=2"));
+	printf("set_header_twice_msg=%s\n", pubrelay_props_errmsg(good));
+	printf("set_header_none=%d\n", pubrelay_props_set(good, "header",
+	    NULL));
+	printf("set_newline2=%d\n", pubrelay_props_set(good, "type", "a\nb"));
+	printf("set_newline_msg=%s\n", pubrelay_props_errmsg(good));
 	result("status_empty", pubrelay_status(h, ""), h);
 	result("window0", pubrelay_set_window(h, 0), h);
 
@@ -284,6 +303,76 @@ cmd_errors(pubrelay *h, char **argv)
 	    11), h);
 	pubrelay_props_free(good);
 	pubrelay_props_free(bad);
+	return 0;
+}
+
+/* What the daemon says unasked, seen through the caller's own poll(). */
+static int
+cmd_unasked(pubrelay *h, char **argv)
+{
+	struct pollfd	pfd;
+	int		rc, polls = 0;
+
+	(void)argv;
+	while ((rc = pubrelay_ready(h)) == 0 && polls++ < 100) {
+		pfd.fd = pubrelay_fd(h);
+		pfd.events = POLLIN;
+		poll(&pfd, 1, 100);
+	}
+	printf("ready=%d\n", rc);
+	result("recv", pubrelay_recv(h), h);
+	printf("fd=%d\n", pubrelay_fd(h));
+	printf("ready_closed=%d\n", pubrelay_ready(h));
+	result("recv_closed", pubrelay_recv(h), h);
+	printf("recv_closed_errno=%d\n", errno);
+	return 0;
+}
+
+/* A dead letter made, listed, replayed (it parks again) and purged. */
+static int
+cmd_dead(pubrelay *h, char **argv)
+{
+	pubrelay_props	*p = pubrelay_props_new();
+	const char	*text;
+	size_t		 len;
+	uint64_t	 id, n = 99;
+
+	must_set(p, "exchange", argv[0]);
+	must_set(p, "routing-key", "x");
+	must_set(p, "confirm", "30000");
+	result("publish", pubrelay_publish(h, p, "dead", 4), h);
+	result("list", pubrelay_dead_list(h, 0, 0, &text, &len), h);
+	printf("list_len=%zu\nlist_first=%.*s\n", len,
+	    (int)strcspn(text, "\n"), text);
+	id = strtoull(text, NULL, 10);
+	result("list_after", pubrelay_dead_list(h, id, 10, &text, &len), h);
+	printf("list_after_len=%zu\n", len);
+	result("list_badmax", pubrelay_dead_list(h, 0, 100001, &text, &len),
+	    h);
+	result("retry", pubrelay_dead_retry(h, id, &n), h);
+	printf("retry_n=%llu\n", (unsigned long long)n);
+	result("retry_none", pubrelay_dead_retry(h, 999999999, &n), h);
+	result("wait", pubrelay_wait(h, 30000, NULL), h);
+	result("purge", pubrelay_dead_purge(h, 0, &n), h);
+	printf("purge_n=%llu\n", (unsigned long long)n);
+	result("list_end", pubrelay_dead_list(h, 0, 0, &text, &len), h);
+	printf("list_end_len=%zu\n", len);
+	pubrelay_props_free(p);
+	return 0;
+}
+
+/* A reply outside the protocol, kept for the caller to show. */
+static int
+cmd_badreply(pubrelay *h, char **argv)
+{
+	const char	*line;
+	size_t		 len;
+
+	(void)argv;
+	result("ping", pubrelay_ping(h), h);
+	line = pubrelay_reply_line(h, &len);
+	printf("line_len=%zu\nline=%.*s\n", len, (int)len,
+	    line != NULL ? line : "(null)");
 	return 0;
 }
 
@@ -378,6 +467,9 @@ static const struct {
 	{ "errors",	1, cmd_errors },
 	{ "twice",	0, cmd_twice },
 	{ "timeout",	1, cmd_twice },
+	{ "unasked",	0, cmd_unasked },
+	{ "dead",	1, cmd_dead },
+	{ "badreply",	0, cmd_badreply },
 };
 
 int

@@ -42,7 +42,8 @@ main(void)
 	    "an empty exchange passes (the default exchange)");
 	is_int(wire_prop_check("routing-key", "a\nPUB 0", err, sizeof(err)), -1,
 	    "a newline in a value is refused (it would frame a request)");
-	is_str(err, "routing-key: line end in the value", "and says why");
+	is_str(err, "routing-key: contains a line break",
+	    "and says why, as pubrelayd's encoder does");
 	is_int(wire_prop_check("type", "x\r", err, sizeof(err)), -1,
 	    "a carriage return is refused (the parser drops it)");
 	is_int(wire_prop_check("type", " x", err, sizeof(err)), -1,
@@ -64,6 +65,14 @@ main(void)
 	    "a header needs a name");
 	is_int(wire_prop_check("header", "novalue", err, sizeof(err)), -1,
 	    "a header needs NAME=VALUE");
+	is_int(wire_prop_check("header", " n=v", err, sizeof(err)), -1,
+	    "a header name cannot start with a blank");
+	is_str(err, "header name: starts with a space or tab", "said so");
+	is_int(wire_prop_check("header", "n=a\rb", err, sizeof(err)), -1,
+	    "nor a header value hold a line break");
+	is_str(err, "header value: contains a line break", "said so");
+	is_int(wire_prop_check("header", "n= v", err, sizeof(err)), 0,
+	    "a header value may start with a blank");
 
 	/* PUB */
 	is_int(reply(WIRE_PUB, "OK 10a894a75918e46b-7", &r), PUBRELAY_ACCEPTED,
@@ -144,6 +153,31 @@ main(void)
 	is_int(reply(WIRE_STATUS, "PARKED a-1 why", &r), PUBRELAY_PARKED,
 	    "PARKED, to STATUS");
 	ok(same(r.text, r.textlen, "why"), "with its reason");
+	mid = "a 1";
+	is_int(wire_reply(WIRE_STATUS, "QUEUED a 1", 10, mid, strlen(mid), &r),
+	    PUBRELAY_QUEUED, "STATUS naming the id asked about");
+	is_int(wire_reply(WIRE_STATUS, "QUEUED a 10", 11, mid, strlen(mid),
+	    &r), PUBRELAY_E_REPLY, "naming another id is outside the protocol");
+	is_int(wire_reply(WIRE_STATUS, "PARKED a 1 why", 14, mid, strlen(mid),
+	    &r), PUBRELAY_PARKED, "PARKED naming it");
+	is_int(wire_reply(WIRE_STATUS, "PARKED b why", 12, mid, strlen(mid),
+	    &r), PUBRELAY_E_REPLY, "PARKED naming another");
+	is_int(reply(WIRE_DEAD_LIST, "DEAD 273", &r), PUBRELAY_OK, "DEAD n");
+	is_int(r.n, 273, "n");
+	is_int(reply(WIRE_DEAD_LIST, "DEAD 999999999", &r), PUBRELAY_E_REPLY,
+	    "a page over 256 MiB is refused");
+	is_int(reply(WIRE_DEAD_LIST, "ERR NOTFOUND no", &r),
+	    PUBRELAY_E_NOTFOUND, "DEAD LIST: NOTFOUND");
+	is_int(reply(WIRE_DEAD_MOVE, "OK 3", &r), PUBRELAY_OK, "DEAD RETRY: OK n");
+	is_int(r.n, 3, "n");
+	is_int(reply(WIRE_DEAD_MOVE, "OK 1\0junk", &r), PUBRELAY_OK,
+	    "(a C string ends at the NUL: the library passes the length)");
+	is_int(wire_reply(WIRE_DEAD_MOVE, "OK 1\0junk", 9, NULL, 0, &r),
+	    PUBRELAY_E_REPLY, "a NUL in the count is outside the protocol");
+	is_int(reply(WIRE_NONE, "ERR LIMIT too many", &r), PUBRELAY_E_LIMIT,
+	    "unasked: an ERR is a reply");
+	is_int(reply(WIRE_NONE, "OK 1", &r), PUBRELAY_E_REPLY,
+	    "unasked: nothing else is");
 	is_int(reply(WIRE_STATS, "STATS 42", &r), PUBRELAY_OK, "STATS n");
 	is_int(r.n, 42, "n");
 	is_int(reply(WIRE_STATS, "STATS 99999999999", &r), PUBRELAY_E_REPLY,
