@@ -15,7 +15,7 @@ static const char *const wire_props[] = {
 	"exchange", "routing-key", "mandatory", "content-type",
 	"content-encoding", "delivery-mode", "priority", "correlation-id",
 	"reply-to", "expiration", "message-id", "timestamp", "type", "app-id",
-	"header", "idempotency-key", "confirm",
+	"header", "idempotency-key", "confirm", "max-age",
 };
 #define WIRE_NPROPS	(sizeof(wire_props) / sizeof(wire_props[0]))
 

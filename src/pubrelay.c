@@ -26,6 +26,7 @@
 #include "pubrelay.h"
 #include "protocol.h"		/* the daemon's limits, macros only */
 #include "statsfmt.h"
+#include "top.h"
 #include "util.h"
 
 #ifndef PUBRELAY_SOCKET_PATH
@@ -65,6 +66,7 @@ struct pub_opts {
 	const char	*correlation_id;
 	const char	*reply_to;
 	const char	*expiration;
+	const char	*max_age;	/* --max-age, in ms */
 	const char	*message_id;
 	const char	*type;
 	const char	*app_id;
@@ -73,6 +75,7 @@ struct pub_opts {
 	unsigned	 confirm_ms;		/* 0: no receipts */
 
 	char		 expiration_buf[24];
+	char		 max_age_buf[24];
 	int		 lines;
 	int		 print_id;
 	const char	*key;		/* --idempotency-key */
@@ -819,6 +822,7 @@ pub_props(const struct pub_opts *o)
 		{ "header",		NULL },
 		{ "idempotency-key",	o->lines ? NULL : o->key },
 		{ "confirm",		NULL },
+		{ "max-age",		o->max_age },
 	};
 	pubrelay_props	*p;
 	char		 num[24];
@@ -930,14 +934,15 @@ usage(FILE *fp, int status)
 "      [--message-id id] [--correlation-id id] [--reply-to queue]\n"
 "      [--expiration ms] [--priority 0-255] [--type type] [--app-id id]\n"
 "      [--idempotency-key key] [--transient] [--mandatory] [--lines]\n"
-"      [--print-id] [--confirm[=timeout]] [body]\n"
+"      [--print-id] [--confirm[=timeout]] [--max-age duration] [body]\n"
 "  pubrelay ping\n"
 "  pubrelay stats [--json | --prometheus | --raw]\n"
-"  pubrelay dead list [--max n] [--after id] [--raw]\n"
+"  pubrelay dead list [--max n] [--after id] [--raw | --json]\n"
 "  pubrelay dead retry id | --all\n"
 "  pubrelay dead purge id | --all\n"
 "  pubrelay wait [--timeout timeout]\n"
 "  pubrelay status message-id\n"
+"  pubrelay top [-d interval] [-n count]\n"
 "\n"
 "  -s socket   daemon socket (default $PUBRELAY_SOCKET, else %s)\n"
 "  -t timeout  give up after this long without progress (default %s s,\n"
@@ -973,6 +978,7 @@ enum {
 	OPT_CORR_ID,
 	OPT_REPLY_TO,
 	OPT_EXPIRATION,
+	OPT_MAX_AGE,
 	OPT_PRIORITY,
 	OPT_TYPE,
 	OPT_APP_ID,
@@ -1060,6 +1066,7 @@ cmd_publish(int argc, char **argv)
 		{ "correlation-id",   required_argument, NULL, OPT_CORR_ID },
 		{ "reply-to",	      required_argument, NULL, OPT_REPLY_TO },
 		{ "expiration",	      required_argument, NULL, OPT_EXPIRATION },
+		{ "max-age",	      required_argument, NULL, OPT_MAX_AGE },
 		{ "priority",	      required_argument, NULL, OPT_PRIORITY },
 		{ "type",	      required_argument, NULL, OPT_TYPE },
 		{ "app-id",	      required_argument, NULL, OPT_APP_ID },
@@ -1130,6 +1137,18 @@ cmd_publish(int argc, char **argv)
 			snprintf(o.expiration_buf, sizeof(o.expiration_buf),
 			    "%llu", (unsigned long long)v);
 			o.expiration = o.expiration_buf;
+			break;
+		case OPT_MAX_AGE:
+			if (util_parse_duration_ms(optarg, &v) == -1 ||
+			    v == 0 || v > PROTO_MAX_AGE_MAX_MS) {
+				client_warnx("--max-age %s: want a duration "
+				    "from 1ms to 3650 days, such as 30s or 2h",
+				    optarg);
+				usage(stderr, EX_USAGE);
+			}
+			snprintf(o.max_age_buf, sizeof(o.max_age_buf),
+			    "%llu", (unsigned long long)v);
+			o.max_age = o.max_age_buf;
 			break;
 		case OPT_PRIORITY:
 			if (util_parse_u64(optarg, 0, 255, &v) == -1) {
@@ -1521,6 +1540,60 @@ dead_table(const char *p, size_t len)
 	return rc;
 }
 
+/*
+ * A DEAD LIST page as JSON lines, one object a dead letter, for scripts:
+ * id, parked_ms, attempts and bytes as numbers, the rest as strings (always
+ * valid JSON).  -1 when a line is not 8 fields, or a number is not one.
+ */
+static const char *const dead_json_names[DEAD_FIELDS] = {
+	"id", "parked_ms", "attempts", "bytes", "exchange", "routing_key",
+	"message_id", "reason",
+};
+
+static int
+dead_json(const char *p, size_t len)
+{
+	const char	*end = p + len, *eol, *q, *tab;
+	struct buf	 o;
+	size_t		 k;
+	int		 j, rc = 0;
+
+	buf_init(&o);
+	for (q = p; q < end && rc == 0; q = eol + 1) {
+		if ((eol = memchr(q, '\n', (size_t)(end - q))) == NULL)
+			eol = end;
+		buf_reset(&o);
+		buf_append(&o, "{", 1);
+		for (j = 0; j < DEAD_FIELDS && rc == 0; j++) {
+			tab = memchr(q, '\t', (size_t)(eol - q));
+			if ((tab == NULL) != (j == DEAD_FIELDS - 1)) {
+				rc = -1;
+				break;
+			}
+			if (tab == NULL)
+				tab = eol;
+			buf_printf(&o, "%s\"%s\": ", j ? ", " : "",
+			    dead_json_names[j]);
+			if (j < 4) {
+				for (k = 0; q + k < tab; k++)
+					if (q[k] < '0' || q[k] > '9')
+						rc = -1;
+				if (k == 0 || k > 20)
+					rc = -1;
+				buf_append(&o, q, (size_t)(tab - q));
+			} else
+				statsfmt_json_string(&o, q, (size_t)(tab - q));
+			q = tab + 1;
+		}
+		if (rc == 0) {
+			buf_append(&o, "}\n", 2);
+			fwrite(o.data, 1, o.len, stdout);
+		}
+	}
+	buf_free(&o);
+	return rc;
+}
+
 /* The id a DEAD LIST line starts with; -1 when it has none. */
 static int64_t
 dead_line_id(const char *p, size_t len)
@@ -1550,6 +1623,7 @@ cmd_dead_list(int argc, char **argv)
 	static const struct option longopts[] = {
 		{ "after",	required_argument, NULL, OPT_AFTER },
 		{ "help",	no_argument,	   NULL, 'h' },
+		{ "json",	no_argument,	   NULL, OPT_JSON },
 		{ "max",	required_argument, NULL, OPT_MAX },
 		{ "raw",	no_argument,	   NULL, OPT_RAW },
 		{ NULL,		0,		   NULL, 0 }
@@ -1560,7 +1634,7 @@ cmd_dead_list(int argc, char **argv)
 	size_t		 n, i, nlines, start;
 	uint64_t	 max = 0, total = 0, want, after = 0;
 	int64_t		 last;
-	int		 ch, rc, status = EX_OK, raw = 0;
+	int		 ch, rc, status = EX_OK, raw = 0, json = 0;
 
 	optind = 1;
 	opterr = 0;
@@ -1568,6 +1642,9 @@ cmd_dead_list(int argc, char **argv)
 		switch (ch) {
 		case 'h':
 			usage(stdout, EX_OK);
+		case OPT_JSON:
+			json = 1;
+			break;
 		case OPT_MAX:
 			if (util_parse_u64(optarg, 1, (uint64_t)INT64_MAX,
 			    &max) == -1) {
@@ -1593,6 +1670,10 @@ cmd_dead_list(int argc, char **argv)
 	}
 	if (optind != argc) {
 		client_warnx("dead list: too many arguments");
+		usage(stderr, EX_USAGE);
+	}
+	if (json && raw) {
+		client_warnx("dead list: --json or --raw, not both");
 		usage(stderr, EX_USAGE);
 	}
 
@@ -1633,7 +1714,14 @@ cmd_dead_list(int argc, char **argv)
 		total += nlines;
 		if (raw)
 			fwrite(page, 1, (size_t)n, stdout);
-		else if (all.len + n > CLIENT_MAX_DEAD) {
+		else if (json) {
+			if (dead_json(page, (size_t)n) == -1) {
+				client_warnx("dead list: a line of the reply is "
+				    "not %d tab-separated fields",
+				    DEAD_FIELDS);
+				status = EX_PROTOCOL;
+			}
+		} else if (all.len + n > CLIENT_MAX_DEAD) {
 			client_warnx("dead list: over %d MiB of dead letters "
 			    "for a table: use --raw, or --max and --after",
 			    CLIENT_MAX_DEAD / (1024 * 1024));
@@ -1641,7 +1729,7 @@ cmd_dead_list(int argc, char **argv)
 		} else
 			buf_append(&all, page, (size_t)n);
 	}
-	if (status == EX_OK && !raw) {
+	if (status == EX_OK && !raw && !json) {
 		if (all.len == 0)
 			printf("no dead letters\n");
 		else if (dead_table(all.data, all.len) == -1) {
@@ -1996,6 +2084,8 @@ main(int argc, char **argv)
 		return cmd_wait(argc, argv);
 	if (strcmp(argv[0], "status") == 0)
 		return cmd_status(argc, argv);
+	if (strcmp(argv[0], "top") == 0)
+		return top_cmd(client_socket, client_timeout_ms, argc, argv);
 	client_warnx("%s: unknown command", argv[0]);
 	usage(stderr, EX_USAGE);
 }

@@ -16,6 +16,7 @@ under 6 minutes.  Deliveries are checked with harness.check_delivery.
 """
 
 import json
+import re
 import os
 import socket
 import subprocess
@@ -1927,7 +1928,6 @@ def bad_input(ctx):
 # ---------------------------------------------------------------------------
 # 6. stats_formats: pubrelay stats as a table, --json, --prometheus, --raw
 
-import re  # noqa: E402
 
 
 PROM_NAME = r"[a-zA-Z_:][a-zA-Z0-9_:]*"
@@ -3533,12 +3533,14 @@ def metrics_endpoint(ctx):
 
 @scenario
 def expiry(ctx):
-    """[outbox] max_age = 2s, the broker app stopped.  Three messages: A
+    """[outbox] max_age = 2s, the broker app stopped.  Four messages: A
     with the default age, B with max-age 10 minutes, C with max-age 1 s
-    and a receipt (confirm:).  After the ages pass the broker comes back:
-    only B is delivered; A and C are dead letters whose reasons start
-    "expired", with 0 attempts; C's receipt is PARKED naming it; STATUS of
-    A is PARKED; `expired` counts 2.  Neither is retried by the relay,
+    and a receipt (confirm:), D by `pubrelay publish --max-age 10m`.
+    After the ages pass the broker comes back: only B and D are
+    delivered; A and C are dead letters whose reasons start "expired",
+    with 0 attempts (`dead list --json` says so too, one JSON object a
+    line); C's receipt is PARKED naming it; STATUS of A is PARKED;
+    `expired` counts 2.  Neither is retried by the relay,
     also not after a restart.  `pubrelay dead retry` of A (an operator's
     replay) publishes it after B."""
     relay = ctx.relay(overrides={"outbox": {"max_age": "2s"}})
@@ -3556,8 +3558,11 @@ def expiry(ctx):
             rc.send(H.encode_pub("C", [("routing-key", q),
                                        ("max-age", "1000"),
                                        ("confirm", "60000")]))
-            H.wait_until(lambda: relay.stats()["backlog"] == 3, 10,
-                         "three messages in the backlog")
+            rc_, _, err = relay.cmd("publish", "-k", q, "--max-age",
+                                    "10m", "D")
+            check_eq(rc_, 0, "publish --max-age 10m (stderr %r)" % err)
+            H.wait_until(lambda: int(relay.stats()["backlog"]) == 4, 10,
+                         "four messages in the backlog")
             t0 = time.monotonic()
             # The condition is time itself: A's 2 s must pass.
             time.sleep(2.3)
@@ -3572,7 +3577,7 @@ def expiry(ctx):
     relay.wait_drained()
     with ctx.consumer() as c:
         got = [m for m, _ in c.drain(q, timeout=30)]
-    check_eq(got, [b"B"], "delivered")
+    check_eq(got, [b"B", b"D"], "delivered")
     st = relay.stats()
     check_eq((int(st["expired"]), int(st["parked"]),
               int(st["dead_messages"])), (2, 2, 2),
@@ -3587,6 +3592,15 @@ def expiry(ctx):
               "dead letter %r" % r)
     check(status.startswith("PARKED %s expired: " % ida),
           "STATUS of A: %r" % status)
+    rc_, out, err = relay.cmd("dead", "list", "--json")
+    check_eq(rc_, 0, "dead list --json (stderr %r)" % err)
+    objs = [json.loads(ln) for ln in out.splitlines()]
+    check_eq(sorted((o["id"], o["message_id"], o["attempts"],
+                     o["reason"].startswith("expired: ")) for o in objs),
+             sorted((r["id"], r["message_id"], 0, True) for r in rows),
+             "dead list --json")
+    check(all(isinstance(o["parked_ms"], int) and o["routing_key"] == q and
+              o["exchange"] == "-" for o in objs), "json fields: %r" % objs)
 
     check_eq(relay.term(), 0, "exit code after SIGTERM")
     relay.start()
@@ -3705,6 +3719,111 @@ def provenance(ctx):
     check_eq({k: v.decode() if isinstance(v, bytes) else v
               for k, v in got[b"plain"].items()},
              {"x-pubrelay-uid": "7"}, "the plain relay's message")
+
+
+def tmux(*args):
+    p = subprocess.run(["tmux", "-L", "pubrelay-test-%d" % os.getpid()] +
+                       list(args), stdout=subprocess.PIPE,
+                       stderr=subprocess.STDOUT, timeout=30)
+    return p.returncode, p.stdout.decode("utf-8", "replace")
+
+
+@scenario
+def top_screen(ctx):
+    """`pubrelay top` in an 80x24 tmux pane (UTF-8), read back with
+    capture-pane: a screen of at most 24 lines, none wider than 80
+    columns, showing the link connected, an in rate above 0 while
+    messages stream, the backlog, dead letters and clients; with the
+    broker app stopped the state leaves connected and the backlog grows;
+    with the relay gone it says "not reachable" and keeps trying; ^C ends
+    it with exit 0 and the terminal restored.  Piped (not a tty), `top -n
+    3 -d 200ms` prints three lines of name=value pairs, the first without
+    rates."""
+    relay = ctx.relay()
+    with ctx.consumer() as c:
+        q = c.declare(H.unique_queue("top"))
+    rk = [("routing-key", q)]
+    exitf = os.path.join(relay.dir, "top.exit")
+    cmd = ("LANG=C.UTF-8 LC_ALL=C.UTF-8 %s -s %s top; echo $? >%s; "
+           "sleep 60" % (H.binary("PUBRELAY"), relay.sock, exitf))
+    rc, out = tmux("new-session", "-d", "-s", "top", "-x", "80", "-y",
+                   "24", cmd)
+    check_eq(rc, 0, "tmux new-session: %s" % out)
+    H.on_exit(lambda: tmux("kill-server"))
+
+    def screen():
+        rc, out = tmux("capture-pane", "-p", "-t", "top")
+        check_eq(rc, 0, "capture-pane: %s" % out)
+        return out
+
+    def shows(pred, what, timeout=20):
+        last = [""]
+
+        def ok():
+            last[0] = screen()
+            return pred(last[0])
+        try:
+            H.wait_until(ok, timeout, what, interval=0.2)
+        except H.HarnessError:
+            log("the screen:\n" + last[0])
+            raise
+        return last[0]
+
+    def stream(n):
+        with H.RawClient(relay.sock) as cl:
+            for i in range(n):
+                check(cl.pub("t%d" % i, rk).startswith("OK "), "PUB")
+                time.sleep(0.01)
+
+    shows(lambda s: "link      connected" in s, "top to show the link")
+    stream(150)
+    out = shows(lambda s: re.search(r"^in +[0-9.]+/s", s, re.M) and
+                not re.search(r"^in +0\.0/s", s, re.M),
+                "an in rate above 0", timeout=10)
+    lines = out.rstrip("\n").split("\n")
+    check(len(lines) <= 24 and max(len(ln) for ln in lines) <= 80,
+          "the screen fits 80x24: %d lines, widest %d" %
+          (len(lines), max(len(ln) for ln in lines)))
+    for want in ("backlog", "dead      0 letters", "clients", "outbox",
+                 "pubrelay top"):
+        check(want in out, "%r not on the screen:\n%s" % (want, out))
+    check("\u2581" in out or any(ch in out for ch in "\u2582\u2583\u2584"
+                                                      "\u2585\u2586\u2587"
+                                                      "\u2588"),
+          "no sparkline on the screen:\n%s" % out)
+
+    ctx.broker.stop_app()
+    try:
+        H.wait_until(lambda: relay.stats()["state"] != "connected", 30,
+                     "the relay to lose the link")
+        with H.RawClient(relay.sock) as cl:
+            for i in range(5):
+                cl.pub("held%d" % i, rk)
+        shows(lambda s: re.search(r"^backlog +5 ", s, re.M) and
+              "link      connected" not in s,
+              "the backlog of 5 and the link down")
+    finally:
+        ctx.broker.start_app()
+    relay.wait_drained()
+    check_eq(relay.term(), 0, "relay exit code")
+    shows(lambda s: "not reachable" in s, "top to say the relay is gone")
+    relay.start()
+    shows(lambda s: "link      connected" in s, "top to find it again")
+    tmux("send-keys", "-t", "top", "C-c")
+    H.wait_until(lambda: os.path.exists(exitf) and
+                 open(exitf).read().strip() != "", 10, "top to exit")
+    check_eq(open(exitf).read().strip(), "0", "top's exit status after ^C")
+    tmux("kill-server")
+
+    p = subprocess.run([H.binary("PUBRELAY"), "-s", relay.sock, "top", "-n",
+                        "3", "-d", "200ms"], stdout=subprocess.PIPE,
+                       stderr=subprocess.PIPE, timeout=30)
+    lines = p.stdout.decode().splitlines()
+    check(p.returncode == 0 and len(lines) == 3, "top -n 3 piped: exit %d, "
+          "%r" % (p.returncode, lines))
+    check(all("state=connected" in ln and " backlog=" in ln for ln in lines)
+          and " in=- " in lines[0] and " in=- " not in lines[2],
+          "the piped lines: %r" % lines)
 
 
 def main(argv):
