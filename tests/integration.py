@@ -3829,7 +3829,7 @@ def top_screen(ctx):
 def main(argv):
     return S.run("integration.py", scenario, argv, setup, Ctx, report=report,
                  repair=lambda b, last: ensure_broker(b), teardown=teardown,
-                 needs=("root", "broker", "pika"))
+                 needs=("root", "broker", "pika", "tmux"))
 
 
 if __name__ == "__main__":
