@@ -8,7 +8,7 @@ PKGS="build-essential autoconf automake libtool pkg-config
       rabbitmq-server amqp-tools python3 python3-pika socat systemd
       openssl ca-certificates
       clang libclang-rt-14-dev valgrind musl-tools
-      php-cli golang-go nodejs prometheus tmux
+      php-cli golang-go nodejs prometheus tmux fiu-utils
       debhelper dh-python dpkg-dev devscripts lintian git"
 
 missing=""

@@ -439,6 +439,12 @@ ingress_insert(struct ingress *ing, struct user *u,
 	 * A repeat is answered before any limit: it adds nothing, and its
 	 * producer, retrying, must hear the id it missed, not FULL.
 	 */
+	if (outbox_sync_failed(ing->ob)) {
+		*code = PROTO_E_STORE;
+		snprintf(err, errlen, "outbox: a sync of its file failed, what "
+		    "was written may be lost; pubrelayd restarts from the disk");
+		return -1;
+	}
 	if (keyed) {
 		if (ing->in_tx && ing->tx_failed) {
 			ingress_store_error(ing, ing->tx_failed, code, err,
@@ -637,6 +643,9 @@ ingress_delete(struct ingress *ing)
 	int		 status;
 
 	ing->delete_due = 0;
+	/* Nothing more is written: the next start deletes them. */
+	if (outbox_sync_failed(ing->ob))
+		return;
 	upto = ing->delete_upto;
 	/*
 	 * Rows waiting to be parked stay (deleted around while the dead-letter

@@ -49,6 +49,14 @@ struct outbox {
 	int64_t		 forgotten_upto, tx_forgotten_upto;
 	uint64_t	 forgotten_max;
 	int64_t		 forgotten_rows, tx_forgotten_rows;
+	/*
+	 * A sync (fsync, fdatasync) failed: the kernel may have dropped what
+	 * it could not write and report success next time, so nothing more
+	 * is written (OUTBOX_EIO) and the owner is told once.
+	 */
+	int		 sync_failed;
+	void		(*sync_failed_cb)(void *);
+	void		*sync_failed_arg;
 	int64_t		 didem;			/* the open transaction's */
 	struct keyset	*keys;			/* every key's fingerprint */
 	/*
@@ -811,7 +819,26 @@ outbox_fail(struct outbox *ob, int rc)
 
 	outbox_keep_error(ob);
 	outbox_rollback(ob);
+	if ((rc == SQLITE_IOERR_FSYNC || rc == SQLITE_IOERR_DIR_FSYNC) &&
+	    !ob->sync_failed) {
+		ob->sync_failed = 1;
+		if (ob->sync_failed_cb != NULL)
+			ob->sync_failed_cb(ob->sync_failed_arg);
+	}
 	return status;
+}
+
+int
+outbox_sync_failed(const struct outbox *ob)
+{
+	return ob->sync_failed;
+}
+
+void
+outbox_on_sync_failure(struct outbox *ob, void (*fn)(void *), void *arg)
+{
+	ob->sync_failed_cb = fn;
+	ob->sync_failed_arg = arg;
 }
 
 static int
@@ -842,6 +869,11 @@ outbox_begin_tx(struct outbox *ob)
 {
 	int	rc;
 
+	if (ob->sync_failed) {
+		snprintf(ob->err, sizeof(ob->err), "a sync of the outbox "
+		    "failed: nothing more is written to it");
+		return OUTBOX_EIO;
+	}
 	ob->err[0] = '\0';
 	(void)iovfs_errno_take();	/* of failures already reported */
 	rc = outbox_step(ob->st_begin);

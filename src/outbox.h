@@ -191,6 +191,17 @@ int	 outbox_park(struct outbox *ob, int64_t id, unsigned attempts,
  */
 void	 outbox_set_dead_limit(struct outbox *ob, uint64_t max_bytes);
 /*
+ * A sync of the outbox failed (SQLITE_IOERR_FSYNC): what the kernel could
+ * not write it may have dropped, and a later sync may report success
+ * anyway (PostgreSQL's "fsyncgate").  From then on outbox_sync_failed() is
+ * 1 and fn(arg), set by outbox_on_sync_failure(), has been called once,
+ * from the failing call: the owner stops writing and starts again from
+ * the file on disk (pubrelayd exits 74).
+ */
+int	 outbox_sync_failed(const struct outbox *ob);
+void	 outbox_on_sync_failure(struct outbox *ob, void (*fn)(void *),
+	    void *arg);
+/*
  * pubrelayd --check-outbox: open path read-only (safe beside a running
  * daemon), write "name value" lines of its counts and sizes to out, then
  * SQLite's integrity check: "problem ..." lines and "integrity ok" or

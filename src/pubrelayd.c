@@ -49,6 +49,8 @@ struct daemon {
 	struct ingress		*ing;
 	struct listener		*lst;
 	struct httpd		*httpd;		/* [metrics] listen; NULL: off */
+	struct event		*ev_disk;	/* a sync failed: stop, exit 74 */
+	int			 exit_status;
 	struct publisher	*pub;
 	struct relay_stats	 stats;
 	struct event		*ev_term, *ev_int, *ev_hup, *ev_done;
@@ -196,6 +198,38 @@ daemon_done_cb(evutil_socket_t fd, short what, void *arg)
 		return;
 	}
 	evtimer_add(d->ev_done, &tv);
+}
+
+static void	daemon_shutdown(struct daemon *, const char *);
+
+/*
+ * A sync of the outbox failed: what the kernel could not write it may have
+ * dropped while reporting success later, so neither this process's view
+ * of the file nor the page cache is to be trusted.  The clients of the
+ * failed commit got ERR STORE; nothing more is written (outbox.c); stop as
+ * for SIGTERM and exit 74, for systemd to start the daemon again, which
+ * reads the outbox from the disk.  (From the failing call: the shutdown
+ * itself runs from the loop.)
+ */
+static void
+daemon_sync_failed(void *arg)
+{
+	struct daemon	*d = arg;
+
+	log_errx("outbox %s: a sync failed (%s): the disk may have lost what "
+	    "was written; refusing messages and exiting with status 74, to "
+	    "start again from what the disk holds", d->cf.outbox_path,
+	    outbox_errmsg(d->ob));
+	d->exit_status = EX_IOERR;
+	event_active(d->ev_disk, EV_TIMEOUT, 0);
+}
+
+static void
+daemon_disk_cb(evutil_socket_t fd, short what, void *arg)
+{
+	(void)fd;
+	(void)what;
+	daemon_shutdown(arg, "outbox sync failure");
 }
 
 static void
@@ -449,6 +483,8 @@ main(int argc, char *argv[])
 		log_notice("outbox %s: %llu messages (%llu bytes) waiting",
 		    d.cf.outbox_path, (unsigned long long)outbox_rows(d.ob),
 		    (unsigned long long)outbox_bytes(d.ob));
+	d.ev_disk = evtimer_new(d.base, daemon_disk_cb, &d);
+	outbox_on_sync_failure(d.ob, daemon_sync_failed, &d);
 	d.ing = ingress_new(d.base, d.ob, &d.cf, &d.stats, session_committed);
 	if (lfd >= 0) {
 		log_info("socket activation: using the socket %s passed by the "
@@ -541,6 +577,7 @@ main(int argc, char *argv[])
 	event_free(d.ev_int);
 	event_free(d.ev_hup);
 	event_free(d.ev_done);
+	event_free(d.ev_disk);
 	if (d.ev_status != NULL)
 		event_free(d.ev_status);
 	if (d.ev_watchdog != NULL)
@@ -553,14 +590,17 @@ main(int argc, char *argv[])
 		 * among them, which would call all that leaked).
 		 */
 		log_notice("stopped");
-		_exit(0);
+		_exit(d.exit_status);
 	}
 	ingress_free(d.ing);
 	outbox_close(d.ob);
 	event_base_free(d.base);
 	config_free(&d.cf);
-	log_notice("stopped");
-	return 0;
+	if (d.exit_status != 0)
+		log_notice("stopped, exit status %d", d.exit_status);
+	else
+		log_notice("stopped");
+	return d.exit_status;
 
 fail:
 	/* Start-up failed: give everything back (LeakSanitizer checks). */
@@ -571,6 +611,8 @@ fail:
 		ingress_free(d.ing);
 	if (d.ob != NULL)
 		outbox_close(d.ob);
+	if (d.ev_disk != NULL)
+		event_free(d.ev_disk);
 	if (d.base != NULL)
 		event_base_free(d.base);
 	config_free(&d.cf);

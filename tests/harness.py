@@ -1202,6 +1202,7 @@ class Relay:
         self.logpath = os.path.join(self.dir, "pubrelayd.log")
         self.proc = None
         self.env = None     # pubrelayd's environment; None: the test's
+        self.wrap = []      # argv before pubrelayd's (fiu-run -x ...)
         self.starts = 0
         sections = {
             "broker": {
@@ -1228,7 +1229,8 @@ class Relay:
         logf.write(b"==== harness: start #%d at %s\n"
                    % (self.starts, time.ctime().encode()))
         logf.flush()
-        self.proc = spawn([self.bin, "-c", self.ini], cwd=self.dir,
+        self.proc = spawn(self.wrap + [self.bin, "-c", self.ini],
+                          cwd=self.dir,
                           stdin=subprocess.DEVNULL, stdout=logf,
                           stderr=subprocess.STDOUT, env=self.env)
         logf.close()

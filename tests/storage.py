@@ -1,0 +1,197 @@
+#!/usr/bin/python3
+"""storage.py: the outbox's disk failing under a real pubrelayd, with faults
+injected by libfiu (issue #24).
+
+Prints TAP.  Run by `make check`, or by hand after `make`:
+
+    PUBRELAYD=$PWD/pubrelayd PUBRELAY=$PWD/pubrelay \\
+        /usr/bin/python3 tests/storage.py [SCENARIO ...]
+
+pubrelayd runs under `fiu-run -x` (Debian's fiu-utils: libfiu's POSIX
+wrappers preloaded, a control FIFO in the relay's temp dir); `fiu-ctrl`
+turns a failure point on and off in the running daemon (posix/io/sync/
+fdatasync and fsync with EIO, posix/io/rw/pwrite with ENOSPC) while a
+pipelined client streams numbered messages to a private RabbitMQ node.
+Each scenario ends with an independent consumer checking that every
+message the daemon said OK to arrived, in order, under the message-id its
+OK named.  `--list [-v]` prints what each proves.
+"""
+
+import os
+import subprocess
+import sys
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+
+import harness as H  # noqa: E402
+import integration as I  # noqa: E402  (shared checks)
+import scenarios as S  # noqa: E402
+from harness import log  # noqa: E402
+from scenarios import check, check_eq  # noqa: E402
+
+EIO, ENOSPC = 5, 28
+
+
+class Ctx(S.Ctx):
+    def __init__(self, env, name):
+        super().__init__(env, name)
+        self.broker = env["broker"]
+        self.notes = []
+
+    def fiu_relay(self, overrides=None):
+        """A relay under fiu-run -x, its control FIFO in its own dir."""
+        r = H.Relay(self.broker, self.name, overrides=overrides)
+        r.wrap = ["fiu-run", "-x", "-f", os.path.join(r.dir, "fiu")]
+        self.relays.append(r)
+        r.start()
+        return r
+
+    def note(self, msg):
+        self.notes.append(msg)
+
+
+def fiu(relay, command):
+    """Run a libfiu remote control command in the running relay."""
+    p = subprocess.run(["fiu-ctrl", "-f", os.path.join(relay.dir, "fiu"),
+                        "-c", command, str(relay.proc.pid)],
+                       stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                       timeout=30)
+    check_eq(p.returncode, 0, "fiu-ctrl -c %r: %s" % (command,
+                                                     p.stdout.decode()))
+
+
+def stream_until_fault(ctx, relay, q, n, after, fault):
+    """Stream n numbered messages; once `after` of them were OK'd, turn on
+    the failure points of fault.  Returns (the stream, its requests)."""
+    reqs = [H.encode_pub(H.seq_line(1, i), [("routing-key", q)])
+            for i in range(n)]
+    stream = H.PipelinedStream(relay.sock, reqs, chunk=50,
+                               pause=0.005).start()
+    H.wait_until(lambda: stream.ok_count() >= after, 60,
+                 "%d OK replies before the fault" % after, interval=0.005)
+    for point in fault:
+        fiu(relay, point)
+    return stream, reqs
+
+
+def oks_then_refusals(stream):
+    """The replies are OKs, then refusals only: never an OK after one."""
+    first_bad = next((i for i, r in enumerate(stream.replies)
+                      if not r.startswith("OK ")), None)
+    if first_bad is not None:
+        late = [r for r in stream.replies[first_bad:] if r.startswith("OK ")]
+        check(not late, "an OK after a refusal: %r then %r"
+              % (stream.replies[first_bad], late[:2]))
+    return first_bad
+
+
+scenario = S.Registry()
+
+
+@scenario
+def fsync_eio(ctx):
+    """fdatasync and fsync fail with EIO in the middle of a pipelined stream
+    of 40,000 messages (sync = full).  The clients of the failed commit get
+    ERR STORE, no OK follows any refusal, and pubrelayd logs one error
+    naming the failed sync and exits 74 without writing again (a sync that
+    failed may have lost what it covered: it starts over from the disk).
+    Started again (as systemd does) without the fault, it delivers every
+    message OK'd before the fault, in order, under the message-id its OK
+    named; the client resends what got no OK, and those arrive too."""
+    N = 40000
+    with H.Consumer(ctx.broker) as c:
+        q = c.declare(H.unique_queue("fsync"))
+    relay = ctx.fiu_relay()
+    stream, reqs = stream_until_fault(
+        ctx, relay, q, N, 5000,
+        ["enable name=posix/io/sync/fdatasync,failinfo=%d" % EIO,
+         "enable name=posix/io/sync/fsync,failinfo=%d" % EIO])
+    rc = relay.proc.wait(timeout=30)
+    stream.join(30)
+    check_eq(rc, 74, "pubrelayd's exit status after the failed sync")
+    k = stream.ok_count()
+    first_bad = oks_then_refusals(stream)
+    check(first_bad is not None and
+          stream.replies[first_bad].startswith("ERR STORE "),
+          "the failed commit's clients: %r" %
+          (stream.replies[first_bad:first_bad + 2] if first_bad is not None
+           else "no refusal"))
+    text = relay.log_text()
+    check(text.count("a sync failed") == 1 and
+          "exiting with status 74" in text,
+          "the log does not say once what happened: %s" % text[-1500:])
+    ctx.note("%d OK before the fault, then %r" % (k, stream.replies[k]
+                                                  [:60]))
+    ok_ids = dict(enumerate(stream.ids[:k]))
+
+    relay.wrap = []
+    relay.restart()
+    stream2 = H.PipelinedStream(relay.sock, reqs[k:]).start()
+    check(stream2.join(120), "the resend did not finish")
+    check_eq(stream2.ok_count(), N - k, "OK replies to the resend")
+    relay.wait_drained(120)
+    with H.Consumer(ctx.broker) as c:
+        msgs = c.drain(q)
+    per, _ = H.check_delivery(msgs, {1: N}, note=ctx.note)
+    I.check_ids_stable(1, per[1], ok_ids)
+    check_eq(relay.term(), 0, "exit status after SIGTERM")
+
+
+@scenario
+def write_enospc(ctx):
+    """pwrite fails with ENOSPC for a moment in the middle of a pipelined
+    stream of 30,000 messages: the failed commits' clients get ERR FULL
+    (retry later), no OK follows a refusal on that connection, and the
+    daemon stays up; once the fault is off a new connection's messages are
+    accepted again without a restart, the broker gets every OK'd message in
+    order under its OK's message-id, and the resend of the rest."""
+    N = 30000
+    with H.Consumer(ctx.broker) as c:
+        q = c.declare(H.unique_queue("enospc"))
+    relay = ctx.fiu_relay()
+    stream, reqs = stream_until_fault(
+        ctx, relay, q, N, 4000,
+        ["enable name=posix/io/rw/pwrite,failinfo=%d" % ENOSPC])
+    H.wait_until(lambda: oks_then_refusals(stream) is not None, 30,
+                 "a refusal while pwrite fails")
+    fiu(relay, "disable name=posix/io/rw/pwrite")
+    stream.join(60)
+    check(relay.alive(), "pubrelayd exited on ENOSPC")
+    k = stream.ok_count()
+    first_bad = oks_then_refusals(stream)
+    check(stream.replies[first_bad].startswith("ERR FULL "),
+          "the refusal: %r" % stream.replies[first_bad])
+    ok_ids = dict(enumerate(stream.ids[:k]))
+    ctx.note("%d OK, then %r" % (k, stream.replies[first_bad][:70]))
+    stream2 = H.PipelinedStream(relay.sock, reqs[k:]).start()
+    check(stream2.join(120), "the resend did not finish")
+    check_eq(stream2.ok_count(), N - k, "OK replies after the fault")
+    relay.wait_drained(120)
+    with H.Consumer(ctx.broker) as c:
+        msgs = c.drain(q)
+    per, _ = H.check_delivery(msgs, {1: N}, note=ctx.note)
+    I.check_ids_stable(1, per[1], ok_ids)
+    check_eq(relay.term(), 0, "exit status after SIGTERM")
+
+
+def setup(names):
+    b = H.Broker().start()
+    log("broker %s on 127.0.0.1:%d booted in %.1fs"
+        % (b.node, b.port, b.boot_seconds))
+    return {"broker": b}
+
+
+def repair(env, last):
+    b = env["broker"]
+    if b.proc is None or b.proc.poll() is not None:
+        b.restart()
+
+
+def main(argv):
+    return S.run("storage.py", scenario, argv, setup, Ctx, repair=repair,
+                 teardown=lambda env: env["broker"].stop(), tap_notes=True,
+                 needs=("broker", "pika", "fiu-run", "fiu-ctrl"))
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv))
