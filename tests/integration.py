@@ -2029,6 +2029,7 @@ PROM_MAP = {
     "nacked": ("pubrelay_nacked_total", "counter", 1),
     "returned": ("pubrelay_returned_total", "counter", 1),
     "parked": ("pubrelay_parked_total", "counter", 1),
+    "expired": ("pubrelay_expired_total", "counter", 1),
     "dead_messages": ("pubrelay_dead_messages", "gauge", 1),
     "dead_bytes": ("pubrelay_dead_bytes", "gauge", 1),
     "dead_max_bytes": ("pubrelay_dead_max_bytes", "gauge", 1),

@@ -14,7 +14,8 @@ fdatasync and fsync with EIO, posix/io/rw/pwrite with ENOSPC) while a
 pipelined client streams numbered messages to a private RabbitMQ node.
 Each scenario ends with an independent consumer checking that every
 message the daemon said OK to arrived, in order, under the message-id its
-OK named.  `--list [-v]` prints what each proves.
+OK named.  crash_image copies the outbox files of a frozen daemon and
+opens each copy with a fresh one.  `--list [-v]` prints what each proves.
 """
 
 import os
@@ -172,6 +173,81 @@ def write_enospc(ctx):
     per, _ = H.check_delivery(msgs, {1: N}, note=ctx.note)
     I.check_ids_stable(1, per[1], ok_ids)
     check_eq(relay.term(), 0, "exit status after SIGTERM")
+
+
+@scenario
+def crash_image(ctx):
+    """sync = full, the broker app stopped (nothing is deleted): while a
+    pipelined client streams 20,000 messages, pubrelayd is frozen
+    (SIGSTOP) at five moments and its outbox files copied as the disk
+    holds them, the shared-memory index left out (as after a power loss);
+    the OKs received before each copy are counted first.  Each copy is
+    then opened by a fresh pubrelayd with the broker back: every message
+    OK'd before its copy is delivered from it, in order, under the
+    message-id its OK named (WAL recovery, a checkpoint caught halfway
+    included)."""
+    import random
+    import shutil
+    import signal
+    N, SHOTS = 20000, 5
+    with H.Consumer(ctx.broker) as c:
+        q = c.declare(H.unique_queue("image"))
+    ctx.broker.stop_app()
+    images = []
+    try:
+        relay = H.Relay(ctx.broker, ctx.name)
+        ctx.relays.append(relay)
+        relay.start()
+        reqs = [H.encode_pub(H.seq_line(1, i, pad=200), [("routing-key", q)])
+                for i in range(N)]
+        stream = H.PipelinedStream(relay.sock, reqs, chunk=20,
+                                   pause=0.002).start()
+        rnd = random.Random(os.getpid())
+        marks = sorted(rnd.sample(range(1000, N - 1000), SHOTS))
+        for n, mark in enumerate(marks):
+            H.wait_until(lambda: stream.ok_count() >= mark, 120,
+                         "%d OK replies" % mark, interval=0.002)
+            k = stream.ok_count()
+            ids = list(stream.ids[:k])
+            os.kill(relay.proc.pid, signal.SIGSTOP)
+            try:
+                d = H.mkdtemp("pubrelay-image-")
+                for sfx in ("", "-wal"):
+                    if os.path.exists(relay.outbox + sfx):
+                        shutil.copyfile(relay.outbox + sfx,
+                                        os.path.join(d, "outbox.db" + sfx))
+            finally:
+                os.kill(relay.proc.pid, signal.SIGCONT)
+            images.append((d, k, ids))
+        check(stream.join(120), "the stream did not finish")
+        relay.kill()
+    finally:
+        ctx.broker.start_app()
+    for d, k, ids in images:
+        r = H.Relay(ctx.broker, ctx.name + "-image",
+                    overrides={"outbox": {"path": os.path.join(d,
+                                                               "outbox.db")}})
+        ctx.relays.append(r)
+        r.start()
+        r.wait_drained(120)
+        check_eq(r.term(), 0, "exit status of the image's relay")
+        with H.Consumer(ctx.broker) as c:
+            msgs = c.drain(q)
+            c.declare(q)        # empty for the next image
+        per = {}
+        for body, props in msgs:
+            seq = H.parse_seq(body)
+            if seq is not None:
+                per.setdefault(seq[1], props.message_id)
+        missing = [i for i in range(k) if i not in per]
+        check(not missing, "image after %d OKs: %d OK'd messages missing, "
+              "the first %r" % (k, len(missing), missing[:5]))
+        bad = [i for i in range(k) if per[i] != ids[i]]
+        check(not bad, "image after %d OKs: message-ids other than the "
+              "OKs' for %r" % (k, bad[:5]))
+        got = [H.parse_seq(b)[1] for b, _ in msgs if H.parse_seq(b)]
+        check(got == sorted(got), "image after %d OKs: out of order" % k)
+        ctx.note("%d OK'd, %d in the image" % (k, len(per)))
 
 
 def setup(names):
