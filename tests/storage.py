@@ -176,6 +176,145 @@ def write_enospc(ctx):
 
 
 @scenario
+def write_eio_short(ctx):
+    """pwrite fails with EIO for a moment of a pipelined stream: the failed
+    commit is refused (ERR STORE), no OK follows a refusal, the daemon
+    stays up and takes messages again once the fault is off.  Then writes
+    come back short (libfiu's posix/io/rw/pwrite/reduce) for a while:
+    SQLite writes the rest, and 3,000 more messages are OK'd meanwhile.
+    Every OK'd message arrives in order under its OK's id."""
+    N = 30000
+    with H.Consumer(ctx.broker) as c:
+        q = c.declare(H.unique_queue("eio"))
+    relay = ctx.fiu_relay()
+    reqs = [H.encode_pub(H.seq_line(1, i), [("routing-key", q)])
+            for i in range(N)]
+    done, ok_ids = 0, {}
+    for fault, want in (("posix/io/rw/pwrite,failinfo=%d" % EIO,
+                         "ERR STORE "),
+                        ("posix/io/rw/pwrite/reduce", None)):
+        stream = H.PipelinedStream(relay.sock, reqs[done:], chunk=50,
+                                   pause=0.005).start()
+        H.wait_until(lambda: stream.ok_count() >= 3000, 60,
+                     "3000 OK replies before the fault", interval=0.005)
+        fiu(relay, "enable name=" + fault)
+        if want is None:
+            n = stream.ok_count()
+            H.wait_until(lambda: stream.ok_count() >= n + 3000 or
+                         oks_then_refusals(stream) is not None, 60,
+                         "3000 more OKs with short writes")
+            check(oks_then_refusals(stream) is None, "a refusal with "
+                  "short writes: %r" % stream.replies[
+                      oks_then_refusals(stream) or 0])
+        else:
+            H.wait_until(lambda: oks_then_refusals(stream) is not None, 30,
+                         "a refusal under %s" % fault)
+        fiu(relay, "disable name=" + fault.split(",")[0])
+        stream.join(60)
+        check(relay.alive(), "pubrelayd exited under %s" % fault)
+        first_bad = oks_then_refusals(stream)
+        if want is not None:
+            check(stream.replies[first_bad].startswith(want),
+                  "the refusal under %s: %r"
+                  % (fault, stream.replies[first_bad]))
+        k = stream.ok_count()
+        ok_ids.update((done + i, mid) for i, mid in
+                      enumerate(stream.ids[:k]))
+        ctx.note("%s: %d OK, then %r" % (fault.split(",")[0], k,
+                                         stream.replies[first_bad][:40]
+                                         if first_bad is not None
+                                         else "no refusal"))
+        done += k
+    stream = H.PipelinedStream(relay.sock, reqs[done:]).start()
+    check(stream.join(120), "the rest did not finish")
+    check_eq(stream.ok_count(), N - done, "OK replies after the faults")
+    relay.wait_drained(120)
+    with H.Consumer(ctx.broker) as c:
+        msgs = c.drain(q)
+    per, _ = H.check_delivery(msgs, {1: N}, note=ctx.note)
+    I.check_ids_stable(1, per[1], ok_ids)
+    check_eq(relay.term(), 0, "exit status after SIGTERM")
+
+
+@scenario
+def random_faults(ctx):
+    """For 40 s a client streams numbered messages while libfiu fails
+    pwrite (EIO or short) and fdatasync (EIO) at random (probability 0.002
+    and 0.001 a call) and the broker drains.  The client does what a
+    well-behaved one does: after a refusal or a closed connection it sends
+    again, from the first message without an OK; a daemon that exited 74
+    (a failed sync) is started again, still under the faults, as systemd
+    would.  At the end, with the faults off, every message was OK'd once
+    the client stopped resending, and the consumer gets them all, in
+    order, each OK'd one under its OK's message-id; duplicates only of
+    messages published before a restart."""
+    import time
+    N, SECONDS = 200000, 40
+    with H.Consumer(ctx.broker) as c:
+        q = c.declare(H.unique_queue("random"))
+    relay = ctx.fiu_relay()
+    faults = ["enable_random name=posix/io/rw/pwrite,probability=0.002,"
+              "failinfo=%d" % EIO,
+              "enable_random name=posix/io/rw/pwrite/reduce,"
+              "probability=0.001",
+              "enable_random name=posix/io/sync/fdatasync,probability=0.001,"
+              "failinfo=%d" % EIO]
+    reqs = [H.encode_pub(H.seq_line(1, i), [("routing-key", q)])
+            for i in range(N)]
+    done, ok_ids, restarts, refusals = 0, {}, 0, 0
+    end = time.monotonic() + SECONDS
+    armed = False
+    while done < N:
+        if not relay.alive():
+            rc = relay.proc.wait(timeout=30)
+            # 74: a failed sync; 73: the outbox could not be opened (a
+            # write or sync failed at start): systemd restarts both.
+            check(rc in (73, 74), "pubrelayd's exit status %s" % rc)
+            restarts += 1
+            check(restarts < 200, "200 restarts")
+            try:
+                relay.restart()
+            except H.HarnessError:
+                continue
+            armed = False
+        if time.monotonic() < end and not armed:
+            for f in faults:
+                fiu(relay, f)
+            armed = True
+        elif time.monotonic() >= end and armed:
+            for f in faults:
+                fiu(relay, "disable name=" + f.split(" name=")[1]
+                    .split(",")[0])
+            armed = False
+        try:
+            stream = H.PipelinedStream(relay.sock, reqs[done:done + 20000],
+                                       chunk=50, pause=0.002).start()
+        except OSError:
+            relay.proc.wait(timeout=30)     # it is exiting: restart it
+            continue
+        stream.join(120)
+        bad = oks_then_refusals(stream)
+        k = stream.ok_count()
+        ok_ids.update((done + i, mid) for i, mid in
+                      enumerate(stream.ids[:k]))
+        done += k
+        if bad is not None or k == 0:
+            refusals += 1
+            relay.alive() or relay.proc.wait(timeout=30)
+        check(refusals < 2000, "no progress: %d refusals" % refusals)
+    ctx.note("%d restarts after a failed sync, %d streams cut short"
+             % (restarts, refusals))
+    if armed:
+        for f in faults:
+            fiu(relay, "disable name=" + f.split(" name=")[1].split(",")[0])
+    relay.wait_drained(180)
+    with H.Consumer(ctx.broker) as c:
+        msgs = c.drain(q)
+    per, _ = H.check_delivery(msgs, {1: N}, note=ctx.note)
+    I.check_ids_stable(1, per[1], ok_ids)
+    check_eq(relay.term(), 0, "exit status after SIGTERM")
+
+@scenario
 def crash_image(ctx):
     """sync = full, the broker app stopped (nothing is deleted): while a
     pipelined client streams 20,000 messages, pubrelayd is frozen
