@@ -791,6 +791,15 @@ outbox_status(int rc)
 	case SQLITE_FULL:
 		return OUTBOX_EFULL;
 	case SQLITE_IOERR:
+		/*
+		 * A failed sync is not "full" whatever its errno (ENOSPC from
+		 * thin provisioning too): what it covered may be lost, the
+		 * owner restarts (outbox_fail()).
+		 */
+		if (rc == SQLITE_IOERR_FSYNC || rc == SQLITE_IOERR_DIR_FSYNC) {
+			(void)iovfs_errno_take();
+			return OUTBOX_EIO;
+		}
 		return iovfs_errno_take() == ENOSPC ? OUTBOX_EFULL : OUTBOX_EIO;
 	default:
 		return OUTBOX_EIO;
@@ -1965,11 +1974,15 @@ outbox_dead_measure(struct outbox *ob, int retry, struct outbox_dead_batch *b)
  * The scans (the key table's ids have no index) come once in
  * forgotten_max / 10 purges.
  */
+static int	outbox_dead_run(struct outbox *, const char *,
+		    const struct outbox_dead_batch *, int64_t);
+
 static int
 outbox_forgotten_trim(struct outbox *ob)
 {
 	int64_t		 cut, live, max = ob->forgotten_max > INT64_MAX / 2 ?
 			    INT64_MAX / 2 : (int64_t)ob->forgotten_max;
+	struct outbox_dead_batch b;
 	sqlite3_stmt	*st;
 	int		 rc;
 
@@ -1993,23 +2006,14 @@ outbox_forgotten_trim(struct outbox *ob)
 		cut = live - 1;
 	if (cut <= ob->forgotten_upto)
 		return SQLITE_OK;
-	if ((rc = sqlite3_prepare_v2(ob->db, "DELETE FROM forgotten "
-	    "WHERE id <= ?1", -1, &st, NULL)) != SQLITE_OK)
-		return rc;
-	sqlite3_bind_int64(st, 1, cut);
-	rc = sqlite3_step(st);
-	sqlite3_finalize(st);
-	if (rc != SQLITE_DONE)
+	memset(&b, 0, sizeof(b));
+	b.last = cut;
+	if ((rc = outbox_dead_run(ob, "DELETE FROM forgotten WHERE id <= :last",
+	    &b, 0)) != SQLITE_DONE)
 		return rc;
 	ob->tx_forgotten_rows -= sqlite3_changes(ob->db);
-	if ((rc = sqlite3_prepare_v2(ob->db, "INSERT OR REPLACE INTO meta "
-	    "(key, value) VALUES ('forgotten_upto', ?1)", -1, &st,
-	    NULL)) != SQLITE_OK)
-		return rc;
-	sqlite3_bind_int64(st, 1, cut);
-	rc = sqlite3_step(st);
-	sqlite3_finalize(st);
-	if (rc != SQLITE_DONE)
+	if ((rc = outbox_dead_run(ob, "INSERT OR REPLACE INTO meta (key, value) "
+	    "VALUES ('forgotten_upto', :last)", &b, 0)) != SQLITE_DONE)
 		return rc;
 	ob->tx_forgotten_upto = cut;
 	return SQLITE_OK;

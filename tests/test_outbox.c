@@ -1292,10 +1292,10 @@ reserve_hook(void)
 }
 
 /*
- * A flush that fails with ENOSPC (NFS, thin provisioning) is "full": FULL
- * to the client, not STORE.  SQLite makes more system calls after the
- * failure (unlocking, the rollback): the errno it kept for the failure
- * decides, not errno when the outbox looks.
+ * A flush that fails, even with ENOSPC (NFS, thin provisioning), is not
+ * "full": what it covered may be lost (fsyncgate), so it is STORE, the
+ * outbox writes nothing more, and the owner opens it again (pubrelayd
+ * exits 74 and is restarted).
  */
 static int
 enospc_hook(void)
@@ -1323,10 +1323,19 @@ test_enospc(void)
 		    outbox_insert(ob, "", 0, "two", 3, 1, &id) == OUTBOX_OK,
 		    "a transaction");
 		errno = 0;
-		is_int(outbox_commit(ob), OUTBOX_EFULL, "its commit fails as "
-		    "full: %s", outbox_errmsg(ob));
+		is_int(outbox_commit(ob), OUTBOX_EIO, "its commit fails, not "
+		    "as full: %s", outbox_errmsg(ob));
 		wal_sync_hook = NULL;
 		lock_clobbers = 0;
+		ok(outbox_sync_failed(ob), "the failed sync is remembered");
+		ok(insert_one(ob, "", "three", 1) < 0, "nothing more is "
+		    "written");
+		outbox_close(ob);
+		ok(outbox_open(&ob, path_in("enospc.db"), 1, err,
+		    sizeof(err)) == 0, "opened again");
+	}
+	if (ob != NULL) {
+		ok(!outbox_sync_failed(ob), "a fresh start");
 		ok(insert_one(ob, "", "three", 1) > 0, "and works again");
 		is_int(outbox_rows(ob), 2, "two rows");
 		outbox_close(ob);
@@ -1527,12 +1536,20 @@ test_idem_commit_fails(void)
 		    "a repeat in the same transaction finds it");
 		wal_sync_hook = enospc_hook;
 		lock_clobbers = 1;
-		is_int(outbox_commit(ob), OUTBOX_EFULL, "the commit fails");
+		is_int(outbox_commit(ob), OUTBOX_EIO, "the commit fails");
 		wal_sync_hook = NULL;
 		lock_clobbers = 0;
 		is_int(outbox_idem_find(ob, "K", 1, 0, mid, sizeof(mid), NULL), 0,
 		    "the key went with it");
 		is_int(outbox_idem_keys(ob), 0, "not counted");
+		/* A failed sync: the owner starts again from the file. */
+		outbox_close(ob);
+		ok(outbox_open(&ob, path_in("idemfail.db"), 1, err,
+		    sizeof(err)) == 0, "idem fail: opened again");
+	}
+	if (ob != NULL) {
+		is_int(outbox_idem_find(ob, "K", 1, 0, mid, sizeof(mid), NULL), 0,
+		    "the key is not in the file");
 		ok(outbox_begin(ob) == OUTBOX_OK &&
 		    outbox_insert(ob, KEYED("K"), "one", 3, 1, &id) ==
 		    OUTBOX_OK && outbox_idem_put(ob, "K", 1, id, 0) ==
@@ -1692,8 +1709,16 @@ test_reserve_visible(void)
 	    "its rows are not there");
 	is_int(outbox_rows(ob), 3, "nor counted");
 	hook_fail = 0;
+	ok(insert_n(ob, 2, "c", &last) != OUTBOX_OK, "nothing more is written "
+	    "after a failed sync");
+	/* The owner opens it again, as pubrelayd restarts. */
+	outbox_close(ob);
+	ok(outbox_open(&ob, p, 0, err, sizeof(err)) == 0, "opened again");
+	if (ob == NULL)
+		goto out;
+	outbox_test_reserve_ids(ob, 4);
 	is_int(insert_n(ob, 2, "c", &last), OUTBOX_OK, "the next commit "
-	    "reserves and works (ids 6 and 7, up to 9 reserved)");
+	    "reserves and works");
 	memset(&c, 0, sizeof(c));
 	is_int(outbox_reader_fetch(hook_reader, 0, 64, collect_cb, &c), 5,
 	    "its rows are there");
