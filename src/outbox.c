@@ -271,7 +271,8 @@ outbox_random_hex(char *out, size_t n)
 }
 
 static int
-outbox_create_schema(struct outbox *ob, char *err, size_t errlen)
+outbox_create_schema(struct outbox *ob, const char *path, char *err,
+    size_t errlen)
 {
 	char	 sql[2048];
 	int	 rc;
@@ -289,8 +290,8 @@ outbox_create_schema(struct outbox *ob, char *err, size_t errlen)
 		abort();
 	rc = outbox_exec(ob->db, sql);
 	if (rc != SQLITE_OK) {
-		snprintf(err, errlen, "cannot create the outbox schema: %s",
-		    sqlite3_errmsg(ob->db));
+		snprintf(err, errlen, "%s: cannot create the outbox schema: %s",
+		    path, sqlite3_errmsg(ob->db));
 		outbox_exec(ob->db, "ROLLBACK");
 		return -1;
 	}
@@ -611,7 +612,7 @@ outbox_open(struct outbox **obp, const char *path, int sync_full, char *err,
 		    sqlite3_errmsg(ob->db));
 		goto fail;
 	}
-	if (fresh && outbox_create_schema(ob, err, errlen) == -1)
+	if (fresh && outbox_create_schema(ob, path, err, errlen) == -1)
 		goto fail;
 	if (!fresh && v < OUTBOX_SCHEMA_VERSION &&
 	    outbox_migrate(ob, path, v, err, errlen) == -1)

@@ -315,6 +315,54 @@ def random_faults(ctx):
     check_eq(relay.term(), 0, "exit status after SIGTERM")
 
 @scenario
+def start_faults(ctx):
+    """Faults a start cannot get past, with 500 messages waiting in the
+    outbox (broker app stopped when they came): mmap failing with ENOMEM
+    (the write-ahead log's shared-memory index) and open failing with
+    EMFILE, each from the first call on.  pubrelayd exits 73 naming the
+    outbox (or its lock file) and the error, leaves the file as it was,
+    and a start without the fault delivers all 500, in order."""
+    N = 500
+    with H.Consumer(ctx.broker) as c:
+        q = c.declare(H.unique_queue("startf"))
+    ctx.broker.stop_app()
+    try:
+        relay = H.Relay(ctx.broker, ctx.name)
+        ctx.relays.append(relay)
+        relay.start()
+        reqs = [H.encode_pub(H.seq_line(1, i), [("routing-key", q)])
+                for i in range(N)]
+        stream = H.PipelinedStream(relay.sock, reqs).start()
+        check(stream.join(60) and stream.ok_count() == N, "500 OKs")
+        ok_ids = dict(enumerate(stream.ids))
+        check_eq(relay.term(), 0, "exit status after SIGTERM")
+    finally:
+        ctx.broker.start_app()
+    with open(relay.outbox, "rb") as f:
+        before = f.read()
+    for fault, what in (("posix/mm/mmap,failinfo=12", relay.outbox),
+                        ("posix/io/oc/open,failinfo=24",
+                         relay.outbox + ".lock")):
+        relay.wrap = ["fiu-run", "-x", "-f", "", "-c", "enable name=" + fault]
+        relay.start(wait=False)
+        rc = relay.proc.wait(timeout=30)
+        log_text = relay.log_text().split("==== harness: start")[-1]
+        check(rc == 73 and what + ":" in log_text,
+              "%s: exit %s, log %r" % (fault, rc, log_text[-400:]))
+        ctx.note("%s: %s" % (fault.split(",")[0],
+                             log_text.strip().splitlines()[-1][:90]))
+    with open(relay.outbox, "rb") as f:
+        check(f.read() == before, "the failed starts changed the outbox")
+    relay.wrap = []
+    relay.start()
+    relay.wait_drained(60)
+    with H.Consumer(ctx.broker) as c:
+        msgs = c.drain(q)
+    per, _ = H.check_delivery(msgs, {1: N}, note=ctx.note)
+    I.check_ids_stable(1, per[1], ok_ids)
+    check_eq(relay.term(), 0, "exit status after SIGTERM")
+
+@scenario
 def crash_image(ctx):
     """sync = full, the broker app stopped (nothing is deleted): while a
     pipelined client streams 20,000 messages, pubrelayd is frozen
