@@ -238,7 +238,7 @@ def write_eio_short(ctx):
 
 @scenario
 def random_faults(ctx):
-    """For 40 s a client streams numbered messages while libfiu fails
+    """For 60 s a client streams numbered messages while libfiu fails
     pwrite (EIO or short) and fdatasync (EIO) at random (probability 0.002
     and 0.001 a call) and the broker drains.  The client does what a
     well-behaved one does: after a refusal or a closed connection it sends
@@ -249,7 +249,7 @@ def random_faults(ctx):
     order, each OK'd one under its OK's message-id; duplicates only of
     messages published before a restart."""
     import time
-    N, SECONDS = 200000, 40
+    N, SECONDS = 300000, 60
     with H.Consumer(ctx.broker) as c:
         q = c.declare(H.unique_queue("random"))
     relay = ctx.fiu_relay()
@@ -318,8 +318,8 @@ def random_faults(ctx):
 def start_faults(ctx):
     """Faults a start cannot get past, with 500 messages waiting in the
     outbox (broker app stopped when they came): mmap failing with ENOMEM
-    (the write-ahead log's shared-memory index) and open failing with
-    EMFILE, each from the first call on.  pubrelayd exits 73 naming the
+    (the write-ahead log's shared-memory index), open failing with EMFILE
+    and with EACCES, each from the first call on.  pubrelayd exits 73 naming the
     outbox (or its lock file) and the error, leaves the file as it was,
     and a start without the fault delivers all 500, in order."""
     N = 500
@@ -342,6 +342,8 @@ def start_faults(ctx):
         before = f.read()
     for fault, what in (("posix/mm/mmap,failinfo=12", relay.outbox),
                         ("posix/io/oc/open,failinfo=24",
+                         relay.outbox + ".lock"),
+                        ("posix/io/oc/open,failinfo=13",
                          relay.outbox + ".lock")):
         relay.wrap = ["fiu-run", "-x", "-f", "", "-c", "enable name=" + fault]
         relay.start(wait=False)
