@@ -55,6 +55,7 @@ struct outbox {
 	 * is written (OUTBOX_EIO) and the owner is told once.
 	 */
 	int		 sync_failed;
+	char		 sync_cut[200];		/* outbox_cut_log()'s outcome */
 	void		(*sync_failed_cb)(void *);
 	void		*sync_failed_arg;
 	int64_t		 didem;			/* the open transaction's */
@@ -819,6 +820,90 @@ outbox_keep_error(struct outbox *ob)
 }
 
 /*
+ * The wal-index header (the first 48 bytes of the shared memory, twice),
+ * as SQLite's file format documents it (walformat.html, "the WAL-index
+ * header"): in native byte order, written by SQLite only when a commit
+ * has reached the log, synced when the commit asked for it.
+ */
+#define WALIDX_HDR_SIZE		48
+#define WALIDX_REGION		32768	/* the size of a shared-memory region */
+#define WALIDX_VERSION		3007000
+#define WAL_HDR_SIZE		32
+#define WAL_FRAME_HDR_SIZE	24
+
+/*
+ * A commit whose sync failed left its frames, its commit frame included,
+ * in the write-ahead log: SQLite took back only its own view of them (the
+ * wal-index, which they never reached).  The next process to open the
+ * outbox rebuilds that index from the log file and would find them valid,
+ * bringing back rows whose clients were told STORE and send them again:
+ * the same message twice, under two message-ids.  So the log is cut where
+ * the last good commit ends (mxFrame in the index), at once, before
+ * anything else can happen to this process.  Frames past that are of the
+ * failed transaction only: every earlier commit reached the index.
+ * ob->sync_cut says what was done, for the owner's log.
+ */
+static void
+outbox_cut_log(struct outbox *ob)
+{
+	sqlite3_file	*db = NULL, *wal = NULL;
+	volatile void	*shm = NULL;
+	unsigned char	 hdr[2][WALIDX_HDR_SIZE];
+	uint32_t	 version, mxframe;
+	uint16_t	 szpage;
+	sqlite3_int64	 size, end;
+	int64_t		 page;
+	const char	*why;
+
+	if (sqlite3_file_control(ob->db, "main", SQLITE_FCNTL_FILE_POINTER,
+	    &db) != SQLITE_OK || db == NULL || db->pMethods == NULL ||
+	    db->pMethods->iVersion < 2 || db->pMethods->xShmMap == NULL ||
+	    db->pMethods->xShmMap(db, 0, WALIDX_REGION, 0, &shm) !=
+	    SQLITE_OK || shm == NULL) {
+		why = "no write-ahead log index";
+		goto fail;
+	}
+	memcpy(hdr, (const void *)shm, sizeof(hdr));
+	memcpy(&version, hdr[0], 4);
+	memcpy(&szpage, hdr[0] + 14, 2);
+	memcpy(&mxframe, hdr[0] + 16, 4);
+	if (memcmp(hdr[0], hdr[1], WALIDX_HDR_SIZE) != 0 ||
+	    version != WALIDX_VERSION || hdr[0][12] != 1) {
+		why = "the write-ahead log index is not in a settled state";
+		goto fail;
+	}
+	/* 1 for 64 KiB, which does not fit. */
+	page = (szpage & 0xfe00) + ((int64_t)(szpage & 1) << 16);
+	if (page < 512) {
+		why = "the write-ahead log index names no page size";
+		goto fail;
+	}
+	if (sqlite3_file_control(ob->db, "main", SQLITE_FCNTL_JOURNAL_POINTER,
+	    &wal) != SQLITE_OK || wal == NULL || wal->pMethods == NULL ||
+	    wal->pMethods->xFileSize(wal, &size) != SQLITE_OK) {
+		why = "no write-ahead log";
+		goto fail;
+	}
+	end = WAL_HDR_SIZE + (sqlite3_int64)mxframe *
+	    (page + WAL_FRAME_HDR_SIZE);
+	if (size > end && wal->pMethods->xTruncate(wal, end) != SQLITE_OK) {
+		snprintf(ob->sync_cut, sizeof(ob->sync_cut), "the failed "
+		    "commit could not be cut from the write-ahead log (%s): "
+		    "its messages may come back at the restart, twice if "
+		    "their clients send them again", strerror(errno));
+		return;
+	}
+	snprintf(ob->sync_cut, sizeof(ob->sync_cut), "the failed commit was "
+	    "cut from the write-ahead log (at frame %" PRIu32 ")", mxframe);
+	return;
+ fail:
+	snprintf(ob->sync_cut, sizeof(ob->sync_cut), "the failed commit "
+	    "could not be cut from the write-ahead log (%s): its messages "
+	    "may come back at the restart, twice if their clients send "
+	    "them again", why);
+}
+
+/*
  * A statement of the open transaction failed with rc: its status (errno
  * still that of the failure, for ENOSPC) and message, then the rollback.
  */
@@ -832,6 +917,7 @@ outbox_fail(struct outbox *ob, int rc)
 	if ((rc == SQLITE_IOERR_FSYNC || rc == SQLITE_IOERR_DIR_FSYNC) &&
 	    !ob->sync_failed) {
 		ob->sync_failed = 1;
+		outbox_cut_log(ob);
 		if (ob->sync_failed_cb != NULL)
 			ob->sync_failed_cb(ob->sync_failed_arg);
 	}
@@ -842,6 +928,12 @@ int
 outbox_sync_failed(const struct outbox *ob)
 {
 	return ob->sync_failed;
+}
+
+const char *
+outbox_sync_cut(const struct outbox *ob)
+{
+	return ob->sync_cut;
 }
 
 void

@@ -196,9 +196,13 @@ void	 outbox_set_dead_limit(struct outbox *ob, uint64_t max_bytes);
  * anyway (PostgreSQL's "fsyncgate").  From then on outbox_sync_failed() is
  * 1 and fn(arg), set by outbox_on_sync_failure(), has been called once,
  * from the failing call: the owner stops writing and starts again from
- * the file on disk (pubrelayd exits 74).
+ * the file on disk (pubrelayd exits 74).  Before fn is called the failed
+ * commit is cut from the write-ahead log, where it would otherwise come
+ * back at the next open although its clients were refused;
+ * outbox_sync_cut() says whether that worked, for the log.
  */
 int	 outbox_sync_failed(const struct outbox *ob);
+const char *outbox_sync_cut(const struct outbox *ob);
 void	 outbox_on_sync_failure(struct outbox *ob, void (*fn)(void *),
 	    void *arg);
 /*

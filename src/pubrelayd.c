@@ -217,9 +217,9 @@ daemon_sync_failed(void *arg)
 	struct daemon	*d = arg;
 
 	log_errx("outbox %s: a sync failed (%s): the disk may have lost what "
-	    "was written; refusing messages and exiting with status 74, to "
-	    "start again from what the disk holds", d->cf.outbox_path,
-	    outbox_errmsg(d->ob));
+	    "was written; %s; refusing messages and exiting with status 74, "
+	    "to start again from what the disk holds", d->cf.outbox_path,
+	    outbox_errmsg(d->ob), outbox_sync_cut(d->ob));
 	d->exit_status = EX_IOERR;
 	event_active(d->ev_disk, EV_TIMEOUT, 0);
 }

@@ -14,7 +14,7 @@ fdatasync and fsync with EIO, posix/io/rw/pwrite with ENOSPC) while a
 pipelined client streams numbered messages to a private RabbitMQ node.
 Each scenario ends with an independent consumer checking that every
 message the daemon said OK to arrived, in order, under the message-id its
-OK named.  crash_image copies the outbox files of a frozen daemon and
+OK named, and that no message arrived under two message-ids.  crash_image copies the outbox files of a frozen daemon and
 opens each copy with a fresh one.  `--list [-v]` prints what each proves.
 """
 
@@ -89,7 +89,8 @@ def oks_then_refusals(stream):
 def finish(ctx, relay, q, reqs, done, ok_ids):
     """Send reqs[done:] (all must be OK'd), let the relay drain, and check
     with an independent consumer that every message arrived, in order,
-    each OK'd one under its OK's message-id; then stop the relay."""
+    each OK'd one under its OK's message-id, and none under two message-ids
+    (copies of one are republished under its id); then stop the relay."""
     if done < len(reqs):
         stream = H.PipelinedStream(relay.sock, reqs[done:]).start()
         check(stream.join(120), "the rest did not finish")
@@ -98,7 +99,8 @@ def finish(ctx, relay, q, reqs, done, ok_ids):
     relay.wait_drained(180)
     with H.Consumer(ctx.broker) as c:
         msgs = c.drain(q)
-    per, _ = H.check_delivery(msgs, {1: len(reqs)}, note=ctx.note)
+    per, _ = H.check_delivery(msgs, {1: len(reqs)}, same_ids=True,
+                              note=ctx.note)
     I.check_ids_stable(1, per[1], ok_ids)
     check_eq(relay.term(), 0, "exit status after SIGTERM")
 
@@ -115,7 +117,9 @@ def fsync_eio(ctx):
     failed may have lost what it covered: it starts over from the disk).
     Started again (as systemd does) without the fault, it delivers every
     message OK'd before the fault, in order, under the message-id its OK
-    named; the client resends what got no OK, and those arrive too."""
+    named; the client resends what got no OK, and those arrive too, each
+    under one message-id: the failed commit, whose frames were in the
+    write-ahead log, was cut from it and does not come back."""
     N = 40000
     with H.Consumer(ctx.broker) as c:
         q = c.declare(H.unique_queue("fsync"))
@@ -136,6 +140,7 @@ def fsync_eio(ctx):
            else "no refusal"))
     text = relay.log_text()
     check(text.count("a sync failed") == 1 and
+          "the failed commit was cut from the write-ahead log" in text and
           "exiting with status 74" in text,
           "the log does not say once what happened: %s" % text[-1500:])
     ctx.note("%d OK before the fault, then %r" % (k, stream.replies[k]
@@ -232,15 +237,17 @@ def write_eio_short(ctx):
 @scenario
 def random_faults(ctx):
     """For 60 s a client streams numbered messages while libfiu fails
-    pwrite with EIO and makes it short, at random (probability 0.002 and
-    0.001 a call), and the broker drains (its deletes fail too).  The
-    client does what a well-behaved one does: after a refusal or a closed
-    connection it sends again, from the first message without an OK.  At
-    the end, with the faults off, every message was OK'd, and the consumer
-    gets them all, in order, each under its OK's message-id.  (Random
-    failed syncs are left out: a commit whose sync failed can come back
-    from the write-ahead log after the restart although its clients were
-    told STORE; see issue #24's note.  fsync_eio covers the failed sync.)"""
+    pwrite with EIO and makes it short, and fails fdatasync with EIO, at
+    random (probability 0.002, 0.001 and 0.002 a call), and the broker
+    drains (its deletes fail too).  Each failed sync makes pubrelayd exit
+    74, and the test starts it again, as systemd does, under the same
+    faults.  The client does what a well-behaved one does: after a refusal
+    or a closed connection it sends again, from the first message without
+    an OK.  At the end, with the faults off, every message was OK'd, and
+    the consumer gets them all, in order, each under its OK's message-id
+    and no message under two ids (a commit whose sync failed must not come
+    back from the write-ahead log at the restart); the log says once per
+    exit what happened."""
     import time
     N, SECONDS = 300000, 60
     with H.Consumer(ctx.broker) as c:
@@ -249,15 +256,21 @@ def random_faults(ctx):
     faults = ["enable_random name=posix/io/rw/pwrite,probability=0.002,"
               "failinfo=%d" % EIO,
               "enable_random name=posix/io/rw/pwrite/reduce,"
-              "probability=0.001"]
+              "probability=0.001",
+              "enable_random name=posix/io/sync/fdatasync,"
+              "probability=0.002,failinfo=%d" % EIO]
     reqs = [H.encode_pub(H.seq_line(1, i), [("routing-key", q)])
             for i in range(N)]
-    done, ok_ids, refusals = 0, {}, 0
+    done, ok_ids, refusals, restarts = 0, {}, 0, 0
     end = time.monotonic() + SECONDS
     armed = False
     while done < N:
-        check(relay.alive(), "pubrelayd exited (%s) under write faults"
-              % relay.proc.poll())
+        if not relay.alive():
+            rc = relay.proc.wait()
+            check_eq(rc, 74, "pubrelayd's exit status under faults")
+            restarts += 1
+            relay.restart()
+            armed = False
         if time.monotonic() < end and not armed:
             for f in faults:
                 fiu(relay, f)
@@ -267,8 +280,13 @@ def random_faults(ctx):
                 fiu(relay, "disable name=" + f.split(" name=")[1]
                     .split(",")[0])
             armed = False
-        stream = H.PipelinedStream(relay.sock, reqs[done:done + 20000],
-                                   chunk=50, pause=0.002).start()
+        try:
+            stream = H.PipelinedStream(relay.sock, reqs[done:done + 20000],
+                                       chunk=50, pause=0.002).start()
+        except OSError:
+            # Exiting after a failed sync: its socket is gone already.
+            relay.proc.wait(timeout=30)
+            continue
         stream.join(120)
         bad = oks_then_refusals(stream)
         k = stream.ok_count()
@@ -278,7 +296,11 @@ def random_faults(ctx):
         if bad is not None or k == 0:
             refusals += 1
         check(refusals < 2000, "no progress: %d refusals" % refusals)
-    ctx.note("%d streams cut short" % refusals)
+    ctx.note("%d streams cut short, %d restarts after a failed sync"
+             % (refusals, restarts))
+    check(restarts > 0, "no sync failed in %d s" % SECONDS)
+    check_eq(relay.log_text().count("a sync failed"), restarts,
+             "log lines saying a sync failed")
     if armed:
         for f in faults:
             fiu(relay, "disable name=" + f.split(" name=")[1].split(",")[0])

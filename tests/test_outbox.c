@@ -1308,7 +1308,7 @@ static void
 test_enospc(void)
 {
 	struct outbox	*ob;
-	char		 err[512];
+	char		 err[512], p[512], copy[512];
 	int64_t		 id;
 
 	vfs_install();
@@ -1328,6 +1328,20 @@ test_enospc(void)
 		wal_sync_hook = NULL;
 		lock_clobbers = 0;
 		ok(outbox_sync_failed(ob), "the failed sync is remembered");
+		/*
+		 * Its frames, commit frame included, were in the log: a
+		 * restart's recovery would have brought "two" back although
+		 * its client was refused.  The files as the restart finds
+		 * them (the shared memory gone) hold "one" alone.
+		 */
+		ok(strstr(outbox_sync_cut(ob), "was cut") != NULL,
+		    "the failed commit is cut from the log: %s",
+		    outbox_sync_cut(ob));
+		snprintf(p, sizeof(p), "%s", path_in("enospc.db"));
+		snprintf(copy, sizeof(copy), "%s", path_in("enospc-copy.db"));
+		ok(snapshot(p, copy) == 0, "a copy of the files");
+		is_int(copy_next_id(copy, 1, 1, "the copy"), 2, "and the "
+		    "refused row's id is free");
 		ok(insert_one(ob, "", "three", 1) < 0, "nothing more is "
 		    "written");
 		outbox_close(ob);
