@@ -28,7 +28,7 @@ makes room for them ($STATE_DIRECTORY, $RUNTIME_DIRECTORY), whatever prefix
 the build was configured with (make check's default is /usr/local).
 
 Each check's docstring says what it proves: `pid1.py --list -v`.  They
-run in order, about 80 s in all (the watchdog check about 30 s of it):
+run in order, about 90 s in all (the watchdog check about 30 s of it):
 later checks expect the state the earlier ones leave, but start the service
 when it is not running, so a subset works.
 
@@ -36,7 +36,7 @@ A drop-in next to the units sets LimitCORE=0 (the watchdog check aborts the
 daemon).
 
 Needs root, RabbitMQ, unshare, nsenter and setpriv (util-linux), systemd,
-systemd-sysusers, make and tar; without one the suite skips, saying which
+systemd-sysusers, make, tar and fiu-run (fiu-utils, for sync_failure); without one the suite skips, saying which
 (and fails when PUBRELAY_REQUIRE_ALL is set).
 """
 
@@ -656,6 +656,74 @@ def backlog_restart(w, notes):
 
 
 @check_fn
+def sync_failure(w, notes):
+    """A failed sync of the outbox under the shipped unit: with ExecStart=
+    wrapped in libfiu's fiu-run (a drop-in) and fdatasync made to fail in
+    the running daemon (fiu-ctrl), the client of that commit is refused
+    with STORE, pubrelayd exits 74, and systemd starts it again by itself
+    (Restart=on-failure, RestartSec=2s: NRestarts grows, a new main pid),
+    the new process without the fault.  The 10 messages OK'd before the
+    fault (the broker's AMQP app stopped, so they wait in the outbox) and
+    the refused one sent again arrive, in order, once each; the journal
+    says once what happened, that the failed commit was cut from the
+    write-ahead log, and the exit status 74."""
+    execstart = unit_value(os.path.join(w.units, "pubrelayd.service"),
+                           "ExecStart")
+    fifo = "/run/pubrelay/fiu"
+    dropin_dir = os.path.join(w.admin, "pubrelayd.service.d")
+    os.makedirs(dropin_dir, exist_ok=True)
+    with open(os.path.join(dropin_dir, "fiu.conf"), "w") as f:
+        f.write("[Service]\nExecStart=\nExecStart=%s -x -f %s %s\n"
+                % (tool("fiu-run"), fifo, execstart))
+    w.wait_drained()
+    try:
+        rc, out = w.systemctl("daemon-reload")
+        check(rc == 0, "daemon-reload: %s" % out)
+        rc, out = w.systemctl("restart", "pubrelayd.service")
+        check(rc == 0, "restart under fiu-run: %s\n%s"
+              % (out, w.journal()[-1500:]))
+        w.wait_active()
+        pid = w.main_pid()
+        restarts = int(w.show("pubrelayd.service", "NRestarts"))
+        w.broker.stop_app()
+        try:
+            sent = bodies("sync", 10)
+            w.publish_ok(sent)
+            rc, out = w.ns(["fiu-ctrl", "-f", fifo, "-c",
+                            "enable name=posix/io/sync/fdatasync,failinfo=5",
+                            str(pid)])
+            check(rc == 0, "fiu-ctrl: %s" % out)
+            refused = "sync-refused"
+            rc, out = w.publish([refused])[0]
+            check(rc != 0 and "STORE" in out, "the commit whose sync failed: "
+                  "exit %d: %s" % (rc, out.strip()))
+            H.wait_until(lambda: int(w.show("pubrelayd.service", "NRestarts"))
+                         > restarts, 30, "systemd to start pubrelayd again",
+                         interval=0.5)
+            w.wait_active()
+            check(w.main_pid() != pid, "same main pid after the restart")
+            w.publish_ok([refused])
+        finally:
+            w.broker.start_app()
+        check_eq(w.receive(len(sent) + 1, timeout=90), sent + [refused],
+                 "the OK'd messages and the one sent again")
+        j = w.journal()
+        check(j.count("a sync failed") == 1 and
+              "the failed commit was cut from the write-ahead log" in j,
+              "the journal does not say once what happened:\n%s"
+              % j[-2000:])
+        check("Main process exited, code=exited, status=74/IOERR" in j,
+              "journal lacks exit status 74:\n%s" % j[-2000:])
+    finally:
+        shutil.rmtree(dropin_dir, ignore_errors=True)
+        w.systemctl("daemon-reload")
+        w.systemctl("restart", "pubrelayd.service")
+    notes.append("refused: %s; restarted in about %s"
+                 % (out.strip()[:60], w.show("pubrelayd.service",
+                                             "RestartUSec")))
+
+
+@check_fn
 def watchdog(w, notes):
     """A main loop stopped with SIGSTOP is killed by the watchdog
     (WatchdogSec=30s, "Watchdog timeout" in the journal) and restarted
@@ -842,7 +910,7 @@ def main(argv):
                          report=report, teardown=teardown,
                          needs=("root", "broker", "pika", "systemd",
                                 "systemd-sysusers", "unshare", "nsenter",
-                                "setpriv", "make", "tar"))
+                                "setpriv", "make", "tar", "fiu-run"))
 
 
 if __name__ == "__main__":
