@@ -236,7 +236,7 @@ def write_eio_short(ctx):
 
 @scenario
 def random_faults(ctx):
-    """For 60 s a client streams numbered messages while libfiu fails
+    """For 2 minutes a client streams numbered messages while libfiu fails
     pwrite with EIO and makes it short, and fails fdatasync with EIO, at
     random (probability 0.002, 0.001 and 0.002 a call), and the broker
     drains (its deletes fail too).  Each failed sync makes pubrelayd exit
@@ -249,7 +249,7 @@ def random_faults(ctx):
     back from the write-ahead log at the restart); the log says once per
     exit what happened."""
     import time
-    N, SECONDS = 300000, 60
+    N, SECONDS, BATCH = 400000, 120, 10000
     with H.Consumer(ctx.broker) as c:
         q = c.declare(H.unique_queue("random"))
     relay = ctx.fiu_relay()
@@ -264,25 +264,32 @@ def random_faults(ctx):
     done, ok_ids, refusals, restarts = 0, {}, 0, 0
     end = time.monotonic() + SECONDS
     armed = False
-    while done < N:
+    limit = N           # once the faults are over: the end of the last send
+    while done < limit:
         if not relay.alive():
             rc = relay.proc.wait()
             check_eq(rc, 74, "pubrelayd's exit status under faults")
             restarts += 1
             relay.restart()
             armed = False
-        if time.monotonic() < end and not armed:
+        over = time.monotonic() >= end
+        if over and limit == N:
+            if armed:
+                for f in faults:
+                    fiu(relay, "disable name=" + f.split(" name=")[1]
+                        .split(",")[0])
+                armed = False
+            limit = min(N, sent_to)
+        elif not over and not armed:
             for f in faults:
                 fiu(relay, f)
             armed = True
-        elif time.monotonic() >= end and armed:
-            for f in faults:
-                fiu(relay, "disable name=" + f.split(" name=")[1]
-                    .split(",")[0])
-            armed = False
+        sent_to = min(done + BATCH, limit)
+        if done >= sent_to:
+            break
         try:
-            stream = H.PipelinedStream(relay.sock, reqs[done:done + 20000],
-                                       chunk=50, pause=0.002).start()
+            stream = H.PipelinedStream(relay.sock, reqs[done:sent_to],
+                                       chunk=50, pause=0.01).start()
         except OSError:
             # Exiting after a failed sync: its socket is gone already.
             relay.proc.wait(timeout=30)
@@ -296,15 +303,14 @@ def random_faults(ctx):
         if bad is not None or k == 0:
             refusals += 1
         check(refusals < 2000, "no progress: %d refusals" % refusals)
-    ctx.note("%d streams cut short, %d restarts after a failed sync"
-             % (refusals, restarts))
+    check(time.monotonic() >= end, "all %d messages sent within the %d s of "
+          "faults" % (N, SECONDS))
+    ctx.note("%d messages, %d streams cut short, %d restarts after a failed "
+             "sync" % (limit, refusals, restarts))
     check(restarts > 0, "no sync failed in %d s" % SECONDS)
     check_eq(relay.log_text().count("a sync failed"), restarts,
              "log lines saying a sync failed")
-    if armed:
-        for f in faults:
-            fiu(relay, "disable name=" + f.split(" name=")[1].split(",")[0])
-    finish(ctx, relay, q, reqs, N, ok_ids)
+    finish(ctx, relay, q, reqs[:limit], limit, ok_ids)
 
 
 @scenario
