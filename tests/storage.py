@@ -14,8 +14,9 @@ fdatasync and fsync with EIO, posix/io/rw/pwrite with ENOSPC) while a
 pipelined client streams numbered messages to a private RabbitMQ node.
 Each scenario ends with an independent consumer checking that every
 message the daemon said OK to arrived, in order, under the message-id its
-OK named, and that no message arrived under two message-ids.  crash_image copies the outbox files of a frozen daemon and
-opens each copy with a fresh one.  `--list [-v]` prints what each proves.
+OK named, and that no message arrived under two message-ids.  crash_image
+copies the outbox files of a frozen daemon and opens each copy with a
+fresh one.  `--list [-v]` prints what each proves.
 """
 
 import os
@@ -91,17 +92,26 @@ def finish(ctx, relay, q, reqs, done, ok_ids):
     with an independent consumer that every message arrived, in order,
     each OK'd one under its OK's message-id, and none under two message-ids
     (copies of one are republished under its id); then stop the relay."""
-    if done < len(reqs):
-        stream = H.PipelinedStream(relay.sock, reqs[done:]).start()
-        check(stream.join(120), "the rest did not finish")
-        check_eq(stream.ok_count(), len(reqs) - done, "OK replies to the "
-                 "rest")
+    finish_all(ctx, relay, q, {1: (reqs, done, ok_ids)})
+
+
+def finish_all(ctx, relay, q, producers):
+    """finish() for {producer: (reqs, done, ok_ids)}, their rests sent one
+    after another."""
+    for p, (reqs, done, ok_ids) in sorted(producers.items()):
+        if done < len(reqs):
+            stream = H.PipelinedStream(relay.sock, reqs[done:]).start()
+            check(stream.join(120), "the rest did not finish")
+            check_eq(stream.ok_count(), len(reqs) - done, "OK replies to "
+                     "the rest of producer %d" % p)
     relay.wait_drained(180)
     with H.Consumer(ctx.broker) as c:
         msgs = c.drain(q)
-    per, _ = H.check_delivery(msgs, {1: len(reqs)}, same_ids=True,
+    per, _ = H.check_delivery(msgs, {p: len(v[0]) for p, v in
+                                     producers.items()}, same_ids=True,
                               note=ctx.note)
-    I.check_ids_stable(1, per[1], ok_ids)
+    for p, (_, _, ok_ids) in sorted(producers.items()):
+        I.check_ids_stable(p, per[p], ok_ids)
     check_eq(relay.term(), 0, "exit status after SIGTERM")
 
 
@@ -236,20 +246,21 @@ def write_eio_short(ctx):
 
 @scenario
 def random_faults(ctx):
-    """For 2 minutes a client streams numbered messages while libfiu fails
+    """For 2 minutes two clients stream numbered messages while libfiu fails
     pwrite with EIO and makes it short, and fails fdatasync with EIO, at
     random (probability 0.002, 0.001 and 0.002 a call), and the broker
     drains (its deletes fail too).  Each failed sync makes pubrelayd exit
     74, and the test starts it again, as systemd does, under the same
-    faults.  The client does what a well-behaved one does: after a refusal
-    or a closed connection it sends again, from the first message without
-    an OK.  At the end, with the faults off, every message was OK'd, and
-    the consumer gets them all, in order, each under its OK's message-id
-    and no message under two ids (a commit whose sync failed must not come
-    back from the write-ahead log at the restart); the log says once per
-    exit what happened."""
+    faults.  Each client does what a well-behaved one does: after a
+    refusal or a closed connection it sends again, from the first message
+    without an OK.  At the end, with the faults off, every message was
+    OK'd, and the consumer gets them all, in order, each under its OK's
+    message-id and no message under two ids (a commit whose sync failed
+    must not come back from the write-ahead log at the restart); the log
+    says once per exit what happened."""
     import time
-    N, SECONDS, BATCH = 400000, 120, 10000
+    N, SECONDS, BATCH = 300000, 120, 10000
+    P = (1, 2)
     with H.Consumer(ctx.broker) as c:
         q = c.declare(H.unique_queue("random"))
     relay = ctx.fiu_relay()
@@ -259,58 +270,67 @@ def random_faults(ctx):
               "probability=0.001",
               "enable_random name=posix/io/sync/fdatasync,"
               "probability=0.002,failinfo=%d" % EIO]
-    reqs = [H.encode_pub(H.seq_line(1, i), [("routing-key", q)])
-            for i in range(N)]
-    done, ok_ids, refusals, restarts = 0, {}, 0, 0
+    reqs = {p: [H.encode_pub(H.seq_line(p, i), [("routing-key", q)])
+                for i in range(N)] for p in P}
+    done = {p: 0 for p in P}
+    ok_ids = {p: {} for p in P}
+    limit = {p: N for p in P}   # after the faults: the end of the last send
+    sent_to = dict(done)
+    refusals, restarts = 0, 0
     end = time.monotonic() + SECONDS
-    armed = False
-    limit = N           # once the faults are over: the end of the last send
-    while done < limit:
+    armed = over = False
+    while any(done[p] < limit[p] for p in P):
         if not relay.alive():
             rc = relay.proc.wait()
             check_eq(rc, 74, "pubrelayd's exit status under faults")
             restarts += 1
             relay.restart()
             armed = False
-        over = time.monotonic() >= end
-        if over and limit == N:
+        if not over and time.monotonic() >= end:
+            over = True
             if armed:
                 for f in faults:
                     fiu(relay, "disable name=" + f.split(" name=")[1]
                         .split(",")[0])
                 armed = False
-            limit = min(N, sent_to)
+            limit = dict(sent_to)
         elif not over and not armed:
             for f in faults:
                 fiu(relay, f)
             armed = True
-        sent_to = min(done + BATCH, limit)
-        if done >= sent_to:
-            break
-        try:
-            stream = H.PipelinedStream(relay.sock, reqs[done:sent_to],
-                                       chunk=50, pause=0.01).start()
-        except OSError:
-            # Exiting after a failed sync: its socket is gone already.
-            relay.proc.wait(timeout=30)
-            continue
-        stream.join(120)
-        bad = oks_then_refusals(stream)
-        k = stream.ok_count()
-        ok_ids.update((done + i, mid) for i, mid in
-                      enumerate(stream.ids[:k]))
-        done += k
-        if bad is not None or k == 0:
-            refusals += 1
+        streams = {}
+        for p in P:
+            sent_to[p] = min(done[p] + BATCH, limit[p])
+            if done[p] >= sent_to[p]:
+                continue
+            try:
+                streams[p] = H.PipelinedStream(
+                    relay.sock, reqs[p][done[p]:sent_to[p]], chunk=50,
+                    pause=0.02).start()
+            except OSError:
+                # Exiting after a failed sync: its socket is gone already.
+                relay.proc.wait(timeout=30)
+                break
+        for p, stream in streams.items():
+            stream.join(120)
+            bad = oks_then_refusals(stream)
+            k = stream.ok_count()
+            ok_ids[p].update((done[p] + i, mid) for i, mid in
+                             enumerate(stream.ids[:k]))
+            done[p] += k
+            if bad is not None or k == 0:
+                refusals += 1
         check(refusals < 2000, "no progress: %d refusals" % refusals)
-    check(time.monotonic() >= end, "all %d messages sent within the %d s of "
+    check(over, "all %d messages of each producer sent within the %d s of "
           "faults" % (N, SECONDS))
-    ctx.note("%d messages, %d streams cut short, %d restarts after a failed "
-             "sync" % (limit, refusals, restarts))
+    ctx.note("%s messages, %d streams cut short, %d restarts after a failed "
+             "sync" % ("+".join(str(limit[p]) for p in P), refusals,
+                       restarts))
     check(restarts > 0, "no sync failed in %d s" % SECONDS)
     check_eq(relay.log_text().count("a sync failed"), restarts,
              "log lines saying a sync failed")
-    finish(ctx, relay, q, reqs[:limit], limit, ok_ids)
+    finish_all(ctx, relay, q, {p: (reqs[p][:limit[p]], limit[p], ok_ids[p])
+                               for p in P})
 
 
 @scenario
