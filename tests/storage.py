@@ -245,6 +245,60 @@ def write_eio_short(ctx):
 
 
 @scenario
+def checkpoint_sync(ctx):
+    """With sync = normal a commit is not synced: fdatasync and fsync run
+    when SQLite copies the write-ahead log into the database file (the
+    checkpoint), and for the commit that reserves message ids, the first
+    one.  Failing them with EIO for 59,000 pipelined messages
+    costs no OK and no restart: the log keeps what a failed checkpoint
+    copied and grows past its working size (no checkpoint completes), the
+    log says no sync failed; with the fault off a checkpoint completes and
+    the log is cut back to its limit, and every message arrives in order
+    under its OK's message-id."""
+    N, FAULTED = 70000, 60000
+    with H.Consumer(ctx.broker) as c:
+        q = c.declare(H.unique_queue("ckpt"))
+    relay = ctx.fiu_relay({"outbox": {"sync": "normal"}})
+    wal = relay.outbox + "-wal"
+    # SQLite's default working size: 1000 frames of a 4096-byte page.
+    working, limit = 32 + 1000 * (4096 + 24), 2 * (32 + 1000 * (4096 + 24))
+    reqs = [H.encode_pub(H.seq_line(1, i), [("routing-key", q)])
+            for i in range(N)]
+    # After the first commit, which reserves ids and so is synced.
+    stream = H.PipelinedStream(relay.sock, reqs[:FAULTED], chunk=50,
+                               pause=0.002).start()
+    H.wait_until(lambda: stream.ok_count() >= 1000, 60, "1000 OK replies",
+                 interval=0.005)
+    for point in ("fdatasync", "fsync"):
+        fiu(relay, "enable name=posix/io/sync/%s,failinfo=%d" % (point, EIO))
+    check(stream.join(120), "the stream under failing syncs did not finish")
+    grown = os.path.getsize(wal)
+    for point in ("fdatasync", "fsync"):
+        fiu(relay, "disable name=posix/io/sync/" + point)
+    check(relay.alive(), "pubrelayd exited (%s) when checkpoints could not "
+          "sync" % relay.proc.poll())
+    check_eq(stream.ok_count(), FAULTED, "OK replies while syncs failed "
+             "(first refusal: %r)" % (stream.replies[oks_then_refusals(
+                 stream) or 0],))
+    check(grown > working, "the log did not grow past its working size "
+          "(%d bytes) while syncs failed: %d bytes" % (working, grown))
+    ok_ids = dict(enumerate(stream.ids))
+    rest = H.PipelinedStream(relay.sock, reqs[FAULTED:]).start()
+    check(rest.join(120), "the rest did not finish")
+    check_eq(rest.ok_count(), N - FAULTED, "OK replies after the fault")
+    ok_ids.update((FAULTED + i, mid) for i, mid in enumerate(rest.ids))
+    relay.wait_drained(180)
+    H.wait_until(lambda: os.path.getsize(wal) <= limit, 60,
+                 "the log to be cut back to %d bytes (from %d)"
+                 % (limit, grown))
+    check("a sync failed" not in relay.log_text(),
+          "a failed checkpoint sync was taken for a failed commit")
+    ctx.note("log %d bytes while syncs failed, %d after"
+             % (grown, os.path.getsize(wal)))
+    finish(ctx, relay, q, reqs, N, ok_ids)
+
+
+@scenario
 def random_faults(ctx):
     """For 2 minutes two clients stream numbered messages while libfiu fails
     pwrite with EIO and makes it short, and fails fdatasync with EIO, at
