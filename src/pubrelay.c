@@ -1468,50 +1468,62 @@ static const char *const dead_titles[DEAD_FIELDS] = {
 	"MESSAGE ID", "REASON",
 };
 
+/*
+ * The DEAD LIST line at *pp (up to end, without its newline) split at its
+ * tabs into f[] and n[]; *pp moves past it.  -1 when it is not exactly
+ * DEAD_FIELDS fields.
+ */
+static int
+dead_split(const char **pp, const char *end, const char *f[DEAD_FIELDS],
+    size_t n[DEAD_FIELDS])
+{
+	const char	*q = *pp, *eol, *tab;
+	int		 j;
+
+	if ((eol = memchr(q, '\n', (size_t)(end - q))) == NULL)
+		eol = end;
+	*pp = eol < end ? eol + 1 : end;
+	for (j = 0; j < DEAD_FIELDS; j++) {
+		tab = memchr(q, '\t', (size_t)(eol - q));
+		if ((tab == NULL) != (j == DEAD_FIELDS - 1))
+			return -1;
+		if (tab == NULL)
+			tab = eol;
+		f[j] = q;
+		n[j] = (size_t)(tab - q);
+		q = tab + 1;
+	}
+	return 0;
+}
+
 /* The DEAD LIST body as a table; -1 when a line is not 8 fields. */
 static int
 dead_table(const char *p, size_t len)
 {
 	struct dead_row	*rows = NULL;
-	const char	*end = p + len, *eol, *q, *tab;
-	char		 tmp[64];
-	size_t		 nrows = 0, i;
+	const char	*end = p + len, *f[DEAD_FIELDS];
+	char		 tmp[64], ms[32];
+	size_t		 n[DEAD_FIELDS], nrows = 0, i;
 	int		 width[DEAD_FIELDS], j, rc = 0;
 
 	for (j = 0; j < DEAD_FIELDS; j++)
 		width[j] = (int)strlen(dead_titles[j]);
-	for (q = p; q < end && rc == 0; q = eol + 1) {
-		if ((eol = memchr(q, '\n', (size_t)(end - q))) == NULL)
-			eol = end;
+	while (p < end && (rc = dead_split(&p, end, f, n)) == 0) {
 		rows = xrealloc(rows, (nrows + 1) * sizeof(*rows));
 		for (j = 0; j < DEAD_FIELDS; j++) {
-			tab = memchr(q, '\t', (size_t)(eol - q));
-			if ((tab == NULL) != (j == DEAD_FIELDS - 1)) {
-				rc = -1;
-				break;
-			}
-			if (tab == NULL)
-				tab = eol;
 			if (j == 1) {
-				char	ms[32];
-
-				snprintf(ms, sizeof(ms), "%.*s",
-				    (int)(tab - q), q);
+				snprintf(ms, sizeof(ms), "%.*s", (int)n[j],
+				    f[j]);
 				dead_time(ms, tmp, sizeof(tmp));
 				rows[nrows].field[j] = util_text(tmp,
 				    strlen(tmp), &rows[nrows].width[j]);
 			} else
-				rows[nrows].field[j] = util_text(q,
-				    (size_t)(tab - q), &rows[nrows].width[j]);
+				rows[nrows].field[j] = util_text(f[j], n[j],
+				    &rows[nrows].width[j]);
 			if (rows[nrows].width[j] > width[j])
 				width[j] = rows[nrows].width[j];
-			q = tab + 1;
 		}
-		if (rc == 0)
-			nrows++;
-		else
-			while (--j >= 0)
-				free(rows[nrows].field[j]);
+		nrows++;
 	}
 	if (rc == 0) {
 		/* Numbers right-aligned; the reason, last, is not padded. */
@@ -1553,42 +1565,32 @@ static const char *const dead_json_names[DEAD_FIELDS] = {
 static int
 dead_json(const char *p, size_t len)
 {
-	const char	*end = p + len, *eol, *q, *tab;
+	const char	*end = p + len, *f[DEAD_FIELDS];
 	struct buf	 o;
-	size_t		 k;
+	size_t		 n[DEAD_FIELDS], k;
 	int		 j, rc = 0;
 
 	buf_init(&o);
-	for (q = p; q < end && rc == 0; q = eol + 1) {
-		if ((eol = memchr(q, '\n', (size_t)(end - q))) == NULL)
-			eol = end;
+	while (p < end && (rc = dead_split(&p, end, f, n)) == 0) {
 		buf_reset(&o);
 		buf_append(&o, "{", 1);
-		for (j = 0; j < DEAD_FIELDS && rc == 0; j++) {
-			tab = memchr(q, '\t', (size_t)(eol - q));
-			if ((tab == NULL) != (j == DEAD_FIELDS - 1)) {
-				rc = -1;
-				break;
-			}
-			if (tab == NULL)
-				tab = eol;
+		for (j = 0; j < DEAD_FIELDS; j++) {
 			buf_printf(&o, "%s\"%s\": ", j ? ", " : "",
 			    dead_json_names[j]);
 			if (j < 4) {
-				for (k = 0; q + k < tab; k++)
-					if (q[k] < '0' || q[k] > '9')
+				for (k = 0; k < n[j]; k++)
+					if (f[j][k] < '0' || f[j][k] > '9')
 						rc = -1;
-				if (k == 0 || k > 20)
+				if (n[j] == 0 || n[j] > 20)
 					rc = -1;
-				buf_append(&o, q, (size_t)(tab - q));
+				buf_append(&o, f[j], n[j]);
 			} else
-				statsfmt_json_string(&o, q, (size_t)(tab - q));
-			q = tab + 1;
+				statsfmt_json_string(&o, f[j], n[j]);
 		}
-		if (rc == 0) {
-			buf_append(&o, "}\n", 2);
-			fwrite(o.data, 1, o.len, stdout);
-		}
+		if (rc != 0)
+			break;
+		buf_append(&o, "}\n", 2);
+		fwrite(o.data, 1, o.len, stdout);
 	}
 	buf_free(&o);
 	return rc;
