@@ -553,27 +553,14 @@ def python_docs_examples(ctx):
 def setup(names):
     global P
     P = load_pubrelay()
-    try:
-        b = H.Broker().start()
-    except Exception as e:
-        raise H.HarnessError("cannot start the RabbitMQ broker: %s" % (e,))
-    log("broker %s on 127.0.0.1:%d booted in %.1fs"
-        % (b.node, b.port, b.boot_seconds))
-    return b
-
-
-def repair(broker, last):
-    """Back in service after a scenario that failed half-way (the memory
-    alarm is lifted by python_full_retry's own finally)."""
-    if broker.proc is None or broker.proc.poll() is not None:
-        broker.restart()
-    elif not H.tcp_connectable(broker.port):
-        broker.start_app()
+    return S.start_broker()
 
 
 def main(argv):
+    # The memory alarm is lifted by python_full_retry's own finally.
     return S.run("clients.py", scenario, argv, setup, Ctx,
-                 repair=repair, teardown=lambda b: b.stop(), tap_notes=True,
+                 repair=lambda b, last: S.ensure_broker(b),
+                 teardown=lambda b: b.stop(), tap_notes=True,
                  needs=("broker", "pika"))
 
 

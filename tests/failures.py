@@ -2095,14 +2095,7 @@ def ensure_brokers(brokers):
     """Put every broker back in service: VM running, app started, no
     alarm."""
     for b in brokers.all():
-        if b.proc is None or b.proc.poll() is not None:
-            log("broker %s: not running after the scenario; restarting it"
-                % b.node)
-            b.restart()
-        elif not H.tcp_connectable(b.port):
-            log("broker %s: app stopped after the scenario; starting it"
-                % b.node)
-            b.start_app()
+        S.ensure_broker(b)
         b.memory_alarm(False)
 
 
@@ -2110,13 +2103,8 @@ def setup(names):
     brokers = Brokers()
     if "failover" in names:
         brokers.start_second_in_background()
-    try:
-        brokers.first = H.Broker().start()
-    except Exception as e:
-        raise H.HarnessError("cannot start the RabbitMQ broker: %s" % (e,))
-    b = brokers.first
-    log("broker %s on 127.0.0.1:%d booted in %.1fs (dir %s)"
-        % (b.node, b.port, b.boot_seconds, b.dir))
+    brokers.first = S.start_broker()
+    log("broker dir %s" % brokers.first.dir)
     return brokers
 
 

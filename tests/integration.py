@@ -3390,24 +3390,9 @@ def status_query(ctx):
     check_eq(relay.term(), 0, "pubrelayd exit code after SIGTERM")
 
 
-def ensure_broker(broker):
-    """Put the shared broker back in service after a scenario that faulted
-    it (and failed half-way)."""
-    if broker.proc is None or broker.proc.poll() is not None:
-        log("broker: not running after the scenario; restarting it")
-        broker.restart()
-    elif not H.tcp_connectable(broker.port):
-        log("broker: app stopped after the scenario; starting it")
-        broker.start_app()
-
-
 def setup(names):
-    try:
-        b = H.Broker().start()
-    except Exception as e:
-        raise H.HarnessError("cannot start the RabbitMQ broker: %s" % (e,))
-    log("broker %s on 127.0.0.1:%d booted in %.1fs (dir %s)"
-        % (b.node, b.port, b.boot_seconds, b.dir))
+    b = S.start_broker()
+    log("broker dir %s" % b.dir)
     return b
 
 
@@ -3829,7 +3814,7 @@ def top_screen(ctx):
 
 def main(argv):
     return S.run("integration.py", scenario, argv, setup, Ctx, report=report,
-                 repair=lambda b, last: ensure_broker(b), teardown=teardown,
+                 repair=lambda b, last: S.ensure_broker(b), teardown=teardown,
                  needs=("root", "broker", "pika", "tmux"))
 
 

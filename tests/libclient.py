@@ -28,7 +28,6 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 import harness as H  # noqa: E402
 import scenarios as S  # noqa: E402
-from harness import log  # noqa: E402
 from scenarios import check, check_eq  # noqa: E402
 
 SRCDIR = os.environ.get("PUBRELAY_SRCDIR",
@@ -578,28 +577,13 @@ def man_example(ctx):
 
 def setup(names):
     path = prog()
-    try:
-        b = H.Broker().start()
-    except Exception as e:
-        raise H.HarnessError("cannot start the RabbitMQ broker: %s" % (e,))
-    log("broker %s on 127.0.0.1:%d booted in %.1fs; program %s"
-        % (b.node, b.port, b.boot_seconds, path))
-    return {"broker": b, "prog": path}
-
-
-def repair(env, last):
-    b = env["broker"]
-    if b.proc is None or b.proc.poll() is not None:
-        b.restart()
-
-
-def teardown(env):
-    env["broker"].stop()
+    return {"broker": S.start_broker("program %s" % path), "prog": path}
 
 
 def main(argv):
-    return S.run("libclient.py", scenario, argv, setup, Ctx, repair=repair,
-                 teardown=teardown,
+    return S.run("libclient.py", scenario, argv, setup, Ctx,
+                 repair=lambda env, last: S.ensure_broker(env["broker"]),
+                 teardown=lambda env: env["broker"].stop(),
                  needs=("broker", "pika"))
 
 

@@ -236,30 +236,15 @@ def scraped(ctx):
 
 
 def setup(names):
-    try:
-        b = H.Broker().start()
-    except Exception as e:
-        raise H.HarnessError("cannot start the RabbitMQ broker: %s" % (e,))
     rc, out = run(["prometheus", "--version"])
-    log("broker %s on 127.0.0.1:%d booted in %.1fs; %s"
-        % (b.node, b.port, b.boot_seconds, out.splitlines()[0] if out
-           else "prometheus --version: nothing"))
-    return {"broker": b}
-
-
-def repair(env, last):
-    b = env["broker"]
-    if b.proc is None or b.proc.poll() is not None:
-        b.restart()
-
-
-def teardown(env):
-    env["broker"].stop()
+    return {"broker": S.start_broker(out.splitlines()[0] if out else
+                                     "prometheus --version: nothing")}
 
 
 def main(argv):
-    return S.run("prometheus.py", scenario, argv, setup, Ctx, repair=repair,
-                 teardown=teardown,
+    return S.run("prometheus.py", scenario, argv, setup, Ctx,
+                 repair=lambda env, last: S.ensure_broker(env["broker"]),
+                 teardown=lambda env: env["broker"].stop(),
                  needs=("broker", "pika", "prometheus", "promtool"))
 
 

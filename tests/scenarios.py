@@ -143,6 +143,32 @@ def _time_limit(seconds, what):
     signal.alarm(seconds)
 
 
+def start_broker(more=""):
+    """The private RabbitMQ node of a suite's setup(), started and logged
+    (more: what else to say on that line); HarnessError when it cannot
+    start."""
+    try:
+        b = H.Broker().start()
+    except Exception as e:
+        raise H.HarnessError("cannot start the RabbitMQ broker: %s" % (e,))
+    log("broker %s on 127.0.0.1:%d booted in %.1fs%s"
+        % (b.node, b.port, b.boot_seconds, "; " + more if more else ""))
+    return b
+
+
+def ensure_broker(broker):
+    """Put a suite's broker back in service after a scenario that faulted
+    it (and failed half-way): a repair() for run()."""
+    if broker.proc is None or broker.proc.poll() is not None:
+        log("broker %s: not running after the scenario; restarting it"
+            % broker.node)
+        broker.restart()
+    elif not H.tcp_connectable(broker.port):
+        log("broker %s: app stopped after the scenario; starting it"
+            % broker.node)
+        broker.start_app()
+
+
 def _noop(*a):
     pass
 

@@ -28,7 +28,6 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import harness as H  # noqa: E402
 import integration as I  # noqa: E402  (shared checks)
 import scenarios as S  # noqa: E402
-from harness import log  # noqa: E402
 from scenarios import check, check_eq  # noqa: E402
 
 EIO, ENOSPC = 5, 28
@@ -509,20 +508,12 @@ def crash_image(ctx):
 
 
 def setup(names):
-    b = H.Broker().start()
-    log("broker %s on 127.0.0.1:%d booted in %.1fs"
-        % (b.node, b.port, b.boot_seconds))
-    return {"broker": b}
-
-
-def repair(env, last):
-    b = env["broker"]
-    if b.proc is None or b.proc.poll() is not None:
-        b.restart()
+    return {"broker": S.start_broker()}
 
 
 def main(argv):
-    return S.run("storage.py", scenario, argv, setup, Ctx, repair=repair,
+    return S.run("storage.py", scenario, argv, setup, Ctx,
+                 repair=lambda env, last: S.ensure_broker(env["broker"]),
                  teardown=lambda env: env["broker"].stop(), tap_notes=True,
                  needs=("broker", "pika", "fiu-run", "fiu-ctrl"))
 
