@@ -33,6 +33,37 @@ from scenarios import check, check_eq  # noqa: E402
 EIO, ENOSPC = 5, 28
 
 
+_asan = []
+
+
+def fiu_wrap(fifo, *args):
+    """argv before pubrelayd's: fiu-run -x -f FIFO ARGS.  A pubrelayd built
+    with AddressSanitizer (./configure --enable-sanitizers) wants its
+    runtime first of the preloaded libraries, and fiu-run puts libfiu's
+    first: a shell between them puts libasan in front, and tells
+    LeakSanitizer to ignore what libfiu's own start-up keeps (the failure
+    points of -c, 42 bytes)."""
+    if not _asan:
+        p = subprocess.run(["ldd", H.binary("PUBRELAYD")],
+                           stdout=subprocess.PIPE,
+                           stderr=subprocess.DEVNULL)
+        libs = [ln.split("=>")[1].split()[0] for ln in
+                p.stdout.decode().splitlines()
+                if "libasan" in ln and "=>" in ln]
+        supp = None
+        if libs:
+            supp = os.path.join(H.mkdtemp("pubrelay-lsan-"), "fiu.supp")
+            with open(supp, "w") as f:
+                f.write("leak:fiu_run_preload.so\n")
+        _asan.append((libs[0], supp) if libs else None)
+    argv = ["fiu-run", "-x", "-f", fifo] + list(args)
+    if _asan[0] is not None:
+        argv += ["sh", "-c", 'LD_PRELOAD="%s $LD_PRELOAD" LSAN_OPTIONS='
+                 '"suppressions=%s:print_suppressions=0:$LSAN_OPTIONS" '
+                 'exec "$@"' % _asan[0], "sh"]
+    return argv
+
+
 class Ctx(S.Ctx):
     def __init__(self, env, name):
         super().__init__(env, name)
@@ -42,7 +73,7 @@ class Ctx(S.Ctx):
     def fiu_relay(self, overrides=None):
         """A relay under fiu-run -x, its control FIFO in its own dir."""
         r = H.Relay(self.broker, self.name, overrides=overrides)
-        r.wrap = ["fiu-run", "-x", "-f", os.path.join(r.dir, "fiu")]
+        r.wrap = fiu_wrap(os.path.join(r.dir, "fiu"))
         self.relays.append(r)
         r.start()
         return r
@@ -417,7 +448,7 @@ def start_faults(ctx):
                          relay.outbox + ".lock"),
                         ("posix/io/oc/open,failinfo=13",
                          relay.outbox + ".lock")):
-        relay.wrap = ["fiu-run", "-x", "-f", "", "-c", "enable name=" + fault]
+        relay.wrap = fiu_wrap("", "-c", "enable name=" + fault)
         relay.start(wait=False)
         rc = relay.proc.wait(timeout=30)
         log_text = relay.log_text().split("==== harness: start")[-1]
