@@ -259,6 +259,23 @@ top_line(struct top *t, struct buf *screen, const struct buf *line)
 	buf_appends(screen, "\033[K\r\n");
 }
 
+/* A rate's line: its label, the rate now, and the sparkline of ring r. */
+static void
+top_rate_line(struct top *t, struct buf *screen, struct buf *l,
+    const char *label, double rate, const double *r, size_t spark)
+{
+	char	a[64];
+
+	top_rate_str(rate, a, sizeof(a));
+	buf_printf(l, "%-10s%-10s", label, a);
+	if (spark > 0) {
+		buf_appends(l, "        ");
+		top_spark(t, r, spark, l);
+	}
+	top_line(t, screen, l);
+	buf_reset(l);
+}
+
 static void
 top_screen(struct top *t)
 {
@@ -301,22 +318,10 @@ top_screen(struct top *t)
 	top_line(t, &screen, &l);
 	buf_reset(&l);
 
-	top_rate_str(top_rate(p, c, p->accepted, c->accepted), a, sizeof(a));
-	buf_printf(&l, "in        %-10s", a);
-	if (spark > 0) {
-		buf_appends(&l, "        ");
-		top_spark(t, t->in, spark, &l);
-	}
-	top_line(t, &screen, &l);
-	buf_reset(&l);
-	top_rate_str(top_rate(p, c, p->confirmed, c->confirmed), a, sizeof(a));
-	buf_printf(&l, "out       %-10s", a);
-	if (spark > 0) {
-		buf_appends(&l, "        ");
-		top_spark(t, t->out, spark, &l);
-	}
-	top_line(t, &screen, &l);
-	buf_reset(&l);
+	top_rate_line(t, &screen, &l, "in",
+	    top_rate(p, c, p->accepted, c->accepted), t->in, spark);
+	top_rate_line(t, &screen, &l, "out",
+	    top_rate(p, c, p->confirmed, c->confirmed), t->out, spark);
 	trend = p->ok && c->t > p->t ? ((double)c->backlog -
 	    (double)p->backlog) / (c->t - p->t) : 0;
 	snprintf(a, sizeof(a), "%" PRIu64, c->backlog);
