@@ -887,11 +887,8 @@ outbox_cut_log(struct outbox *ob)
 	end = WAL_HDR_SIZE + (sqlite3_int64)mxframe *
 	    (page + WAL_FRAME_HDR_SIZE);
 	if (size > end && wal->pMethods->xTruncate(wal, end) != SQLITE_OK) {
-		snprintf(ob->sync_cut, sizeof(ob->sync_cut), "the failed "
-		    "commit could not be cut from the write-ahead log (%s): "
-		    "its messages may come back at the restart, twice if "
-		    "their clients send them again", strerror(errno));
-		return;
+		why = strerror(errno);
+		goto fail;
 	}
 	snprintf(ob->sync_cut, sizeof(ob->sync_cut), "the failed commit was "
 	    "cut from the write-ahead log (at frame %" PRIu32 ")", mxframe);
